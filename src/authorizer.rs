@@ -1,0 +1,267 @@
+//! The decision for one connection attempt, straight through:
+//! request → bearer token → verified claims → roles → permissions →
+//! user JWT → signed (and sealed) response.
+//!
+//! Every failure becomes a refusal: a response carrying the reason when the
+//! request can be answered, an empty body when it cannot (nats-server refuses
+//! the client at once instead of waiting for its timeout).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::auth_request::{self, Addressee, AuthRequest};
+use crate::auth_response::{self, Addressed, Answer};
+use crate::claims;
+use crate::config::{CalloutConfig, OidcConfig};
+use crate::key_manager::KeyManager;
+use crate::permissions::RoleTable;
+use crate::token::TokenVerifier;
+use crate::user_jwt::{self, UserGrant};
+
+pub struct Authorizer {
+    callout: CalloutConfig,
+    issuer_public: String,
+    oidc: Arc<OidcConfig>,
+    roles: Arc<RoleTable>,
+    verifier: TokenVerifier,
+}
+
+/// What happened, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed {
+        user: String,
+        roles: Vec<String>,
+        expires: u64,
+    },
+    Refused {
+        code: &'static str,
+        reason: String,
+    },
+}
+
+pub struct Decision {
+    /// The message body to publish on the request's reply subject.
+    pub body: Vec<u8>,
+    pub verdict: Verdict,
+}
+
+struct Refusal {
+    code: &'static str,
+    reason: String,
+    user: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, reason: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            reason: reason.into(),
+            user: None,
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl Authorizer {
+    pub fn new(
+        callout: CalloutConfig,
+        oidc: Arc<OidcConfig>,
+        roles: Arc<RoleTable>,
+        keys: Arc<KeyManager>,
+    ) -> Self {
+        let verifier = TokenVerifier::new(oidc.clone(), keys, callout.max_token_bytes);
+        Authorizer {
+            issuer_public: callout.issuer.public_key(),
+            callout,
+            oidc,
+            roles,
+            verifier,
+        }
+    }
+
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    /// Decides one authorization request message and logs the decision.
+    pub async fn decide(&self, payload: &[u8], xkey_header: Option<&str>) -> Decision {
+        let started = Instant::now();
+        let now = unix_now();
+        let request = match auth_request::decode(
+            payload,
+            xkey_header,
+            self.callout.xkey.as_deref(),
+            &self.issuer_public,
+            now as i64,
+        ) {
+            Ok(r) => r,
+            Err(failure) => {
+                let reason = format!("bad authorization request: {}", failure.error);
+                tracing::warn!(result = "refused", code = "bad_request", reason = %reason, latency_us = started.elapsed().as_micros() as u64, "authorization");
+                let body = match failure.addressee {
+                    Some(to) => self.respond_to(&to, None, Answer::Deny { error: &reason }, now),
+                    None => Vec::new(),
+                };
+                return Decision {
+                    body,
+                    verdict: Verdict::Refused {
+                        code: "bad_request",
+                        reason,
+                    },
+                };
+            }
+        };
+        let outcome = self.grant(&request, now).await;
+        let to = Addressee {
+            user_nkey: request.claims.nats.user_nkey.clone(),
+            server_id: request.claims.nats.server_id.id.clone(),
+        };
+        let client = &request.claims.nats.client_info;
+        let host = client.host.as_deref().unwrap_or("");
+        let cid = client.id.unwrap_or(0);
+        let server = &request.claims.nats.server_id.name;
+        let latency_us = started.elapsed().as_micros() as u64;
+        match outcome {
+            Ok((user_jwt, verdict)) => {
+                let body = self.respond_to(
+                    &to,
+                    request.server_xkey.as_ref(),
+                    Answer::Allow {
+                        user_jwt: &user_jwt,
+                    },
+                    now,
+                );
+                if let Verdict::Allowed {
+                    user,
+                    roles,
+                    expires,
+                } = &verdict
+                {
+                    tracing::info!(result = "allowed", user = %user, roles = ?roles, expires, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
+                }
+                Decision { body, verdict }
+            }
+            Err(refusal) => {
+                let user = refusal.user.as_deref().unwrap_or("");
+                tracing::warn!(result = "refused", user, code = refusal.code, reason = %refusal.reason, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
+                let body = self.respond_to(
+                    &to,
+                    request.server_xkey.as_ref(),
+                    Answer::Deny {
+                        error: &refusal.reason,
+                    },
+                    now,
+                );
+                Decision {
+                    body,
+                    verdict: Verdict::Refused {
+                        code: refusal.code,
+                        reason: refusal.reason,
+                    },
+                }
+            }
+        }
+    }
+
+    async fn grant(&self, request: &AuthRequest, now: u64) -> Result<(String, Verdict), Refusal> {
+        let token = request
+            .claims
+            .nats
+            .connect_opts
+            .bearer_token()
+            .ok_or_else(|| {
+                Refusal::new(
+                    "no_token",
+                    "no bearer token: connect with the OIDC access token as the password",
+                )
+            })?;
+        let verified = self
+            .verifier
+            .verify(token, now)
+            .await
+            .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+        let user = claims::user_name(&verified.claims, &self.oidc.user_claim)
+            .map_err(|e| Refusal::new("identity_claim", e.to_string()))?;
+        let refuse = |code, reason: String| Refusal {
+            code,
+            reason,
+            user: Some(user.clone()),
+        };
+        let token_roles = claims::roles(&verified.claims, &self.oidc.roles_claim)
+            .map_err(|e| refuse("roles_claim", e.to_string()))?;
+        let permissions = self.roles.permissions_for(&token_roles).ok_or_else(|| {
+            refuse(
+                "no_mapped_role",
+                format!(
+                    "no mapped role: token roles {} match no [roles.*] table",
+                    summarize(&token_roles)
+                ),
+            )
+        })?;
+        let expires = verified.exp.min(now + self.callout.max_user_ttl.as_secs());
+        let user_jwt = user_jwt::issue(
+            &UserGrant {
+                user_nkey: &request.claims.nats.user_nkey,
+                name: &user,
+                account: &self.callout.account,
+                permissions: &permissions,
+                expires,
+            },
+            &self.callout.issuer,
+            now,
+        );
+        Ok((
+            user_jwt,
+            Verdict::Allowed {
+                user,
+                roles: permissions.roles,
+                expires,
+            },
+        ))
+    }
+
+    fn respond_to(
+        &self,
+        to: &Addressee,
+        server_xkey: Option<&nkeys::XKey>,
+        answer: Answer<'_>,
+        now: u64,
+    ) -> Vec<u8> {
+        let addressed = Addressed {
+            user_nkey: &to.user_nkey,
+            server_id: &to.server_id,
+        };
+        let seal = match (self.callout.xkey.as_deref(), server_xkey) {
+            (Some(ours), Some(theirs)) => Some((ours, theirs)),
+            _ => None,
+        };
+        match auth_response::build(&addressed, answer, &self.callout.issuer, seal, now) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the authorization response; the client will be refused");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Lists roles for a refusal message without letting a huge claim flood the log.
+fn summarize(roles: &[String]) -> String {
+    const MAX: usize = 10;
+    if roles.is_empty() {
+        return "[] (none)".into();
+    }
+    let shown: Vec<&str> = roles.iter().take(MAX).map(String::as_str).collect();
+    if roles.len() > MAX {
+        format!("{shown:?} and {} more", roles.len() - MAX)
+    } else {
+        format!("{shown:?}")
+    }
+}

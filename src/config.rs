@@ -1,0 +1,658 @@
+//! The TOML configuration: parsed strictly (unknown keys are errors), then
+//! validated into the typed [`Config`] the service runs on. Every error names
+//! the file, the key and the reason, and never contains a secret.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::claims::ClaimPath;
+use crate::permissions::{Direction, Role, RoleTable};
+use crate::secrets::{self, SeedKind};
+use crate::subject::check_permission_subject;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nats-oidc-callout/config.toml";
+pub const CONFIG_ENV: &str = "NATS_OIDC_CALLOUT_CONFIG";
+pub const ISSUER_SEED_ENV: &str = "NATS_OIDC_CALLOUT_ISSUER_SEED";
+pub const XKEY_SEED_ENV: &str = "NATS_OIDC_CALLOUT_XKEY_SEED";
+
+/// Accepts a bearer token far larger than real ones (Entra ID and Keycloak
+/// tokens with many groups reach several KiB) while bounding the work an
+/// attacker can make us do.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub nats: NatsConfig,
+    pub callout: CalloutConfig,
+    pub oidc: Arc<OidcConfig>,
+    pub http: Option<HttpConfig>,
+    pub roles: Arc<RoleTable>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    pub urls: Vec<String>,
+    pub auth: NatsAuth,
+    pub queue_group: String,
+    pub name: String,
+}
+
+/// How the callout service itself authenticates to NATS. Secrets are kept out
+/// of `Debug` output.
+#[derive(Clone)]
+pub enum NatsAuth {
+    None,
+    UserPassword { user: String, password: String },
+    Token(String),
+    NkeySeed(String),
+    CredsFile(PathBuf),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => write!(f, "none"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "user {user:?} with password"),
+            NatsAuth::Token(_) => write!(f, "token"),
+            NatsAuth::NkeySeed(_) => write!(f, "nkey"),
+            NatsAuth::CredsFile(p) => write!(f, "creds file {}", p.display()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CalloutConfig {
+    /// Account key pair that signs user JWTs and authorization responses; its
+    /// public key is `auth_callout.issuer` in nats-server.
+    pub issuer: Arc<nkeys::KeyPair>,
+    pub xkey: Option<Arc<nkeys::XKey>>,
+    pub account: String,
+    pub max_user_ttl: Duration,
+    pub max_token_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub discovery_url: String,
+    pub audience: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub roles_claim: ClaimPath,
+    pub user_claim: ClaimPath,
+    pub jwks_max_age: Duration,
+    pub jwks_refetch_cooldown: Duration,
+    pub http_timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+// ---- raw TOML shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    nats: RawNats,
+    callout: RawCallout,
+    oidc: RawOidc,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    roles: BTreeMap<String, RawRole>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNats {
+    url: Option<OneOrMany>,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    nkey_seed_file: Option<PathBuf>,
+    creds_file: Option<PathBuf>,
+    queue_group: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallout {
+    issuer_seed_file: Option<PathBuf>,
+    issuer_seed: Option<String>,
+    xkey_seed_file: Option<PathBuf>,
+    xkey_seed: Option<String>,
+    account: String,
+    max_user_ttl: Option<String>,
+    max_token_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    discovery_url: Option<String>,
+    audience: OneOrMany,
+    algorithms: Option<Vec<String>>,
+    leeway: Option<String>,
+    roles_claim: String,
+    user_claim: Option<String>,
+    jwks_max_age: Option<String>,
+    jwks_refetch_cooldown: Option<String>,
+    http_timeout: Option<String>,
+    max_response_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    #[serde(rename = "pub", default)]
+    publish: RawDirection,
+    #[serde(rename = "sub", default)]
+    subscribe: RawDirection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDirection {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+// ---- loading --------------------------------------------------------------
+
+/// The config path: the command-line flag, else the environment, else the
+/// documented default.
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is used in messages and to resolve relative
+    /// file references against the config's directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: toml_error_key(&e),
+            reason: e.message().to_string(),
+        })?;
+        Validator { path }.validate(raw)
+    }
+}
+
+fn toml_error_key(e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => format!("(at byte {})", span.start),
+        None => "(syntax)".into(),
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Relative paths in the config are relative to the config file, so a
+    /// mounted directory works wherever it is mounted.
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path
+                .parent()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|| p.to_path_buf())
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                self.err(
+                    key,
+                    format!("{v:?} is not a duration like \"30s\" or \"1h\": {e}"),
+                )
+            }),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let nats = self.nats(raw.nats)?;
+        let callout = self.callout(raw.callout)?;
+        let oidc = self.oidc(raw.oidc)?;
+        let http = match raw.http {
+            None => None,
+            Some(h) => Some(HttpConfig {
+                listen: h.listen.parse().map_err(|e| {
+                    self.err(
+                        "http.listen",
+                        format!("{:?} is not an address like 127.0.0.1:8080: {e}", h.listen),
+                    )
+                })?,
+            }),
+        };
+        let roles = self.roles(raw.roles)?;
+        Ok(Config {
+            source: self.path.to_path_buf(),
+            nats,
+            callout,
+            oidc: Arc::new(oidc),
+            http,
+            roles: Arc::new(roles),
+        })
+    }
+
+    fn nats(&self, raw: RawNats) -> Result<NatsConfig, ConfigError> {
+        let urls = raw
+            .url
+            .map(OneOrMany::into_vec)
+            .unwrap_or_else(|| vec!["nats://127.0.0.1:4222".into()]);
+        if urls.is_empty() {
+            return Err(self.err("nats.url", "needs at least one server url"));
+        }
+        for u in &urls {
+            if u.trim().is_empty() || u.contains(char::is_whitespace) {
+                return Err(self.err("nats.url", format!("{u:?} is not a server url")));
+            }
+        }
+        let mut methods = Vec::new();
+        if raw.user.is_some() || raw.password.is_some() {
+            methods.push("user/password");
+        }
+        if raw.token.is_some() {
+            methods.push("token");
+        }
+        if raw.nkey_seed_file.is_some() {
+            methods.push("nkey_seed_file");
+        }
+        if raw.creds_file.is_some() {
+            methods.push("creds_file");
+        }
+        if methods.len() > 1 {
+            return Err(self.err(
+                "nats",
+                format!(
+                    "choose one way to authenticate, found {}",
+                    methods.join(" and ")
+                ),
+            ));
+        }
+        let auth = if let Some(user) = raw.user {
+            let password = raw
+                .password
+                .ok_or_else(|| self.err("nats.password", "required with nats.user"))?;
+            NatsAuth::UserPassword { user, password }
+        } else if raw.password.is_some() {
+            return Err(self.err("nats.user", "required with nats.password"));
+        } else if let Some(token) = raw.token {
+            NatsAuth::Token(token)
+        } else if let Some(file) = raw.nkey_seed_file {
+            let file = self.resolve(&file);
+            let seed = secrets::read_seed_file(&file, SeedKind::User)
+                .map_err(|reason| self.err("nats.nkey_seed_file", reason))?;
+            NatsAuth::NkeySeed(seed)
+        } else if let Some(file) = raw.creds_file {
+            let file = self.resolve(&file);
+            std::fs::metadata(&file)
+                .map_err(|e| self.err("nats.creds_file", format!("{}: {e}", file.display())))?;
+            NatsAuth::CredsFile(file)
+        } else {
+            NatsAuth::None
+        };
+        let queue_group = raw
+            .queue_group
+            .unwrap_or_else(|| "nats-oidc-callout".into());
+        if queue_group.is_empty() || queue_group.contains(char::is_whitespace) {
+            return Err(self.err(
+                "nats.queue_group",
+                "must be a non-empty name without spaces",
+            ));
+        }
+        Ok(NatsConfig {
+            urls,
+            auth,
+            queue_group,
+            name: raw.name.unwrap_or_else(|| "nats-oidc-callout".into()),
+        })
+    }
+
+    fn callout(&self, raw: RawCallout) -> Result<CalloutConfig, ConfigError> {
+        let issuer_seed = self.seed(
+            "callout.issuer_seed",
+            raw.issuer_seed_file.as_deref(),
+            raw.issuer_seed,
+            ISSUER_SEED_ENV,
+            SeedKind::Account,
+        )?
+        .ok_or_else(|| {
+            self.err(
+                "callout.issuer_seed_file",
+                format!("required: the account seed (SA...) whose public key is auth_callout.issuer in nats-server (or set {ISSUER_SEED_ENV})"),
+            )
+        })?;
+        let issuer = nkeys::KeyPair::from_seed(&issuer_seed)
+            .map_err(|_| self.err("callout.issuer_seed", "not a valid account seed"))?;
+        let xkey = match self.seed(
+            "callout.xkey_seed",
+            raw.xkey_seed_file.as_deref(),
+            raw.xkey_seed,
+            XKEY_SEED_ENV,
+            SeedKind::Curve,
+        )? {
+            None => None,
+            Some(seed) => {
+                Some(Arc::new(nkeys::XKey::from_seed(&seed).map_err(|_| {
+                    self.err("callout.xkey_seed", "not a valid curve seed")
+                })?))
+            }
+        };
+        if raw.account.is_empty() || raw.account.contains(char::is_whitespace) {
+            return Err(self.err(
+                "callout.account",
+                "must name the NATS account users are placed in",
+            ));
+        }
+        let max_user_ttl = self.duration(
+            "callout.max_user_ttl",
+            raw.max_user_ttl.as_deref(),
+            Duration::from_secs(3600),
+        )?;
+        if max_user_ttl < Duration::from_secs(1) {
+            return Err(self.err("callout.max_user_ttl", "must be at least 1s"));
+        }
+        let max_token_bytes = raw.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+        if !(1024..=1024 * 1024).contains(&max_token_bytes) {
+            return Err(self.err(
+                "callout.max_token_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        Ok(CalloutConfig {
+            issuer: Arc::new(issuer),
+            xkey,
+            account: raw.account,
+            max_user_ttl,
+            max_token_bytes,
+        })
+    }
+
+    /// One seed from exactly one of: environment variable, file, inline value.
+    fn seed(
+        &self,
+        key: &str,
+        file: Option<&Path>,
+        inline: Option<String>,
+        env: &str,
+        kind: SeedKind,
+    ) -> Result<Option<String>, ConfigError> {
+        let from_env = std::env::var(env).ok().filter(|v| !v.trim().is_empty());
+        let sources = [from_env.is_some(), file.is_some(), inline.is_some()];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(self.err(
+                key,
+                format!("set only one of {key}_file, {key} and the environment variable {env}"),
+            ));
+        }
+        if let Some(v) = from_env {
+            return secrets::check_seed(v.trim(), kind)
+                .map(Some)
+                .map_err(|reason| self.err(env, reason));
+        }
+        if let Some(file) = file {
+            let file = self.resolve(file);
+            return secrets::read_seed_file(&file, kind)
+                .map(Some)
+                .map_err(|reason| self.err(&format!("{key}_file"), reason));
+        }
+        match inline {
+            Some(v) => secrets::check_seed(v.trim(), kind)
+                .map(Some)
+                .map_err(|reason| self.err(key, reason)),
+            None => Ok(None),
+        }
+    }
+
+    fn oidc(&self, raw: RawOidc) -> Result<OidcConfig, ConfigError> {
+        let issuer = raw.issuer;
+        check_http_url(&issuer).map_err(|r| self.err("oidc.issuer", r))?;
+        let discovery_url = match raw.discovery_url {
+            Some(u) => {
+                check_http_url(&u).map_err(|r| self.err("oidc.discovery_url", r))?;
+                u
+            }
+            None => format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            ),
+        };
+        let audience = raw.audience.into_vec();
+        if audience.is_empty() || audience.iter().any(|a| a.is_empty()) {
+            return Err(self.err(
+                "oidc.audience",
+                "needs at least one non-empty audience; tokens must carry one of them",
+            ));
+        }
+        let algorithms = match raw.algorithms {
+            None => DEFAULT_ALGORITHMS.to_vec(),
+            Some(names) => {
+                if names.is_empty() {
+                    return Err(self.err("oidc.algorithms", "needs at least one algorithm"));
+                }
+                names
+                    .iter()
+                    .map(|n| parse_algorithm(n).map_err(|r| self.err("oidc.algorithms", r)))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        let leeway = self.duration(
+            "oidc.leeway",
+            raw.leeway.as_deref(),
+            Duration::from_secs(30),
+        )?;
+        if leeway > Duration::from_secs(300) {
+            return Err(self.err(
+                "oidc.leeway",
+                "at most 5m: a larger clock skew allowance keeps expired tokens alive",
+            ));
+        }
+        let roles_claim =
+            ClaimPath::parse(&raw.roles_claim).map_err(|r| self.err("oidc.roles_claim", r))?;
+        let user_claim = ClaimPath::parse(raw.user_claim.as_deref().unwrap_or("sub"))
+            .map_err(|r| self.err("oidc.user_claim", r))?;
+        let jwks_max_age = self.duration(
+            "oidc.jwks_max_age",
+            raw.jwks_max_age.as_deref(),
+            Duration::from_secs(15 * 60),
+        )?;
+        let jwks_refetch_cooldown = self.duration(
+            "oidc.jwks_refetch_cooldown",
+            raw.jwks_refetch_cooldown.as_deref(),
+            Duration::from_secs(10),
+        )?;
+        if jwks_max_age < Duration::from_secs(1) || jwks_max_age < jwks_refetch_cooldown {
+            return Err(self.err(
+                "oidc.jwks_max_age",
+                "must be at least 1s and at least jwks_refetch_cooldown",
+            ));
+        }
+        let http_timeout = self.duration(
+            "oidc.http_timeout",
+            raw.http_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?;
+        if http_timeout.is_zero() {
+            return Err(self.err("oidc.http_timeout", "must be more than 0s"));
+        }
+        let max_response_bytes = raw.max_response_bytes.unwrap_or(1024 * 1024);
+        if max_response_bytes < 1024 {
+            return Err(self.err("oidc.max_response_bytes", "must be at least 1024"));
+        }
+        Ok(OidcConfig {
+            issuer,
+            discovery_url,
+            audience,
+            algorithms,
+            leeway,
+            roles_claim,
+            user_claim,
+            jwks_max_age,
+            jwks_refetch_cooldown,
+            http_timeout,
+            max_response_bytes,
+        })
+    }
+
+    fn roles(&self, raw: BTreeMap<String, RawRole>) -> Result<RoleTable, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                "roles",
+                "no roles defined: every token would be refused; add [roles.<name>] tables",
+            ));
+        }
+        let mut roles = BTreeMap::new();
+        for (name, role) in raw {
+            if name.is_empty() {
+                return Err(self.err("roles", "a role name is empty"));
+            }
+            let publish = self.direction(&format!("roles.{name}.pub"), role.publish)?;
+            let subscribe = self.direction(&format!("roles.{name}.sub"), role.subscribe)?;
+            roles.insert(name, Role { publish, subscribe });
+        }
+        Ok(RoleTable::new(roles))
+    }
+
+    fn direction(&self, key: &str, raw: RawDirection) -> Result<Direction, ConfigError> {
+        for (list, entries) in [("allow", &raw.allow), ("deny", &raw.deny)] {
+            for s in entries {
+                check_permission_subject(s).map_err(|r| self.err(&format!("{key}.{list}"), r))?;
+            }
+        }
+        Ok(Direction {
+            allow: raw.allow,
+            deny: raw.deny,
+        })
+    }
+}
+
+/// Asymmetric algorithms only: HMAC would need a shared secret and `none` is no
+/// signature at all.
+pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    let alg = DEFAULT_ALGORITHMS
+        .iter()
+        .copied()
+        .find(|a| format!("{a:?}") == name);
+    match alg {
+        Some(a) => Ok(a),
+        None if name.starts_with("HS") => Err(format!(
+            "{name:?} is an HMAC algorithm: a shared secret cannot be published by an issuer, so it is never accepted"
+        )),
+        None if name.eq_ignore_ascii_case("none") => Err("\"none\" means unsigned and is never accepted".into()),
+        None => Err(format!(
+            "{name:?} is not supported; use some of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+        )),
+    }
+}
+
+/// Issuer and discovery URLs: https, or plain http only on loopback so that
+/// development and tests work without TLS and production cannot be downgraded.
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{url:?} must use https (plain http is allowed only on loopback)"
+                ))
+            }
+        }
+        other => Err(format!("{url:?}: scheme {other:?} is not http(s)")),
+    }
+}

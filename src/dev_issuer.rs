@@ -1,0 +1,311 @@
+//! A development OIDC issuer: serves a discovery document and a JWKS over
+//! plain HTTP on loopback and mints tokens with throwaway keys.
+//!
+//! It exists for the integration tests and for trying the service locally.
+//! It is never started by the service's own configuration: only code that
+//! calls [`DevIssuer::start`] runs it, and it binds only to loopback.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+/// A signing key the issuer holds; published in the JWKS or not.
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+    published: bool,
+}
+
+struct Inner {
+    issuer: String,
+    keys: Mutex<Vec<SigningKey>>,
+    available: AtomicBool,
+    jwks_requests: AtomicU64,
+    discovery_requests: AtomicU64,
+    key_counter: AtomicU64,
+}
+
+pub struct DevIssuer {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DevIssuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl DevIssuer {
+    /// Starts on `127.0.0.1:port` (0 picks a free port) with one published
+    /// RS256 key and one published ES256 key.
+    pub async fn start(port: u16) -> std::io::Result<DevIssuer> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            issuer: format!("http://{addr}"),
+            keys: Mutex::new(Vec::new()),
+            available: AtomicBool::new(true),
+            jwks_requests: AtomicU64::new(0),
+            discovery_requests: AtomicU64::new(0),
+            key_counter: AtomicU64::new(0),
+        });
+        let issuer = DevIssuer {
+            server: tokio::spawn(serve(listener, inner.clone())),
+            inner,
+            addr,
+        };
+        issuer.add_key(Algorithm::RS256, true);
+        issuer.add_key(Algorithm::ES256, true);
+        Ok(issuer)
+    }
+
+    pub fn issuer(&self) -> String {
+        self.inner.issuer.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Creates a new key (RS256 or ES256), published or not; returns its kid.
+    pub fn add_key(&self, alg: Algorithm, published: bool) -> String {
+        let n = self.inner.key_counter.fetch_add(1, Ordering::Relaxed);
+        let kid = format!("{}-{n}", format!("{alg:?}").to_lowercase());
+        let (encoding, jwk) = match alg {
+            Algorithm::RS256 => rsa_key(&kid),
+            Algorithm::ES256 => ec_key(&kid),
+            other => panic!("the development issuer makes RS256 and ES256 keys, not {other:?}"),
+        };
+        self.inner.keys.lock().unwrap().push(SigningKey {
+            kid: kid.clone(),
+            alg,
+            encoding,
+            jwk,
+            published,
+        });
+        kid
+    }
+
+    pub fn set_published(&self, kid: &str, published: bool) {
+        for k in self
+            .inner
+            .keys
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter(|k| k.kid == kid)
+        {
+            k.published = published;
+        }
+    }
+
+    /// Replaces every published key of `alg` with a new one; returns its kid.
+    pub fn rotate(&self, alg: Algorithm) -> String {
+        for k in self
+            .inner
+            .keys
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter(|k| k.alg == alg)
+        {
+            k.published = false;
+        }
+        self.add_key(alg, true)
+    }
+
+    /// The kid of the newest published key of `alg`.
+    pub fn current_kid(&self, alg: Algorithm) -> String {
+        self.inner
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|k| k.alg == alg && k.published)
+            .map(|k| k.kid.clone())
+            .expect("a published key of that algorithm")
+    }
+
+    /// While unavailable, every request is answered 503 (an outage).
+    pub fn set_available(&self, up: bool) {
+        self.inner.available.store(up, Ordering::SeqCst);
+    }
+
+    pub fn jwks_requests(&self) -> u64 {
+        self.inner.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn discovery_requests(&self) -> u64 {
+        self.inner.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// The public JWK of a key, published or not.
+    pub fn public_jwk(&self, kid: &str) -> Value {
+        self.inner
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|k| k.kid == kid)
+            .expect("known kid")
+            .jwk
+            .clone()
+    }
+
+    /// Signs `claims` with key `kid` and the given header (its `alg` is set
+    /// from the key when left at the default, and `kid` when unset).
+    pub fn sign_with_header(&self, kid: &str, mut header: Header, claims: &Value) -> String {
+        let keys = self.inner.keys.lock().unwrap();
+        let key = keys.iter().find(|k| k.kid == kid).expect("known kid");
+        header.alg = key.alg;
+        jsonwebtoken::encode(&header, claims, &key.encoding).expect("dev key signs")
+    }
+
+    /// Signs `claims` as an RFC 9068 access token (`typ: at+jwt`) with key `kid`.
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(kid.to_string());
+        self.sign_with_header(kid, header, claims)
+    }
+
+    /// Claims of a typical access token from this issuer.
+    pub fn claims(&self, user: &str, audience: &str, roles: &[&str], ttl_secs: u64) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        json!({
+            "iss": self.inner.issuer,
+            "sub": format!("user-{user}"),
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_secs,
+            "preferred_username": user,
+            "realm_access": { "roles": roles },
+            "client_id": "nats-oidc-callout-dev",
+        })
+    }
+
+    /// A ready-to-use RS256 access token.
+    pub fn token(&self, user: &str, audience: &str, roles: &[&str], ttl_secs: u64) -> String {
+        let kid = self.current_kid(Algorithm::RS256);
+        self.sign(&kid, &self.claims(user, audience, roles, ttl_secs))
+    }
+}
+
+fn rsa_key(kid: &str) -> (EncodingKey, Value) {
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+        .expect("RSA key generation");
+    let der = pair.as_der().expect("PKCS#8 export");
+    let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes())
+        .expect("RSA PKCS#8 key");
+    let public = pair.public_key();
+    let jwk = json!({
+        "kty": "RSA",
+        "use": "sig",
+        "alg": "RS256",
+        "kid": kid,
+        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+    });
+    (encoding, jwk)
+}
+
+fn ec_key(kid: &str) -> (EncodingKey, Value) {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key generation");
+    let pkcs8 = pair.to_pkcs8v1().expect("PKCS#8 export");
+    let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
+    let point = pair.public_key().as_ref();
+    let jwk = json!({
+        "kty": "EC",
+        "use": "sig",
+        "alg": "ES256",
+        "crv": "P-256",
+        "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    (encoding, jwk)
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+async fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) {
+    let app = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .with_state(inner);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("development issuer stopped: {e}");
+    }
+}
+
+fn outage() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "development issuer is switched off",
+    )
+        .into_response()
+}
+
+async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
+    inner.discovery_requests.fetch_add(1, Ordering::SeqCst);
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    let issuer = &inner.issuer;
+    Json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+    }))
+    .into_response()
+}
+
+async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
+    inner.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    let keys: Vec<Value> = inner
+        .keys
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| k.published)
+        .map(|k| k.jwk.clone())
+        .collect();
+    Json(json!({ "keys": keys })).into_response()
+}

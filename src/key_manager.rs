@@ -1,0 +1,142 @@
+//! Keeps the issuer's verification keys in memory.
+//!
+//! * A background task loads the keys at startup (retrying while the issuer is
+//!   down) and refreshes them every `jwks_max_age`.
+//! * A token whose `kid` is unknown triggers one refetch. Concurrent callers
+//!   share it (moka's single-flight `get_with`), and its outcome, success or
+//!   failure, is remembered for `jwks_refetch_cooldown`, so a flood of made-up
+//!   kids costs the issuer at most one fetch per cool-down.
+//! * A failed fetch never replaces the last good key set.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use moka::future::Cache;
+
+use crate::config::OidcConfig;
+use crate::issuer_client::{FetchError, IssuerClient};
+use crate::keys::KeySet;
+
+pub struct KeyManager {
+    client: IssuerClient,
+    oidc: Arc<OidcConfig>,
+    current: ArcSwap<KeySet>,
+    refetch: Cache<(), Arc<Result<(), String>>>,
+    fetches_ok: AtomicU64,
+    fetches_failed: AtomicU64,
+    last_success_unix: AtomicU64,
+}
+
+impl KeyManager {
+    pub fn new(oidc: Arc<OidcConfig>) -> Result<Arc<KeyManager>, String> {
+        let client = IssuerClient::new(&oidc)?;
+        let refetch = Cache::builder()
+            .max_capacity(1)
+            .time_to_live(oidc.jwks_refetch_cooldown)
+            .build();
+        Ok(Arc::new(KeyManager {
+            client,
+            oidc,
+            current: ArcSwap::from_pointee(KeySet::default()),
+            refetch,
+            fetches_ok: AtomicU64::new(0),
+            fetches_failed: AtomicU64::new(0),
+            last_success_unix: AtomicU64::new(0),
+        }))
+    }
+
+    /// The key set in use now (empty until the first successful fetch).
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    pub fn has_keys(&self) -> bool {
+        !self.current.load().is_empty()
+    }
+
+    pub fn fetch_counts(&self) -> (u64, u64) {
+        (
+            self.fetches_ok.load(Ordering::Relaxed),
+            self.fetches_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn last_success_unix(&self) -> u64 {
+        self.last_success_unix.load(Ordering::Relaxed)
+    }
+
+    /// Discovers the JWKS location, fetches and parses it, and installs it.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let result = self.fetch().await;
+        match &result {
+            Ok(set) => {
+                self.fetches_ok.fetch_add(1, Ordering::Relaxed);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                self.last_success_unix.store(now, Ordering::Relaxed);
+                for reason in &set.skipped {
+                    tracing::warn!(issuer = %self.oidc.issuer, "JWKS entry skipped: {reason}");
+                }
+                tracing::info!(issuer = %self.oidc.issuer, keys = set.len(), "issuer keys loaded");
+            }
+            Err(e) => {
+                self.fetches_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(issuer = %self.oidc.issuer, error = %e, "issuer keys not refreshed; keeping the last good set");
+            }
+        }
+        let set = result?;
+        let n = set.len();
+        self.current.store(Arc::new(set));
+        Ok(n)
+    }
+
+    async fn fetch(&self) -> Result<KeySet, String> {
+        let jwks_uri = self
+            .client
+            .discover_jwks_uri()
+            .await
+            .map_err(|e: FetchError| e.to_string())?;
+        let body = self
+            .client
+            .fetch_jwks(&jwks_uri)
+            .await
+            .map_err(|e| e.to_string())?;
+        KeySet::parse(&body, &self.oidc).map_err(|e| format!("JWKS {jwks_uri}: {e}"))
+    }
+
+    /// Refetches because a token named a key we do not have; returns the key
+    /// set after the (possibly shared, possibly cooled-down) attempt.
+    pub async fn refetch_for_unknown_key(&self) -> Arc<KeySet> {
+        let _ = self
+            .refetch
+            .get_with((), async { Arc::new(self.refresh().await.map(|_| ())) })
+            .await;
+        self.current()
+    }
+
+    /// Loads the keys, retrying with backoff while the issuer is unreachable,
+    /// then refreshes them every `jwks_max_age`. Runs until the task is dropped.
+    pub async fn run_refresher(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let wait = match self.refresh().await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(500);
+                    self.oidc.jwks_max_age
+                }
+                Err(_) => {
+                    let wait = backoff;
+                    backoff = (backoff * 2)
+                        .min(Duration::from_secs(30))
+                        .min(self.oidc.jwks_max_age);
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! nats-oidc-callout: a NATS auth callout service that admits clients
+//! presenting OIDC access tokens and maps their roles to NATS permissions.
+//!
+//! The modules follow the data flow of one decision:
+//! [`auth_request`] → [`token`] (with [`key_manager`], [`keys`],
+//! [`issuer_client`]) → [`claims`] → [`permissions`] → [`user_jwt`] →
+//! [`auth_response`], tied together by [`authorizer`] and run by [`service`].
+
+pub mod auth_request;
+pub mod auth_response;
+pub mod authorizer;
+pub mod claims;
+pub mod config;
+pub mod dev_issuer;
+pub mod issuer_client;
+pub mod key_manager;
+pub mod keys;
+pub mod nats_jwt;
+pub mod permissions;
+pub mod secrets;
+pub mod service;
+pub mod subject;
+pub mod token;
+pub mod user_jwt;

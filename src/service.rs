@@ -1,0 +1,140 @@
+//! The running service: connects to NATS (retrying forever), answers
+//! authorization requests concurrently in a queue group, keeps the issuer keys
+//! fresh, and drains in-flight answers on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::auth_request::{CALLOUT_SUBJECT, XKEY_HEADER};
+use crate::authorizer::Authorizer;
+use crate::config::{Config, NatsAuth};
+use crate::key_manager::KeyManager;
+
+/// Bounds memory under a connect storm; nats-server's own auth timeout bounds
+/// how long any request is worth answering.
+const MAX_IN_FLIGHT: usize = 4096;
+
+pub struct Service {
+    pub config: Config,
+    pub keys: Arc<KeyManager>,
+    pub authorizer: Arc<Authorizer>,
+}
+
+impl Service {
+    pub fn new(config: Config) -> Result<Service, String> {
+        let keys = KeyManager::new(config.oidc.clone())?;
+        let authorizer = Arc::new(Authorizer::new(
+            config.callout.clone(),
+            config.oidc.clone(),
+            config.roles.clone(),
+            keys.clone(),
+        ));
+        Ok(Service {
+            config,
+            keys,
+            authorizer,
+        })
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking requests and finishes
+    /// the ones in flight.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+        let refresher = tokio::spawn(self.keys.clone().run_refresher());
+        let client = connect(&self.config).await?;
+        let mut requests = client
+            .queue_subscribe(CALLOUT_SUBJECT, self.config.nats.queue_group.clone())
+            .await
+            .map_err(|e| format!("cannot subscribe to {CALLOUT_SUBJECT}: {e}"))?;
+        tracing::info!(
+            subject = CALLOUT_SUBJECT,
+            queue_group = %self.config.nats.queue_group,
+            issuer = %self.config.callout.issuer.public_key(),
+            account = %self.config.callout.account,
+            xkey = self.config.callout.xkey.is_some(),
+            "answering authorization requests"
+        );
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut in_flight = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                msg = requests.next() => {
+                    let Some(msg) = msg else { break };
+                    let Some(reply) = msg.reply.clone() else {
+                        tracing::warn!("authorization request without a reply subject ignored");
+                        continue;
+                    };
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                    let authorizer = self.authorizer.clone();
+                    let client = client.clone();
+                    in_flight.spawn(async move {
+                        let xkey = msg.headers.as_ref().and_then(|h| h.get(XKEY_HEADER)).map(|v| v.as_str().to_string());
+                        let decision = authorizer.decide(&msg.payload, xkey.as_deref()).await;
+                        if let Err(e) = client.publish(reply, decision.body.into()).await {
+                            tracing::error!(error = %e, "cannot publish the authorization response");
+                        }
+                        drop(permit);
+                    });
+                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        }
+        tracing::info!(
+            in_flight = in_flight.len(),
+            "shutting down: no new requests, finishing those in flight"
+        );
+        let _ = requests.unsubscribe().await;
+        while in_flight.join_next().await.is_some() {}
+        let _ = client.flush().await;
+        refresher.abort();
+        Ok(())
+    }
+}
+
+async fn connect(config: &Config) -> Result<async_nats::Client, String> {
+    let nats = &config.nats;
+    let mut options = match &nats.auth {
+        NatsAuth::None => async_nats::ConnectOptions::new(),
+        NatsAuth::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+        NatsAuth::NkeySeed(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+        NatsAuth::CredsFile(path) => {
+            async_nats::ConnectOptions::with_credentials_file(path.clone())
+                .await
+                .map_err(|e| format!("nats.creds_file {}: {e}", path.display()))?
+        }
+    };
+    options = options
+        .name(&nats.name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100 * 2u64.saturating_pow(attempts.min(6) as u32)).min(5000))
+        })
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
+                other => tracing::info!("NATS: {other}"),
+            }
+        });
+    let urls: Vec<async_nats::ServerAddr> = nats
+        .urls
+        .iter()
+        .map(|u| u.parse().map_err(|e| format!("nats.url {u:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    options
+        .connect(urls)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", nats.urls.join(", ")))
+}
