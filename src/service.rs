@@ -117,7 +117,13 @@ async fn connect(config: &Config) -> Result<async_nats::Client, String> {
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(|attempts| {
-            Duration::from_millis((100 * 2u64.saturating_pow(attempts.min(6) as u32)).min(5000))
+            // Retry at once first: after a nats-server restart every client
+            // is waiting for this service to be back.
+            if attempts <= 1 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis((50u64 << attempts.min(7)).min(5000))
+            }
         })
         .event_callback(|event| async move {
             match event {

