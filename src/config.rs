@@ -443,7 +443,8 @@ impl Validator<'_> {
         })
     }
 
-    /// One seed from exactly one of: environment variable, file, inline value.
+    /// One seed: the environment variable if set (it overrides the file, so
+    /// a container can inject the seed), else exactly one of file and inline.
     fn seed(
         &self,
         key: &str,
@@ -452,30 +453,25 @@ impl Validator<'_> {
         env: &str,
         kind: SeedKind,
     ) -> Result<Option<String>, ConfigError> {
-        let from_env = std::env::var(env).ok().filter(|v| !v.trim().is_empty());
-        let sources = [from_env.is_some(), file.is_some(), inline.is_some()];
-        if sources.iter().filter(|s| **s).count() > 1 {
-            return Err(self.err(
-                key,
-                format!("set only one of {key}_file, {key} and the environment variable {env}"),
-            ));
-        }
-        if let Some(v) = from_env {
+        if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
             return secrets::check_seed(v.trim(), kind)
                 .map(Some)
                 .map_err(|reason| self.err(env, reason));
         }
-        if let Some(file) = file {
-            let file = self.resolve(file);
-            return secrets::read_seed_file(&file, kind)
-                .map(Some)
-                .map_err(|reason| self.err(&format!("{key}_file"), reason));
-        }
-        match inline {
-            Some(v) => secrets::check_seed(v.trim(), kind)
+        match (file, inline) {
+            (Some(_), Some(_)) => {
+                Err(self.err(key, format!("set either {key}_file or {key}, not both")))
+            }
+            (Some(file), None) => {
+                let file = self.resolve(file);
+                secrets::read_seed_file(&file, kind)
+                    .map(Some)
+                    .map_err(|reason| self.err(&format!("{key}_file"), reason))
+            }
+            (None, Some(v)) => secrets::check_seed(v.trim(), kind)
                 .map(Some)
                 .map_err(|reason| self.err(key, reason)),
-            None => Ok(None),
+            (None, None) => Ok(None),
         }
     }
 

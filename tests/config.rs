@@ -1,0 +1,240 @@
+//! Config errors as a user sees them: the file, the key and the reason, from
+//! the library and from the binary's exit status and message.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nats_oidc_callout::config::Config;
+
+struct Dir {
+    dir: tempfile::TempDir,
+    seed: String,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = nkeys::KeyPair::new_account().seed().unwrap();
+        std::fs::write(dir.path().join("issuer.nk"), &seed).unwrap();
+        Dir { dir, seed }
+    }
+
+    fn write(&self, text: &str) -> PathBuf {
+        let p = self.dir.path().join("config.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+const GOOD: &str = r#"
+[nats]
+url = "nats://127.0.0.1:4222"
+user = "auth"
+password = "authpw"
+
+[callout]
+issuer_seed_file = "issuer.nk"
+account = "APP"
+
+[oidc]
+issuer = "https://idp.example.com/realms/demo"
+audience = "nats"
+roles_claim = "realm_access.roles"
+
+[roles.reader]
+sub.allow = ["orders.>"]
+"#;
+
+fn error_for(text: &str) -> String {
+    let d = Dir::new();
+    let path = d.write(text);
+    match Config::load(&path) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "the message names the file: {msg}"
+            );
+            assert!(
+                !msg.contains(&d.seed),
+                "the message must not contain the seed: {msg}"
+            );
+            msg
+        }
+    }
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let d = Dir::new();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+            .unwrap();
+    let example = example.replace("\"/etc/nats-oidc-callout/issuer.nk\"", "\"issuer.nk\"");
+    let config = Config::load(&d.write(&example)).expect("config.example.toml is valid");
+    assert_eq!(config.callout.account, "APP");
+    assert_eq!(config.oidc.audience, vec!["nats"]);
+    assert_eq!(
+        config.oidc.discovery_url,
+        "https://idp.example.com/realms/demo/.well-known/openid-configuration"
+    );
+    let names: Vec<&str> = config.roles.names().collect();
+    assert_eq!(names, vec!["admin", "reader"]);
+}
+
+#[test]
+fn a_minimal_config_gets_documented_defaults() {
+    let d = Dir::new();
+    let c = Config::load(&d.write(GOOD)).unwrap();
+    assert_eq!(c.nats.queue_group, "nats-oidc-callout");
+    assert_eq!(c.callout.max_user_ttl.as_secs(), 3600);
+    assert_eq!(c.callout.max_token_bytes, 64 * 1024);
+    assert_eq!(c.oidc.leeway.as_secs(), 30);
+    assert_eq!(c.oidc.user_claim.to_string(), "sub");
+    assert!(c.callout.xkey.is_none());
+    assert_eq!(c.callout.issuer.seed().unwrap(), d.seed);
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let msg = error_for(&GOOD.replace(
+        "account = \"APP\"",
+        "account = \"APP\"\naccounts = \"typo\"",
+    ));
+    assert!(msg.contains("unknown field `accounts`"), "{msg}");
+}
+
+#[test]
+fn bad_subjects_name_the_role_and_list() {
+    let msg = error_for(&GOOD.replace("orders.>", "orders.>.x"));
+    assert!(msg.contains("roles.reader.sub.allow"), "{msg}");
+    assert!(msg.contains("'>' may only be the last token"), "{msg}");
+}
+
+#[test]
+fn bad_durations_name_the_key() {
+    let msg = error_for(&GOOD.replace("roles_claim", "leeway = \"soon\"\nroles_claim"));
+    assert!(msg.contains("oidc.leeway"), "{msg}");
+    assert!(msg.contains("\"soon\""), "{msg}");
+}
+
+#[test]
+fn missing_seed_file_names_the_key_and_path() {
+    let msg = error_for(&GOOD.replace("issuer.nk", "missing.nk"));
+    assert!(msg.contains("callout.issuer_seed_file"), "{msg}");
+    assert!(msg.contains("missing.nk"), "{msg}");
+}
+
+#[test]
+fn a_user_seed_is_not_an_issuer_seed() {
+    let d = Dir::new();
+    let user_seed = nkeys::KeyPair::new_user().seed().unwrap();
+    std::fs::write(d.path().join("issuer.nk"), &user_seed).unwrap();
+    let path = d.write(GOOD);
+    let msg = Config::load(&path).err().unwrap().to_string();
+    assert!(msg.contains("must start with SA"), "{msg}");
+    assert!(!msg.contains(&user_seed), "{msg}");
+}
+
+#[test]
+fn hmac_and_none_are_never_accepted_algorithms() {
+    let msg = error_for(&GOOD.replace(
+        "roles_claim",
+        "algorithms = [\"RS256\", \"HS256\"]\nroles_claim",
+    ));
+    assert!(
+        msg.contains("oidc.algorithms") && msg.contains("HMAC"),
+        "{msg}"
+    );
+    let msg = error_for(&GOOD.replace("roles_claim", "algorithms = [\"none\"]\nroles_claim"));
+    assert!(msg.contains("never accepted"), "{msg}");
+}
+
+#[test]
+fn plain_http_issuers_are_only_allowed_on_loopback() {
+    let msg = error_for(&GOOD.replace("https://idp.example.com", "http://idp.example.com"));
+    assert!(
+        msg.contains("oidc.issuer") && msg.contains("https"),
+        "{msg}"
+    );
+    let d = Dir::new();
+    assert!(Config::load(
+        &d.write(&GOOD.replace("https://idp.example.com", "http://127.0.0.1:8080"))
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_config_without_roles_is_an_error() {
+    let msg = error_for(&GOOD.replace("[roles.reader]\nsub.allow = [\"orders.>\"]", ""));
+    assert!(
+        msg.contains("roles") && msg.contains("no roles defined"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn two_ways_to_authenticate_to_nats_is_an_error() {
+    let msg = error_for(&GOOD.replace(
+        "password = \"authpw\"",
+        "password = \"authpw\"\ntoken = \"t\"",
+    ));
+    assert!(msg.contains("choose one way to authenticate"), "{msg}");
+}
+
+#[test]
+fn the_binary_reports_config_errors_and_exits_2() {
+    let d = Dir::new();
+    let path = d.write(&GOOD.replace("audience = \"nats\"", "audience = []"));
+    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("oidc.audience"), "{stderr}");
+
+    let good = d.write(GOOD);
+    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_config_path_comes_from_the_environment_when_no_flag_is_given() {
+    let d = Dir::new();
+    let good = d.write(GOOD);
+    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .arg("check")
+        .env("NATS_OIDC_CALLOUT_CONFIG", &good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .arg("check")
+        .env_remove("NATS_OIDC_CALLOUT_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/etc/nats-oidc-callout/config.toml"),
+        "the documented default path: {stderr}"
+    );
+}

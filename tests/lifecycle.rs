@@ -1,0 +1,260 @@
+//! Behaviour over time and under faults: token expiry, key rotation, issuer
+//! outages, nats-server restarts, xkey encryption, shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::Algorithm;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_is_closed_when_the_token_expires() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let token = stack.issuer.token("ana", AUDIENCE, &["admin"], 3);
+    let mut client = connect(&stack.url(), &token)
+        .await
+        .expect("connects while the token is valid");
+    let admin = connect(&stack.url(), &stack.token("bo", &["admin"]))
+        .await
+        .unwrap();
+    assert!(delivered(&admin.client, &client.client, "orders.new").await);
+
+    assert!(
+        client.wait_event("expired", Duration::from_secs(8)).await,
+        "nats-server closes the connection at token expiry; events: {:?}",
+        client.events()
+    );
+    // Reconnecting with the same, now expired, token is refused.
+    wait_for_log(
+        &stack.service.log,
+        "code=\"token_expired\"",
+        Duration::from_secs(8),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_jwt_lifetime_is_capped_by_max_user_ttl() {
+    let opts = ServiceOptions {
+        extra_callout: "max_user_ttl = \"2s\"".into(),
+        ..Default::default()
+    };
+    let stack = Stack::start(opts).await;
+    let mut client = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    assert!(
+        client.wait_event("expired", Duration::from_secs(6)).await,
+        "the connection ends at max_user_ttl although the token lives longer: {:?}",
+        client.events()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_is_picked_up_without_restart() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let old = stack.token("ana", &["admin"]);
+    connect(&stack.url(), &old).await.expect("old key works");
+
+    let new_kid = stack.issuer.rotate(Algorithm::RS256);
+    let new = stack.issuer.sign(
+        &new_kid,
+        &stack.issuer.claims("ana", AUDIENCE, &["admin"], 300),
+    );
+    connect(&stack.url(), &new)
+        .await
+        .expect("a token signed by the new key is accepted at once");
+
+    // The old key left the JWKS; the set fetched for the new kid no longer has it.
+    assert_refused(&stack.url(), &old, "token signed by a removed key").await;
+    wait_for_log(
+        &stack.service.log,
+        "code=\"token_unknown_kid\"",
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_outage_keeps_the_cached_keys() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let known = stack.token("ana", &["admin"]);
+    stack.issuer.set_available(false);
+    connect(&stack.url(), &known)
+        .await
+        .expect("cached keys still verify");
+
+    // A new key cannot be learnt while the issuer is down...
+    let new_kid = stack.issuer.add_key(Algorithm::RS256, true);
+    let new = stack.issuer.sign(
+        &new_kid,
+        &stack.issuer.claims("ana", AUDIENCE, &["admin"], 300),
+    );
+    assert_refused(&stack.url(), &new, "unknown key during an outage").await;
+    // ...the failed fetch did not drop the keys we had...
+    connect(&stack.url(), &known)
+        .await
+        .expect("still accepted after a failed fetch");
+
+    // ...and once the issuer is back (and the cool-down passed) it is learnt.
+    stack.issuer.set_available(true);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    connect(&stack.url(), &new)
+        .await
+        .expect("new key learnt after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_starts_while_the_issuer_is_down_and_serves_once_it_is_back() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    issuer.set_available(false);
+    let keys = CalloutKeys::new();
+    let nats = NatsServer::start(&keys.issuer.public_key(), None);
+    let opts = ServiceOptions {
+        wait_for_keys: false,
+        ..Default::default()
+    };
+    let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
+    let token = issuer.token("ana", AUDIENCE, &["admin"], 300);
+
+    assert_refused(&nats.url(), &token, "no keys yet").await;
+    wait_for_log(
+        &service.log,
+        "code=\"issuer_keys_unavailable\"",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    issuer.set_available(true);
+    wait_for_log(&service.log, "issuer keys loaded", Duration::from_secs(20)).await;
+    connect(&nats.url(), &token)
+        .await
+        .expect("serves once the issuer is back, without restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_again_after_a_nats_server_restart() {
+    let mut stack = Stack::start(ServiceOptions::default()).await;
+    connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .expect("before restart");
+    stack.nats.restart();
+
+    let token = stack.token("ana", &["admin"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match connect(&stack.url(), &token).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no answer after the restart: {e}"),
+        }
+    }
+    assert!(
+        stack
+            .service
+            .log_text()
+            .matches("connected to NATS")
+            .count()
+            >= 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xkey_sealed_requests_are_answered() {
+    let stack = Stack::start(ServiceOptions {
+        xkey: true,
+        ..Default::default()
+    })
+    .await;
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .expect("xkey: allowed");
+    let reader = connect(&stack.url(), &stack.token("rita", &["reader"]))
+        .await
+        .expect("xkey: allowed");
+    assert!(delivered(&admin.client, &reader.client, "orders.new").await);
+    assert!(!delivered(&admin.client, &reader.client, "orders.secret.x").await);
+    assert_refused(
+        &stack.url(),
+        &stack.token("gus", &["guest"]),
+        "xkey: unmapped role",
+    )
+    .await;
+    // The refusal travelled sealed and nats-server could read its reason.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !stack.nats.log_text().contains("no mapped role") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stack.nats.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_requests_without_an_xkey_seed_are_refused_with_a_reason() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let keys = CalloutKeys::new();
+    let nats = NatsServer::start(&keys.issuer.public_key(), Some(&keys.xkey.public_key()));
+    let service = CalloutService::start(
+        &nats.url(),
+        &issuer.issuer(),
+        &keys,
+        ServiceOptions::default(),
+    )
+    .await;
+    assert_refused(
+        &nats.url(),
+        &issuer.token("ana", AUDIENCE, &["admin"], 300),
+        "sealed request, no xkey",
+    )
+    .await;
+    wait_for_log(
+        &service.log,
+        "no callout.xkey_seed is configured",
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_concurrently() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let mut tasks = Vec::new();
+    for n in 0..100 {
+        let url = stack.url();
+        let token = stack.token(&format!("user{n}"), &["reader"]);
+        tasks.push(tokio::spawn(async move {
+            connect(&url, &token).await.map(|_| ())
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_service_cleanly() {
+    let mut stack = Stack::start(ServiceOptions::default()).await;
+    connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    let status = stack.service.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(stack.service.log_text().contains("shutdown requested"));
+    assert_refused(
+        &stack.url(),
+        &stack.token("ana", &["admin"]),
+        "no service, no entry",
+    )
+    .await;
+}
