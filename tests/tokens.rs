@@ -435,11 +435,9 @@ async fn token_may_be_sent_as_the_connect_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_is_refused() {
     let stack = Stack::start(ServiceOptions::default()).await;
-    let err = async_nats::ConnectOptions::new()
-        .connect(stack.url())
-        .await
-        .err()
-        .expect("refused without a token");
+    let Err(err) = async_nats::ConnectOptions::new().connect(stack.url()).await else {
+        panic!("a connection without a token was allowed");
+    };
     assert!(
         err.to_string().to_lowercase().contains("authorization"),
         "{err}"
