@@ -226,17 +226,27 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
-            key: toml_error_key(&e),
+            key: toml_error_key(&e, text),
             reason: e.message().to_string(),
         })?;
         Validator { path }.validate(raw)
     }
 }
 
-fn toml_error_key(e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => format!("(at byte {})", span.start),
-        None => "(syntax)".into(),
+/// "line L, column C" of a TOML error, with the key's text when the error
+/// points at one.
+fn toml_error_key(e: &toml::de::Error, text: &str) -> String {
+    let Some(span) = e.span() else {
+        return "(syntax)".into();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let snippet = text.get(span.clone()).unwrap_or("").trim();
+    if snippet.is_empty() || snippet.len() > 60 || snippet.contains('\n') {
+        format!("line {line}, column {column}")
+    } else {
+        format!("line {line}, column {column} ({snippet})")
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -188,21 +188,7 @@ impl DevIssuer {
 
     /// Claims of a typical access token from this issuer.
     pub fn claims(&self, user: &str, audience: &str, roles: &[&str], ttl_secs: u64) -> Value {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        json!({
-            "iss": self.inner.issuer,
-            "sub": format!("user-{user}"),
-            "aud": audience,
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl_secs,
-            "preferred_username": user,
-            "realm_access": { "roles": roles },
-            "client_id": "nats-oidc-callout-dev",
-        })
+        claims_for(&self.inner.issuer, user, audience, roles, ttl_secs)
     }
 
     /// A ready-to-use RS256 access token.
@@ -210,6 +196,26 @@ impl DevIssuer {
         let kid = self.current_kid(Algorithm::RS256);
         self.sign(&kid, &self.claims(user, audience, roles, ttl_secs))
     }
+}
+
+/// Claims shaped like a Keycloak access token: roles under
+/// `realm_access.roles`, the login name in `preferred_username`.
+fn claims_for(issuer: &str, user: &str, audience: &str, roles: &[&str], ttl_secs: u64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    json!({
+        "iss": issuer,
+        "sub": format!("user-{user}"),
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_secs,
+        "preferred_username": user,
+        "realm_access": { "roles": roles },
+        "client_id": "nats-oidc-callout-dev",
+    })
 }
 
 fn rsa_key(kid: &str) -> (EncodingKey, Value) {
@@ -262,6 +268,7 @@ async fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) {
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
+        .route("/token", get(mint))
         .with_state(inner);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("development issuer stopped: {e}");
@@ -292,6 +299,54 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
     }))
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct MintQuery {
+    user: String,
+    #[serde(default)]
+    roles: String,
+    #[serde(default)]
+    aud: Option<String>,
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+/// `GET /token?user=ana&roles=admin,reader[&aud=nats][&ttl=3600]` mints an
+/// RS256 access token: the development issuer's stand-in for a login.
+async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Response {
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    let roles: Vec<&str> = q
+        .roles
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let ttl = q.ttl.unwrap_or(3600).clamp(1, 24 * 3600);
+    let claims = claims_for(
+        &inner.issuer,
+        &q.user,
+        q.aud.as_deref().unwrap_or("nats"),
+        &roles,
+        ttl,
+    );
+    let keys = inner.keys.lock().unwrap();
+    let Some(key) = keys
+        .iter()
+        .rev()
+        .find(|k| k.alg == Algorithm::RS256 && k.published)
+    else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no published RS256 key").into_response();
+    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(key.kid.clone());
+    match jsonwebtoken::encode(&header, &claims, &key.encoding) {
+        Ok(token) => token.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn jwks(State(inner): State<Arc<Inner>>) -> Response {

@@ -30,6 +30,20 @@ enum Command {
     Run,
     /// Validate the config file and exit.
     Check,
+    /// Run a throwaway local stack (development issuer, nats-server, this
+    /// service) and print tokens to try. Never for production.
+    Dev {
+        /// Port for nats-server on 127.0.0.1.
+        #[arg(long, default_value_t = 4222)]
+        nats_port: u16,
+        /// Port for the development OIDC issuer on 127.0.0.1 (0 picks one).
+        #[arg(long, default_value_t = 0)]
+        issuer_port: u16,
+        /// Where to install nats-server if none (2.10+) is found
+        /// [default: ./.tools if it has one, else ~/.cache/nats-oidc-callout].
+        #[arg(long)]
+        tools_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -41,6 +55,19 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if let Some(Command::Dev {
+        nats_port,
+        issuer_port,
+        tools_dir,
+    }) = cli.command
+    {
+        let opts = nats_oidc_callout::dev::DevOptions {
+            nats_port,
+            issuer_port,
+            tools_dir: tools_dir.unwrap_or_else(default_tools_dir),
+        };
+        return block_on(async { nats_oidc_callout::dev::run(opts, shutdown_signal()).await });
+    }
     let path = config::resolve_path(cli.config);
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -54,11 +81,24 @@ fn main() -> ExitCode {
             println!("config {} is valid", path.display());
             ExitCode::SUCCESS
         }
-        Command::Run => run(config),
+        Command::Run => block_on(async { Service::new(config)?.run(shutdown_signal()).await }),
+        Command::Dev { .. } => unreachable!("handled above"),
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn default_tools_dir() -> PathBuf {
+    let local = PathBuf::from(".tools");
+    if local.join("bin").join("nats-server").exists() {
+        return local;
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("nats-oidc-callout")
+}
+
+fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -66,22 +106,14 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let service = match Service::new(config) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match service.run(shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::FAILURE
-            }
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
-    })
+    }
 }
 
 async fn shutdown_signal() {

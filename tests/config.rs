@@ -107,6 +107,10 @@ fn unknown_keys_are_errors() {
         "account = \"APP\"\naccounts = \"typo\"",
     ));
     assert!(msg.contains("unknown field `accounts`"), "{msg}");
+    assert!(
+        msg.contains("line 10, column 1 (accounts)"),
+        "the message gives the line: {msg}"
+    );
 }
 
 #[test]

@@ -258,3 +258,56 @@ async fn sigterm_stops_the_service_cleanly() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_an_auth_callback_stays_connected_across_token_expiry() {
+    use std::sync::Arc;
+    let stack = Stack::start(ServiceOptions::default()).await;
+    // Each connect attempt fetches a fresh 3-second token, as a client with a
+    // token refresher would.
+    let minted = Arc::new(std::sync::Mutex::new(0u32));
+    let counter = minted.clone();
+    let mint_url = format!("{}/token?user=ana&roles=admin&ttl=3", stack.issuer.issuer());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
+        *counter.lock().unwrap() += 1;
+        let url = mint_url.clone();
+        async move {
+            let token = reqwest::get(url)
+                .await
+                .map_err(|e| async_nats::AuthError::new(e.to_string()))?;
+            let token = token
+                .text()
+                .await
+                .map_err(|e| async_nats::AuthError::new(e.to_string()))?;
+            let mut auth = async_nats::Auth::new();
+            auth.username = Some("ana".into());
+            auth.password = Some(token);
+            Ok(auth)
+        }
+    })
+    .event_callback(move |e| {
+        let _ = tx.send(e.to_string());
+        async {}
+    })
+    .connect(stack.url())
+    .await
+    .expect("first connect");
+    // Wait for the first token's expiry to end the connection and the client
+    // to come back with its next token.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut reconnected = false;
+    let mut saw_expiry = false;
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        let e = e.to_lowercase();
+        saw_expiry |= e.contains("expired") || e.contains("disconnected");
+        if saw_expiry && e.contains("connected") && !e.contains("disconnected") {
+            reconnected = true;
+            break;
+        }
+    }
+    assert!(saw_expiry, "the first token's expiry ended the connection");
+    assert!(reconnected, "the client reconnected with a fresh token");
+    assert!(*minted.lock().unwrap() >= 2);
+    client.flush().await.expect("the reconnected client works");
+}

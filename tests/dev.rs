@@ -1,0 +1,84 @@
+//! `nats-oidc-callout dev`: the README's first command. Started as a user
+//! would; the printed tokens must work through the nats-server it started.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_prints_tokens_that_work() {
+    let port = free_port();
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
+    let _ = nats_server_bin();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["dev", "--nats-port", &port.to_string(), "--tools-dir"])
+        .arg(&tools)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut admin, mut reader, mut curl) = (None, None, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while admin.is_none() || reader.is_none() || curl.is_none() {
+        let line = rx
+            .recv_timeout(deadline - std::time::Instant::now())
+            .expect("dev printed its tokens");
+        if let Some(t) = line.strip_prefix("ADMIN_TOKEN=") {
+            admin = Some(t.to_string());
+        } else if let Some(t) = line.strip_prefix("READER_TOKEN=") {
+            reader = Some(t.to_string());
+        } else if let Some(u) = line.trim().strip_prefix("curl '") {
+            curl = Some(u.trim_end_matches('\'').to_string());
+        }
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let admin = connect(&url, &admin.unwrap())
+        .await
+        .expect("printed admin token works");
+    let mut reader = connect(&url, &reader.unwrap())
+        .await
+        .expect("printed reader token works");
+    assert!(delivered(&admin.client, &reader.client, "orders.new").await);
+    assert!(
+        !delivered(&reader.client, &admin.client, "orders.new").await,
+        "reader may not publish"
+    );
+    assert!(
+        reader
+            .wait_event("permissions violation", Duration::from_secs(2))
+            .await
+    );
+
+    let minted = reqwest::get(curl.unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    connect(&url, &minted)
+        .await
+        .expect("a token minted by the printed curl command works");
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "dev exits cleanly on SIGTERM: {status}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the nats-server dev started is stopped with it"
+    );
+}
