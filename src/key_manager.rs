@@ -8,7 +8,6 @@
 //!   kids costs the issuer at most one fetch per cool-down.
 //! * A failed fetch never replaces the last good key set.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,19 +17,18 @@ use moka::future::Cache;
 use crate::config::OidcConfig;
 use crate::issuer_client::{FetchError, IssuerClient};
 use crate::keys::KeySet;
+use crate::metrics::Metrics;
 
 pub struct KeyManager {
     client: IssuerClient,
     oidc: Arc<OidcConfig>,
     current: ArcSwap<KeySet>,
     refetch: Cache<(), Arc<Result<(), String>>>,
-    fetches_ok: AtomicU64,
-    fetches_failed: AtomicU64,
-    last_success_unix: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl KeyManager {
-    pub fn new(oidc: Arc<OidcConfig>) -> Result<Arc<KeyManager>, String> {
+    pub fn new(oidc: Arc<OidcConfig>, metrics: Arc<Metrics>) -> Result<Arc<KeyManager>, String> {
         let client = IssuerClient::new(&oidc)?;
         let refetch = Cache::builder()
             .max_capacity(1)
@@ -41,9 +39,7 @@ impl KeyManager {
             oidc,
             current: ArcSwap::from_pointee(KeySet::default()),
             refetch,
-            fetches_ok: AtomicU64::new(0),
-            fetches_failed: AtomicU64::new(0),
-            last_success_unix: AtomicU64::new(0),
+            metrics,
         }))
     }
 
@@ -56,35 +52,24 @@ impl KeyManager {
         !self.current.load().is_empty()
     }
 
-    pub fn fetch_counts(&self) -> (u64, u64) {
-        (
-            self.fetches_ok.load(Ordering::Relaxed),
-            self.fetches_failed.load(Ordering::Relaxed),
-        )
-    }
-
-    pub fn last_success_unix(&self) -> u64 {
-        self.last_success_unix.load(Ordering::Relaxed)
-    }
-
     /// Discovers the JWKS location, fetches and parses it, and installs it.
     pub async fn refresh(&self) -> Result<usize, String> {
         let result = self.fetch().await;
         match &result {
             Ok(set) => {
-                self.fetches_ok.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_fetch(true);
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                self.last_success_unix.store(now, Ordering::Relaxed);
+                    .unwrap_or_default();
+                self.metrics.jwks_last_success.set(now.as_secs_f64());
+                self.metrics.jwks_keys.set(set.len() as i64);
                 for reason in &set.skipped {
                     tracing::warn!(issuer = %self.oidc.issuer, "JWKS entry skipped: {reason}");
                 }
                 tracing::info!(issuer = %self.oidc.issuer, keys = set.len(), "issuer keys loaded");
             }
             Err(e) => {
-                self.fetches_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_fetch(false);
                 tracing::warn!(issuer = %self.oidc.issuer, error = %e, "issuer keys not refreshed; keeping the last good set");
             }
         }

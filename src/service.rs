@@ -12,7 +12,9 @@ use tokio::task::JoinSet;
 use crate::auth_request::{CALLOUT_SUBJECT, XKEY_HEADER};
 use crate::authorizer::Authorizer;
 use crate::config::{Config, NatsAuth};
+use crate::http::{self, HttpState};
 use crate::key_manager::KeyManager;
+use crate::metrics::Metrics;
 
 /// Bounds memory under a connect storm; nats-server's own auth timeout bounds
 /// how long any request is worth answering.
@@ -22,11 +24,13 @@ pub struct Service {
     pub config: Config,
     pub keys: Arc<KeyManager>,
     pub authorizer: Arc<Authorizer>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Service {
     pub fn new(config: Config) -> Result<Service, String> {
-        let keys = KeyManager::new(config.oidc.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        let keys = KeyManager::new(config.oidc.clone(), metrics.clone())?;
         let authorizer = Arc::new(Authorizer::new(
             config.callout.clone(),
             config.oidc.clone(),
@@ -37,14 +41,30 @@ impl Service {
             config,
             keys,
             authorizer,
+            metrics,
         })
     }
 
     /// Runs until `shutdown` resolves, then stops taking requests and finishes
     /// the ones in flight.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_server = match &self.config.http {
+            Some(h) => {
+                let listener = http::bind(h.listen).await?;
+                tracing::info!(listen = %h.listen, "serving /healthz, /readyz, /metrics");
+                let state = HttpState {
+                    metrics: self.metrics.clone(),
+                    keys: self.keys.clone(),
+                };
+                Some(tokio::spawn(http::serve(listener, state, async {
+                    let _ = http_stopped.await;
+                })))
+            }
+            None => None,
+        };
         let refresher = tokio::spawn(self.keys.clone().run_refresher());
-        let client = connect(&self.config).await?;
+        let client = connect(&self.config, self.metrics.clone()).await?;
         let mut requests = client
             .queue_subscribe(CALLOUT_SUBJECT, self.config.nats.queue_group.clone())
             .await
@@ -71,10 +91,13 @@ impl Service {
                     };
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
                     let authorizer = self.authorizer.clone();
+                    let metrics = self.metrics.clone();
                     let client = client.clone();
                     in_flight.spawn(async move {
+                        let started = std::time::Instant::now();
                         let xkey = msg.headers.as_ref().and_then(|h| h.get(XKEY_HEADER)).map(|v| v.as_str().to_string());
                         let decision = authorizer.decide(&msg.payload, xkey.as_deref()).await;
+                        metrics.record_decision(&decision.verdict, started.elapsed().as_secs_f64());
                         if let Err(e) = client.publish(reply, decision.body.into()).await {
                             tracing::error!(error = %e, "cannot publish the authorization response");
                         }
@@ -92,11 +115,15 @@ impl Service {
         while in_flight.join_next().await.is_some() {}
         let _ = client.flush().await;
         refresher.abort();
+        let _ = http_stop.send(());
+        if let Some(server) = http_server {
+            let _ = server.await;
+        }
         Ok(())
     }
 }
 
-async fn connect(config: &Config) -> Result<async_nats::Client, String> {
+async fn connect(config: &Config, metrics: Arc<Metrics>) -> Result<async_nats::Client, String> {
     let nats = &config.nats;
     let mut options = match &nats.auth {
         NatsAuth::None => async_nats::ConnectOptions::new(),
@@ -125,13 +152,20 @@ async fn connect(config: &Config) -> Result<async_nats::Client, String> {
                 Duration::from_millis((50u64 << attempts.min(7)).min(5000))
             }
         })
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => {
-                    tracing::warn!("disconnected from NATS; reconnecting")
+        .event_callback(move |event| {
+            let metrics = metrics.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        metrics.nats_connected.set(1);
+                        tracing::info!("connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        metrics.nats_connected.set(0);
+                        tracing::warn!("disconnected from NATS; reconnecting");
+                    }
+                    other => tracing::info!("NATS: {other}"),
                 }
-                other => tracing::info!("NATS: {other}"),
             }
         });
     let urls: Vec<async_nats::ServerAddr> = nats

@@ -187,6 +187,8 @@ pub struct ServiceOptions {
     pub extra_callout: String,
     pub roles: String,
     pub wait_for_keys: bool,
+    /// Serve /healthz, /readyz and /metrics on this loopback port.
+    pub http_port: Option<u16>,
 }
 
 impl Default for ServiceOptions {
@@ -197,6 +199,7 @@ impl Default for ServiceOptions {
             extra_callout: String::new(),
             roles: DEFAULT_ROLES.to_string(),
             wait_for_keys: true,
+            http_port: None,
         }
     }
 }
@@ -257,8 +260,13 @@ roles_claim = "realm_access.roles"
 user_claim = "preferred_username"
 jwks_refetch_cooldown = "2s"
 {extra_oidc}
+{http}
 {roles}
 "#,
+            http = opts
+                .http_port
+                .map(|p| format!("[http]\nlisten = \"127.0.0.1:{p}\"\n"))
+                .unwrap_or_default(),
             extra_callout = opts.extra_callout,
             extra_oidc = opts.extra_oidc,
             roles = opts.roles,

@@ -1,0 +1,142 @@
+//! The operations endpoint, queried over real HTTP while the service runs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .expect("http endpoint answers");
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_reflect_what_happened() {
+    let port = free_port();
+    let stack = Stack::start(ServiceOptions {
+        http_port: Some(port),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(get(port, "/healthz").await, (200, "ok\n".to_string()));
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ready\":true"), "{body}");
+
+    connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    assert_refused(&stack.url(), &stack.token("gus", &["guest"]), "unmapped").await;
+    assert_refused(&stack.url(), "not-a-token", "garbage").await;
+
+    let (status, metrics) = get(port, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "nats_oidc_callout_authorizations_total{result=\"allowed\",reason=\"ok\"} 1",
+        "nats_oidc_callout_authorizations_total{result=\"refused\",reason=\"no_mapped_role\"} 1",
+        "nats_oidc_callout_authorizations_total{result=\"refused\",reason=\"token_malformed\"} 1",
+        "nats_oidc_callout_decision_duration_seconds_count 3",
+        "nats_oidc_callout_jwks_fetches_total{result=\"success\"} 1",
+        "nats_oidc_callout_jwks_keys 2",
+        "nats_oidc_callout_nats_connected 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("nats_oidc_callout_jwks_last_success_timestamp_seconds 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_without_issuer_keys_then_ready() {
+    let port = free_port();
+    let issuer = DevIssuer::start(0).await.unwrap();
+    issuer.set_available(false);
+    let keys = CalloutKeys::new();
+    let nats = NatsServer::start(&keys.issuer.public_key(), None);
+    let opts = ServiceOptions {
+        http_port: Some(port),
+        wait_for_keys: false,
+        ..Default::default()
+    };
+    let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
+
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("\"issuer_keys\":false") && body.contains("\"nats_connected\":true"),
+        "{body}"
+    );
+    assert_eq!(get(port, "/healthz").await.0, 200, "alive while not ready");
+    let (_, metrics) = get(port, "/metrics").await;
+    assert!(
+        metrics.contains("nats_oidc_callout_jwks_fetches_total{result=\"failure\"}"),
+        "{metrics}"
+    );
+
+    issuer.set_available(true);
+    wait_for_log(&service.log, "issuer keys loaded", Duration::from_secs(20)).await;
+    assert_eq!(get(port, "/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_nats_is_down() {
+    let port = free_port();
+    let mut stack = Stack::start(ServiceOptions {
+        http_port: Some(port),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(get(port, "/readyz").await.0, 200);
+    stack.nats.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = get(port, "/readyz").await;
+        if status == 503 {
+            assert!(body.contains("\"nats_connected\":false"), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready with NATS down: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, metrics) = get(port, "/metrics").await;
+    assert!(
+        metrics.contains("nats_oidc_callout_nats_connected 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_http_port_is_a_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let keys = CalloutKeys::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n[oidc]\nissuer = \"http://127.0.0.1:1\"\naudience = \"nats\"\nroles_claim = \"roles\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[roles.a]\nsub.allow = [\"a\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("http.listen 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
