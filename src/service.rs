@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -19,6 +20,8 @@ use crate::metrics::Metrics;
 /// Bounds memory under a connect storm; nats-server's own auth timeout bounds
 /// how long any request is worth answering.
 const MAX_IN_FLIGHT: usize = 4096;
+
+pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
 pub struct Service {
     pub config: Config,
@@ -64,11 +67,35 @@ impl Service {
             None => None,
         };
         let refresher = tokio::spawn(self.keys.clone().run_refresher());
+        tokio::pin!(shutdown);
         let client = connect(&self.config, self.metrics.clone()).await?;
-        let mut requests = client
-            .queue_subscribe(CALLOUT_SUBJECT, self.config.nats.queue_group.clone())
-            .await
-            .map_err(|e| format!("cannot subscribe to {CALLOUT_SUBJECT}: {e}"))?;
+        // Registering as a NATS micro service gives `nats micro ls/info/stats`
+        // (request counts, processing time) and `nats micro ping` for free.
+        let start = async {
+            let micro = client
+                .service_builder()
+                .description("OIDC auth callout: admits clients presenting OIDC access tokens")
+                .queue_group(&self.config.nats.queue_group)
+                .start(MICRO_SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+                .await
+                .map_err(|e| format!("cannot register the NATS micro service: {e}"))?;
+            let endpoint = micro
+                .endpoint_builder()
+                .name("authorize")
+                .queue_group(&self.config.nats.queue_group)
+                .add(CALLOUT_SUBJECT)
+                .await
+                .map_err(|e| format!("cannot subscribe to {CALLOUT_SUBJECT}: {e}"))?;
+            Ok::<_, String>((micro, endpoint))
+        };
+        let (micro, mut requests) = tokio::select! {
+            started = start => started?,
+            _ = &mut shutdown => {
+                refresher.abort();
+                let _ = http_stop.send(());
+                return Ok(());
+            }
+        };
         tracing::info!(
             subject = CALLOUT_SUBJECT,
             queue_group = %self.config.nats.queue_group,
@@ -79,26 +106,25 @@ impl Service {
         );
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut in_flight = JoinSet::new();
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                msg = requests.next() => {
-                    let Some(msg) = msg else { break };
-                    let Some(reply) = msg.reply.clone() else {
+                request = requests.next() => {
+                    let Some(request) = request else { break };
+                    if request.message.reply.is_none() {
                         tracing::warn!("authorization request without a reply subject ignored");
                         continue;
-                    };
+                    }
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
                     let authorizer = self.authorizer.clone();
                     let metrics = self.metrics.clone();
-                    let client = client.clone();
                     in_flight.spawn(async move {
                         let started = std::time::Instant::now();
+                        let msg = &request.message;
                         let xkey = msg.headers.as_ref().and_then(|h| h.get(XKEY_HEADER)).map(|v| v.as_str().to_string());
                         let decision = authorizer.decide(&msg.payload, xkey.as_deref()).await;
                         metrics.record_decision(&decision.verdict, started.elapsed().as_secs_f64());
-                        if let Err(e) = client.publish(reply, decision.body.into()).await {
+                        if let Err(e) = request.respond(Ok(decision.body.into())).await {
                             tracing::error!(error = %e, "cannot publish the authorization response");
                         }
                         drop(permit);
@@ -111,8 +137,9 @@ impl Service {
             in_flight = in_flight.len(),
             "shutting down: no new requests, finishing those in flight"
         );
-        let _ = requests.unsubscribe().await;
+        let _ = requests.stop().await;
         while in_flight.join_next().await.is_some() {}
+        let _ = micro.stop().await;
         let _ = client.flush().await;
         refresher.abort();
         let _ = http_stop.send(());

@@ -140,3 +140,34 @@ async fn a_busy_http_port_is_a_startup_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_as_a_nats_micro_service() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    assert_refused(&stack.url(), &stack.token("gus", &["guest"]), "unmapped").await;
+    // The callout's own account can see it the way `nats micro ls/stats` does.
+    let ops = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+        .connect(stack.url())
+        .await
+        .unwrap();
+    let ping = ops
+        .request("$SRV.PING.nats-oidc-callout", "".into())
+        .await
+        .expect("answers ping");
+    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "nats-oidc-callout");
+    assert_eq!(ping["version"], env!("CARGO_PKG_VERSION"));
+
+    let stats = ops
+        .request("$SRV.STATS.nats-oidc-callout", "".into())
+        .await
+        .expect("answers stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    let endpoint = &stats["endpoints"][0];
+    assert_eq!(endpoint["name"], "authorize");
+    assert_eq!(endpoint["subject"], "$SYS.REQ.USER.AUTH");
+    assert_eq!(endpoint["num_requests"], 2, "{stats}");
+}
