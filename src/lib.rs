@@ -9,10 +9,12 @@
 pub mod auth_request;
 pub mod auth_response;
 pub mod authorizer;
+pub mod check;
 pub mod claims;
 pub mod config;
 pub mod dev;
 pub mod dev_issuer;
+pub mod explain;
 pub mod http;
 pub mod issuer_client;
 pub mod key_manager;

@@ -28,8 +28,22 @@ struct Cli {
 enum Command {
     /// Run the service (the default).
     Run,
-    /// Validate the config file and exit.
+    /// Validate the config file fully, print warnings about risky choices, exit.
     Check,
+    /// Validate a token as the service would and show the verdict, roles,
+    /// permissions and expiry. Reads the token from stdin when --token is
+    /// absent or "-" (keeps it out of the process list and shell history).
+    Explain {
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Exit 0 if the running service is ready (GET /readyz on http.listen):
+    /// for container health checks.
+    Health {
+        /// URL to probe instead of http://<http.listen>/readyz.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Run a throwaway local stack (development issuer, nats-server, this
     /// service) and print tokens to try. Never for production.
     Dev {
@@ -78,8 +92,73 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
-            println!("config {} is valid", path.display());
+            let warnings = nats_oidc_callout::check::warnings(&config);
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "config {} is valid ({} warning{})",
+                path.display(),
+                warnings.len(),
+                if warnings.len() == 1 { "" } else { "s" }
+            );
             ExitCode::SUCCESS
+        }
+        Command::Explain { token } => {
+            let token = match token.filter(|t| t != "-") {
+                Some(t) => t,
+                None => {
+                    let mut t = String::new();
+                    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut t) {
+                        eprintln!("error: cannot read the token from stdin: {e}");
+                        return ExitCode::from(2);
+                    }
+                    t
+                }
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let explanation =
+                runtime.block_on(nats_oidc_callout::explain::explain(&config, &token));
+            print!("{}", explanation.text);
+            if explanation.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Health { url } => {
+            let Some(url) = url.or_else(|| {
+                config
+                    .http
+                    .as_ref()
+                    .map(|h| format!("http://{}/readyz", h.listen))
+            }) else {
+                eprintln!("error: no http.listen in {} and no --url", path.display());
+                return ExitCode::from(2);
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let status = runtime.block_on(async {
+                reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+                    .map_err(|e| e.to_string())
+            });
+            match status {
+                Ok(s) if s.is_success() => ExitCode::SUCCESS,
+                Ok(s) => {
+                    eprintln!("not ready: {url} answered {s}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("not ready: {url}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Run => block_on(async { Service::new(config)?.run(shutdown_signal()).await }),
         Command::Dev { .. } => unreachable!("handled above"),

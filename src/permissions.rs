@@ -50,6 +50,10 @@ impl RoleTable {
         self.roles.keys().map(String::as_str)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Role)> {
+        self.roles.iter().map(|(n, r)| (n.as_str(), r))
+    }
+
     /// Permissions for a token's roles, or `None` when none of them is in the
     /// table (the connection is then refused).
     pub fn permissions_for(&self, token_roles: &[String]) -> Option<Permissions> {

@@ -1,0 +1,54 @@
+//! `nats-oidc-callout check`: the config has already been fully validated
+//! by loading it; this adds warnings about choices that are valid but risky.
+
+use crate::config::Config;
+use crate::permissions::Direction;
+
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.callout.xkey.is_none() {
+        out.push(
+            "callout.xkey_seed is not set: authorization requests (which carry the bearer tokens) \
+             travel unencrypted, readable by any client of the callout's account that may \
+             subscribe to $SYS.REQ.USER.AUTH; set auth_callout.xkey in nats-server and \
+             callout.xkey_seed here"
+                .to_string(),
+        );
+    }
+    for (name, role) in config.roles.iter() {
+        for (dir_name, dir) in [("pub", &role.publish), ("sub", &role.subscribe)] {
+            warn_direction(&mut out, name, dir_name, dir);
+        }
+        if role.publish.allow.is_empty() && role.subscribe.allow.is_empty() {
+            out.push(format!(
+                "roles.{name}: allows nothing; its users can connect but neither publish nor subscribe"
+            ));
+        }
+    }
+    if config.callout.max_user_ttl > std::time::Duration::from_secs(24 * 3600) {
+        out.push(format!(
+            "callout.max_user_ttl is {}: a connection outlives a revoked token that long unless the token expires first",
+            humantime::format_duration(config.callout.max_user_ttl)
+        ));
+    }
+    out
+}
+
+fn warn_direction(out: &mut Vec<String>, role: &str, dir_name: &str, dir: &Direction) {
+    for subject in &dir.allow {
+        if subject == ">" {
+            out.push(format!(
+                "roles.{role}.{dir_name}.allow grants \">\" (every subject{})",
+                if dir.deny.is_empty() {
+                    ""
+                } else {
+                    " except its deny list"
+                }
+            ));
+        } else if subject.starts_with("$SYS") {
+            out.push(format!(
+                "roles.{role}.{dir_name}.allow grants {subject:?}: $SYS subjects carry server and account internals; grant them only on purpose"
+            ));
+        }
+    }
+}

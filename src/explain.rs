@@ -1,0 +1,102 @@
+//! `nats-oidc-callout explain --token JWT`: validates a token exactly as the
+//! service would and shows the verdict, the roles found, and the permissions
+//! and expiry a connection would get. For operators debugging a refusal.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use crate::authorizer::unix_now;
+use crate::claims;
+use crate::config::Config;
+use crate::key_manager::KeyManager;
+use crate::metrics::Metrics;
+use crate::permissions::Permission;
+use crate::token::TokenVerifier;
+
+pub struct Explanation {
+    pub allowed: bool,
+    pub text: String,
+}
+
+pub async fn explain(config: &Config, token: &str) -> Explanation {
+    let keys = match KeyManager::new(config.oidc.clone(), Arc::new(Metrics::new())) {
+        Ok(k) => k,
+        Err(e) => return refused(String::new(), &e),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "issuer:   {}", config.oidc.issuer);
+    if let Err(e) = keys.refresh().await {
+        return refused(out, &format!("cannot load the issuer's keys: {e}"));
+    }
+    let _ = writeln!(out, "keys:     {} usable", keys.current().len());
+    let verifier = TokenVerifier::new(config.oidc.clone(), keys, config.callout.max_token_bytes);
+    let now = unix_now();
+    let verified = match verifier.verify(token.trim(), now).await {
+        Ok(v) => v,
+        Err(e) => return refused(out, &format!("{e} [{}]", e.code())),
+    };
+    let user = match claims::user_name(&verified.claims, &config.oidc.user_claim) {
+        Ok(u) => u,
+        Err(e) => return refused(out, &e.to_string()),
+    };
+    let _ = writeln!(out, "user:     {user} (from {})", config.oidc.user_claim);
+    let roles = match claims::roles(&verified.claims, &config.oidc.roles_claim) {
+        Ok(r) => r,
+        Err(e) => return refused(out, &e.to_string()),
+    };
+    let _ = writeln!(
+        out,
+        "roles:    {roles:?} (from {})",
+        config.oidc.roles_claim
+    );
+    let Some(permissions) = config.roles.permissions_for(&roles) else {
+        return refused(
+            out,
+            "no mapped role: none of the token's roles has a [roles.*] table",
+        );
+    };
+    let expires = verified
+        .exp
+        .min(now + config.callout.max_user_ttl.as_secs());
+    let _ = writeln!(out, "mapped:   {:?}", permissions.roles);
+    let _ = writeln!(out, "account:  {}", config.callout.account);
+    write_direction(&mut out, "publish", &permissions.publish);
+    write_direction(&mut out, "subscribe", &permissions.subscribe);
+    let _ = writeln!(
+        out,
+        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s)",
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires)
+        ),
+        expires.saturating_sub(now),
+        verified.exp,
+        config.callout.max_user_ttl.as_secs()
+    );
+    let _ = writeln!(out, "verdict:  ALLOWED");
+    Explanation {
+        allowed: true,
+        text: out,
+    }
+}
+
+fn write_direction(out: &mut String, name: &str, p: &Permission) {
+    let _ = writeln!(out, "{name}:");
+    let _ = writeln!(out, "  allow:  {}", list(&p.allow));
+    let _ = writeln!(out, "  deny:   {}", list(&p.deny));
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn refused(mut out: String, reason: &str) -> Explanation {
+    let _ = writeln!(out, "verdict:  REFUSED: {reason}");
+    Explanation {
+        allowed: false,
+        text: out,
+    }
+}

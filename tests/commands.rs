@@ -1,0 +1,168 @@
+//! The operator subcommands: check, explain, health.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn explain_stdin(config: &std::path::Path, token: &str) -> Output {
+    let mut child = bin()
+        .args(["explain", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let token = stack
+        .issuer
+        .token("rita", AUDIENCE, &["reader", "guest"], 600);
+    let config = stack.service.config.clone();
+    let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
+        .await
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for expected in [
+        "user:     rita",
+        "roles:    [\"reader\", \"guest\"]",
+        "mapped:   [\"reader\"]",
+        "account:  APP",
+        "  allow:  _INBOX.>, orders.>",
+        "  deny:   orders.secret.>",
+        "verdict:  ALLOWED",
+    ] {
+        assert!(t.contains(expected), "missing {expected:?} in\n{t}");
+    }
+    assert!(t.contains("(in 600s;") || t.contains("(in 599s;"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_the_reason_for_a_refusal() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let config = stack.service.config.clone();
+    let unmapped = stack.issuer.token("gus", AUDIENCE, &["guest"], 600);
+    let wrong_aud = stack.issuer.token("gus", "other-api", &["admin"], 600);
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        let a = bin()
+            .args(["explain", "--config"])
+            .arg(&config)
+            .args(["--token", &unmapped])
+            .output()
+            .unwrap();
+        let b = explain_stdin(&config, &wrong_aud);
+        (a, b)
+    })
+    .await
+    .unwrap();
+    assert_eq!(a.status.code(), Some(1));
+    assert!(
+        text(&a).contains("verdict:  REFUSED: no mapped role"),
+        "{}",
+        text(&a)
+    );
+    assert_eq!(b.status.code(), Some(1));
+    assert!(
+        text(&b).contains("REFUSED: token audience [\"other-api\"]")
+            && text(&b).contains("[token_audience]"),
+        "{}",
+        text(&b)
+    );
+}
+
+#[test]
+fn check_warns_about_risky_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("issuer.nk"),
+        nkeys::KeyPair::new_account().seed().unwrap(),
+    )
+    .unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+            .unwrap()
+            .replace("\"/etc/nats-oidc-callout/issuer.nk\"", "\"issuer.nk\"")
+            + "\n[roles.ops]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\n\n[roles.nobody]\n";
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, example).unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "warnings do not fail the check: {t}");
+    assert!(t.contains("warning: callout.xkey_seed is not set"), "{t}");
+    assert!(
+        t.contains("warning: roles.admin.pub.allow grants \">\""),
+        "{t}"
+    );
+    assert!(
+        t.contains("warning: roles.ops.sub.allow grants \"$SYS.ACCOUNT.>\""),
+        "{t}"
+    );
+    assert!(t.contains("warning: roles.nobody: allows nothing"), "{t}");
+    assert!(t.contains("is valid (5 warnings)"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_readiness_of_the_running_service() {
+    let port = free_port();
+    let stack = Stack::start(ServiceOptions {
+        http_port: Some(port),
+        ..Default::default()
+    })
+    .await;
+    let config = stack.service.config.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["health", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    let config = stack.service.config.clone();
+    let dead = free_port();
+    let down = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["health", "--config"])
+            .arg(&config)
+            .args(["--url", &format!("http://127.0.0.1:{dead}/readyz")])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+    assert!(text(&down).contains("not ready"), "{}", text(&down));
+}
