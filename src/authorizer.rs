@@ -23,6 +23,7 @@ pub struct Authorizer {
     issuer_public: String,
     oidc: Arc<OidcConfig>,
     roles: Arc<RoleTable>,
+    keys: Arc<KeyManager>,
     verifier: TokenVerifier,
 }
 
@@ -76,14 +77,19 @@ impl Authorizer {
         roles: Arc<RoleTable>,
         keys: Arc<KeyManager>,
     ) -> Self {
-        let verifier = TokenVerifier::new(oidc.clone(), keys, callout.max_token_bytes);
+        let verifier = TokenVerifier::new(oidc.clone(), keys.clone(), callout.max_token_bytes);
         Authorizer {
             issuer_public: callout.issuer.public_key(),
             callout,
             oidc,
             roles,
+            keys,
             verifier,
         }
+    }
+
+    pub fn keys(&self) -> &Arc<KeyManager> {
+        &self.keys
     }
 
     pub fn verifier(&self) -> &TokenVerifier {

@@ -45,7 +45,7 @@ pub struct Config {
     pub roles: Arc<RoleTable>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NatsConfig {
     pub urls: Vec<String>,
     pub auth: NatsAuth,
@@ -55,7 +55,7 @@ pub struct NatsConfig {
 
 /// How the callout service itself authenticates to NATS. Secrets are kept out
 /// of `Debug` output.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum NatsAuth {
     None,
     UserPassword { user: String, password: String },
@@ -87,7 +87,7 @@ pub struct CalloutConfig {
     pub max_token_bytes: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OidcConfig {
     pub issuer: String,
     pub discovery_url: String,
@@ -102,7 +102,7 @@ pub struct OidcConfig {
     pub max_response_bytes: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
 }

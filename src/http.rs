@@ -11,13 +11,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::key_manager::KeyManager;
+use crate::live::Live;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
-    pub keys: Arc<KeyManager>,
+    pub live: Arc<Live>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -54,7 +54,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<HttpState>) -> Response {
     let nats = s.metrics.nats_connected.get() == 1;
-    let keys = s.keys.has_keys();
+    let keys = s.live.keys().has_keys();
     let body = Json(json!({ "ready": nats && keys, "nats_connected": nats, "issuer_keys": keys }));
     if nats && keys {
         body.into_response()

@@ -19,6 +19,7 @@ pub mod http;
 pub mod issuer_client;
 pub mod key_manager;
 pub mod keys;
+pub mod live;
 pub mod metrics;
 pub mod nats_jwt;
 pub mod nats_server;

@@ -11,10 +11,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::auth_request::{CALLOUT_SUBJECT, XKEY_HEADER};
-use crate::authorizer::Authorizer;
 use crate::config::{Config, NatsAuth};
 use crate::http::{self, HttpState};
-use crate::key_manager::KeyManager;
+use crate::live::Live;
 use crate::metrics::Metrics;
 
 /// Bounds memory under a connect storm; nats-server's own auth timeout bounds
@@ -23,42 +22,33 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
+/// How often the config file is checked for changes.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+
 pub struct Service {
-    pub config: Config,
-    pub keys: Arc<KeyManager>,
-    pub authorizer: Arc<Authorizer>,
+    pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Service {
     pub fn new(config: Config) -> Result<Service, String> {
         let metrics = Arc::new(Metrics::new());
-        let keys = KeyManager::new(config.oidc.clone(), metrics.clone())?;
-        let authorizer = Arc::new(Authorizer::new(
-            config.callout.clone(),
-            config.oidc.clone(),
-            config.roles.clone(),
-            keys.clone(),
-        ));
-        Ok(Service {
-            config,
-            keys,
-            authorizer,
-            metrics,
-        })
+        let live = Live::new(config, metrics.clone())?;
+        Ok(Service { live, metrics })
     }
 
     /// Runs until `shutdown` resolves, then stops taking requests and finishes
     /// the ones in flight.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+        let config = self.live.config();
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let http_server = match &self.config.http {
+        let http_server = match &config.http {
             Some(h) => {
                 let listener = http::bind(h.listen).await?;
                 tracing::info!(listen = %h.listen, "serving /healthz, /readyz, /metrics");
                 let state = HttpState {
                     metrics: self.metrics.clone(),
-                    keys: self.keys.clone(),
+                    live: self.live.clone(),
                 };
                 Some(tokio::spawn(http::serve(listener, state, async {
                     let _ = http_stopped.await;
@@ -66,23 +56,24 @@ impl Service {
             }
             None => None,
         };
-        let refresher = tokio::spawn(self.keys.clone().run_refresher());
+        self.live.start_refresher();
+        let watcher = tokio::spawn(self.live.clone().watch(CONFIG_POLL));
         tokio::pin!(shutdown);
-        let client = connect(&self.config, self.metrics.clone()).await?;
+        let client = connect(&config, self.metrics.clone()).await?;
         // Registering as a NATS micro service gives `nats micro ls/info/stats`
         // (request counts, processing time) and `nats micro ping` for free.
         let start = async {
             let micro = client
                 .service_builder()
                 .description("OIDC auth callout: admits clients presenting OIDC access tokens")
-                .queue_group(&self.config.nats.queue_group)
+                .queue_group(&config.nats.queue_group)
                 .start(MICRO_SERVICE_NAME, env!("CARGO_PKG_VERSION"))
                 .await
                 .map_err(|e| format!("cannot register the NATS micro service: {e}"))?;
             let endpoint = micro
                 .endpoint_builder()
                 .name("authorize")
-                .queue_group(&self.config.nats.queue_group)
+                .queue_group(&config.nats.queue_group)
                 .add(CALLOUT_SUBJECT)
                 .await
                 .map_err(|e| format!("cannot subscribe to {CALLOUT_SUBJECT}: {e}"))?;
@@ -91,17 +82,18 @@ impl Service {
         let (micro, mut requests) = tokio::select! {
             started = start => started?,
             _ = &mut shutdown => {
-                refresher.abort();
+                self.live.stop_refresher();
+                watcher.abort();
                 let _ = http_stop.send(());
                 return Ok(());
             }
         };
         tracing::info!(
             subject = CALLOUT_SUBJECT,
-            queue_group = %self.config.nats.queue_group,
-            issuer = %self.config.callout.issuer.public_key(),
-            account = %self.config.callout.account,
-            xkey = self.config.callout.xkey.is_some(),
+            queue_group = %config.nats.queue_group,
+            issuer = %config.callout.issuer.public_key(),
+            account = %config.callout.account,
+            xkey = config.callout.xkey.is_some(),
             "answering authorization requests"
         );
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -116,7 +108,7 @@ impl Service {
                         continue;
                     }
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                    let authorizer = self.authorizer.clone();
+                    let authorizer = self.live.authorizer.load_full();
                     let metrics = self.metrics.clone();
                     in_flight.spawn(async move {
                         let started = std::time::Instant::now();
@@ -141,7 +133,8 @@ impl Service {
         while in_flight.join_next().await.is_some() {}
         let _ = micro.stop().await;
         let _ = client.flush().await;
-        refresher.abort();
+        self.live.stop_refresher();
+        watcher.abort();
         let _ = http_stop.send(());
         if let Some(server) = http_server {
             let _ = server.await;
