@@ -117,7 +117,7 @@ async fn a_changed_config_file_is_picked_up_without_a_signal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_issuer_audience_applies_after_reload() {
-    let mut stack = Stack::start(ServiceOptions::default()).await;
+    let stack = Stack::start(ServiceOptions::default()).await;
     let other_aud = stack.issuer.token("ana", "other-api", &["admin"], 300);
     assert_refused(&stack.url(), &other_aud, "audience not configured yet").await;
     edit_config(
