@@ -129,6 +129,8 @@ pub enum RequestError {
     Audience(String),
     #[error("request type {0:?} is not {REQUEST_TYPE:?}")]
     Type(String),
+    #[error("request has no expiry (nats-server always sets exp)")]
+    NoExpiry,
     #[error("request expired at {exp} (now {now})")]
     Expired { exp: i64, now: i64 },
     #[error("request is signed by {signer} but claims to come from server {claimed}")]
@@ -154,14 +156,17 @@ pub struct Addressee {
 pub struct DecodeFailure {
     pub error: RequestError,
     pub addressee: Option<Addressee>,
+    /// Set when the request was sealed and opened, so the refusal is sealed too.
+    pub server_xkey: Option<nkeys::XKey>,
 }
 
-impl<E: Into<RequestError>> From<E> for DecodeFailure {
+impl<E: Into<RequestError>> From<E> for Box<DecodeFailure> {
     fn from(e: E) -> Self {
-        DecodeFailure {
+        Box::new(DecodeFailure {
             error: e.into(),
             addressee: None,
-        }
+            server_xkey: None,
+        })
     }
 }
 
@@ -175,7 +180,7 @@ pub fn decode(
     our_xkey: Option<&nkeys::XKey>,
     our_issuer: &str,
     now: i64,
-) -> Result<AuthRequest, DecodeFailure> {
+) -> Result<AuthRequest, Box<DecodeFailure>> {
     let (jwt, server_xkey) = match xkey_header {
         None => (std::borrow::Cow::Borrowed(payload), None),
         Some(header) => {
@@ -188,20 +193,28 @@ pub fn decode(
             (std::borrow::Cow::Owned(opened), Some(theirs))
         }
     };
-    let claims: RequestClaims = nats_jwt::decode_verified(&jwt, 'N')?;
+    let claims: RequestClaims = nats_jwt::decode_verified(&jwt, 'N').map_err(|e| {
+        Box::new(DecodeFailure {
+            error: e.into(),
+            addressee: None,
+            server_xkey: server_xkey.clone(),
+        })
+    })?;
     let addressee = Addressee {
         user_nkey: claims.nats.user_nkey.clone(),
         server_id: claims.nats.server_id.id.clone(),
     };
-    check(claims, xkey_header, our_issuer, now)
-        .map(|claims| AuthRequest {
+    match check(claims, xkey_header, our_issuer, now) {
+        Ok(claims) => Ok(AuthRequest {
             claims,
             server_xkey,
-        })
-        .map_err(|error| DecodeFailure {
+        }),
+        Err(error) => Err(Box::new(DecodeFailure {
             error,
             addressee: Some(addressee),
-        })
+            server_xkey,
+        })),
+    }
 }
 
 fn check(
@@ -216,7 +229,10 @@ fn check(
     if claims.nats.kind != REQUEST_TYPE {
         return Err(RequestError::Type(claims.nats.kind));
     }
-    if claims.exp > 0 && claims.exp + CLOCK_SLACK_SECS < now {
+    if claims.exp <= 0 {
+        return Err(RequestError::NoExpiry);
+    }
+    if claims.exp.saturating_add(CLOCK_SLACK_SECS) < now {
         return Err(RequestError::Expired {
             exp: claims.exp,
             now,
@@ -246,4 +262,188 @@ fn check(
         }
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde_json::{json, Value};
+
+    /// Signs request claims with `signer` the way nats-server does.
+    fn request(signer: &nkeys::KeyPair, claims: Value) -> Vec<u8> {
+        let h = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        let signed = format!("{h}.{p}");
+        let sig = URL_SAFE_NO_PAD.encode(signer.sign(signed.as_bytes()).unwrap());
+        format!("{signed}.{sig}").into_bytes()
+    }
+
+    fn claims(server: &nkeys::KeyPair, issuer: &str, exp: i64) -> Value {
+        json!({
+            "iss": server.public_key(), "sub": issuer, "aud": "nats-authorization-request", "exp": exp,
+            "nats": {
+                "type": "authorization_request", "version": 2,
+                "server_id": {"name": "n1", "host": "127.0.0.1", "id": server.public_key()},
+                "user_nkey": nkeys::KeyPair::new_user().public_key(),
+                "client_info": {"host": "127.0.0.1", "id": 5},
+                "connect_opts": {"pass": "tok", "protocol": 1}
+            }
+        })
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_server_signed_request_decodes() {
+        let server = nkeys::KeyPair::new_server();
+        let issuer = nkeys::KeyPair::new_account().public_key();
+        let r = decode(
+            &request(&server, claims(&server, &issuer, NOW + 2)),
+            None,
+            None,
+            &issuer,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(r.claims.nats.connect_opts.bearer_token(), Some("tok"));
+        assert!(r.server_xkey.is_none());
+    }
+
+    #[test]
+    fn requests_without_expiry_or_with_extreme_expiry_are_handled() {
+        let server = nkeys::KeyPair::new_server();
+        let issuer = nkeys::KeyPair::new_account().public_key();
+        let err = decode(
+            &request(&server, claims(&server, &issuer, 0)),
+            None,
+            None,
+            &issuer,
+            NOW,
+        )
+        .unwrap_err();
+        assert!(matches!(err.error, RequestError::NoExpiry));
+        assert!(
+            err.addressee.is_some(),
+            "a verified request gets a reasoned refusal"
+        );
+        let err = decode(
+            &request(&server, claims(&server, &issuer, i64::MIN)),
+            None,
+            None,
+            &issuer,
+            NOW,
+        )
+        .unwrap_err();
+        assert!(matches!(err.error, RequestError::NoExpiry));
+        assert!(decode(
+            &request(&server, claims(&server, &issuer, i64::MAX)),
+            None,
+            None,
+            &issuer,
+            NOW
+        )
+        .is_ok());
+        let err = decode(
+            &request(&server, claims(&server, &issuer, NOW - 60)),
+            None,
+            None,
+            &issuer,
+            NOW,
+        )
+        .unwrap_err();
+        assert!(matches!(err.error, RequestError::Expired { .. }));
+    }
+
+    #[test]
+    fn requests_not_signed_by_the_named_server_are_refused_without_answer() {
+        let server = nkeys::KeyPair::new_server();
+        let other = nkeys::KeyPair::new_server();
+        let issuer = nkeys::KeyPair::new_account().public_key();
+        // Signed by another server than the one in iss: signature fails.
+        let mut c = claims(&server, &issuer, NOW + 2);
+        c["iss"] = json!(server.public_key());
+        let err = decode(&request(&other, c), None, None, &issuer, NOW).unwrap_err();
+        assert!(matches!(
+            err.error,
+            RequestError::Jwt(NatsJwtError::Signature)
+        ));
+        assert!(
+            err.addressee.is_none(),
+            "an unverified request is not answered with a signed refusal"
+        );
+        // Signed by an account key instead of a server key.
+        let account = nkeys::KeyPair::new_account();
+        let mut c = claims(&server, &issuer, NOW + 2);
+        c["iss"] = json!(account.public_key());
+        let err = decode(&request(&account, c), None, None, &issuer, NOW).unwrap_err();
+        assert!(matches!(
+            err.error,
+            RequestError::Jwt(NatsJwtError::Issuer(_))
+        ));
+        // Validly signed by one server but claiming to be another.
+        let mut c = claims(&server, &issuer, NOW + 2);
+        c["nats"]["server_id"]["id"] = json!(other.public_key());
+        let err = decode(&request(&server, c), None, None, &issuer, NOW).unwrap_err();
+        assert!(matches!(err.error, RequestError::ServerMismatch { .. }));
+    }
+
+    #[test]
+    fn audience_type_user_key_and_issuer_are_checked() {
+        let server = nkeys::KeyPair::new_server();
+        let issuer = nkeys::KeyPair::new_account().public_key();
+        type Change = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("audience", Box::new(|c| c["aud"] = json!("something-else"))),
+            (
+                "type",
+                Box::new(|c| c["nats"]["type"] = json!("authorization_response")),
+            ),
+            (
+                "user nkey",
+                Box::new(|c| {
+                    c["nats"]["user_nkey"] = json!(nkeys::KeyPair::new_account().public_key())
+                }),
+            ),
+            (
+                "issuer",
+                Box::new(|c| c["sub"] = json!(nkeys::KeyPair::new_account().public_key())),
+            ),
+        ];
+        for (name, change) in cases {
+            let mut c = claims(&server, &issuer, NOW + 2);
+            change(&mut c);
+            assert!(
+                decode(&request(&server, c), None, None, &issuer, NOW).is_err(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn sealed_requests_open_with_our_xkey_only() {
+        let server = nkeys::KeyPair::new_server();
+        let issuer = nkeys::KeyPair::new_account().public_key();
+        let server_x = nkeys::XKey::new();
+        let ours = nkeys::XKey::new();
+        let ours_public = nkeys::XKey::from_public_key(&ours.public_key()).unwrap();
+        let mut c = claims(&server, &issuer, NOW + 2);
+        c["nats"]["server_id"]["xkey"] = json!(server_x.public_key());
+        let sealed = server_x.seal(&request(&server, c), &ours_public).unwrap();
+        let header = server_x.public_key();
+        let r = decode(&sealed, Some(&header), Some(&ours), &issuer, NOW).unwrap();
+        assert_eq!(r.server_xkey.unwrap().public_key(), header);
+        let err = decode(&sealed, Some(&header), None, &issuer, NOW).unwrap_err();
+        assert!(matches!(err.error, RequestError::SealedWithoutXkey));
+        let err = decode(
+            &sealed,
+            Some(&header),
+            Some(&nkeys::XKey::new()),
+            &issuer,
+            NOW,
+        )
+        .unwrap_err();
+        assert!(matches!(err.error, RequestError::Unseal));
+    }
 }

@@ -112,7 +112,12 @@ impl Authorizer {
                 let reason = format!("bad authorization request: {}", failure.error);
                 tracing::warn!(result = "refused", code = "bad_request", reason = %reason, latency_us = started.elapsed().as_micros() as u64, "authorization");
                 let body = match failure.addressee {
-                    Some(to) => self.respond_to(&to, None, Answer::Deny { error: &reason }, now),
+                    Some(to) => self.respond_to(
+                        &to,
+                        failure.server_xkey.as_ref(),
+                        Answer::Deny { error: &reason },
+                        now,
+                    ),
                     None => Vec::new(),
                 };
                 return Decision {
@@ -211,7 +216,9 @@ impl Authorizer {
                 ),
             )
         })?;
-        let expires = verified.exp.min(now + self.callout.max_user_ttl.as_secs());
+        let expires = verified
+            .exp
+            .min(now.saturating_add(self.callout.max_user_ttl.as_secs()));
         let user_jwt = user_jwt::issue(
             &UserGrant {
                 user_nkey: &request.claims.nats.user_nkey,

@@ -224,30 +224,59 @@ impl Config {
     /// Parses config text; `path` is used in messages and to resolve relative
     /// file references against the config's directory.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            key: toml_error_key(&e, text),
-            reason: e.message().to_string(),
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (key, reason) = describe_toml_error(&e, text);
+            ConfigError {
+                file: path.to_path_buf(),
+                key,
+                reason,
+            }
         })?;
         Validator { path }.validate(raw)
     }
 }
 
-/// "line L, column C" of a TOML error, with the key's text when the error
-/// points at one.
-fn toml_error_key(e: &toml::de::Error, text: &str) -> String {
+/// Where a TOML error is ("line L, column C", plus the key written on that
+/// line) and why, without ever echoing a value: the value at fault may be a
+/// seed, a password or a token (an unquoted seed is a syntax error whose
+/// span is the seed itself).
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> (String, String) {
     let Some(span) = e.span() else {
-        return "(syntax)".into();
+        return ("(syntax)".into(), redact_values(e.message()));
     };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
+    let before = text.get(..span.start).unwrap_or("");
+    let line_no = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    let snippet = text.get(span.clone()).unwrap_or("").trim();
-    if snippet.is_empty() || snippet.len() > 60 || snippet.contains('\n') {
-        format!("line {line}, column {column}")
-    } else {
-        format!("line {line}, column {column} ({snippet})")
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.len() <= 60)
+        .or_else(|| Some(line.trim()).filter(|l| l.starts_with('[') && l.len() <= 60));
+    let place = match key {
+        Some(k) => format!("line {line_no}, column {column} ({k})"),
+        None => format!("line {line_no}, column {column}"),
+    };
+    (place, redact_values(e.message()))
+}
+
+/// Replaces `quoted` values in a TOML message, keeping field names from
+/// "unknown field" and "missing field" messages, which are useful and safe.
+fn redact_values(message: &str) -> String {
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message.to_string();
     }
+    // Split on backticks: odd pieces were quoted. Punctuation such as `=`
+    // is kept; anything longer is replaced.
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, piece)| match (i % 2, piece.chars().count()) {
+            (0, _) => piece.to_string(),
+            (_, n) if n <= 2 => format!("`{piece}`"),
+            _ => "`<value>`".to_string(),
+        })
+        .collect()
 }
 
 struct Validator<'a> {
@@ -434,8 +463,10 @@ impl Validator<'_> {
             raw.max_user_ttl.as_deref(),
             Duration::from_secs(3600),
         )?;
-        if max_user_ttl < Duration::from_secs(1) {
-            return Err(self.err("callout.max_user_ttl", "must be at least 1s"));
+        if max_user_ttl < Duration::from_secs(1)
+            || max_user_ttl > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(self.err("callout.max_user_ttl", "must be between 1s and 30 days"));
         }
         let max_token_bytes = raw.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
         if !(1024..=1024 * 1024).contains(&max_token_bytes) {
@@ -542,6 +573,18 @@ impl Validator<'_> {
             raw.jwks_refetch_cooldown.as_deref(),
             Duration::from_secs(10),
         )?;
+        // Without a cool-down every made-up kid would become a fetch.
+        if jwks_refetch_cooldown < Duration::from_secs(1)
+            || jwks_refetch_cooldown > Duration::from_secs(3600)
+        {
+            return Err(self.err("oidc.jwks_refetch_cooldown", "must be between 1s and 1h"));
+        }
+        if jwks_max_age > Duration::from_secs(7 * 24 * 3600) {
+            return Err(self.err(
+                "oidc.jwks_max_age",
+                "at most 7 days: removed keys must stop working in bounded time",
+            ));
+        }
         if jwks_max_age < Duration::from_secs(1) || jwks_max_age < jwks_refetch_cooldown {
             return Err(self.err(
                 "oidc.jwks_max_age",
@@ -553,8 +596,8 @@ impl Validator<'_> {
             raw.http_timeout.as_deref(),
             Duration::from_secs(5),
         )?;
-        if http_timeout.is_zero() {
-            return Err(self.err("oidc.http_timeout", "must be more than 0s"));
+        if http_timeout.is_zero() || http_timeout > Duration::from_secs(60) {
+            return Err(self.err("oidc.http_timeout", "must be more than 0s and at most 60s"));
         }
         let max_response_bytes = raw.max_response_bytes.unwrap_or(1024 * 1024);
         if max_response_bytes < 1024 {

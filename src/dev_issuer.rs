@@ -34,6 +34,7 @@ struct Inner {
     issuer: String,
     keys: Mutex<Vec<SigningKey>>,
     available: AtomicBool,
+    serve_kids: AtomicBool,
     jwks_requests: AtomicU64,
     discovery_requests: AtomicU64,
     key_counter: AtomicU64,
@@ -61,6 +62,7 @@ impl DevIssuer {
             issuer: format!("http://{addr}"),
             keys: Mutex::new(Vec::new()),
             available: AtomicBool::new(true),
+            serve_kids: AtomicBool::new(true),
             jwks_requests: AtomicU64::new(0),
             discovery_requests: AtomicU64::new(0),
             key_counter: AtomicU64::new(0),
@@ -146,6 +148,11 @@ impl DevIssuer {
     /// While unavailable, every request is answered 503 (an outage).
     pub fn set_available(&self, up: bool) {
         self.inner.available.store(up, Ordering::SeqCst);
+    }
+
+    /// Whether the JWKS names its keys (some issuers publish keys without kid).
+    pub fn set_serve_kids(&self, on: bool) {
+        self.inner.serve_kids.store(on, Ordering::SeqCst);
     }
 
     pub fn jwks_requests(&self) -> u64 {
@@ -360,7 +367,13 @@ async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
         .unwrap()
         .iter()
         .filter(|k| k.published)
-        .map(|k| k.jwk.clone())
+        .map(|k| {
+            let mut jwk = k.jwk.clone();
+            if !inner.serve_kids.load(Ordering::SeqCst) {
+                jwk.as_object_mut().expect("JWK object").remove("kid");
+            }
+            jwk
+        })
         .collect();
     Json(json!({ "keys": keys })).into_response()
 }

@@ -24,6 +24,9 @@ pub struct KeyManager {
     oidc: Arc<OidcConfig>,
     current: ArcSwap<KeySet>,
     refetch: Cache<(), Arc<Result<(), String>>>,
+    /// One fetch at a time: otherwise a slow older fetch finishing last could
+    /// put back a key the issuer has just removed.
+    refresh_lock: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
 }
 
@@ -39,6 +42,7 @@ impl KeyManager {
             oidc,
             current: ArcSwap::from_pointee(KeySet::default()),
             refetch,
+            refresh_lock: tokio::sync::Mutex::new(()),
             metrics,
         }))
     }
@@ -54,6 +58,7 @@ impl KeyManager {
 
     /// Discovers the JWKS location, fetches and parses it, and installs it.
     pub async fn refresh(&self) -> Result<usize, String> {
+        let _one_at_a_time = self.refresh_lock.lock().await;
         let result = self.fetch().await;
         match &result {
             Ok(set) => {

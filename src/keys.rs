@@ -53,6 +53,14 @@ impl KeySet {
             .unwrap_or_default()
     }
 
+    pub fn without_kid_allowing(&self, alg: Algorithm) -> Vec<Arc<VerifyingKey>> {
+        self.keys
+            .iter()
+            .filter(|k| k.kid.is_none() && k.allows(alg))
+            .cloned()
+            .collect()
+    }
+
     pub fn allowing(&self, alg: Algorithm) -> Vec<Arc<VerifyingKey>> {
         self.keys
             .iter()

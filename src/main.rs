@@ -37,6 +37,22 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Run only the development OIDC issuer on 127.0.0.1 (for the podman pod
+    /// in infrastructure/). Signs any token asked of it: never for production.
+    DevIssuer {
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+    },
+    /// Generate an nkey seed: "account" for callout.issuer_seed, "curve" for
+    /// callout.xkey_seed. Writes the seed to --out (mode 0600) or stdout and
+    /// the public key (for nats-server's auth_callout block) to stderr.
+    Keygen {
+        kind: KeyKind,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the public key of a seed file (account A... or curve X...).
+    Pubkey { seed_file: PathBuf },
     /// Exit 0 if the running service is ready (GET /readyz on http.listen):
     /// for container health checks.
     Health {
@@ -61,6 +77,12 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum KeyKind {
+    Account,
+    Curve,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -81,6 +103,25 @@ fn main() -> ExitCode {
             tools_dir: tools_dir.unwrap_or_else(default_tools_dir),
         };
         return block_on(async { nats_oidc_callout::dev::run(opts, shutdown_signal()).await });
+    }
+    match &cli.command {
+        Some(Command::Keygen { kind, out }) => return keygen(*kind, out.as_deref()),
+        Some(Command::Pubkey { seed_file }) => return pubkey(seed_file),
+        _ => {}
+    }
+    if let Some(Command::DevIssuer { port }) = cli.command {
+        return block_on(async move {
+            let issuer = nats_oidc_callout::dev_issuer::DevIssuer::start(port)
+                .await
+                .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+            eprintln!(
+                "DEVELOPMENT OIDC ISSUER at {iss} (throwaway keys; signs any token asked of it; never for production)\n\
+                 tokens: curl '{iss}/token?user=ana&roles=admin'",
+                iss = issuer.issuer()
+            );
+            shutdown_signal().await;
+            Ok(())
+        });
     }
     let path = config::resolve_path(cli.config);
     let config = match Config::load(&path) {
@@ -161,7 +202,83 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => block_on(async { Service::new(config)?.run(shutdown_signal()).await }),
-        Command::Dev { .. } => unreachable!("handled above"),
+        Command::Dev { .. }
+        | Command::DevIssuer { .. }
+        | Command::Keygen { .. }
+        | Command::Pubkey { .. } => {
+            unreachable!("handled above")
+        }
+    }
+}
+
+fn keygen(kind: KeyKind, out: Option<&std::path::Path>) -> ExitCode {
+    let (seed, public) = match kind {
+        KeyKind::Account => {
+            let kp = nkeys::KeyPair::new_account();
+            (kp.seed().expect("fresh key has a seed"), kp.public_key())
+        }
+        KeyKind::Curve => {
+            let xk = nkeys::XKey::new();
+            (xk.seed().expect("fresh key has a seed"), xk.public_key())
+        }
+    };
+    match out {
+        None => println!("{seed}"),
+        Some(path) => {
+            if path.exists() {
+                eprintln!("error: {} exists; not overwriting a seed", path.display());
+                return ExitCode::from(2);
+            }
+            if let Err(e) = write_private(path, &format!("{seed}\n")) {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!("{public}");
+    ExitCode::SUCCESS
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+fn pubkey(seed_file: &std::path::Path) -> ExitCode {
+    use nats_oidc_callout::secrets::{read_seed_file, SeedKind};
+    let text = match std::fs::read_to_string(seed_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", seed_file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let kind = if text.contains("SX") {
+        SeedKind::Curve
+    } else {
+        SeedKind::Account
+    };
+    let public = read_seed_file(seed_file, kind).and_then(|seed| match kind {
+        SeedKind::Curve => nkeys::XKey::from_seed(&seed)
+            .map(|k| k.public_key())
+            .map_err(|e| e.to_string()),
+        _ => nkeys::KeyPair::from_seed(&seed)
+            .map(|k| k.public_key())
+            .map_err(|e| e.to_string()),
+    });
+    match public {
+        Ok(p) => {
+            println!("{p}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -204,10 +204,10 @@ impl TokenVerifier {
             return Err(TokenError::Encrypted);
         }
         if let Some(crit) = header.get("crit") {
-            return Err(TokenError::Critical(crit.to_string()));
+            return Err(TokenError::Critical(clip(&crit.to_string())));
         }
         if let Some(cty) = header.get("cty") {
-            return Err(TokenError::Nested(cty.to_string()));
+            return Err(TokenError::Nested(clip(&cty.to_string())));
         }
         match header.get("typ") {
             None => {}
@@ -215,10 +215,10 @@ impl TokenVerifier {
                 let t = t.to_ascii_lowercase();
                 let t = t.strip_prefix("application/").unwrap_or(&t);
                 if t != "jwt" && t != "at+jwt" {
-                    return Err(TokenError::Type(t.to_string()));
+                    return Err(TokenError::Type(clip(t)));
                 }
             }
-            Some(other) => return Err(TokenError::Type(other.to_string())),
+            Some(other) => return Err(TokenError::Type(clip(&other.to_string()))),
         }
         let alg = match header.get("alg") {
             Some(Value::String(a)) => a,
@@ -228,7 +228,7 @@ impl TokenVerifier {
         let alg = parse_algorithm(alg)
             .ok()
             .filter(|a| self.oidc.algorithms.contains(a))
-            .ok_or_else(|| TokenError::Algorithm(alg.clone()))?;
+            .ok_or_else(|| TokenError::Algorithm(clip(alg)))?;
         let kid = match header.get("kid") {
             None => None,
             Some(Value::String(k)) => Some(k.clone()),
@@ -244,8 +244,17 @@ impl TokenVerifier {
         header: &ParsedHeader,
     ) -> Result<Vec<Arc<VerifyingKey>>, TokenError> {
         let mut set = self.keys.current();
+        // A kid names its key; when the issuer publishes keys without kids,
+        // those keys are the only other candidates.
         let pick = |set: &crate::keys::KeySet| match &header.kid {
-            Some(kid) => set.with_kid(kid),
+            Some(kid) => {
+                let named = set.with_kid(kid);
+                if named.is_empty() {
+                    set.without_kid_allowing(header.alg)
+                } else {
+                    named
+                }
+            }
             None => set.allowing(header.alg),
         };
         let mut found = pick(&set);
@@ -256,7 +265,7 @@ impl TokenVerifier {
         if found.is_empty() {
             return Err(match (&header.kid, set.is_empty()) {
                 (_, true) => TokenError::NoKeys,
-                (Some(kid), false) => TokenError::UnknownKid(kid.clone()),
+                (Some(kid), false) => TokenError::UnknownKid(clip(kid)),
                 (None, false) => TokenError::NoKeyForAlg(format!("{:?}", header.alg)),
             });
         }
@@ -267,7 +276,7 @@ impl TokenVerifier {
             .collect();
         if allowed.is_empty() {
             return Err(TokenError::KeyAlgMismatch {
-                kid: header.kid.clone().unwrap_or_default(),
+                kid: clip(header.kid.as_deref().unwrap_or_default()),
                 alg: format!("{:?}", header.alg),
             });
         }
@@ -299,6 +308,17 @@ impl TokenVerifier {
             }
             other => TokenError::Malformed(format!("{other:?}")),
         }
+    }
+}
+
+/// Header values are read before the signature is checked: keep what an
+/// attacker can put into the log short.
+fn clip(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        s.chars().take(MAX).collect::<String>() + "..."
     }
 }
 

@@ -242,3 +242,43 @@ fn the_config_path_comes_from_the_environment_when_no_flag_is_given() {
         "the documented default path: {stderr}"
     );
 }
+
+#[test]
+fn toml_errors_never_echo_secret_values() {
+    let seed = nkeys::KeyPair::new_account().seed().unwrap();
+    for (text, secret) in [
+        (format!("[callout]\nissuer_seed = {seed}\n"), seed.clone()),
+        (format!("[callout]\n{seed}\n"), seed.clone()),
+        (
+            "[nats]\ntoken = s3cr3t-token-value\n".to_string(),
+            "s3cr3t-token-value".to_string(),
+        ),
+        (
+            "[nats]\npassword = 98765432123\n".to_string(),
+            "98765432123".to_string(),
+        ),
+    ] {
+        let d = Dir::new();
+        let msg = Config::load(&d.write(&text))
+            .err()
+            .expect("invalid")
+            .to_string();
+        assert!(!msg.contains(&secret), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+}
+
+#[test]
+fn key_refetches_cannot_be_made_unlimited() {
+    let msg =
+        error_for(&GOOD.replace("roles_claim", "jwks_refetch_cooldown = \"0s\"\nroles_claim"));
+    assert!(
+        msg.contains("oidc.jwks_refetch_cooldown") && msg.contains("between 1s and 1h"),
+        "{msg}"
+    );
+    let msg = error_for(&GOOD.replace(
+        "account = \"APP\"",
+        "account = \"APP\"\nmax_user_ttl = \"100000d\"",
+    ));
+    assert!(msg.contains("callout.max_user_ttl"), "{msg}");
+}

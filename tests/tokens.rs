@@ -477,3 +477,34 @@ async fn a_flood_of_made_up_kids_costs_at_most_one_fetch_per_cooldown() {
     assert!(fetched <= 2, "{fetched} JWKS fetches for 30 unknown kids");
     assert!(fetched >= 1, "an unknown kid does trigger a refetch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_published_without_kid_still_verify() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    issuer.set_serve_kids(false);
+    let keys = CalloutKeys::new();
+    let nats = NatsServer::start(&keys.issuer.public_key(), None);
+    let _service = CalloutService::start(
+        &nats.url(),
+        &issuer.issuer(),
+        &keys,
+        ServiceOptions::default(),
+    )
+    .await;
+    // A token naming a kid the JWKS does not name falls back to its kid-less keys...
+    connect(&nats.url(), &issuer.token("ana", AUDIENCE, &["admin"], 300))
+        .await
+        .expect("kid falls back to kid-less keys");
+    // ...a token without kid is tried against the keys of its algorithm...
+    let kid = issuer.current_kid(Algorithm::RS256);
+    let mut h = Header::new(Algorithm::RS256);
+    h.typ = Some("JWT".into());
+    let no_kid = issuer.sign_with_header(&kid, h, &issuer.claims("ana", AUDIENCE, &["admin"], 300));
+    connect(&nats.url(), &no_kid)
+        .await
+        .expect("a token without kid verifies");
+    // ...and a foreign key is still refused.
+    let rogue = issuer.add_key(Algorithm::RS256, false);
+    let forged = issuer.sign(&rogue, &issuer.claims("ana", AUDIENCE, &["admin"], 300));
+    assert_refused(&nats.url(), &forged, "foreign key with kid-less JWKS").await;
+}
