@@ -222,8 +222,10 @@ async fn the_pod_files_work_end_to_end() {
         Ok(())
     }
     .await;
-    let _ = service.kill();
-    let _ = nats.kill();
+    for child in [&mut service, &mut nats] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     if let Err(e) = result {
         panic!(
             "{e}\n---- service ----\n{}\n---- nats ----\n{}",
