@@ -82,6 +82,7 @@ up() {
     "$IMAGE" dev-issuer --port 8081 >/dev/null
   # The seeds are mounted as files readable only by the image's user.
   podman run -d --pod "$POD" --name "$POD-callout" \
+    --health-cmd '["/usr/local/bin/nats-oidc-callout", "health"]' --health-interval 10s \
     -v "$HERE/config.toml:/etc/nats-oidc-callout/config.toml:ro,Z" \
     --secret "$POD-issuer,type=mount,target=/etc/nats-oidc-callout/issuer.nk,uid=65532,gid=65532,mode=0400" \
     --secret "$POD-xkey,type=mount,target=/etc/nats-oidc-callout/xkey.nk,uid=65532,gid=65532,mode=0400" \
