@@ -35,6 +35,8 @@ struct Inner {
     keys: Mutex<Vec<SigningKey>>,
     available: AtomicBool,
     serve_kids: AtomicBool,
+    /// Milliseconds every JWKS answer is held back (a slow issuer).
+    jwks_delay_ms: AtomicU64,
     jwks_requests: AtomicU64,
     discovery_requests: AtomicU64,
     key_counter: AtomicU64,
@@ -63,6 +65,7 @@ impl DevIssuer {
             keys: Mutex::new(Vec::new()),
             available: AtomicBool::new(true),
             serve_kids: AtomicBool::new(true),
+            jwks_delay_ms: AtomicU64::new(0),
             jwks_requests: AtomicU64::new(0),
             discovery_requests: AtomicU64::new(0),
             key_counter: AtomicU64::new(0),
@@ -153,6 +156,13 @@ impl DevIssuer {
     /// Whether the JWKS names its keys (some issuers publish keys without kid).
     pub fn set_serve_kids(&self, on: bool) {
         self.inner.serve_kids.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds every JWKS answer back by `delay` (a slow issuer).
+    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
+        self.inner
+            .jwks_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn jwks_requests(&self) -> u64 {
@@ -358,6 +368,10 @@ async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Re
 
 async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     inner.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    let delay = inner.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     if !inner.available.load(Ordering::SeqCst) {
         return outage();
     }

@@ -166,3 +166,40 @@ async fn health_reports_readiness_of_the_running_service() {
     assert_eq!(down.status.code(), Some(1), "{}", text(&down));
     assert!(text(&down).contains("not ready"), "{}", text(&down));
 }
+
+#[test]
+fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, prefix) in [("account", 'A'), ("curve", 'X')] {
+        let path = dir.path().join(format!("{kind}.nk"));
+        let out = bin()
+            .args(["keygen", kind, "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let public = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert!(public.starts_with(prefix), "{public}");
+        assert!(out.stdout.is_empty(), "the seed goes only to the file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let back = bin().arg("pubkey").arg(&path).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&back.stdout).trim(), public);
+        let again = bin()
+            .args(["keygen", kind, "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            again.status.code(),
+            Some(2),
+            "an existing seed is never overwritten"
+        );
+    }
+}

@@ -171,3 +171,58 @@ async fn registers_as_a_nats_micro_service() {
     assert_eq!(endpoint["subject"], "$SYS.REQ.USER.AUTH");
     assert_eq!(endpoint["num_requests"], 2, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_structured_line_per_decision() {
+    let stack = Stack::start(ServiceOptions {
+        json_logs: true,
+        ..Default::default()
+    })
+    .await;
+    let good = stack.token("ana", &["admin", "reader"]);
+    connect(&stack.url(), &good).await.unwrap();
+    assert_refused(&stack.url(), &stack.token("gus", &["guest"]), "unmapped").await;
+    wait_for_log(&stack.service.log, "no_mapped_role", Duration::from_secs(5)).await;
+    let mut decisions = Vec::new();
+    for line in log_lines(&stack.service.log) {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["message"] == "authorization" {
+            decisions.push(v);
+        }
+    }
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert_eq!(decisions[0]["result"], "allowed");
+    assert_eq!(decisions[0]["user"], "ana");
+    assert!(decisions[0]["roles"].as_str().unwrap().contains("admin"));
+    assert!(decisions[0]["latency_us"].is_u64());
+    assert_eq!(decisions[1]["result"], "refused");
+    assert_eq!(decisions[1]["code"], "no_mapped_role");
+    assert!(decisions[1]["reason"].as_str().unwrap().contains("guest"));
+    assert!(!stack.service.log_text().contains(&good));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_decisions_in_flight() {
+    let mut stack = Stack::start(ServiceOptions::default()).await;
+    // A token signed by a key the service has not seen yet makes it fetch the
+    // JWKS, which the issuer now answers only after a second.
+    let kid = stack.issuer.add_key(jsonwebtoken::Algorithm::RS256, true);
+    let token = stack
+        .issuer
+        .sign(&kid, &stack.issuer.claims("ana", AUDIENCE, &["admin"], 300));
+    stack.issuer.set_jwks_delay(Duration::from_millis(1000));
+    let url = stack.url();
+    let pending = tokio::spawn(async move { connect(&url, &token).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stack.service.log_text().contains("result=\"allowed\""),
+        "still deciding when SIGTERM comes"
+    );
+    let status = tokio::task::block_in_place(|| stack.service.terminate());
+    assert!(status.success(), "{status}");
+    pending
+        .await
+        .unwrap()
+        .expect("the request in flight at SIGTERM was still answered");
+}

@@ -189,6 +189,7 @@ pub struct ServiceOptions {
     pub wait_for_keys: bool,
     /// Serve /healthz, /readyz and /metrics on this loopback port.
     pub http_port: Option<u16>,
+    pub json_logs: bool,
 }
 
 impl Default for ServiceOptions {
@@ -200,6 +201,7 @@ impl Default for ServiceOptions {
             roles: DEFAULT_ROLES.to_string(),
             wait_for_keys: true,
             http_port: None,
+            json_logs: false,
         }
     }
 }
@@ -225,6 +227,7 @@ pub struct CalloutService {
     dir: tempfile::TempDir,
     pub log: PathBuf,
     pub config: PathBuf,
+    json_logs: bool,
 }
 
 impl CalloutService {
@@ -279,9 +282,16 @@ jwks_refetch_cooldown = "2s"
             dir,
             log,
             config: config_path,
+            json_logs: opts.json_logs,
         };
         svc.spawn();
         wait_for_log(&svc.log, "connected to NATS", Duration::from_secs(20)).await;
+        wait_for_log(
+            &svc.log,
+            "answering authorization requests",
+            Duration::from_secs(20),
+        )
+        .await;
         if opts.wait_for_keys {
             wait_for_log(&svc.log, "issuer keys loaded", Duration::from_secs(20)).await;
         }
@@ -298,6 +308,10 @@ jwks_refetch_cooldown = "2s"
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .env(
+                "NATS_OIDC_CALLOUT_LOG_FORMAT",
+                if self.json_logs { "json" } else { "text" },
+            )
             .env_remove("NATS_OIDC_CALLOUT_ISSUER_SEED")
             .env_remove("NATS_OIDC_CALLOUT_XKEY_SEED")
             .stdout(Stdio::null())
