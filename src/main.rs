@@ -257,10 +257,10 @@ fn pubkey(seed_file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let kind = if text.contains("SX") {
-        SeedKind::Curve
-    } else {
-        SeedKind::Account
+    // The kind is in the seed's prefix (SA account, SX curve), not anywhere in it.
+    let kind = match text.lines().map(str::trim).find(|l| l.starts_with('S')) {
+        Some(l) if l.starts_with("SX") => SeedKind::Curve,
+        _ => SeedKind::Account,
     };
     let public = read_seed_file(seed_file, kind).and_then(|seed| match kind {
         SeedKind::Curve => nkeys::XKey::from_seed(&seed)
