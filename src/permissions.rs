@@ -76,9 +76,19 @@ impl RoleTable {
     }
 }
 
+/// Subjects no wildcard grant reaches: the account's system subjects (server
+/// and account internals, and the auth callout subject). Only an allow entry
+/// that names `$SYS` itself grants them.
+pub const RESERVED: &str = "$SYS.>";
+
+/// Whether an allow entry names the reserved subjects explicitly.
+pub fn names_reserved(subject: &str) -> bool {
+    subject == "$SYS" || subject.starts_with("$SYS.")
+}
+
 /// Unions the lists of one direction. A direction that allows nothing must
 /// still be sent as a deny of everything: nats-server treats a direction with
-/// neither list as unrestricted.
+/// neither list as unrestricted. Wildcard grants never reach `$SYS`.
 fn merge<'a>(dirs: impl Iterator<Item = &'a Direction>) -> Permission {
     let mut allow = BTreeSet::new();
     let mut deny = BTreeSet::new();
@@ -91,6 +101,9 @@ fn merge<'a>(dirs: impl Iterator<Item = &'a Direction>) -> Permission {
             allow: Vec::new(),
             deny: vec![">".to_string()],
         };
+    }
+    if !allow.iter().any(|s| names_reserved(s)) {
+        deny.insert(RESERVED.to_string());
     }
     Permission {
         allow: allow.into_iter().collect(),
@@ -149,9 +162,38 @@ mod tests {
             .unwrap();
         assert_eq!(p.roles, strs(&["reader", "writer"]));
         assert_eq!(p.publish.allow, strs(&["_INBOX.>", "orders.>"]));
-        assert_eq!(p.publish.deny, strs(&["orders.audit"]));
+        assert_eq!(p.publish.deny, strs(&["$SYS.>", "orders.audit"]));
         assert_eq!(p.subscribe.allow, strs(&["_INBOX.>", "orders.>"]));
-        assert_eq!(p.subscribe.deny, strs(&["orders.secret.>"]));
+        assert_eq!(p.subscribe.deny, strs(&["$SYS.>", "orders.secret.>"]));
+    }
+
+    #[test]
+    fn wildcards_never_reach_sys_subjects_unless_named() {
+        let mut roles = BTreeMap::new();
+        roles.insert(
+            "all".to_string(),
+            Role {
+                publish: dir(&[">"], &[]),
+                subscribe: dir(&["*.>"], &[]),
+            },
+        );
+        roles.insert(
+            "ops".to_string(),
+            Role {
+                publish: dir(&[], &[]),
+                subscribe: dir(&["$SYS.ACCOUNT.>"], &[]),
+            },
+        );
+        let t = RoleTable::new(roles);
+        let p = t.permissions_for(&strs(&["all"])).unwrap();
+        assert_eq!(p.publish.deny, strs(&["$SYS.>"]));
+        assert_eq!(p.subscribe.deny, strs(&["$SYS.>"]));
+        let p = t.permissions_for(&strs(&["all", "ops"])).unwrap();
+        assert!(
+            p.subscribe.deny.is_empty(),
+            "an explicit $SYS grant is honoured: {p:?}"
+        );
+        assert_eq!(p.publish.deny, strs(&["$SYS.>"]));
     }
 
     #[test]

@@ -51,7 +51,7 @@ async fn dev_prints_tokens_that_work() {
         .expect("printed reader token works");
     assert!(delivered(&admin.client, &reader.client, "orders.new").await);
     assert!(
-        !delivered(&reader.client, &admin.client, "orders.new").await,
+        not_delivered(&reader.client, &admin.client, "orders.new").await,
         "reader may not publish"
     );
     assert!(

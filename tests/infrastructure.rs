@@ -194,7 +194,7 @@ async fn the_pod_files_work_end_to_end() {
         let reader = connect(&url, &issuer.token("rita", "nats", &["reader"], 300))
             .await
             .map_err(|e| format!("reader: {e}"))?;
-        if !delivered(&admin.client, &reader.client, "orders.new").await {
+        if not_delivered(&admin.client, &reader.client, "orders.new").await {
             return Err("orders.new did not reach the reader".to_string());
         }
         if delivered(&reader.client, &admin.client, "orders.new").await {

@@ -177,7 +177,7 @@ async fn xkey_sealed_requests_are_answered() {
         .await
         .expect("xkey: allowed");
     assert!(delivered(&admin.client, &reader.client, "orders.new").await);
-    assert!(!delivered(&admin.client, &reader.client, "orders.secret.x").await);
+    assert!(not_delivered(&admin.client, &reader.client, "orders.secret.x").await);
     assert_refused(
         &stack.url(),
         &stack.token("gus", &["guest"]),

@@ -36,7 +36,7 @@ async fn reader_receives_orders_but_cannot_publish_them() {
         "reader may subscribe to orders.>"
     );
     assert!(
-        !delivered(&reader.client, &admin.client, "orders.new").await,
+        not_delivered(&reader.client, &admin.client, "orders.new").await,
         "reader may not publish to orders.>"
     );
     assert!(
@@ -59,7 +59,7 @@ async fn deny_beats_allow_for_subscriptions() {
         .unwrap();
 
     assert!(
-        !delivered(&admin.client, &reader.client, "orders.secret.plans").await,
+        not_delivered(&admin.client, &reader.client, "orders.secret.plans").await,
         "orders.secret.> is denied although orders.> is allowed"
     );
     assert!(
@@ -93,11 +93,11 @@ async fn a_role_that_says_nothing_about_subscribing_may_not_subscribe() {
         "writer publishes orders"
     );
     assert!(
-        !delivered(&writer.client, &admin.client, "orders.audit").await,
+        not_delivered(&writer.client, &admin.client, "orders.audit").await,
         "pub.deny beats pub.allow"
     );
     assert!(
-        !delivered(&admin.client, &writer.client, "orders.new").await,
+        not_delivered(&admin.client, &writer.client, "orders.new").await,
         "no sub.allow means no subscribing"
     );
     assert!(
@@ -161,4 +161,55 @@ async fn user_name_comes_from_the_configured_claim() {
         "{log}"
     );
     assert!(log.contains("roles=[\"reader\"]"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_grants_never_reach_system_subjects() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let mut admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    let _sub = admin.client.subscribe("$SYS.ACCOUNT.>").await.unwrap();
+    admin.client.flush().await.unwrap();
+    assert!(
+        admin
+            .wait_event(
+                "permissions violation for subscription to \"$sys.account.>\"",
+                Duration::from_secs(2)
+            )
+            .await,
+        "{:?}",
+        admin.events()
+    );
+    let reply = admin
+        .client
+        .request("$SYS.REQ.SERVER.PING.CONNZ", "".into());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), reply)
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true),
+        "account connection info is not reachable through \">\""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_subjects_can_be_granted_by_name() {
+    let roles = format!("{DEFAULT_ROLES}\n[roles.ops]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\npub.allow = [\"_INBOX.>\"]\n");
+    let stack = Stack::start(ServiceOptions {
+        roles,
+        ..Default::default()
+    })
+    .await;
+    let mut ops = connect(&stack.url(), &stack.token("olga", &["ops"]))
+        .await
+        .unwrap();
+    let _sub = ops.client.subscribe("$SYS.ACCOUNT.>").await.unwrap();
+    ops.client.flush().await.unwrap();
+    assert!(
+        !ops.wait_event("permissions violation", Duration::from_millis(500))
+            .await,
+        "{:?}",
+        ops.events()
+    );
 }

@@ -23,7 +23,7 @@ async fn sighup_applies_a_new_role_table_to_the_next_connection_without_dropping
     let old_reader = connect(&stack.url(), &stack.token("rita", &["reader"]))
         .await
         .unwrap();
-    assert!(!delivered(&old_reader.client, &admin.client, "orders.new").await);
+    assert!(not_delivered(&old_reader.client, &admin.client, "orders.new").await);
 
     edit_config(
         &stack.service,
