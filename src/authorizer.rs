@@ -14,7 +14,7 @@ use crate::auth_response::{self, Addressed, Answer};
 use crate::claims;
 use crate::config::{CalloutConfig, OidcConfig};
 use crate::key_manager::KeyManager;
-use crate::permissions::RoleTable;
+use crate::permissions::{Permissions, RoleTable};
 use crate::token::TokenVerifier;
 use crate::user_jwt::{self, UserGrant};
 
@@ -47,10 +47,12 @@ pub struct Decision {
     pub verdict: Verdict,
 }
 
-struct Refusal {
-    code: &'static str,
-    reason: String,
-    user: Option<String>,
+/// Why a connection is refused: a stable code for metrics and logs, and a
+/// reason for the operator.
+pub struct Refusal {
+    pub code: &'static str,
+    pub reason: String,
+    pub user: Option<String>,
 }
 
 impl Refusal {
@@ -61,6 +63,47 @@ impl Refusal {
             user: None,
         }
     }
+}
+
+/// Who a verified token names and what its roles grant.
+pub struct Identity {
+    pub user: String,
+    pub token_roles: Vec<String>,
+    pub permissions: Permissions,
+}
+
+/// Verified claims → identity → roles → permissions. Shared by the service
+/// and `explain`, so the two can never disagree.
+pub fn identify(
+    oidc: &OidcConfig,
+    roles: &RoleTable,
+    verified: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Identity, Refusal> {
+    let user = claims::user_name(verified, &oidc.user_claim)
+        .map_err(|e| Refusal::new("identity_claim", e.to_string()))?;
+    let refuse = |code, reason: String| Refusal {
+        code,
+        reason,
+        user: Some(user.clone()),
+    };
+    claims::check_email_verified(verified, &oidc.user_claim, oidc.email_verified)
+        .map_err(|e| refuse("email_not_verified", e.to_string()))?;
+    let token_roles = claims::roles(verified, &oidc.roles_claim)
+        .map_err(|e| refuse("roles_claim", e.to_string()))?;
+    let permissions = roles.permissions_for(&token_roles).ok_or_else(|| {
+        refuse(
+            "no_mapped_role",
+            format!(
+                "no mapped role: token roles {} match no [roles.*] table",
+                summarize(&token_roles)
+            ),
+        )
+    })?;
+    Ok(Identity {
+        user,
+        token_roles,
+        permissions,
+    })
 }
 
 pub fn unix_now() -> u64 {
@@ -97,7 +140,15 @@ impl Authorizer {
     }
 
     /// Decides one authorization request message and logs the decision.
-    pub async fn decide(&self, payload: &[u8], xkey_header: Option<&str>) -> Decision {
+    /// `max_response_bytes` is the server's max_payload: an allowing response
+    /// larger than that could not be delivered, so it becomes a refusal that
+    /// says why instead of a silent timeout.
+    pub async fn decide(
+        &self,
+        payload: &[u8],
+        xkey_header: Option<&str>,
+        max_response_bytes: usize,
+    ) -> Decision {
         let started = Instant::now();
         let now = unix_now();
         let request = match auth_request::decode(
@@ -129,26 +180,41 @@ impl Authorizer {
                 };
             }
         };
-        let outcome = self.grant(&request, now).await;
         let to = Addressee {
             user_nkey: request.claims.nats.user_nkey.clone(),
             server_id: request.claims.nats.server_id.id.clone(),
         };
+        let outcome = self.grant(&request, now).await.and_then(|(user_jwt, verdict)| {
+            let body = self.respond_to(
+                &to,
+                request.server_xkey.as_ref(),
+                Answer::Allow {
+                    user_jwt: &user_jwt,
+                },
+                now,
+            );
+            if body.len() > max_response_bytes {
+                return Err(Refusal {
+                    code: "response_too_large",
+                    reason: format!(
+                        "the user JWT for these roles makes a {} byte response, more than the server's max_payload of {max_response_bytes}; shorten the roles' subject lists",
+                        body.len()
+                    ),
+                    user: match &verdict {
+                        Verdict::Allowed { user, .. } => Some(user.clone()),
+                        Verdict::Refused { .. } => None,
+                    },
+                });
+            }
+            Ok((body, verdict))
+        });
         let client = &request.claims.nats.client_info;
         let host = client.host.as_deref().unwrap_or("");
         let cid = client.id.unwrap_or(0);
         let server = &request.claims.nats.server_id.name;
         let latency_us = started.elapsed().as_micros() as u64;
         match outcome {
-            Ok((user_jwt, verdict)) => {
-                let body = self.respond_to(
-                    &to,
-                    request.server_xkey.as_ref(),
-                    Answer::Allow {
-                        user_jwt: &user_jwt,
-                    },
-                    now,
-                );
+            Ok((body, verdict)) => {
                 if let Verdict::Allowed {
                     user,
                     roles,
@@ -198,24 +264,9 @@ impl Authorizer {
             .verify(token, now)
             .await
             .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
-        let user = claims::user_name(&verified.claims, &self.oidc.user_claim)
-            .map_err(|e| Refusal::new("identity_claim", e.to_string()))?;
-        let refuse = |code, reason: String| Refusal {
-            code,
-            reason,
-            user: Some(user.clone()),
-        };
-        let token_roles = claims::roles(&verified.claims, &self.oidc.roles_claim)
-            .map_err(|e| refuse("roles_claim", e.to_string()))?;
-        let permissions = self.roles.permissions_for(&token_roles).ok_or_else(|| {
-            refuse(
-                "no_mapped_role",
-                format!(
-                    "no mapped role: token roles {} match no [roles.*] table",
-                    summarize(&token_roles)
-                ),
-            )
-        })?;
+        let Identity {
+            user, permissions, ..
+        } = identify(&self.oidc, &self.roles, &verified.claims)?;
         let expires = verified
             .exp
             .min(now.saturating_add(self.callout.max_user_ttl.as_secs()));

@@ -4,8 +4,18 @@
 use crate::config::Config;
 use crate::permissions::Direction;
 
+/// Secret files anyone on the host can read. Reported by `check` and logged
+/// at startup and on reload.
+pub fn exposed_secrets(config: &Config) -> Vec<String> {
+    config
+        .secret_files
+        .iter()
+        .filter_map(|(key, path)| crate::secrets::exposure(path).map(|e| format!("{key}: {e}")))
+        .collect()
+}
+
 pub fn warnings(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = exposed_secrets(config);
     if config.callout.xkey.is_none() {
         out.push(
             "callout.xkey_seed is not set: authorization requests (which carry the bearer tokens) \
@@ -45,9 +55,9 @@ fn warn_direction(out: &mut Vec<String>, role: &str, dir_name: &str, dir: &Direc
                     " except its deny list"
                 }
             ));
-        } else if subject.starts_with("$SYS") {
+        } else if crate::permissions::names_reserved(subject) {
             out.push(format!(
-                "roles.{role}.{dir_name}.allow grants {subject:?}: $SYS subjects carry server and account internals; grant them only on purpose"
+                "roles.{role}.{dir_name}.allow grants {subject:?}: $SYS subjects carry server and account internals (the auth callout subject among them); naming one lifts the automatic deny of $SYS.> for the {dir_name} permissions of every user holding this role, so any wildcard grant of their other roles reaches all of $SYS"
             ));
         }
     }

@@ -76,6 +76,64 @@ pub enum ClaimError {
     UserNotString(String),
     #[error("roles claim {0} must be a string or an array of strings, found {1}")]
     RolesWrongType(String, &'static str),
+    #[error("the identity is the email address but email_verified is {0}; only a verified address may name a user (oidc.email_verified)")]
+    EmailNotVerified(&'static str),
+}
+
+/// How `email_verified` is treated when the identity claim is `email`: an
+/// address the provider has not verified can be anyone's (a user who signs up
+/// with someone else's address must not become them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailVerified {
+    /// `email_verified` must be present and `true` (the default).
+    Required,
+    /// Refused only when `email_verified` is present and not `true`, as the
+    /// Kubernetes OIDC authenticator does (for providers that omit it).
+    IfPresent,
+    /// Not looked at.
+    Ignored,
+}
+
+impl EmailVerified {
+    pub fn parse(value: &str) -> Result<EmailVerified, String> {
+        match value {
+            "required" => Ok(EmailVerified::Required),
+            "if_present" => Ok(EmailVerified::IfPresent),
+            "ignored" => Ok(EmailVerified::Ignored),
+            other => Err(format!(
+                "{other:?} is not one of \"required\", \"if_present\", \"ignored\""
+            )),
+        }
+    }
+}
+
+/// Whether the identity claim is the email address, the case that needs
+/// `email_verified`.
+pub fn names_by_email(path: &ClaimPath) -> bool {
+    match path {
+        ClaimPath::Dotted(parts) => parts.len() == 1 && parts[0] == "email",
+        ClaimPath::Pointer(p) => p == "/email",
+    }
+}
+
+/// Checks `email_verified` when the identity comes from `email`.
+pub fn check_email_verified(
+    claims: &Map<String, Value>,
+    user_claim: &ClaimPath,
+    policy: EmailVerified,
+) -> Result<(), ClaimError> {
+    if !names_by_email(user_claim) || policy == EmailVerified::Ignored {
+        return Ok(());
+    }
+    match (claims.get("email_verified"), policy) {
+        (Some(Value::Bool(true)), _) => Ok(()),
+        (None, EmailVerified::IfPresent) => Ok(()),
+        (None, _) => Err(ClaimError::EmailNotVerified("missing")),
+        (Some(Value::Bool(false)), _) => Err(ClaimError::EmailNotVerified("false")),
+        // Some providers have sent "true" as a string; a strict reader does
+        // not guess.
+        (Some(v), _) => Err(ClaimError::EmailNotVerified(kind_of(v))),
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -180,6 +238,27 @@ mod tests {
             user_name(&obj(json!({})), &p),
             Err(ClaimError::MissingUser(_))
         ));
+    }
+
+    #[test]
+    fn email_identity_needs_a_verified_address() {
+        let email = ClaimPath::parse("email").unwrap();
+        let verified = obj(json!({"email": "a@x", "email_verified": true}));
+        let unverified = obj(json!({"email": "a@x", "email_verified": false}));
+        let silent = obj(json!({"email": "a@x"}));
+        let stringly = obj(json!({"email": "a@x", "email_verified": "true"}));
+        use EmailVerified::*;
+        assert!(check_email_verified(&verified, &email, Required).is_ok());
+        assert!(check_email_verified(&unverified, &email, Required).is_err());
+        assert!(check_email_verified(&silent, &email, Required).is_err());
+        assert!(check_email_verified(&stringly, &email, Required).is_err());
+        assert!(check_email_verified(&silent, &email, IfPresent).is_ok());
+        assert!(check_email_verified(&unverified, &email, IfPresent).is_err());
+        assert!(check_email_verified(&unverified, &email, Ignored).is_ok());
+        let other = ClaimPath::parse("preferred_username").unwrap();
+        assert!(check_email_verified(&unverified, &other, Required).is_ok());
+        let pointer = ClaimPath::parse("/email").unwrap();
+        assert!(check_email_verified(&silent, &pointer, Required).is_err());
     }
 
     #[test]

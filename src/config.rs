@@ -11,7 +11,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use crate::claims::ClaimPath;
+use crate::claims::{ClaimPath, EmailVerified};
 use crate::permissions::{Direction, Role, RoleTable};
 use crate::secrets::{self, SeedKind};
 use crate::subject::check_permission_subject;
@@ -43,6 +43,9 @@ pub struct Config {
     pub oidc: Arc<OidcConfig>,
     pub http: Option<HttpConfig>,
     pub roles: Arc<RoleTable>,
+    /// Files holding secrets (seeds, creds), by config key, so their
+    /// permissions can be reported.
+    pub secret_files: Vec<(String, PathBuf)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +99,7 @@ pub struct OidcConfig {
     pub leeway: Duration,
     pub roles_claim: ClaimPath,
     pub user_claim: ClaimPath,
+    pub email_verified: EmailVerified,
     pub jwks_max_age: Duration,
     pub jwks_refetch_cooldown: Duration,
     pub http_timeout: Duration,
@@ -156,6 +160,7 @@ struct RawOidc {
     leeway: Option<String>,
     roles_claim: String,
     user_claim: Option<String>,
+    email_verified: Option<String>,
     jwks_max_age: Option<String>,
     jwks_refetch_cooldown: Option<String>,
     http_timeout: Option<String>,
@@ -232,7 +237,11 @@ impl Config {
                 reason,
             }
         })?;
-        Validator { path }.validate(raw)
+        Validator {
+            path,
+            secret_files: Default::default(),
+        }
+        .validate(raw)
     }
 }
 
@@ -281,6 +290,7 @@ fn redact_values(message: &str) -> String {
 
 struct Validator<'a> {
     path: &'a Path,
+    secret_files: std::cell::RefCell<Vec<(String, PathBuf)>>,
 }
 
 impl Validator<'_> {
@@ -294,6 +304,14 @@ impl Validator<'_> {
 
     /// Relative paths in the config are relative to the config file, so a
     /// mounted directory works wherever it is mounted.
+    fn resolve_secret(&self, key: &str, p: &Path) -> PathBuf {
+        let file = self.resolve(p);
+        self.secret_files
+            .borrow_mut()
+            .push((key.to_string(), file.clone()));
+        file
+    }
+
     fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -345,6 +363,7 @@ impl Validator<'_> {
             oidc: Arc::new(oidc),
             http,
             roles: Arc::new(roles),
+            secret_files: self.secret_files.take(),
         })
     }
 
@@ -393,12 +412,12 @@ impl Validator<'_> {
         } else if let Some(token) = raw.token {
             NatsAuth::Token(token)
         } else if let Some(file) = raw.nkey_seed_file {
-            let file = self.resolve(&file);
+            let file = self.resolve_secret("nats.nkey_seed_file", &file);
             let seed = secrets::read_seed_file(&file, SeedKind::User)
                 .map_err(|reason| self.err("nats.nkey_seed_file", reason))?;
             NatsAuth::NkeySeed(seed)
         } else if let Some(file) = raw.creds_file {
-            let file = self.resolve(&file);
+            let file = self.resolve_secret("nats.creds_file", &file);
             std::fs::metadata(&file)
                 .map_err(|e| self.err("nats.creds_file", format!("{}: {e}", file.display())))?;
             NatsAuth::CredsFile(file)
@@ -504,7 +523,7 @@ impl Validator<'_> {
                 Err(self.err(key, format!("set either {key}_file or {key}, not both")))
             }
             (Some(file), None) => {
-                let file = self.resolve(file);
+                let file = self.resolve_secret(&format!("{key}_file"), file);
                 secrets::read_seed_file(&file, kind)
                     .map(Some)
                     .map_err(|reason| self.err(&format!("{key}_file"), reason))
@@ -563,6 +582,9 @@ impl Validator<'_> {
             ClaimPath::parse(&raw.roles_claim).map_err(|r| self.err("oidc.roles_claim", r))?;
         let user_claim = ClaimPath::parse(raw.user_claim.as_deref().unwrap_or("sub"))
             .map_err(|r| self.err("oidc.user_claim", r))?;
+        let email_verified =
+            EmailVerified::parse(raw.email_verified.as_deref().unwrap_or("required"))
+                .map_err(|r| self.err("oidc.email_verified", r))?;
         let jwks_max_age = self.duration(
             "oidc.jwks_max_age",
             raw.jwks_max_age.as_deref(),
@@ -611,6 +633,7 @@ impl Validator<'_> {
             leeway,
             roles_claim,
             user_claim,
+            email_verified,
             jwks_max_age,
             jwks_refetch_cooldown,
             http_timeout,

@@ -5,8 +5,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::authorizer::unix_now;
-use crate::claims;
+use crate::authorizer::{identify, unix_now};
 use crate::config::Config;
 use crate::key_manager::KeyManager;
 use crate::metrics::Metrics;
@@ -35,26 +34,26 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
         Ok(v) => v,
         Err(e) => return refused(out, &format!("{e} [{}]", e.code())),
     };
-    let user = match claims::user_name(&verified.claims, &config.oidc.user_claim) {
-        Ok(u) => u,
-        Err(e) => return refused(out, &e.to_string()),
+    let identity = match identify(&config.oidc, &config.roles, &verified.claims) {
+        Ok(i) => i,
+        Err(refusal) => {
+            if let Some(user) = &refusal.user {
+                let _ = writeln!(out, "user:     {user} (from {})", config.oidc.user_claim);
+            }
+            return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
+        }
     };
-    let _ = writeln!(out, "user:     {user} (from {})", config.oidc.user_claim);
-    let roles = match claims::roles(&verified.claims, &config.oidc.roles_claim) {
-        Ok(r) => r,
-        Err(e) => return refused(out, &e.to_string()),
-    };
+    let permissions = identity.permissions;
     let _ = writeln!(
         out,
-        "roles:    {roles:?} (from {})",
-        config.oidc.roles_claim
+        "user:     {} (from {})",
+        identity.user, config.oidc.user_claim
     );
-    let Some(permissions) = config.roles.permissions_for(&roles) else {
-        return refused(
-            out,
-            "no mapped role: none of the token's roles has a [roles.*] table",
-        );
-    };
+    let _ = writeln!(
+        out,
+        "roles:    {:?} (from {})",
+        identity.token_roles, config.oidc.roles_claim
+    );
     let expires = verified
         .exp
         .min(now + config.callout.max_user_ttl.as_secs());

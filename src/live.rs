@@ -66,6 +66,7 @@ impl Live {
     pub fn reload(&self) -> Result<(), String> {
         let new = Config::load(&self.path).map_err(|e| e.to_string())?;
         let old = self.config.load_full();
+        crate::service::report_exposed_secrets(&new);
         if new.nats != old.nats || new.http != old.http {
             tracing::warn!(
                 "changes to [nats] and [http] take effect after a restart; the rest is applied now"

@@ -71,9 +71,35 @@ pub fn check_seed(seed: &str, kind: SeedKind) -> Result<String, String> {
     }
 }
 
+/// Says so when a secret file can be read by every user of the host: a seed
+/// lets its reader sign any NATS user into the account.
+pub fn exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "{} is readable by every user on this host (mode {mode:04o}); restrict it: chmod 600 (or mount the secret with mode 0400)",
+            path.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn world_readable_files_are_reported_and_private_ones_are_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("issuer.nk");
+        std::fs::write(&path, "x").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let report = exposure(&path).expect("0644 is reported");
+        assert!(report.contains("mode 0644"), "{report}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(exposure(&path), None);
+    }
 
     #[test]
     fn account_seed_is_accepted_and_other_kinds_are_named() {

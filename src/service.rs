@@ -41,6 +41,7 @@ impl Service {
     /// the ones in flight.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
         let config = self.live.config();
+        report_exposed_secrets(&config);
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http_server = match &config.http {
             Some(h) => {
@@ -110,11 +111,17 @@ impl Service {
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
                     let authorizer = self.live.authorizer.load_full();
                     let metrics = self.metrics.clone();
+                    // 0 only before the first INFO, which cannot happen once
+                    // subscribed; it must not turn into "refuse everything".
+                    let max_payload = match client.server_info().max_payload {
+                        0 => usize::MAX,
+                        n => n,
+                    };
                     in_flight.spawn(async move {
                         let started = std::time::Instant::now();
                         let msg = &request.message;
                         let xkey = msg.headers.as_ref().and_then(|h| h.get(XKEY_HEADER)).map(|v| v.as_str().to_string());
-                        let decision = authorizer.decide(&msg.payload, xkey.as_deref()).await;
+                        let decision = authorizer.decide(&msg.payload, xkey.as_deref(), max_payload).await;
                         metrics.record_decision(&decision.verdict, started.elapsed().as_secs_f64());
                         if let Err(e) = request.respond(Ok(decision.body.into())).await {
                             tracing::error!(error = %e, "cannot publish the authorization response");
@@ -197,4 +204,11 @@ async fn connect(config: &Config, metrics: Arc<Metrics>) -> Result<async_nats::C
         .connect(urls)
         .await
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", nats.urls.join(", ")))
+}
+
+/// Logs secret files any user of the host can read (at startup and reload).
+pub fn report_exposed_secrets(config: &crate::config::Config) {
+    for exposure in crate::check::exposed_secrets(config) {
+        tracing::warn!("secret file exposed: {exposure}");
+    }
 }

@@ -55,7 +55,7 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
         "mapped:   [\"reader\"]",
         "account:  APP",
         "  allow:  _INBOX.>, orders.>",
-        "  deny:   orders.secret.>",
+        "  deny:   $SYS.>, orders.secret.>",
         "verdict:  ALLOWED",
     ] {
         assert!(t.contains(expected), "missing {expected:?} in\n{t}");
@@ -98,10 +98,16 @@ async fn explain_names_the_reason_for_a_refusal() {
 
 #[test]
 fn check_warns_about_risky_choices() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("issuer.nk"),
         nkeys::KeyPair::new_account().seed().unwrap(),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("issuer.nk"),
+        std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
     let example =
@@ -128,6 +134,25 @@ fn check_warns_about_risky_choices() {
         "{t}"
     );
     assert!(t.contains("warning: roles.nobody: allows nothing"), "{t}");
+    assert!(
+        t.contains("warning: callout.issuer_seed_file: ")
+            && t.contains("issuer.nk is readable by every user on this host (mode 0644)"),
+        "{t}"
+    );
+    assert!(t.contains("is valid (6 warnings)"), "{t}");
+
+    std::fs::set_permissions(
+        dir.path().join("issuer.nk"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!t.contains("readable by every user"), "{t}");
     assert!(t.contains("is valid (5 warnings)"), "{t}");
 }
 

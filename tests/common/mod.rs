@@ -115,6 +115,26 @@ authorization {{
 }}
 "#
         );
+        NatsServer::start_with(dir, port, conf)
+    }
+
+    /// Starts nats-server without auth callout: one account, where the
+    /// service's `auth` user and test clients may publish authorization
+    /// requests of their own making straight onto the callout subject (in
+    /// callout mode nats-server itself forbids that).
+    pub fn start_plain() -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = format!(
+            r#"listen: 127.0.0.1:{port}
+max_control_line: 64KB
+authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
+"#
+        );
+        NatsServer::start_with(dir, port, conf)
+    }
+
+    fn start_with(dir: tempfile::TempDir, port: u16, conf: String) -> NatsServer {
         std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
         let log = dir.path().join("nats.log");
         let mut server = NatsServer {
@@ -190,6 +210,9 @@ pub struct ServiceOptions {
     /// Serve /healthz, /readyz and /metrics on this loopback port.
     pub http_port: Option<u16>,
     pub json_logs: bool,
+    pub user_claim: String,
+    /// File mode of the seed files the harness writes.
+    pub seed_mode: u32,
 }
 
 impl Default for ServiceOptions {
@@ -202,6 +225,8 @@ impl Default for ServiceOptions {
             wait_for_keys: true,
             http_port: None,
             json_logs: false,
+            user_claim: "preferred_username".to_string(),
+            seed_mode: 0o600,
         }
     }
 }
@@ -245,6 +270,13 @@ impl CalloutService {
         } else {
             ""
         };
+        for seed in ["issuer.nk", "xkey.nk"] {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(
+                dir.path().join(seed),
+                std::fs::Permissions::from_mode(opts.seed_mode),
+            );
+        }
         let config = format!(
             r#"[nats]
 url = "{nats_url}"
@@ -260,7 +292,7 @@ issuer_seed_file = "issuer.nk"
 issuer = "{issuer}"
 audience = ["{AUDIENCE}"]
 roles_claim = "realm_access.roles"
-user_claim = "preferred_username"
+user_claim = "{user_claim}"
 jwks_refetch_cooldown = "2s"
 {extra_oidc}
 {http}
@@ -271,6 +303,7 @@ jwks_refetch_cooldown = "2s"
                 .map(|p| format!("[http]\nlisten = \"127.0.0.1:{p}\"\n"))
                 .unwrap_or_default(),
             extra_callout = opts.extra_callout,
+            user_claim = opts.user_claim,
             extra_oidc = opts.extra_oidc,
             roles = opts.roles,
         );
@@ -460,11 +493,31 @@ pub async fn assert_refused(url: &str, token: &str, case: &str) {
 }
 
 /// True if a message published by `publisher` on `subject` reaches a
-/// subscriber of `receiver` within a short wait.
+/// subscriber of `receiver`. Waits up to 3 s, so a loaded machine does not
+/// turn a delivery into a false refusal.
 pub async fn delivered(
     publisher: &async_nats::Client,
     receiver: &async_nats::Client,
     subject: &str,
+) -> bool {
+    probe(publisher, receiver, subject, Duration::from_secs(3)).await
+}
+
+/// True if nothing published on `subject` reaches `receiver` within 500 ms.
+/// Tests pair it with a `delivered` control on an allowed subject.
+pub async fn not_delivered(
+    publisher: &async_nats::Client,
+    receiver: &async_nats::Client,
+    subject: &str,
+) -> bool {
+    !probe(publisher, receiver, subject, Duration::from_millis(500)).await
+}
+
+async fn probe(
+    publisher: &async_nats::Client,
+    receiver: &async_nats::Client,
+    subject: &str,
+    wait: Duration,
 ) -> bool {
     use futures::StreamExt;
     let mut sub = receiver.subscribe(subject.to_string()).await.unwrap();
@@ -475,7 +528,7 @@ pub async fn delivered(
         .await
         .unwrap();
     publisher.flush().await.unwrap();
-    let got = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    let got = tokio::time::timeout(wait, sub.next()).await;
     matches!(got, Ok(Some(m)) if m.payload == body.as_bytes())
 }
 
@@ -500,6 +553,21 @@ impl Stack {
             &keys.issuer.public_key(),
             opts.xkey.then_some(xkey_public.as_str()),
         );
+        let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
+        Stack {
+            issuer,
+            keys,
+            nats,
+            service,
+        }
+    }
+
+    /// Like `start`, on a plain nats-server (see `NatsServer::start_plain`):
+    /// for tests that play the part of nats-server themselves.
+    pub async fn start_direct(opts: ServiceOptions) -> Stack {
+        let issuer = DevIssuer::start(0).await.unwrap();
+        let keys = CalloutKeys::new();
+        let nats = NatsServer::start_plain();
         let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
         Stack {
             issuer,

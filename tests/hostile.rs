@@ -1,0 +1,470 @@
+//! Hostile input beyond bad tokens: forged authorization requests published
+//! straight onto the callout subject, responses too large for NATS, and
+//! identities taken from unverified email addresses. Each case is refused
+//! with a precise reason in the log, and the service keeps admitting good
+//! tokens right after.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+const CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Signs request claims with `signer`, in nats-server's format.
+fn request_jwt(signer: &nkeys::KeyPair, claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
+    let signed = format!("{header}.{payload}");
+    let sig = URL_SAFE_NO_PAD.encode(signer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{sig}")
+}
+
+/// A well-formed request from `server` carrying `token`, addressed to the
+/// stack's callout issuer.
+fn request_claims(server: &nkeys::KeyPair, stack: &Stack, token: &str) -> Value {
+    json!({
+        "iss": server.public_key(),
+        "sub": stack.keys.issuer.public_key(),
+        "aud": "nats-authorization-request",
+        "iat": now(),
+        "exp": now() + 2,
+        "nats": {
+            "type": "authorization_request",
+            "version": 2,
+            "server_id": {"name": "forger", "host": "127.0.0.1", "id": server.public_key()},
+            "user_nkey": nkeys::KeyPair::new_user().public_key(),
+            "client_info": {"host": "127.0.0.1", "id": 99, "kind": "Client", "type": "nats"},
+            "connect_opts": {"user": "x", "pass": token, "protocol": 1}
+        }
+    })
+}
+
+/// Plays nats-server: in callout mode nats-server refuses any client's
+/// publish on the callout subject (see
+/// `clients_cannot_publish_onto_the_callout_subject`), so forged requests are
+/// sent through a plain server the service is attached to.
+async fn forger(stack: &Stack) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+        .connect(stack.url())
+        .await
+        .expect("the callout user connects")
+}
+
+/// Publishes a request onto the callout subject and returns the answer body.
+async fn ask(client: &async_nats::Client, request: String) -> Vec<u8> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(CALLOUT_SUBJECT, request.into()),
+    )
+    .await
+    .expect("the service answers within 5 s")
+    .expect("the service answers");
+    reply.payload.to_vec()
+}
+
+/// The claims of an authorization response (not verified: the tests only
+/// need to see what it grants).
+fn response_claims(body: &[u8]) -> Value {
+    let text = std::str::from_utf8(body).expect("a response is a JWT");
+    let payload = text.split('.').nth(1).expect("three parts");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// An answer grants nothing: empty, or a response with an error and no user
+/// JWT.
+fn assert_grants_nothing(body: &[u8], case: &str) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let claims = response_claims(body);
+    assert!(
+        claims["nats"].get("jwt").is_none(),
+        "{case}: the answer carries a user JWT: {claims}"
+    );
+    let error = claims["nats"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{case}: the answer has no error: {claims}"));
+    Some(error.to_string())
+}
+
+/// After a forged request, a genuine one with a good token still gets a
+/// user JWT.
+async fn assert_still_answers_good_requests(stack: &Stack, client: &async_nats::Client) {
+    let server = nkeys::KeyPair::new_server();
+    let good = stack.token("ana", &["admin"]);
+    let body = ask(
+        client,
+        request_jwt(&server, &request_claims(&server, stack, &good)),
+    )
+    .await;
+    assert!(
+        response_claims(&body)["nats"]["jwt"].is_string(),
+        "a good request is answered with a user JWT right after"
+    );
+}
+
+async fn assert_still_admits_good_tokens(stack: &Stack) {
+    let good = stack.token("ana", &["admin"]);
+    connect(&stack.url(), &good)
+        .await
+        .expect("a good token is accepted right after");
+}
+
+/// The control for the forged cases below: a well-formed request is answered
+/// with a user JWT carrying exactly the token's grants. (Anyone who can
+/// publish on the callout subject can ask; they still need a valid token, and
+/// get nothing the token does not grant: see README, Security model.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_well_formed_request_is_answered_with_the_tokens_grants_only() {
+    let stack = Stack::start_direct(ServiceOptions::default()).await;
+    let client = forger(&stack).await;
+    let server = nkeys::KeyPair::new_server();
+    let token = stack.token("rita", &["reader"]);
+    let body = ask(
+        &client,
+        request_jwt(&server, &request_claims(&server, &stack, &token)),
+    )
+    .await;
+    let claims = response_claims(&body);
+    assert_eq!(claims["aud"], json!(server.public_key()));
+    let user_jwt = claims["nats"]["jwt"].as_str().expect("a user JWT");
+    let user = response_claims(user_jwt.as_bytes());
+    assert_eq!(user["name"], json!("rita"));
+    assert_eq!(user["nats"]["pub"]["allow"], json!(["_INBOX.>"]));
+    assert_eq!(
+        user["nats"]["sub"]["deny"],
+        json!(["$SYS.>", "orders.secret.>"])
+    );
+}
+
+macro_rules! forged {
+    ($name:ident, $reason:literal, $make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let stack = Stack::start_direct(ServiceOptions::default()).await;
+            let client = forger(&stack).await;
+            let token = stack.token("mallory", &["admin"]);
+            let make: fn(&Stack, &str) -> String = $make;
+            let body = ask(&client, make(&stack, &token)).await;
+            if let Some(error) = assert_grants_nothing(&body, stringify!($name)) {
+                assert!(error.contains($reason), "answer error {error:?}");
+            }
+            wait_for_log(&stack.service.log, $reason, Duration::from_secs(5)).await;
+            assert!(stack.service.log_text().contains("code=\"bad_request\""));
+            assert!(
+                !stack.service.log_text().contains(&token),
+                "the token is never logged"
+            );
+            assert_still_answers_good_requests(&stack, &client).await;
+        }
+    };
+}
+
+forged!(
+    request_signed_by_an_account_key_is_refused,
+    "not a valid public nkey of the expected kind",
+    |stack, token| {
+        let account = nkeys::KeyPair::new_account();
+        request_jwt(&account, &request_claims(&account, stack, token))
+    }
+);
+
+forged!(
+    request_signed_by_a_user_key_is_refused,
+    "not a valid public nkey of the expected kind",
+    |stack, token| {
+        let user = nkeys::KeyPair::new_user();
+        request_jwt(&user, &request_claims(&user, stack, token))
+    }
+);
+
+forged!(
+    request_claiming_a_server_whose_key_did_not_sign_it_is_refused,
+    "signature does not verify",
+    |stack, token| {
+        let real = nkeys::KeyPair::new_server();
+        let forger = nkeys::KeyPair::new_server();
+        request_jwt(&forger, &request_claims(&real, stack, token))
+    }
+);
+
+forged!(
+    request_with_a_tampered_payload_is_refused,
+    "signature does not verify",
+    |stack, token| {
+        let server = nkeys::KeyPair::new_server();
+        let honest = request_jwt(&server, &request_claims(&server, stack, "not-a-token"));
+        let mut claims = request_claims(&server, stack, token);
+        claims["nats"]["user_nkey"] = json!(nkeys::KeyPair::new_user().public_key());
+        let parts: Vec<&str> = honest.split('.').collect();
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
+            parts[2]
+        )
+    }
+);
+
+forged!(
+    request_with_a_mismatched_audience_is_refused,
+    "request audience",
+    |stack, token| {
+        let server = nkeys::KeyPair::new_server();
+        let mut claims = request_claims(&server, stack, token);
+        claims["aud"] = json!("nats-authorization-response");
+        request_jwt(&server, &claims)
+    }
+);
+
+forged!(
+    request_of_another_type_is_refused,
+    "request type",
+    |stack, token| {
+        let server = nkeys::KeyPair::new_server();
+        let mut claims = request_claims(&server, stack, token);
+        claims["nats"]["type"] = json!("user");
+        request_jwt(&server, &claims)
+    }
+);
+
+forged!(
+    replayed_expired_request_is_refused,
+    "request expired",
+    |stack, token| {
+        let server = nkeys::KeyPair::new_server();
+        let mut claims = request_claims(&server, stack, token);
+        claims["iat"] = json!(now() - 120);
+        claims["exp"] = json!(now() - 118);
+        request_jwt(&server, &claims)
+    }
+);
+
+forged!(
+    request_addressed_to_another_callout_issuer_is_refused,
+    "addressed to callout issuer",
+    |stack, token| {
+        let server = nkeys::KeyPair::new_server();
+        let mut claims = request_claims(&server, stack, token);
+        claims["sub"] = json!(nkeys::KeyPair::new_account().public_key());
+        request_jwt(&server, &claims)
+    }
+);
+
+forged!(
+    request_naming_a_non_user_nkey_is_refused,
+    "not a user public key",
+    |stack, token| {
+        let server = nkeys::KeyPair::new_server();
+        let mut claims = request_claims(&server, stack, token);
+        claims["nats"]["user_nkey"] = json!(nkeys::KeyPair::new_account().public_key());
+        request_jwt(&server, &claims)
+    }
+);
+
+forged!(
+    request_that_is_not_a_jwt_is_refused,
+    "not a compact JWT",
+    |_stack, _token| "{\"nats\":{\"connect_opts\":{\"pass\":\"x\"}}}".to_string()
+);
+
+/// A sealed request (it carries the `Nats-Server-Xkey` header) reaching a
+/// service with no xkey configured cannot be opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_with_an_xkey_header_but_no_xkey_configured_gets_no_user_jwt() {
+    let stack = Stack::start_direct(ServiceOptions::default()).await;
+    let client = forger(&stack).await;
+    let server = nkeys::KeyPair::new_server();
+    let token = stack.token("mallory", &["admin"]);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Server-Xkey", nkeys::XKey::new().public_key().as_str());
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request_with_headers(
+            CALLOUT_SUBJECT,
+            headers,
+            request_jwt(&server, &request_claims(&server, &stack, &token)).into(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_grants_nothing(&reply.payload, "sealed without xkey");
+    wait_for_log(
+        &stack.service.log,
+        "no callout.xkey_seed is configured",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_still_answers_good_requests(&stack, &client).await;
+}
+
+/// In callout mode, nats-server refuses even the callout's own account a
+/// publish onto the callout subject: requests can only come from servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_publish_onto_the_callout_subject() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let auth = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+        .connect(stack.url())
+        .await
+        .expect("the callout user connects");
+    let server = nkeys::KeyPair::new_server();
+    let token = stack.token("mallory", &["admin"]);
+    let asked = tokio::time::timeout(
+        Duration::from_secs(3),
+        auth.request(
+            CALLOUT_SUBJECT,
+            request_jwt(&server, &request_claims(&server, &stack, &token)).into(),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(asked, Ok(Ok(_))),
+        "a client's request on the callout subject was answered"
+    );
+    wait_for_log(
+        &stack.nats.log,
+        "Publish Violation - Subject \"$SYS.REQ.USER.AUTH\"",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(count_in_log(&stack.service.log, "result=\"allowed\""), 0);
+    assert_still_admits_good_tokens(&stack).await;
+}
+
+/// A role table so large that the user JWT cannot fit in one NATS message
+/// (max_payload, 1 MiB by default): refused with the reason, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_larger_than_max_payload_is_a_reasoned_refusal() {
+    let subjects: Vec<String> = (0..20_000)
+        .map(|i| format!("\"tenants.t{i:05}.rooms.general.messages.>\""))
+        .collect();
+    let roles = format!(
+        "{DEFAULT_ROLES}\n[roles.everywhere]\nsub.allow = [{}]\n",
+        subjects.join(", ")
+    );
+    let stack = Stack::start(ServiceOptions {
+        roles,
+        ..Default::default()
+    })
+    .await;
+    let huge = stack.token("hugo", &["everywhere"]);
+    assert_refused(&stack.url(), &huge, "response too large").await;
+    wait_for_log(
+        &stack.service.log,
+        "code=\"response_too_large\"",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(stack.service.log_text().contains("max_payload of 1048576"));
+    assert_still_admits_good_tokens(&stack).await;
+}
+
+fn email_token(stack: &Stack, verified: Option<Value>) -> String {
+    let kid = stack.issuer.current_kid(jsonwebtoken::Algorithm::RS256);
+    let mut claims = stack.issuer.claims("ana", AUDIENCE, &["admin"], 300);
+    claims["email"] = json!("ana@example.com");
+    match verified {
+        Some(v) => claims["email_verified"] = v,
+        None => {
+            claims.as_object_mut().unwrap().remove("email_verified");
+        }
+    }
+    stack.issuer.sign(&kid, &claims)
+}
+
+async fn email_stack(policy: Option<&str>) -> Stack {
+    Stack::start(ServiceOptions {
+        user_claim: "email".into(),
+        extra_oidc: policy
+            .map(|p| format!("email_verified = \"{p}\""))
+            .unwrap_or_default(),
+        ..Default::default()
+    })
+    .await
+}
+
+/// As the Kubernetes OIDC authenticator: when the identity is the email
+/// address, the provider must have verified it, or anyone who signs up with
+/// someone else's address becomes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_identity_requires_email_verified_by_default() {
+    let stack = email_stack(None).await;
+    for (case, verified) in [
+        ("unverified", Some(json!(false))),
+        ("missing", None),
+        ("string", Some(json!("true"))),
+    ] {
+        assert_refused(&stack.url(), &email_token(&stack, verified), case).await;
+    }
+    wait_for_log(
+        &stack.service.log,
+        "code=\"email_not_verified\"",
+        Duration::from_secs(5),
+    )
+    .await;
+    for state in [
+        "email_verified is false",
+        "email_verified is missing",
+        "email_verified is a string",
+    ] {
+        assert!(stack.service.log_text().contains(state), "{state}");
+    }
+    let verified = email_token(&stack, Some(json!(true)));
+    connect(&stack.url(), &verified)
+        .await
+        .expect("a verified address is admitted");
+    wait_for_log(
+        &stack.service.log,
+        "user=ana@example.com",
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_verified_if_present_admits_providers_that_omit_it() {
+    let stack = email_stack(Some("if_present")).await;
+    connect(&stack.url(), &email_token(&stack, None))
+        .await
+        .expect("no email_verified claim: admitted");
+    assert_refused(
+        &stack.url(),
+        &email_token(&stack, Some(json!(false))),
+        "email_verified false",
+    )
+    .await;
+}
+
+/// A seed anyone on the host can read lets them sign users into the
+/// account: reported when the service starts, without the seed itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_readable_seed_file_is_reported_at_startup() {
+    let exposed = Stack::start(ServiceOptions {
+        seed_mode: 0o644,
+        ..Default::default()
+    })
+    .await;
+    let log = exposed.service.log_text();
+    assert!(
+        log.contains("secret file exposed: callout.issuer_seed_file:")
+            && log.contains("issuer.nk is readable by every user on this host (mode 0644)"),
+        "{log}"
+    );
+    assert!(!log.contains(&exposed.keys.issuer.seed().unwrap()));
+
+    let private = Stack::start(ServiceOptions::default()).await;
+    assert!(!private.service.log_text().contains("secret file exposed"));
+}
