@@ -37,6 +37,9 @@ struct Inner {
     serve_kids: AtomicBool,
     /// Milliseconds every JWKS answer is held back (a slow issuer).
     jwks_delay_ms: AtomicU64,
+    /// Published as-is beside the signing keys (keys of types the service
+    /// does not use, as real issuers publish).
+    extra_jwks: Mutex<Vec<Value>>,
     jwks_requests: AtomicU64,
     discovery_requests: AtomicU64,
     key_counter: AtomicU64,
@@ -66,6 +69,7 @@ impl DevIssuer {
             available: AtomicBool::new(true),
             serve_kids: AtomicBool::new(true),
             jwks_delay_ms: AtomicU64::new(0),
+            extra_jwks: Mutex::new(Vec::new()),
             jwks_requests: AtomicU64::new(0),
             discovery_requests: AtomicU64::new(0),
             key_counter: AtomicU64::new(0),
@@ -163,6 +167,11 @@ impl DevIssuer {
         self.inner
             .jwks_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Publishes `jwk` as-is in the JWKS, beside the signing keys.
+    pub fn publish_raw_jwk(&self, jwk: Value) {
+        self.inner.extra_jwks.lock().unwrap().push(jwk);
     }
 
     pub fn jwks_requests(&self) -> u64 {
@@ -375,19 +384,25 @@ async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     if !inner.available.load(Ordering::SeqCst) {
         return outage();
     }
-    let keys: Vec<Value> = inner
-        .keys
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|k| k.published)
-        .map(|k| {
-            let mut jwk = k.jwk.clone();
-            if !inner.serve_kids.load(Ordering::SeqCst) {
-                jwk.as_object_mut().expect("JWK object").remove("kid");
-            }
-            jwk
-        })
+    let extra = inner.extra_jwks.lock().unwrap().clone();
+    let keys: Vec<Value> = extra
+        .into_iter()
+        .chain(
+            inner
+                .keys
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|k| k.published)
+                .map(|k| {
+                    let mut jwk = k.jwk.clone();
+                    if !inner.serve_kids.load(Ordering::SeqCst) {
+                        jwk.as_object_mut().expect("JWK object").remove("kid");
+                    }
+                    jwk
+                })
+                .collect::<Vec<_>>(),
+        )
         .collect();
     Json(json!({ "keys": keys })).into_response()
 }

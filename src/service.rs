@@ -18,6 +18,10 @@ use crate::metrics::Metrics;
 
 /// Bounds memory under a connect storm; nats-server's own auth timeout bounds
 /// how long any request is worth answering.
+/// How long buffered requests are still read after unsubscribing at
+/// shutdown (nats-server's default auth timeout).
+const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
 const MAX_IN_FLIGHT: usize = 4096;
 
 pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
@@ -99,35 +103,45 @@ impl Service {
         );
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut in_flight = JoinSet::new();
+        let dispatch =
+            |request: async_nats::service::Request, in_flight: &mut JoinSet<()>, permit| {
+                if request.message.reply.is_none() {
+                    tracing::warn!("authorization request without a reply subject ignored");
+                    return;
+                }
+                let authorizer = self.live.authorizer.load_full();
+                let metrics = self.metrics.clone();
+                // 0 only before the first INFO, which cannot happen once
+                // subscribed; it must not turn into "refuse everything".
+                let max_payload = match client.server_info().max_payload {
+                    0 => usize::MAX,
+                    n => n,
+                };
+                in_flight.spawn(async move {
+                    let started = std::time::Instant::now();
+                    let msg = &request.message;
+                    let xkey = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(XKEY_HEADER))
+                        .map(|v| v.as_str().to_string());
+                    let decision = authorizer
+                        .decide(&msg.payload, xkey.as_deref(), max_payload)
+                        .await;
+                    metrics.record_decision(&decision.verdict, started.elapsed().as_secs_f64());
+                    if let Err(e) = request.respond(Ok(decision.body.into())).await {
+                        tracing::error!(error = %e, "cannot publish the authorization response");
+                    }
+                    drop(permit);
+                });
+            };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 request = requests.next() => {
                     let Some(request) = request else { break };
-                    if request.message.reply.is_none() {
-                        tracing::warn!("authorization request without a reply subject ignored");
-                        continue;
-                    }
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                    let authorizer = self.live.authorizer.load_full();
-                    let metrics = self.metrics.clone();
-                    // 0 only before the first INFO, which cannot happen once
-                    // subscribed; it must not turn into "refuse everything".
-                    let max_payload = match client.server_info().max_payload {
-                        0 => usize::MAX,
-                        n => n,
-                    };
-                    in_flight.spawn(async move {
-                        let started = std::time::Instant::now();
-                        let msg = &request.message;
-                        let xkey = msg.headers.as_ref().and_then(|h| h.get(XKEY_HEADER)).map(|v| v.as_str().to_string());
-                        let decision = authorizer.decide(&msg.payload, xkey.as_deref(), max_payload).await;
-                        metrics.record_decision(&decision.verdict, started.elapsed().as_secs_f64());
-                        if let Err(e) = request.respond(Ok(decision.body.into())).await {
-                            tracing::error!(error = %e, "cannot publish the authorization response");
-                        }
-                        drop(permit);
-                    });
+                    dispatch(request, &mut in_flight, permit);
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
@@ -136,7 +150,19 @@ impl Service {
             in_flight = in_flight.len(),
             "shutting down: no new requests, finishing those in flight"
         );
+        // Unsubscribing stops new requests; those already delivered to this
+        // process are still answered (a replica leaving its queue group loses
+        // none). Past nats-server's auth timeout an answer is useless, hence
+        // the bound.
         let _ = requests.stop().await;
+        while let Ok(Some(request)) = tokio::time::timeout(DRAIN_BOUND, requests.next()).await {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            dispatch(request, &mut in_flight, permit);
+        }
         while in_flight.join_next().await.is_some() {}
         let _ = micro.stop().await;
         let _ = client.flush().await;
