@@ -14,13 +14,29 @@ async fn dev_prints_tokens_that_work() {
     let port = free_port();
     let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
     let _ = nats_server_bin();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("dev.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .args(["dev", "--nats-port", &port.to_string(), "--tools-dir"])
         .arg(&tools)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
+    // A failing run shows what `dev` said.
+    struct ShowLog(std::path::PathBuf);
+    impl Drop for ShowLog {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!(
+                    "---- dev output ----\n{}",
+                    std::fs::read_to_string(&self.0).unwrap_or_default()
+                );
+            }
+        }
+    }
+    let _show = ShowLog(log_path);
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -29,6 +45,7 @@ async fn dev_prints_tokens_that_work() {
         }
     });
     let (mut admin, mut reader, mut curl) = (None, None, None);
+    let mut generated = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while admin.is_none() || reader.is_none() || curl.is_none() {
         let line = rx
@@ -38,6 +55,8 @@ async fn dev_prints_tokens_that_work() {
             admin = Some(t.to_string());
         } else if let Some(t) = line.strip_prefix("READER_TOKEN=") {
             reader = Some(t.to_string());
+        } else if let Some(d) = line.trim().strip_prefix("generated configs:") {
+            generated = Some(std::path::PathBuf::from(d.trim()));
         } else if let Some(u) = line.trim().strip_prefix("curl '") {
             curl = Some(u.trim_end_matches('\'').to_string());
         }
@@ -49,7 +68,16 @@ async fn dev_prints_tokens_that_work() {
     let mut reader = connect(&url, &reader.unwrap())
         .await
         .expect("printed reader token works");
-    assert!(delivered(&admin.client, &reader.client, "orders.new").await);
+    assert!(
+        delivered(&admin.client, &reader.client, "orders.new").await,
+        "admin events {:?}, reader events {:?}, nats-server log:\n{}",
+        admin.events(),
+        reader.events(),
+        generated
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("nats.log")).ok())
+            .unwrap_or_default()
+    );
     assert!(
         not_delivered(&reader.client, &admin.client, "orders.new").await,
         "reader may not publish"

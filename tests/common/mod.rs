@@ -529,7 +529,15 @@ async fn probe(
 ) -> bool {
     use futures::StreamExt;
     let mut sub = receiver.subscribe(subject.to_string()).await.unwrap();
-    receiver.flush().await.unwrap();
+    // flush() only writes the SUB to the socket; the server may still route
+    // the other connection's publish first. A request round trip on the
+    // receiver's connection (answered "no responders") proves the server has
+    // processed the SUB, since it reads each connection in order.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        receiver.request(format!("_INBOX.probe.{}", rand_suffix()), "".into()),
+    )
+    .await;
     let body = format!("probe-{}", rand_suffix());
     publisher
         .publish(subject.to_string(), body.clone().into())
