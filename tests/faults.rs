@@ -15,6 +15,11 @@ use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
+/// Load tests take the machine's CPU for themselves: run one at a time, so
+/// that a timing-sensitive one (nats-server refuses a connect whose callout
+/// takes over 2 s) measures the service, not its neighbours.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One connect attempt made by the load generator.
 #[derive(Debug)]
 struct Attempt {
@@ -228,6 +233,7 @@ async fn a_key_removed_from_the_jwks_is_refused_after_the_next_refresh() {
 /// service has reconnected and every connect is answered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_restart_during_load() {
+    let _alone = HEAVY.lock().await;
     let mut stack = Stack::start(ServiceOptions::default()).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(stack.url(), tokens(&stack, 8), stop.clone());
@@ -274,6 +280,7 @@ async fn nats_server_restart_during_load() {
 /// run is admitted, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_mid_load_loses_no_connect() {
+    let _alone = HEAVY.lock().await;
     let mut stack = Stack::start(ServiceOptions::default()).await;
     let replica = CalloutService::start(
         &stack.url(),
@@ -314,6 +321,7 @@ async fn a_replica_stopped_mid_load_loses_no_connect() {
 /// from a moment after the crash every connect is admitted by the survivor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_crashing_mid_load_leaves_every_connect_answered() {
+    let _alone = HEAVY.lock().await;
     let mut stack = Stack::start(ServiceOptions::default()).await;
     let replica = CalloutService::start(
         &stack.url(),
@@ -366,6 +374,7 @@ async fn a_replica_crashing_mid_load_leaves_every_connect_answered() {
 /// reconnect at once: every connect and every reconnect is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_2000_clients_is_answered_and_reconnects() {
+    let _alone = HEAVY.lock().await;
     const CLIENTS: usize = 2000;
     let mut stack = Stack::start(ServiceOptions::default()).await;
     let token = stack.token("storm", &["reader"]);
