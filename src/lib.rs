@@ -25,6 +25,7 @@ pub mod nats_jwt;
 pub mod nats_server;
 pub mod permissions;
 pub mod secrets;
+pub mod server_sim;
 pub mod service;
 pub mod subject;
 pub mod token;

@@ -1,0 +1,563 @@
+//! Load tool: starts a development issuer, a real nats-server and the
+//! release service binary, drives them, and reports rate, latency, errors,
+//! and the service's CPU time and peak RSS.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example load -- direct --rate 2500
+//! cargo run --release --example load -- direct --rate 0 --duration 10s   # as fast as it answers
+//! cargo run --release --example load -- direct --count 1000000           # soak: RSS over time
+//! cargo run --release --example load -- connect --clients 2000
+//! cargo run --release --example load -- idle --duration 10s
+//! ```
+//!
+//! Modes:
+//! * `direct`: plays nats-server. Signed authorization requests (a throwaway
+//!   server key, a real bearer token each) are published straight onto the
+//!   callout subject through a plain nats-server; each answer is read and
+//!   counted. `--rate N` sends N per second (open loop); `--rate 0` keeps
+//!   `--concurrency` requests outstanding (closed loop).
+//! * `connect`: `--clients` real async-nats clients connect at once through
+//!   a nats-server with auth callout, each with its token as the password.
+//! * `idle`: the service's CPU use while nothing happens.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use nats_oidc_callout::authorizer::unix_now;
+use nats_oidc_callout::dev_issuer::DevIssuer;
+use nats_oidc_callout::server_sim::{Answer, ServerSim};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+    /// The service binary (default: beside this example, target/release).
+    #[arg(long, global = true)]
+    service_bin: Option<PathBuf>,
+    /// Distinct bearer tokens to cycle through.
+    #[arg(long, global = true, default_value_t = 1000)]
+    tokens: usize,
+    /// Seal requests with xkey, as nats-server does when auth_callout.xkey is set.
+    #[arg(long, global = true)]
+    xkey: bool,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    Direct {
+        /// Requests per second; 0 = as fast as answers come (closed loop).
+        #[arg(long, default_value_t = 2500)]
+        rate: u64,
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+        /// Stop after this many requests instead of after --duration.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Outstanding requests in closed-loop mode.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    Connect {
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+    },
+    Idle {
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+    },
+}
+
+/// The service process and what it costs.
+struct Service {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields overall.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11..13)
+            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+            .unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    /// (current RSS, peak RSS) in MiB.
+    fn rss_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct NatsServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_nats(callout: Option<(&str, Option<&str>)>) -> NatsServer {
+    let bin = nats_oidc_callout::nats_server::locate_or_install(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
+    )
+    .unwrap_or_else(|e| panic!("no nats-server: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let auth = match callout {
+        None => "authorization { users: [ { user: auth, password: authpw } ] }".to_string(),
+        Some((issuer, xkey)) => format!(
+            "accounts {{ AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}, APP {{}}, SYS {{}} }}\n\
+             system_account: SYS\n\
+             authorization {{ auth_callout {{ issuer: {issuer}, auth_users: [ auth ], account: AUTH {} }} }}",
+            xkey.map(|x| format!(", xkey: {x}")).unwrap_or_default()
+        ),
+    };
+    let conf = format!(
+        "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\nmax_connections: 100000\n{auth}\n"
+    );
+    std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
+    let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(dir.path().join("nats.conf"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start nats-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    NatsServer {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// Starts the service and waits for /readyz; returns it with the time from
+/// spawn to ready.
+async fn start_service(
+    bin: &Path,
+    nats_port: u16,
+    issuer: &str,
+    account: &nkeys::KeyPair,
+    xkey: Option<&nkeys::XKey>,
+) -> (Service, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let xkey_line = xkey
+        .map(|x| format!("xkey_seed = \"{}\"\n", x.seed().unwrap()))
+        .unwrap_or_default();
+    let config = format!(
+        r#"[nats]
+url = "nats://127.0.0.1:{nats_port}"
+user = "auth"
+password = "authpw"
+
+[callout]
+issuer_seed = "{seed}"
+{xkey_line}account = "APP"
+
+[oidc]
+issuer = "{issuer}"
+audience = ["nats"]
+roles_claim = "realm_access.roles"
+user_claim = "preferred_username"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[roles.reader]
+pub.allow = ["_INBOX.>"]
+sub.allow = ["orders.>", "_INBOX.>"]
+sub.deny  = ["orders.secret.>"]
+"#,
+        seed = account.seed().unwrap()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let service = Service { child, _dir: dir };
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{http_port}/readyz");
+    loop {
+        if let Ok(r) = http.get(&url).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the service was not ready within 20 s; its log: {}",
+            std::fs::read_to_string(service._dir.path().join("service.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (service, started.elapsed())
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Mutex<Vec<u64>>,
+    allowed: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn record(&self, took: Duration, outcome: Result<Answer, String>) {
+        self.latencies_us
+            .lock()
+            .unwrap()
+            .push(took.as_micros() as u64);
+        let error = match outcome {
+            Ok(Answer::Allowed) => {
+                self.allowed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Answer::Refused(e)) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                e
+            }
+            Ok(Answer::Unreadable(e)) | Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                e
+            }
+        };
+        self.first_error.lock().unwrap().get_or_insert(error);
+    }
+
+    fn report(&self, elapsed: Duration) {
+        let mut l = self.latencies_us.lock().unwrap().clone();
+        l.sort_unstable();
+        let at = |q: f64| {
+            l.get(((l.len().max(1) - 1) as f64 * q) as usize)
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        let n = l.len() as f64;
+        println!(
+            "answers: {} in {:.2}s = {:.0}/s; allowed {}, refused {}, errors {}",
+            l.len(),
+            elapsed.as_secs_f64(),
+            n / elapsed.as_secs_f64(),
+            self.allowed.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed)
+        );
+        println!(
+            "latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+        if let Some(e) = self.first_error.lock().unwrap().as_ref() {
+            println!("first refusal/error: {e}");
+        }
+    }
+}
+
+fn report_service(service: &Service, cpu_before: f64, elapsed: Duration) {
+    let cpu = service.cpu_seconds() - cpu_before;
+    let (rss, peak) = service.rss_mib();
+    println!(
+        "service: cpu {:.2}s ({:.0}% of one core), rss {:.1} MiB, peak rss {:.1} MiB",
+        cpu,
+        100.0 * cpu / elapsed.as_secs_f64(),
+        rss,
+        peak
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let bin = cli.service_bin.clone().unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("nats-oidc-callout")
+    });
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build --release` first or pass --service-bin",
+        bin.display()
+    );
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let account = nkeys::KeyPair::new_account();
+    let callout_xkey = nkeys::XKey::new();
+    let xkey = cli.xkey.then_some(&callout_xkey);
+    let started = Instant::now();
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..cli.tokens.max(1))
+            .map(|i| issuer.token(&format!("load{i}"), "nats", &["reader"], 3600))
+            .collect(),
+    );
+    println!(
+        "{} tokens signed in {:.1}s; service {}",
+        tokens.len(),
+        started.elapsed().as_secs_f64(),
+        bin.display()
+    );
+    match cli.mode {
+        Mode::Direct {
+            rate,
+            duration,
+            count,
+            concurrency,
+        } => {
+            let nats = start_nats(None);
+            let (service, ready) =
+                start_service(&bin, nats.port, &issuer.issuer(), &account, xkey).await;
+            println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
+            let client =
+                async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+                    .connect(format!("nats://127.0.0.1:{}", nats.port))
+                    .await
+                    .unwrap();
+            let sim = Arc::new(ServerSim::new(&account.public_key()));
+            let callout_xkey =
+                Arc::new(nkeys::XKey::from_seed(&callout_xkey.seed().unwrap()).unwrap());
+            let sealed = cli.xkey;
+            let tally = Arc::new(Tally::default());
+            let limit = count.unwrap_or(u64::MAX);
+            let deadline = if count.is_some() {
+                None
+            } else {
+                Some(Instant::now() + Duration::from(duration))
+            };
+            let cpu_before = service.cpu_seconds();
+            let begin = Instant::now();
+            let sent = Arc::new(AtomicU64::new(0));
+            let one = {
+                let (client, sim, tally, tokens, callout_xkey) = (
+                    client.clone(),
+                    sim.clone(),
+                    tally.clone(),
+                    tokens.clone(),
+                    callout_xkey.clone(),
+                );
+                move |n: u64| {
+                    let (client, sim, tally, tokens, callout_xkey) = (
+                        client.clone(),
+                        sim.clone(),
+                        tally.clone(),
+                        tokens.clone(),
+                        callout_xkey.clone(),
+                    );
+                    async move {
+                        let token = &tokens[(n as usize) % tokens.len()];
+                        let now = unix_now();
+                        let t = Instant::now();
+                        let reply = if sealed {
+                            let (body, header) = sim.sealed_request(token, now, &callout_xkey);
+                            let mut h = async_nats::HeaderMap::new();
+                            h.insert("Nats-Server-Xkey", header.as_str());
+                            tokio::time::timeout(
+                                Duration::from_secs(2),
+                                client.request_with_headers("$SYS.REQ.USER.AUTH", h, body.into()),
+                            )
+                            .await
+                        } else {
+                            tokio::time::timeout(
+                                Duration::from_secs(2),
+                                client
+                                    .request("$SYS.REQ.USER.AUTH", sim.request(token, now).into()),
+                            )
+                            .await
+                        };
+                        let outcome = match reply {
+                            Ok(Ok(m)) => Ok(sim.read_answer(&m.payload, Some(&callout_xkey))),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err("no answer within 2 s".into()),
+                        };
+                        tally.record(t.elapsed(), outcome);
+                    }
+                }
+            };
+            let mut next_rss = 100_000u64;
+            let done = move |n: u64| n >= limit || deadline.is_some_and(|d| Instant::now() >= d);
+            if rate == 0 {
+                let mut workers = tokio::task::JoinSet::new();
+                for _ in 0..concurrency {
+                    let one = one.clone();
+                    let sent = sent.clone();
+                    workers.spawn(async move {
+                        loop {
+                            let n = sent.fetch_add(1, Ordering::Relaxed);
+                            if done(n) {
+                                break;
+                            }
+                            one(n).await;
+                        }
+                    });
+                }
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                while !workers.is_empty() {
+                    tokio::select! {
+                        _ = workers.join_next() => {}
+                        _ = tick.tick() => {
+                            let n = sent.load(Ordering::Relaxed);
+                            if n >= next_rss {
+                                let (rss, peak) = service.rss_mib();
+                                println!("after {n:>8} requests: rss {rss:.1} MiB, peak {peak:.1} MiB, {:.0}/s so far", n as f64 / begin.elapsed().as_secs_f64());
+                                next_rss += 100_000;
+                            }
+                        }
+                    }
+                }
+            } else {
+                let mut in_flight = tokio::task::JoinSet::new();
+                let per_ms = rate as f64 / 1000.0;
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut n = 0u64;
+                'send: loop {
+                    tick.tick().await;
+                    let due = (begin.elapsed().as_secs_f64() * 1000.0 * per_ms) as u64;
+                    while n < due {
+                        if done(n) {
+                            break 'send;
+                        }
+                        in_flight.spawn(one(n));
+                        n += 1;
+                    }
+                    while in_flight.try_join_next().is_some() {}
+                }
+                while in_flight.join_next().await.is_some() {}
+            }
+            let elapsed = begin.elapsed();
+            println!(
+                "direct mode, {}, {} tokens, {}",
+                if rate == 0 {
+                    format!("closed loop x{concurrency}")
+                } else {
+                    format!("{rate}/s offered")
+                },
+                tokens.len(),
+                if sealed { "xkey" } else { "no xkey" }
+            );
+            tally.report(elapsed);
+            report_service(&service, cpu_before, elapsed);
+        }
+        Mode::Connect { clients } => {
+            let xkey_public = callout_xkey.public_key();
+            let nats = start_nats(Some((
+                &account.public_key(),
+                cli.xkey.then_some(xkey_public.as_str()),
+            )));
+            let (service, ready) =
+                start_service(&bin, nats.port, &issuer.issuer(), &account, xkey).await;
+            println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
+            let url = format!("nats://127.0.0.1:{}", nats.port);
+            let tally = Arc::new(Tally::default());
+            let cpu_before = service.cpu_seconds();
+            let begin = Instant::now();
+            let tasks: Vec<_> = (0..clients)
+                .map(|i| {
+                    let url = url.clone();
+                    let token = tokens[i % tokens.len()].clone();
+                    let tally = tally.clone();
+                    tokio::spawn(async move {
+                        let t = Instant::now();
+                        let result = async_nats::ConnectOptions::with_user_and_password(
+                            "load".into(),
+                            token,
+                        )
+                        .connection_timeout(Duration::from_secs(10))
+                        .connect(url)
+                        .await;
+                        let took = t.elapsed();
+                        match result {
+                            Ok(c) => {
+                                tally.record(took, Ok(Answer::Allowed));
+                                Some(c)
+                            }
+                            Err(e) => {
+                                tally.record(took, Err(e.to_string()));
+                                None
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut held = Vec::new();
+            for t in tasks {
+                held.push(t.await.unwrap());
+            }
+            let elapsed = begin.elapsed();
+            println!(
+                "connect mode: {clients} clients at once, {}",
+                if cli.xkey { "xkey" } else { "no xkey" }
+            );
+            tally.report(elapsed);
+            report_service(&service, cpu_before, elapsed);
+            drop(held);
+        }
+        Mode::Idle { duration } => {
+            let nats = start_nats(None);
+            let (service, ready) =
+                start_service(&bin, nats.port, &issuer.issuer(), &account, xkey).await;
+            println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
+            let cpu_before = service.cpu_seconds();
+            let d: Duration = duration.into();
+            tokio::time::sleep(d).await;
+            println!("idle for {:.0}s", d.as_secs_f64());
+            report_service(&service, cpu_before, d);
+        }
+    }
+}
