@@ -56,6 +56,12 @@ impl KeyManager {
         !self.current.load().is_empty()
     }
 
+    /// Installs a key set without fetching it: for tools and fuzzing that
+    /// hold the keys already.
+    pub fn install(&self, set: KeySet) {
+        self.current.store(Arc::new(set));
+    }
+
     /// Discovers the JWKS location, fetches and parses it, and installs it.
     pub async fn refresh(&self) -> Result<usize, String> {
         let _one_at_a_time = self.refresh_lock.lock().await;
