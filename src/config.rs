@@ -74,7 +74,7 @@ impl std::fmt::Debug for NatsAuth {
             NatsAuth::UserPassword { user, .. } => write!(f, "user {user:?} with password"),
             NatsAuth::Token(_) => write!(f, "token"),
             NatsAuth::NkeySeed(_) => write!(f, "nkey"),
-            NatsAuth::CredsFile(p) => write!(f, "creds file {}", p.display()),
+            NatsAuth::CredsFile(p) => write!(f, "creds file {}", secrets::shown(p)),
         }
     }
 }
@@ -418,8 +418,9 @@ impl Validator<'_> {
             NatsAuth::NkeySeed(seed)
         } else if let Some(file) = raw.creds_file {
             let file = self.resolve_secret("nats.creds_file", &file);
-            std::fs::metadata(&file)
-                .map_err(|e| self.err("nats.creds_file", format!("{}: {e}", file.display())))?;
+            std::fs::metadata(&file).map_err(|e| {
+                self.err("nats.creds_file", format!("{}: {e}", secrets::shown(&file)))
+            })?;
             NatsAuth::CredsFile(file)
         } else {
             NatsAuth::None

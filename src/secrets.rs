@@ -28,11 +28,29 @@ impl SeedKind {
     }
 }
 
+/// A path for messages. A seed pasted where a file path belongs would be
+/// echoed by "No such file" errors, so a path with a seed-shaped component
+/// is never shown.
+pub fn shown(path: &Path) -> String {
+    let seed_like = path.components().any(|c| {
+        let c = c.as_os_str().to_string_lossy();
+        c.len() >= 50
+            && c.starts_with('S')
+            && c.bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    });
+    if seed_like {
+        "(a value shaped like an nkey seed where a file path belongs; put the seed in a file and name the file here)".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
 /// Reads a seed file. nsc and `nk` write seeds alone on a line, possibly with
 /// comments or a creds-style block around them, so the first line that looks
 /// like a seed of the wanted kind is taken.
 pub fn read_seed_file(path: &Path, kind: SeedKind) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", shown(path)))?;
     let seed = text
         .lines()
         .map(str::trim)
@@ -40,12 +58,12 @@ pub fn read_seed_file(path: &Path, kind: SeedKind) -> Result<String, String> {
         .ok_or_else(|| {
             format!(
                 "{}: no nkey seed found (expected {}, starting with {})",
-                path.display(),
+                shown(path),
                 kind.name(),
                 kind.prefix()
             )
         })?;
-    check_seed(seed, kind).map_err(|r| format!("{}: {r}", path.display()))
+    check_seed(seed, kind).map_err(|r| format!("{}: {r}", shown(path)))
 }
 
 /// Checks that a seed decodes and is of the wanted kind.
@@ -79,7 +97,7 @@ pub fn exposure(path: &Path) -> Option<String> {
     (mode & 0o004 != 0).then(|| {
         format!(
             "{} is readable by every user on this host (mode {mode:04o}); restrict it: chmod 600 (or mount the secret with mode 0400)",
-            path.display()
+            shown(path)
         )
     })
 }
@@ -87,6 +105,16 @@ pub fn exposure(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seed_given_as_a_path_is_never_shown() {
+        let seed = nkeys::KeyPair::new_account().seed().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_seed_file(&dir.path().join(&seed), SeedKind::Account).unwrap_err();
+        assert!(!err.contains(&seed), "{err}");
+        assert!(err.contains("shaped like an nkey seed"), "{err}");
+        assert_eq!(shown(Path::new("/etc/x/issuer.nk")), "/etc/x/issuer.nk");
+    }
 
     #[test]
     fn world_readable_files_are_reported_and_private_ones_are_not() {

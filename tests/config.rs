@@ -134,6 +134,23 @@ fn missing_seed_file_names_the_key_and_path() {
     assert!(msg.contains("missing.nk"), "{msg}");
 }
 
+/// Found by the config fuzzer: a seed pasted where its file belongs was
+/// echoed in the "No such file" message (fuzz/regressions/config/).
+#[test]
+fn a_seed_pasted_as_a_seed_file_path_is_never_echoed() {
+    let seed = nkeys::KeyPair::new_account().seed().unwrap();
+    let msg = error_for(&GOOD.replace("\"issuer.nk\"", &format!("\"{seed}\"")));
+    assert!(msg.contains("callout.issuer_seed_file"), "{msg}");
+    assert!(!msg.contains(&seed), "{msg}");
+    let user = nkeys::KeyPair::new_user().seed().unwrap();
+    let msg = error_for(&GOOD.replace(
+        "user = \"auth\"\npassword = \"authpw\"",
+        &format!("nkey_seed_file = \"{user}\""),
+    ));
+    assert!(msg.contains("nats.nkey_seed_file"), "{msg}");
+    assert!(!msg.contains(&user), "{msg}");
+}
+
 #[test]
 fn a_user_seed_is_not_an_issuer_seed() {
     let d = Dir::new();
