@@ -150,10 +150,11 @@ impl Service {
             in_flight = in_flight.len(),
             "shutting down: no new requests, finishing those in flight"
         );
-        // Unsubscribing stops new requests; those already delivered to this
-        // process are still answered (a replica leaving its queue group loses
-        // none). Past nats-server's auth timeout an answer is useless, hence
-        // the bound.
+        // Unsubscribing stops new requests; those already buffered in this
+        // process are still answered. (async-nats drops messages that arrive
+        // after it sent UNSUB, so a request routed in that instant is lost to
+        // nats-server's timeout.) Past that timeout an answer is useless,
+        // hence the bound.
         let _ = requests.stop().await;
         while let Ok(Some(request)) = tokio::time::timeout(DRAIN_BOUND, requests.next()).await {
             let permit = permits
