@@ -111,12 +111,9 @@ impl Service {
                 }
                 let authorizer = self.live.authorizer.load_full();
                 let metrics = self.metrics.clone();
-                // 0 only before the first INFO, which cannot happen once
-                // subscribed; it must not turn into "refuse everything".
-                let max_payload = match client.server_info().max_payload {
-                    0 => usize::MAX,
-                    n => n,
-                };
+                // An atomic read: server_info() would clone the whole INFO
+                // for every request.
+                let max_payload = client.max_payload();
                 in_flight.spawn(async move {
                     let started = std::time::Instant::now();
                     let msg = &request.message;
