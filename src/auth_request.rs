@@ -267,17 +267,11 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
     use serde_json::{json, Value};
 
     /// Signs request claims with `signer` the way nats-server does.
     fn request(signer: &nkeys::KeyPair, claims: Value) -> Vec<u8> {
-        let h = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-        let signed = format!("{h}.{p}");
-        let sig = URL_SAFE_NO_PAD.encode(signer.sign(signed.as_bytes()).unwrap());
-        format!("{signed}.{sig}").into_bytes()
+        crate::server_sim::sign_request(signer, &claims).into_bytes()
     }
 
     fn claims(server: &nkeys::KeyPair, issuer: &str, exp: i64) -> Value {

@@ -132,12 +132,7 @@ async fn a_slow_issuer_never_blocks_answers_beyond_the_http_timeout() {
         .into_iter()
         .find(|l| l.contains("code=\"token_unknown_kid\""))
         .unwrap();
-    let latency_us: u64 = line
-        .split("latency_us=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("the decision line has latency_us");
+    let latency_us = latency_of(&line).expect("the decision line has latency_us");
     assert!(
         (900_000..1_900_000).contains(&latency_us),
         "decision took {latency_us} us; the bound is http_timeout = 1s: {line}"
@@ -285,13 +280,7 @@ async fn nats_server_restart_during_load() {
 async fn a_replica_stopped_mid_load_leaves_every_connect_answered() {
     let _alone = HEAVY.lock().await;
     let mut stack = Stack::start(ServiceOptions::default()).await;
-    let replica = CalloutService::start(
-        &stack.url(),
-        &stack.issuer.issuer(),
-        &stack.keys,
-        ServiceOptions::default(),
-    )
-    .await;
+    let replica = start_replica(&stack).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(stack.url(), tokens(&stack, 16), stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -342,13 +331,7 @@ async fn a_replica_stopped_mid_load_leaves_every_connect_answered() {
 async fn a_replica_crashing_mid_load_leaves_every_connect_answered() {
     let _alone = HEAVY.lock().await;
     let mut stack = Stack::start(ServiceOptions::default()).await;
-    let replica = CalloutService::start(
-        &stack.url(),
-        &stack.issuer.issuer(),
-        &stack.keys,
-        ServiceOptions::default(),
-    )
-    .await;
+    let replica = start_replica(&stack).await;
     const WORKERS: usize = 16;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(stack.url(), tokens(&stack, WORKERS), stop.clone());
@@ -460,12 +443,32 @@ async fn a_storm_of_2000_clients_is_answered_and_reconnects() {
     assert_eq!(refused, 0, "the service refused a valid token in the storm");
 }
 
+/// The `latency_us` field of a decision log line.
+fn latency_of(line: &str) -> Option<u64> {
+    line.split("latency_us=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A second service in the stack's queue group.
+async fn start_replica(stack: &Stack) -> CalloutService {
+    CalloutService::start(
+        &stack.url(),
+        &stack.issuer.issuer(),
+        &stack.keys,
+        ServiceOptions::default(),
+    )
+    .await
+}
+
 /// p50/p99/max of the decision latencies the service logged.
 fn latency_summary(log: &std::path::Path) -> String {
     let mut us: Vec<u64> = log_lines(log)
         .iter()
-        .filter_map(|l| l.split("latency_us=").nth(1))
-        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| latency_of(l))
         .collect();
     if us.is_empty() {
         return "(none logged)".into();

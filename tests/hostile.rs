@@ -22,14 +22,7 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Signs request claims with `signer`, in nats-server's format.
-fn request_jwt(signer: &nkeys::KeyPair, claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
-    let signed = format!("{header}.{payload}");
-    let sig = URL_SAFE_NO_PAD.encode(signer.sign(signed.as_bytes()).unwrap());
-    format!("{signed}.{sig}")
-}
+use nats_oidc_callout::server_sim::sign_request as request_jwt;
 
 /// A well-formed request from `server` carrying `token`, addressed to the
 /// stack's callout issuer.
