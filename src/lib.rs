@@ -21,6 +21,7 @@ pub mod key_manager;
 pub mod keys;
 pub mod live;
 pub mod metrics;
+pub mod micro;
 pub mod nats_jwt;
 pub mod nats_server;
 pub mod permissions;

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::service::ServiceExt;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -15,14 +14,21 @@ use crate::config::{Config, NatsAuth};
 use crate::http::{self, HttpState};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::micro::{self, Announcement, EndpointCounters};
 
 /// Bounds memory under a connect storm; nats-server's own auth timeout bounds
 /// how long any request is worth answering.
-/// How long buffered requests are still read after unsubscribing at
-/// shutdown (nats-server's default auth timeout).
-const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
-
 const MAX_IN_FLIGHT: usize = 4096;
+
+/// At shutdown the subscription is told to end after this many more requests
+/// than this process has taken. It must exceed the requests already on their
+/// way (routed by nats-server, not yet read): those are answered instead of
+/// dropped. On loopback that is a handful even at full load.
+const DRAIN_MARGIN: u64 = 256;
+/// Shutdown stops waiting for the margin to fill when no request has come for
+/// this long, or after `DRAIN_TOTAL` (inside a container runtime's stop grace).
+const DRAIN_IDLE: Duration = Duration::from_millis(300);
+const DRAIN_TOTAL: Duration = Duration::from_secs(3);
 
 pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
@@ -65,24 +71,27 @@ impl Service {
         let watcher = tokio::spawn(self.live.clone().watch(CONFIG_POLL));
         tokio::pin!(shutdown);
         let client = connect(&config, self.metrics.clone()).await?;
-        // Registering as a NATS micro service gives `nats micro ls/info/stats`
-        // (request counts, processing time) and `nats micro ping` for free.
+        let counters = Arc::new(EndpointCounters::default());
         let start = async {
-            let micro = client
-                .service_builder()
-                .description("OIDC auth callout: admits clients presenting OIDC access tokens")
-                .queue_group(&config.nats.queue_group)
-                .start(MICRO_SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-                .await
-                .map_err(|e| format!("cannot register the NATS micro service: {e}"))?;
-            let endpoint = micro
-                .endpoint_builder()
-                .name("authorize")
-                .queue_group(&config.nats.queue_group)
-                .add(CALLOUT_SUBJECT)
+            let requests = client
+                .queue_subscribe(CALLOUT_SUBJECT, config.nats.queue_group.clone())
                 .await
                 .map_err(|e| format!("cannot subscribe to {CALLOUT_SUBJECT}: {e}"))?;
-            Ok::<_, String>((micro, endpoint))
+            // `nats micro ls/info/stats/ping` see the service.
+            let micro = micro::announce(
+                client.clone(),
+                Announcement {
+                    name: MICRO_SERVICE_NAME,
+                    version: env!("CARGO_PKG_VERSION"),
+                    description: "OIDC auth callout: admits clients presenting OIDC access tokens",
+                    endpoint_name: "authorize",
+                    endpoint_subject: CALLOUT_SUBJECT,
+                    queue_group: config.nats.queue_group.clone(),
+                },
+                counters.clone(),
+            )
+            .await?;
+            Ok::<_, String>((micro, requests))
         };
         let (micro, mut requests) = tokio::select! {
             started = start => started?,
@@ -103,40 +112,42 @@ impl Service {
         );
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut in_flight = JoinSet::new();
-        let dispatch =
-            |request: async_nats::service::Request, in_flight: &mut JoinSet<()>, permit| {
-                if request.message.reply.is_none() {
-                    tracing::warn!("authorization request without a reply subject ignored");
-                    return;
-                }
-                let authorizer = self.live.authorizer.load_full();
-                let metrics = self.metrics.clone();
-                // An atomic read: server_info() would clone the whole INFO
-                // for every request.
-                let max_payload = client.max_payload();
-                in_flight.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let msg = &request.message;
-                    let xkey = msg
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(XKEY_HEADER))
-                        .map(|v| v.as_str().to_string());
-                    let decision = authorizer
-                        .decide(&msg.payload, xkey.as_deref(), max_payload)
-                        .await;
-                    metrics.record_decision(&decision.verdict, started.elapsed().as_secs_f64());
-                    if let Err(e) = request.respond(Ok(decision.body.into())).await {
-                        tracing::error!(error = %e, "cannot publish the authorization response");
-                    }
-                    drop(permit);
-                });
+        let dispatch = |request: async_nats::Message, in_flight: &mut JoinSet<()>, permit| {
+            let Some(reply) = request.reply.clone() else {
+                tracing::warn!("authorization request without a reply subject ignored");
+                return;
             };
+            let authorizer = self.live.authorizer.load_full();
+            let metrics = self.metrics.clone();
+            let counters = counters.clone();
+            let client = client.clone();
+            // An atomic read: server_info() would clone the whole INFO for
+            // every request.
+            let max_payload = client.max_payload();
+            in_flight.spawn(async move {
+                let started = std::time::Instant::now();
+                let xkey = request
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(XKEY_HEADER))
+                    .map(|v| v.as_str());
+                let decision = authorizer.decide(&request.payload, xkey, max_payload).await;
+                metrics.record_decision(&decision.verdict, started.elapsed().as_secs_f64());
+                if let Err(e) = client.publish(reply, decision.body.into()).await {
+                    tracing::error!(error = %e, "cannot publish the authorization response");
+                    counters.record_error(e.to_string());
+                }
+                counters.record(started.elapsed());
+                drop(permit);
+            });
+        };
+        let mut taken: u64 = 0;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 request = requests.next() => {
                     let Some(request) = request else { break };
+                    taken += 1;
                     let permit = permits.clone().acquire_owned().await.expect("semaphore open");
                     dispatch(request, &mut in_flight, permit);
                 }
@@ -147,13 +158,15 @@ impl Service {
             in_flight = in_flight.len(),
             "shutting down: no new requests, finishing those in flight"
         );
-        // Unsubscribing stops new requests; those already buffered in this
-        // process are still answered. (async-nats drops messages that arrive
-        // after it sent UNSUB, so a request routed in that instant is lost to
-        // nats-server's timeout.) Past that timeout an answer is useless,
-        // hence the bound.
-        let _ = requests.stop().await;
-        while let Ok(Some(request)) = tokio::time::timeout(DRAIN_BOUND, requests.next()).await {
+        // A plain unsubscribe loses the requests nats-server routed here just
+        // before it saw the UNSUB: async-nats drops them, and each becomes a
+        // client refused by the server's auth timeout. Instead the server is
+        // told to stop after a number of requests larger than those already
+        // on their way, so the last one it routes here is one this process
+        // still reads. Under load the margin fills in moments; when requests
+        // stop coming, waiting longer protects nothing.
+        while let Some(Some(request)) = requests.next().now_or_never() {
+            taken += 1;
             let permit = permits
                 .clone()
                 .acquire_owned()
@@ -161,8 +174,38 @@ impl Service {
                 .expect("semaphore open");
             dispatch(request, &mut in_flight, permit);
         }
+        let _ = requests.unsubscribe_after(taken + DRAIN_MARGIN).await;
+        let deadline = tokio::time::Instant::now() + DRAIN_TOTAL;
+        loop {
+            let wait =
+                DRAIN_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, requests.next()).await {
+                Ok(Some(request)) => {
+                    let permit = permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open");
+                    dispatch(request, &mut in_flight, permit);
+                }
+                // The server delivered its last request to this process.
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = requests.unsubscribe().await;
+                    while let Some(Some(request)) = requests.next().now_or_never() {
+                        let permit = permits
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore open");
+                        dispatch(request, &mut in_flight, permit);
+                    }
+                    break;
+                }
+            }
+        }
         while in_flight.join_next().await.is_some() {}
-        let _ = micro.stop().await;
+        micro.abort();
         let _ = client.flush().await;
         self.live.stop_refresher();
         watcher.abort();

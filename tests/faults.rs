@@ -270,57 +270,61 @@ async fn nats_server_restart_during_load() {
     );
 }
 
-/// Two replicas share the queue group; one receives SIGTERM mid-load. It
-/// stops taking requests and answers those it holds. Not quite all: async-nats
-/// drops a subscription's messages as soon as it sends UNSUB, so requests the
-/// server routed in that instant are refused by nats-server's timeout (seen:
-/// 3 of 3,577). The test bounds them — at most one per concurrent client, all
-/// started before the replica exited — and every later connect is admitted.
+/// A rolling restart under load: two replicas share the queue group, and
+/// three times in a row one of them receives SIGTERM and a fresh one takes its
+/// place. A stopping replica answers every request nats-server routed to it,
+/// including those on the wire when it unsubscribed, so not one connect is
+/// lost. (A plain unsubscribe lost 3 of 3,577 here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_stopped_mid_load_leaves_every_connect_answered() {
+async fn a_rolling_restart_under_load_loses_no_connect() {
     let _alone = HEAVY.lock().await;
     let mut stack = Stack::start(ServiceOptions::default()).await;
-    let replica = start_replica(&stack).await;
+    let mut replicas = vec![start_replica(&stack).await];
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(stack.url(), tokens(&stack, 16), stop.clone());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let answered_by_first = count_in_log(&stack.service.log, "result=\"allowed\"");
-    let status = stack.service.terminate();
-    let stopped = Instant::now();
-    assert!(status.success(), "SIGTERM exits 0: {status:?}");
-    let answered_by_replica = count_in_log(&replica.log, "result=\"allowed\"");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut answered_by_stopped = 0;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // The stack's own service goes first, then the oldest replica.
+        let stopping = match round {
+            0 => &mut stack.service,
+            _ => &mut replicas[0],
+        };
+        let status = stopping.terminate();
+        assert!(
+            status.success(),
+            "round {round}: SIGTERM exits 0: {status:?}"
+        );
+        let answered = count_in_log(&stopping.log, "result=\"allowed\"");
+        if round > 0 {
+            replicas.remove(0);
+        }
+        assert!(
+            answered > 0,
+            "round {round}: the stopped replica took no requests"
+        );
+        answered_by_stopped += answered;
+        replicas.push(start_replica(&stack).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::SeqCst);
     let attempts = finish_load(load).await;
 
     let lost: Vec<&Attempt> = attempts.iter().filter(|a| a.error.is_some()).collect();
     eprintln!(
-        "{} connects, {} lost; before the stop the first replica answered {answered_by_first}, the second {answered_by_replica}",
+        "{} connects through 3 stops, {} lost; the stopped replicas answered {answered_by_stopped}",
         attempts.len(),
         lost.len()
     );
+    assert!(attempts.len() > 300, "too little load: {}", attempts.len());
     assert!(
-        answered_by_first > 0 && answered_by_replica > 0,
-        "both replicas took requests"
+        lost.is_empty(),
+        "connects lost in a rolling restart: {lost:?}"
     );
-    assert!(attempts.len() > 100, "too little load: {}", attempts.len());
     assert!(
-        lost.len() <= 16,
-        "more lost than requests in flight: {lost:?}"
+        attempts.iter().all(|a| a.took < Duration::from_secs(2)),
+        "a connect waited for nats-server's timeout"
     );
-    for l in &lost {
-        let e = l.error.as_deref().unwrap().to_lowercase();
-        assert!(e.contains("authorization"), "unexpected failure: {e}");
-        assert!(
-            l.started < stopped,
-            "a connect started after the stop failed: {l:?}"
-        );
-    }
-    assert!(
-        attempts.iter().all(|a| a.took < Duration::from_secs(4)),
-        "a connect went unanswered"
-    );
-    assert!(count_in_log(&replica.log, "result=\"allowed\"") > answered_by_replica);
 }
 
 /// One replica crashes (SIGKILL) mid-load. Requests it held die with it, so
