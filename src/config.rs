@@ -25,6 +25,11 @@ pub const XKEY_SEED_ENV: &str = "NATS_OIDC_CALLOUT_XKEY_SEED";
 /// tokens with many groups reach several KiB) while bounding the work an
 /// attacker can make us do.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Verified tokens remembered, counted by their length: 8 MiB holds ~8,000
+/// typical 1 KiB access tokens, every client of a sizeable deployment
+/// reconnecting after a nats-server restart.
+pub const DEFAULT_TOKEN_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_TOKEN_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("config {file}: {key}: {reason}")]
@@ -104,6 +109,7 @@ pub struct OidcConfig {
     pub jwks_refetch_cooldown: Duration,
     pub http_timeout: Duration,
     pub max_response_bytes: usize,
+    pub token_cache_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +171,7 @@ struct RawOidc {
     jwks_refetch_cooldown: Option<String>,
     http_timeout: Option<String>,
     max_response_bytes: Option<usize>,
+    token_cache_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -626,6 +633,13 @@ impl Validator<'_> {
         if max_response_bytes < 1024 {
             return Err(self.err("oidc.max_response_bytes", "must be at least 1024"));
         }
+        let token_cache_bytes = raw.token_cache_bytes.unwrap_or(DEFAULT_TOKEN_CACHE_BYTES);
+        if token_cache_bytes > MAX_TOKEN_CACHE_BYTES {
+            return Err(self.err(
+                "oidc.token_cache_bytes",
+                "must be at most 1073741824 (1 GiB; 0 turns the cache off)",
+            ));
+        }
         Ok(OidcConfig {
             issuer,
             discovery_url,
@@ -639,6 +653,7 @@ impl Validator<'_> {
             jwks_refetch_cooldown,
             http_timeout,
             max_response_bytes,
+            token_cache_bytes,
         })
     }
 

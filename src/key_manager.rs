@@ -8,6 +8,7 @@
 //!   kids costs the issuer at most one fetch per cool-down.
 //! * A failed fetch never replaces the last good key set.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,7 @@ pub struct KeyManager {
     client: IssuerClient,
     oidc: Arc<OidcConfig>,
     current: ArcSwap<KeySet>,
+    generations: AtomicU64,
     refetch: Cache<(), Arc<Result<(), String>>>,
     /// One fetch at a time: otherwise a slow older fetch finishing last could
     /// put back a key the issuer has just removed.
@@ -41,6 +43,7 @@ impl KeyManager {
             client,
             oidc,
             current: ArcSwap::from_pointee(KeySet::default()),
+            generations: AtomicU64::new(0),
             refetch,
             refresh_lock: tokio::sync::Mutex::new(()),
             metrics,
@@ -52,13 +55,18 @@ impl KeyManager {
         self.current.load_full()
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn has_keys(&self) -> bool {
         !self.current.load().is_empty()
     }
 
     /// Installs a key set without fetching it: for tools and fuzzing that
     /// hold the keys already.
-    pub fn install(&self, set: KeySet) {
+    pub fn install(&self, mut set: KeySet) {
+        set.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         self.current.store(Arc::new(set));
     }
 
@@ -86,7 +94,7 @@ impl KeyManager {
         }
         let set = result?;
         let n = set.len();
-        self.current.store(Arc::new(set));
+        self.install(set);
         Ok(n)
     }
 

@@ -33,6 +33,9 @@ impl VerifyingKey {
 pub struct KeySet {
     keys: Vec<Arc<VerifyingKey>>,
     by_kid: HashMap<String, Vec<usize>>,
+    /// Which installed set this is (see `KeyManager`): a token verified under
+    /// one generation is not taken as verified under another.
+    pub generation: u64,
     /// Why each unusable JWKS entry was skipped, for the log.
     pub skipped: Vec<String>,
 }

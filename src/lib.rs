@@ -30,4 +30,5 @@ pub mod server_sim;
 pub mod service;
 pub mod subject;
 pub mod token;
+pub mod token_cache;
 pub mod user_jwt;

@@ -1,5 +1,5 @@
 //! Prometheus metrics: decisions by result and reason, decision latency,
-//! issuer key fetches, key count, NATS connection state.
+//! issuer key fetches, key count, NATS connection state, token cache hits.
 
 use std::sync::atomic::AtomicU64;
 
@@ -31,6 +31,7 @@ pub struct Metrics {
     pub jwks_last_success: Gauge<f64, AtomicU64>,
     pub jwks_keys: Gauge,
     pub nats_connected: Gauge,
+    pub token_cache_hits: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +81,12 @@ impl Metrics {
             "1 while connected to NATS, 0 otherwise",
             nats_connected.clone(),
         );
+        let token_cache_hits = Counter::default();
+        registry.register(
+            "token_cache_hits",
+            "Tokens taken as verified because the same token verified before (oidc.token_cache_bytes)",
+            token_cache_hits.clone(),
+        );
         Metrics {
             registry,
             authorizations,
@@ -88,6 +95,7 @@ impl Metrics {
             jwks_last_success,
             jwks_keys,
             nats_connected,
+            token_cache_hits,
         }
     }
 

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use crate::config::{parse_algorithm, OidcConfig};
 use crate::key_manager::KeyManager;
 use crate::keys::VerifyingKey;
+use crate::token_cache::TokenCache;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -113,6 +114,7 @@ pub struct TokenVerifier {
     oidc: Arc<OidcConfig>,
     keys: Arc<KeyManager>,
     max_bytes: usize,
+    verified: TokenCache,
 }
 
 struct ParsedHeader {
@@ -123,25 +125,45 @@ struct ParsedHeader {
 impl TokenVerifier {
     pub fn new(oidc: Arc<OidcConfig>, keys: Arc<KeyManager>, max_bytes: usize) -> Self {
         TokenVerifier {
+            verified: TokenCache::new(oidc.token_cache_bytes),
             oidc,
             keys,
             max_bytes,
         }
     }
 
-    pub async fn verify(&self, token: &str, now: u64) -> Result<VerifiedToken, TokenError> {
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<VerifiedToken>, TokenError> {
+        if token.len() > self.max_bytes {
+            return Err(TokenError::TooLarge {
+                len: token.len(),
+                max: self.max_bytes,
+            });
+        }
+        let cache_key = self.verified.enabled().then(|| TokenCache::key(token));
+        if let Some(key) = &cache_key {
+            let generation = self.keys.current().generation;
+            if let Some(hit) = self.verified.get(key, generation, now) {
+                self.keys.metrics().token_cache_hits.inc();
+                return Ok(hit);
+            }
+        }
         let header = self.precheck(token)?;
-        let candidates = self.candidates(&header).await?;
+        let (candidates, generation) = self.candidates(&header).await?;
         let mut last = TokenError::Signature;
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &key.validation)
             {
                 Ok(data) => {
                     let exp = check_claims(&data.claims, &self.oidc, now)?;
-                    return Ok(VerifiedToken {
+                    let verified = Arc::new(VerifiedToken {
                         claims: data.claims,
                         exp,
                     });
+                    if let Some(key) = cache_key {
+                        self.verified
+                            .insert(key, token.len(), generation, verified.clone());
+                    }
+                    return Ok(verified);
                 }
                 Err(e) => {
                     last = self.explain(e.kind(), token, now);
@@ -156,14 +178,8 @@ impl TokenVerifier {
         Err(last)
     }
 
-    /// Size, shape and header checks that need no key.
+    /// Shape and header checks that need no key.
     fn precheck(&self, token: &str) -> Result<ParsedHeader, TokenError> {
-        if token.len() > self.max_bytes {
-            return Err(TokenError::TooLarge {
-                len: token.len(),
-                max: self.max_bytes,
-            });
-        }
         if token.trim_start().starts_with('{') {
             return Err(TokenError::JsonSerialization);
         }
@@ -238,11 +254,12 @@ impl TokenVerifier {
     }
 
     /// Keys that may verify this token: by `kid` if it names one (refetching
-    /// once if the kid is unknown), else every key that allows the algorithm.
+    /// once if the kid is unknown), else every key that allows the algorithm;
+    /// and the generation of the key set they come from.
     async fn candidates(
         &self,
         header: &ParsedHeader,
-    ) -> Result<Vec<Arc<VerifyingKey>>, TokenError> {
+    ) -> Result<(Vec<Arc<VerifyingKey>>, u64), TokenError> {
         let mut set = self.keys.current();
         // A kid names its key; when the issuer publishes keys without kids,
         // those keys are the only other candidates.
@@ -280,7 +297,7 @@ impl TokenVerifier {
                 alg: format!("{:?}", header.alg),
             });
         }
-        Ok(allowed)
+        Ok((allowed, set.generation))
     }
 
     /// Turns a `jsonwebtoken` error into a precise reason. Claim errors come

@@ -94,6 +94,7 @@ fn a_minimal_config_gets_documented_defaults() {
     assert_eq!(c.nats.queue_group, "nats-oidc-callout");
     assert_eq!(c.callout.max_user_ttl.as_secs(), 3600);
     assert_eq!(c.callout.max_token_bytes, 64 * 1024);
+    assert_eq!(c.oidc.token_cache_bytes, 8 * 1024 * 1024);
     assert_eq!(c.oidc.leeway.as_secs(), 30);
     assert_eq!(c.oidc.user_claim.to_string(), "sub");
     assert!(c.callout.xkey.is_none());
@@ -283,6 +284,24 @@ fn toml_errors_never_echo_secret_values() {
         assert!(!msg.contains(&secret), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
     }
+}
+
+#[test]
+fn the_token_cache_is_bounded_and_can_be_turned_off() {
+    let d = Dir::new();
+    let off = GOOD.replace("roles_claim", "token_cache_bytes = 0\nroles_claim");
+    assert_eq!(
+        Config::load(&d.write(&off)).unwrap().oidc.token_cache_bytes,
+        0
+    );
+    let msg =
+        error_for(&GOOD.replace("roles_claim", "token_cache_bytes = 4294967296\nroles_claim"));
+    assert!(
+        msg.contains("oidc.token_cache_bytes") && msg.contains("at most"),
+        "{msg}"
+    );
+    let msg = error_for(&GOOD.replace("roles_claim", "token_cache_bytes = -1\nroles_claim"));
+    assert!(msg.contains("token_cache_bytes"), "{msg}");
 }
 
 #[test]

@@ -200,6 +200,8 @@ async fn a_key_removed_from_the_jwks_is_refused_after_the_next_refresh() {
     })
     .await;
     let old = stack.token("ana", &["admin"]);
+    // Remembered by the token cache from here on: the key set change must
+    // still take it out.
     connect(&stack.url(), &old).await.expect("before removal");
 
     let old_kid = stack.issuer.current_kid(Algorithm::RS256);

@@ -226,3 +226,58 @@ async fn sigterm_finishes_the_decisions_in_flight() {
         .unwrap()
         .expect("the request in flight at SIGTERM was still answered");
 }
+
+/// A client reconnecting with the token it used before (every client after a
+/// nats-server restart) is answered from the token cache: counted in
+/// /metrics, with the same grants each time. With `token_cache_bytes = 0`
+/// nothing is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_the_same_token_is_answered_from_the_token_cache() {
+    for (cache, expected_hits) in [("", 2), ("token_cache_bytes = 0", 0)] {
+        let port = free_port();
+        let stack = Stack::start(ServiceOptions {
+            http_port: Some(port),
+            extra_oidc: cache.into(),
+            ..Default::default()
+        })
+        .await;
+        let reader = stack.token("ana", &["reader"]);
+        let writer = connect(&stack.url(), &stack.token("bob", &["writer"]))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let client = connect(&stack.url(), &reader).await.unwrap();
+            assert!(
+                delivered(&writer.client, &client.client, "orders.new").await,
+                "{cache:?}"
+            );
+            assert!(
+                not_delivered(&writer.client, &client.client, "orders.secret.x").await,
+                "{cache:?}"
+            );
+        }
+        let (_, metrics) = get(port, "/metrics").await;
+        let line = format!("nats_oidc_callout_token_cache_hits_total {expected_hits}\n");
+        assert!(
+            metrics.contains(&line),
+            "{cache:?}: missing {line:?} in\n{metrics}"
+        );
+    }
+}
+
+/// A remembered token is never taken at or past its `exp`: the reconnect
+/// after expiry is refused as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let token = stack.issuer.token("ana", AUDIENCE, &["admin"], 2);
+    connect(&stack.url(), &token).await.expect("before exp");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_refused(&stack.url(), &token, "expired but remembered").await;
+    wait_for_log(
+        &stack.service.log,
+        "code=\"token_expired\"",
+        Duration::from_secs(5),
+    )
+    .await;
+}
