@@ -23,7 +23,10 @@ use nats_oidc_callout::server_sim::ServerSim;
 struct Setup {
     rt: tokio::runtime::Runtime,
     _issuer: DevIssuer,
+    /// Token cache off: every decision verifies the token's signature.
     authorizer: Authorizer,
+    /// Token cache on (the default): the same token again is a cache hit.
+    cached: Authorizer,
     server: ServerSim,
     callout_xkey: nkeys::XKey,
     rs_token: String,
@@ -40,9 +43,10 @@ fn setup() -> Setup {
     let issuer = rt.block_on(DevIssuer::start(0)).unwrap();
     let account = nkeys::KeyPair::new_account();
     let callout_xkey = nkeys::XKey::new();
-    let config = Config::parse(
-        &format!(
-            r#"
+    let config = |cache: &str| {
+        Config::parse(
+            &format!(
+                r#"
 [callout]
 issuer_seed = "{seed}"
 xkey_seed = "{xseed}"
@@ -53,27 +57,33 @@ issuer = "{iss}"
 audience = ["nats"]
 roles_claim = "realm_access.roles"
 user_claim = "preferred_username"
+{cache}
 
 [roles.reader]
 pub.allow = ["_INBOX.>"]
 sub.allow = ["orders.>", "_INBOX.>"]
 sub.deny  = ["orders.secret.>"]
 "#,
-            seed = account.seed().unwrap(),
-            xseed = callout_xkey.seed().unwrap(),
-            iss = issuer.issuer()
-        ),
-        Path::new("bench.toml"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let keys = KeyManager::new(config.oidc.clone(), Arc::new(Metrics::new())).unwrap();
-    rt.block_on(keys.refresh()).unwrap();
-    let authorizer = Authorizer::new(
-        config.callout.clone(),
-        config.oidc.clone(),
-        config.roles.clone(),
-        keys,
-    );
+                seed = account.seed().unwrap(),
+                xseed = callout_xkey.seed().unwrap(),
+                iss = issuer.issuer()
+            ),
+            Path::new("bench.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let authorizer_with = |config: Config| {
+        let keys = KeyManager::new(config.oidc.clone(), Arc::new(Metrics::new())).unwrap();
+        rt.block_on(keys.refresh()).unwrap();
+        Authorizer::new(
+            config.callout.clone(),
+            config.oidc.clone(),
+            config.roles.clone(),
+            keys,
+        )
+    };
+    let authorizer = authorizer_with(config("token_cache_bytes = 0"));
+    let cached = authorizer_with(config(""));
     let rs_kid = issuer.current_kid(Algorithm::RS256);
     let es_kid = issuer.current_kid(Algorithm::ES256);
     let claims = issuer.claims("ana", "nats", &["reader"], 3600);
@@ -89,6 +99,7 @@ sub.deny  = ["orders.secret.>"]
         rt,
         _issuer: issuer,
         authorizer,
+        cached,
         callout_xkey,
         rs_token,
         es_token,
@@ -99,6 +110,12 @@ impl Setup {
     fn decide(&self, payload: &[u8], header: Option<&str>) -> Verdict {
         self.rt
             .block_on(self.authorizer.decide(payload, header, usize::MAX))
+            .verdict
+    }
+
+    fn decide_cached(&self, payload: &[u8]) -> Verdict {
+        self.rt
+            .block_on(self.cached.decide(payload, None, usize::MAX))
             .verdict
     }
 }
@@ -130,7 +147,11 @@ fn split_signed(token: &str) -> (&str, &str) {
 }
 
 fn main() {
-    let s = setup();
+    let mut s = setup();
+    // One request is replayed for minutes: keep it valid that long, so every
+    // measured decision is the allow checked below, not an expiry refusal.
+    s.server.validity_secs = 86_400;
+    let s = s;
     let now = unix_now();
     let plain = s.server.request(&s.rs_token, now);
     let plain_es = s.server.request(&s.es_token, now);
@@ -196,6 +217,7 @@ fn main() {
         g.bench_function("rs256_token_xkey", |b| {
             b.iter(|| s.decide(&sealed, Some(&server_xkey)))
         });
+        g.bench_function("rs256_token_cached", |b| b.iter(|| s.decide_cached(&plain)));
         g.finish();
         let mut g = c.benchmark_group("primitive");
         g.bench_function("rs256_verify", |b| b.iter(rs256_verify));
@@ -218,6 +240,20 @@ fn main() {
     let d_x = median(|| {
         black_box(s.decide(&sealed, Some(&server_xkey)));
     });
+    let d_cached = median(|| {
+        black_box(s.decide_cached(&plain));
+    });
+    for verdict in [
+        s.decide(&plain, None),
+        s.decide(&plain_es, None),
+        s.decide(&sealed, Some(&server_xkey)),
+        s.decide_cached(&plain),
+    ] {
+        assert!(
+            matches!(verdict, Verdict::Allowed { .. }),
+            "the measured decisions must still be allows: {verdict:?}"
+        );
+    }
     let p_rs = median(rs256_verify);
     let p_es = median(es256_verify);
     let p_edv = median(ed_verify);
@@ -239,6 +275,8 @@ fn main() {
         ("rs256 token", d_rs, base + p_rs),
         ("es256 token", d_es, base + p_es),
         ("rs256 token + xkey", d_x, base + p_rs + p_open + p_seal),
+        // A token seen before: its signature is not verified again.
+        ("rs256 token, cached", d_cached, base),
     ] {
         println!(
             "{name:<22} {:>12.1} {:>16.1} {:>7.2}",

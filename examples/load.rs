@@ -44,6 +44,10 @@ struct Cli {
     /// Seal requests with xkey, as nats-server does when auth_callout.xkey is set.
     #[arg(long, global = true)]
     xkey: bool,
+    /// Run the service with `oidc.token_cache_bytes = 0`, so every token's
+    /// signature is verified (the first connect of each client).
+    #[arg(long, global = true)]
+    no_token_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -185,12 +189,18 @@ async fn start_service(
     issuer: &str,
     account: &nkeys::KeyPair,
     xkey: Option<&nkeys::XKey>,
+    token_cache: bool,
 ) -> (Service, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     let xkey_line = xkey
         .map(|x| format!("xkey_seed = \"{}\"\n", x.seed().unwrap()))
         .unwrap_or_default();
+    let cache_line = if token_cache {
+        ""
+    } else {
+        "token_cache_bytes = 0\n"
+    };
     let config = format!(
         r#"[nats]
 url = "nats://127.0.0.1:{nats_port}"
@@ -206,7 +216,7 @@ issuer = "{issuer}"
 audience = ["nats"]
 roles_claim = "realm_access.roles"
 user_claim = "preferred_username"
-
+{cache_line}
 [http]
 listen = "127.0.0.1:{http_port}"
 
@@ -361,8 +371,15 @@ async fn main() {
             concurrency,
         } => {
             let nats = start_nats(None);
-            let (service, ready) =
-                start_service(&bin, nats.port, &issuer.issuer(), &account, xkey).await;
+            let (service, ready) = start_service(
+                &bin,
+                nats.port,
+                &issuer.issuer(),
+                &account,
+                xkey,
+                !cli.no_token_cache,
+            )
+            .await;
             println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
             let client =
                 async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
@@ -500,8 +517,15 @@ async fn main() {
                 &account.public_key(),
                 cli.xkey.then_some(xkey_public.as_str()),
             )));
-            let (service, ready) =
-                start_service(&bin, nats.port, &issuer.issuer(), &account, xkey).await;
+            let (service, ready) = start_service(
+                &bin,
+                nats.port,
+                &issuer.issuer(),
+                &account,
+                xkey,
+                !cli.no_token_cache,
+            )
+            .await;
             println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
             let url = format!("nats://127.0.0.1:{}", nats.port);
             let tally = Arc::new(Tally::default());
@@ -550,8 +574,15 @@ async fn main() {
         }
         Mode::Idle { duration } => {
             let nats = start_nats(None);
-            let (service, ready) =
-                start_service(&bin, nats.port, &issuer.issuer(), &account, xkey).await;
+            let (service, ready) = start_service(
+                &bin,
+                nats.port,
+                &issuer.issuer(),
+                &account,
+                xkey,
+                !cli.no_token_cache,
+            )
+            .await;
             println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
             let cpu_before = service.cpu_seconds();
             let d: Duration = duration.into();
