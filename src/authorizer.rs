@@ -15,6 +15,7 @@ use crate::claims;
 use crate::config::{CalloutConfig, OidcConfig};
 use crate::key_manager::KeyManager;
 use crate::permissions::{Permissions, RoleTable};
+use crate::subject_template::Values;
 use crate::token::TokenVerifier;
 use crate::user_jwt::{self, UserGrant};
 
@@ -90,15 +91,27 @@ pub fn identify(
         .map_err(|e| refuse("email_not_verified", e.to_string()))?;
     let token_roles = claims::roles(verified, &oidc.roles_claim)
         .map_err(|e| refuse("roles_claim", e.to_string()))?;
-    let permissions = roles.permissions_for(&token_roles).ok_or_else(|| {
-        refuse(
-            "no_mapped_role",
-            format!(
-                "no mapped role: token roles {} match no [roles.*] table",
-                summarize(&token_roles)
-            ),
-        )
-    })?;
+    let values = Values {
+        name: &user,
+        claims: verified,
+    };
+    let permissions = roles
+        .permissions_for(&token_roles, &values)
+        .map_err(|e| {
+            refuse(
+                "subject_template",
+                format!("cannot fill a role's subject: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            refuse(
+                "no_mapped_role",
+                format!(
+                    "no mapped role: token roles {} match no [roles.*] table",
+                    summarize(&token_roles)
+                ),
+            )
+        })?;
     Ok(Identity {
         user,
         token_roles,

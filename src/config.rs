@@ -15,6 +15,7 @@ use crate::claims::{ClaimPath, EmailVerified};
 use crate::permissions::{Direction, Role, RoleTable};
 use crate::secrets::{self, SeedKind};
 use crate::subject::check_permission_subject;
+use crate::subject_template::{is_template, SubjectTemplate};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nats-oidc-callout/config.toml";
 pub const CONFIG_ENV: &str = "NATS_OIDC_CALLOUT_CONFIG";
@@ -673,13 +674,18 @@ impl Validator<'_> {
             let subscribe = self.direction(&format!("roles.{name}.sub"), role.subscribe)?;
             roles.insert(name, Role { publish, subscribe });
         }
-        Ok(RoleTable::new(roles))
+        RoleTable::new(roles).map_err(|e| self.err("roles", e))
     }
 
     fn direction(&self, key: &str, raw: RawDirection) -> Result<Direction, ConfigError> {
         for (list, entries) in [("allow", &raw.allow), ("deny", &raw.deny)] {
             for s in entries {
-                check_permission_subject(s).map_err(|r| self.err(&format!("{key}.{list}"), r))?;
+                let checked = if is_template(s) {
+                    SubjectTemplate::parse(s).map(|_| ())
+                } else {
+                    check_permission_subject(s)
+                };
+                checked.map_err(|r| self.err(&format!("{key}.{list}"), r))?;
             }
         }
         Ok(Direction {

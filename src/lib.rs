@@ -29,6 +29,7 @@ pub mod secrets;
 pub mod server_sim;
 pub mod service;
 pub mod subject;
+pub mod subject_template;
 pub mod token;
 pub mod token_cache;
 pub mod user_jwt;

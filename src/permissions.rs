@@ -3,9 +3,11 @@
 //! A user's permissions are the union of the allow lists and the union of the
 //! deny lists of its mapped roles; nats-server applies deny before allow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
+
+use crate::subject_template::{is_template, SubjectTemplate, TemplateError, Values};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Direction {
@@ -39,11 +41,21 @@ pub struct Permissions {
 #[derive(Clone, Debug)]
 pub struct RoleTable {
     roles: BTreeMap<String, Role>,
+    /// Every entry with placeholders, parsed once.
+    templates: HashMap<String, SubjectTemplate>,
 }
 
 impl RoleTable {
-    pub fn new(roles: BTreeMap<String, Role>) -> Self {
-        RoleTable { roles }
+    pub fn new(roles: BTreeMap<String, Role>) -> Result<Self, String> {
+        let mut templates = HashMap::new();
+        for role in roles.values() {
+            for d in [&role.publish, &role.subscribe] {
+                for entry in d.allow.iter().chain(&d.deny).filter(|e| is_template(e)) {
+                    templates.insert(entry.clone(), SubjectTemplate::parse(entry)?);
+                }
+            }
+        }
+        Ok(RoleTable { roles, templates })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -55,8 +67,13 @@ impl RoleTable {
     }
 
     /// Permissions for a token's roles, or `None` when none of them is in the
-    /// table (the connection is then refused).
-    pub fn permissions_for(&self, token_roles: &[String]) -> Option<Permissions> {
+    /// table (the connection is then refused). Placeholders are filled from
+    /// `values`; one that cannot be filled safely is an error (a refusal).
+    pub fn permissions_for(
+        &self,
+        token_roles: &[String],
+        values: &Values<'_>,
+    ) -> Result<Option<Permissions>, TemplateError> {
         let wanted: BTreeSet<&str> = token_roles.iter().map(String::as_str).collect();
         let matched: Vec<(&String, &Role)> = self
             .roles
@@ -64,14 +81,58 @@ impl RoleTable {
             .filter(|(name, _)| wanted.contains(name.as_str()))
             .collect();
         if matched.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let publish = merge(matched.iter().map(|(_, r)| &r.publish));
-        let subscribe = merge(matched.iter().map(|(_, r)| &r.subscribe));
-        Some(Permissions {
+        let publish = self.merge(matched.iter().map(|(_, r)| &r.publish), values)?;
+        let subscribe = self.merge(matched.iter().map(|(_, r)| &r.subscribe), values)?;
+        Ok(Some(Permissions {
             publish,
             subscribe,
             roles: matched.iter().map(|(n, _)| (*n).clone()).collect(),
+        }))
+    }
+
+    fn render(&self, entry: &str, values: &Values<'_>) -> Result<String, TemplateError> {
+        match self.templates.get(entry) {
+            Some(template) => template.render(values),
+            None => Ok(entry.to_string()),
+        }
+    }
+
+    /// Unions the lists of one direction. A direction that allows nothing
+    /// must still be sent as a deny of everything: nats-server treats a
+    /// direction with neither list as unrestricted. Wildcard grants never
+    /// reach `$SYS`: only an allow entry that names it (as written in the
+    /// config, not as filled from a token) does.
+    fn merge<'a>(
+        &self,
+        dirs: impl Iterator<Item = &'a Direction>,
+        values: &Values<'_>,
+    ) -> Result<Permission, TemplateError> {
+        let mut allow = BTreeSet::new();
+        let mut deny = BTreeSet::new();
+        let mut names_sys = false;
+        for d in dirs {
+            for entry in &d.allow {
+                names_sys |= names_reserved(entry);
+                allow.insert(self.render(entry, values)?);
+            }
+            for entry in &d.deny {
+                deny.insert(self.render(entry, values)?);
+            }
+        }
+        if allow.is_empty() {
+            return Ok(Permission {
+                allow: Vec::new(),
+                deny: vec![">".to_string()],
+            });
+        }
+        if !names_sys {
+            deny.insert(RESERVED.to_string());
+        }
+        Ok(Permission {
+            allow: allow.into_iter().collect(),
+            deny: deny.into_iter().collect(),
         })
     }
 }
@@ -86,34 +147,27 @@ pub fn names_reserved(subject: &str) -> bool {
     subject == "$SYS" || subject.starts_with("$SYS.")
 }
 
-/// Unions the lists of one direction. A direction that allows nothing must
-/// still be sent as a deny of everything: nats-server treats a direction with
-/// neither list as unrestricted. Wildcard grants never reach `$SYS`.
-fn merge<'a>(dirs: impl Iterator<Item = &'a Direction>) -> Permission {
-    let mut allow = BTreeSet::new();
-    let mut deny = BTreeSet::new();
-    for d in dirs {
-        allow.extend(d.allow.iter().cloned());
-        deny.extend(d.deny.iter().cloned());
-    }
-    if allow.is_empty() {
-        return Permission {
-            allow: Vec::new(),
-            deny: vec![">".to_string()],
-        };
-    }
-    if !allow.iter().any(|s| names_reserved(s)) {
-        deny.insert(RESERVED.to_string());
-    }
-    Permission {
-        allow: allow.into_iter().collect(),
-        deny: deny.into_iter().collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    trait ForTest {
+        fn for_test(&self, roles: &[String]) -> Option<Permissions>;
+    }
+
+    impl ForTest for RoleTable {
+        fn for_test(&self, roles: &[String]) -> Option<Permissions> {
+            let claims = serde_json::Map::new();
+            self.permissions_for(
+                roles,
+                &Values {
+                    name: "ana",
+                    claims: &claims,
+                },
+            )
+            .unwrap()
+        }
+    }
 
     fn dir(allow: &[&str], deny: &[&str]) -> Direction {
         Direction {
@@ -139,7 +193,7 @@ mod tests {
             },
         );
         roles.insert("nothing".to_string(), Role::default());
-        RoleTable::new(roles)
+        RoleTable::new(roles).unwrap()
     }
 
     fn strs(v: &[&str]) -> Vec<String> {
@@ -148,17 +202,14 @@ mod tests {
 
     #[test]
     fn unmapped_roles_give_no_permissions() {
-        assert_eq!(
-            table().permissions_for(&strs(&["guest", "offline_access"])),
-            None
-        );
-        assert_eq!(table().permissions_for(&[]), None);
+        assert_eq!(table().for_test(&strs(&["guest", "offline_access"])), None);
+        assert_eq!(table().for_test(&[]), None);
     }
 
     #[test]
     fn roles_union_allow_and_deny_lists() {
         let p = table()
-            .permissions_for(&strs(&["writer", "reader", "guest"]))
+            .for_test(&strs(&["writer", "reader", "guest"]))
             .unwrap();
         assert_eq!(p.roles, strs(&["reader", "writer"]));
         assert_eq!(p.publish.allow, strs(&["_INBOX.>", "orders.>"]));
@@ -184,11 +235,11 @@ mod tests {
                 subscribe: dir(&["$SYS.ACCOUNT.>"], &[]),
             },
         );
-        let t = RoleTable::new(roles);
-        let p = t.permissions_for(&strs(&["all"])).unwrap();
+        let t = RoleTable::new(roles).unwrap();
+        let p = t.for_test(&strs(&["all"])).unwrap();
         assert_eq!(p.publish.deny, strs(&["$SYS.>"]));
         assert_eq!(p.subscribe.deny, strs(&["$SYS.>"]));
-        let p = t.permissions_for(&strs(&["all", "ops"])).unwrap();
+        let p = t.for_test(&strs(&["all", "ops"])).unwrap();
         assert!(
             p.subscribe.deny.is_empty(),
             "an explicit $SYS grant is honoured: {p:?}"
@@ -198,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_direction_without_allows_denies_everything() {
-        let p = table().permissions_for(&strs(&["writer"])).unwrap();
+        let p = table().for_test(&strs(&["writer"])).unwrap();
         assert_eq!(
             p.subscribe,
             Permission {
@@ -206,7 +257,7 @@ mod tests {
                 deny: strs(&[">"])
             }
         );
-        let p = table().permissions_for(&strs(&["nothing"])).unwrap();
+        let p = table().for_test(&strs(&["nothing"])).unwrap();
         assert_eq!(p.publish.deny, strs(&[">"]));
         assert_eq!(p.subscribe.deny, strs(&[">"]));
     }

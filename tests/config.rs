@@ -287,6 +287,25 @@ fn toml_errors_never_echo_secret_values() {
 }
 
 #[test]
+fn subject_templates_are_checked_when_the_config_loads() {
+    let d = Dir::new();
+    let with_role = |allow: &str| format!("{GOOD}\n[roles.member]\nsub.allow = [{allow:?}]\n");
+    Config::load(&d.write(&with_role("users.{{sub}}.>"))).expect("a good template");
+    for (bad, says) in [
+        ("users.{{who}}.>", "unknown placeholder"),
+        ("users.{{sub}.>", "without"),
+        ("users.{{sub}}>", "wildcards"),
+        ("users.{{claim:a..b}}", "empty segment"),
+    ] {
+        let msg = error_for(&with_role(bad));
+        assert!(
+            msg.contains("roles.member.sub.allow") && msg.contains(says),
+            "{bad}: {msg}"
+        );
+    }
+}
+
+#[test]
 fn the_token_cache_is_bounded_and_can_be_turned_off() {
     let d = Dir::new();
     let off = GOOD.replace("roles_claim", "token_cache_bytes = 0\nroles_claim");

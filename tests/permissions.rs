@@ -213,3 +213,128 @@ async fn system_subjects_can_be_granted_by_name() {
         ops.events()
     );
 }
+
+/// Roles whose subjects are filled from the token: each member gets its own
+/// `users.<sub>.>` and its organisation's chat rooms.
+const TEMPLATED_ROLES: &str = r#"
+[roles.member]
+pub.allow = ["users.{{sub}}.>", "chat.{{claim:org.id}}.*"]
+sub.allow = ["users.{{sub}}.>", "chat.{{claim:org.id}}.*", "_INBOX.>"]
+sub.deny  = ["users.{{sub}}.private"]
+
+[roles.admin]
+pub.allow = [">"]
+sub.allow = [">"]
+"#;
+
+fn member_token(stack: &Stack, sub: serde_json::Value, org: serde_json::Value) -> String {
+    let mut claims = stack.issuer.claims("m", AUDIENCE, &["member"], 300);
+    claims["sub"] = sub;
+    claims["org"] = serde_json::json!({ "id": org });
+    let kid = stack.issuer.current_kid(jsonwebtoken::Algorithm::RS256);
+    stack.issuer.sign(&kid, &claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_templates_give_each_user_its_own_subjects() {
+    let stack = Stack::start(ServiceOptions {
+        roles: TEMPLATED_ROLES.into(),
+        ..Default::default()
+    })
+    .await;
+    let admin = connect(&stack.url(), &stack.token("root", &["admin"]))
+        .await
+        .unwrap();
+    let ana = connect(
+        &stack.url(),
+        &member_token(&stack, "ana".into(), "acme".into()),
+    )
+    .await
+    .expect("member connects");
+    let bob = connect(
+        &stack.url(),
+        &member_token(&stack, "bob".into(), "acme".into()),
+    )
+    .await
+    .expect("member connects");
+
+    assert!(delivered(&admin.client, &ana.client, "users.ana.inbox").await);
+    assert!(
+        not_delivered(&admin.client, &ana.client, "users.bob.inbox").await,
+        "another user's subjects"
+    );
+    assert!(
+        not_delivered(&admin.client, &ana.client, "users.ana.private").await,
+        "templated deny"
+    );
+    assert!(delivered(&ana.client, &bob.client, "chat.acme.lobby").await);
+    assert!(
+        not_delivered(&admin.client, &ana.client, "chat.other.lobby").await,
+        "another organisation's rooms"
+    );
+    assert!(
+        not_delivered(&ana.client, &admin.client, "users.bob.inbox").await,
+        "cannot publish as another user"
+    );
+}
+
+/// Claim values that would change a subject's shape refuse the connection:
+/// a dot would add tokens, `*` and `>` would be wildcards, whitespace would
+/// break the protocol line. None of them may widen a grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_claim_values_in_subject_templates_are_refused() {
+    let stack = Stack::start(ServiceOptions {
+        roles: TEMPLATED_ROLES.into(),
+        ..Default::default()
+    })
+    .await;
+    let cases: Vec<(&str, serde_json::Value, serde_json::Value)> = vec![
+        ("sub is >", ">".into(), "acme".into()),
+        ("sub is *", "*".into(), "acme".into()),
+        ("sub has a dot", "ana.>".into(), "acme".into()),
+        ("sub has a space", "ana x".into(), "acme".into()),
+        ("sub has CRLF", "ana\r\nPUB x 1".into(), "acme".into()),
+        ("sub is empty", "".into(), "acme".into()),
+        ("org is >", "ana".into(), ">".into()),
+        (
+            "org is an array",
+            "ana".into(),
+            serde_json::json!(["acme", "other"]),
+        ),
+        (
+            "org is an object",
+            "ana".into(),
+            serde_json::json!({"id": "acme"}),
+        ),
+        ("org is missing", "ana".into(), serde_json::Value::Null),
+    ];
+    for (case, sub, org) in &cases {
+        assert_refused(
+            &stack.url(),
+            &member_token(&stack, sub.clone(), org.clone()),
+            case,
+        )
+        .await;
+    }
+    wait_for_log(
+        &stack.service.log,
+        "code=\"subject_template\"",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        count_in_log(&stack.service.log, "code=\"subject_template\""),
+        cases.len(),
+        "each refused for its template value"
+    );
+    assert!(
+        !stack.service.log_text().contains("ana.>"),
+        "hostile values are not echoed into the log"
+    );
+    connect(
+        &stack.url(),
+        &member_token(&stack, "ana".into(), "acme".into()),
+    )
+    .await
+    .expect("a good member right after");
+}

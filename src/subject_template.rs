@@ -1,0 +1,252 @@
+//! Permission subjects with placeholders filled from the verified token:
+//! `users.{{sub}}.>`, `chat.{{name}}.*`, `tenants.{{claim:org.id}}.>`.
+//!
+//! A value comes from the identity provider, and a user may be able to choose
+//! it (a display name, an email). A value that would change the subject's
+//! shape (a dot adds tokens, `*` and `>` are wildcards, whitespace ends a
+//! protocol field) would widen the grant, so such a value refuses the
+//! connection instead; an empty value would leave an empty token.
+
+use serde_json::{Map, Value};
+
+use crate::claims::ClaimPath;
+use crate::subject::check_permission_subject;
+
+/// Values longer than this are refused: a subject token that long is not an
+/// identifier, and it keeps the user JWT small.
+const MAX_VALUE_CHARS: usize = 256;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Sub,
+    Name,
+    Claim(String, ClaimPath),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectTemplate {
+    pieces: Vec<Piece>,
+}
+
+/// What the placeholders are filled from.
+pub struct Values<'a> {
+    /// The NATS user name (from `oidc.user_claim`).
+    pub name: &'a str,
+    pub claims: &'a Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{placeholder} {problem}")]
+pub struct TemplateError {
+    pub placeholder: String,
+    pub problem: String,
+}
+
+pub fn is_template(subject: &str) -> bool {
+    subject.contains("{{")
+}
+
+impl SubjectTemplate {
+    /// Parses a subject that may hold placeholders and checks that it is a
+    /// valid permission subject whatever (valid) values fill it.
+    pub fn parse(subject: &str) -> Result<SubjectTemplate, String> {
+        let mut pieces = Vec::new();
+        let mut rest = subject;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                pieces.push(Piece::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or_else(|| format!("subject {subject:?}: \"{{{{\" without \"}}}}\""))?;
+            let inner = after[..close].trim();
+            pieces.push(match inner {
+                "sub" => Piece::Sub,
+                "name" => Piece::Name,
+                _ => match inner.strip_prefix("claim:") {
+                    Some(path) => Piece::Claim(
+                        inner.to_string(),
+                        ClaimPath::parse(path.trim())
+                            .map_err(|e| format!("subject {subject:?}: {e}"))?,
+                    ),
+                    None => {
+                        return Err(format!(
+                            "subject {subject:?}: unknown placeholder {{{{{inner}}}}} (known: {{{{sub}}}}, {{{{name}}}}, {{{{claim:<path>}}}})"
+                        ))
+                    }
+                },
+            });
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Literal(rest.to_string()));
+        }
+        if pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Literal(l) if l.contains("}}")))
+        {
+            return Err(format!("subject {subject:?}: \"}}}}\" without \"{{{{\""));
+        }
+        let template = SubjectTemplate { pieces };
+        let sample: String = template
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Literal(l) => l.as_str(),
+                _ => "v",
+            })
+            .collect();
+        check_permission_subject(&sample)?;
+        Ok(template)
+    }
+
+    /// The subject for one verified token.
+    pub fn render(&self, values: &Values<'_>) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            let (placeholder, value): (&str, Option<String>) = match piece {
+                Piece::Literal(l) => {
+                    out.push_str(l);
+                    continue;
+                }
+                Piece::Sub => ("{{sub}}", values.claims.get("sub").and_then(scalar)),
+                Piece::Name => ("{{name}}", Some(values.name.to_string())),
+                Piece::Claim(label, path) => {
+                    (label.as_str(), path.lookup(values.claims).and_then(scalar))
+                }
+            };
+            let fail = |problem: String| TemplateError {
+                placeholder: placeholder.to_string(),
+                problem,
+            };
+            let value =
+                value.ok_or_else(|| fail("is missing or not a string or integer".into()))?;
+            check_value(&value).map_err(fail)?;
+            out.push_str(&value);
+        }
+        Ok(out)
+    }
+}
+
+/// Strings and integers fill a placeholder; anything else (objects, arrays,
+/// booleans, fractions) does not name one thing.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn check_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("is empty".into());
+    }
+    if value.chars().count() > MAX_VALUE_CHARS {
+        return Err(format!("is longer than {MAX_VALUE_CHARS} characters"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control())
+    {
+        // The value is the user's, possibly hostile: name the character, not
+        // the value.
+        return Err(format!(
+            "contains {c:?}, which would change the subject's shape"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(template: &str, claims: Value) -> Result<String, TemplateError> {
+        let claims = claims.as_object().unwrap().clone();
+        SubjectTemplate::parse(template).unwrap().render(&Values {
+            name: "ana",
+            claims: &claims,
+        })
+    }
+
+    #[test]
+    fn placeholders_are_filled_from_the_token() {
+        let claims = json!({"sub": "u-42", "org": {"id": "acme", "n": 7}});
+        assert_eq!(
+            render("users.{{sub}}.>", claims.clone()).unwrap(),
+            "users.u-42.>"
+        );
+        assert_eq!(
+            render("chat.{{name}}.*", claims.clone()).unwrap(),
+            "chat.ana.*"
+        );
+        assert_eq!(
+            render("t.{{claim:org.id}}.{{ claim:org.n }}", claims.clone()).unwrap(),
+            "t.acme.7"
+        );
+        assert_eq!(render("in-{{sub}}-box", claims).unwrap(), "in-u-42-box");
+    }
+
+    #[test]
+    fn values_that_would_widen_the_subject_are_refused() {
+        for hostile in [
+            "a.b",
+            ">",
+            "*",
+            "a*",
+            "x>",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "",
+            "a\u{0}b",
+            "a\r\nPUB x",
+        ] {
+            let e = render("users.{{sub}}.>", json!({ "sub": hostile })).unwrap_err();
+            assert_eq!(e.placeholder, "{{sub}}", "{hostile:?}");
+            if hostile.chars().count() > 1 {
+                assert!(!e.to_string().contains(hostile), "value echoed: {e}");
+            }
+        }
+        let long = "x".repeat(MAX_VALUE_CHARS + 1);
+        assert!(render("u.{{sub}}", json!({ "sub": long })).is_err());
+    }
+
+    #[test]
+    fn missing_and_non_scalar_values_are_refused() {
+        for claims in [
+            json!({}),
+            json!({"sub": null}),
+            json!({"sub": true}),
+            json!({"sub": 1.5}),
+            json!({"sub": ["a"]}),
+            json!({"sub": {"a": 1}}),
+        ] {
+            assert!(render("u.{{sub}}", claims.clone()).is_err(), "{claims}");
+        }
+        assert!(render("u.{{claim:org.id}}", json!({"org": {}})).is_err());
+    }
+
+    #[test]
+    fn malformed_templates_are_config_errors() {
+        for bad in [
+            "users.{{sub}",
+            "users.{{who}}",
+            "users.{{claim:}}",
+            "users.{{claim:a..b}}",
+            "users.}}",
+            "users.{{sub}}>",
+            "users.{{sub}}*",
+            "{{sub}}..x",
+        ] {
+            assert!(
+                SubjectTemplate::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+}
