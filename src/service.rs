@@ -165,6 +165,11 @@ impl Service {
         // on their way, so the last one it routes here is one this process
         // still reads. Under load the margin fills in moments; when requests
         // stop coming, waiting longer protects nothing.
+        // One case this cannot cover: after a reconnect nats-server counts a
+        // subscription's messages from that reconnect, async-nats from the
+        // start, and async-nats sends our count as is. Then the client side
+        // ends first, and the requests routed between that and the
+        // connection closing are lost as with a plain unsubscribe.
         while let Some(Some(request)) = requests.next().now_or_never() {
             taken += 1;
             let permit = permits
