@@ -128,7 +128,7 @@ async fn roles_combine_and_messages_flow_between_users() {
 
     // Request/reply across users: the reader may publish replies to _INBOX.
     let mut service = reader.client.subscribe("orders.lookup").await.unwrap();
-    reader.client.flush().await.unwrap();
+    server_has_read(&reader.client).await;
     let responder = reader.client.clone();
     tokio::spawn(async move {
         if let Some(req) = service.next().await {

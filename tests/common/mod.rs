@@ -529,15 +529,7 @@ async fn probe(
 ) -> bool {
     use futures::StreamExt;
     let mut sub = receiver.subscribe(subject.to_string()).await.unwrap();
-    // flush() only writes the SUB to the socket; the server may still route
-    // the other connection's publish first. A request round trip on the
-    // receiver's connection (answered "no responders") proves the server has
-    // processed the SUB, since it reads each connection in order.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        receiver.request(format!("_INBOX.probe.{}", rand_suffix()), "".into()),
-    )
-    .await;
+    server_has_read(receiver).await;
     let body = format!("probe-{}", rand_suffix());
     publisher
         .publish(subject.to_string(), body.clone().into())
@@ -546,6 +538,19 @@ async fn probe(
     publisher.flush().await.unwrap();
     let got = tokio::time::timeout(wait, sub.next()).await;
     matches!(got, Ok(Some(m)) if m.payload == body.as_bytes())
+}
+
+/// Returns once nats-server has processed everything `client` sent so far
+/// (a SUB, say). flush() only writes to the socket, so a publish on another
+/// connection could still be routed first; a request round trip on this
+/// connection (answered "no responders") proves the server read what came
+/// before it, since it reads each connection in order.
+pub async fn server_has_read(client: &async_nats::Client) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(format!("_INBOX.probe.{}", rand_suffix()), "".into()),
+    )
+    .await;
 }
 
 pub fn rand_suffix() -> String {
