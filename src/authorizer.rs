@@ -34,6 +34,7 @@ pub enum Verdict {
     Allowed {
         user: String,
         roles: Vec<String>,
+        account: String,
         expires: u64,
     },
     Refused {
@@ -97,12 +98,7 @@ pub fn identify(
     };
     let permissions = roles
         .permissions_for(&token_roles, &values)
-        .map_err(|e| {
-            refuse(
-                "subject_template",
-                format!("cannot fill a role's subject: {e}"),
-            )
-        })?
+        .map_err(|e| refuse(e.code(), e.to_string()))?
         .ok_or_else(|| {
             refuse(
                 "no_mapped_role",
@@ -231,10 +227,11 @@ impl Authorizer {
                 if let Verdict::Allowed {
                     user,
                     roles,
+                    account,
                     expires,
                 } = &verdict
                 {
-                    tracing::info!(result = "allowed", user = %user, roles = ?roles, expires, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
+                    tracing::info!(result = "allowed", user = %user, roles = ?roles, account = %account, expires, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
                 }
                 Decision { body, verdict }
             }
@@ -283,11 +280,15 @@ impl Authorizer {
         let expires = verified
             .exp
             .min(now.saturating_add(self.callout.max_user_ttl.as_secs()));
+        let account = permissions
+            .account
+            .clone()
+            .unwrap_or_else(|| self.callout.account.clone());
         let user_jwt = user_jwt::issue(
             &UserGrant {
                 user_nkey: &request.claims.nats.user_nkey,
                 name: &user,
-                account: &self.callout.account,
+                account: &account,
                 permissions: &permissions,
                 expires,
             },
@@ -299,6 +300,7 @@ impl Authorizer {
             Verdict::Allowed {
                 user,
                 roles: permissions.roles,
+                account,
                 expires,
             },
         ))

@@ -29,6 +29,15 @@ pub fn warnings(config: &Config) -> Vec<String> {
         for (dir_name, dir) in [("pub", &role.publish), ("sub", &role.subscribe)] {
             warn_direction(&mut out, name, dir_name, dir);
         }
+        if let Some(account) = role.account.as_deref().filter(|a| {
+            let a = a.trim_start_matches('$');
+            a.eq_ignore_ascii_case("SYS") || a.eq_ignore_ascii_case("SYSTEM")
+        }) {
+            out.push(format!(
+                "roles.{name}.account is {account:?}: if that is nats-server's system account, its users \
+                 can see and control server internals"
+            ));
+        }
         if role.publish.allow.is_empty() && role.subscribe.allow.is_empty() {
             out.push(format!(
                 "roles.{name}: allows nothing; its users can connect but neither publish nor subscribe"

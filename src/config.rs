@@ -188,6 +188,7 @@ struct RawRole {
     publish: RawDirection,
     #[serde(rename = "sub", default)]
     subscribe: RawDirection,
+    account: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -672,7 +673,26 @@ impl Validator<'_> {
             }
             let publish = self.direction(&format!("roles.{name}.pub"), role.publish)?;
             let subscribe = self.direction(&format!("roles.{name}.sub"), role.subscribe)?;
-            roles.insert(name, Role { publish, subscribe });
+            let account = match role.account {
+                None => None,
+                Some(a)
+                    if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    return Err(self.err(
+                        &format!("roles.{name}.account"),
+                        "must be an account name (not empty, no whitespace)",
+                    ))
+                }
+                Some(a) => Some(a),
+            };
+            roles.insert(
+                name,
+                Role {
+                    publish,
+                    subscribe,
+                    account,
+                },
+            );
         }
         RoleTable::new(roles).map_err(|e| self.err("roles", e))
     }

@@ -58,7 +58,14 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
         .exp
         .min(now + config.callout.max_user_ttl.as_secs());
     let _ = writeln!(out, "mapped:   {:?}", permissions.roles);
-    let _ = writeln!(out, "account:  {}", config.callout.account);
+    let _ = writeln!(
+        out,
+        "account:  {}",
+        permissions
+            .account
+            .as_deref()
+            .unwrap_or(&config.callout.account)
+    );
     write_direction(&mut out, "publish", &permissions.publish);
     write_direction(&mut out, "subscribe", &permissions.subscribe);
     let _ = writeln!(

@@ -19,6 +19,8 @@ pub struct Direction {
 pub struct Role {
     pub publish: Direction,
     pub subscribe: Direction,
+    /// The account its users land in; `None` is `callout.account`.
+    pub account: Option<String>,
 }
 
 /// One direction of a user JWT's permissions, as nats-server reads it.
@@ -36,6 +38,28 @@ pub struct Permissions {
     pub subscribe: Permission,
     /// The token roles that matched a table entry, in table order.
     pub roles: Vec<String>,
+    /// The account named by the matched roles; `None` is `callout.account`.
+    pub account: Option<String>,
+}
+
+/// Why a token's roles give no usable grant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("cannot fill a role's subject: {0}")]
+    Template(#[from] TemplateError),
+    #[error(
+        "the token's roles place the user in different accounts: {0}; a user lands in one account"
+    )]
+    AccountConflict(String),
+}
+
+impl GrantError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GrantError::Template(_) => "subject_template",
+            GrantError::AccountConflict(_) => "account_conflict",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -73,7 +97,7 @@ impl RoleTable {
         &self,
         token_roles: &[String],
         values: &Values<'_>,
-    ) -> Result<Option<Permissions>, TemplateError> {
+    ) -> Result<Option<Permissions>, GrantError> {
         let wanted: BTreeSet<&str> = token_roles.iter().map(String::as_str).collect();
         let matched: Vec<(&String, &Role)> = self
             .roles
@@ -83,12 +107,14 @@ impl RoleTable {
         if matched.is_empty() {
             return Ok(None);
         }
+        let account = account_of(&matched)?;
         let publish = self.merge(matched.iter().map(|(_, r)| &r.publish), values)?;
         let subscribe = self.merge(matched.iter().map(|(_, r)| &r.subscribe), values)?;
         Ok(Some(Permissions {
             publish,
             subscribe,
             roles: matched.iter().map(|(n, _)| (*n).clone()).collect(),
+            account,
         }))
     }
 
@@ -134,6 +160,27 @@ impl RoleTable {
             allow: allow.into_iter().collect(),
             deny: deny.into_iter().collect(),
         })
+    }
+}
+
+/// The one account the matched roles agree on. Roles that name none defer
+/// to the others (and to `callout.account` when no role names one); two
+/// different names are a refusal, never a guess.
+fn account_of(matched: &[(&String, &Role)]) -> Result<Option<String>, GrantError> {
+    let named: Vec<(&String, &String)> = matched
+        .iter()
+        .filter_map(|(name, role)| role.account.as_ref().map(|a| (*name, a)))
+        .collect();
+    match named.first() {
+        None => Ok(None),
+        Some((_, first)) if named.iter().all(|(_, a)| a == first) => Ok(Some((*first).clone())),
+        Some(_) => Err(GrantError::AccountConflict(
+            named
+                .iter()
+                .map(|(role, account)| format!("{role} → {account}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
     }
 }
 
@@ -183,6 +230,7 @@ mod tests {
             Role {
                 publish: dir(&["_INBOX.>"], &[]),
                 subscribe: dir(&["orders.>", "_INBOX.>"], &["orders.secret.>"]),
+                account: None,
             },
         );
         roles.insert(
@@ -190,6 +238,7 @@ mod tests {
             Role {
                 publish: dir(&["orders.>"], &["orders.audit"]),
                 subscribe: dir(&[], &[]),
+                account: None,
             },
         );
         roles.insert("nothing".to_string(), Role::default());
@@ -226,6 +275,7 @@ mod tests {
             Role {
                 publish: dir(&[">"], &[]),
                 subscribe: dir(&["*.>"], &[]),
+                account: None,
             },
         );
         roles.insert(
@@ -233,6 +283,7 @@ mod tests {
             Role {
                 publish: dir(&[], &[]),
                 subscribe: dir(&["$SYS.ACCOUNT.>"], &[]),
+                account: None,
             },
         );
         let t = RoleTable::new(roles).unwrap();
@@ -260,5 +311,38 @@ mod tests {
         let p = table().for_test(&strs(&["nothing"])).unwrap();
         assert_eq!(p.publish.deny, strs(&[">"]));
         assert_eq!(p.subscribe.deny, strs(&[">"]));
+    }
+
+    #[test]
+    fn roles_agree_on_one_account_or_the_user_is_refused() {
+        let role = |account: Option<&str>| Role {
+            publish: dir(&[">"], &[]),
+            subscribe: dir(&[], &[]),
+            account: account.map(str::to_string),
+        };
+        let mut roles = BTreeMap::new();
+        roles.insert("plain".to_string(), role(None));
+        roles.insert("team".to_string(), role(Some("TEAM")));
+        roles.insert("team2".to_string(), role(Some("TEAM")));
+        roles.insert("other".to_string(), role(Some("OTHER")));
+        let t = RoleTable::new(roles).unwrap();
+        assert_eq!(t.for_test(&strs(&["plain"])).unwrap().account, None);
+        assert_eq!(
+            t.for_test(&strs(&["plain", "team", "team2"]))
+                .unwrap()
+                .account
+                .as_deref(),
+            Some("TEAM")
+        );
+        let claims = serde_json::Map::new();
+        let values = Values {
+            name: "ana",
+            claims: &claims,
+        };
+        let err = t
+            .permissions_for(&strs(&["team", "other"]), &values)
+            .unwrap_err();
+        assert_eq!(err.code(), "account_conflict");
+        assert!(err.to_string().contains("other → OTHER"), "{err}");
     }
 }

@@ -114,7 +114,7 @@ fn check_warns_about_risky_choices() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
             .unwrap()
             .replace("\"/etc/nats-oidc-callout/issuer.nk\"", "\"issuer.nk\"")
-            + "\n[roles.ops]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\n\n[roles.nobody]\n";
+            + "\n[roles.ops]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\n\n[roles.nobody]\n\n[roles.root]\naccount = \"SYS\"\nsub.allow = [\"x\"]\n";
     let config = dir.path().join("config.toml");
     std::fs::write(&config, example).unwrap();
     let out = bin()
@@ -135,11 +135,17 @@ fn check_warns_about_risky_choices() {
     );
     assert!(t.contains("warning: roles.nobody: allows nothing"), "{t}");
     assert!(
+        t.contains(
+            "warning: roles.root.account is \"SYS\": if that is nats-server's system account"
+        ),
+        "{t}"
+    );
+    assert!(
         t.contains("warning: callout.issuer_seed_file: ")
             && t.contains("issuer.nk is readable by every user on this host (mode 0644)"),
         "{t}"
     );
-    assert!(t.contains("is valid (6 warnings)"), "{t}");
+    assert!(t.contains("is valid (7 warnings)"), "{t}");
 
     std::fs::set_permissions(
         dir.path().join("issuer.nk"),
@@ -153,7 +159,7 @@ fn check_warns_about_risky_choices() {
         .unwrap();
     let t = text(&out);
     assert!(!t.contains("readable by every user"), "{t}");
-    assert!(t.contains("is valid (5 warnings)"), "{t}");
+    assert!(t.contains("is valid (6 warnings)"), "{t}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

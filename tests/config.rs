@@ -306,6 +306,23 @@ fn subject_templates_are_checked_when_the_config_loads() {
 }
 
 #[test]
+fn a_role_account_must_be_a_name() {
+    let d = Dir::new();
+    let with = |account: &str| {
+        format!("{GOOD}\n[roles.team]\naccount = {account:?}\nsub.allow = [\"x\"]\n")
+    };
+    let c = Config::load(&d.write(&with("TEAM"))).unwrap();
+    assert!(c
+        .roles
+        .iter()
+        .any(|(n, r)| n == "team" && r.account.as_deref() == Some("TEAM")));
+    for bad in ["", "TE AM"] {
+        let msg = error_for(&with(bad));
+        assert!(msg.contains("roles.team.account"), "{bad:?}: {msg}");
+    }
+}
+
+#[test]
 fn the_token_cache_is_bounded_and_can_be_turned_off() {
     let d = Dir::new();
     let off = GOOD.replace("roles_claim", "token_cache_bytes = 0\nroles_claim");

@@ -338,3 +338,77 @@ async fn hostile_claim_values_in_subject_templates_are_refused() {
     .await
     .expect("a good member right after");
 }
+
+/// Roles that place their users in another account than `callout.account`.
+const ACCOUNT_ROLES: &str = r#"
+[roles.team]
+account = "TEAM"
+pub.allow = [">"]
+sub.allow = [">"]
+
+[roles.reader]
+sub.allow = ["_INBOX.>", "orders.>"]
+pub.allow = ["_INBOX.>"]
+
+[roles.elsewhere]
+account = "OTHER"
+sub.allow = [">"]
+
+[roles.admin]
+pub.allow = [">"]
+sub.allow = [">"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_can_place_its_users_in_another_account() {
+    let stack = Stack::start(ServiceOptions {
+        roles: ACCOUNT_ROLES.into(),
+        ..Default::default()
+    })
+    .await;
+    let app = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .expect("admin in the default account");
+    let t1 = connect(&stack.url(), &stack.token("tim", &["team"]))
+        .await
+        .expect("team member");
+    // A role without an account defers to the one that names it.
+    let t2 = connect(&stack.url(), &stack.token("tia", &["team", "reader"]))
+        .await
+        .expect("team member who also reads");
+    assert!(
+        delivered(&t1.client, &t2.client, "orders.new").await,
+        "same account"
+    );
+    assert!(
+        not_delivered(&app.client, &t1.client, "orders.new").await,
+        "accounts are isolated"
+    );
+    assert!(
+        not_delivered(&t1.client, &app.client, "orders.new").await,
+        "accounts are isolated"
+    );
+    let log = stack.service.log_text();
+    assert!(
+        log.contains("user=tim") && log.contains("account=TEAM"),
+        "{log}"
+    );
+
+    assert_refused(
+        &stack.url(),
+        &stack.token("eve", &["team", "elsewhere"]),
+        "two accounts",
+    )
+    .await;
+    wait_for_log(
+        &stack.service.log,
+        "code=\"account_conflict\"",
+        Duration::from_secs(5),
+    )
+    .await;
+    let log = stack.service.log_text();
+    assert!(
+        log.contains("elsewhere → OTHER") && log.contains("team → TEAM"),
+        "{log}"
+    );
+}

@@ -102,6 +102,7 @@ max_control_line: 64KB
 accounts {{
   AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}
   APP {{}}
+  TEAM {{}}
   SYS {{}}
 }}
 system_account: SYS
