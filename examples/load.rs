@@ -363,6 +363,17 @@ async fn main() {
         started.elapsed().as_secs_f64(),
         bin.display()
     );
+    let issuer_url = issuer.issuer();
+    let start = |nats_port| {
+        start_service(
+            &bin,
+            nats_port,
+            &issuer_url,
+            &account,
+            xkey,
+            !cli.no_token_cache,
+        )
+    };
     match cli.mode {
         Mode::Direct {
             rate,
@@ -371,15 +382,7 @@ async fn main() {
             concurrency,
         } => {
             let nats = start_nats(None);
-            let (service, ready) = start_service(
-                &bin,
-                nats.port,
-                &issuer.issuer(),
-                &account,
-                xkey,
-                !cli.no_token_cache,
-            )
-            .await;
+            let (service, ready) = start(nats.port).await;
             println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
             let client =
                 async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
@@ -517,15 +520,7 @@ async fn main() {
                 &account.public_key(),
                 cli.xkey.then_some(xkey_public.as_str()),
             )));
-            let (service, ready) = start_service(
-                &bin,
-                nats.port,
-                &issuer.issuer(),
-                &account,
-                xkey,
-                !cli.no_token_cache,
-            )
-            .await;
+            let (service, ready) = start(nats.port).await;
             println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
             let url = format!("nats://127.0.0.1:{}", nats.port);
             let tally = Arc::new(Tally::default());
@@ -574,15 +569,7 @@ async fn main() {
         }
         Mode::Idle { duration } => {
             let nats = start_nats(None);
-            let (service, ready) = start_service(
-                &bin,
-                nats.port,
-                &issuer.issuer(),
-                &account,
-                xkey,
-                !cli.no_token_cache,
-            )
-            .await;
+            let (service, ready) = start(nats.port).await;
             println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
             let cpu_before = service.cpu_seconds();
             let d: Duration = duration.into();

@@ -100,16 +100,21 @@ pub fn decode_verified<T: DeserializeOwned + Issued>(
         return Err(NatsJwtError::Issuer(issuer.to_string()));
     }
     let signed = &jwt[..h.len() + 1 + p.len()];
-    if let Some(key) = VERIFIED_SIGNERS.get(issuer) {
-        key.verify(signed, &signature)
-            .map_err(|_| NatsJwtError::Signature)?;
-        return Ok(claims);
-    }
-    let key = nkeys::KeyPair::from_public_key(issuer)
-        .map_err(|_| NatsJwtError::Issuer(issuer.to_string()))?;
+    let (key, known) = match VERIFIED_SIGNERS.get(issuer) {
+        Some(key) => (key, true),
+        None => (
+            std::sync::Arc::new(
+                nkeys::KeyPair::from_public_key(issuer)
+                    .map_err(|_| NatsJwtError::Issuer(issuer.to_string()))?,
+            ),
+            false,
+        ),
+    };
     key.verify(signed, &signature)
         .map_err(|_| NatsJwtError::Signature)?;
-    VERIFIED_SIGNERS.insert(issuer.to_string(), std::sync::Arc::new(key));
+    if !known {
+        VERIFIED_SIGNERS.insert(issuer.to_string(), key);
+    }
     Ok(claims)
 }
 

@@ -111,6 +111,11 @@ impl Service {
             "answering authorization requests"
         );
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = || {
+            let permits = permits.clone();
+            async move { permits.acquire_owned().await.expect("semaphore open") }
+        };
         let mut in_flight = JoinSet::new();
         let dispatch = |request: async_nats::Message, in_flight: &mut JoinSet<()>, permit| {
             let Some(reply) = request.reply.clone() else {
@@ -148,8 +153,7 @@ impl Service {
                 request = requests.next() => {
                     let Some(request) = request else { break };
                     taken += 1;
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                    dispatch(request, &mut in_flight, permit);
+                    dispatch(request, &mut in_flight, permit().await);
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
@@ -172,12 +176,7 @@ impl Service {
         // connection closing are lost as with a plain unsubscribe.
         while let Some(Some(request)) = requests.next().now_or_never() {
             taken += 1;
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore open");
-            dispatch(request, &mut in_flight, permit);
+            dispatch(request, &mut in_flight, permit().await);
         }
         let _ = requests.unsubscribe_after(taken + DRAIN_MARGIN).await;
         let deadline = tokio::time::Instant::now() + DRAIN_TOTAL;
@@ -186,24 +185,14 @@ impl Service {
                 DRAIN_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             match tokio::time::timeout(wait, requests.next()).await {
                 Ok(Some(request)) => {
-                    let permit = permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore open");
-                    dispatch(request, &mut in_flight, permit);
+                    dispatch(request, &mut in_flight, permit().await);
                 }
                 // The server delivered its last request to this process.
                 Ok(None) => break,
                 Err(_) => {
                     let _ = requests.unsubscribe().await;
                     while let Some(Some(request)) = requests.next().now_or_never() {
-                        let permit = permits
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore open");
-                        dispatch(request, &mut in_flight, permit);
+                        dispatch(request, &mut in_flight, permit().await);
                     }
                     break;
                 }
