@@ -73,14 +73,9 @@ sub.deny  = ["orders.secret.>"]
         .unwrap_or_else(|e| panic!("{e}"))
     };
     let authorizer_with = |config: Config| {
-        let keys = KeyManager::new(config.oidc.clone(), Arc::new(Metrics::new())).unwrap();
+        let keys = KeyManager::new(config.oidc[0].clone(), Arc::new(Metrics::new())).unwrap();
         rt.block_on(keys.refresh()).unwrap();
-        Authorizer::new(
-            config.callout.clone(),
-            config.oidc.clone(),
-            config.roles.clone(),
-            keys,
-        )
+        Authorizer::from_config(&config, vec![keys])
     };
     let authorizer = authorizer_with(config("token_cache_bytes = 0"));
     let cached = authorizer_with(config(""));

@@ -12,20 +12,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::auth_request::{self, Addressee, AuthRequest};
 use crate::auth_response::{self, Addressed, Answer};
 use crate::claims;
-use crate::config::{CalloutConfig, OidcConfig};
+use crate::config::{CalloutConfig, Config, OidcConfig};
+use crate::issuers::Issuers;
 use crate::key_manager::KeyManager;
-use crate::permissions::{Permissions, RoleTable};
+use crate::permissions::{self, Permissions, RoleTable};
 use crate::subject_template::Values;
-use crate::token::TokenVerifier;
 use crate::user_jwt::{self, UserGrant};
 
 pub struct Authorizer {
     callout: CalloutConfig,
     issuer_public: String,
-    oidc: Arc<OidcConfig>,
+    issuers: Issuers,
     roles: Arc<RoleTable>,
-    keys: Arc<KeyManager>,
-    verifier: TokenVerifier,
 }
 
 /// What happened, for logs and metrics.
@@ -33,6 +31,8 @@ pub struct Authorizer {
 pub enum Verdict {
     Allowed {
         user: String,
+        /// The name of the `[oidc]` issuer that vouched for the user.
+        issuer: String,
         roles: Vec<String>,
         account: String,
         expires: u64,
@@ -92,20 +92,28 @@ pub fn identify(
         .map_err(|e| refuse("email_not_verified", e.to_string()))?;
     let token_roles = claims::roles(verified, &oidc.roles_claim)
         .map_err(|e| refuse("roles_claim", e.to_string()))?;
+    let table_names = permissions::table_names(oidc.role_namespace.as_deref(), &token_roles);
     let values = Values {
         name: &user,
         claims: verified,
     };
     let permissions = roles
-        .permissions_for(&token_roles, &values)
+        .permissions_for(&table_names, &values)
         .map_err(|e| refuse(e.code(), e.to_string()))?
         .ok_or_else(|| {
             refuse(
                 "no_mapped_role",
-                format!(
-                    "no mapped role: token roles {} match no [roles.*] table",
-                    summarize(&token_roles)
-                ),
+                match &oidc.role_namespace {
+                    None => format!(
+                        "no mapped role: token roles {} match no [roles.*] table",
+                        summarize(&token_roles)
+                    ),
+                    Some(ns) => format!(
+                        "no mapped role: token roles {} of issuer {:?} match no [roles.\"{ns}:<role>\"] table",
+                        summarize(&token_roles),
+                        oidc.name
+                    ),
+                },
             )
         })?;
     Ok(Identity {
@@ -123,29 +131,27 @@ pub fn unix_now() -> u64 {
 }
 
 impl Authorizer {
-    pub fn new(
-        callout: CalloutConfig,
-        oidc: Arc<OidcConfig>,
-        roles: Arc<RoleTable>,
-        keys: Arc<KeyManager>,
-    ) -> Self {
-        let verifier = TokenVerifier::new(oidc.clone(), keys.clone(), callout.max_token_bytes);
+    pub fn new(callout: CalloutConfig, issuers: Issuers, roles: Arc<RoleTable>) -> Self {
         Authorizer {
             issuer_public: callout.issuer.public_key(),
             callout,
-            oidc,
+            issuers,
             roles,
-            keys,
-            verifier,
         }
     }
 
-    pub fn keys(&self) -> &Arc<KeyManager> {
-        &self.keys
+    /// The authorizer for `config`, verifying with `keys[i]` for issuer
+    /// `config.oidc[i]`.
+    pub fn from_config(config: &Config, keys: Vec<Arc<KeyManager>>) -> Self {
+        Authorizer::new(
+            config.callout.clone(),
+            Issuers::new(&config.oidc, keys, config.callout.max_token_bytes),
+            config.roles.clone(),
+        )
     }
 
-    pub fn verifier(&self) -> &TokenVerifier {
-        &self.verifier
+    pub fn issuers(&self) -> &Issuers {
+        &self.issuers
     }
 
     /// Decides one authorization request message and logs the decision.
@@ -226,12 +232,13 @@ impl Authorizer {
             Ok((body, verdict)) => {
                 if let Verdict::Allowed {
                     user,
+                    issuer,
                     roles,
                     account,
                     expires,
                 } = &verdict
                 {
-                    tracing::info!(result = "allowed", user = %user, roles = ?roles, account = %account, expires, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
+                    tracing::info!(result = "allowed", user = %user, issuer = %issuer, roles = ?roles, account = %account, expires, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
                 }
                 Decision { body, verdict }
             }
@@ -269,14 +276,16 @@ impl Authorizer {
                     "no bearer token: connect with the OIDC access token as the password",
                 )
             })?;
-        let verified = self
+        let token_refusal = |e: crate::token::TokenError| Refusal::new(e.code(), e.to_string());
+        let issuer = self.issuers.route(token).map_err(token_refusal)?;
+        let verified = issuer
             .verifier
             .verify(token, now)
             .await
-            .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+            .map_err(token_refusal)?;
         let Identity {
             user, permissions, ..
-        } = identify(&self.oidc, &self.roles, &verified.claims)?;
+        } = identify(&issuer.oidc, &self.roles, &verified.claims)?;
         let expires = verified
             .exp
             .min(now.saturating_add(self.callout.max_user_ttl.as_secs()));
@@ -299,6 +308,7 @@ impl Authorizer {
             user_jwt,
             Verdict::Allowed {
                 user,
+                issuer: issuer.oidc.name.clone(),
                 roles: permissions.roles,
                 account,
                 expires,

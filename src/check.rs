@@ -25,7 +25,13 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_string(),
         );
     }
+    let shared_table = config.oidc.iter().any(|o| o.role_namespace.is_none());
     for (name, role) in config.roles.iter() {
+        if !shared_table && !name.contains(':') {
+            out.push(format!(
+                "roles.{name}: no issuer looks roles up without a namespace (every [oidc] has a role_namespace), so no token reaches this role; name it \"<namespace>:{name}\""
+            ));
+        }
         for (dir_name, dir) in [("pub", &role.publish), ("sub", &role.subscribe)] {
             warn_direction(&mut out, name, dir_name, dir);
         }

@@ -46,7 +46,9 @@ pub struct Config {
     pub source: PathBuf,
     pub nats: NatsConfig,
     pub callout: CalloutConfig,
-    pub oidc: Arc<OidcConfig>,
+    /// The trusted issuers, in config order: one `[oidc]` table or several
+    /// `[[oidc]]` blocks. A token is routed to one of them by its `iss`.
+    pub oidc: Vec<Arc<OidcConfig>>,
     pub http: Option<HttpConfig>,
     pub roles: Arc<RoleTable>,
     /// Files holding secrets (seeds, creds), by config key, so their
@@ -98,6 +100,12 @@ pub struct CalloutConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OidcConfig {
+    /// Names the issuer in logs, metrics and `explain`.
+    pub name: String,
+    /// Token roles of this issuer are looked up as `[roles."<namespace>:<role>"]`;
+    /// `None` looks them up as written. Separate namespaces keep one identity
+    /// provider from minting another's roles.
+    pub role_namespace: Option<String>,
     pub issuer: String,
     pub discovery_url: String,
     pub audience: Vec<String>,
@@ -126,7 +134,7 @@ struct RawConfig {
     #[serde(default)]
     nats: RawNats,
     callout: RawCallout,
-    oidc: RawOidc,
+    oidc: RawOidcs,
     http: Option<RawHttp>,
     #[serde(default)]
     roles: BTreeMap<String, RawRole>,
@@ -157,9 +165,40 @@ struct RawCallout {
     max_token_bytes: Option<usize>,
 }
 
+/// `[oidc]` (one issuer) or `[[oidc]]` (several). Dispatching on the TOML
+/// shape by hand, instead of `serde(untagged)`, keeps the precise message
+/// and position of an error inside a block.
+enum RawOidcs {
+    One(Box<RawOidc>),
+    Many(Vec<RawOidc>),
+}
+
+impl<'de> Deserialize<'de> for RawOidcs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = RawOidcs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an [oidc] table or [[oidc]] blocks")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawOidcs, A::Error> {
+                RawOidc::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|one| RawOidcs::One(Box::new(one)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawOidcs, A::Error> {
+                Vec::<RawOidc>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawOidcs::Many)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOidc {
+    name: Option<String>,
+    role_namespace: Option<String>,
     issuer: String,
     discovery_url: Option<String>,
     audience: OneOrMany,
@@ -352,7 +391,7 @@ impl Validator<'_> {
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let nats = self.nats(raw.nats)?;
         let callout = self.callout(raw.callout)?;
-        let oidc = self.oidc(raw.oidc)?;
+        let oidc = self.issuers(raw.oidc)?;
         let http = match raw.http {
             None => None,
             Some(h) => Some(HttpConfig {
@@ -364,12 +403,12 @@ impl Validator<'_> {
                 })?,
             }),
         };
-        let roles = self.roles(raw.roles)?;
+        let roles = self.roles(raw.roles, &oidc)?;
         Ok(Config {
             source: self.path.to_path_buf(),
             nats,
             callout,
-            oidc: Arc::new(oidc),
+            oidc: oidc.into_iter().map(Arc::new).collect(),
             http,
             roles: Arc::new(roles),
             secret_files: self.secret_files.take(),
@@ -545,12 +584,82 @@ impl Validator<'_> {
         }
     }
 
-    fn oidc(&self, raw: RawOidc) -> Result<OidcConfig, ConfigError> {
+    fn issuers(&self, raw: RawOidcs) -> Result<Vec<OidcConfig>, ConfigError> {
+        let blocks = match raw {
+            RawOidcs::One(raw) => {
+                let name = raw.name.clone().unwrap_or_else(|| "default".into());
+                check_name(&name).map_err(|r| self.err("oidc.name", r))?;
+                let namespace =
+                    self.namespace("oidc.role_namespace", raw.role_namespace.clone())?;
+                return Ok(vec![self.oidc("oidc", name, namespace, *raw)?]);
+            }
+            RawOidcs::Many(blocks) => blocks,
+        };
+        if blocks.is_empty() {
+            return Err(self.err("oidc", "needs at least one [[oidc]] block"));
+        }
+        let mut issuers: Vec<OidcConfig> = Vec::new();
+        for (i, raw) in blocks.into_iter().enumerate() {
+            let name = raw.name.clone().ok_or_else(|| {
+                self.err(
+                    &format!("oidc[{i}].name"),
+                    "required in [[oidc]] blocks: it names the issuer in logs and metrics and is the default role_namespace",
+                )
+            })?;
+            check_name(&name).map_err(|r| self.err(&format!("oidc[{i}].name"), r))?;
+            let at = format!("oidc[{name}]");
+            // Each issuer gets its own role namespace unless the config says
+            // otherwise: a partner's identity provider must not be able to
+            // mint this organisation's roles by naming them.
+            let namespace = match raw.role_namespace.clone() {
+                None => Some(name.clone()),
+                Some(ns) => self.namespace(&format!("{at}.role_namespace"), Some(ns))?,
+            };
+            let oidc = self.oidc(&at, name, namespace, raw)?;
+            if let Some(other) = issuers.iter().find(|o| o.name == oidc.name) {
+                return Err(self.err(
+                    &format!("{at}.name"),
+                    format!("{:?} names two [[oidc]] blocks", other.name),
+                ));
+            }
+            if let Some(other) = issuers.iter().find(|o| o.issuer == oidc.issuer) {
+                return Err(self.err(
+                    &format!("{at}.issuer"),
+                    format!(
+                        "{:?} is also the issuer of oidc[{}]: a token must route to exactly one block",
+                        oidc.issuer, other.name
+                    ),
+                ));
+            }
+            issuers.push(oidc);
+        }
+        Ok(issuers)
+    }
+
+    /// `""` means the shared table (roles looked up as written).
+    fn namespace(&self, key: &str, raw: Option<String>) -> Result<Option<String>, ConfigError> {
+        match raw {
+            None => Ok(None),
+            Some(ns) if ns.is_empty() => Ok(None),
+            Some(ns) => {
+                check_name(&ns).map_err(|r| self.err(key, r))?;
+                Ok(Some(ns))
+            }
+        }
+    }
+
+    fn oidc(
+        &self,
+        at: &str,
+        name: String,
+        role_namespace: Option<String>,
+        raw: RawOidc,
+    ) -> Result<OidcConfig, ConfigError> {
         let issuer = raw.issuer;
-        check_http_url(&issuer).map_err(|r| self.err("oidc.issuer", r))?;
+        check_http_url(&issuer).map_err(|r| self.err(&format!("{at}.issuer"), r))?;
         let discovery_url = match raw.discovery_url {
             Some(u) => {
-                check_http_url(&u).map_err(|r| self.err("oidc.discovery_url", r))?;
+                check_http_url(&u).map_err(|r| self.err(&format!("{at}.discovery_url"), r))?;
                 u
             }
             None => format!(
@@ -561,7 +670,7 @@ impl Validator<'_> {
         let audience = raw.audience.into_vec();
         if audience.is_empty() || audience.iter().any(|a| a.is_empty()) {
             return Err(self.err(
-                "oidc.audience",
+                &format!("{at}.audience"),
                 "needs at least one non-empty audience; tokens must carry one of them",
             ));
         }
@@ -569,39 +678,43 @@ impl Validator<'_> {
             None => DEFAULT_ALGORITHMS.to_vec(),
             Some(names) => {
                 if names.is_empty() {
-                    return Err(self.err("oidc.algorithms", "needs at least one algorithm"));
+                    return Err(
+                        self.err(&format!("{at}.algorithms"), "needs at least one algorithm")
+                    );
                 }
                 names
                     .iter()
-                    .map(|n| parse_algorithm(n).map_err(|r| self.err("oidc.algorithms", r)))
+                    .map(|n| {
+                        parse_algorithm(n).map_err(|r| self.err(&format!("{at}.algorithms"), r))
+                    })
                     .collect::<Result<Vec<_>, _>>()?
             }
         };
         let leeway = self.duration(
-            "oidc.leeway",
+            &format!("{at}.leeway"),
             raw.leeway.as_deref(),
             Duration::from_secs(30),
         )?;
         if leeway > Duration::from_secs(300) {
             return Err(self.err(
-                "oidc.leeway",
+                &format!("{at}.leeway"),
                 "at most 5m: a larger clock skew allowance keeps expired tokens alive",
             ));
         }
-        let roles_claim =
-            ClaimPath::parse(&raw.roles_claim).map_err(|r| self.err("oidc.roles_claim", r))?;
+        let roles_claim = ClaimPath::parse(&raw.roles_claim)
+            .map_err(|r| self.err(&format!("{at}.roles_claim"), r))?;
         let user_claim = ClaimPath::parse(raw.user_claim.as_deref().unwrap_or("sub"))
-            .map_err(|r| self.err("oidc.user_claim", r))?;
+            .map_err(|r| self.err(&format!("{at}.user_claim"), r))?;
         let email_verified =
             EmailVerified::parse(raw.email_verified.as_deref().unwrap_or("required"))
-                .map_err(|r| self.err("oidc.email_verified", r))?;
+                .map_err(|r| self.err(&format!("{at}.email_verified"), r))?;
         let jwks_max_age = self.duration(
-            "oidc.jwks_max_age",
+            &format!("{at}.jwks_max_age"),
             raw.jwks_max_age.as_deref(),
             Duration::from_secs(15 * 60),
         )?;
         let jwks_refetch_cooldown = self.duration(
-            "oidc.jwks_refetch_cooldown",
+            &format!("{at}.jwks_refetch_cooldown"),
             raw.jwks_refetch_cooldown.as_deref(),
             Duration::from_secs(10),
         )?;
@@ -609,40 +722,48 @@ impl Validator<'_> {
         if jwks_refetch_cooldown < Duration::from_secs(1)
             || jwks_refetch_cooldown > Duration::from_secs(3600)
         {
-            return Err(self.err("oidc.jwks_refetch_cooldown", "must be between 1s and 1h"));
+            return Err(self.err(
+                &format!("{at}.jwks_refetch_cooldown"),
+                "must be between 1s and 1h",
+            ));
         }
         if jwks_max_age > Duration::from_secs(7 * 24 * 3600) {
             return Err(self.err(
-                "oidc.jwks_max_age",
+                &format!("{at}.jwks_max_age"),
                 "at most 7 days: removed keys must stop working in bounded time",
             ));
         }
         if jwks_max_age < Duration::from_secs(1) || jwks_max_age < jwks_refetch_cooldown {
             return Err(self.err(
-                "oidc.jwks_max_age",
+                &format!("{at}.jwks_max_age"),
                 "must be at least 1s and at least jwks_refetch_cooldown",
             ));
         }
         let http_timeout = self.duration(
-            "oidc.http_timeout",
+            &format!("{at}.http_timeout"),
             raw.http_timeout.as_deref(),
             Duration::from_secs(5),
         )?;
         if http_timeout.is_zero() || http_timeout > Duration::from_secs(60) {
-            return Err(self.err("oidc.http_timeout", "must be more than 0s and at most 60s"));
+            return Err(self.err(
+                &format!("{at}.http_timeout"),
+                "must be more than 0s and at most 60s",
+            ));
         }
         let max_response_bytes = raw.max_response_bytes.unwrap_or(1024 * 1024);
         if max_response_bytes < 1024 {
-            return Err(self.err("oidc.max_response_bytes", "must be at least 1024"));
+            return Err(self.err(&format!("{at}.max_response_bytes"), "must be at least 1024"));
         }
         let token_cache_bytes = raw.token_cache_bytes.unwrap_or(DEFAULT_TOKEN_CACHE_BYTES);
         if token_cache_bytes > MAX_TOKEN_CACHE_BYTES {
             return Err(self.err(
-                "oidc.token_cache_bytes",
+                &format!("{at}.token_cache_bytes"),
                 "must be at most 1073741824 (1 GiB; 0 turns the cache off)",
             ));
         }
         Ok(OidcConfig {
+            name,
+            role_namespace,
             issuer,
             discovery_url,
             audience,
@@ -659,7 +780,11 @@ impl Validator<'_> {
         })
     }
 
-    fn roles(&self, raw: BTreeMap<String, RawRole>) -> Result<RoleTable, ConfigError> {
+    fn roles(
+        &self,
+        raw: BTreeMap<String, RawRole>,
+        issuers: &[OidcConfig],
+    ) -> Result<RoleTable, ConfigError> {
         if raw.is_empty() {
             return Err(self.err(
                 "roles",
@@ -670,6 +795,23 @@ impl Validator<'_> {
         for (name, role) in raw {
             if name.is_empty() {
                 return Err(self.err("roles", "a role name is empty"));
+            }
+            if let Some((prefix, _)) = name.split_once(':') {
+                if !issuers
+                    .iter()
+                    .any(|o| o.role_namespace.as_deref() == Some(prefix))
+                {
+                    let known: Vec<&str> = issuers
+                        .iter()
+                        .filter_map(|o| o.role_namespace.as_deref())
+                        .collect();
+                    return Err(self.err(
+                        &format!("roles.{name}"),
+                        format!(
+                            "{prefix:?} is the role_namespace of no [oidc] issuer (namespaces: {known:?}); no token could reach this role"
+                        ),
+                    ));
+                }
             }
             let publish = self.direction(&format!("roles.{name}.pub"), role.publish)?;
             let subscribe = self.direction(&format!("roles.{name}.sub"), role.subscribe)?;
@@ -713,6 +855,23 @@ impl Validator<'_> {
             deny: raw.deny,
         })
     }
+}
+
+/// Issuer names and role namespaces appear in role names, log fields and
+/// metric labels, so they are kept to a plain alphabet.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{:?} must be 1 to 64 letters, digits, '-' or '_'",
+            crate::token::clip(name)
+        ));
+    }
+    Ok(())
 }
 
 /// Asymmetric algorithms only: HMAC would need a shared secret and `none` is no

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use crate::authorizer::{identify, unix_now};
 use crate::config::Config;
+use crate::issuers::Issuers;
 use crate::key_manager::KeyManager;
 use crate::metrics::Metrics;
 use crate::permissions::Permission;
-use crate::token::TokenVerifier;
 
 pub struct Explanation {
     pub allowed: bool,
@@ -18,27 +18,37 @@ pub struct Explanation {
 }
 
 pub async fn explain(config: &Config, token: &str) -> Explanation {
-    let keys = match KeyManager::new(config.oidc.clone(), Arc::new(Metrics::new())) {
-        Ok(k) => k,
-        Err(e) => return refused(String::new(), &e),
+    let token = token.trim();
+    let mut keys = Vec::new();
+    for oidc in &config.oidc {
+        match KeyManager::new(oidc.clone(), Arc::new(Metrics::new())) {
+            Ok(k) => keys.push(k),
+            Err(e) => return refused(String::new(), &e),
+        }
+    }
+    let issuers = Issuers::new(&config.oidc, keys, config.callout.max_token_bytes);
+    let issuer = match issuers.route(token) {
+        Ok(i) => i,
+        Err(e) => return refused(String::new(), &format!("{e} [{}]", e.code())),
     };
+    let oidc = &issuer.oidc;
     let mut out = String::new();
-    let _ = writeln!(out, "issuer:   {}", config.oidc.issuer);
-    if let Err(e) = keys.refresh().await {
+    let _ = writeln!(out, "issuer:   {} ({})", oidc.issuer, oidc.name);
+    // Only the issuer the token names is asked for keys, as in the service.
+    if let Err(e) = issuer.keys.refresh().await {
         return refused(out, &format!("cannot load the issuer's keys: {e}"));
     }
-    let _ = writeln!(out, "keys:     {} usable", keys.current().len());
-    let verifier = TokenVerifier::new(config.oidc.clone(), keys, config.callout.max_token_bytes);
+    let _ = writeln!(out, "keys:     {} usable", issuer.keys.current().len());
     let now = unix_now();
-    let verified = match verifier.verify(token.trim(), now).await {
+    let verified = match issuer.verifier.verify(token, now).await {
         Ok(v) => v,
         Err(e) => return refused(out, &format!("{e} [{}]", e.code())),
     };
-    let identity = match identify(&config.oidc, &config.roles, &verified.claims) {
+    let identity = match identify(oidc, &config.roles, &verified.claims) {
         Ok(i) => i,
         Err(refusal) => {
             if let Some(user) = &refusal.user {
-                let _ = writeln!(out, "user:     {user} (from {})", config.oidc.user_claim);
+                let _ = writeln!(out, "user:     {user} (from {})", oidc.user_claim);
             }
             return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
         }
@@ -47,13 +57,19 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
     let _ = writeln!(
         out,
         "user:     {} (from {})",
-        identity.user, config.oidc.user_claim
+        identity.user, oidc.user_claim
     );
     let _ = writeln!(
         out,
         "roles:    {:?} (from {})",
-        identity.token_roles, config.oidc.roles_claim
+        identity.token_roles, oidc.roles_claim
     );
+    if let Some(ns) = &oidc.role_namespace {
+        let _ = writeln!(
+            out,
+            "namespace: {ns} (roles looked up as [roles.\"{ns}:<role>\"])"
+        );
+    }
     let expires = verified
         .exp
         .min(now + config.callout.max_user_ttl.as_secs());

@@ -54,8 +54,20 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<HttpState>) -> Response {
     let nats = s.metrics.nats_connected.get() == 1;
-    let keys = s.live.keys().has_keys();
-    let body = Json(json!({ "ready": nats && keys, "nats_connected": nats, "issuer_keys": keys }));
+    // Ready means every configured issuer can be verified against: a token
+    // from an issuer whose keys are missing would be refused.
+    let issuers = s.live.issuer_keys();
+    let keys = issuers.iter().all(|(_, loaded)| *loaded);
+    let per_issuer: serde_json::Map<String, serde_json::Value> = issuers
+        .into_iter()
+        .map(|(name, loaded)| (name, loaded.into()))
+        .collect();
+    let body = Json(json!({
+        "ready": nats && keys,
+        "nats_connected": nats,
+        "issuer_keys": keys,
+        "issuers": per_issuer,
+    }));
     if nats && keys {
         body.into_response()
     } else {

@@ -76,20 +76,20 @@ impl KeyManager {
         let result = self.fetch().await;
         match &result {
             Ok(set) => {
-                self.metrics.record_fetch(true);
+                self.metrics.record_fetch(&self.oidc.name, true);
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
-                self.metrics.jwks_last_success.set(now.as_secs_f64());
-                self.metrics.jwks_keys.set(set.len() as i64);
+                self.metrics
+                    .record_keys(&self.oidc.name, set.len(), now.as_secs_f64());
                 for reason in &set.skipped {
-                    tracing::warn!(issuer = %self.oidc.issuer, "JWKS entry skipped: {reason}");
+                    tracing::warn!(issuer = %self.oidc.name, url = %self.oidc.issuer, "JWKS entry skipped: {reason}");
                 }
-                tracing::info!(issuer = %self.oidc.issuer, keys = set.len(), "issuer keys loaded");
+                tracing::info!(issuer = %self.oidc.name, url = %self.oidc.issuer, keys = set.len(), "issuer keys loaded");
             }
             Err(e) => {
-                self.metrics.record_fetch(false);
-                tracing::warn!(issuer = %self.oidc.issuer, error = %e, "issuer keys not refreshed; keeping the last good set");
+                self.metrics.record_fetch(&self.oidc.name, false);
+                tracing::warn!(issuer = %self.oidc.name, url = %self.oidc.issuer, error = %e, "issuer keys not refreshed; keeping the last good set");
             }
         }
         let set = result?;

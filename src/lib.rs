@@ -2,7 +2,7 @@
 //! presenting OIDC access tokens and maps their roles to NATS permissions.
 //!
 //! The modules follow the data flow of one decision:
-//! [`auth_request`] → [`token`] (with [`key_manager`], [`keys`],
+//! [`auth_request`] → [`issuers`] → [`token`] (with [`key_manager`], [`keys`],
 //! [`issuer_client`]) → [`claims`] → [`permissions`] → [`user_jwt`] →
 //! [`auth_response`], tied together by [`authorizer`] and run by [`service`].
 
@@ -17,6 +17,7 @@ pub mod dev_issuer;
 pub mod explain;
 pub mod http;
 pub mod issuer_client;
+pub mod issuers;
 pub mod key_manager;
 pub mod keys;
 pub mod live;

@@ -4,7 +4,8 @@
 //! validates the file first; an invalid file is reported and the running
 //! config stays. A valid one replaces the authorizer atomically: requests in
 //! flight finish with the old one, the next connection uses the new one, and
-//! nothing is dropped. The issuer keys are kept when `[oidc]` is unchanged.
+//! nothing is dropped. An issuer's keys are kept when its `[oidc]` block is
+//! unchanged.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,20 +23,25 @@ use crate::metrics::Metrics;
 pub struct Live {
     pub authorizer: ArcSwap<Authorizer>,
     config: ArcSwap<Config>,
-    refresher: Mutex<Option<JoinHandle<()>>>,
+    /// One background key refresher per issuer, with the keys it refreshes.
+    refreshers: Mutex<Vec<(Arc<KeyManager>, JoinHandle<()>)>>,
     metrics: Arc<Metrics>,
     path: PathBuf,
 }
 
 impl Live {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Live>, String> {
-        let keys = KeyManager::new(config.oidc.clone(), metrics.clone())?;
-        let authorizer = build(&config, keys);
+        let keys = config
+            .oidc
+            .iter()
+            .map(|oidc| KeyManager::new(oidc.clone(), metrics.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let authorizer = Authorizer::from_config(&config, keys);
         Ok(Arc::new(Live {
             authorizer: ArcSwap::from_pointee(authorizer),
             path: config.source.clone(),
             config: ArcSwap::from_pointee(config),
-            refresher: Mutex::new(None),
+            refreshers: Mutex::new(Vec::new()),
             metrics,
         }))
     }
@@ -44,20 +50,45 @@ impl Live {
         self.config.load_full()
     }
 
-    pub fn keys(&self) -> Arc<KeyManager> {
-        self.authorizer.load().keys().clone()
+    /// Each issuer's name and whether its keys are loaded.
+    pub fn issuer_keys(&self) -> Vec<(String, bool)> {
+        self.authorizer
+            .load()
+            .issuers()
+            .iter()
+            .map(|i| (i.oidc.name.clone(), i.keys.has_keys()))
+            .collect()
     }
 
-    /// Starts (or restarts) the background key refresher for the current keys.
+    /// Runs a key refresher for every current issuer and for no other: keys
+    /// that already have one keep it (no extra fetch), keys no longer in use
+    /// lose theirs.
     pub fn start_refresher(&self) {
-        let task = tokio::spawn(self.keys().run_refresher());
-        if let Some(old) = self.refresher.lock().unwrap().replace(task) {
-            old.abort();
+        let current: Vec<Arc<KeyManager>> = self
+            .authorizer
+            .load()
+            .issuers()
+            .iter()
+            .map(|i| i.keys.clone())
+            .collect();
+        let mut running = self.refreshers.lock().unwrap();
+        running.retain(|(keys, task)| {
+            let keep = current.iter().any(|k| Arc::ptr_eq(k, keys));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for keys in current {
+            if !running.iter().any(|(k, _)| Arc::ptr_eq(k, &keys)) {
+                let task = tokio::spawn(keys.clone().run_refresher());
+                running.push((keys, task));
+            }
         }
     }
 
     pub fn stop_refresher(&self) {
-        if let Some(task) = self.refresher.lock().unwrap().take() {
+        for (_, task) in self.refreshers.lock().unwrap().drain(..) {
             task.abort();
         }
     }
@@ -72,18 +103,29 @@ impl Live {
                 "changes to [nats] and [http] take effect after a restart; the rest is applied now"
             );
         }
-        let same_issuer = *new.oidc == *old.oidc;
-        let keys = if same_issuer {
-            self.keys()
-        } else {
-            KeyManager::new(new.oidc.clone(), self.metrics.clone())?
-        };
-        self.authorizer.store(Arc::new(build(&new, keys)));
+        let running = self.authorizer.load_full();
+        let mut kept = 0;
+        let keys = new
+            .oidc
+            .iter()
+            .map(
+                |oidc| match running.issuers().iter().find(|i| *i.oidc == **oidc) {
+                    Some(same) => {
+                        kept += 1;
+                        Ok(same.keys.clone())
+                    }
+                    None => KeyManager::new(oidc.clone(), self.metrics.clone()),
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()?;
+        let all_kept = kept == new.oidc.len() && kept == old.oidc.len();
+        self.authorizer
+            .store(Arc::new(Authorizer::from_config(&new, keys)));
         self.config.store(Arc::new(new));
-        if !same_issuer {
+        if !all_kept {
             self.start_refresher();
         }
-        tracing::info!(path = %self.path.display(), keys_kept = same_issuer, "config reloaded");
+        tracing::info!(path = %self.path.display(), keys_kept = all_kept, "config reloaded");
         Ok(())
     }
 
@@ -131,15 +173,6 @@ impl Live {
             }
         }
     }
-}
-
-fn build(config: &Config, keys: Arc<KeyManager>) -> Authorizer {
-    Authorizer::new(
-        config.callout.clone(),
-        config.oidc.clone(),
-        config.roles.clone(),
-        keys,
-    )
 }
 
 fn digest(path: &std::path::Path) -> Option<[u8; 32]> {

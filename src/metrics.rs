@@ -20,7 +20,14 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FetchLabels {
+    pub issuer: String,
     pub result: &'static str,
+}
+
+/// The `name` of an `[oidc]` issuer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabels {
+    pub issuer: String,
 }
 
 pub struct Metrics {
@@ -28,8 +35,8 @@ pub struct Metrics {
     pub authorizations: Family<DecisionLabels, Counter>,
     pub decision_seconds: Histogram,
     pub jwks_fetches: Family<FetchLabels, Counter>,
-    pub jwks_last_success: Gauge<f64, AtomicU64>,
-    pub jwks_keys: Gauge,
+    pub jwks_last_success: Family<IssuerLabels, Gauge<f64, AtomicU64>>,
+    pub jwks_keys: Family<IssuerLabels, Gauge>,
     pub nats_connected: Gauge,
     pub token_cache_hits: Counter,
 }
@@ -63,13 +70,13 @@ impl Metrics {
             "Issuer key set fetches by result",
             jwks_fetches.clone(),
         );
-        let jwks_last_success = Gauge::<f64, AtomicU64>::default();
+        let jwks_last_success = Family::<IssuerLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "jwks_last_success_timestamp_seconds",
             "Unix time of the last successful key set fetch",
             jwks_last_success.clone(),
         );
-        let jwks_keys = Gauge::default();
+        let jwks_keys = Family::<IssuerLabels, Gauge>::default();
         registry.register(
             "jwks_keys",
             "Usable keys in the current key set",
@@ -114,11 +121,25 @@ impl Metrics {
         self.decision_seconds.observe(seconds);
     }
 
-    pub fn record_fetch(&self, ok: bool) {
+    pub fn record_fetch(&self, issuer: &str, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.jwks_fetches
-            .get_or_create(&FetchLabels { result })
+            .get_or_create(&FetchLabels {
+                issuer: issuer.to_string(),
+                result,
+            })
             .inc();
+    }
+
+    /// After a successful fetch: when, and how many keys are usable.
+    pub fn record_keys(&self, issuer: &str, keys: usize, unix_seconds: f64) {
+        let labels = IssuerLabels {
+            issuer: issuer.to_string(),
+        };
+        self.jwks_last_success
+            .get_or_create(&labels)
+            .set(unix_seconds);
+        self.jwks_keys.get_or_create(&labels).set(keys as i64);
     }
 
     /// The OpenMetrics text exposition.

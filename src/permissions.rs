@@ -69,6 +69,21 @@ pub struct RoleTable {
     templates: HashMap<String, SubjectTemplate>,
 }
 
+/// The `[roles.*]` names a token's roles are looked up under. With a
+/// namespace, role `r` is `"<namespace>:r"`. Without one, roles containing
+/// `:` are dropped: they would otherwise reach another issuer's namespaced
+/// roles, letting one identity provider mint another's grants.
+pub fn table_names(namespace: Option<&str>, token_roles: &[String]) -> Vec<String> {
+    match namespace {
+        Some(ns) => token_roles.iter().map(|r| format!("{ns}:{r}")).collect(),
+        None => token_roles
+            .iter()
+            .filter(|r| !r.contains(':'))
+            .cloned()
+            .collect(),
+    }
+}
+
 impl RoleTable {
     pub fn new(roles: BTreeMap<String, Role>) -> Result<Self, String> {
         let mut templates = HashMap::new();
@@ -197,6 +212,16 @@ pub fn names_reserved(subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_prefixes_roles_and_the_shared_table_drops_prefixed_ones() {
+        let roles = strs(&["admin", "corp:admin"]);
+        assert_eq!(
+            table_names(Some("partner"), &roles),
+            strs(&["partner:admin", "partner:corp:admin"])
+        );
+        assert_eq!(table_names(None, &roles), strs(&["admin"]));
+    }
 
     trait ForTest {
         fn for_test(&self, roles: &[String]) -> Option<Permissions>;

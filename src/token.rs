@@ -63,6 +63,8 @@ pub enum TokenError {
     },
     #[error("token issuer {found:?} is not {expected:?}")]
     Issuer { found: String, expected: String },
+    #[error("token issuer {found:?} is none of the configured issuers {known:?}")]
+    UnknownIssuer { found: String, known: Vec<String> },
     #[error("token audience {0} does not include any of oidc.audience")]
     Audience(String),
     #[error("token expired at {exp} (now {now})")]
@@ -94,7 +96,7 @@ impl TokenError {
             TokenError::Payload(_) | TokenError::MissingClaim(_) | TokenError::ClaimType { .. } => {
                 "token_claims"
             }
-            TokenError::Issuer { .. } => "token_issuer",
+            TokenError::Issuer { .. } | TokenError::UnknownIssuer { .. } => "token_issuer",
             TokenError::Audience(_) => "token_audience",
             TokenError::Expired { .. } => "token_expired",
             TokenError::NotYetValid { .. } | TokenError::IssuedInFuture { .. } => {
@@ -180,62 +182,7 @@ impl TokenVerifier {
 
     /// Shape and header checks that need no key.
     fn precheck(&self, token: &str) -> Result<ParsedHeader, TokenError> {
-        if token.trim_start().starts_with('{') {
-            return Err(TokenError::JsonSerialization);
-        }
-        let dots = token.bytes().filter(|b| *b == b'.').count();
-        if dots == 4 {
-            return Err(TokenError::Encrypted);
-        }
-        if dots != 2 {
-            return Err(TokenError::Malformed(format!(
-                "{} parts, expected 3",
-                dots + 1
-            )));
-        }
-        if let Some(bad) = token
-            .bytes()
-            .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
-        {
-            return Err(TokenError::Malformed(format!(
-                "character {:?} is not base64url",
-                bad as char
-            )));
-        }
-        let (h, _) = token.split_once('.').expect("two dots");
-        if token.ends_with('.') {
-            return Err(TokenError::Malformed("empty signature".into()));
-        }
-        let header_bytes = URL_SAFE_NO_PAD
-            .decode(h)
-            .map_err(|_| TokenError::Header("not base64url".into()))?;
-        let header: Map<String, Value> = serde_json::from_slice(&header_bytes)
-            .map_err(|e| TokenError::Header(format!("not a JSON object: {e}")))?;
-        for param in ["jku", "x5u", "jwk", "x5c"] {
-            if header.contains_key(param) {
-                return Err(TokenError::HeaderKey(param));
-            }
-        }
-        if header.contains_key("enc") || header.contains_key("zip") {
-            return Err(TokenError::Encrypted);
-        }
-        if let Some(crit) = header.get("crit") {
-            return Err(TokenError::Critical(clip(&crit.to_string())));
-        }
-        if let Some(cty) = header.get("cty") {
-            return Err(TokenError::Nested(clip(&cty.to_string())));
-        }
-        match header.get("typ") {
-            None => {}
-            Some(Value::String(t)) => {
-                let t = t.to_ascii_lowercase();
-                let t = t.strip_prefix("application/").unwrap_or(&t);
-                if t != "jwt" && t != "at+jwt" {
-                    return Err(TokenError::Type(clip(t)));
-                }
-            }
-            Some(other) => return Err(TokenError::Type(clip(&other.to_string()))),
-        }
+        let header = check_shape(token)?;
         let alg = match header.get("alg") {
             Some(Value::String(a)) => a,
             Some(_) => return Err(TokenError::Header("alg is not a string".into())),
@@ -328,9 +275,101 @@ impl TokenVerifier {
     }
 }
 
+/// The checks that depend on no issuer: compact JWS form and a header that
+/// names no key source, extension, nesting or unexpected type. Returns the
+/// header.
+pub fn check_shape(token: &str) -> Result<Map<String, Value>, TokenError> {
+    if token.trim_start().starts_with('{') {
+        return Err(TokenError::JsonSerialization);
+    }
+    let dots = token.bytes().filter(|b| *b == b'.').count();
+    if dots == 4 {
+        return Err(TokenError::Encrypted);
+    }
+    if dots != 2 {
+        return Err(TokenError::Malformed(format!(
+            "{} parts, expected 3",
+            dots + 1
+        )));
+    }
+    if let Some(bad) = token
+        .bytes()
+        .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+    {
+        return Err(TokenError::Malformed(format!(
+            "character {:?} is not base64url",
+            bad as char
+        )));
+    }
+    let (h, _) = token.split_once('.').expect("two dots");
+    if token.ends_with('.') {
+        return Err(TokenError::Malformed("empty signature".into()));
+    }
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| TokenError::Header("not base64url".into()))?;
+    let header: Map<String, Value> = serde_json::from_slice(&header_bytes)
+        .map_err(|e| TokenError::Header(format!("not a JSON object: {e}")))?;
+    for param in ["jku", "x5u", "jwk", "x5c"] {
+        if header.contains_key(param) {
+            return Err(TokenError::HeaderKey(param));
+        }
+    }
+    if header.contains_key("enc") || header.contains_key("zip") {
+        return Err(TokenError::Encrypted);
+    }
+    if let Some(crit) = header.get("crit") {
+        return Err(TokenError::Critical(clip(&crit.to_string())));
+    }
+    if let Some(cty) = header.get("cty") {
+        return Err(TokenError::Nested(clip(&cty.to_string())));
+    }
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(t)) => {
+            let t = t.to_ascii_lowercase();
+            let t = t.strip_prefix("application/").unwrap_or(&t);
+            if t != "jwt" && t != "at+jwt" {
+                return Err(TokenError::Type(clip(t)));
+            }
+        }
+        Some(other) => return Err(TokenError::Type(clip(&other.to_string()))),
+    }
+    Ok(header)
+}
+
+/// The `iss` a token claims, read without verifying anything: it only
+/// chooses which issuer's keys and rules will then verify the token. The
+/// rest of the payload is skipped, not built.
+pub fn claimed_issuer(token: &str) -> Result<String, TokenError> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<Value>,
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(p), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("not three parts".into()));
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| TokenError::Malformed("claims are not base64url".into()))?;
+    let claims: Iss =
+        serde_json::from_slice(&bytes).map_err(|e| TokenError::Payload(e.to_string()))?;
+    match claims.iss {
+        Some(Value::String(iss)) => Ok(iss),
+        Some(_) => Err(TokenError::ClaimType {
+            claim: "iss",
+            expected: "a string",
+        }),
+        None => Err(TokenError::MissingClaim("iss")),
+    }
+}
+
 /// Header values are read before the signature is checked: keep what an
 /// attacker can put into the log short.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     const MAX: usize = 64;
     if s.chars().count() <= MAX {
         s.to_string()

@@ -78,9 +78,9 @@ fn the_shipped_example_is_valid() {
     let example = example.replace("\"/etc/nats-oidc-callout/issuer.nk\"", "\"issuer.nk\"");
     let config = Config::load(&d.write(&example)).expect("config.example.toml is valid");
     assert_eq!(config.callout.account, "APP");
-    assert_eq!(config.oidc.audience, vec!["nats"]);
+    assert_eq!(config.oidc[0].audience, vec!["nats"]);
     assert_eq!(
-        config.oidc.discovery_url,
+        config.oidc[0].discovery_url,
         "https://idp.example.com/realms/demo/.well-known/openid-configuration"
     );
     let names: Vec<&str> = config.roles.names().collect();
@@ -94,9 +94,9 @@ fn a_minimal_config_gets_documented_defaults() {
     assert_eq!(c.nats.queue_group, "nats-oidc-callout");
     assert_eq!(c.callout.max_user_ttl.as_secs(), 3600);
     assert_eq!(c.callout.max_token_bytes, 64 * 1024);
-    assert_eq!(c.oidc.token_cache_bytes, 8 * 1024 * 1024);
-    assert_eq!(c.oidc.leeway.as_secs(), 30);
-    assert_eq!(c.oidc.user_claim.to_string(), "sub");
+    assert_eq!(c.oidc[0].token_cache_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.oidc[0].leeway.as_secs(), 30);
+    assert_eq!(c.oidc[0].user_claim.to_string(), "sub");
     assert!(c.callout.xkey.is_none());
     assert_eq!(c.callout.issuer.seed().unwrap(), d.seed);
 }
@@ -327,7 +327,7 @@ fn the_token_cache_is_bounded_and_can_be_turned_off() {
     let d = Dir::new();
     let off = GOOD.replace("roles_claim", "token_cache_bytes = 0\nroles_claim");
     assert_eq!(
-        Config::load(&d.write(&off)).unwrap().oidc.token_cache_bytes,
+        Config::load(&d.write(&off)).unwrap().oidc[0].token_cache_bytes,
         0
     );
     let msg =
@@ -353,4 +353,112 @@ fn key_refetches_cannot_be_made_unlimited() {
         "account = \"APP\"\nmax_user_ttl = \"100000d\"",
     ));
     assert!(msg.contains("callout.max_user_ttl"), "{msg}");
+}
+
+const TWO_ISSUERS: &str = r#"
+[callout]
+issuer_seed_file = "issuer.nk"
+account = "APP"
+
+[[oidc]]
+name = "corp"
+issuer = "https://corp.example.com"
+audience = "nats"
+roles_claim = "realm_access.roles"
+
+[[oidc]]
+name = "partner"
+issuer = "https://partner.example.com"
+audience = "partner-nats"
+roles_claim = "groups"
+user_claim = "email"
+
+[roles."corp:admin"]
+pub.allow = [">"]
+
+[roles."partner:reader"]
+sub.allow = ["partner.>"]
+"#;
+
+#[test]
+fn several_issuers_each_keep_their_own_settings_and_namespace() {
+    let d = Dir::new();
+    let c = Config::load(&d.write(TWO_ISSUERS)).unwrap();
+    let names: Vec<_> = c.oidc.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["corp", "partner"]);
+    assert_eq!(c.oidc[0].role_namespace.as_deref(), Some("corp"));
+    assert_eq!(c.oidc[1].audience, vec!["partner-nats"]);
+    assert_eq!(c.oidc[1].roles_claim.to_string(), "groups");
+    assert_eq!(c.oidc[1].user_claim.to_string(), "email");
+    // A role without a namespace is unreachable when every issuer has one.
+    let orphan = format!("{TWO_ISSUERS}\n[roles.reader]\nsub.allow = [\"x\"]\n");
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&orphan)).unwrap());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("roles.reader: no issuer looks roles up without a namespace")),
+        "{warnings:?}"
+    );
+    assert!(
+        !nats_oidc_callout::check::warnings(&c)
+            .iter()
+            .any(|w| w.contains("without a namespace")),
+        "namespaced roles are reachable"
+    );
+    // A single [oidc] table is one issuer named "default" with no namespace.
+    let single = Config::load(&d.write(GOOD)).unwrap();
+    assert_eq!(single.oidc.len(), 1);
+    assert_eq!(single.oidc[0].name, "default");
+    assert_eq!(single.oidc[0].role_namespace, None);
+}
+
+#[test]
+fn issuer_blocks_are_checked_and_errors_name_the_block() {
+    let cases = [
+        (
+            TWO_ISSUERS.replace("name = \"partner\"\n", ""),
+            "oidc[1].name",
+            "required in [[oidc]] blocks",
+        ),
+        (
+            TWO_ISSUERS.replace("\"partner\"", "\"corp\""),
+            "oidc[corp].name",
+            "names two [[oidc]] blocks",
+        ),
+        (
+            TWO_ISSUERS.replace("https://partner.example.com", "https://corp.example.com"),
+            "oidc[partner].issuer",
+            "route to exactly one block",
+        ),
+        (
+            TWO_ISSUERS.replace("audience = \"partner-nats\"", "audience = []"),
+            "oidc[partner].audience",
+            "at least one non-empty audience",
+        ),
+        (
+            TWO_ISSUERS.replace("name = \"partner\"", "name = \"part ner\""),
+            "oidc[1].name",
+            "letters, digits",
+        ),
+        (
+            TWO_ISSUERS.replace("[roles.\"partner:reader\"]", "[roles.\"parnter:reader\"]"),
+            "roles.parnter:reader",
+            "role_namespace of no [oidc] issuer",
+        ),
+        (
+            TWO_ISSUERS.replace(
+                "user_claim = \"email\"",
+                "user_claim = \"email\"\nbogus = 1",
+            ),
+            "bogus",
+            "unknown field `bogus`",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let msg = error_for(&text);
+        assert!(
+            msg.contains(key) && msg.contains(reason),
+            "expected {key:?} and {reason:?} in: {msg}"
+        );
+    }
 }

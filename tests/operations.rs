@@ -6,13 +6,6 @@ use std::time::Duration;
 
 use common::*;
 
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
-        .await
-        .expect("http endpoint answers");
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_reflect_what_happened() {
     let port = free_port();
@@ -21,10 +14,11 @@ async fn health_readiness_and_metrics_reflect_what_happened() {
         ..Default::default()
     })
     .await;
-    assert_eq!(get(port, "/healthz").await, (200, "ok\n".to_string()));
-    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(http_get(port, "/healthz").await, (200, "ok\n".to_string()));
+    let (status, body) = http_get(port, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"ready\":true"), "{body}");
+    assert!(body.contains("\"issuers\":{\"default\":true}"), "{body}");
 
     connect(&stack.url(), &stack.token("ana", &["admin"]))
         .await
@@ -32,21 +26,23 @@ async fn health_readiness_and_metrics_reflect_what_happened() {
     assert_refused(&stack.url(), &stack.token("gus", &["guest"]), "unmapped").await;
     assert_refused(&stack.url(), "not-a-token", "garbage").await;
 
-    let (status, metrics) = get(port, "/metrics").await;
+    let (status, metrics) = http_get(port, "/metrics").await;
     assert_eq!(status, 200);
     for line in [
         "nats_oidc_callout_authorizations_total{result=\"allowed\",reason=\"ok\"} 1",
         "nats_oidc_callout_authorizations_total{result=\"refused\",reason=\"no_mapped_role\"} 1",
         "nats_oidc_callout_authorizations_total{result=\"refused\",reason=\"token_malformed\"} 1",
         "nats_oidc_callout_decision_duration_seconds_count 3",
-        "nats_oidc_callout_jwks_fetches_total{result=\"success\"} 1",
-        "nats_oidc_callout_jwks_keys 2",
+        "nats_oidc_callout_jwks_fetches_total{issuer=\"default\",result=\"success\"} 1",
+        "nats_oidc_callout_jwks_keys{issuer=\"default\"} 2",
         "nats_oidc_callout_nats_connected 1",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
     assert!(
-        metrics.contains("nats_oidc_callout_jwks_last_success_timestamp_seconds 1"),
+        metrics.contains(
+            "nats_oidc_callout_jwks_last_success_timestamp_seconds{issuer=\"default\"} 1"
+        ),
         "{metrics}"
     );
 }
@@ -65,22 +61,28 @@ async fn not_ready_without_issuer_keys_then_ready() {
     };
     let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
 
-    let (status, body) = get(port, "/readyz").await;
+    let (status, body) = http_get(port, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("\"issuer_keys\":false") && body.contains("\"nats_connected\":true"),
         "{body}"
     );
-    assert_eq!(get(port, "/healthz").await.0, 200, "alive while not ready");
-    let (_, metrics) = get(port, "/metrics").await;
+    assert_eq!(
+        http_get(port, "/healthz").await.0,
+        200,
+        "alive while not ready"
+    );
+    let (_, metrics) = http_get(port, "/metrics").await;
     assert!(
-        metrics.contains("nats_oidc_callout_jwks_fetches_total{result=\"failure\"}"),
+        metrics.contains(
+            "nats_oidc_callout_jwks_fetches_total{issuer=\"default\",result=\"failure\"}"
+        ),
         "{metrics}"
     );
 
     issuer.set_available(true);
     wait_for_log(&service.log, "issuer keys loaded", Duration::from_secs(20)).await;
-    assert_eq!(get(port, "/readyz").await.0, 200);
+    assert_eq!(http_get(port, "/readyz").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,11 +93,11 @@ async fn not_ready_while_nats_is_down() {
         ..Default::default()
     })
     .await;
-    assert_eq!(get(port, "/readyz").await.0, 200);
+    assert_eq!(http_get(port, "/readyz").await.0, 200);
     stack.nats.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, body) = get(port, "/readyz").await;
+        let (status, body) = http_get(port, "/readyz").await;
         if status == 503 {
             assert!(body.contains("\"nats_connected\":false"), "{body}");
             break;
@@ -106,7 +108,7 @@ async fn not_ready_while_nats_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, metrics) = get(port, "/metrics").await;
+    let (_, metrics) = http_get(port, "/metrics").await;
     assert!(
         metrics.contains("nats_oidc_callout_nats_connected 0"),
         "{metrics}"
@@ -256,7 +258,7 @@ async fn a_reconnect_with_the_same_token_is_answered_from_the_token_cache() {
                 "{cache:?}"
             );
         }
-        let (_, metrics) = get(port, "/metrics").await;
+        let (_, metrics) = http_get(port, "/metrics").await;
         let line = format!("nats_oidc_callout_token_cache_hits_total {expected_hits}\n");
         assert!(
             metrics.contains(&line),

@@ -50,9 +50,8 @@ fn placed_seeds(text: &str) -> Vec<&str> {
     // A line is a seed's place when its key names a seed, or when it is only
     // a value (no `=`).
     let seed_place = |line: &str| {
-        line.split_once('=').is_none_or(|(key, _)| {
-            key.contains("seed")
-        })
+        line.split_once('=')
+            .is_none_or(|(key, _)| key.contains("seed"))
     };
     let mut placed = Vec::new();
     for line in text.lines().filter(|l| seed_place(l)) {
@@ -80,19 +79,26 @@ fn seed_words(s: &str) -> impl Iterator<Item = &str> {
 }
 
 fn accepted(c: &Config) {
-    let o = &c.oidc;
-    assert!(!o.algorithms.is_empty());
-    assert!(o.algorithms.iter().all(|a| DEFAULT_ALGORITHMS.contains(a)));
-    assert!(o.leeway <= Duration::from_secs(300));
-    assert!(o.jwks_refetch_cooldown >= Duration::from_secs(1));
-    assert!(o.jwks_refetch_cooldown <= Duration::from_secs(3600));
-    assert!(o.jwks_max_age >= o.jwks_refetch_cooldown);
-    assert!(o.jwks_max_age <= Duration::from_secs(7 * 24 * 3600));
-    assert!(!o.http_timeout.is_zero() && o.http_timeout <= Duration::from_secs(60));
-    assert!(o.max_response_bytes >= 1024);
-    assert!(!o.audience.is_empty() && o.audience.iter().all(|a| !a.is_empty()));
-    check_http_url(&o.issuer).expect("issuer URL");
-    check_http_url(&o.discovery_url).expect("discovery URL");
+    assert!(!c.oidc.is_empty());
+    for o in &c.oidc {
+        assert!(!o.algorithms.is_empty());
+        assert!(o.algorithms.iter().all(|a| DEFAULT_ALGORITHMS.contains(a)));
+        assert!(o.leeway <= Duration::from_secs(300));
+        assert!(o.jwks_refetch_cooldown >= Duration::from_secs(1));
+        assert!(o.jwks_refetch_cooldown <= Duration::from_secs(3600));
+        assert!(o.jwks_max_age >= o.jwks_refetch_cooldown);
+        assert!(o.jwks_max_age <= Duration::from_secs(7 * 24 * 3600));
+        assert!(!o.http_timeout.is_zero() && o.http_timeout <= Duration::from_secs(60));
+        assert!(o.max_response_bytes >= 1024);
+        assert!(!o.audience.is_empty() && o.audience.iter().all(|a| !a.is_empty()));
+        check_http_url(&o.issuer).expect("issuer URL");
+        check_http_url(&o.discovery_url).expect("discovery URL");
+    }
+    for (i, o) in c.oidc.iter().enumerate() {
+        assert!(c.oidc[..i]
+            .iter()
+            .all(|p| p.issuer != o.issuer && p.name != o.name));
+    }
     let k = &c.callout;
     assert!((1024..=1024 * 1024).contains(&k.max_token_bytes));
     assert!(k.max_user_ttl >= Duration::from_secs(1));

@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn accepted(token: &str, claims: &Map<String, Value>, exp: u64) {
     let f = fixture();
-    let oidc = &f.config.oidc;
+    let oidc = &f.config.oidc[0];
     assert!(token.len() <= f.config.callout.max_token_bytes);
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "accepted a token that is not compact JWS");

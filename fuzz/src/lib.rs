@@ -117,9 +117,9 @@ pub fn fixture() -> &'static Fixture {
         let config = config();
         let keys = {
             let _in_runtime = runtime.enter();
-            KeyManager::new(config.oidc.clone(), Arc::new(Metrics::new())).expect("key manager")
+            KeyManager::new(config.oidc[0].clone(), Arc::new(Metrics::new())).expect("key manager")
         };
-        let set = KeySet::parse(JWKS, &config.oidc).expect("the fuzzing JWKS parses");
+        let set = KeySet::parse(JWKS, &config.oidc[0]).expect("the fuzzing JWKS parses");
         assert!(
             set.skipped.is_empty(),
             "JWKS entries skipped: {:?}",
@@ -128,16 +128,11 @@ pub fn fixture() -> &'static Fixture {
         assert_eq!(set.len(), 3);
         keys.install(set);
         let verifier = TokenVerifier::new(
-            config.oidc.clone(),
+            config.oidc[0].clone(),
             keys.clone(),
             config.callout.max_token_bytes,
         );
-        let authorizer = Authorizer::new(
-            config.callout.clone(),
-            config.oidc.clone(),
-            config.roles.clone(),
-            keys,
-        );
+        let authorizer = Authorizer::from_config(&config, vec![keys]);
         Fixture {
             runtime,
             config,

@@ -214,6 +214,9 @@ pub struct ServiceOptions {
     pub user_claim: String,
     /// File mode of the seed files the harness writes.
     pub seed_mode: u32,
+    /// Replaces the whole `[oidc]` section (for `[[oidc]]` blocks); the
+    /// issuer URL passed to `start` is then unused.
+    pub oidc: Option<String>,
 }
 
 impl Default for ServiceOptions {
@@ -228,6 +231,7 @@ impl Default for ServiceOptions {
             json_logs: false,
             user_claim: "preferred_username".to_string(),
             seed_mode: 0o600,
+            oidc: None,
         }
     }
 }
@@ -289,13 +293,7 @@ issuer_seed_file = "issuer.nk"
 {xkey_line}account = "APP"
 {extra_callout}
 
-[oidc]
-issuer = "{issuer}"
-audience = ["{AUDIENCE}"]
-roles_claim = "realm_access.roles"
-user_claim = "{user_claim}"
-jwks_refetch_cooldown = "2s"
-{extra_oidc}
+{oidc}
 {http}
 {roles}
 "#,
@@ -304,8 +302,17 @@ jwks_refetch_cooldown = "2s"
                 .map(|p| format!("[http]\nlisten = \"127.0.0.1:{p}\"\n"))
                 .unwrap_or_default(),
             extra_callout = opts.extra_callout,
-            user_claim = opts.user_claim,
-            extra_oidc = opts.extra_oidc,
+            oidc = opts.oidc.unwrap_or_else(|| format!(
+                r#"[oidc]
+issuer = "{issuer}"
+audience = ["{AUDIENCE}"]
+roles_claim = "realm_access.roles"
+user_claim = "{user_claim}"
+jwks_refetch_cooldown = "2s"
+{extra_oidc}"#,
+                user_claim = opts.user_claim,
+                extra_oidc = opts.extra_oidc,
+            )),
             roles = opts.roles,
         );
         let config_path = dir.path().join("config.toml");
@@ -624,4 +631,12 @@ pub fn log_lines(path: &Path) -> Vec<String> {
         Ok(f) => BufReader::new(f).lines().map_while(Result::ok).collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// GET on the service's operations endpoint: (status, body).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .expect("http endpoint answers");
+    (r.status().as_u16(), r.text().await.unwrap())
 }
