@@ -69,6 +69,10 @@ pub struct ClientInfo {
     pub name: Option<String>,
     #[serde(default)]
     pub kind: Option<String>,
+    /// The challenge nats-server gave this client; present when the client
+    /// signed one (nkey authentication).
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -81,6 +85,12 @@ pub struct ConnectOpts {
     pub auth_token: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// A public user nkey the client claims, with `sig`, its signature of
+    /// the nonce. nats-server passes both on unverified.
+    #[serde(default)]
+    pub nkey: Option<String>,
+    #[serde(default)]
+    pub sig: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOpts {
@@ -93,6 +103,7 @@ impl std::fmt::Debug for ConnectOpts {
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
             )
             .field("name", &self.name)
+            .field("nkey", &self.nkey)
             .finish()
     }
 }

@@ -13,6 +13,7 @@ use crate::auth_request::{self, Addressee, AuthRequest};
 use crate::auth_response::{self, Addressed, Answer};
 use crate::claims;
 use crate::config::{CalloutConfig, Config, OidcConfig};
+use crate::identities::{ConfigIdentities, ConfigUser, Grant};
 use crate::issuers::Issuers;
 use crate::key_manager::KeyManager;
 use crate::permissions::{self, Permissions, RoleTable};
@@ -24,6 +25,7 @@ pub struct Authorizer {
     issuer_public: String,
     issuers: Issuers,
     roles: Arc<RoleTable>,
+    identities: ConfigIdentities,
 }
 
 /// What happened, for logs and metrics.
@@ -131,12 +133,18 @@ pub fn unix_now() -> u64 {
 }
 
 impl Authorizer {
-    pub fn new(callout: CalloutConfig, issuers: Issuers, roles: Arc<RoleTable>) -> Self {
+    pub fn new(
+        callout: CalloutConfig,
+        issuers: Issuers,
+        roles: Arc<RoleTable>,
+        users: &[ConfigUser],
+    ) -> Self {
         Authorizer {
             issuer_public: callout.issuer.public_key(),
             callout,
             issuers,
             roles,
+            identities: ConfigIdentities::new(users),
         }
     }
 
@@ -147,6 +155,7 @@ impl Authorizer {
             config.callout.clone(),
             Issuers::new(&config.oidc, keys, config.callout.max_token_bytes),
             config.roles.clone(),
+            &config.users,
         )
     }
 
@@ -265,6 +274,23 @@ impl Authorizer {
     }
 
     async fn grant(&self, request: &AuthRequest, now: u64) -> Result<(String, Verdict), Refusal> {
+        if let Some(outcome) = self.identities.authenticate(&request.claims).await {
+            let user = outcome.map_err(|d| Refusal {
+                code: d.code,
+                reason: d.reason,
+                user: d.user,
+            })?;
+            let permissions = config_user_permissions(user, &self.roles)?;
+            let expires = now.saturating_add(self.callout.max_user_ttl.as_secs());
+            return Ok(self.issue(
+                request,
+                &user.name,
+                CONFIG_ISSUER,
+                permissions,
+                expires,
+                now,
+            ));
+        }
         let token = request
             .claims
             .nats
@@ -289,6 +315,19 @@ impl Authorizer {
         let expires = verified
             .exp
             .min(now.saturating_add(self.callout.max_user_ttl.as_secs()));
+        Ok(self.issue(request, &user, &issuer.oidc.name, permissions, expires, now))
+    }
+
+    /// The user JWT for an authenticated user, and the verdict to log.
+    fn issue(
+        &self,
+        request: &AuthRequest,
+        user: &str,
+        issuer: &str,
+        permissions: Permissions,
+        expires: u64,
+        now: u64,
+    ) -> (String, Verdict) {
         let account = permissions
             .account
             .clone()
@@ -296,7 +335,7 @@ impl Authorizer {
         let user_jwt = user_jwt::issue(
             &UserGrant {
                 user_nkey: &request.claims.nats.user_nkey,
-                name: &user,
+                name: user,
                 account: &account,
                 permissions: &permissions,
                 expires,
@@ -304,16 +343,16 @@ impl Authorizer {
             &self.callout.issuer,
             now,
         );
-        Ok((
+        (
             user_jwt,
             Verdict::Allowed {
-                user,
-                issuer: issuer.oidc.name.clone(),
+                user: user.to_string(),
+                issuer: issuer.to_string(),
                 roles: permissions.roles,
                 account,
                 expires,
             },
-        ))
+        )
     }
 
     fn respond_to(
@@ -339,6 +378,39 @@ impl Authorizer {
             }
         }
     }
+}
+
+/// The `issuer` logged for identities from `[users.*]`.
+pub const CONFIG_ISSUER: &str = "config";
+
+/// A config user's grant: its roles from the table, or its own fixed set.
+/// Templates can name only `{{name}}`: there are no token claims.
+pub fn config_user_permissions(
+    user: &ConfigUser,
+    roles: &RoleTable,
+) -> Result<Permissions, Refusal> {
+    let no_claims = serde_json::Map::new();
+    let values = Values {
+        name: &user.name,
+        claims: &no_claims,
+    };
+    let granted = match &user.grant {
+        Grant::Roles(names) => roles.permissions_for(names, &values),
+        Grant::Fixed(own) => own.permissions_for(std::slice::from_ref(&user.name), &values),
+    };
+    let refuse = |code, reason| Refusal {
+        code,
+        reason,
+        user: Some(user.name.clone()),
+    };
+    granted
+        .map_err(|e| refuse(e.code(), e.to_string()))?
+        .ok_or_else(|| {
+            refuse(
+                "no_mapped_role",
+                format!("users.{} maps to no role", user.name),
+            )
+        })
 }
 
 /// Lists roles for a refusal message without letting a huge claim flood the log.

@@ -50,6 +50,17 @@ pub fn warnings(config: &Config) -> Vec<String> {
             ));
         }
     }
+    for user in &config.users {
+        if let crate::identities::Credential::Bcrypt(hash) = &user.credential {
+            let cost: u32 = hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if cost < 10 {
+                out.push(format!(
+                    "users.{}.password_bcrypt has bcrypt cost {cost}: below 10 a stolen config makes the password cheap to guess",
+                    user.name
+                ));
+            }
+        }
+    }
     if config.callout.max_user_ttl > std::time::Duration::from_secs(24 * 3600) {
         out.push(format!(
             "callout.max_user_ttl is {}: a connection outlives a revoked token that long unless the token expires first",

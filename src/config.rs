@@ -12,6 +12,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::claims::{ClaimPath, EmailVerified};
+use crate::identities::{check_bcrypt_hash, ConfigUser, Credential, Grant};
 use crate::permissions::{Direction, Role, RoleTable};
 use crate::secrets::{self, SeedKind};
 use crate::subject::check_permission_subject;
@@ -51,6 +52,8 @@ pub struct Config {
     pub oidc: Vec<Arc<OidcConfig>>,
     pub http: Option<HttpConfig>,
     pub roles: Arc<RoleTable>,
+    /// `[users.*]`: service accounts and fixed identities, beside OIDC.
+    pub users: Vec<ConfigUser>,
     /// Files holding secrets (seeds, creds), by config key, so their
     /// permissions can be reported.
     pub secret_files: Vec<(String, PathBuf)>,
@@ -138,6 +141,22 @@ struct RawConfig {
     http: Option<RawHttp>,
     #[serde(default)]
     roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    users: BTreeMap<String, RawUser>,
+}
+
+/// `[users.<name>]`: an identity defined here rather than by an issuer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    password_bcrypt: Option<String>,
+    nkey: Option<String>,
+    roles: Option<Vec<String>>,
+    #[serde(rename = "pub")]
+    publish: Option<RawDirection>,
+    #[serde(rename = "sub")]
+    subscribe: Option<RawDirection>,
+    account: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -404,6 +423,7 @@ impl Validator<'_> {
             }),
         };
         let roles = self.roles(raw.roles, &oidc)?;
+        let users = self.users(raw.users, &roles)?;
         Ok(Config {
             source: self.path.to_path_buf(),
             nats,
@@ -411,6 +431,7 @@ impl Validator<'_> {
             oidc: oidc.into_iter().map(Arc::new).collect(),
             http,
             roles: Arc::new(roles),
+            users,
             secret_files: self.secret_files.take(),
         })
     }
@@ -813,30 +834,119 @@ impl Validator<'_> {
                     ));
                 }
             }
-            let publish = self.direction(&format!("roles.{name}.pub"), role.publish)?;
-            let subscribe = self.direction(&format!("roles.{name}.sub"), role.subscribe)?;
-            let account = match role.account {
-                None => None,
-                Some(a)
-                    if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-                {
-                    return Err(self.err(
-                        &format!("roles.{name}.account"),
-                        "must be an account name (not empty, no whitespace)",
-                    ))
-                }
-                Some(a) => Some(a),
-            };
-            roles.insert(
-                name,
-                Role {
-                    publish,
-                    subscribe,
-                    account,
-                },
-            );
+            roles.insert(name.clone(), self.role(&format!("roles.{name}"), role)?);
         }
         RoleTable::new(roles).map_err(|e| self.err("roles", e))
+    }
+
+    fn role(&self, key: &str, role: RawRole) -> Result<Role, ConfigError> {
+        let publish = self.direction(&format!("{key}.pub"), role.publish)?;
+        let subscribe = self.direction(&format!("{key}.sub"), role.subscribe)?;
+        let account = match role.account {
+            None => None,
+            Some(a) if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(self.err(
+                    &format!("{key}.account"),
+                    "must be an account name (not empty, no whitespace)",
+                ))
+            }
+            Some(a) => Some(a),
+        };
+        Ok(Role {
+            publish,
+            subscribe,
+            account,
+        })
+    }
+
+    fn users(
+        &self,
+        raw: BTreeMap<String, RawUser>,
+        roles: &RoleTable,
+    ) -> Result<Vec<ConfigUser>, ConfigError> {
+        let mut users: Vec<ConfigUser> = Vec::new();
+        for (name, user) in raw {
+            let key = format!("users.{name}");
+            if name.is_empty()
+                || name.len() > 256
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(self.err(
+                    &key,
+                    "a user name must be 1 to 256 characters without whitespace",
+                ));
+            }
+            let credential = match (user.password_bcrypt, user.nkey) {
+                (Some(hash), None) => {
+                    check_bcrypt_hash(&hash)
+                        .map_err(|r| self.err(&format!("{key}.password_bcrypt"), r))?;
+                    Credential::Bcrypt(hash)
+                }
+                (None, Some(nkey)) => {
+                    if !nkey.starts_with('U') || nkeys::KeyPair::from_public_key(&nkey).is_err() {
+                        return Err(self.err(
+                            &format!("{key}.nkey"),
+                            "must be a public user nkey (U..., 56 characters); never put the seed here",
+                        ));
+                    }
+                    if let Some(other) = users
+                        .iter()
+                        .find(|u| matches!(&u.credential, Credential::Nkey(k) if *k == nkey))
+                    {
+                        return Err(self.err(
+                            &format!("{key}.nkey"),
+                            format!("is also the nkey of users.{}", other.name),
+                        ));
+                    }
+                    Credential::Nkey(nkey)
+                }
+                _ => {
+                    return Err(self.err(
+                        &key,
+                        "needs exactly one credential: password_bcrypt or nkey",
+                    ))
+                }
+            };
+            let fixed =
+                user.publish.is_some() || user.subscribe.is_some() || user.account.is_some();
+            let grant = match (user.roles, fixed) {
+                (Some(names), false) => {
+                    if names.is_empty() {
+                        return Err(self.err(&format!("{key}.roles"), "lists no role"));
+                    }
+                    if let Some(missing) = names.iter().find(|n| !roles.names().any(|r| r == *n)) {
+                        return Err(self.err(
+                            &format!("{key}.roles"),
+                            format!("{missing:?} is not a [roles.*] table"),
+                        ));
+                    }
+                    Grant::Roles(names)
+                }
+                (None, true) => {
+                    let role = self.role(
+                        &key,
+                        RawRole {
+                            publish: user.publish.unwrap_or_default(),
+                            subscribe: user.subscribe.unwrap_or_default(),
+                            account: user.account,
+                        },
+                    )?;
+                    let table = RoleTable::new(BTreeMap::from([(name.clone(), role)]))
+                        .map_err(|e| self.err(&key, e))?;
+                    Grant::Fixed(Arc::new(table))
+                }
+                _ => return Err(self.err(
+                    &key,
+                    "grant either roles = [...] or its own pub/sub/account, exactly one of the two",
+                )),
+            };
+            users.push(ConfigUser {
+                name,
+                credential,
+                grant,
+            });
+        }
+        Ok(users)
     }
 
     fn direction(&self, key: &str, raw: RawDirection) -> Result<Direction, ConfigError> {

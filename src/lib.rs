@@ -16,6 +16,7 @@ pub mod dev;
 pub mod dev_issuer;
 pub mod explain;
 pub mod http;
+pub mod identities;
 pub mod issuer_client;
 pub mod issuers;
 pub mod key_manager;

@@ -53,6 +53,13 @@ enum Command {
     },
     /// Print the public key of a seed file (account A... or curve X...).
     Pubkey { seed_file: PathBuf },
+    /// Read a password from stdin and print its bcrypt hash, for
+    /// `password_bcrypt` in a [users.<name>] table.
+    HashPassword {
+        /// bcrypt cost: each step doubles the work of a check (and of a guess).
+        #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(10..=16))]
+        cost: u32,
+    },
     /// Exit 0 if the running service is ready (GET /readyz on http.listen):
     /// for container health checks.
     Health {
@@ -107,6 +114,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Keygen { kind, out }) => return keygen(*kind, out.as_deref()),
         Some(Command::Pubkey { seed_file }) => return pubkey(seed_file),
+        Some(Command::HashPassword { cost }) => return hash_password(*cost),
         _ => {}
     }
     if let Some(Command::DevIssuer { port }) = cli.command {
@@ -205,8 +213,41 @@ fn main() -> ExitCode {
         Command::Dev { .. }
         | Command::DevIssuer { .. }
         | Command::Keygen { .. }
+        | Command::HashPassword { .. }
         | Command::Pubkey { .. } => {
             unreachable!("handled above")
+        }
+    }
+}
+
+fn hash_password(cost: u32) -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        eprintln!("error: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: the password is empty");
+        return ExitCode::from(2);
+    }
+    // bcrypt reads at most 72 bytes; a longer password would be checked by
+    // its first 72 only, which its owner would not expect.
+    if password.len() > 72 {
+        eprintln!(
+            "error: bcrypt uses at most 72 bytes of a password; this one has {}",
+            password.len()
+        );
+        return ExitCode::from(2);
+    }
+    match bcrypt::hash(password, cost) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -462,3 +462,79 @@ fn issuer_blocks_are_checked_and_errors_name_the_block() {
         );
     }
 }
+
+#[test]
+fn config_users_need_one_credential_and_one_grant() {
+    let hash = "$2b$10$nPeDYQoxqiNcyWY2GpLbn.QudopKoLfEED44q2.7.H4xVlSfwkKGW";
+    let nkey = nkeys::KeyPair::new_user();
+    let seed = nkey.seed().unwrap();
+    let good = format!(
+        "{GOOD}\n[users.svc]\npassword_bcrypt = \"{hash}\"\nroles = [\"reader\"]\n\n[users.mon]\nnkey = \"{}\"\nsub.allow = [\"metrics.>\"]\n",
+        nkey.public_key()
+    );
+    let d = Dir::new();
+    let c = Config::load(&d.write(&good)).unwrap();
+    assert_eq!(c.users.len(), 2);
+    let cases = [
+        (
+            good.replace(
+                "roles = [\"reader\"]",
+                "roles = [\"reader\"]\nnkey = \"UX\"",
+            ),
+            "users.svc",
+            "exactly one credential",
+        ),
+        (
+            good.replace(&format!("password_bcrypt = \"{hash}\"\n"), ""),
+            "users.svc",
+            "exactly one credential",
+        ),
+        (
+            good.replace(hash, "hunter2"),
+            "users.svc.password_bcrypt",
+            "not a bcrypt hash",
+        ),
+        (
+            good.replace(&nkey.public_key(), &seed),
+            "users.mon.nkey",
+            "never put the seed here",
+        ),
+        (
+            good.replace("roles = [\"reader\"]", "roles = [\"raeder\"]"),
+            "users.svc.roles",
+            "\"raeder\" is not a [roles.*] table",
+        ),
+        (
+            good.replace(
+                "roles = [\"reader\"]",
+                "roles = [\"reader\"]\npub.allow = [\"x\"]",
+            ),
+            "users.svc",
+            "exactly one of the two",
+        ),
+        (
+            good.replace(
+                "sub.allow = [\"metrics.>\"]",
+                "sub.allow = [\"metrics..x\"]",
+            ),
+            "users.mon.sub.allow",
+            "",
+        ),
+        (
+            format!(
+                "{good}\n[users.mon2]\nnkey = \"{}\"\nsub.allow = [\"x\"]\n",
+                nkey.public_key()
+            ),
+            "users.mon2.nkey",
+            "also the nkey of users.mon",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let msg = error_for(&text);
+        assert!(
+            msg.contains(key) && msg.contains(reason),
+            "expected {key:?} and {reason:?} in: {msg}"
+        );
+        assert!(!msg.contains(&seed), "the nkey seed is never echoed: {msg}");
+    }
+}

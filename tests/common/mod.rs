@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 pub use nats_oidc_callout::dev_issuer::DevIssuer;
 
+
 pub const AUDIENCE: &str = "nats";
 
 fn project_root() -> PathBuf {
@@ -95,12 +96,16 @@ impl NatsServer {
         let xkey_line = xkey_public
             .map(|x| format!("    xkey: {x}\n"))
             .unwrap_or_default();
+        // Any nkey user in the config makes nats-server send every client a
+        // nonce, which nkey identities ([users.*] nkey) must sign. Its seed
+        // is thrown away: nobody logs in as it.
+        let nonce_enabler = nkeys::KeyPair::new_user().public_key();
         let conf = format!(
             r#"listen: 127.0.0.1:{port}
 # OIDC tokens are often larger than the 4 KiB default control line.
 max_control_line: 64KB
 accounts {{
-  AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}
+  AUTH {{ users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
   APP {{}}
   TEAM {{}}
   SYS {{}}
@@ -135,7 +140,7 @@ authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
         NatsServer::start_with(dir, port, conf)
     }
 
-    fn start_with(dir: tempfile::TempDir, port: u16, conf: String) -> NatsServer {
+    pub fn start_with(dir: tempfile::TempDir, port: u16, conf: String) -> NatsServer {
         std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
         let log = dir.path().join("nats.log");
         let mut server = NatsServer {
@@ -470,7 +475,7 @@ pub async fn connect_with_token(
     connect_with(url, ConnectOptions::with_token(token.into())).await
 }
 
-async fn connect_with(
+pub async fn connect_with(
     url: &str,
     options: ConnectOptions,
 ) -> Result<TestClient, async_nats::ConnectError> {
@@ -492,6 +497,34 @@ async fn connect_with(
         events,
         event_rx,
     })
+}
+
+/// Asserts that `attempt` is refused and that the service logged a refusal
+/// with `code` (counted, so an earlier refusal with the code does not count).
+pub async fn assert_refused_as(
+    stack: &Stack,
+    code: &str,
+    case: &str,
+    attempt: impl std::future::Future<Output = Result<TestClient, async_nats::ConnectError>>,
+) {
+    let needle = format!("code=\"{code}\"");
+    let before = count_in_log(&stack.service.log, &needle);
+    match attempt.await {
+        Ok(_) => panic!("{case}: the connection was allowed"),
+        Err(e) => assert!(
+            e.to_string().to_lowercase().contains("authorization"),
+            "{case}: refused for an unexpected reason: {e}"
+        ),
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count_in_log(&stack.service.log, &needle) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "{case}: no refusal with {needle} in\n{}",
+            stack.service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Asserts that connecting with `token` is refused.
