@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 pub use nats_oidc_callout::dev_issuer::DevIssuer;
 
+pub mod cluster;
 
 pub const AUDIENCE: &str = "nats";
 
