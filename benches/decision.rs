@@ -75,7 +75,7 @@ sub.deny  = ["orders.secret.>"]
     let authorizer_with = |config: Config| {
         let keys = KeyManager::new(config.oidc[0].clone(), Arc::new(Metrics::new())).unwrap();
         rt.block_on(keys.refresh()).unwrap();
-        Authorizer::from_config(&config, vec![keys])
+        Authorizer::from_config(&config, vec![keys], None)
     };
     let authorizer = authorizer_with(config("token_cache_bytes = 0"));
     let cached = authorizer_with(config(""));

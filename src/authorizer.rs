@@ -6,6 +6,7 @@
 //! request can be answered, an empty body when it cannot (nats-server refuses
 //! the client at once instead of waiting for its timeout).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +17,9 @@ use crate::config::{CalloutConfig, Config, OidcConfig};
 use crate::identities::{ConfigIdentities, ConfigUser, Grant};
 use crate::issuers::Issuers;
 use crate::key_manager::KeyManager;
+use crate::kv_grants::KvGrants;
 use crate::permissions::{self, Permissions, RoleTable};
+use crate::scopes;
 use crate::subject_template::Values;
 use crate::user_jwt::{self, UserGrant};
 
@@ -26,6 +29,8 @@ pub struct Authorizer {
     issuers: Issuers,
     roles: Arc<RoleTable>,
     identities: ConfigIdentities,
+    kv: Option<Arc<KvGrants>>,
+    max_requested_scopes: usize,
 }
 
 /// What happened, for logs and metrics.
@@ -36,6 +41,8 @@ pub enum Verdict {
         /// The name of the `[oidc]` issuer that vouched for the user.
         issuer: String,
         roles: Vec<String>,
+        /// The scopes granted to this connection.
+        scopes: Vec<String>,
         account: String,
         expires: u64,
     },
@@ -73,7 +80,19 @@ impl Refusal {
 pub struct Identity {
     pub user: String,
     pub token_roles: Vec<String>,
+    /// Roles added by the KV grants bucket.
+    pub stored_roles: Vec<String>,
+    /// The scopes granted to this connection.
+    pub scopes: Vec<String>,
     pub permissions: Permissions,
+}
+
+/// What a connect adds to its credentials: the scopes it asks for, and the
+/// grants bucket (when configured) that may add roles and entitlements.
+#[derive(Clone, Copy, Default)]
+pub struct Extras<'a> {
+    pub requested_scopes: &'a [String],
+    pub kv: Option<&'a KvGrants>,
 }
 
 /// Verified claims → identity → roles → permissions. Shared by the service
@@ -82,6 +101,7 @@ pub fn identify(
     oidc: &OidcConfig,
     roles: &RoleTable,
     verified: &serde_json::Map<String, serde_json::Value>,
+    extras: Extras<'_>,
 ) -> Result<Identity, Refusal> {
     let user = claims::user_name(verified, &oidc.user_claim)
         .map_err(|e| Refusal::new("identity_claim", e.to_string()))?;
@@ -94,10 +114,24 @@ pub fn identify(
         .map_err(|e| refuse("email_not_verified", e.to_string()))?;
     let token_roles = claims::roles(verified, &oidc.roles_claim)
         .map_err(|e| refuse("roles_claim", e.to_string()))?;
-    let table_names = permissions::table_names(oidc.role_namespace.as_deref(), &token_roles);
+    let stored = extras.kv.and_then(|kv| kv.get(&oidc.name, &user));
+    let stored_roles = stored.as_ref().map(|g| g.roles.clone()).unwrap_or_default();
+    let mut table_names = permissions::table_names(oidc.role_namespace.as_deref(), &token_roles);
+    table_names.extend(stored_roles.iter().cloned());
+    let mut entitled = match &oidc.scopes_claim {
+        Some(path) => {
+            scopes::entitled_by_claim(verified, path).map_err(|e| refuse("scope", e.to_string()))?
+        }
+        None => BTreeSet::new(),
+    };
+    if let Some(g) = &stored {
+        entitled.extend(g.scopes.iter().cloned());
+    }
+    let granted = scopes::grant(extras.requested_scopes.to_vec(), &entitled);
     let values = Values {
         name: &user,
         claims: verified,
+        scopes: &granted,
     };
     let permissions = roles
         .permissions_for(&table_names, &values)
@@ -121,6 +155,8 @@ pub fn identify(
     Ok(Identity {
         user,
         token_roles,
+        stored_roles,
+        scopes: granted,
         permissions,
     })
 }
@@ -145,18 +181,28 @@ impl Authorizer {
             issuers,
             roles,
             identities: ConfigIdentities::new(users),
+            kv: None,
+            max_requested_scopes: crate::config::DEFAULT_MAX_REQUESTED_SCOPES,
         }
     }
 
     /// The authorizer for `config`, verifying with `keys[i]` for issuer
-    /// `config.oidc[i]`.
-    pub fn from_config(config: &Config, keys: Vec<Arc<KeyManager>>) -> Self {
-        Authorizer::new(
+    /// `config.oidc[i]`, and reading grants from `kv` when the config names
+    /// a bucket.
+    pub fn from_config(
+        config: &Config,
+        keys: Vec<Arc<KeyManager>>,
+        kv: Option<Arc<KvGrants>>,
+    ) -> Self {
+        let mut authorizer = Authorizer::new(
             config.callout.clone(),
             Issuers::new(&config.oidc, keys, config.callout.max_token_bytes),
             config.roles.clone(),
             &config.users,
-        )
+        );
+        authorizer.kv = kv;
+        authorizer.max_requested_scopes = config.grants.max_requested_scopes;
+        authorizer
     }
 
     pub fn issuers(&self) -> &Issuers {
@@ -243,11 +289,12 @@ impl Authorizer {
                     user,
                     issuer,
                     roles,
+                    scopes,
                     account,
                     expires,
                 } = &verdict
                 {
-                    tracing::info!(result = "allowed", user = %user, issuer = %issuer, roles = ?roles, account = %account, expires, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
+                    tracing::info!(result = "allowed", user = %user, issuer = %issuer, roles = ?roles, scopes = ?scopes, account = %account, expires, client_host = host, client_id = cid, server = %server, latency_us, "authorization");
                 }
                 Decision { body, verdict }
             }
@@ -274,22 +321,29 @@ impl Authorizer {
     }
 
     async fn grant(&self, request: &AuthRequest, now: u64) -> Result<(String, Verdict), Refusal> {
+        let requested = scopes::requested(
+            request.claims.nats.connect_opts.name.as_deref(),
+            self.max_requested_scopes,
+        )
+        .map_err(|e| Refusal::new("scope", e.to_string()))?;
+        let extras = Extras {
+            requested_scopes: &requested,
+            kv: self.kv.as_deref(),
+        };
         if let Some(outcome) = self.identities.authenticate(&request.claims).await {
             let user = outcome.map_err(|d| Refusal {
                 code: d.code,
                 reason: d.reason,
                 user: d.user,
             })?;
-            let permissions = config_user_permissions(user, &self.roles)?;
+            let (permissions, scopes) = config_user_permissions(user, &self.roles, extras)?;
             let expires = now.saturating_add(self.callout.max_user_ttl.as_secs());
-            return Ok(self.issue(
-                request,
-                &user.name,
-                CONFIG_ISSUER,
-                permissions,
-                expires,
-                now,
-            ));
+            let who = Who {
+                user: &user.name,
+                issuer: CONFIG_ISSUER,
+                scopes,
+            };
+            return Ok(self.issue(request, who, permissions, expires, now));
         }
         let token = request
             .claims
@@ -310,24 +364,36 @@ impl Authorizer {
             .await
             .map_err(token_refusal)?;
         let Identity {
-            user, permissions, ..
-        } = identify(&issuer.oidc, &self.roles, &verified.claims)?;
+            user,
+            permissions,
+            scopes,
+            ..
+        } = identify(&issuer.oidc, &self.roles, &verified.claims, extras)?;
         let expires = verified
             .exp
             .min(now.saturating_add(self.callout.max_user_ttl.as_secs()));
-        Ok(self.issue(request, &user, &issuer.oidc.name, permissions, expires, now))
+        let who = Who {
+            user: &user,
+            issuer: &issuer.oidc.name,
+            scopes,
+        };
+        Ok(self.issue(request, who, permissions, expires, now))
     }
 
     /// The user JWT for an authenticated user, and the verdict to log.
     fn issue(
         &self,
         request: &AuthRequest,
-        user: &str,
-        issuer: &str,
+        who: Who<'_>,
         permissions: Permissions,
         expires: u64,
         now: u64,
     ) -> (String, Verdict) {
+        let Who {
+            user,
+            issuer,
+            scopes,
+        } = who;
         let account = permissions
             .account
             .clone()
@@ -349,6 +415,7 @@ impl Authorizer {
                 user: user.to_string(),
                 issuer: issuer.to_string(),
                 roles: permissions.roles,
+                scopes,
                 account,
                 expires,
             },
@@ -383,19 +450,41 @@ impl Authorizer {
 /// The `issuer` logged for identities from `[users.*]`.
 pub const CONFIG_ISSUER: &str = "config";
 
-/// A config user's grant: its roles from the table, or its own fixed set.
-/// Templates can name only `{{name}}`: there are no token claims.
+/// Who is being admitted, for the user JWT and the log.
+struct Who<'a> {
+    user: &'a str,
+    issuer: &'a str,
+    scopes: Vec<String>,
+}
+
+/// A config user's grant: its roles from the table (plus those of the
+/// grants bucket), or its own fixed set; and its granted scopes. Templates
+/// cannot name token claims: there are none.
 pub fn config_user_permissions(
     user: &ConfigUser,
     roles: &RoleTable,
-) -> Result<Permissions, Refusal> {
+    extras: Extras<'_>,
+) -> Result<(Permissions, Vec<String>), Refusal> {
+    let stored = extras.kv.and_then(|kv| kv.get(CONFIG_ISSUER, &user.name));
+    let entitled: BTreeSet<String> = stored
+        .as_ref()
+        .map(|g| g.scopes.iter().cloned().collect())
+        .unwrap_or_default();
+    let granted = scopes::grant(extras.requested_scopes.to_vec(), &entitled);
     let no_claims = serde_json::Map::new();
     let values = Values {
         name: &user.name,
         claims: &no_claims,
+        scopes: &granted,
     };
-    let granted = match &user.grant {
-        Grant::Roles(names) => roles.permissions_for(names, &values),
+    let permissions = match &user.grant {
+        Grant::Roles(names) => {
+            let mut names = names.clone();
+            if let Some(g) = &stored {
+                names.extend(g.roles.iter().cloned());
+            }
+            roles.permissions_for(&names, &values)
+        }
         Grant::Fixed(own) => own.permissions_for(std::slice::from_ref(&user.name), &values),
     };
     let refuse = |code, reason| Refusal {
@@ -403,14 +492,15 @@ pub fn config_user_permissions(
         reason,
         user: Some(user.name.clone()),
     };
-    granted
+    let permissions = permissions
         .map_err(|e| refuse(e.code(), e.to_string()))?
         .ok_or_else(|| {
             refuse(
                 "no_mapped_role",
                 format!("users.{} maps to no role", user.name),
             )
-        })
+        })?;
+    Ok((permissions, granted))
 }
 
 /// Lists roles for a refusal message without letting a huge claim flood the log.

@@ -54,6 +54,7 @@ pub struct Config {
     pub roles: Arc<RoleTable>,
     /// `[users.*]`: service accounts and fixed identities, beside OIDC.
     pub users: Vec<ConfigUser>,
+    pub grants: GrantsConfig,
     /// Files holding secrets (seeds, creds), by config key, so their
     /// permissions can be reported.
     pub secret_files: Vec<(String, PathBuf)>,
@@ -122,7 +123,20 @@ pub struct OidcConfig {
     pub http_timeout: Duration,
     pub max_response_bytes: usize,
     pub token_cache_bytes: u64,
+    /// The claim listing the scopes a user is entitled to, if any.
+    pub scopes_claim: Option<ClaimPath>,
 }
+
+/// Grant sources beyond the role table, and scoped connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantsConfig {
+    /// A NATS KV bucket of per-user grants, watched for changes.
+    pub kv_bucket: Option<String>,
+    /// The most scopes one connect may ask for.
+    pub max_requested_scopes: usize,
+}
+
+pub const DEFAULT_MAX_REQUESTED_SCOPES: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
@@ -143,6 +157,14 @@ struct RawConfig {
     roles: BTreeMap<String, RawRole>,
     #[serde(default)]
     users: BTreeMap<String, RawUser>,
+    grants: Option<RawGrants>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    kv_bucket: Option<String>,
+    max_requested_scopes: Option<usize>,
 }
 
 /// `[users.<name>]`: an identity defined here rather than by an issuer.
@@ -231,6 +253,7 @@ struct RawOidc {
     http_timeout: Option<String>,
     max_response_bytes: Option<usize>,
     token_cache_bytes: Option<u64>,
+    scopes_claim: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -424,6 +447,7 @@ impl Validator<'_> {
         };
         let roles = self.roles(raw.roles, &oidc)?;
         let users = self.users(raw.users, &roles)?;
+        let grants = self.grants(raw.grants)?;
         Ok(Config {
             source: self.path.to_path_buf(),
             nats,
@@ -432,6 +456,7 @@ impl Validator<'_> {
             http,
             roles: Arc::new(roles),
             users,
+            grants,
             secret_files: self.secret_files.take(),
         })
     }
@@ -782,7 +807,14 @@ impl Validator<'_> {
                 "must be at most 1073741824 (1 GiB; 0 turns the cache off)",
             ));
         }
+        let scopes_claim = match raw.scopes_claim.as_deref() {
+            None => None,
+            Some(p) => {
+                Some(ClaimPath::parse(p).map_err(|r| self.err(&format!("{at}.scopes_claim"), r))?)
+            }
+        };
         Ok(OidcConfig {
+            scopes_claim,
             name,
             role_namespace,
             issuer,
@@ -837,6 +869,35 @@ impl Validator<'_> {
             roles.insert(name.clone(), self.role(&format!("roles.{name}"), role)?);
         }
         RoleTable::new(roles).map_err(|e| self.err("roles", e))
+    }
+
+    fn grants(&self, raw: Option<RawGrants>) -> Result<GrantsConfig, ConfigError> {
+        let raw = raw.unwrap_or(RawGrants {
+            kv_bucket: None,
+            max_requested_scopes: None,
+        });
+        if let Some(bucket) = &raw.kv_bucket {
+            if bucket.is_empty()
+                || !bucket
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.err(
+                    "grants.kv_bucket",
+                    "a KV bucket name is letters, digits, '-' and '_'",
+                ));
+            }
+        }
+        let max = raw
+            .max_requested_scopes
+            .unwrap_or(DEFAULT_MAX_REQUESTED_SCOPES);
+        if !(1..=1024).contains(&max) {
+            return Err(self.err("grants.max_requested_scopes", "must be between 1 and 1024"));
+        }
+        Ok(GrantsConfig {
+            kv_bucket: raw.kv_bucket,
+            max_requested_scopes: max,
+        })
     }
 
     fn role(&self, key: &str, role: RawRole) -> Result<Role, ConfigError> {

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::authorizer::{identify, unix_now};
+use crate::authorizer::{identify, unix_now, Extras};
 use crate::config::Config;
 use crate::issuers::Issuers;
 use crate::key_manager::KeyManager;
@@ -44,7 +44,13 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
         Ok(v) => v,
         Err(e) => return refused(out, &format!("{e} [{}]", e.code())),
     };
-    let identity = match identify(oidc, &config.roles, &verified.claims) {
+    if let Some(bucket) = &config.grants.kv_bucket {
+        let _ = writeln!(
+            out,
+            "note:     grants from KV bucket {bucket:?} and scopes asked for at connect are not shown here"
+        );
+    }
+    let identity = match identify(oidc, &config.roles, &verified.claims, Extras::default()) {
         Ok(i) => i,
         Err(refusal) => {
             if let Some(user) = &refusal.user {

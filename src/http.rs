@@ -62,13 +62,20 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         .into_iter()
         .map(|(name, loaded)| (name, loaded.into()))
         .collect();
-    let body = Json(json!({
-        "ready": nats && keys,
+    // Without the grants bucket read once, users would miss grants made there.
+    let kv = s.live.kv.as_ref().is_none_or(|kv| kv.is_loaded());
+    let ready = nats && keys && kv;
+    let mut body = json!({
+        "ready": ready,
         "nats_connected": nats,
         "issuer_keys": keys,
         "issuers": per_issuer,
-    }));
-    if nats && keys {
+    });
+    if s.live.kv.is_some() {
+        body["kv_grants"] = kv.into();
+    }
+    let body = Json(body);
+    if ready {
         body.into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::authorizer::Authorizer;
 use crate::config::Config;
 use crate::key_manager::KeyManager;
+use crate::kv_grants::KvGrants;
 use crate::metrics::Metrics;
 
 pub struct Live {
@@ -27,6 +28,8 @@ pub struct Live {
     refreshers: Mutex<Vec<(Arc<KeyManager>, JoinHandle<()>)>>,
     metrics: Arc<Metrics>,
     path: PathBuf,
+    /// The grants bucket named at startup (`grants.kv_bucket`).
+    pub kv: Option<Arc<KvGrants>>,
 }
 
 impl Live {
@@ -36,12 +39,14 @@ impl Live {
             .iter()
             .map(|oidc| KeyManager::new(oidc.clone(), metrics.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let authorizer = Authorizer::from_config(&config, keys);
+        let kv = config.grants.kv_bucket.clone().map(KvGrants::new);
+        let authorizer = Authorizer::from_config(&config, keys, kv.clone());
         Ok(Arc::new(Live {
             authorizer: ArcSwap::from_pointee(authorizer),
             path: config.source.clone(),
             config: ArcSwap::from_pointee(config),
             refreshers: Mutex::new(Vec::new()),
+            kv,
             metrics,
         }))
     }
@@ -98,9 +103,12 @@ impl Live {
         let new = Config::load(&self.path).map_err(|e| e.to_string())?;
         let old = self.config.load_full();
         crate::service::report_exposed_secrets(&new);
-        if new.nats != old.nats || new.http != old.http {
+        if new.nats != old.nats
+            || new.http != old.http
+            || new.grants.kv_bucket != old.grants.kv_bucket
+        {
             tracing::warn!(
-                "changes to [nats] and [http] take effect after a restart; the rest is applied now"
+                "changes to [nats], [http] and grants.kv_bucket take effect after a restart; the rest is applied now"
             );
         }
         let running = self.authorizer.load_full();
@@ -119,8 +127,11 @@ impl Live {
             )
             .collect::<Result<Vec<_>, _>>()?;
         let all_kept = kept == new.oidc.len() && kept == old.oidc.len();
-        self.authorizer
-            .store(Arc::new(Authorizer::from_config(&new, keys)));
+        self.authorizer.store(Arc::new(Authorizer::from_config(
+            &new,
+            keys,
+            self.kv.clone(),
+        )));
         self.config.store(Arc::new(new));
         if !all_kept {
             self.start_refresher();

@@ -133,10 +133,10 @@ impl RoleTable {
         }))
     }
 
-    fn render(&self, entry: &str, values: &Values<'_>) -> Result<String, TemplateError> {
+    fn render(&self, entry: &str, values: &Values<'_>) -> Result<Vec<String>, TemplateError> {
         match self.templates.get(entry) {
-            Some(template) => template.render(values),
-            None => Ok(entry.to_string()),
+            Some(template) => template.render_all(values),
+            None => Ok(vec![entry.to_string()]),
         }
     }
 
@@ -156,10 +156,10 @@ impl RoleTable {
         for d in dirs {
             for entry in &d.allow {
                 names_sys |= names_reserved(entry);
-                allow.insert(self.render(entry, values)?);
+                allow.extend(self.render(entry, values)?);
             }
             for entry in &d.deny {
-                deny.insert(self.render(entry, values)?);
+                deny.extend(self.render(entry, values)?);
             }
         }
         if allow.is_empty() {
@@ -214,6 +214,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn scope_entries_expand_to_the_granted_scopes_only() {
+        let t = RoleTable::new(BTreeMap::from([(
+            "member".to_string(),
+            Role {
+                publish: Direction {
+                    allow: strs(&["chat.{{scope}}.in", "presence"]),
+                    deny: vec![],
+                },
+                subscribe: Direction {
+                    allow: strs(&["chat.{{scope}}.>"]),
+                    deny: strs(&["chat.{{scope}}.admin"]),
+                },
+                account: None,
+            },
+        )]))
+        .unwrap();
+        let claims = serde_json::Map::new();
+        let with = |scopes: &[String]| {
+            t.permissions_for(
+                &strs(&["member"]),
+                &Values {
+                    name: "ana",
+                    claims: &claims,
+                    scopes,
+                },
+            )
+        };
+        let p = with(&strs(&["r1", "r2"])).unwrap().unwrap();
+        assert_eq!(
+            p.publish.allow,
+            strs(&["chat.r1.in", "chat.r2.in", "presence"])
+        );
+        assert_eq!(p.subscribe.allow, strs(&["chat.r1.>", "chat.r2.>"]));
+        assert_eq!(
+            p.subscribe.deny,
+            strs(&["$SYS.>", "chat.r1.admin", "chat.r2.admin"])
+        );
+        let none = with(&[]).unwrap().unwrap();
+        assert_eq!(none.publish.allow, strs(&["presence"]));
+        assert!(none.subscribe.allow.is_empty());
+        assert_eq!(
+            none.subscribe.deny,
+            strs(&[">"]),
+            "nothing scoped, nothing allowed"
+        );
+        let hostile = with(&strs(&["r1", "*"])).unwrap_err();
+        assert_eq!(hostile.code(), "subject_template");
+    }
+
+    #[test]
     fn a_namespace_prefixes_roles_and_the_shared_table_drops_prefixed_ones() {
         let roles = strs(&["admin", "corp:admin"]);
         assert_eq!(
@@ -235,6 +285,7 @@ mod tests {
                 &Values {
                     name: "ana",
                     claims: &claims,
+                    scopes: &[],
                 },
             )
             .unwrap()
@@ -363,6 +414,7 @@ mod tests {
         let values = Values {
             name: "ana",
             claims: &claims,
+            scopes: &[],
         };
         let err = t
             .permissions_for(&strs(&["team", "other"]), &values)

@@ -71,6 +71,11 @@ impl Service {
         let watcher = tokio::spawn(self.live.clone().watch(CONFIG_POLL));
         tokio::pin!(shutdown);
         let client = connect(&config, self.metrics.clone()).await?;
+        let kv_watch = self
+            .live
+            .kv
+            .clone()
+            .map(|kv| tokio::spawn(kv.run(client.clone())));
         let counters = Arc::new(EndpointCounters::default());
         let start = async {
             let requests = client
@@ -98,6 +103,9 @@ impl Service {
             _ = &mut shutdown => {
                 self.live.stop_refresher();
                 watcher.abort();
+                if let Some(kv) = &kv_watch {
+                    kv.abort();
+                }
                 let _ = http_stop.send(());
                 return Ok(());
             }
@@ -203,6 +211,9 @@ impl Service {
         let _ = client.flush().await;
         self.live.stop_refresher();
         watcher.abort();
+        if let Some(kv) = &kv_watch {
+            kv.abort();
+        }
         let _ = http_stop.send(());
         if let Some(server) = http_server {
             let _ = server.await;

@@ -22,6 +22,9 @@ enum Piece {
     Sub,
     Name,
     Claim(String, ClaimPath),
+    /// One of the scopes granted to this connection: the entry becomes one
+    /// subject per granted scope, and none when no scope was granted.
+    Scope,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +37,8 @@ pub struct Values<'a> {
     /// The NATS user name (from `oidc.user_claim`).
     pub name: &'a str,
     pub claims: &'a Map<String, Value>,
+    /// The scopes granted to this connection (asked for and entitled to).
+    pub scopes: &'a [String],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +70,7 @@ impl SubjectTemplate {
             pieces.push(match inner {
                 "sub" => Piece::Sub,
                 "name" => Piece::Name,
+                "scope" => Piece::Scope,
                 _ => match inner.strip_prefix("claim:") {
                     Some(path) => Piece::Claim(
                         inner.to_string(),
@@ -73,7 +79,7 @@ impl SubjectTemplate {
                     ),
                     None => {
                         return Err(format!(
-                            "subject {subject:?}: unknown placeholder {{{{{inner}}}}} (known: {{{{sub}}}}, {{{{name}}}}, {{{{claim:<path>}}}})"
+                            "subject {subject:?}: unknown placeholder {{{{{inner}}}}} (known: {{{{sub}}}}, {{{{name}}}}, {{{{scope}}}}, {{{{claim:<path>}}}})"
                         ))
                     }
                 },
@@ -102,8 +108,30 @@ impl SubjectTemplate {
         Ok(template)
     }
 
-    /// The subject for one verified token.
+    /// The subjects for one connection: one, or with `{{scope}}` one per
+    /// granted scope.
+    pub fn render_all(&self, values: &Values<'_>) -> Result<Vec<String>, TemplateError> {
+        if !self.pieces.contains(&Piece::Scope) {
+            return self.render_with(values, None).map(|s| vec![s]);
+        }
+        values
+            .scopes
+            .iter()
+            .map(|scope| self.render_with(values, Some(scope)))
+            .collect()
+    }
+
+    /// The subject for one verified token (a `{{scope}}` entry needs
+    /// `render_all`).
     pub fn render(&self, values: &Values<'_>) -> Result<String, TemplateError> {
+        self.render_with(values, None)
+    }
+
+    fn render_with(
+        &self,
+        values: &Values<'_>,
+        scope: Option<&String>,
+    ) -> Result<String, TemplateError> {
         let mut out = String::new();
         for piece in &self.pieces {
             let (placeholder, value): (&str, Option<String>) = match piece {
@@ -113,6 +141,7 @@ impl SubjectTemplate {
                 }
                 Piece::Sub => ("{{sub}}", values.claims.get("sub").and_then(scalar)),
                 Piece::Name => ("{{name}}", Some(values.name.to_string())),
+                Piece::Scope => ("{{scope}}", scope.cloned()),
                 Piece::Claim(label, path) => {
                     (label.as_str(), path.lookup(values.claims).and_then(scalar))
                 }
@@ -170,6 +199,7 @@ mod tests {
         SubjectTemplate::parse(template).unwrap().render(&Values {
             name: "ana",
             claims: &claims,
+            scopes: &[],
         })
     }
 

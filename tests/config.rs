@@ -538,3 +538,44 @@ fn config_users_need_one_credential_and_one_grant() {
         assert!(!msg.contains(&seed), "the nkey seed is never echoed: {msg}");
     }
 }
+
+#[test]
+fn grants_settings_are_checked() {
+    let d = Dir::new();
+    let good = format!(
+        "{}\n[grants]\nkv_bucket = \"callout-grants\"\nmax_requested_scopes = 16\n",
+        GOOD.replace("roles_claim", "scopes_claim = \"rooms\"\nroles_claim")
+    );
+    let c = Config::load(&d.write(&good)).unwrap();
+    assert_eq!(c.grants.kv_bucket.as_deref(), Some("callout-grants"));
+    assert_eq!(c.grants.max_requested_scopes, 16);
+    assert_eq!(
+        c.oidc[0].scopes_claim.as_ref().unwrap().to_string(),
+        "rooms"
+    );
+    assert_eq!(
+        Config::load(&d.write(GOOD))
+            .unwrap()
+            .grants
+            .max_requested_scopes,
+        64
+    );
+    for (text, key) in [
+        (
+            good.replace("callout-grants", "callout.grants"),
+            "grants.kv_bucket",
+        ),
+        (good.replace("= 16", "= 0"), "grants.max_requested_scopes"),
+        (
+            good.replace("= 16", "= 5000"),
+            "grants.max_requested_scopes",
+        ),
+        (
+            good.replace("scopes_claim = \"rooms\"", "scopes_claim = \"\""),
+            "oidc.scopes_claim",
+        ),
+    ] {
+        let msg = error_for(&text);
+        assert!(msg.contains(key), "expected {key:?} in: {msg}");
+    }
+}

@@ -103,7 +103,7 @@ async fn service_accounts_and_people_share_one_callout() {
     let log = stack.service.log_text();
     for line in [
         "user=svc-billing issuer=config",
-        "user=monitor issuer=config roles=[\"monitor\"] account=TEAM",
+        "user=monitor issuer=config roles=[\"monitor\"] scopes=[] account=TEAM",
         "user=sensor-7 issuer=config",
     ] {
         assert!(log.contains(line), "missing {line:?} in\n{log}");

@@ -132,7 +132,7 @@ pub fn fixture() -> &'static Fixture {
             keys.clone(),
             config.callout.max_token_bytes,
         );
-        let authorizer = Authorizer::from_config(&config, vec![keys]);
+        let authorizer = Authorizer::from_config(&config, vec![keys], None);
         Fixture {
             runtime,
             config,

@@ -92,7 +92,28 @@ impl NatsServer {
     /// APP (where users land) and SYS, with auth callout on. With `xkey`, the
     /// server seals requests to that public key.
     pub fn start(issuer_public: &str, xkey_public: Option<&str>) -> NatsServer {
+        NatsServer::start_callout(issuer_public, xkey_public, false)
+    }
+
+    /// Like `start`, with JetStream on for the callout's account (for the KV
+    /// grants bucket).
+    pub fn start_jetstream(issuer_public: &str) -> NatsServer {
+        NatsServer::start_callout(issuer_public, None, true)
+    }
+
+    fn start_callout(issuer_public: &str, xkey_public: Option<&str>, js: bool) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
+        let (jetstream, auth_js) = if js {
+            (
+                format!(
+                    "jetstream {{ store_dir: \"{}\" }}\n",
+                    dir.path().join("js").display()
+                ),
+                " jetstream: enabled,",
+            )
+        } else {
+            (String::new(), "")
+        };
         let port = free_port();
         let xkey_line = xkey_public
             .map(|x| format!("    xkey: {x}\n"))
@@ -105,8 +126,8 @@ impl NatsServer {
             r#"listen: 127.0.0.1:{port}
 # OIDC tokens are often larger than the 4 KiB default control line.
 max_control_line: 64KB
-accounts {{
-  AUTH {{ users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
+{jetstream}accounts {{
+  AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
   APP {{}}
   TEAM {{}}
   SYS {{}}

@@ -1,0 +1,199 @@
+//! Large permission sets: a connection asks for the scopes it uses and gets
+//! the intersection with what it is entitled to (token claim or KV bucket);
+//! grants written to the KV bucket apply to the next connect. Through a real
+//! nats-server with JetStream.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+const BUCKET: &str = "callout-grants";
+
+const ROLES: &str = r#"
+[roles.admin]
+pub.allow = [">"]
+sub.allow = [">"]
+
+[roles.member]
+pub.allow = ["chat.{{scope}}.in", "_INBOX.>"]
+sub.allow = ["chat.{{scope}}.>", "_INBOX.>"]
+
+[grants]
+kv_bucket = "callout-grants"
+max_requested_scopes = 8
+"#;
+
+async fn start() -> Stack {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let keys = CalloutKeys::new();
+    let nats = NatsServer::start_jetstream(&keys.issuer.public_key());
+    let service = CalloutService::start(
+        &nats.url(),
+        &issuer.issuer(),
+        &keys,
+        ServiceOptions {
+            extra_oidc: "scopes_claim = \"rooms\"".into(),
+            roles: ROLES.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_for_log(&service.log, "KV grants loaded", Duration::from_secs(20)).await;
+    Stack {
+        issuer,
+        keys,
+        nats,
+        service,
+    }
+}
+
+/// A member token entitled to `rooms` by its claim.
+fn member_token(stack: &Stack, user: &str, rooms: &[String]) -> String {
+    let mut claims = stack.issuer.claims(user, AUDIENCE, &["member"], 300);
+    claims["rooms"] = json!(rooms);
+    let kid = stack.issuer.current_kid(Algorithm::RS256);
+    stack.issuer.sign(&kid, &claims)
+}
+
+async fn connect_named(
+    stack: &Stack,
+    token: &str,
+    name: &str,
+) -> Result<TestClient, async_nats::ConnectError> {
+    connect_with(
+        &stack.url(),
+        ConnectOptions::with_user_and_password("any".into(), token.into()).name(name),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
+    let stack = start().await;
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    // Entitled to 1,000 rooms: far more than a user JWT should carry.
+    let rooms: Vec<String> = (0..1000).map(|i| format!("room-{i}")).collect();
+    let token = member_token(&stack, "mia", &rooms);
+    let mia = connect_named(&stack, &token, "chat-app scope=room-7,room-42,room-x")
+        .await
+        .expect("member with scopes");
+    assert!(delivered(&admin.client, &mia.client, "chat.room-7.msg").await);
+    assert!(delivered(&admin.client, &mia.client, "chat.room-42.msg").await);
+    assert!(
+        not_delivered(&admin.client, &mia.client, "chat.room-8.msg").await,
+        "entitled but not asked for"
+    );
+    assert!(
+        not_delivered(&admin.client, &mia.client, "chat.room-x.msg").await,
+        "asked for but not entitled"
+    );
+    let log = stack.service.log_text();
+    assert!(
+        log.contains("user=mia issuer=default roles=[\"member\"] scopes=[\"room-7\", \"room-42\"]"),
+        "{log}"
+    );
+
+    // Asking for nothing grants nothing scoped.
+    let idle = connect_named(&stack, &token, "chat-app")
+        .await
+        .expect("connects");
+    assert!(not_delivered(&admin.client, &idle.client, "chat.room-7.msg").await);
+
+    let too_many: Vec<String> = rooms[..9].to_vec();
+    assert_refused_as(
+        &stack,
+        "scope",
+        "nine scopes with max_requested_scopes = 8",
+        connect_named(&stack, &token, &format!("scope={}", too_many.join(","))),
+    )
+    .await;
+    // An entitlement that would widen a subject is refused, not granted.
+    let hostile = member_token(&stack, "eve", &["a.>".to_string()]);
+    assert_refused_as(
+        &stack,
+        "subject_template",
+        "a hostile scope value",
+        connect_named(&stack, &hostile, "scope=a.>"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
+    let stack = start().await;
+    let operator =
+        async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+            .connect(stack.url())
+            .await
+            .expect("the callout account's own user");
+    let bucket = async_nats::jetstream::new(operator)
+        .get_key_value(BUCKET)
+        .await
+        .expect("the service created the bucket");
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    // bo's token carries no role and no rooms.
+    let token = stack.token("bo", &[]);
+    assert_refused_as(
+        &stack,
+        "no_mapped_role",
+        "before the grant",
+        connect_named(&stack, &token, "scope=room-5"),
+    )
+    .await;
+
+    bucket
+        .put(
+            "default.bo",
+            r#"{"roles":["member"],"scopes":["room-5"]}"#.into(),
+        )
+        .await
+        .unwrap();
+    let bo = connect_named(&stack, &token, "scope=room-5,room-6")
+        .await
+        .expect("the grant applies to the next connect");
+    assert!(delivered(&admin.client, &bo.client, "chat.room-5.msg").await);
+    assert!(
+        not_delivered(&admin.client, &bo.client, "chat.room-6.msg").await,
+        "room-6 is not in the grant"
+    );
+
+    // Widening the grant, then revoking it.
+    bucket
+        .put(
+            "default.bo",
+            r#"{"roles":["member"],"scopes":["room-5","room-6"]}"#.into(),
+        )
+        .await
+        .unwrap();
+    let bo2 = connect_named(&stack, &token, "scope=room-6").await.unwrap();
+    assert!(delivered(&admin.client, &bo2.client, "chat.room-6.msg").await);
+    bucket.delete("default.bo").await.unwrap();
+    assert_refused_as(
+        &stack,
+        "no_mapped_role",
+        "after the grant is deleted",
+        connect_named(&stack, &token, "scope=room-5"),
+    )
+    .await;
+    // A malformed grant grants nothing.
+    bucket
+        .put("default.bo", r#"{"roles":"admin"}"#.into())
+        .await
+        .unwrap();
+    assert_refused_as(
+        &stack,
+        "no_mapped_role",
+        "a malformed grant",
+        connect_named(&stack, &token, "scope=room-5"),
+    )
+    .await;
+}
