@@ -130,6 +130,7 @@ pub fn identify(
     let granted = scopes::grant(extras.requested_scopes.to_vec(), &entitled);
     let values = Values {
         name: &user,
+        issuer: &oidc.name,
         claims: verified,
         scopes: &granted,
     };
@@ -474,6 +475,7 @@ pub fn config_user_permissions(
     let no_claims = serde_json::Map::new();
     let values = Values {
         name: &user.name,
+        issuer: CONFIG_ISSUER,
         claims: &no_claims,
         scopes: &granted,
     };

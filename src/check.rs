@@ -25,9 +25,43 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_string(),
         );
     }
-    let shared_table = config.oidc.iter().any(|o| o.role_namespace.is_none());
+    let shared = config
+        .oidc
+        .iter()
+        .filter(|o| o.role_namespace.is_none())
+        .map(|o| o.name.as_str())
+        .collect::<Vec<_>>();
+    if shared.len() > 1 {
+        out.push(format!(
+            "issuers {shared:?} share the plain [roles.*] table (role_namespace = \"\"): each can grant the other's roles by naming them in its tokens"
+        ));
+    }
+    let named_by_users = |role: &str| {
+        config.users.iter().any(|u| {
+            matches!(&u.grant, crate::identities::Grant::Roles(names) if names.iter().any(|n| n == role))
+        })
+    };
+    let sources = config.oidc.len() + usize::from(!config.users.is_empty());
     for (name, role) in config.roles.iter() {
-        if !shared_table && !name.contains(':') {
+        if sources > 1 {
+            let entries = [&role.publish, &role.subscribe]
+                .into_iter()
+                .flat_map(|d| d.allow.iter());
+            for entry in entries.filter(|e| crate::subject_template::is_template(e)) {
+                if crate::subject_template::SubjectTemplate::parse(entry)
+                    .is_ok_and(|t| t.per_user_without_issuer())
+                {
+                    out.push(format!(
+                        "roles.{name}: {entry:?} is per user but not per issuer: with several issuers (or [users.*]) two sources can name the same user and share these subjects; add {{{{issuer}}}}"
+                    ));
+                }
+            }
+        }
+        if shared.is_empty()
+            && !name.contains(':')
+            && !named_by_users(name)
+            && config.grants.kv_bucket.is_none()
+        {
             out.push(format!(
                 "roles.{name}: no issuer looks roles up without a namespace (every [oidc] has a role_namespace), so no token reaches this role; name it \"<namespace>:{name}\""
             ));

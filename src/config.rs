@@ -634,7 +634,7 @@ impl Validator<'_> {
         let blocks = match raw {
             RawOidcs::One(raw) => {
                 let name = raw.name.clone().unwrap_or_else(|| "default".into());
-                check_name(&name).map_err(|r| self.err("oidc.name", r))?;
+                self.issuer_name("oidc.name", &name)?;
                 let namespace =
                     self.namespace("oidc.role_namespace", raw.role_namespace.clone())?;
                 return Ok(vec![self.oidc("oidc", name, namespace, *raw)?]);
@@ -652,7 +652,7 @@ impl Validator<'_> {
                     "required in [[oidc]] blocks: it names the issuer in logs and metrics and is the default role_namespace",
                 )
             })?;
-            check_name(&name).map_err(|r| self.err(&format!("oidc[{i}].name"), r))?;
+            self.issuer_name(&format!("oidc[{i}].name"), &name)?;
             let at = format!("oidc[{name}]");
             // Each issuer gets its own role namespace unless the config says
             // otherwise: a partner's identity provider must not be able to
@@ -668,6 +668,19 @@ impl Validator<'_> {
                     format!("{:?} names two [[oidc]] blocks", other.name),
                 ));
             }
+            if let Some(other) = issuers
+                .iter()
+                .find(|o| o.role_namespace.is_some() && o.role_namespace == oidc.role_namespace)
+            {
+                return Err(self.err(
+                    &format!("{at}.role_namespace"),
+                    format!(
+                        "{:?} is also the role namespace of oidc[{}]: each issuer's roles are its own (role_namespace = \"\" shares the plain table on purpose)",
+                        oidc.role_namespace.as_deref().unwrap_or_default(),
+                        other.name
+                    ),
+                ));
+            }
             if let Some(other) = issuers.iter().find(|o| o.issuer == oidc.issuer) {
                 return Err(self.err(
                     &format!("{at}.issuer"),
@@ -680,6 +693,17 @@ impl Validator<'_> {
             issuers.push(oidc);
         }
         Ok(issuers)
+    }
+
+    fn issuer_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        check_name(name).map_err(|r| self.err(key, r))?;
+        if name == crate::authorizer::CONFIG_ISSUER {
+            return Err(self.err(
+                key,
+                "\"config\" names the [users.*] identities in logs and KV grant keys; choose another name",
+            ));
+        }
+        Ok(())
     }
 
     /// `""` means the shared table (roles looked up as written).
@@ -984,6 +1008,18 @@ impl Validator<'_> {
                     Grant::Roles(names)
                 }
                 (None, true) => {
+                    for (dir, raw) in [("pub", &user.publish), ("sub", &user.subscribe)] {
+                        let entries = raw.iter().flat_map(|d| d.allow.iter().chain(&d.deny));
+                        if let Some(e) = entries
+                            .filter(|e| is_template(e))
+                            .find(|e| SubjectTemplate::parse(e).is_ok_and(|t| t.needs_claims()))
+                        {
+                            return Err(self.err(
+                                &format!("{key}.{dir}"),
+                                format!("{e:?} names a token claim, and a [users.*] identity has no token; use {{{{name}}}}, {{{{issuer}}}} or {{{{scope}}}}"),
+                            ));
+                        }
+                    }
                     let role = self.role(
                         &key,
                         RawRole {

@@ -181,11 +181,14 @@ impl ConfigIdentities {
             return false;
         };
         let (hash, password) = (hash.to_string(), password.to_string());
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        // Not `verify`: it would ignore everything past 72 bytes, so a long
+        // password would match any other with the same first 72.
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(password, &hash))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false);
         if ok {
             self.checked_passwords.insert(key, ());
         }

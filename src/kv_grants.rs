@@ -9,6 +9,7 @@
 //! can only take permissions away.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -69,15 +70,25 @@ impl KvGrants {
     pub async fn run(self: Arc<Self>, client: async_nats::Client) {
         let mut backoff = Duration::from_millis(250);
         loop {
-            if let Err(e) = self.watch(&client).await {
-                tracing::warn!(bucket = %self.bucket, error = %e, "KV grants: watch failed; retrying");
+            let Err(e) = self.watch(&client).await;
+            // Without a watch a deleted grant would go on applying: stop
+            // applying any until the bucket has been read again.
+            let was_loaded = self.loaded.swap(false, Ordering::AcqRel);
+            self.grants
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            tracing::warn!(bucket = %self.bucket, error = %e, "KV grants: watch failed; no KV grants apply until the bucket is read again");
+            if was_loaded {
+                backoff = Duration::from_millis(250);
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 
-    async fn watch(&self, client: &async_nats::Client) -> Result<(), String> {
+    /// Reads the bucket and follows it; returns only on failure.
+    async fn watch(&self, client: &async_nats::Client) -> Result<Infallible, String> {
         let js = jetstream::new(client.clone());
         let store = match js.get_key_value(&self.bucket).await {
             Ok(store) => store,

@@ -133,10 +133,17 @@ impl RoleTable {
         }))
     }
 
-    fn render(&self, entry: &str, values: &Values<'_>) -> Result<Vec<String>, TemplateError> {
+    fn render_allow(&self, entry: &str, values: &Values<'_>) -> Result<Vec<String>, TemplateError> {
         match self.templates.get(entry) {
             Some(template) => template.render_all(values),
             None => Ok(vec![entry.to_string()]),
+        }
+    }
+
+    fn render_deny(&self, entry: &str, values: &Values<'_>) -> Result<String, TemplateError> {
+        match self.templates.get(entry) {
+            Some(template) => template.render_deny(values),
+            None => Ok(entry.to_string()),
         }
     }
 
@@ -155,11 +162,13 @@ impl RoleTable {
         let mut names_sys = false;
         for d in dirs {
             for entry in &d.allow {
-                names_sys |= names_reserved(entry);
-                allow.extend(self.render(entry, values)?);
+                let granted = self.render_allow(entry, values)?;
+                // An entry that grants nothing here lifts nothing.
+                names_sys |= !granted.is_empty() && names_reserved(entry);
+                allow.extend(granted);
             }
             for entry in &d.deny {
-                deny.extend(self.render(entry, values)?);
+                deny.insert(self.render_deny(entry, values)?);
             }
         }
         if allow.is_empty() {
@@ -215,20 +224,31 @@ mod tests {
 
     #[test]
     fn scope_entries_expand_to_the_granted_scopes_only() {
-        let t = RoleTable::new(BTreeMap::from([(
-            "member".to_string(),
-            Role {
-                publish: Direction {
-                    allow: strs(&["chat.{{scope}}.in", "presence"]),
-                    deny: vec![],
-                },
-                subscribe: Direction {
-                    allow: strs(&["chat.{{scope}}.>"]),
-                    deny: strs(&["chat.{{scope}}.admin"]),
-                },
-                account: None,
+        let reader = Role {
+            publish: Direction::default(),
+            subscribe: Direction {
+                allow: strs(&["chat.>"]),
+                deny: vec![],
             },
-        )]))
+            account: None,
+        };
+        let t = RoleTable::new(BTreeMap::from([
+            ("reader".to_string(), reader),
+            (
+                "member".to_string(),
+                Role {
+                    publish: Direction {
+                        allow: strs(&["chat.{{scope}}.in", "presence"]),
+                        deny: vec![],
+                    },
+                    subscribe: Direction {
+                        allow: strs(&["chat.{{scope}}.>"]),
+                        deny: strs(&["chat.{{scope}}.admin"]),
+                    },
+                    account: None,
+                },
+            ),
+        ]))
         .unwrap();
         let claims = serde_json::Map::new();
         let with = |scopes: &[String]| {
@@ -236,6 +256,7 @@ mod tests {
                 &strs(&["member"]),
                 &Values {
                     name: "ana",
+                    issuer: "default",
                     claims: &claims,
                     scopes,
                 },
@@ -247,10 +268,7 @@ mod tests {
             strs(&["chat.r1.in", "chat.r2.in", "presence"])
         );
         assert_eq!(p.subscribe.allow, strs(&["chat.r1.>", "chat.r2.>"]));
-        assert_eq!(
-            p.subscribe.deny,
-            strs(&["$SYS.>", "chat.r1.admin", "chat.r2.admin"])
-        );
+        assert_eq!(p.subscribe.deny, strs(&["$SYS.>", "chat.*.admin"]));
         let none = with(&[]).unwrap().unwrap();
         assert_eq!(none.publish.allow, strs(&["presence"]));
         assert!(none.subscribe.allow.is_empty());
@@ -261,6 +279,22 @@ mod tests {
         );
         let hostile = with(&strs(&["r1", "*"])).unwrap_err();
         assert_eq!(hostile.code(), "subject_template");
+        // A scoped deny holds for every scope: asking for none must not lift
+        // it while another role allows the subjects.
+        let both = t
+            .permissions_for(
+                &strs(&["member", "reader"]),
+                &Values {
+                    name: "ana",
+                    issuer: "default",
+                    claims: &claims,
+                    scopes: &[],
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(both.subscribe.allow, strs(&["chat.>"]));
+        assert_eq!(both.subscribe.deny, strs(&["$SYS.>", "chat.*.admin"]));
     }
 
     #[test]
@@ -284,6 +318,7 @@ mod tests {
                 roles,
                 &Values {
                     name: "ana",
+                    issuer: "default",
                     claims: &claims,
                     scopes: &[],
                 },
@@ -413,6 +448,7 @@ mod tests {
         let claims = serde_json::Map::new();
         let values = Values {
             name: "ana",
+            issuer: "default",
             claims: &claims,
             scopes: &[],
         };

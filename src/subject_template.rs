@@ -21,10 +21,18 @@ enum Piece {
     Literal(String),
     Sub,
     Name,
+    /// The name of the issuer (or `config`) that vouched for the user.
+    Issuer,
     Claim(String, ClaimPath),
     /// One of the scopes granted to this connection: the entry becomes one
     /// subject per granted scope, and none when no scope was granted.
     Scope,
+}
+
+#[derive(Clone, Copy)]
+enum ScopeFill<'a> {
+    Granted(&'a str),
+    Any,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +44,8 @@ pub struct SubjectTemplate {
 pub struct Values<'a> {
     /// The NATS user name (from `oidc.user_claim`).
     pub name: &'a str,
+    /// The `[oidc]` issuer's name, or `config` for `[users.*]`.
+    pub issuer: &'a str,
     pub claims: &'a Map<String, Value>,
     /// The scopes granted to this connection (asked for and entitled to).
     pub scopes: &'a [String],
@@ -71,6 +81,7 @@ impl SubjectTemplate {
                 "sub" => Piece::Sub,
                 "name" => Piece::Name,
                 "scope" => Piece::Scope,
+                "issuer" => Piece::Issuer,
                 _ => match inner.strip_prefix("claim:") {
                     Some(path) => Piece::Claim(
                         inner.to_string(),
@@ -79,7 +90,7 @@ impl SubjectTemplate {
                     ),
                     None => {
                         return Err(format!(
-                            "subject {subject:?}: unknown placeholder {{{{{inner}}}}} (known: {{{{sub}}}}, {{{{name}}}}, {{{{scope}}}}, {{{{claim:<path>}}}})"
+                            "subject {subject:?}: unknown placeholder {{{{{inner}}}}} (known: {{{{sub}}}}, {{{{name}}}}, {{{{issuer}}}}, {{{{scope}}}}, {{{{claim:<path>}}}})"
                         ))
                     }
                 },
@@ -105,11 +116,53 @@ impl SubjectTemplate {
             })
             .collect();
         check_permission_subject(&sample)?;
+        // A deny entry is filled with `*` for `{{scope}}` (see
+        // `render_deny`), which is a wildcard only as a whole token.
+        let whole_tokens = template.pieces.iter().enumerate().all(|(i, p)| {
+            *p != Piece::Scope || {
+                let before = i.checked_sub(1).map(|j| &template.pieces[j]);
+                let after = template.pieces.get(i + 1);
+                let ends_token = |piece: Option<&Piece>, at_start: bool| match piece {
+                    None => true,
+                    Some(Piece::Literal(l)) => {
+                        if at_start {
+                            l.starts_with('.')
+                        } else {
+                            l.ends_with('.')
+                        }
+                    }
+                    Some(_) => false,
+                };
+                ends_token(before, false) && ends_token(after, true)
+            }
+        });
+        if !whole_tokens {
+            return Err(format!(
+                "subject {subject:?}: {{{{scope}}}} must be a whole subject token (between dots)"
+            ));
+        }
         Ok(template)
     }
 
-    /// The subjects for one connection: one, or with `{{scope}}` one per
-    /// granted scope.
+    /// Whether a value comes from token claims (`{{sub}}`, `{{claim:...}}`),
+    /// which identities from the config do not have.
+    pub fn needs_claims(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Sub | Piece::Claim(..)))
+    }
+
+    /// Whether the subject is per user (`{{name}}`, `{{sub}}`) but not per
+    /// issuer: two identity sources can name the same user.
+    pub fn per_user_without_issuer(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Sub | Piece::Name))
+            && !self.pieces.contains(&Piece::Issuer)
+    }
+
+    /// The subjects an allow entry grants this connection: one, or with
+    /// `{{scope}}` one per granted scope (none when none was granted).
     pub fn render_all(&self, values: &Values<'_>) -> Result<Vec<String>, TemplateError> {
         if !self.pieces.contains(&Piece::Scope) {
             return self.render_with(values, None).map(|s| vec![s]);
@@ -117,8 +170,20 @@ impl SubjectTemplate {
         values
             .scopes
             .iter()
-            .map(|scope| self.render_with(values, Some(scope)))
+            .map(|scope| self.render_with(values, Some(ScopeFill::Granted(scope))))
             .collect()
+    }
+
+    /// The subject a deny entry denies: `{{scope}}` becomes `*`, so the deny
+    /// holds for every scope. Were it expanded like an allow entry, a client
+    /// could drop a deny by asking for fewer scopes while an unscoped allow
+    /// of another entry or role still reached the subject.
+    pub fn render_deny(&self, values: &Values<'_>) -> Result<String, TemplateError> {
+        let fill = self
+            .pieces
+            .contains(&Piece::Scope)
+            .then_some(ScopeFill::Any);
+        self.render_with(values, fill)
     }
 
     /// The subject for one verified token (a `{{scope}}` entry needs
@@ -130,7 +195,7 @@ impl SubjectTemplate {
     fn render_with(
         &self,
         values: &Values<'_>,
-        scope: Option<&String>,
+        scope: Option<ScopeFill<'_>>,
     ) -> Result<String, TemplateError> {
         let mut out = String::new();
         for piece in &self.pieces {
@@ -141,7 +206,16 @@ impl SubjectTemplate {
                 }
                 Piece::Sub => ("{{sub}}", values.claims.get("sub").and_then(scalar)),
                 Piece::Name => ("{{name}}", Some(values.name.to_string())),
-                Piece::Scope => ("{{scope}}", scope.cloned()),
+                Piece::Issuer => ("{{issuer}}", Some(values.issuer.to_string())),
+                Piece::Scope => match scope {
+                    Some(ScopeFill::Granted(v)) => ("{{scope}}", Some(v.to_string())),
+                    // Not a value from anyone: the wildcard for every scope.
+                    Some(ScopeFill::Any) => {
+                        out.push('*');
+                        continue;
+                    }
+                    None => ("{{scope}}", None),
+                },
                 Piece::Claim(label, path) => {
                     (label.as_str(), path.lookup(values.claims).and_then(scalar))
                 }
@@ -198,9 +272,38 @@ mod tests {
         let claims = claims.as_object().unwrap().clone();
         SubjectTemplate::parse(template).unwrap().render(&Values {
             name: "ana",
+            issuer: "corp",
             claims: &claims,
             scopes: &[],
         })
+    }
+
+    #[test]
+    fn scope_is_a_whole_token_and_a_deny_covers_every_scope() {
+        for ok in [
+            "chat.{{scope}}",
+            "{{scope}}.x",
+            "a.{{scope}}.{{name}}",
+            "{{scope}}",
+        ] {
+            assert!(SubjectTemplate::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["chat.x{{scope}}", "{{scope}}x.y", "a.{{name}}{{scope}}"] {
+            let e = SubjectTemplate::parse(bad).unwrap_err();
+            assert!(e.contains("whole subject token"), "{bad}: {e}");
+        }
+        let claims = Map::new();
+        let values = Values {
+            name: "ana",
+            issuer: "corp",
+            claims: &claims,
+            scopes: &["r1".to_string()],
+        };
+        let t = SubjectTemplate::parse("chat.{{scope}}.admin").unwrap();
+        assert_eq!(t.render_all(&values).unwrap(), vec!["chat.r1.admin"]);
+        assert_eq!(t.render_deny(&values).unwrap(), "chat.*.admin");
+        let t = SubjectTemplate::parse("users.{{issuer}}.{{name}}.>").unwrap();
+        assert_eq!(t.render(&values).unwrap(), "users.corp.ana.>");
     }
 
     #[test]

@@ -405,6 +405,30 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
             .any(|w| w.contains("without a namespace")),
         "namespaced roles are reachable"
     );
+    // Per-user subjects without {{issuer}} and a shared table across issuers
+    // are valid but risky with several identity sources.
+    let risky = TWO_ISSUERS
+        .replace(
+            "user_claim = \"email\"",
+            "user_claim = \"email\"\nrole_namespace = \"\"",
+        )
+        .replace("name = \"corp\"", "name = \"corp\"\nrole_namespace = \"\"")
+        .replace("[roles.\"corp:admin\"]", "[roles.admin]")
+        .replace("[roles.\"partner:reader\"]", "[roles.reader]")
+        .replace(
+            "sub.allow = [\"partner.>\"]",
+            "sub.allow = [\"users.{{name}}.>\"]",
+        );
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&risky)).unwrap());
+    for w in [
+        "share the plain [roles.*] table",
+        "roles.reader: \"users.{{name}}.>\" is per user but not per issuer",
+    ] {
+        assert!(
+            warnings.iter().any(|x| x.contains(w)),
+            "{w:?} not in {warnings:?}"
+        );
+    }
     // A single [oidc] table is one issuer named "default" with no namespace.
     let single = Config::load(&d.write(GOOD)).unwrap();
     assert_eq!(single.oidc.len(), 1);
@@ -434,6 +458,19 @@ fn issuer_blocks_are_checked_and_errors_name_the_block() {
             TWO_ISSUERS.replace("audience = \"partner-nats\"", "audience = []"),
             "oidc[partner].audience",
             "at least one non-empty audience",
+        ),
+        (
+            TWO_ISSUERS.replace(
+                "name = \"partner\"",
+                "name = \"partner\"\nrole_namespace = \"corp\"",
+            ),
+            "oidc[partner].role_namespace",
+            "also the role namespace of oidc[corp]",
+        ),
+        (
+            TWO_ISSUERS.replace("name = \"partner\"", "name = \"config\""),
+            "oidc[1].name",
+            "names the [users.*] identities",
         ),
         (
             TWO_ISSUERS.replace("name = \"partner\"", "name = \"part ner\""),
@@ -519,6 +556,14 @@ fn config_users_need_one_credential_and_one_grant() {
             ),
             "users.mon.sub.allow",
             "",
+        ),
+        (
+            good.replace(
+                "sub.allow = [\"metrics.>\"]",
+                "sub.allow = [\"users.{{sub}}.>\"]",
+            ),
+            "users.mon.sub",
+            "names a token claim",
         ),
         (
             format!(

@@ -22,6 +22,10 @@ sub.allow = [">"]
 [roles.member]
 pub.allow = ["chat.{{scope}}.in", "_INBOX.>"]
 sub.allow = ["chat.{{scope}}.>", "_INBOX.>"]
+sub.deny = ["chat.{{scope}}.admin"]
+
+[roles.lurker]
+sub.allow = ["chat.>", "_INBOX.>"]
 
 [grants]
 kv_bucket = "callout-grants"
@@ -98,6 +102,24 @@ async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
     assert!(
         log.contains("user=mia issuer=default roles=[\"member\"] scopes=[\"room-7\", \"room-42\"]"),
         "{log}"
+    );
+
+    // A scoped deny holds for every scope: asking for none does not lift it
+    // while another role allows all of chat.
+    let mut claims = stack
+        .issuer
+        .claims("lu", AUDIENCE, &["member", "lurker"], 300);
+    claims["rooms"] = json!(["room-1"]);
+    let lurker_token = stack
+        .issuer
+        .sign(&stack.issuer.current_kid(Algorithm::RS256), &claims);
+    let lu = connect_named(&stack, &lurker_token, "chat-app")
+        .await
+        .unwrap();
+    assert!(delivered(&admin.client, &lu.client, "chat.room-1.news").await);
+    assert!(
+        not_delivered(&admin.client, &lu.client, "chat.room-1.admin").await,
+        "the member role's deny applies to unasked scopes too"
     );
 
     // Asking for nothing grants nothing scoped.
@@ -193,6 +215,39 @@ async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
         &stack,
         "no_mapped_role",
         "a malformed grant",
+        connect_named(&stack, &token, "scope=room-5"),
+    )
+    .await;
+
+    // When the bucket can no longer be followed, its grants stop applying
+    // (a delete made meanwhile could not be seen).
+    bucket
+        .put(
+            "default.bo",
+            r#"{"roles":["member"],"scopes":["room-5"]}"#.into(),
+        )
+        .await
+        .unwrap();
+    connect_named(&stack, &token, "scope=room-5")
+        .await
+        .expect("granted again");
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+            .connect(stack.url())
+            .await
+            .unwrap(),
+    );
+    js.delete_key_value(BUCKET).await.unwrap();
+    wait_for_log(
+        &stack.service.log,
+        "no KV grants apply until the bucket is read again",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_refused_as(
+        &stack,
+        "no_mapped_role",
+        "grants of a bucket no longer followed",
         connect_named(&stack, &token, "scope=room-5"),
     )
     .await;
