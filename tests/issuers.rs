@@ -266,3 +266,61 @@ sub.allow = ["shared.>"]
     )
     .await;
 }
+
+fn explain(config: &std::path::Path, token: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["explain", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_judges_a_token_by_the_issuer_it_names() {
+    let corp = DevIssuer::start(0).await.unwrap();
+    let partner = DevIssuer::start(0).await.unwrap();
+    let stack = start(&corp, &partner, None).await;
+    let stranger = DevIssuer::start(0).await.unwrap();
+    let config = stack.service.config.clone();
+    let token = partner_token(&partner, "pia", &["reader"]);
+    let forged = stranger.token("eve", AUDIENCE, &["admin"], 300);
+    let ((ok, text), (refused_ok, refused)) =
+        tokio::task::spawn_blocking(move || (explain(&config, &token), explain(&config, &forged)))
+            .await
+            .unwrap();
+    assert!(ok, "{text}");
+    for expected in [
+        &format!("issuer:   {} (partner)", partner.issuer()),
+        "user:     user-pia (from sub)",
+        "roles:    [\"reader\"] (from groups)",
+        "namespace: partner",
+        "mapped:   [\"partner:reader\"]",
+        "verdict:  ALLOWED",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(!refused_ok, "{refused}");
+    assert!(
+        refused.contains("none of the configured issuers") && refused.contains("[token_issuer]"),
+        "{refused}"
+    );
+    assert_eq!(stranger.jwks_requests() + stranger.discovery_requests(), 0);
+}
