@@ -347,11 +347,14 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> (String, String) {
     let line_no = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");
+    // The key or table header written on the line helps find the place, but
+    // a seed pasted there (as a key, or as a broken header) must not be shown.
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim())
         .filter(|k| !k.is_empty() && k.len() <= 60)
-        .or_else(|| Some(line.trim()).filter(|l| l.starts_with('[') && l.len() <= 60));
+        .or_else(|| Some(line.trim()).filter(|l| l.starts_with('[') && l.len() <= 60))
+        .filter(|k| !secrets::has_seed_shape(k));
     let place = match key {
         Some(k) => format!("line {line_no}, column {column} ({k})"),
         None => format!("line {line_no}, column {column}"),
@@ -363,7 +366,10 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> (String, String) {
 /// "unknown field" and "missing field" messages, which are useful and safe.
 fn redact_values(message: &str) -> String {
     if message.starts_with("unknown field") || message.starts_with("missing field") {
-        return message.to_string();
+        // The unknown field's name is the input's: a seed pasted as a key.
+        if !secrets::has_seed_shape(message) {
+            return message.to_string();
+        }
     }
     // Split on backticks: odd pieces were quoted. Punctuation such as `=`
     // is kept; anything longer is replaced.

@@ -32,18 +32,18 @@ impl SeedKind {
 /// echoed by "No such file" errors, so a path with a seed-shaped component
 /// is never shown.
 pub fn shown(path: &Path) -> String {
-    let seed_like = path.components().any(|c| {
-        let c = c.as_os_str().to_string_lossy();
-        c.len() >= 50
-            && c.starts_with('S')
-            && c.bytes()
-                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
-    });
-    if seed_like {
+    if has_seed_shape(&path.to_string_lossy()) {
         "(a value shaped like an nkey seed where a file path belongs; put the seed in a file and name the file here)".into()
     } else {
         path.display().to_string()
     }
+}
+
+/// Whether `text` holds a word shaped like an nkey seed (`S` and 49 or
+/// more characters of the base32 alphabet): such text is never echoed.
+pub fn has_seed_shape(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_uppercase() || ('2'..='7').contains(&c)))
+        .any(|w| w.len() >= 50 && w.starts_with('S'))
 }
 
 /// Reads a seed file. nsc and `nk` write seeds alone on a line, possibly with

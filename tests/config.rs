@@ -267,6 +267,9 @@ fn toml_errors_never_echo_secret_values() {
     for (text, secret) in [
         (format!("[callout]\nissuer_seed = {seed}\n"), seed.clone()),
         (format!("[callout]\n{seed}\n"), seed.clone()),
+        // Found by fuzzing: a seed pasted as a broken table header, or as a key.
+        (format!("[callout]\n[{seed}\"\n"), seed.clone()),
+        (format!("[callout]\n{seed} = 1\n"), seed.clone()),
         (
             "[nats]\ntoken = s3cr3t-token-value\n".to_string(),
             "s3cr3t-token-value".to_string(),

@@ -141,6 +141,21 @@ fn tokens() -> Vec<(String, String)> {
             sign(&rs(fx::RSA_KID), &c, &rsa, Algorithm::RS256),
         ),
         (
+            "valid-member-rooms",
+            sign(
+                &rs(fx::RSA_KID),
+                &with(
+                    c.clone(),
+                    &[
+                        ("realm_access", json!({"roles": ["member"]})),
+                        ("rooms", json!(["r1", "r2", "r3", "a.b", "*"])),
+                    ],
+                ),
+                &rsa,
+                Algorithm::RS256,
+            ),
+        ),
+        (
             "valid-ps256",
             sign(
                 &json!({"alg": "PS256", "typ": "JWT", "kid": fx::RSA_KID}),
@@ -375,6 +390,7 @@ fn tokens() -> Vec<(String, String)> {
 const SEALED: u8 = 1;
 const SMALL_MAX_PAYLOAD: u8 = 2;
 const WRAP_TOKEN: u8 = 8;
+const NAMED: u8 = 16;
 
 use fx::{request_claims, sealed, server_signed};
 
@@ -417,6 +433,17 @@ fn requests(tokens: &[(String, String)]) -> Vec<(String, Vec<u8>)> {
             format!("wrap-{name}"),
             framed(WRAP_TOKEN, token(name).as_bytes()),
         ));
+    }
+    // A connect name asking for scopes, then a member token entitled to some.
+    for (seed, name) in [
+        ("named-scopes", "chat-app scope=r1,r3,zz"),
+        ("named-no-scope", "chat-app"),
+        ("named-hostile-scope", "scope=r1,a.b,*"),
+    ] {
+        let mut body = name.as_bytes().to_vec();
+        body.push(0);
+        body.extend_from_slice(token("valid-member-rooms").as_bytes());
+        out.push((seed.into(), framed(WRAP_TOKEN | NAMED, &body)));
     }
     out.push((
         "wrap-sealed-valid-eddsa-no-kid".into(),

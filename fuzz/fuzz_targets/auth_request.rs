@@ -10,7 +10,9 @@
 //! * bit 3: the rest is not a message but a bearer token, which the target
 //!   wraps in a request signed by the fixed server nkey (sealed to the
 //!   callout xkey when bit 0 is set). A mutated request no longer verifies,
-//!   so this is how mutated tokens reach the whole decision.
+//!   so this is how mutated tokens reach the whole decision;
+//! * bit 4 (with bit 3): the rest is a connect name, a zero byte, then the
+//!   token: the name carries the scopes asked for (`scope=a,b`).
 //!
 //! Asserts, besides "never panics":
 //! * `decide` answers exactly when `auth_request::decode` verified the request
@@ -23,7 +25,9 @@
 //!   carries an error and no user JWT;
 //! * the user JWT is signed by the callout issuer for the request's user nkey
 //!   in the configured account, expires within max_user_ttl, and neither
-//!   direction is left unrestricted nor reaches $SYS unless a role names it.
+//!   direction is left unrestricted nor reaches $SYS unless a role names it;
+//! * a scoped subject (`chat.<scope>...`) is allowed only for a scope the
+//!   connect name asked for, and the scoped deny covers every scope.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -41,17 +45,26 @@ const SEALED: u8 = 1;
 const SMALL_MAX_PAYLOAD: u8 = 2;
 const ODD_HEADER: u8 = 4;
 const WRAP_TOKEN: u8 = 8;
+const NAMED: u8 = 16;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     let wrapped;
+    let mut asked: Vec<String> = Vec::new();
     let payload = if mode & WRAP_TOKEN != 0 {
-        let Ok(token) = std::str::from_utf8(rest) else {
+        let Ok(rest) = std::str::from_utf8(rest) else {
             return;
         };
-        let jwt = server_signed(&request_claims(json!({"pass": token, "protocol": 1})));
+        let opts = match rest.split_once('\0') {
+            Some((name, token)) if mode & NAMED != 0 => {
+                asked = scopes_asked(name);
+                json!({"pass": token, "name": name, "protocol": 1})
+            }
+            _ => json!({"pass": rest, "protocol": 1}),
+        };
+        let jwt = server_signed(&request_claims(opts));
         wrapped = if mode & SEALED != 0 {
             sealed(&jwt)
         } else {
@@ -141,6 +154,26 @@ fuzz_target!(|data: &[u8]| {
             assert!(user.exp <= user.iat + f.config.callout.max_user_ttl.as_secs());
             for (name, p) in [("pub", &user.nats.publish), ("sub", &user.nats.subscribe)] {
                 bounded(name, p);
+                for subject in p.allow.iter().filter(|s| s.starts_with("chat.")) {
+                    let scope = subject.split('.').nth(1).unwrap_or_default();
+                    assert!(
+                        asked.iter().any(|a| a == scope),
+                        "{name}: {subject} for a scope not asked for ({asked:?})"
+                    );
+                }
+            }
+            if user
+                .nats
+                .subscribe
+                .allow
+                .iter()
+                .any(|s| s.starts_with("chat."))
+            {
+                assert!(
+                    user.nats.subscribe.deny.iter().any(|d| d == "chat.*.admin"),
+                    "the scoped deny covers every scope: {:?}",
+                    user.nats.subscribe
+                );
             }
         }
         Verdict::Refused { code, reason } => {
@@ -150,6 +183,16 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The scopes a connect name asks for, read the simple way the README
+/// documents (independently of the service's parser).
+fn scopes_asked(name: &str) -> Vec<String> {
+    name.split_whitespace()
+        .filter_map(|w| w.strip_prefix("scope="))
+        .flat_map(|list| list.split(','))
+        .map(str::to_string)
+        .collect()
+}
 
 /// A direction is never unrestricted (nats-server reads one with neither list
 /// as "everything"), and reaches $SYS only when an allow entry names it.

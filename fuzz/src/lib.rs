@@ -72,6 +72,7 @@ user_claim = "preferred_username"
 jwks_max_age = "1h"
 jwks_refetch_cooldown = "1h"
 http_timeout = "2s"
+scopes_claim = "rooms"
 
 [roles.admin]
 pub.allow = [">"]
@@ -81,6 +82,11 @@ sub.allow = [">"]
 pub.allow = ["_INBOX.>"]
 sub.allow = ["orders.>", "_INBOX.>"]
 sub.deny = ["orders.secret.>"]
+
+[roles.member]
+pub.allow = ["chat.{{{{scope}}}}.in", "_INBOX.>"]
+sub.allow = ["chat.{{{{scope}}}}.>", "_INBOX.>"]
+sub.deny = ["chat.{{{{scope}}}}.admin"]
 
 [roles.ops]
 pub.allow = ["$SYS.REQ.SERVER.PING"]
