@@ -127,7 +127,7 @@ pub fn identify(
     if let Some(g) = &stored {
         entitled.extend(g.scopes.iter().cloned());
     }
-    let granted = scopes::grant(extras.requested_scopes.to_vec(), &entitled);
+    let granted = scopes::grant(extras.requested_scopes, &entitled);
     let values = Values {
         name: &user,
         issuer: &oidc.name,
@@ -471,7 +471,7 @@ pub fn config_user_permissions(
         .as_ref()
         .map(|g| g.scopes.iter().cloned().collect())
         .unwrap_or_default();
-    let granted = scopes::grant(extras.requested_scopes.to_vec(), &entitled);
+    let granted = scopes::grant(extras.requested_scopes, &entitled);
     let no_claims = serde_json::Map::new();
     let values = Values {
         name: &user.name,

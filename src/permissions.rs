@@ -251,9 +251,9 @@ mod tests {
         ]))
         .unwrap();
         let claims = serde_json::Map::new();
-        let with = |scopes: &[String]| {
+        let with_roles = |roles: &[&str], scopes: &[String]| {
             t.permissions_for(
-                &strs(&["member"]),
+                &strs(roles),
                 &Values {
                     name: "ana",
                     issuer: "default",
@@ -262,6 +262,7 @@ mod tests {
                 },
             )
         };
+        let with = |scopes: &[String]| with_roles(&["member"], scopes);
         let p = with(&strs(&["r1", "r2"])).unwrap().unwrap();
         assert_eq!(
             p.publish.allow,
@@ -281,18 +282,7 @@ mod tests {
         assert_eq!(hostile.code(), "subject_template");
         // A scoped deny holds for every scope: asking for none must not lift
         // it while another role allows the subjects.
-        let both = t
-            .permissions_for(
-                &strs(&["member", "reader"]),
-                &Values {
-                    name: "ana",
-                    issuer: "default",
-                    claims: &claims,
-                    scopes: &[],
-                },
-            )
-            .unwrap()
-            .unwrap();
+        let both = with_roles(&["member", "reader"], &[]).unwrap().unwrap();
         assert_eq!(both.subscribe.allow, strs(&["chat.>"]));
         assert_eq!(both.subscribe.deny, strs(&["$SYS.>", "chat.*.admin"]));
     }

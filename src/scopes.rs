@@ -84,10 +84,11 @@ pub fn entitled_by_claim(
 }
 
 /// Asked ∩ entitled, in the order asked.
-pub fn grant(requested: Vec<String>, entitled: &BTreeSet<String>) -> Vec<String> {
+pub fn grant(requested: &[String], entitled: &BTreeSet<String>) -> Vec<String> {
     requested
-        .into_iter()
-        .filter(|s| entitled.contains(s))
+        .iter()
+        .filter(|s| entitled.contains(*s))
+        .cloned()
         .collect()
 }
 
@@ -126,8 +127,8 @@ mod tests {
     #[test]
     fn only_what_is_both_asked_and_entitled_is_granted() {
         let entitled = BTreeSet::from(["a".to_string(), "b".to_string(), "c".to_string()]);
-        assert_eq!(grant(strs(&["c", "x", "a"]), &entitled), strs(&["c", "a"]));
-        assert_eq!(grant(strs(&[]), &entitled), strs(&[]));
+        assert_eq!(grant(&strs(&["c", "x", "a"]), &entitled), strs(&["c", "a"]));
+        assert_eq!(grant(&strs(&[]), &entitled), strs(&[]));
         let claims = serde_json::json!({"rooms": ["a", "b"], "bad": [1]});
         let claims = claims.as_object().unwrap();
         let path = |p: &str| ClaimPath::parse(p).unwrap();

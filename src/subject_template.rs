@@ -107,41 +107,33 @@ impl SubjectTemplate {
             return Err(format!("subject {subject:?}: \"}}}}\" without \"{{{{\""));
         }
         let template = SubjectTemplate { pieces };
-        let sample: String = template
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Literal(l) => l.as_str(),
-                _ => "v",
-            })
-            .collect();
-        check_permission_subject(&sample)?;
+        check_permission_subject(&template.sample("v"))?;
         // A deny entry is filled with `*` for `{{scope}}` (see
         // `render_deny`), which is a wildcard only as a whole token.
-        let whole_tokens = template.pieces.iter().enumerate().all(|(i, p)| {
-            *p != Piece::Scope || {
-                let before = i.checked_sub(1).map(|j| &template.pieces[j]);
-                let after = template.pieces.get(i + 1);
-                let ends_token = |piece: Option<&Piece>, at_start: bool| match piece {
-                    None => true,
-                    Some(Piece::Literal(l)) => {
-                        if at_start {
-                            l.starts_with('.')
-                        } else {
-                            l.ends_with('.')
-                        }
-                    }
-                    Some(_) => false,
-                };
-                ends_token(before, false) && ends_token(after, true)
-            }
-        });
-        if !whole_tokens {
+        const MARK: char = '\u{1}';
+        if template
+            .sample(&MARK.to_string())
+            .split('.')
+            .any(|token| token.contains(MARK) && token.len() != MARK.len_utf8())
+        {
             return Err(format!(
                 "subject {subject:?}: {{{{scope}}}} must be a whole subject token (between dots)"
             ));
         }
         Ok(template)
+    }
+
+    /// The subject with every placeholder filled with `v`, and `{{scope}}`
+    /// with `scope`: to check the template's shape.
+    fn sample(&self, scope: &str) -> String {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Literal(l) => l.as_str(),
+                Piece::Scope => scope,
+                _ => "v",
+            })
+            .collect()
     }
 
     /// Whether a value comes from token claims (`{{sub}}`, `{{claim:...}}`),

@@ -2,40 +2,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
 use common::*;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn explain_stdin(config: &std::path::Path, token: &str) -> Output {
-    let mut child = bin()
-        .args(["explain", "--config"])
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(token.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
@@ -47,7 +14,7 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
     let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
         .await
         .unwrap();
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(out.status.success(), "{t}");
     for expected in [
         "user:     rita",
@@ -70,7 +37,7 @@ async fn explain_names_the_reason_for_a_refusal() {
     let unmapped = stack.issuer.token("gus", AUDIENCE, &["guest"], 600);
     let wrong_aud = stack.issuer.token("gus", "other-api", &["admin"], 600);
     let (a, b) = tokio::task::spawn_blocking(move || {
-        let a = bin()
+        let a = callout_bin()
             .args(["explain", "--config"])
             .arg(&config)
             .args(["--token", &unmapped])
@@ -83,16 +50,16 @@ async fn explain_names_the_reason_for_a_refusal() {
     .unwrap();
     assert_eq!(a.status.code(), Some(1));
     assert!(
-        text(&a).contains("verdict:  REFUSED: no mapped role"),
+        output_text(&a).contains("verdict:  REFUSED: no mapped role"),
         "{}",
-        text(&a)
+        output_text(&a)
     );
     assert_eq!(b.status.code(), Some(1));
     assert!(
-        text(&b).contains("REFUSED: token audience [\"other-api\"]")
-            && text(&b).contains("[token_audience]"),
+        output_text(&b).contains("REFUSED: token audience [\"other-api\"]")
+            && output_text(&b).contains("[token_audience]"),
         "{}",
-        text(&b)
+        output_text(&b)
     );
 }
 
@@ -117,12 +84,12 @@ fn check_warns_about_risky_choices() {
             + "\n[roles.ops]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\n\n[roles.nobody]\n\n[roles.root]\naccount = \"SYS\"\nsub.allow = [\"x\"]\n";
     let config = dir.path().join("config.toml");
     std::fs::write(&config, example).unwrap();
-    let out = bin()
+    let out = callout_bin()
         .args(["check", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(out.status.success(), "warnings do not fail the check: {t}");
     assert!(t.contains("warning: callout.xkey_seed is not set"), "{t}");
     assert!(
@@ -152,12 +119,12 @@ fn check_warns_about_risky_choices() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    let out = bin()
+    let out = callout_bin()
         .args(["check", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(!t.contains("readable by every user"), "{t}");
     assert!(t.contains("is valid (6 warnings)"), "{t}");
 }
@@ -172,7 +139,7 @@ async fn health_reports_readiness_of_the_running_service() {
     .await;
     let config = stack.service.config.clone();
     let ok = tokio::task::spawn_blocking(move || {
-        bin()
+        callout_bin()
             .args(["health", "--config"])
             .arg(&config)
             .output()
@@ -180,12 +147,12 @@ async fn health_reports_readiness_of_the_running_service() {
     })
     .await
     .unwrap();
-    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(ok.status.success(), "{}", output_text(&ok));
 
     let config = stack.service.config.clone();
     let dead = free_port();
     let down = tokio::task::spawn_blocking(move || {
-        bin()
+        callout_bin()
             .args(["health", "--config"])
             .arg(&config)
             .args(["--url", &format!("http://127.0.0.1:{dead}/readyz")])
@@ -194,8 +161,12 @@ async fn health_reports_readiness_of_the_running_service() {
     })
     .await
     .unwrap();
-    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
-    assert!(text(&down).contains("not ready"), "{}", text(&down));
+    assert_eq!(down.status.code(), Some(1), "{}", output_text(&down));
+    assert!(
+        output_text(&down).contains("not ready"),
+        "{}",
+        output_text(&down)
+    );
 }
 
 #[test]
@@ -203,12 +174,12 @@ fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
     for (kind, prefix) in [("account", 'A'), ("curve", 'X')] {
         let path = dir.path().join(format!("{kind}.nk"));
-        let out = bin()
+        let out = callout_bin()
             .args(["keygen", kind, "--out"])
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         let public = String::from_utf8_lossy(&out.stderr).trim().to_string();
         assert!(public.starts_with(prefix), "{public}");
         assert!(out.stdout.is_empty(), "the seed goes only to the file");
@@ -220,9 +191,9 @@ fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
                 0o600
             );
         }
-        let back = bin().arg("pubkey").arg(&path).output().unwrap();
+        let back = callout_bin().arg("pubkey").arg(&path).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&back.stdout).trim(), public);
-        let again = bin()
+        let again = callout_bin()
             .args(["keygen", kind, "--out"])
             .arg(&path)
             .output()

@@ -61,14 +61,6 @@ fn start_load(
         .collect()
 }
 
-async fn finish_load(tasks: Vec<tokio::task::JoinHandle<Vec<Attempt>>>) -> Vec<Attempt> {
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all
-}
-
 fn tokens(stack: &Stack, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| stack.token(&format!("load{i}"), &["reader"]))
@@ -244,7 +236,7 @@ async fn nats_server_restart_during_load() {
     let back = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
-    let attempts = finish_load(load).await;
+    let attempts = join_all(load).await;
 
     let before: Vec<&Attempt> = attempts
         .iter()
@@ -310,7 +302,7 @@ async fn a_rolling_restart_under_load_loses_no_connect() {
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::SeqCst);
-    let attempts = finish_load(load).await;
+    let attempts = join_all(load).await;
 
     let lost: Vec<&Attempt> = attempts.iter().filter(|a| a.error.is_some()).collect();
     eprintln!(
@@ -346,7 +338,7 @@ async fn a_replica_crashing_mid_load_leaves_every_connect_answered() {
     stack.service.kill();
     tokio::time::sleep(Duration::from_millis(3000)).await;
     stop.store(true, Ordering::SeqCst);
-    let attempts = finish_load(load).await;
+    let attempts = join_all(load).await;
 
     let failed: Vec<&Attempt> = attempts.iter().filter(|a| a.error.is_some()).collect();
     eprintln!(

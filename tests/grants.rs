@@ -150,12 +150,8 @@ async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
     let stack = start().await;
-    let operator =
-        async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
-            .connect(stack.url())
-            .await
-            .expect("the callout account's own user");
-    let bucket = async_nats::jetstream::new(operator)
+    let js = async_nats::jetstream::new(callout_user(&stack.url()).await);
+    let bucket = js
         .get_key_value(BUCKET)
         .await
         .expect("the service created the bucket");
@@ -231,12 +227,6 @@ async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
     connect_named(&stack, &token, "scope=room-5")
         .await
         .expect("granted again");
-    let js = async_nats::jetstream::new(
-        async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
-            .connect(stack.url())
-            .await
-            .unwrap(),
-    );
     js.delete_key_value(BUCKET).await.unwrap();
     wait_for_log(
         &stack.service.log,

@@ -49,10 +49,7 @@ fn request_claims(server: &nkeys::KeyPair, stack: &Stack, token: &str) -> Value 
 /// `clients_cannot_publish_onto_the_callout_subject`), so forged requests are
 /// sent through a plain server the service is attached to.
 async fn forger(stack: &Stack) -> async_nats::Client {
-    async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
-        .connect(stack.url())
-        .await
-        .expect("the callout user connects")
+    callout_user(&stack.url()).await
 }
 
 /// Publishes a request onto the callout subject and returns the answer body.
@@ -309,10 +306,7 @@ async fn request_with_an_xkey_header_but_no_xkey_configured_gets_no_user_jwt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_cannot_publish_onto_the_callout_subject() {
     let stack = Stack::start(ServiceOptions::default()).await;
-    let auth = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
-        .connect(stack.url())
-        .await
-        .expect("the callout user connects");
+    let auth = callout_user(&stack.url()).await;
     let server = nkeys::KeyPair::new_server();
     let token = stack.token("mallory", &["admin"]);
     let asked = tokio::time::timeout(

@@ -268,29 +268,8 @@ sub.allow = ["shared.>"]
 }
 
 fn explain(config: &std::path::Path, token: &str) -> (bool, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
-        .args(["explain", "--config"])
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(token.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = explain_stdin(config, token);
+    (out.status.success(), output_text(&out))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

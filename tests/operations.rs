@@ -151,10 +151,7 @@ async fn registers_as_a_nats_micro_service() {
         .unwrap();
     assert_refused(&stack.url(), &stack.token("gus", &["guest"]), "unmapped").await;
     // The callout's own account can see it the way `nats micro ls/stats` does.
-    let ops = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
-        .connect(stack.url())
-        .await
-        .unwrap();
+    let ops = callout_user(&stack.url()).await;
     let ping = ops
         .request("$SRV.PING.nats-oidc-callout", "".into())
         .await

@@ -101,14 +101,6 @@ fn start_load(
         .collect()
 }
 
-async fn finish_load(tasks: Vec<tokio::task::JoinHandle<Vec<Attempt>>>) -> Vec<Attempt> {
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all
-}
-
 /// The replicas; a failing test shows what each of them said.
 struct Replicas(Vec<CalloutService>);
 
@@ -230,7 +222,7 @@ async fn replicas_across_a_three_node_cluster_answer_every_connect_while_a_repli
     tokio::time::sleep(Duration::from_millis(3000)).await;
     stop.store(true, Ordering::SeqCst);
     let load_stopped = Instant::now();
-    let attempts = finish_load(load).await;
+    let attempts = join_all(load).await;
 
     const GRACE: Duration = Duration::from_millis(500);
     let valid: Vec<&Attempt> = attempts.iter().filter(|a| a.valid).collect();

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{free_port, http_get, NatsServer};
+use super::{callout_conf, free_port, http_get, NatsServer};
 
 pub const NODES: usize = 3;
 
@@ -34,34 +34,14 @@ impl NatsCluster {
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let xkey_line = xkey_public
-            .map(|x| format!("    xkey: {x}\n"))
-            .unwrap_or_default();
         let nodes = (0..NODES)
             .map(|i| {
-                // The accounts and authorization blocks are those of
-                // `NatsServer::start`.
                 let conf = format!(
                     r#"server_name: n{i}
 listen: 127.0.0.1:{port}
 http: 127.0.0.1:{http}
 max_control_line: 64KB
-accounts {{
-  AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}
-  APP {{}}
-  TEAM {{}}
-  SYS {{}}
-}}
-system_account: SYS
-authorization {{
-  timeout: 2
-  auth_callout {{
-    issuer: {issuer_public}
-    auth_users: [ auth ]
-    account: AUTH
-{xkey_line}  }}
-}}
-cluster {{
+{callout}cluster {{
   name: callout-test
   listen: 127.0.0.1:{cluster}
   routes: [ {routes} ]
@@ -70,6 +50,7 @@ cluster {{
                     port = client_ports[i],
                     http = http_ports[i],
                     cluster = cluster_ports[i],
+                    callout = callout_conf(issuer_public, xkey_public, None),
                 );
                 NatsServer::start_with(tempfile::tempdir().unwrap(), client_ports[i], conf)
             })

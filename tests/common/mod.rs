@@ -79,6 +79,49 @@ impl CalloutKeys {
     }
 }
 
+/// The accounts and auth callout blocks of a test nats-server: accounts
+/// AUTH (the callout's user), APP, TEAM and SYS; with `xkey`, requests sealed
+/// to that key; with a JetStream store, JetStream on for AUTH (the KV grants
+/// bucket lives there).
+pub fn callout_conf(
+    issuer_public: &str,
+    xkey_public: Option<&str>,
+    jetstream_store: Option<&Path>,
+) -> String {
+    let (jetstream, auth_js) = match jetstream_store {
+        Some(store) => (
+            format!("jetstream {{ store_dir: \"{}\" }}\n", store.display()),
+            " jetstream: enabled,",
+        ),
+        None => (String::new(), ""),
+    };
+    let xkey_line = xkey_public
+        .map(|x| format!("    xkey: {x}\n"))
+        .unwrap_or_default();
+    // Any nkey user in the config makes nats-server send every client a
+    // nonce, which nkey identities ([users.*] nkey) must sign. Its seed is
+    // thrown away: nobody logs in as it.
+    let nonce_enabler = nkeys::KeyPair::new_user().public_key();
+    format!(
+        r#"{jetstream}accounts {{
+  AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
+  APP {{}}
+  TEAM {{}}
+  SYS {{}}
+}}
+system_account: SYS
+authorization {{
+  timeout: 2
+  auth_callout {{
+    issuer: {issuer_public}
+    auth_users: [ auth ]
+    account: AUTH
+{xkey_line}  }}
+}}
+"#
+    )
+}
+
 pub struct NatsServer {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -103,45 +146,14 @@ impl NatsServer {
 
     fn start_callout(issuer_public: &str, xkey_public: Option<&str>, js: bool) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
-        let (jetstream, auth_js) = if js {
-            (
-                format!(
-                    "jetstream {{ store_dir: \"{}\" }}\n",
-                    dir.path().join("js").display()
-                ),
-                " jetstream: enabled,",
-            )
-        } else {
-            (String::new(), "")
-        };
         let port = free_port();
-        let xkey_line = xkey_public
-            .map(|x| format!("    xkey: {x}\n"))
-            .unwrap_or_default();
-        // Any nkey user in the config makes nats-server send every client a
-        // nonce, which nkey identities ([users.*] nkey) must sign. Its seed
-        // is thrown away: nobody logs in as it.
-        let nonce_enabler = nkeys::KeyPair::new_user().public_key();
+        let store = js.then(|| dir.path().join("js"));
         let conf = format!(
             r#"listen: 127.0.0.1:{port}
 # OIDC tokens are often larger than the 4 KiB default control line.
 max_control_line: 64KB
-{jetstream}accounts {{
-  AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
-  APP {{}}
-  TEAM {{}}
-  SYS {{}}
-}}
-system_account: SYS
-authorization {{
-  timeout: 2
-  auth_callout {{
-    issuer: {issuer_public}
-    auth_users: [ auth ]
-    account: AUTH
-{xkey_line}  }}
-}}
-"#
+{}"#,
+            callout_conf(issuer_public, xkey_public, store.as_deref())
         );
         NatsServer::start_with(dir, port, conf)
     }
@@ -694,4 +706,57 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
         .await
         .expect("http endpoint answers");
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The service binary, for its subcommands.
+pub fn callout_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+}
+
+/// What a subcommand printed, stdout then stderr.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `explain` with the token on stdin, as an operator runs it.
+pub fn explain_stdin(config: &Path, token: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = callout_bin()
+        .args(["explain", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A client of the callout's own account (the `auth` user, which skips the
+/// callout): what an operator uses for `nats micro`, the KV grants bucket,
+/// or to try publishing on the callout subject.
+pub async fn callout_user(url: &str) -> async_nats::Client {
+    ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+        .connect(url)
+        .await
+        .expect("the callout user connects")
+}
+
+/// Waits for load tasks and gathers what each recorded.
+pub async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<Vec<T>>>) -> Vec<T> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
 }
