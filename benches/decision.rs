@@ -13,20 +13,21 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use nats_oidc_callout::authorizer::{unix_now, Authorizer, Verdict};
+use nats_oidc_callout::callout::{Callout, Verdict};
+use nats_oidc_callout::clock::unix_now;
 use nats_oidc_callout::config::Config;
-use nats_oidc_callout::dev_issuer::DevIssuer;
-use nats_oidc_callout::key_manager::KeyManager;
+use nats_oidc_callout::dev::issuer::DevIssuer;
+use nats_oidc_callout::dev::server_sim::ServerSim;
 use nats_oidc_callout::metrics::Metrics;
-use nats_oidc_callout::server_sim::ServerSim;
+use nats_oidc_callout::nats::request::{self, RequestBody};
 
 struct Setup {
     rt: tokio::runtime::Runtime,
     _issuer: DevIssuer,
     /// Token cache off: every decision verifies the token's signature.
-    authorizer: Authorizer,
+    callout: Callout,
     /// Token cache on (the default): the same token again is a cache hit.
-    cached: Authorizer,
+    cached: Callout,
     server: ServerSim,
     callout_xkey: nkeys::XKey,
     rs_token: String,
@@ -72,13 +73,15 @@ sub.deny  = ["orders.secret.>"]
         )
         .unwrap_or_else(|e| panic!("{e}"))
     };
-    let authorizer_with = |config: Config| {
-        let keys = KeyManager::new(config.oidc[0].clone(), Arc::new(Metrics::new())).unwrap();
-        rt.block_on(keys.refresh()).unwrap();
-        Authorizer::from_config(&config, vec![keys], None)
+    let callout_with = |config: Config| {
+        let issuers = config.issuers(None, &Arc::new(Metrics::new())).unwrap();
+        for issuer in issuers.iter() {
+            rt.block_on(issuer.keys.refresh()).unwrap();
+        }
+        config.callout(config.authorizer(issuers, None))
     };
-    let authorizer = authorizer_with(config("token_cache_bytes = 0"));
-    let cached = authorizer_with(config(""));
+    let callout = callout_with(config("token_cache_bytes = 0"));
+    let cached = callout_with(config(""));
     let rs_kid = issuer.current_kid(Algorithm::RS256);
     let es_kid = issuer.current_kid(Algorithm::ES256);
     let claims = issuer.claims("ana", "nats", &["reader"], 3600);
@@ -93,7 +96,7 @@ sub.deny  = ["orders.secret.>"]
         server: ServerSim::new(&account.public_key()),
         rt,
         _issuer: issuer,
-        authorizer,
+        callout,
         cached,
         callout_xkey,
         rs_token,
@@ -104,8 +107,15 @@ sub.deny  = ["orders.secret.>"]
 impl Setup {
     fn decide(&self, payload: &[u8], header: Option<&str>) -> Verdict {
         self.rt
-            .block_on(self.authorizer.decide(payload, header, usize::MAX))
+            .block_on(self.callout.decide(payload, header, usize::MAX))
             .verdict
+    }
+
+    /// The decision without the wire: the verified request → admission.
+    fn authorize(&self, request: &RequestBody) -> bool {
+        self.rt
+            .block_on(self.callout.authorizer().authorize(request, unix_now()))
+            .is_ok()
     }
 
     fn decide_cached(&self, payload: &[u8]) -> Verdict {
@@ -157,6 +167,14 @@ fn main() {
             "the benchmark's decision must be an allow"
         );
     }
+
+    let verified =
+        request::decode(&plain, None, None, &s.server.callout_issuer, now as i64).unwrap();
+    let body = &verified.claims.nats;
+    assert!(
+        s.authorize(body),
+        "the benchmark's admission must be an allow"
+    );
 
     // Primitive inputs, shaped like the decision's.
     let (rs_msg, rs_sig) = split_signed(&s.rs_token);
@@ -213,6 +231,7 @@ fn main() {
             b.iter(|| s.decide(&sealed, Some(&server_xkey)))
         });
         g.bench_function("rs256_token_cached", |b| b.iter(|| s.decide_cached(&plain)));
+        g.bench_function("authorize_rs256_token", |b| b.iter(|| s.authorize(body)));
         g.finish();
         let mut g = c.benchmark_group("primitive");
         g.bench_function("rs256_verify", |b| b.iter(rs256_verify));
@@ -237,6 +256,9 @@ fn main() {
     });
     let d_cached = median(|| {
         black_box(s.decide_cached(&plain));
+    });
+    let d_authorize = median(|| {
+        black_box(s.authorize(body));
     });
     for verdict in [
         s.decide(&plain, None),
@@ -272,6 +294,8 @@ fn main() {
         ("rs256 token + xkey", d_x, base + p_rs + p_open + p_seal),
         // A token seen before: its signature is not verified again.
         ("rs256 token, cached", d_cached, base),
+        // `authorize` alone: the token's signature is its only crypto.
+        ("authorize, rs256", d_authorize, p_rs),
     ] {
         println!(
             "{name:<22} {:>12.1} {:>16.1} {:>7.2}",

@@ -27,9 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use nats_oidc_callout::authorizer::unix_now;
-use nats_oidc_callout::dev_issuer::DevIssuer;
-use nats_oidc_callout::server_sim::{Answer, ServerSim};
+use nats_oidc_callout::clock::unix_now;
+use nats_oidc_callout::dev::issuer::DevIssuer;
+use nats_oidc_callout::dev::server_sim::{Answer, ServerSim};
 
 #[derive(Parser)]
 struct Cli {
@@ -142,7 +142,7 @@ fn free_port() -> u16 {
 }
 
 fn start_nats(callout: Option<(&str, Option<&str>)>) -> NatsServer {
-    let bin = nats_oidc_callout::nats_server::locate_or_install(
+    let bin = nats_oidc_callout::dev::nats_server::locate_or_install(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
     )
     .unwrap_or_else(|e| panic!("no nats-server: {e}"));

@@ -1,39 +1,32 @@
 //! nats-oidc-callout: a NATS auth callout service that admits clients
 //! presenting OIDC access tokens and maps their roles to NATS permissions.
 //!
-//! The modules follow the data flow of one decision:
-//! [`auth_request`] → [`issuers`] → [`token`] (with [`key_manager`], [`keys`],
-//! [`issuer_client`]) → [`claims`] → [`permissions`] → [`user_jwt`] →
-//! [`auth_response`], tied together by [`authorizer`] and run by [`service`].
+//! Layers, each importing only the ones above it in this list:
+//!
+//! 0. `text`, [`clock`], `backoff`, `secrets`, [`refusal`], [`metrics`],
+//!    and [`nats`] (the wire formats of the callout protocol).
+//! 1. [`policy`] (claims → roles → permissions, no I/O) and [`oidc`]
+//!    (bearer token → verified claims: discovery, keys, signature, rules).
+//! 2. [`authorize`]: a verified request → an admission or a refusal.
+//! 3. [`callout`]: request bytes → decode → `authorize` → user JWT →
+//!    response bytes, logged.
+//! 4. [`config`]: TOML → the settings of the layers above, and the
+//!    callout they describe.
+//! 5. [`service`]: running it (NATS, dispatch, drain, reload, HTTP).
+//! 6. [`cli`] (the commands) and [`dev`] (the local development stack).
 
-pub mod auth_request;
-pub mod auth_response;
-pub mod authorizer;
-pub mod check;
-pub mod claims;
+pub mod authorize;
+mod backoff;
+pub mod callout;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dev;
-pub mod dev_issuer;
-pub mod explain;
-pub mod http;
-pub mod identities;
-pub mod issuer_client;
-pub mod issuers;
-pub mod key_manager;
-pub mod keys;
-pub mod kv_grants;
-pub mod live;
 pub mod metrics;
-pub mod micro;
-pub mod nats_jwt;
-pub mod nats_server;
-pub mod permissions;
-pub mod scopes;
-pub mod secrets;
-pub mod server_sim;
+pub mod nats;
+pub mod oidc;
+pub mod policy;
+pub mod refusal;
+mod secrets;
 pub mod service;
-pub mod subject;
-pub mod subject_template;
-pub mod token;
-pub mod token_cache;
-pub mod user_jwt;
+mod text;

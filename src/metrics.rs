@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::authorizer::Verdict;
+use crate::refusal::RefusalCode;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -106,15 +106,16 @@ impl Metrics {
         }
     }
 
-    pub fn record_decision(&self, verdict: &Verdict, seconds: f64) {
-        let labels = match verdict {
-            Verdict::Allowed { .. } => DecisionLabels {
+    /// One decision: `None` when the connection was allowed, else why not.
+    pub fn record_decision(&self, refused: Option<RefusalCode>, seconds: f64) {
+        let labels = match refused {
+            None => DecisionLabels {
                 result: "allowed",
                 reason: "ok",
             },
-            Verdict::Refused { code, .. } => DecisionLabels {
+            Some(code) => DecisionLabels {
                 result: "refused",
-                reason: code,
+                reason: code.as_str(),
             },
         };
         self.authorizations.get_or_create(&labels).inc();
@@ -148,5 +149,30 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `reason` label values are the refusal codes, exactly.
+    #[test]
+    fn every_refusal_code_is_a_reason_label() {
+        let metrics = Metrics::new();
+        metrics.record_decision(None, 0.001);
+        for code in RefusalCode::ALL {
+            metrics.record_decision(Some(code), 0.001);
+        }
+        let text = metrics.render();
+        let reasons: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("nats_oidc_callout_authorizations_total{"))
+            .filter_map(|l| l.split("reason=\"").nth(1)?.split('"').next())
+            .collect();
+        let mut expected: std::collections::BTreeSet<&str> =
+            RefusalCode::ALL.iter().map(|c| c.as_str()).collect();
+        expected.insert("ok");
+        assert_eq!(reasons, expected);
     }
 }

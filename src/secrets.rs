@@ -11,7 +11,7 @@ pub enum SeedKind {
 }
 
 impl SeedKind {
-    fn prefix(self) -> &'static str {
+    pub fn prefix(self) -> &'static str {
         match self {
             SeedKind::Account => "SA",
             SeedKind::Curve => "SX",
@@ -19,7 +19,7 @@ impl SeedKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             SeedKind::Account => "an account seed",
             SeedKind::Curve => "a curve (xkey) seed",
@@ -46,47 +46,86 @@ pub fn has_seed_shape(text: &str) -> bool {
         .any(|w| w.len() >= 50 && w.starts_with('S'))
 }
 
-/// Reads a seed file. nsc and `nk` write seeds alone on a line, possibly with
-/// comments or a creds-style block around them, so the first line that looks
-/// like a seed of the wanted kind is taken.
-pub fn read_seed_file(path: &Path, kind: SeedKind) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", shown(path)))?;
-    let seed = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with('S') && l.len() > 50 && !l.contains(' '))
-        .ok_or_else(|| {
-            format!(
-                "{}: no nkey seed found (expected {}, starting with {})",
-                shown(path),
-                kind.name(),
-                kind.prefix()
-            )
-        })?;
-    check_seed(seed, kind).map_err(|r| format!("{}: {r}", shown(path)))
+/// Why a seed cannot be used. The message never contains the seed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{file}: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("{file}: no nkey seed found (expected {}, starting with {})", .kind.name(), .kind.prefix())]
+    NotFound { file: String, kind: SeedKind },
+    #[error("not {} (it must start with {})", .0.name(), .0.prefix())]
+    WrongKind(SeedKind),
+    #[error("not a valid nkey seed ({} with a bad checksum or length)", .0.name())]
+    Invalid(SeedKind),
+    #[error("{file}: {problem}")]
+    InFile {
+        file: String,
+        problem: Box<SeedError>,
+    },
 }
 
-/// Checks that a seed decodes and is of the wanted kind.
-pub fn check_seed(seed: &str, kind: SeedKind) -> Result<String, String> {
-    if !seed.starts_with(kind.prefix()) {
-        return Err(format!(
-            "not {} (it must start with {})",
-            kind.name(),
-            kind.prefix()
-        ));
+/// The first line of a seed file that looks like a seed. nsc and `nk` write
+/// seeds alone on a line, possibly with comments or a creds-style block
+/// around them.
+fn seed_in_file(path: &Path, kind: SeedKind) -> Result<String, SeedError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SeedError::Unreadable {
+        file: shown(path),
+        reason: e.to_string(),
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('S') && l.len() > 50 && !l.contains(' '))
+        .map(str::to_string)
+        .ok_or(SeedError::NotFound {
+            file: shown(path),
+            kind,
+        })
+}
+
+fn in_file(path: &Path) -> impl FnOnce(SeedError) -> SeedError + '_ {
+    move |problem| match problem {
+        e @ (SeedError::Unreadable { .. } | SeedError::NotFound { .. }) => e,
+        problem => SeedError::InFile {
+            file: shown(path),
+            problem: Box::new(problem),
+        },
     }
-    let valid = match kind {
-        SeedKind::Curve => nkeys::XKey::from_seed(seed).is_ok(),
-        _ => nkeys::KeyPair::from_seed(seed).is_ok(),
-    };
-    if valid {
-        Ok(seed.to_string())
-    } else {
-        Err(format!(
-            "not a valid nkey seed ({} with a bad checksum or length)",
-            kind.name()
-        ))
+}
+
+/// An account (`SA...`) or user (`SU...`) key pair from its seed.
+pub fn key_pair(seed: &str, kind: SeedKind) -> Result<nkeys::KeyPair, SeedError> {
+    if kind == SeedKind::Curve || !seed.starts_with(kind.prefix()) {
+        return Err(SeedError::WrongKind(kind));
     }
+    nkeys::KeyPair::from_seed(seed).map_err(|_| SeedError::Invalid(kind))
+}
+
+/// A curve (xkey, `SX...`) key from its seed.
+pub fn curve_key(seed: &str) -> Result<nkeys::XKey, SeedError> {
+    if !seed.starts_with(SeedKind::Curve.prefix()) {
+        return Err(SeedError::WrongKind(SeedKind::Curve));
+    }
+    nkeys::XKey::from_seed(seed).map_err(|_| SeedError::Invalid(SeedKind::Curve))
+}
+
+/// The key pair whose seed is in `path`.
+pub fn key_pair_file(path: &Path, kind: SeedKind) -> Result<nkeys::KeyPair, SeedError> {
+    seed_in_file(path, kind).and_then(|s| key_pair(&s, kind).map_err(in_file(path)))
+}
+
+/// The curve key whose seed is in `path`.
+pub fn curve_key_file(path: &Path) -> Result<nkeys::XKey, SeedError> {
+    seed_in_file(path, SeedKind::Curve).and_then(|s| curve_key(&s).map_err(in_file(path)))
+}
+
+/// Writes a new file readable only by its owner; never replaces one.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// Says so when a secret file can be read by every user of the host: a seed
@@ -110,7 +149,9 @@ mod tests {
     fn a_seed_given_as_a_path_is_never_shown() {
         let seed = nkeys::KeyPair::new_account().seed().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let err = read_seed_file(&dir.path().join(&seed), SeedKind::Account).unwrap_err();
+        let err = key_pair_file(&dir.path().join(&seed), SeedKind::Account)
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains(&seed), "{err}");
         assert!(err.contains("shaped like an nkey seed"), "{err}");
         assert_eq!(shown(Path::new("/etc/x/issuer.nk")), "/etc/x/issuer.nk");
@@ -132,9 +173,10 @@ mod tests {
     #[test]
     fn account_seed_is_accepted_and_other_kinds_are_named() {
         let account = nkeys::KeyPair::new_account().seed().unwrap();
-        assert_eq!(check_seed(&account, SeedKind::Account).unwrap(), account);
+        let pair = key_pair(&account, SeedKind::Account).unwrap();
+        assert_eq!(pair.seed().unwrap(), account);
         let user = nkeys::KeyPair::new_user().seed().unwrap();
-        let err = check_seed(&user, SeedKind::Account).unwrap_err();
+        let err = key_pair(&user, SeedKind::Account).unwrap_err().to_string();
         assert!(err.contains("must start with SA"), "{err}");
         assert!(
             !err.contains(&user),
@@ -151,7 +193,7 @@ mod tests {
             "A"
         };
         let seed = format!("{}{}{}", &good[..20], flipped, &good[21..]);
-        let err = check_seed(&seed, SeedKind::Account).unwrap_err();
+        let err = key_pair(&seed, SeedKind::Account).unwrap_err().to_string();
         assert!(!err.contains(&seed));
     }
 
@@ -161,6 +203,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.nk");
         std::fs::write(&path, format!("# xkey for the callout\n{xkey}\n")).unwrap();
-        assert_eq!(read_seed_file(&path, SeedKind::Curve).unwrap(), xkey);
+        assert_eq!(curve_key_file(&path).unwrap().seed().unwrap(), xkey);
     }
 }

@@ -78,9 +78,9 @@ fn the_shipped_example_is_valid() {
     let example = example.replace("\"/etc/nats-oidc-callout/issuer.nk\"", "\"issuer.nk\"");
     let config = Config::load(&d.write(&example)).expect("config.example.toml is valid");
     assert_eq!(config.callout.account, "APP");
-    assert_eq!(config.oidc[0].audience, vec!["nats"]);
+    assert_eq!(config.oidc[0].settings.audience, vec!["nats"]);
     assert_eq!(
-        config.oidc[0].discovery_url,
+        config.oidc[0].settings.discovery_url,
         "https://idp.example.com/realms/demo/.well-known/openid-configuration"
     );
     let names: Vec<&str> = config.roles.names().collect();
@@ -94,9 +94,9 @@ fn a_minimal_config_gets_documented_defaults() {
     assert_eq!(c.nats.queue_group, "nats-oidc-callout");
     assert_eq!(c.callout.max_user_ttl.as_secs(), 3600);
     assert_eq!(c.callout.max_token_bytes, 64 * 1024);
-    assert_eq!(c.oidc[0].token_cache_bytes, 8 * 1024 * 1024);
-    assert_eq!(c.oidc[0].leeway.as_secs(), 30);
-    assert_eq!(c.oidc[0].user_claim.to_string(), "sub");
+    assert_eq!(c.oidc[0].settings.token_cache_bytes, 8 * 1024 * 1024);
+    assert_eq!(c.oidc[0].settings.leeway.as_secs(), 30);
+    assert_eq!(c.oidc[0].claims.user_claim.to_string(), "sub");
     assert!(c.callout.xkey.is_none());
     assert_eq!(c.callout.issuer.seed().unwrap(), d.seed);
 }
@@ -330,7 +330,9 @@ fn the_token_cache_is_bounded_and_can_be_turned_off() {
     let d = Dir::new();
     let off = GOOD.replace("roles_claim", "token_cache_bytes = 0\nroles_claim");
     assert_eq!(
-        Config::load(&d.write(&off)).unwrap().oidc[0].token_cache_bytes,
+        Config::load(&d.write(&off)).unwrap().oidc[0]
+            .settings
+            .token_cache_bytes,
         0
     );
     let msg =
@@ -387,15 +389,16 @@ sub.allow = ["partner.>"]
 fn several_issuers_each_keep_their_own_settings_and_namespace() {
     let d = Dir::new();
     let c = Config::load(&d.write(TWO_ISSUERS)).unwrap();
-    let names: Vec<_> = c.oidc.iter().map(|o| o.name.as_str()).collect();
+    let names: Vec<_> = c.oidc.iter().map(|o| o.settings.name.as_str()).collect();
     assert_eq!(names, ["corp", "partner"]);
-    assert_eq!(c.oidc[0].role_namespace.as_deref(), Some("corp"));
-    assert_eq!(c.oidc[1].audience, vec!["partner-nats"]);
-    assert_eq!(c.oidc[1].roles_claim.to_string(), "groups");
-    assert_eq!(c.oidc[1].user_claim.to_string(), "email");
+    assert_eq!(c.oidc[0].claims.role_namespace.as_deref(), Some("corp"));
+    assert_eq!(c.oidc[1].settings.audience, vec!["partner-nats"]);
+    assert_eq!(c.oidc[1].claims.roles_claim.to_string(), "groups");
+    assert_eq!(c.oidc[1].claims.user_claim.to_string(), "email");
     // A role without a namespace is unreachable when every issuer has one.
     let orphan = format!("{TWO_ISSUERS}\n[roles.reader]\nsub.allow = [\"x\"]\n");
-    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&orphan)).unwrap());
+    let warnings =
+        nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&orphan)).unwrap());
     assert!(
         warnings
             .iter()
@@ -403,7 +406,7 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
         "{warnings:?}"
     );
     assert!(
-        !nats_oidc_callout::check::warnings(&c)
+        !nats_oidc_callout::cli::check::warnings(&c)
             .iter()
             .any(|w| w.contains("without a namespace")),
         "namespaced roles are reachable"
@@ -422,7 +425,8 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
             "sub.allow = [\"partner.>\"]",
             "sub.allow = [\"users.{{name}}.>\"]",
         );
-    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&risky)).unwrap());
+    let warnings =
+        nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&risky)).unwrap());
     for w in [
         "share the plain [roles.*] table",
         "roles.reader: \"users.{{name}}.>\" is per user but not per issuer",
@@ -435,8 +439,8 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
     // A single [oidc] table is one issuer named "default" with no namespace.
     let single = Config::load(&d.write(GOOD)).unwrap();
     assert_eq!(single.oidc.len(), 1);
-    assert_eq!(single.oidc[0].name, "default");
-    assert_eq!(single.oidc[0].role_namespace, None);
+    assert_eq!(single.oidc[0].settings.name, "default");
+    assert_eq!(single.oidc[0].claims.role_namespace, None);
 }
 
 #[test]
@@ -598,7 +602,7 @@ fn grants_settings_are_checked() {
     assert_eq!(c.grants.kv_bucket.as_deref(), Some("callout-grants"));
     assert_eq!(c.grants.max_requested_scopes, 16);
     assert_eq!(
-        c.oidc[0].scopes_claim.as_ref().unwrap().to_string(),
+        c.oidc[0].claims.scopes_claim.as_ref().unwrap().to_string(),
         "rooms"
     );
     assert_eq!(

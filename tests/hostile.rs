@@ -22,7 +22,7 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-use nats_oidc_callout::server_sim::sign_request as request_jwt;
+use nats_oidc_callout::dev::server_sim::sign_request as request_jwt;
 
 /// A well-formed request from `server` carrying `token`, addressed to the
 /// stack's callout issuer.
@@ -339,7 +339,8 @@ async fn a_response_larger_than_max_payload_is_a_reasoned_refusal() {
         .map(|i| format!("\"tenants.t{i:05}.rooms.general.messages.>\""))
         .collect();
     let roles = format!(
-        "{DEFAULT_ROLES}\n[roles.everywhere]\nsub.allow = [{}]\n",
+        "{}\n[roles.everywhere]\nsub.allow = [{}]\n",
+        default_roles(),
         subjects.join(", ")
     );
     let stack = Stack::start(ServiceOptions {

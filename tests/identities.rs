@@ -57,7 +57,7 @@ fn password(user: &str, password: &str) -> ConnectOptions {
 async fn service_accounts_and_people_share_one_callout() {
     let u = users();
     let stack = Stack::start(ServiceOptions {
-        roles: format!("{DEFAULT_ROLES}\n{}", u.config),
+        roles: format!("{}\n{}", default_roles(), u.config),
         ..Default::default()
     })
     .await;

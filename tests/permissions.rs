@@ -195,7 +195,10 @@ async fn wildcard_grants_never_reach_system_subjects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_subjects_can_be_granted_by_name() {
-    let roles = format!("{DEFAULT_ROLES}\n[roles.ops]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\npub.allow = [\"_INBOX.>\"]\n");
+    let roles = format!(
+        "{}\n[roles.ops]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\npub.allow = [\"_INBOX.>\"]\n",
+        default_roles()
+    );
     let stack = Stack::start(ServiceOptions {
         roles,
         ..Default::default()

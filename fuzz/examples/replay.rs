@@ -50,9 +50,7 @@ fn main() {
                     payload
                 };
                 let max = if mode & 2 != 0 { 1024 } else { 1024 * 1024 };
-                let d = f
-                    .runtime
-                    .block_on(f.authorizer.decide(payload, header, max));
+                let d = f.runtime.block_on(f.callout.decide(payload, header, max));
                 format!("mode {mode}, {} byte body, {:?}", d.body.len(), d.verdict)
             }
             "config" => {

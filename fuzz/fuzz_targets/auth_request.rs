@@ -1,5 +1,5 @@
 //! Raw authorization request message → decision, end to end:
-//! `Authorizer::decide` (request → bearer token → claims → roles →
+//! `Callout::decide` (request → bearer token → claims → roles →
 //! permissions → user JWT → signed, possibly sealed, response).
 //!
 //! The first input byte is the mode, the rest is the message payload:
@@ -31,10 +31,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::auth_request;
-use nats_oidc_callout::authorizer::{unix_now, Verdict};
-use nats_oidc_callout::nats_jwt::decode_verified;
-use nats_oidc_callout::permissions::names_reserved;
+use nats_oidc_callout::callout::Verdict;
+use nats_oidc_callout::clock::unix_now;
+use nats_oidc_callout::nats::jwt::decode_verified;
+use nats_oidc_callout::nats::request as auth_request;
+use nats_oidc_callout::policy::subject::names_reserved;
 use nats_oidc_callout_fuzz::{
     fixture, request_claims, sealed, server_signed, Permission, Response, User, ACCOUNT,
     CALLOUT_XKEY_PUBLIC, ISSUER_PUBLIC, SERVER_XKEY_PUBLIC, SERVER_XKEY_SEED,
@@ -88,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let decision = f
         .runtime
-        .block_on(f.authorizer.decide(payload, header, max_payload));
+        .block_on(f.callout.decide(payload, header, max_payload));
 
     // The same request, decoded on its own: was it verified, and from whom?
     let xkey = f.config.callout.xkey.as_deref();
@@ -177,7 +178,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Verdict::Refused { code, reason } => {
-            assert!(!code.is_empty() && !reason.is_empty());
+            assert!(!code.as_str().is_empty() && !reason.is_empty());
             assert!(response.nats.jwt.is_none(), "a refusal carries a user JWT");
             assert!(response.nats.error.is_some(), "a refusal without a reason");
         }

@@ -23,7 +23,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::config::{check_http_url, Config, DEFAULT_ALGORITHMS};
+use nats_oidc_callout::config::Config;
+use nats_oidc_callout::oidc::algorithms::DEFAULT_ALGORITHMS;
+use nats_oidc_callout::oidc::discovery::check_http_url;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -80,7 +82,7 @@ fn seed_words(s: &str) -> impl Iterator<Item = &str> {
 
 fn accepted(c: &Config) {
     assert!(!c.oidc.is_empty());
-    for o in &c.oidc {
+    for o in c.oidc.iter().map(|o| &o.settings) {
         assert!(!o.algorithms.is_empty());
         assert!(o.algorithms.iter().all(|a| DEFAULT_ALGORITHMS.contains(a)));
         assert!(o.leeway <= Duration::from_secs(300));
@@ -97,7 +99,7 @@ fn accepted(c: &Config) {
     for (i, o) in c.oidc.iter().enumerate() {
         assert!(c.oidc[..i]
             .iter()
-            .all(|p| p.issuer != o.issuer && p.name != o.name));
+            .all(|p| p.settings.issuer != o.settings.issuer && p.settings.name != o.settings.name));
     }
     let k = &c.callout;
     assert!((1024..=1024 * 1024).contains(&k.max_token_bytes));

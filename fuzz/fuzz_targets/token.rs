@@ -1,8 +1,10 @@
-//! Raw connect password → bearer-token verdict.
+//! Raw connect password → bearer-token verdict, and → `authorize`'s
+//! admission.
 //!
 //! Runs `TokenVerifier::verify` against the committed JWKS, at the fixed time
 //! `NOW`, with no network (an unknown kid's one refetch goes to a closed
-//! loopback port).
+//! loopback port); then `Authorizer::authorize` on a request carrying the
+//! same input as the connect password.
 //!
 //! Asserts, besides "never panics":
 //! * an accepted token is compact, within max_token_bytes, carries no header
@@ -10,14 +12,22 @@
 //!   have the configured issuer, one of the configured audiences and an
 //!   expiry after `NOW`;
 //! * every refusal has a reason code, and its message stays short (header
-//!   values an attacker sends before any signature check are clipped).
+//!   values an attacker sends before any signature check are clipped);
+//! * `authorize` admits only what the verifier accepted, and an admission
+//!   leaves no direction unrestricted, keeps `$SYS` denied unless an allow
+//!   entry names it, lands in the configured account and expires no later
+//!   than the token and `max_user_ttl`.
 #![no_main]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::config::parse_algorithm;
-use nats_oidc_callout_fuzz::{fixture, NOW};
+use nats_oidc_callout::authorize::Admission;
+use nats_oidc_callout::nats::request::{ConnectOpts, RequestBody};
+use nats_oidc_callout::nats::user_jwt::Permission;
+use nats_oidc_callout::oidc::algorithms::parse_algorithm;
+use nats_oidc_callout::policy::subject::names_reserved;
+use nats_oidc_callout_fuzz::{fixture, ACCOUNT, NOW};
 use serde_json::{Map, Value};
 
 /// Longer than any reason the verifier gives for a forged token.
@@ -28,23 +38,64 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let f = fixture();
+    let request = RequestBody {
+        connect_opts: ConnectOpts {
+            pass: Some(token.to_string()),
+            ..ConnectOpts::default()
+        },
+        ..RequestBody::default()
+    };
+    let decided = f
+        .runtime
+        .block_on(f.callout.authorizer().authorize(&request, NOW));
     match f.runtime.block_on(f.verifier.verify(token, NOW)) {
-        Ok(verified) => accepted(token, &verified.claims, verified.exp),
+        Ok(verified) => {
+            accepted(token, &verified.claims, verified.exp);
+            if let Ok(admission) = decided {
+                admitted(&admission, verified.exp);
+            }
+        }
         Err(e) => {
-            assert!(!e.code().is_empty());
+            assert!(!e.code().as_str().is_empty());
             let reason = e.to_string();
             assert!(
                 reason.len() <= MAX_REASON_BYTES,
                 "a refusal reason of {} bytes: {reason}",
                 reason.len()
             );
+            let refusal = decided.expect_err("authorize admitted a token the verifier refused");
+            assert!(refusal.reason.len() <= MAX_REASON_BYTES);
         }
     }
 });
 
+fn admitted(a: &Admission, exp: u64) {
+    let ttl = fixture().config.callout.max_user_ttl.as_secs();
+    assert_eq!(a.account, ACCOUNT);
+    assert!(a.expires <= exp && a.expires <= NOW + ttl, "{a:?}");
+    assert!(!a.roles.is_empty(), "admitted with no mapped role: {a:?}");
+    for p in [&a.publish, &a.subscribe] {
+        contained(p, a);
+    }
+}
+
+/// Never unrestricted, and `$SYS` only where an allow entry names it.
+fn contained(p: &Permission, a: &Admission) {
+    assert!(
+        !(p.allow.is_empty() && p.deny.is_empty()),
+        "an unrestricted direction: {a:?}"
+    );
+    if !p.allow.is_empty() && !p.allow.iter().any(|s| names_reserved(s)) {
+        assert!(
+            p.deny.iter().any(|d| d == "$SYS.>"),
+            "$SYS reachable: {a:?}"
+        );
+    }
+}
+
 fn accepted(token: &str, claims: &Map<String, Value>, exp: u64) {
     let f = fixture();
-    let oidc = &f.config.oidc[0];
+    let oidc = &f.config.oidc[0].settings;
     assert!(token.len() <= f.config.callout.max_token_bytes);
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "accepted a token that is not compact JWS");

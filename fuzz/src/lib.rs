@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use nats_oidc_callout::authorizer::Authorizer;
+use nats_oidc_callout::callout::Callout;
 use nats_oidc_callout::config::{Config, ISSUER_SEED_ENV, XKEY_SEED_ENV};
-use nats_oidc_callout::key_manager::KeyManager;
-use nats_oidc_callout::keys::KeySet;
+use nats_oidc_callout::dev::SAMPLE_ROLES;
 use nats_oidc_callout::metrics::Metrics;
-use nats_oidc_callout::nats_jwt::Issued;
-use nats_oidc_callout::token::TokenVerifier;
+use nats_oidc_callout::nats::jwt::Issued;
+use nats_oidc_callout::oidc::jwks::KeySet;
+use nats_oidc_callout::oidc::token::TokenVerifier;
 use serde::Deserialize;
 
 /// The time the token target verifies at. Seed tokens are valid at this time
@@ -73,16 +73,7 @@ jwks_max_age = "1h"
 jwks_refetch_cooldown = "1h"
 http_timeout = "2s"
 scopes_claim = "rooms"
-
-[roles.admin]
-pub.allow = [">"]
-sub.allow = [">"]
-
-[roles.reader]
-pub.allow = ["_INBOX.>"]
-sub.allow = ["orders.>", "_INBOX.>"]
-sub.deny = ["orders.secret.>"]
-
+{SAMPLE_ROLES}
 [roles.member]
 pub.allow = ["chat.{{{{scope}}}}.in", "_INBOX.>"]
 sub.allow = ["chat.{{{{scope}}}}.>", "_INBOX.>"]
@@ -110,7 +101,9 @@ pub struct Fixture {
     pub runtime: tokio::runtime::Runtime,
     pub config: Config,
     pub verifier: TokenVerifier,
-    pub authorizer: Authorizer,
+    /// The service's decision, wire edge and all; its `authorizer()` is
+    /// the decision alone.
+    pub callout: Callout,
 }
 
 pub fn fixture() -> &'static Fixture {
@@ -121,29 +114,32 @@ pub fn fixture() -> &'static Fixture {
             .build()
             .expect("tokio runtime");
         let config = config();
-        let keys = {
+        let metrics = Arc::new(Metrics::new());
+        let issuers = {
             let _in_runtime = runtime.enter();
-            KeyManager::new(config.oidc[0].clone(), Arc::new(Metrics::new())).expect("key manager")
+            config.issuers(None, &metrics).expect("issuers")
         };
-        let set = KeySet::parse(JWKS, &config.oidc[0]).expect("the fuzzing JWKS parses");
+        let issuer = issuers.iter().next().expect("one issuer");
+        let set = KeySet::parse(JWKS, &issuer.settings).expect("the fuzzing JWKS parses");
         assert!(
             set.skipped.is_empty(),
             "JWKS entries skipped: {:?}",
             set.skipped
         );
         assert_eq!(set.len(), 3);
-        keys.install(set);
+        issuer.keys.install(set);
         let verifier = TokenVerifier::new(
-            config.oidc[0].clone(),
-            keys.clone(),
+            issuer.settings.clone(),
+            issuer.keys.clone(),
             config.callout.max_token_bytes,
+            metrics,
         );
-        let authorizer = Authorizer::from_config(&config, vec![keys], None);
+        let callout = config.callout(config.authorizer(issuers, None));
         Fixture {
             runtime,
             config,
             verifier,
-            authorizer,
+            callout,
         }
     })
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::{ConnectOptions, Event};
 use tokio::sync::mpsc;
 
-pub use nats_oidc_callout::dev_issuer::DevIssuer;
+pub use nats_oidc_callout::dev::issuer::DevIssuer;
 
 pub mod cluster;
 
@@ -28,7 +28,7 @@ fn project_root() -> PathBuf {
 pub fn nats_server_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        nats_oidc_callout::nats_server::locate_or_install(&project_root().join(".tools"))
+        nats_oidc_callout::dev::nats_server::locate_or_install(&project_root().join(".tools"))
             .unwrap_or_else(|e| panic!("no nats-server for the tests: {e}"))
     })
     .clone()
@@ -264,7 +264,7 @@ impl Default for ServiceOptions {
             xkey: false,
             extra_oidc: String::new(),
             extra_callout: String::new(),
-            roles: DEFAULT_ROLES.to_string(),
+            roles: default_roles(),
             wait_for_keys: true,
             http_port: None,
             json_logs: false,
@@ -275,20 +275,13 @@ impl Default for ServiceOptions {
     }
 }
 
-pub const DEFAULT_ROLES: &str = r#"
-[roles.admin]
-pub.allow = [">"]
-sub.allow = [">"]
-
-[roles.reader]
-pub.allow = ["_INBOX.>"]
-sub.allow = ["orders.>", "_INBOX.>"]
-sub.deny  = ["orders.secret.>"]
-
-[roles.writer]
-pub.allow = ["orders.>"]
-pub.deny  = ["orders.audit"]
-"#;
+/// `dev`'s sample roles (admin, reader) and a writer.
+pub fn default_roles() -> String {
+    format!(
+        "{}\n[roles.writer]\npub.allow = [\"orders.>\"]\npub.deny  = [\"orders.audit\"]\n",
+        nats_oidc_callout::dev::SAMPLE_ROLES
+    )
+}
 
 /// The service binary running as a child process, logging to a file.
 pub struct CalloutService {

@@ -1,0 +1,274 @@
+//! The decision for one connection attempt, without the wire: who is
+//! connecting (a `[users.*]` identity, or the verified bearer token of a
+//! trusted issuer), which roles that gives (from the token, the `[users.*]`
+//! entry or the KV grants bucket), which scopes the connection asked for
+//! and may have, and the permissions, account and lifetime that follow; or
+//! why not. The service (through `callout`), `explain`, the benchmarks and
+//! the fuzzers all decide here.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::nats::request::RequestBody;
+use crate::nats::user_jwt::Permission;
+use crate::oidc::cache::VerifiedToken;
+use crate::oidc::error::TokenError;
+use crate::oidc::{Issuer, Issuers};
+use crate::policy::claims::{self, ClaimMapping};
+use crate::policy::grants::GrantStore;
+use crate::policy::roles::{self, Permissions, RoleTable};
+use crate::policy::scopes;
+use crate::policy::template::Values;
+use crate::policy::users::{ConfigUser, ConfigUsers, Grant, CONFIG_ISSUER};
+use crate::refusal::{Refusal, RefusalCode};
+use crate::text::summarize;
+
+/// The trusted issuers, each with how its claims are read.
+pub type TrustedIssuers = Issuers<ClaimMapping>;
+
+/// Settings of the decision beyond issuers, roles and users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Where users land when their roles name no account.
+    pub account: String,
+    /// A user JWT expires at the token's `exp`, and at most this long after
+    /// the connect.
+    pub max_user_ttl: Duration,
+    /// The most scopes one connect may ask for.
+    pub max_requested_scopes: usize,
+}
+
+pub struct Authorizer {
+    issuers: TrustedIssuers,
+    roles: Arc<RoleTable>,
+    users: ConfigUsers,
+    grants: Option<Arc<GrantStore>>,
+    settings: Settings,
+}
+
+/// A connection that may go ahead, and everything its user JWT says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub user: String,
+    /// The name of the issuer that vouched for the user (`config` for
+    /// `[users.*]`).
+    pub issuer: String,
+    /// The roles the token (or the `[users.*]` entry) names, as written.
+    pub asserted_roles: Vec<String>,
+    /// Roles added by the KV grants bucket.
+    pub stored_roles: Vec<String>,
+    /// The `[roles.*]` tables that matched.
+    pub roles: Vec<String>,
+    /// The scopes granted to this connection.
+    pub scopes: Vec<String>,
+    pub account: String,
+    pub publish: Permission,
+    pub subscribe: Permission,
+    /// When the user JWT expires.
+    pub expires: u64,
+    /// The token's own `exp`, when a token vouched for the user.
+    pub token_expires: Option<u64>,
+}
+
+/// Who authenticated, before any role is looked up.
+struct Principal<'a> {
+    name: String,
+    /// The issuer's name, or `config`.
+    source: &'a str,
+    token: Option<Arc<VerifiedToken>>,
+    asserted_roles: Vec<String>,
+    roles: RoleSource<'a>,
+    /// Scopes the token entitles the user to.
+    entitled: BTreeSet<String>,
+    /// Why a principal with no matching role is refused.
+    unmapped: String,
+}
+
+enum RoleSource<'a> {
+    /// Names in the role table; the KV bucket may add more.
+    Table(Vec<String>),
+    /// A `[users.*]` entry's own permission set.
+    Fixed(&'a RoleTable),
+}
+
+impl Authorizer {
+    pub fn new(
+        issuers: TrustedIssuers,
+        roles: Arc<RoleTable>,
+        users: &[ConfigUser],
+        grants: Option<Arc<GrantStore>>,
+        settings: Settings,
+    ) -> Self {
+        Authorizer {
+            issuers,
+            roles,
+            users: ConfigUsers::new(users),
+            grants,
+            settings,
+        }
+    }
+
+    pub fn issuers(&self) -> &TrustedIssuers {
+        &self.issuers
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Decides one verified authorization request at `now`.
+    pub async fn authorize(&self, request: &RequestBody, now: u64) -> Result<Admission, Refusal> {
+        let requested = scopes::requested(
+            request.connect_opts.name.as_deref(),
+            self.settings.max_requested_scopes,
+        )
+        .map_err(|e| Refusal::new(RefusalCode::Scope, e.to_string()))?;
+        let principal = self.authenticate(request, now).await?;
+        self.admit(principal, &requested, now)
+    }
+
+    /// A `[users.*]` identity when the connect names one (or presents an
+    /// nkey), else the bearer token's.
+    async fn authenticate(
+        &self,
+        request: &RequestBody,
+        now: u64,
+    ) -> Result<Principal<'_>, Refusal> {
+        if let Some(outcome) = self.users.authenticate(request).await {
+            return Ok(from_config(outcome?));
+        }
+        let token = request.connect_opts.bearer_token().ok_or_else(|| {
+            Refusal::new(
+                RefusalCode::NoToken,
+                "no bearer token: connect with the OIDC access token as the password",
+            )
+        })?;
+        let refused = |e: TokenError| Refusal::new(e.code(), e.to_string());
+        let issuer = self.issuers.route(token).map_err(refused)?;
+        let verified = issuer.verifier.verify(token, now).await.map_err(refused)?;
+        from_token(issuer, verified)
+    }
+
+    /// Roles → permissions, the same steps for every kind of principal.
+    fn admit(
+        &self,
+        who: Principal<'_>,
+        requested: &[String],
+        now: u64,
+    ) -> Result<Admission, Refusal> {
+        let refuse = |code: RefusalCode, reason: String| Refusal::new(code, reason).of(&who.name);
+        let stored = self
+            .grants
+            .as_deref()
+            .and_then(|g| g.get(who.source, &who.name));
+        // A fixed permission set takes no roles from anywhere.
+        let stored_roles = match (&who.roles, &stored) {
+            (RoleSource::Table(_), Some(g)) => g.roles.clone(),
+            _ => Vec::new(),
+        };
+        let mut entitled = who.entitled;
+        if let Some(g) = &stored {
+            entitled.extend(g.scopes.iter().cloned());
+        }
+        let granted = scopes::grant(requested, &entitled);
+        let no_claims = serde_json::Map::new();
+        let values = Values {
+            name: &who.name,
+            issuer: who.source,
+            claims: who.token.as_ref().map_or(&no_claims, |t| &t.claims),
+            scopes: &granted,
+        };
+        let found = match &who.roles {
+            RoleSource::Table(names) => {
+                let mut names = names.clone();
+                names.extend(stored_roles.iter().cloned());
+                self.roles.permissions_for(&names, &values)
+            }
+            RoleSource::Fixed(own) => own.permissions_for(std::slice::from_ref(&who.name), &values),
+        };
+        let Permissions {
+            publish,
+            subscribe,
+            roles,
+            account,
+        } = found
+            .map_err(|e| refuse(e.code(), e.to_string()))?
+            .ok_or_else(|| refuse(RefusalCode::NoMappedRole, who.unmapped.clone()))?;
+        let latest = now.saturating_add(self.settings.max_user_ttl.as_secs());
+        let token_expires = who.token.as_ref().map(|t| t.exp);
+        Ok(Admission {
+            user: who.name,
+            issuer: who.source.to_string(),
+            asserted_roles: who.asserted_roles,
+            stored_roles,
+            roles,
+            scopes: granted,
+            account: account.unwrap_or_else(|| self.settings.account.clone()),
+            publish,
+            subscribe,
+            expires: token_expires.map_or(latest, |exp| exp.min(latest)),
+            token_expires,
+        })
+    }
+}
+
+fn from_config(user: &ConfigUser) -> Principal<'_> {
+    let (asserted_roles, roles) = match &user.grant {
+        Grant::Roles(names) => (names.clone(), RoleSource::Table(names.clone())),
+        Grant::Fixed(own) => (Vec::new(), RoleSource::Fixed(own)),
+    };
+    Principal {
+        name: user.name.clone(),
+        source: CONFIG_ISSUER,
+        token: None,
+        asserted_roles,
+        roles,
+        entitled: BTreeSet::new(),
+        unmapped: format!("users.{} maps to no role", user.name),
+    }
+}
+
+/// Verified claims → who the token names, its roles and entitlements.
+fn from_token(
+    issuer: &Issuer<ClaimMapping>,
+    token: Arc<VerifiedToken>,
+) -> Result<Principal<'_>, Refusal> {
+    let mapping = &issuer.extra;
+    let name = &issuer.settings.name;
+    let claims = &token.claims;
+    let user = claims::user_name(claims, &mapping.user_claim)
+        .map_err(|e| Refusal::new(RefusalCode::IdentityClaim, e.to_string()))?;
+    let refuse = |code: RefusalCode, reason: String| Refusal::new(code, reason).of(&user);
+    claims::check_email_verified(claims, &mapping.user_claim, mapping.email_verified)
+        .map_err(|e| refuse(RefusalCode::EmailNotVerified, e.to_string()))?;
+    let asserted = claims::roles(claims, &mapping.roles_claim)
+        .map_err(|e| refuse(RefusalCode::RolesClaim, e.to_string()))?;
+    let entitled = match &mapping.scopes_claim {
+        Some(path) => scopes::entitled_by_claim(claims, path)
+            .map_err(|e| refuse(RefusalCode::Scope, e.to_string()))?,
+        None => BTreeSet::new(),
+    };
+    let unmapped = match &mapping.role_namespace {
+        None => format!(
+            "no mapped role: token roles {} match no [roles.*] table",
+            summarize(&asserted)
+        ),
+        Some(ns) => format!(
+            "no mapped role: token roles {} of issuer {name:?} match no [roles.\"{ns}:<role>\"] table",
+            summarize(&asserted)
+        ),
+    };
+    Ok(Principal {
+        roles: RoleSource::Table(roles::table_names(
+            mapping.role_namespace.as_deref(),
+            &asserted,
+        )),
+        name: user,
+        source: name,
+        token: Some(token),
+        asserted_roles: asserted,
+        entitled,
+        unmapped,
+    })
+}

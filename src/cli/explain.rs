@@ -1,0 +1,149 @@
+//! `nats-oidc-callout explain`: decides a token exactly as the service would
+//! (the same `authorize`, on a request carrying the token as the connect
+//! password) and shows the verdict, the roles found, and the permissions and
+//! expiry a connection would get. For operators debugging a refusal.
+
+use std::fmt::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::error::CliError;
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::nats::request::{ConnectOpts, RequestBody};
+use crate::nats::user_jwt::Permission;
+
+pub struct Explanation {
+    pub allowed: bool,
+    pub text: String,
+}
+
+/// `explain`: the token from `--token`, else from stdin.
+pub fn run(config: &Config, token: Option<String>) -> Result<ExitCode, CliError> {
+    let token = match token.filter(|t| t != "-") {
+        Some(t) => t,
+        None => {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .map_err(|e| CliError::Usage(format!("cannot read the token from stdin: {e}")))?;
+            t
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+    let explanation = runtime.block_on(explain(config, &token));
+    print!("{}", explanation.text);
+    Ok(if explanation.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn explain(config: &Config, token: &str) -> Explanation {
+    let token = token.trim();
+    let metrics = Arc::new(Metrics::new());
+    let issuers = match config.issuers(None, &metrics) {
+        Ok(i) => i,
+        Err(e) => return refused(String::new(), &e.to_string()),
+    };
+    let mut out = String::new();
+    let mapping = match issuers.route(token) {
+        Ok(issuer) => {
+            let s = &issuer.settings;
+            let _ = writeln!(out, "issuer:   {} ({})", s.issuer, s.name);
+            // Only the issuer the token names is asked for keys, as in the
+            // service; nothing else would refresh them in a one-shot command.
+            if let Err(e) = issuer.keys.refresh().await {
+                return refused(out, &format!("cannot load the issuer's keys: {e}"));
+            }
+            let _ = writeln!(out, "keys:     {} usable", issuer.keys.current().len());
+            Some(issuer.extra.clone())
+        }
+        // `authorize` routes again and gives the precise refusal.
+        Err(_) => None,
+    };
+    if let Some(bucket) = &config.grants.kv_bucket {
+        let _ = writeln!(
+            out,
+            "note:     grants from KV bucket {bucket:?} and scopes asked for at connect are not shown here"
+        );
+    }
+    let request = RequestBody {
+        connect_opts: ConnectOpts {
+            pass: Some(token.to_string()),
+            ..ConnectOpts::default()
+        },
+        ..RequestBody::default()
+    };
+    let now = unix_now();
+    let authorizer = config.authorizer(issuers, None);
+    let (user_from, roles_from) = mapping
+        .as_ref()
+        .map(|m| {
+            (
+                format!(" (from {})", m.user_claim),
+                format!(" (from {})", m.roles_claim),
+            )
+        })
+        .unwrap_or_default();
+    let admission = match authorizer.authorize(&request, now).await {
+        Ok(a) => a,
+        Err(refusal) => {
+            if let Some(user) = &refusal.user {
+                let _ = writeln!(out, "user:     {user}{user_from}");
+            }
+            return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
+        }
+    };
+    let _ = writeln!(out, "user:     {}{user_from}", admission.user);
+    let _ = writeln!(out, "roles:    {:?}{roles_from}", admission.asserted_roles);
+    if let Some(ns) = mapping.as_ref().and_then(|m| m.role_namespace.as_ref()) {
+        let _ = writeln!(
+            out,
+            "namespace: {ns} (roles looked up as [roles.\"{ns}:<role>\"])"
+        );
+    }
+    let _ = writeln!(out, "mapped:   {:?}", admission.roles);
+    let _ = writeln!(out, "account:  {}", admission.account);
+    write_direction(&mut out, "publish", &admission.publish);
+    write_direction(&mut out, "subscribe", &admission.subscribe);
+    let _ = writeln!(
+        out,
+        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s)",
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(admission.expires)
+        ),
+        admission.expires.saturating_sub(now),
+        admission.token_expires.unwrap_or_default(),
+        config.callout.max_user_ttl.as_secs()
+    );
+    let _ = writeln!(out, "verdict:  ALLOWED");
+    Explanation {
+        allowed: true,
+        text: out,
+    }
+}
+
+fn write_direction(out: &mut String, name: &str, p: &Permission) {
+    let _ = writeln!(out, "{name}:");
+    let _ = writeln!(out, "  allow:  {}", list(&p.allow));
+    let _ = writeln!(out, "  deny:   {}", list(&p.deny));
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn refused(mut out: String, reason: &str) -> Explanation {
+    let _ = writeln!(out, "verdict:  REFUSED: {reason}");
+    Explanation {
+        allowed: false,
+        text: out,
+    }
+}

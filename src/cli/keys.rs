@@ -1,0 +1,88 @@
+//! The key commands: `keygen`, `pubkey`, `hash-password`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+
+use crate::cli::error::CliError;
+use crate::secrets::{self, SeedKind};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum KeyKind {
+    Account,
+    Curve,
+}
+
+/// A fresh seed to `out` (never replacing a file) or stdout; its public
+/// key to stderr.
+pub fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<ExitCode, CliError> {
+    let (seed, public) = match kind {
+        KeyKind::Account => {
+            let kp = nkeys::KeyPair::new_account();
+            (kp.seed().expect("fresh key has a seed"), kp.public_key())
+        }
+        KeyKind::Curve => {
+            let xk = nkeys::XKey::new();
+            (xk.seed().expect("fresh key has a seed"), xk.public_key())
+        }
+    };
+    match out {
+        None => println!("{seed}"),
+        Some(path) => {
+            if path.exists() {
+                return Err(CliError::Usage(format!(
+                    "{} exists; not overwriting a seed",
+                    path.display()
+                )));
+            }
+            secrets::write_private(path, &format!("{seed}\n"))
+                .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+        }
+    }
+    eprintln!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The public key of an account (`SA...`) or curve (`SX...`) seed file.
+pub fn pubkey(seed_file: &Path) -> Result<ExitCode, CliError> {
+    let text = std::fs::read_to_string(seed_file)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", secrets::shown(seed_file))))?;
+    // The kind is in the seed's prefix (SA account, SX curve).
+    let curve = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('S'))
+        .is_some_and(|l| l.starts_with("SX"));
+    let public = if curve {
+        secrets::curve_key_file(seed_file).map(|k| k.public_key())
+    } else {
+        secrets::key_pair_file(seed_file, SeedKind::Account).map(|k| k.public_key())
+    };
+    let public = public.map_err(|e| CliError::Usage(e.to_string()))?;
+    println!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bcrypt hash of the password on stdin.
+pub fn hash_password(cost: u32) -> Result<ExitCode, CliError> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .map_err(|e| CliError::Failed(format!("cannot read the password from stdin: {e}")))?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(CliError::Usage("the password is empty".into()));
+    }
+    // bcrypt reads at most 72 bytes; a longer password would be checked by
+    // its first 72 only, which its owner would not expect.
+    if password.len() > 72 {
+        return Err(CliError::Usage(format!(
+            "bcrypt uses at most 72 bytes of a password; this one has {}",
+            password.len()
+        )));
+    }
+    let hash = bcrypt::hash(password, cost).map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,200 @@
+//! The command line: one subcommand per job, dispatched in one place.
+
+pub mod check;
+mod error;
+mod explain;
+mod health;
+mod keys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::service::Service;
+pub use error::CliError;
+
+/// Log in to NATS with OIDC tokens: an auth callout service.
+#[derive(Parser)]
+#[command(name = "nats-oidc-callout", version, about)]
+pub struct Cli {
+    /// Config file [default: $NATS_OIDC_CALLOUT_CONFIG, else /etc/nats-oidc-callout/config.toml]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_OIDC_CALLOUT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Validate the config file fully, print warnings about risky choices, exit.
+    Check,
+    /// Validate a token as the service would and show the verdict, roles,
+    /// permissions and expiry. Reads the token from stdin when --token is
+    /// absent or "-" (keeps it out of the process list and shell history).
+    Explain {
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Run only the development OIDC issuer on 127.0.0.1 (for the podman pod
+    /// in infrastructure/). Signs any token asked of it: never for production.
+    DevIssuer {
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+    },
+    /// Generate an nkey seed: "account" for callout.issuer_seed, "curve" for
+    /// callout.xkey_seed. Writes the seed to --out (mode 0600) or stdout and
+    /// the public key (for nats-server's auth_callout block) to stderr.
+    Keygen {
+        kind: keys::KeyKind,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the public key of a seed file (account A... or curve X...).
+    Pubkey { seed_file: PathBuf },
+    /// Read a password from stdin and print its bcrypt hash, for
+    /// `password_bcrypt` in a [users.<name>] table.
+    HashPassword {
+        /// bcrypt cost: each step doubles the work of a check (and of a guess).
+        #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(10..=16))]
+        cost: u32,
+    },
+    /// Exit 0 if the running service is ready (GET /readyz on http.listen):
+    /// for container health checks.
+    Health {
+        /// URL to probe instead of http://<http.listen>/readyz.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Run a throwaway local stack (development issuer, nats-server, this
+    /// service) and print tokens to try. Never for production.
+    Dev {
+        /// Port for nats-server on 127.0.0.1.
+        #[arg(long, default_value_t = 4222)]
+        nats_port: u16,
+        /// Port for the development OIDC issuer on 127.0.0.1 (0 picks one).
+        #[arg(long, default_value_t = 0)]
+        issuer_port: u16,
+        /// Where to install nats-server if none (2.10+) is found
+        /// [default: ./.tools if it has one, else ~/.cache/nats-oidc-callout].
+        #[arg(long)]
+        tools_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the command the line asks for.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // The service's own failures also go to its log.
+            if matches!(e, CliError::Service(_)) {
+                tracing::error!("{e}");
+            }
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
+    let config_path = || config::resolve_path(cli.config.clone());
+    let load = || Config::load(&config_path());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let config = load()?;
+            block_on(async { Service::new(config)?.run(shutdown_signal()).await })??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => check::run(&load()?, &config_path()),
+        Command::Explain { token } => explain::run(&load()?, token),
+        Command::Health { url } => health::run(&load()?, &config_path(), url),
+        Command::Keygen { kind, out } => keys::keygen(kind, out.as_deref()),
+        Command::Pubkey { seed_file } => keys::pubkey(&seed_file),
+        Command::HashPassword { cost } => keys::hash_password(cost),
+        Command::DevIssuer { port } => {
+            block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(CliError::Failed)
+        }
+        Command::Dev {
+            nats_port,
+            issuer_port,
+            tools_dir,
+        } => {
+            let opts = crate::dev::DevOptions {
+                nats_port,
+                issuer_port,
+                tools_dir: tools_dir.unwrap_or_else(default_tools_dir),
+            };
+            block_on(crate::dev::run(opts, shutdown_signal()))?.map_err(CliError::Failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn default_tools_dir() -> PathBuf {
+    let local = PathBuf::from(".tools");
+    if local.join("bin").join("nats-server").exists() {
+        return local;
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("nats-oidc-callout")
+}
+
+/// Runs `work` on a fresh multi-threaded runtime.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, CliError> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+    Ok(runtime.block_on(work))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+/// Logs go to stderr; text for people, JSON for collectors.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

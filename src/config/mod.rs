@@ -1,0 +1,251 @@
+//! The TOML configuration: parsed strictly (unknown keys are errors), then
+//! validated into the typed [`Config`] the service runs on. Every error names
+//! the file, the key and the reason, and never contains a secret.
+//!
+//! `raw` is the file's shape, `validate` (with `oidc` and `roles`) turns it
+//! into this module's model, built from the settings types of the layers
+//! below, and `redact` reports syntax errors without echoing values.
+
+mod oidc;
+mod raw;
+mod redact;
+mod roles;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::authorize::{self, Authorizer, TrustedIssuers};
+use crate::callout::{self, Callout};
+use crate::metrics::Metrics;
+use crate::oidc::discovery::FetchError;
+use crate::oidc::settings::Settings;
+use crate::oidc::Issuers;
+use crate::policy::claims::ClaimMapping;
+use crate::policy::grants::GrantStore;
+use crate::policy::roles::RoleTable;
+use crate::policy::users::ConfigUser;
+use crate::secrets;
+use raw::RawConfig;
+use validate::Validator;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nats-oidc-callout/config.toml";
+pub const CONFIG_ENV: &str = "NATS_OIDC_CALLOUT_CONFIG";
+pub const ISSUER_SEED_ENV: &str = "NATS_OIDC_CALLOUT_ISSUER_SEED";
+pub const XKEY_SEED_ENV: &str = "NATS_OIDC_CALLOUT_XKEY_SEED";
+
+/// Accepts a bearer token far larger than real ones (Entra ID and Keycloak
+/// tokens with many groups reach several KiB) while bounding the work an
+/// attacker can make us do.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Verified tokens remembered, counted by their length: 8 MiB holds ~8,000
+/// typical 1 KiB access tokens, every client of a sizeable deployment
+/// reconnecting after a nats-server restart.
+pub const DEFAULT_TOKEN_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+pub const MAX_TOKEN_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub nats: NatsConfig,
+    pub callout: CalloutConfig,
+    /// The trusted issuers, in config order: one `[oidc]` table or several
+    /// `[[oidc]]` blocks. A token is routed to one of them by its `iss`.
+    pub oidc: Vec<IssuerConfig>,
+    pub http: Option<HttpConfig>,
+    pub roles: Arc<RoleTable>,
+    /// `[users.*]`: service accounts and fixed identities, beside OIDC.
+    pub users: Vec<ConfigUser>,
+    pub grants: GrantsConfig,
+    /// Files holding secrets (seeds, creds), by config key, so their
+    /// permissions can be reported.
+    pub secret_files: Vec<(String, PathBuf)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsConfig {
+    pub urls: Vec<String>,
+    pub auth: NatsAuth,
+    pub queue_group: String,
+    pub name: String,
+}
+
+/// How the callout service itself authenticates to NATS. Secrets are kept out
+/// of `Debug` output.
+#[derive(Clone)]
+pub enum NatsAuth {
+    None,
+    UserPassword { user: String, password: String },
+    Token(String),
+    NkeySeed(Arc<nkeys::KeyPair>),
+    CredsFile(PathBuf),
+}
+
+impl PartialEq for NatsAuth {
+    fn eq(&self, other: &Self) -> bool {
+        use NatsAuth::*;
+        match (self, other) {
+            (None, None) => true,
+            (
+                UserPassword { user, password },
+                UserPassword {
+                    user: u2,
+                    password: p2,
+                },
+            ) => user == u2 && password == p2,
+            (Token(a), Token(b)) => a == b,
+            (NkeySeed(a), NkeySeed(b)) => a.public_key() == b.public_key(),
+            (CredsFile(a), CredsFile(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for NatsAuth {}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => write!(f, "none"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "user {user:?} with password"),
+            NatsAuth::Token(_) => write!(f, "token"),
+            NatsAuth::NkeySeed(_) => write!(f, "nkey"),
+            NatsAuth::CredsFile(p) => write!(f, "creds file {}", secrets::shown(p)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CalloutConfig {
+    /// Account key pair that signs user JWTs and authorization responses; its
+    /// public key is `auth_callout.issuer` in nats-server.
+    pub issuer: Arc<nkeys::KeyPair>,
+    pub xkey: Option<Arc<nkeys::XKey>>,
+    pub account: String,
+    pub max_user_ttl: Duration,
+    pub max_token_bytes: usize,
+}
+
+/// One trusted issuer: how its tokens are verified, and how its claims are
+/// read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerConfig {
+    pub settings: Arc<Settings>,
+    pub claims: ClaimMapping,
+}
+
+/// Grant sources beyond the role table, and scoped connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantsConfig {
+    /// A NATS KV bucket of per-user grants, watched for changes.
+    pub kv_bucket: Option<String>,
+    /// The most scopes one connect may ask for.
+    pub max_requested_scopes: usize,
+}
+
+pub const DEFAULT_MAX_REQUESTED_SCOPES: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// The config path: the command-line flag, else the environment, else the
+/// documented default.
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is used in messages and to resolve relative
+    /// file references against the config's directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (key, reason) = redact::describe_toml_error(&e, text);
+            ConfigError {
+                file: path.to_path_buf(),
+                key,
+                reason,
+            }
+        })?;
+        Validator::new(path).validate(raw)
+    }
+
+    /// Secret files anyone on the host can read, by config key. Reported by
+    /// `check` and logged at startup and on reload.
+    pub fn exposed_secrets(&self) -> Vec<String> {
+        self.secret_files
+            .iter()
+            .filter_map(|(key, path)| secrets::exposure(path).map(|e| format!("{key}: {e}")))
+            .collect()
+    }
+
+    /// The trusted issuers; those whose settings are unchanged since
+    /// `previous` keep its keys.
+    pub fn issuers(
+        &self,
+        previous: Option<&TrustedIssuers>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<TrustedIssuers, FetchError> {
+        Issuers::build(
+            self.oidc
+                .iter()
+                .map(|o| (o.settings.clone(), o.claims.clone())),
+            self.callout.max_token_bytes,
+            previous,
+            metrics,
+        )
+    }
+
+    /// The decision this config describes, verifying with `issuers` and
+    /// reading KV grants from `grants` (when `grants.kv_bucket` is set).
+    pub fn authorizer(
+        &self,
+        issuers: TrustedIssuers,
+        grants: Option<Arc<GrantStore>>,
+    ) -> Authorizer {
+        Authorizer::new(
+            issuers,
+            self.roles.clone(),
+            &self.users,
+            grants,
+            authorize::Settings {
+                account: self.callout.account.clone(),
+                max_user_ttl: self.callout.max_user_ttl,
+                max_requested_scopes: self.grants.max_requested_scopes,
+            },
+        )
+    }
+
+    /// The wire edge around `authorizer`, answering with this config's keys.
+    pub fn callout(&self, authorizer: Authorizer) -> Callout {
+        Callout::new(
+            authorizer,
+            callout::Keys {
+                issuer: self.callout.issuer.clone(),
+                xkey: self.callout.xkey.clone(),
+            },
+        )
+    }
+}

@@ -1,0 +1,159 @@
+//! The config file's shape, as close to the TOML as possible: what serde
+//! reads (unknown keys are errors) before anything is validated.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub nats: RawNats,
+    pub callout: RawCallout,
+    pub oidc: RawOidcs,
+    pub http: Option<RawHttp>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    pub users: BTreeMap<String, RawUser>,
+    pub grants: Option<RawGrants>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrants {
+    pub kv_bucket: Option<String>,
+    pub max_requested_scopes: Option<usize>,
+}
+
+/// `[users.<name>]`: an identity defined here rather than by an issuer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub password_bcrypt: Option<String>,
+    pub nkey: Option<String>,
+    pub roles: Option<Vec<String>>,
+    #[serde(rename = "pub")]
+    pub publish: Option<RawDirection>,
+    #[serde(rename = "sub")]
+    pub subscribe: Option<RawDirection>,
+    pub account: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawNats {
+    pub url: Option<OneOrMany>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub creds_file: Option<PathBuf>,
+    pub queue_group: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallout {
+    pub issuer_seed_file: Option<PathBuf>,
+    pub issuer_seed: Option<String>,
+    pub xkey_seed_file: Option<PathBuf>,
+    pub xkey_seed: Option<String>,
+    pub account: String,
+    pub max_user_ttl: Option<String>,
+    pub max_token_bytes: Option<usize>,
+}
+
+/// `[oidc]` (one issuer) or `[[oidc]]` (several). Dispatching on the TOML
+/// shape by hand, instead of `serde(untagged)`, keeps the precise message
+/// and position of an error inside a block.
+pub enum RawOidcs {
+    One(Box<RawOidc>),
+    Many(Vec<RawOidc>),
+}
+
+impl<'de> Deserialize<'de> for RawOidcs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = RawOidcs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an [oidc] table or [[oidc]] blocks")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawOidcs, A::Error> {
+                RawOidc::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|one| RawOidcs::One(Box::new(one)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawOidcs, A::Error> {
+                Vec::<RawOidc>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawOidcs::Many)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub name: Option<String>,
+    pub role_namespace: Option<String>,
+    pub issuer: String,
+    pub discovery_url: Option<String>,
+    pub audience: OneOrMany,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<String>,
+    pub roles_claim: String,
+    pub user_claim: Option<String>,
+    pub email_verified: Option<String>,
+    pub jwks_max_age: Option<String>,
+    pub jwks_refetch_cooldown: Option<String>,
+    pub http_timeout: Option<String>,
+    pub max_response_bytes: Option<usize>,
+    pub token_cache_bytes: Option<u64>,
+    pub scopes_claim: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    #[serde(rename = "pub", default)]
+    pub publish: RawDirection,
+    #[serde(rename = "sub", default)]
+    pub subscribe: RawDirection,
+    pub account: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirection {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The validator: raw TOML shape → the validated model, section by section.
+//! This file holds its core and the `[nats]`, `[callout]`, `[http]` and
+//! `[grants]` sections; `oidc.rs` and `roles.rs` hold the others.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{OneOrMany, RawCallout, RawConfig, RawGrants, RawHttp, RawNats};
+use super::{
+    CalloutConfig, Config, ConfigError, GrantsConfig, HttpConfig, NatsAuth, NatsConfig,
+    DEFAULT_MAX_REQUESTED_SCOPES, DEFAULT_MAX_TOKEN_BYTES, ISSUER_SEED_ENV, XKEY_SEED_ENV,
+};
+use crate::secrets::{self, SeedError, SeedKind};
+
+pub(super) struct Validator<'a> {
+    path: &'a Path,
+    /// Files holding secrets, by config key, as they are met.
+    secret_files: RefCell<Vec<(String, PathBuf)>>,
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(path: &'a Path) -> Self {
+        Validator {
+            path,
+            secret_files: RefCell::default(),
+        }
+    }
+
+    pub(super) fn err(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Relative paths in the config are relative to the config file, so a
+    /// mounted directory works wherever it is mounted.
+    fn resolve_secret(&self, key: &str, p: &Path) -> PathBuf {
+        let file = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path
+                .parent()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|| p.to_path_buf())
+        };
+        self.secret_files
+            .borrow_mut()
+            .push((key.to_string(), file.clone()));
+        file
+    }
+
+    pub(super) fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                self.err(
+                    key,
+                    format!("{v:?} is not a duration like \"30s\" or \"1h\": {e}"),
+                )
+            }),
+        }
+    }
+
+    /// A duration that must lie within `range` (`what` says so in the error).
+    pub(super) fn bounded_duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+        range: std::ops::RangeInclusive<Duration>,
+        what: &str,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, value, default)?;
+        if range.contains(&d) {
+            Ok(d)
+        } else {
+            Err(self.err(key, what))
+        }
+    }
+
+    pub(super) fn validate(self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let nats = self.nats(raw.nats)?;
+        let callout = self.callout(raw.callout)?;
+        let oidc = self.issuers(raw.oidc)?;
+        let http = raw.http.map(|h| self.http(h)).transpose()?;
+        let roles = self.roles(raw.roles, &oidc)?;
+        let users = self.users(raw.users, &roles)?;
+        let grants = self.grants(raw.grants)?;
+        Ok(Config {
+            source: self.path.to_path_buf(),
+            nats,
+            callout,
+            oidc,
+            http,
+            roles: Arc::new(roles),
+            users,
+            grants,
+            secret_files: self.secret_files.take(),
+        })
+    }
+
+    fn http(&self, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+        let listen = raw.listen.parse().map_err(|e| {
+            self.err(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080: {e}",
+                    raw.listen
+                ),
+            )
+        })?;
+        Ok(HttpConfig { listen })
+    }
+
+    fn nats(&self, raw: RawNats) -> Result<NatsConfig, ConfigError> {
+        let urls = raw
+            .url
+            .clone()
+            .map(OneOrMany::into_vec)
+            .unwrap_or_else(|| vec!["nats://127.0.0.1:4222".into()]);
+        if urls.is_empty() {
+            return Err(self.err("nats.url", "needs at least one server url"));
+        }
+        for u in &urls {
+            if u.trim().is_empty() || u.contains(char::is_whitespace) {
+                return Err(self.err("nats.url", format!("{u:?} is not a server url")));
+            }
+        }
+        let auth = self.nats_auth(&raw)?;
+        let queue_group = raw
+            .queue_group
+            .unwrap_or_else(|| "nats-oidc-callout".into());
+        if queue_group.is_empty() || queue_group.contains(char::is_whitespace) {
+            return Err(self.err(
+                "nats.queue_group",
+                "must be a non-empty name without spaces",
+            ));
+        }
+        Ok(NatsConfig {
+            urls,
+            auth,
+            queue_group,
+            name: raw.name.unwrap_or_else(|| "nats-oidc-callout".into()),
+        })
+    }
+
+    /// How the service itself logs in to NATS: one method at most.
+    fn nats_auth(&self, raw: &RawNats) -> Result<NatsAuth, ConfigError> {
+        let methods: Vec<&str> = [
+            (
+                raw.user.is_some() || raw.password.is_some(),
+                "user/password",
+            ),
+            (raw.token.is_some(), "token"),
+            (raw.nkey_seed_file.is_some(), "nkey_seed_file"),
+            (raw.creds_file.is_some(), "creds_file"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if methods.len() > 1 {
+            return Err(self.err(
+                "nats",
+                format!(
+                    "choose one way to authenticate, found {}",
+                    methods.join(" and ")
+                ),
+            ));
+        }
+        Ok(if let Some(user) = raw.user.clone() {
+            let password = raw
+                .password
+                .clone()
+                .ok_or_else(|| self.err("nats.password", "required with nats.user"))?;
+            NatsAuth::UserPassword { user, password }
+        } else if raw.password.is_some() {
+            return Err(self.err("nats.user", "required with nats.password"));
+        } else if let Some(token) = raw.token.clone() {
+            NatsAuth::Token(token)
+        } else if let Some(file) = &raw.nkey_seed_file {
+            let file = self.resolve_secret("nats.nkey_seed_file", file);
+            let key = secrets::key_pair_file(&file, SeedKind::User)
+                .map_err(|e| self.err("nats.nkey_seed_file", e.to_string()))?;
+            NatsAuth::NkeySeed(Arc::new(key))
+        } else if let Some(file) = &raw.creds_file {
+            let file = self.resolve_secret("nats.creds_file", file);
+            std::fs::metadata(&file).map_err(|e| {
+                self.err("nats.creds_file", format!("{}: {e}", secrets::shown(&file)))
+            })?;
+            NatsAuth::CredsFile(file)
+        } else {
+            NatsAuth::None
+        })
+    }
+
+    fn callout(&self, raw: RawCallout) -> Result<CalloutConfig, ConfigError> {
+        let issuer = self
+            .seed(
+                "callout.issuer_seed",
+                raw.issuer_seed_file.as_deref(),
+                raw.issuer_seed.as_deref(),
+                ISSUER_SEED_ENV,
+                |s| secrets::key_pair(s, SeedKind::Account),
+                |f| secrets::key_pair_file(f, SeedKind::Account),
+            )?
+            .ok_or_else(|| {
+                self.err(
+                    "callout.issuer_seed_file",
+                    format!("required: the account seed (SA...) whose public key is auth_callout.issuer in nats-server (or set {ISSUER_SEED_ENV})"),
+                )
+            })?;
+        let xkey = self.seed(
+            "callout.xkey_seed",
+            raw.xkey_seed_file.as_deref(),
+            raw.xkey_seed.as_deref(),
+            XKEY_SEED_ENV,
+            secrets::curve_key,
+            secrets::curve_key_file,
+        )?;
+        if raw.account.is_empty() || raw.account.contains(char::is_whitespace) {
+            return Err(self.err(
+                "callout.account",
+                "must name the NATS account users are placed in",
+            ));
+        }
+        let max_user_ttl = self.bounded_duration(
+            "callout.max_user_ttl",
+            raw.max_user_ttl.as_deref(),
+            Duration::from_secs(3600),
+            Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600),
+            "must be between 1s and 30 days",
+        )?;
+        let max_token_bytes = raw.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+        if !(1024..=1024 * 1024).contains(&max_token_bytes) {
+            return Err(self.err(
+                "callout.max_token_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        Ok(CalloutConfig {
+            issuer: Arc::new(issuer),
+            xkey: xkey.map(Arc::new),
+            account: raw.account,
+            max_user_ttl,
+            max_token_bytes,
+        })
+    }
+
+    /// One seed: the environment variable if set (it overrides the file, so
+    /// a container can inject the seed), else exactly one of file and inline.
+    fn seed<K>(
+        &self,
+        key: &str,
+        file: Option<&Path>,
+        inline: Option<&str>,
+        env: &str,
+        parse: impl Fn(&str) -> Result<K, SeedError>,
+        parse_file: impl Fn(&Path) -> Result<K, SeedError>,
+    ) -> Result<Option<K>, ConfigError> {
+        let failed = |at: &str, e: SeedError| self.err(at, e.to_string());
+        if let Some(v) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
+            return parse(v.trim()).map(Some).map_err(|e| failed(env, e));
+        }
+        let file_key = format!("{key}_file");
+        match (file, inline) {
+            (Some(_), Some(_)) => {
+                Err(self.err(key, format!("set either {file_key} or {key}, not both")))
+            }
+            (Some(file), None) => {
+                let file = self.resolve_secret(&file_key, file);
+                parse_file(&file)
+                    .map(Some)
+                    .map_err(|e| failed(&file_key, e))
+            }
+            (None, Some(v)) => parse(v.trim()).map(Some).map_err(|e| failed(key, e)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn grants(&self, raw: Option<RawGrants>) -> Result<GrantsConfig, ConfigError> {
+        let raw = raw.unwrap_or(RawGrants {
+            kv_bucket: None,
+            max_requested_scopes: None,
+        });
+        if let Some(bucket) = &raw.kv_bucket {
+            if bucket.is_empty()
+                || !bucket
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.err(
+                    "grants.kv_bucket",
+                    "a KV bucket name is letters, digits, '-' and '_'",
+                ));
+            }
+        }
+        let max = raw
+            .max_requested_scopes
+            .unwrap_or(DEFAULT_MAX_REQUESTED_SCOPES);
+        if !(1..=1024).contains(&max) {
+            return Err(self.err("grants.max_requested_scopes", "must be between 1 and 1024"));
+        }
+        Ok(GrantsConfig {
+            kv_bucket: raw.kv_bucket,
+            max_requested_scopes: max,
+        })
+    }
+}

@@ -1,0 +1,412 @@
+//! A development OIDC issuer: serves a discovery document and a JWKS over
+//! plain HTTP on loopback and mints tokens with throwaway keys.
+//!
+//! It exists for the integration tests and for trying the service locally.
+//! It is never started by the service's own configuration: only code that
+//! calls [`DevIssuer::start`] runs it, and it binds only to loopback.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+/// A signing key the issuer holds; published in the JWKS or not.
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+    published: bool,
+}
+
+struct Inner {
+    issuer: String,
+    keys: Mutex<Vec<SigningKey>>,
+    available: AtomicBool,
+    serve_kids: AtomicBool,
+    /// Milliseconds every JWKS answer is held back (a slow issuer).
+    jwks_delay_ms: AtomicU64,
+    /// Published as-is beside the signing keys (keys of types the service
+    /// does not use, as real issuers publish).
+    extra_jwks: Mutex<Vec<Value>>,
+    jwks_requests: AtomicU64,
+    discovery_requests: AtomicU64,
+    key_counter: AtomicU64,
+}
+
+pub struct DevIssuer {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// `dev-issuer`: runs the issuer on `127.0.0.1:port` until `shutdown`.
+pub async fn run_standalone(
+    port: u16,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let issuer = DevIssuer::start(port)
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    eprintln!(
+        "DEVELOPMENT OIDC ISSUER at {iss} (throwaway keys; signs any token asked of it; never for production)\n\
+         tokens: curl '{iss}/token?user=ana&roles=admin'",
+        iss = issuer.issuer()
+    );
+    shutdown.await;
+    Ok(())
+}
+
+impl Drop for DevIssuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl DevIssuer {
+    /// Starts on `127.0.0.1:port` (0 picks a free port) with one published
+    /// RS256 key and one published ES256 key.
+    pub async fn start(port: u16) -> std::io::Result<DevIssuer> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            issuer: format!("http://{addr}"),
+            keys: Mutex::new(Vec::new()),
+            available: AtomicBool::new(true),
+            serve_kids: AtomicBool::new(true),
+            jwks_delay_ms: AtomicU64::new(0),
+            extra_jwks: Mutex::new(Vec::new()),
+            jwks_requests: AtomicU64::new(0),
+            discovery_requests: AtomicU64::new(0),
+            key_counter: AtomicU64::new(0),
+        });
+        let issuer = DevIssuer {
+            server: tokio::spawn(serve(listener, inner.clone())),
+            inner,
+            addr,
+        };
+        issuer.add_key(Algorithm::RS256, true);
+        issuer.add_key(Algorithm::ES256, true);
+        Ok(issuer)
+    }
+
+    pub fn issuer(&self) -> String {
+        self.inner.issuer.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Creates a new key (RS256 or ES256), published or not; returns its kid.
+    pub fn add_key(&self, alg: Algorithm, published: bool) -> String {
+        let n = self.inner.key_counter.fetch_add(1, Ordering::Relaxed);
+        let kid = format!("{}-{n}", format!("{alg:?}").to_lowercase());
+        let (encoding, jwk) = match alg {
+            Algorithm::RS256 => rsa_key(&kid),
+            Algorithm::ES256 => ec_key(&kid),
+            other => panic!("the development issuer makes RS256 and ES256 keys, not {other:?}"),
+        };
+        self.inner.keys.lock().unwrap().push(SigningKey {
+            kid: kid.clone(),
+            alg,
+            encoding,
+            jwk,
+            published,
+        });
+        kid
+    }
+
+    /// Replaces every published key of `alg` with a new one; returns its kid.
+    pub fn rotate(&self, alg: Algorithm) -> String {
+        for k in self
+            .inner
+            .keys
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter(|k| k.alg == alg)
+        {
+            k.published = false;
+        }
+        self.add_key(alg, true)
+    }
+
+    /// The kid of the newest published key of `alg`.
+    pub fn current_kid(&self, alg: Algorithm) -> String {
+        self.inner
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|k| k.alg == alg && k.published)
+            .map(|k| k.kid.clone())
+            .expect("a published key of that algorithm")
+    }
+
+    /// While unavailable, every request is answered 503 (an outage).
+    pub fn set_available(&self, up: bool) {
+        self.inner.available.store(up, Ordering::SeqCst);
+    }
+
+    /// Whether the JWKS names its keys (some issuers publish keys without kid).
+    pub fn set_serve_kids(&self, on: bool) {
+        self.inner.serve_kids.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds every JWKS answer back by `delay` (a slow issuer).
+    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
+        self.inner
+            .jwks_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Publishes `jwk` as-is in the JWKS, beside the signing keys.
+    pub fn publish_raw_jwk(&self, jwk: Value) {
+        self.inner.extra_jwks.lock().unwrap().push(jwk);
+    }
+
+    pub fn jwks_requests(&self) -> u64 {
+        self.inner.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn discovery_requests(&self) -> u64 {
+        self.inner.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// The public JWK of a key, published or not.
+    pub fn public_jwk(&self, kid: &str) -> Value {
+        self.inner
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|k| k.kid == kid)
+            .expect("known kid")
+            .jwk
+            .clone()
+    }
+
+    /// Signs `claims` with key `kid` and the given header (its `alg` is set
+    /// from the key when left at the default, and `kid` when unset).
+    pub fn sign_with_header(&self, kid: &str, mut header: Header, claims: &Value) -> String {
+        let keys = self.inner.keys.lock().unwrap();
+        let key = keys.iter().find(|k| k.kid == kid).expect("known kid");
+        header.alg = key.alg;
+        jsonwebtoken::encode(&header, claims, &key.encoding).expect("dev key signs")
+    }
+
+    /// Signs `claims` as an RFC 9068 access token (`typ: at+jwt`) with key `kid`.
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(kid.to_string());
+        self.sign_with_header(kid, header, claims)
+    }
+
+    /// Claims of a typical access token from this issuer.
+    pub fn claims(&self, user: &str, audience: &str, roles: &[&str], ttl_secs: u64) -> Value {
+        claims_for(&self.inner.issuer, user, audience, roles, ttl_secs)
+    }
+
+    /// A ready-to-use RS256 access token.
+    pub fn token(&self, user: &str, audience: &str, roles: &[&str], ttl_secs: u64) -> String {
+        let kid = self.current_kid(Algorithm::RS256);
+        self.sign(&kid, &self.claims(user, audience, roles, ttl_secs))
+    }
+}
+
+/// Claims shaped like a Keycloak access token: roles under
+/// `realm_access.roles`, the login name in `preferred_username`.
+fn claims_for(issuer: &str, user: &str, audience: &str, roles: &[&str], ttl_secs: u64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    json!({
+        "iss": issuer,
+        "sub": format!("user-{user}"),
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_secs,
+        "preferred_username": user,
+        "realm_access": { "roles": roles },
+        "client_id": "nats-oidc-callout-dev",
+    })
+}
+
+fn rsa_key(kid: &str) -> (EncodingKey, Value) {
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+        .expect("RSA key generation");
+    let der = pair.as_der().expect("PKCS#8 export");
+    let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes())
+        .expect("RSA PKCS#8 key");
+    let public = pair.public_key();
+    let jwk = json!({
+        "kty": "RSA",
+        "use": "sig",
+        "alg": "RS256",
+        "kid": kid,
+        "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+    });
+    (encoding, jwk)
+}
+
+fn ec_key(kid: &str) -> (EncodingKey, Value) {
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key generation");
+    let pkcs8 = pair.to_pkcs8v1().expect("PKCS#8 export");
+    let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
+    let point = pair.public_key().as_ref();
+    let jwk = json!({
+        "kty": "EC",
+        "use": "sig",
+        "alg": "ES256",
+        "crv": "P-256",
+        "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    (encoding, jwk)
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+async fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) {
+    let app = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/token", get(mint))
+        .with_state(inner);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("development issuer stopped: {e}");
+    }
+}
+
+fn outage() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "development issuer is switched off",
+    )
+        .into_response()
+}
+
+async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
+    inner.discovery_requests.fetch_add(1, Ordering::SeqCst);
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    let issuer = &inner.issuer;
+    Json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct MintQuery {
+    user: String,
+    #[serde(default)]
+    roles: String,
+    #[serde(default)]
+    aud: Option<String>,
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+/// `GET /token?user=ana&roles=admin,reader[&aud=nats][&ttl=3600]` mints an
+/// RS256 access token: the development issuer's stand-in for a login.
+async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Response {
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    let roles: Vec<&str> = q
+        .roles
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let ttl = q.ttl.unwrap_or(3600).clamp(1, 24 * 3600);
+    let claims = claims_for(
+        &inner.issuer,
+        &q.user,
+        q.aud.as_deref().unwrap_or("nats"),
+        &roles,
+        ttl,
+    );
+    let keys = inner.keys.lock().unwrap();
+    let Some(key) = keys
+        .iter()
+        .rev()
+        .find(|k| k.alg == Algorithm::RS256 && k.published)
+    else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no published RS256 key").into_response();
+    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(key.kid.clone());
+    match jsonwebtoken::encode(&header, &claims, &key.encoding) {
+        Ok(token) => token.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
+    inner.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    let delay = inner.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    let extra = inner.extra_jwks.lock().unwrap().clone();
+    let keys: Vec<Value> = extra
+        .into_iter()
+        .chain(
+            inner
+                .keys
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|k| k.published)
+                .map(|k| {
+                    let mut jwk = k.jwk.clone();
+                    if !inner.serve_kids.load(Ordering::SeqCst) {
+                        jwk.as_object_mut().expect("JWK object").remove("kid");
+                    }
+                    jwk
+                })
+                .collect::<Vec<_>>(),
+        )
+        .collect();
+    Json(json!({ "keys": keys })).into_response()
+}

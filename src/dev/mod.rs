@@ -1,0 +1,255 @@
+//! `nats-oidc-callout dev`: everything on one machine for a first try, in the
+//! spirit of `vault server -dev`. Throwaway keys, the development issuer,
+//! a nats-server with a generated callout config, and the service itself,
+//! then tokens per role and the `nats` commands to try them.
+//!
+//! Nothing here can be reached from a config file: it is a separate command
+//! that writes its own config into a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod issuer;
+pub mod nats_server;
+pub mod server_sim;
+
+use crate::config::Config;
+use crate::secrets;
+use crate::service::Service;
+use issuer::DevIssuer;
+
+pub struct DevOptions {
+    pub nats_port: u16,
+    pub issuer_port: u16,
+    /// Where a nats-server is installed when none is found.
+    pub tools_dir: PathBuf,
+}
+
+/// The roles `dev` starts with; tests and the fuzzers use them too.
+pub const SAMPLE_ROLES: &str = r#"
+[roles.admin]
+pub.allow = [">"]
+sub.allow = [">"]
+
+[roles.reader]
+pub.allow = ["_INBOX.>"]
+sub.allow = ["orders.>", "_INBOX.>"]
+sub.deny  = ["orders.secret.>"]
+"#;
+
+pub async fn run(
+    opts: DevOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    eprintln!("{}", banner());
+    let issuer = DevIssuer::start(opts.issuer_port).await.map_err(|e| {
+        format!(
+            "cannot start the development issuer on 127.0.0.1:{}: {e}",
+            opts.issuer_port
+        )
+    })?;
+    let dir = tempfile::Builder::new()
+        .prefix("nats-oidc-callout-dev-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let account = nkeys::KeyPair::new_account();
+    let xkey = nkeys::XKey::new();
+    write_secret(
+        &dir.path().join("issuer.nk"),
+        &account.seed().map_err(|e| e.to_string())?,
+    )?;
+    write_secret(
+        &dir.path().join("xkey.nk"),
+        &xkey.seed().map_err(|e| e.to_string())?,
+    )?;
+
+    let nats_url = format!("nats://127.0.0.1:{}", opts.nats_port);
+    let nats_conf = dir.path().join("nats.conf");
+    write(
+        &nats_conf,
+        &nats_config(opts.nats_port, &account.public_key(), &xkey.public_key()),
+    )?;
+    let config_path = dir.path().join("config.toml");
+    write(&config_path, &service_config(&nats_url, &issuer.issuer()))?;
+
+    let tools = opts.tools_dir.clone();
+    let bin = tokio::task::spawn_blocking(move || nats_server::locate_or_install(&tools))
+        .await
+        .map_err(|e| e.to_string())??;
+    let nats_log = dir.path().join("nats.log");
+    let _nats = start_nats(&bin, &nats_conf, &nats_log, opts.nats_port).await?;
+
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    let service = Service::new(config).map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(service.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    let admin = issuer.token("ana", "nats", &["admin"], 3600);
+    let reader = issuer.token("rita", "nats", &["reader"], 3600);
+    wait_until_admitted(&nats_url, &admin).await?;
+
+    println!(
+        "{}",
+        instructions(&nats_url, &issuer, &admin, &reader, dir.path())
+    );
+    tokio::select! {
+        _ = shutdown => {}
+        r = running => return r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+    }
+    let _ = stop_tx.send(());
+    Ok(())
+}
+
+fn banner() -> &'static str {
+    "==================================================================\n\
+     DEVELOPMENT MODE: throwaway keys, a development OIDC issuer that\n\
+     signs any token it is asked for, plain HTTP. Never use in production.\n\
+     =================================================================="
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    secrets::write_private(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The same shape as infrastructure's nats.conf: accounts AUTH (the callout's
+/// own user), APP (where users land), SYS.
+fn nats_config(port: u16, issuer: &str, xkey: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:{port}
+# OIDC tokens with many roles or groups exceed the 4 KiB default.
+max_control_line: 64KB
+accounts {{
+  AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}
+  APP {{}}
+  SYS {{}}
+}}
+system_account: SYS
+authorization {{
+  auth_callout {{
+    issuer: {issuer}
+    auth_users: [ auth ]
+    account: AUTH
+    xkey: {xkey}
+  }}
+}}
+"#
+    )
+}
+
+fn service_config(nats_url: &str, issuer: &str) -> String {
+    format!(
+        r#"[nats]
+url = "{nats_url}"
+user = "auth"
+password = "authpw"
+
+[callout]
+issuer_seed_file = "issuer.nk"
+xkey_seed_file = "xkey.nk"
+account = "APP"
+
+[oidc]
+issuer = "{issuer}"
+audience = ["nats"]
+roles_claim = "realm_access.roles"
+user_claim = "preferred_username"
+{SAMPLE_ROLES}"#
+    )
+}
+
+/// A nats-server child process, killed when dropped.
+struct NatsChild(tokio::process::Child);
+
+async fn start_nats(bin: &Path, conf: &Path, log: &Path, port: u16) -> Result<NatsChild, String> {
+    let log_file =
+        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let child = tokio::process::Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut child = NatsChild(child);
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!(
+                "nats-server exited ({status}); is port {port} free?\n{said}"
+            ));
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "nats-server did not listen on 127.0.0.1:{port} within 10s"
+    ))
+}
+
+/// Proves the whole chain works before telling the user it does.
+async fn wait_until_admitted(url: &str, token: &str) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..50 {
+        match async_nats::ConnectOptions::with_user_and_password("dev".into(), token.into())
+            .connection_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+        {
+            Ok(client) => {
+                let _ = client.drain().await;
+                return Ok(());
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "the development stack did not admit a test token: {last}"
+    ))
+}
+
+fn instructions(
+    nats_url: &str,
+    issuer: &DevIssuer,
+    admin: &str,
+    reader: &str,
+    dir: &Path,
+) -> String {
+    let iss = issuer.issuer();
+    format!(
+        r#"
+nats-oidc-callout is answering auth callouts for {nats_url}
+  OIDC issuer (development): {iss}
+  generated configs:         {dir}
+
+Tokens (valid 1h; NATS drops the connection when they expire):
+ADMIN_TOKEN={admin}
+
+READER_TOKEN={reader}
+
+Try them with the nats CLI (any user name; the token is the password):
+  nats --server {nats_url} --user ana  --password "$ADMIN_TOKEN"  sub 'orders.>'
+  nats --server {nats_url} --user ana  --password "$ADMIN_TOKEN"  pub orders.new hello
+  nats --server {nats_url} --user rita --password "$READER_TOKEN" sub 'orders.>'
+  nats --server {nats_url} --user rita --password "$READER_TOKEN" pub orders.new nope   # refused: reader may not publish
+
+More tokens:
+  curl '{iss}/token?user=bo&roles=reader'
+
+Ctrl-C stops everything.
+"#,
+        dir = dir.display(),
+    )
+}

@@ -1,0 +1,116 @@
+//! Plays nats-server's part of the auth callout protocol: signs (and, with
+//! xkey, seals) authorization requests the way nats-server 2.10+ does, and
+//! reads the answers. For the benchmarks and the load tool, which drive the
+//! service without a real client behind each request.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+pub struct ServerSim {
+    pub key: nkeys::KeyPair,
+    pub xkey: nkeys::XKey,
+    /// Public key of the callout issuer the requests are addressed to.
+    pub callout_issuer: String,
+    /// Seconds a request stays valid: nats-server's auth timeout (2 s) by
+    /// default; benchmarks that replay one request for minutes raise it.
+    pub validity_secs: u64,
+}
+
+/// What the service answered, as nats-server reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Allowed,
+    Refused(String),
+    /// An empty or unreadable body (nats-server refuses the client).
+    Unreadable(String),
+}
+
+/// Signs authorization request claims with `signer`, in nats-server's
+/// format (any key: tests forge requests with the wrong kind on purpose).
+pub fn sign_request(signer: &nkeys::KeyPair, claims: &Value) -> String {
+    crate::nats::jwt::sign(&serde_json::to_vec(claims).expect("JSON"), signer)
+}
+
+impl ServerSim {
+    pub fn new(callout_issuer: &str) -> ServerSim {
+        ServerSim {
+            key: nkeys::KeyPair::new_server(),
+            xkey: nkeys::XKey::new(),
+            callout_issuer: callout_issuer.to_string(),
+            validity_secs: 2,
+        }
+    }
+
+    /// A signed request carrying `token` as the connect password for a fresh
+    /// user nkey, valid for `validity_secs` from `now`.
+    pub fn request(&self, token: &str, now: u64) -> Vec<u8> {
+        let server = self.key.public_key();
+        let claims = json!({
+            "jti": "",
+            "iat": now,
+            "iss": server,
+            "sub": self.callout_issuer,
+            "aud": "nats-authorization-request",
+            "exp": now + self.validity_secs,
+            "nats": {
+                "type": "authorization_request",
+                "version": 2,
+                "server_id": {"name": "sim", "host": "127.0.0.1", "id": server, "version": "2.15.1", "xkey": self.xkey.public_key()},
+                "user_nkey": nkeys::KeyPair::new_user().public_key(),
+                "client_info": {"host": "127.0.0.1", "id": 1, "user": "x", "kind": "Client", "type": "nats"},
+                "connect_opts": {"user": "x", "pass": token, "lang": "rust", "version": "0.51.0", "protocol": 1}
+            }
+        });
+        sign_request(&self.key, &claims).into_bytes()
+    }
+
+    /// The request sealed to the callout's xkey, with the header value
+    /// (`Nats-Server-Xkey`) to send beside it.
+    pub fn sealed_request(
+        &self,
+        token: &str,
+        now: u64,
+        callout_xkey: &nkeys::XKey,
+    ) -> (Vec<u8>, String) {
+        let sealed = self
+            .xkey
+            .seal(&self.request(token, now), callout_xkey)
+            .expect("seal");
+        (sealed, self.xkey.public_key())
+    }
+
+    /// Reads an answer (opening it first when it was sealed back to us).
+    pub fn read_answer(&self, body: &[u8], callout_xkey: Option<&nkeys::XKey>) -> Answer {
+        if body.is_empty() {
+            return Answer::Unreadable("empty body".into());
+        }
+        let opened;
+        let jwt = match callout_xkey {
+            Some(theirs) if body.starts_with(b"xkv1") => match self.xkey.open(body, theirs) {
+                Ok(o) => {
+                    opened = o;
+                    &opened[..]
+                }
+                Err(e) => return Answer::Unreadable(format!("cannot open: {e}")),
+            },
+            _ => body,
+        };
+        let claims: Option<Value> = std::str::from_utf8(jwt)
+            .ok()
+            .and_then(|t| t.split('.').nth(1))
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(claims) = claims else {
+            return Answer::Unreadable("not a JWT".into());
+        };
+        match (
+            claims["nats"]["jwt"].as_str(),
+            claims["nats"]["error"].as_str(),
+        ) {
+            (Some(_), None) => Answer::Allowed,
+            (None, Some(e)) => Answer::Refused(e.to_string()),
+            _ => Answer::Unreadable(format!("neither jwt nor error: {claims}")),
+        }
+    }
+}

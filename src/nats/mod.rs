@@ -1,0 +1,9 @@
+//! NATS wire formats of the auth callout protocol (ADR-26): the JWT
+//! envelope, the authorization request nats-server sends, the response it
+//! expects, and the user JWT inside it. Nothing here knows about OIDC or
+//! roles.
+
+pub mod jwt;
+pub mod request;
+pub(crate) mod response;
+pub mod user_jwt;

@@ -1,0 +1,86 @@
+//! The authorization response: a JWT signed by the callout issuer, addressed
+//! to the requesting server and user nkey, carrying either the user JWT or an
+//! error; sealed to the server's xkey when the request was sealed.
+
+use serde::Serialize;
+
+use crate::nats::jwt::{self as nats_jwt, WithJti};
+use crate::nats::request::Addressee;
+
+#[derive(Serialize)]
+struct ResponseClaims<'a> {
+    jti: String,
+    iat: u64,
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    nats: ResponseBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: u8,
+}
+
+impl WithJti for ResponseClaims<'_> {
+    fn set_jti(&mut self, jti: String) {
+        self.jti = jti;
+    }
+}
+
+pub enum Answer<'a> {
+    Allow { user_jwt: &'a str },
+    Deny { error: &'a str },
+}
+
+/// nats-server logs the error text; keep it to one readable line.
+const MAX_ERROR_CHARS: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot seal the response to the server xkey: {0}")]
+pub struct SealError(String);
+
+/// Signs the response and seals it when the request came sealed.
+pub fn build(
+    to: &Addressee,
+    answer: Answer<'_>,
+    issuer: &nkeys::KeyPair,
+    seal: Option<(&nkeys::XKey, &nkeys::XKey)>,
+    now: u64,
+) -> Result<Vec<u8>, SealError> {
+    let issuer_key = issuer.public_key();
+    let error_text;
+    let (jwt, error) = match answer {
+        Answer::Allow { user_jwt } => (Some(user_jwt), None),
+        Answer::Deny { error } => {
+            error_text = crate::text::one_line(error, MAX_ERROR_CHARS);
+            (None, Some(error_text.as_str()))
+        }
+    };
+    let mut claims = ResponseClaims {
+        jti: String::new(),
+        iat: now,
+        iss: &issuer_key,
+        sub: &to.user_nkey,
+        aud: &to.server_id,
+        nats: ResponseBody {
+            jwt,
+            error,
+            kind: "authorization_response",
+            version: 2,
+        },
+    };
+    let token = nats_jwt::encode(&mut claims, issuer);
+    match seal {
+        None => Ok(token.into_bytes()),
+        Some((ours, server)) => ours
+            .seal(token.as_bytes(), server)
+            .map_err(|e| SealError(e.to_string())),
+    }
+}

@@ -1,0 +1,116 @@
+//! Tokens that verified recently, so a client that reconnects with the same
+//! token (every client after a nats-server restart) costs no signature check.
+//!
+//! Keyed by the SHA-256 of the whole token: a hit means byte-identical input,
+//! so nothing an attacker controls can match another token's entry. An entry
+//! is only good for the key-set generation that verified it (a key removed
+//! from the JWKS takes its tokens out with it) and never at or past the
+//! token's `exp`. Only successes are kept: every refusal is decided afresh.
+//! A config reload builds a new verifier, and with it an empty cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use serde_json::{Map, Value};
+
+/// A token whose signature and registered claims verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub claims: Map<String, Value>,
+    pub exp: u64,
+}
+
+/// Entries also leave after this long, whatever their `exp`: a bound on the
+/// memory a burst of distinct tokens can hold.
+const TIME_TO_LIVE: Duration = Duration::from_secs(600);
+
+pub struct TokenCache {
+    entries: Option<moka::sync::Cache<[u8; 32], Arc<Entry>>>,
+}
+
+struct Entry {
+    token: Arc<VerifiedToken>,
+    generation: u64,
+    weight: u32,
+}
+
+pub type TokenKey = [u8; 32];
+
+impl TokenCache {
+    /// Holds up to `capacity_bytes` of tokens, counted by their length (the
+    /// parsed claims take roughly twice that in memory); 0 turns it off.
+    pub fn new(capacity_bytes: u64) -> Self {
+        let entries = (capacity_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity_bytes)
+                .weigher(|_, entry: &Arc<Entry>| entry.weight)
+                .time_to_live(TIME_TO_LIVE)
+                .build()
+        });
+        TokenCache { entries }
+    }
+
+    pub fn key(token: &str) -> TokenKey {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.entries.is_some()
+    }
+
+    /// The verified token, if it verified under key-set `generation` and has
+    /// not expired at `now`.
+    pub fn get(&self, key: &TokenKey, generation: u64, now: u64) -> Option<Arc<VerifiedToken>> {
+        let entry = self.entries.as_ref()?.get(key)?;
+        (entry.generation == generation && entry.token.exp > now).then(|| entry.token.clone())
+    }
+
+    /// `len` is the token's length, its weight against the capacity.
+    pub fn insert(&self, key: TokenKey, len: usize, generation: u64, token: Arc<VerifiedToken>) {
+        if let Some(entries) = &self.entries {
+            let weight = u32::try_from(len).unwrap_or(u32::MAX);
+            entries.insert(
+                key,
+                Arc::new(Entry {
+                    token,
+                    generation,
+                    weight,
+                }),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(exp: u64) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken {
+            claims: Default::default(),
+            exp,
+        })
+    }
+
+    #[test]
+    fn a_hit_needs_the_same_token_the_same_key_generation_and_an_unexpired_token() {
+        let cache = TokenCache::new(1000);
+        let key = TokenCache::key("a.b.c");
+        cache.insert(key, 5, 7, verified(1000));
+        assert!(cache.get(&key, 7, 999).is_some());
+        assert!(cache.get(&TokenCache::key("a.b.d"), 7, 999).is_none());
+        assert!(cache.get(&key, 8, 999).is_none(), "another key set");
+        assert!(cache.get(&key, 7, 1000).is_none(), "at exp");
+        assert!(cache.get(&key, 7, 5000).is_none(), "past exp");
+    }
+
+    #[test]
+    fn capacity_zero_keeps_nothing() {
+        let cache = TokenCache::new(0);
+        let key = TokenCache::key("a.b.c");
+        cache.insert(key, 5, 1, verified(1000));
+        assert!(cache.get(&key, 1, 1).is_none());
+    }
+}

@@ -1,0 +1,167 @@
+//! HTTP to the OIDC issuer: the discovery document and the JWKS.
+//!
+//! rustls only, bounded time, bounded body size, and no redirects: a key
+//! source that can be redirected is a key source an attacker may choose.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::oidc::settings::Settings;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FetchError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("GET {url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("GET {url}: status {status}")]
+    Status { url: String, status: u16 },
+    #[error("GET {url}: body larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("discovery document {url}: {reason}")]
+    Discovery { url: String, reason: String },
+    #[error("discovery document says issuer {found:?}, configured issuer is {expected:?}")]
+    IssuerMismatch { found: String, expected: String },
+    #[error("JWKS {url}: {reason}")]
+    Jwks { url: String, reason: String },
+}
+
+#[derive(Clone)]
+pub struct IssuerClient {
+    http: reqwest::Client,
+    issuer: String,
+    discovery_url: String,
+    max_bytes: usize,
+}
+
+/// The two fields of an OpenID Provider's (or an OAuth 2.0 authorization
+/// server's) metadata that verifying tokens needs.
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl IssuerClient {
+    pub fn new(oidc: &Settings) -> Result<IssuerClient, FetchError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(oidc.http_timeout)
+            .connect_timeout(oidc.http_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("nats-oidc-callout/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Client(error_chain(&e)))?;
+        Ok(IssuerClient {
+            http,
+            issuer: oidc.issuer.clone(),
+            discovery_url: oidc.discovery_url.clone(),
+            max_bytes: oidc.max_response_bytes,
+        })
+    }
+
+    /// Reads the discovery document, checks that it names the configured
+    /// issuer exactly (OpenID Connect Discovery §4.3), and returns its
+    /// `jwks_uri`.
+    pub async fn discover_jwks_uri(&self) -> Result<String, FetchError> {
+        let body = self.get(&self.discovery_url).await?;
+        let metadata: Discovery =
+            serde_json::from_slice(&body).map_err(|e| FetchError::Discovery {
+                url: self.discovery_url.clone(),
+                reason: e.to_string(),
+            })?;
+        if metadata.issuer != self.issuer {
+            return Err(FetchError::IssuerMismatch {
+                found: crate::text::clip(&metadata.issuer),
+                expected: self.issuer.clone(),
+            });
+        }
+        let jwks_uri = metadata.jwks_uri;
+        check_http_url(&jwks_uri).map_err(|reason| FetchError::Discovery {
+            url: self.discovery_url.clone(),
+            reason: format!("jwks_uri: {reason}"),
+        })?;
+        Ok(jwks_uri)
+    }
+
+    /// Fetches the raw JWKS document.
+    pub async fn fetch_jwks(&self, jwks_uri: &str) -> Result<Vec<u8>, FetchError> {
+        self.get(jwks_uri).await
+    }
+
+    async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let http_err = |e: reqwest::Error| FetchError::Http {
+            url: url.to_string(),
+            reason: error_chain(&e),
+        };
+        let mut response = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(http_err)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let too_large = || FetchError::TooLarge {
+            url: url.to_string(),
+            limit: self.max_bytes,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http_err)? {
+            if body.len() + chunk.len() > self.max_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Issuer, discovery and JWKS URLs: https, or plain http only on loopback so
+/// that development and tests work without TLS and production cannot be
+/// downgraded.
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{url:?} must use https (plain http is allowed only on loopback)"
+                ))
+            }
+        }
+        other => Err(format!("{url:?}: scheme {other:?} is not http(s)")),
+    }
+}

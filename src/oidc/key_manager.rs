@@ -1,0 +1,161 @@
+//! Keeps one issuer's verification keys in memory.
+//!
+//! * A background task loads the keys at startup (retrying while the issuer is
+//!   down) and refreshes them every `jwks_max_age`.
+//! * A token whose `kid` is unknown triggers one refetch. Concurrent callers
+//!   share it, and its outcome, success or failure, is remembered for
+//!   `jwks_refetch_cooldown`, so a flood of made-up kids costs the issuer at
+//!   most one fetch per cool-down.
+//! * A failed fetch never replaces the last good key set.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use moka::future::Cache;
+
+use crate::backoff::Backoff;
+use crate::metrics::Metrics;
+use crate::oidc::discovery::{FetchError, IssuerClient};
+use crate::oidc::jwks::KeySet;
+use crate::oidc::settings::Settings;
+
+pub struct KeyManager {
+    client: IssuerClient,
+    oidc: Arc<Settings>,
+    current: ArcSwap<KeySet>,
+    generations: AtomicU64,
+    unknown_kid_refetch: Cooldown,
+    /// One fetch at a time: otherwise a slow older fetch finishing last could
+    /// put back a key the issuer has just removed.
+    refresh_lock: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs a piece of work at most once per cool-down, however many callers ask
+/// for it meanwhile: moka's `get_with` on a one-entry cache merges
+/// concurrent callers into one run (single flight), and the entry's
+/// time-to-live is the cool-down.
+struct Cooldown {
+    ran: Cache<(), ()>,
+}
+
+impl Cooldown {
+    fn new(period: Duration) -> Self {
+        Cooldown {
+            ran: Cache::builder()
+                .max_capacity(1)
+                .time_to_live(period)
+                .build(),
+        }
+    }
+
+    async fn run(&self, work: impl std::future::Future<Output = ()>) {
+        self.ran.get_with((), work).await;
+    }
+}
+
+impl KeyManager {
+    pub fn new(oidc: Arc<Settings>, metrics: Arc<Metrics>) -> Result<Arc<KeyManager>, FetchError> {
+        let client = IssuerClient::new(&oidc)?;
+        Ok(Arc::new(KeyManager {
+            client,
+            unknown_kid_refetch: Cooldown::new(oidc.jwks_refetch_cooldown),
+            oidc,
+            current: ArcSwap::from_pointee(KeySet::default()),
+            generations: AtomicU64::new(0),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            metrics,
+        }))
+    }
+
+    /// The key set in use now (empty until the first successful fetch).
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// The generation of the key set in use now.
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    pub fn has_keys(&self) -> bool {
+        !self.current.load().is_empty()
+    }
+
+    /// Installs a key set without fetching it: for tools and fuzzing that
+    /// hold the keys already.
+    pub fn install(&self, mut set: KeySet) {
+        set.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.current.store(Arc::new(set));
+    }
+
+    /// Discovers the JWKS location, fetches and parses it, and installs it.
+    pub async fn refresh(&self) -> Result<usize, FetchError> {
+        let _one_at_a_time = self.refresh_lock.lock().await;
+        let name = &self.oidc.name;
+        let set = match self.fetch().await {
+            Ok(set) => set,
+            Err(e) => {
+                self.metrics.record_fetch(name, false);
+                tracing::warn!(issuer = %name, url = %self.oidc.issuer, error = %e, "issuer keys not refreshed; keeping the last good set");
+                return Err(e);
+            }
+        };
+        self.metrics.record_fetch(name, true);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.metrics.record_keys(name, set.len(), now.as_secs_f64());
+        for reason in &set.skipped {
+            tracing::warn!(issuer = %name, url = %self.oidc.issuer, "JWKS entry skipped: {reason}");
+        }
+        tracing::info!(issuer = %name, url = %self.oidc.issuer, keys = set.len(), "issuer keys loaded");
+        let n = set.len();
+        self.install(set);
+        Ok(n)
+    }
+
+    async fn fetch(&self) -> Result<KeySet, FetchError> {
+        let jwks_uri = self.client.discover_jwks_uri().await?;
+        let body = self.client.fetch_jwks(&jwks_uri).await?;
+        KeySet::parse(&body, &self.oidc).map_err(|e| FetchError::Jwks {
+            url: jwks_uri,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Refetches because a token named a key we do not have; returns the key
+    /// set after the (possibly shared, possibly cooled-down) attempt.
+    pub async fn refetch_for_unknown_key(&self) -> Arc<KeySet> {
+        self.unknown_kid_refetch
+            .run(async {
+                // A failure is logged and counted by `refresh`; the last
+                // good set stays.
+                let _ = self.refresh().await;
+            })
+            .await;
+        self.current()
+    }
+
+    /// Loads the keys, retrying with backoff while the issuer is unreachable,
+    /// then refreshes them every `jwks_max_age`. Runs until the task is dropped.
+    pub async fn run_refresher(self: Arc<Self>) {
+        let max_age = self.oidc.jwks_max_age;
+        let mut backoff = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(30).min(max_age),
+        );
+        loop {
+            let wait = match self.refresh().await {
+                Ok(_) => {
+                    backoff.reset();
+                    max_age
+                }
+                Err(_) => backoff.next_wait(),
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! How one trusted issuer's tokens are verified.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+/// One `[oidc]` issuer's verification settings. Two issuers with equal
+/// settings share keys across a config reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Names the issuer in logs, metrics, `/readyz` and `explain`.
+    pub name: String,
+    pub issuer: String,
+    pub discovery_url: String,
+    pub audience: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowed for `nbf` and `iat`; never for `exp`.
+    pub leeway: Duration,
+    pub jwks_max_age: Duration,
+    pub jwks_refetch_cooldown: Duration,
+    pub http_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub token_cache_bytes: u64,
+}

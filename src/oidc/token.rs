@@ -1,0 +1,265 @@
+//! Bearer token validation: from the raw connect password to verified claims.
+//!
+//! Order matters: everything that can be decided without a key (size, shape,
+//! header) is decided first; then the key is chosen by `kid` and bound to the
+//! algorithm its type allows; then `jsonwebtoken` verifies the signature, and
+//! only then are the claims read and checked, by `registered` alone. The
+//! header checks `jsonwebtoken` leaves out (`typ`, `crit`, header key
+//! parameters) are made here.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::metrics::Metrics;
+use crate::oidc::algorithms::parse_algorithm;
+use crate::oidc::cache::{TokenCache, VerifiedToken};
+use crate::oidc::error::TokenError;
+use crate::oidc::jwks::{KeySet, VerifyingKey};
+use crate::oidc::key_manager::KeyManager;
+use crate::oidc::registered;
+use crate::oidc::settings::Settings;
+use crate::text::clip;
+
+pub struct TokenVerifier {
+    oidc: Arc<Settings>,
+    keys: Arc<KeyManager>,
+    max_bytes: usize,
+    verified: TokenCache,
+    metrics: Arc<Metrics>,
+}
+
+struct ParsedHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+impl TokenVerifier {
+    pub fn new(
+        oidc: Arc<Settings>,
+        keys: Arc<KeyManager>,
+        max_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        TokenVerifier {
+            verified: TokenCache::new(oidc.token_cache_bytes),
+            oidc,
+            keys,
+            max_bytes,
+            metrics,
+        }
+    }
+
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<VerifiedToken>, TokenError> {
+        // Routing checks the size too; this keeps `verify` safe on its own.
+        if token.len() > self.max_bytes {
+            return Err(TokenError::TooLarge {
+                len: token.len(),
+                max: self.max_bytes,
+            });
+        }
+        let cache_key = self.verified.enabled().then(|| TokenCache::key(token));
+        if let Some(key) = &cache_key {
+            if let Some(hit) = self.verified.get(key, self.keys.generation(), now) {
+                self.metrics.token_cache_hits.inc();
+                return Ok(hit);
+            }
+        }
+        let header = self.precheck(token)?;
+        let (candidates, generation) = self.candidates(&header).await?;
+        let (message, signature) = token.rsplit_once('.').expect("check_shape saw two dots");
+        for key in candidates {
+            if !signature_verifies(message, signature, &key, header.alg)? {
+                continue;
+            }
+            // The signature verified with this key: the claims are what
+            // decides now, and no other key changes that.
+            let claims: Map<String, Value> = payload(token)?;
+            let exp = registered::check_claims(&claims, &self.oidc, now)?;
+            let verified = Arc::new(VerifiedToken { claims, exp });
+            if let Some(key) = cache_key {
+                self.verified
+                    .insert(key, token.len(), generation, verified.clone());
+            }
+            return Ok(verified);
+        }
+        Err(TokenError::Signature)
+    }
+
+    /// Shape and header checks that need no key.
+    fn precheck(&self, token: &str) -> Result<ParsedHeader, TokenError> {
+        let header = check_shape(token)?;
+        let alg = match header.get("alg") {
+            Some(Value::String(a)) => a,
+            Some(_) => return Err(TokenError::Header("alg is not a string".into())),
+            None => return Err(TokenError::Header("alg is missing".into())),
+        };
+        let alg = parse_algorithm(alg)
+            .ok()
+            .filter(|a| self.oidc.algorithms.contains(a))
+            .ok_or_else(|| TokenError::Algorithm(clip(alg)))?;
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k.clone()),
+            Some(_) => return Err(TokenError::Header("kid is not a string".into())),
+        };
+        Ok(ParsedHeader { alg, kid })
+    }
+
+    /// Keys that may verify this token: by `kid` if it names one (refetching
+    /// once if the kid is unknown), else every key that allows the algorithm;
+    /// and the generation of the key set they come from.
+    async fn candidates(
+        &self,
+        header: &ParsedHeader,
+    ) -> Result<(Vec<Arc<VerifyingKey>>, u64), TokenError> {
+        let mut set = self.keys.current();
+        // A kid names its key; when the issuer publishes keys without kids,
+        // those keys are the only other candidates.
+        let pick = |set: &KeySet| match &header.kid {
+            Some(kid) => {
+                let named = set.with_kid(kid);
+                if named.is_empty() {
+                    set.without_kid_allowing(header.alg)
+                } else {
+                    named
+                }
+            }
+            None => set.allowing(header.alg),
+        };
+        let mut found = pick(&set);
+        if found.is_empty() {
+            set = self.keys.refetch_for_unknown_key().await;
+            found = pick(&set);
+        }
+        if found.is_empty() {
+            return Err(match (&header.kid, set.is_empty()) {
+                (_, true) => TokenError::NoKeys,
+                (Some(kid), false) => TokenError::UnknownKid(clip(kid)),
+                (None, false) => TokenError::NoKeyForAlg(format!("{:?}", header.alg)),
+            });
+        }
+        let allowed: Vec<_> = found
+            .iter()
+            .filter(|k| k.allows(header.alg))
+            .cloned()
+            .collect();
+        if allowed.is_empty() {
+            return Err(TokenError::KeyAlgMismatch {
+                kid: clip(header.kid.as_deref().unwrap_or_default()),
+                alg: format!("{:?}", header.alg),
+            });
+        }
+        Ok((allowed, set.generation))
+    }
+}
+
+/// Whether `signature` is `key`'s signature of `message` with `alg`; the
+/// key has been checked to allow `alg`.
+fn signature_verifies(
+    message: &str,
+    signature: &str,
+    key: &VerifyingKey,
+    alg: Algorithm,
+) -> Result<bool, TokenError> {
+    jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.decoding, alg).map_err(|e| {
+        match e.kind() {
+            ErrorKind::Base64(_) => TokenError::Malformed("the signature is not base64url".into()),
+            ErrorKind::InvalidAlgorithm => TokenError::Algorithm("for this key".into()),
+            other => TokenError::Malformed(format!("{other:?}")),
+        }
+    })
+}
+
+/// The checks that depend on no issuer: compact JWS form and a header that
+/// names no key source, extension, nesting or unexpected type. Returns the
+/// header.
+pub fn check_shape(token: &str) -> Result<Map<String, Value>, TokenError> {
+    if token.trim_start().starts_with('{') {
+        return Err(TokenError::JsonSerialization);
+    }
+    let dots = token.bytes().filter(|b| *b == b'.').count();
+    if dots == 4 {
+        return Err(TokenError::Encrypted);
+    }
+    if dots != 2 {
+        return Err(TokenError::Malformed(format!(
+            "{} parts, expected 3",
+            dots + 1
+        )));
+    }
+    if let Some(bad) = token
+        .bytes()
+        .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+    {
+        return Err(TokenError::Malformed(format!(
+            "character {:?} is not base64url",
+            bad as char
+        )));
+    }
+    let (h, _) = token.split_once('.').expect("two dots");
+    if token.ends_with('.') {
+        return Err(TokenError::Malformed("empty signature".into()));
+    }
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| TokenError::Header("not base64url".into()))?;
+    let header: Map<String, Value> = serde_json::from_slice(&header_bytes)
+        .map_err(|e| TokenError::Header(format!("not a JSON object: {e}")))?;
+    for param in ["jku", "x5u", "jwk", "x5c"] {
+        if header.contains_key(param) {
+            return Err(TokenError::HeaderKey(param));
+        }
+    }
+    if header.contains_key("enc") || header.contains_key("zip") {
+        return Err(TokenError::Encrypted);
+    }
+    if let Some(crit) = header.get("crit") {
+        return Err(TokenError::Critical(clip(&crit.to_string())));
+    }
+    if let Some(cty) = header.get("cty") {
+        return Err(TokenError::Nested(clip(&cty.to_string())));
+    }
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(t)) => {
+            let t = t.to_ascii_lowercase();
+            let t = t.strip_prefix("application/").unwrap_or(&t);
+            if t != "jwt" && t != "at+jwt" {
+                return Err(TokenError::Type(clip(t)));
+            }
+        }
+        Some(other) => return Err(TokenError::Type(clip(&other.to_string()))),
+    }
+    Ok(header)
+}
+
+/// The `iss` a token claims, read without verifying anything: it only
+/// chooses which issuer's keys and rules will then verify the token. The
+/// rest of the payload is skipped, not built.
+pub fn claimed_issuer(token: &str) -> Result<String, TokenError> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<Value>,
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("not three parts".into()));
+    };
+    let claims: Iss = payload(token)?;
+    registered::issuer_claim(claims.iss.as_ref()).map(str::to_string)
+}
+
+fn payload<T: serde::de::DeserializeOwned>(token: &str) -> Result<T, TokenError> {
+    let p = token.split('.').nth(1).unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| TokenError::Malformed("claims are not base64url".into()))?;
+    serde_json::from_slice(&bytes).map_err(|e| TokenError::Payload(e.to_string()))
+}

@@ -1,0 +1,11 @@
+//! The rules of a decision, without I/O: reading identity and roles from
+//! verified claims, subject syntax and templates, the role table, scopes,
+//! identities from the config and the KV grants store.
+
+pub mod claims;
+pub(crate) mod grants;
+pub(crate) mod roles;
+pub(crate) mod scopes;
+pub mod subject;
+pub(crate) mod template;
+pub(crate) mod users;

@@ -1,0 +1,306 @@
+//! Identities defined in the config, beside OIDC: machines and operators
+//! (`[users.<name>]`) that log in with a bcrypt-checked password or by
+//! signing nats-server's nonce with an nkey, and get either roles from the
+//! role table or a fixed permission set of their own.
+//!
+//! A connect is decided here, and never by the OIDC path, when it presents
+//! an nkey or uses the name of a configured user: an explicit rule is never
+//! bypassed by also sending a token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::nats::request::RequestBody;
+use crate::policy::roles::RoleTable;
+use crate::refusal::{Refusal, RefusalCode};
+
+/// The issuer name of identities from `[users.*]`: in logs, in `{{issuer}}`
+/// and in their KV grant keys. No `[oidc]` block may take it.
+pub const CONFIG_ISSUER: &str = "config";
+
+#[derive(Clone, Debug)]
+pub struct ConfigUser {
+    pub name: String,
+    pub credential: Credential,
+    pub grant: Grant,
+}
+
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A bcrypt hash of the connect password.
+    Bcrypt(String),
+    /// A public user nkey (U...): the client proves it holds the seed.
+    Nkey(String),
+}
+
+#[derive(Clone, Debug)]
+pub enum Grant {
+    /// Roles of the `[roles.*]` table, by their table names.
+    Roles(Vec<String>),
+    /// The user's own permission set: a one-role table holding it.
+    Fixed(Arc<RoleTable>),
+}
+
+/// Passwords already checked against their bcrypt hash, by a digest of
+/// user and password, so reconnect storms do not pay bcrypt again and again.
+const PASSWORD_MEMORY: Duration = Duration::from_secs(600);
+
+pub struct ConfigUsers {
+    by_name: HashMap<String, ConfigUser>,
+    by_nkey: HashMap<String, String>,
+    checked_passwords: moka::sync::Cache<[u8; 32], ()>,
+    /// bcrypt is slow on purpose; bound how many cores wrong guesses can take.
+    bcrypt_slots: tokio::sync::Semaphore,
+}
+
+impl ConfigUsers {
+    pub fn new(users: &[ConfigUser]) -> Self {
+        let by_nkey = users
+            .iter()
+            .filter_map(|u| match &u.credential {
+                Credential::Nkey(k) => Some((k.clone(), u.name.clone())),
+                Credential::Bcrypt(_) => None,
+            })
+            .collect();
+        let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ConfigUsers {
+            by_name: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
+            by_nkey,
+            checked_passwords: moka::sync::Cache::builder()
+                .max_capacity(4096)
+                .time_to_live(PASSWORD_MEMORY)
+                .build(),
+            bcrypt_slots: tokio::sync::Semaphore::new(slots),
+        }
+    }
+
+    /// `None`: the connect is not for a config identity (the OIDC path
+    /// decides it). Otherwise the authenticated user, or why not (a reason
+    /// that never contains the password).
+    pub async fn authenticate(
+        &self,
+        request: &RequestBody,
+    ) -> Option<Result<&ConfigUser, Refusal>> {
+        let opts = &request.connect_opts;
+        if let Some(nkey) = opts.nkey.as_deref() {
+            return Some(self.by_nkey_proof(nkey, request));
+        }
+        let user = self.by_name.get(opts.user.as_deref()?)?;
+        let denied =
+            |reason: String| Refusal::new(RefusalCode::IdentityCredentials, reason).of(&user.name);
+        Some(match &user.credential {
+            Credential::Nkey(_) => Err(denied(format!(
+                "user {:?} authenticates with its nkey, not a password",
+                user.name
+            ))),
+            Credential::Bcrypt(hash) => match opts.pass.as_deref().filter(|p| !p.is_empty()) {
+                None => Err(denied(format!("user {:?} sent no password", user.name))),
+                Some(password) => {
+                    if self.password_matches(&user.name, hash, password).await {
+                        Ok(user)
+                    } else {
+                        Err(denied(format!("wrong password for user {:?}", user.name)))
+                    }
+                }
+            },
+        })
+    }
+
+    fn by_nkey_proof(&self, nkey: &str, request: &RequestBody) -> Result<&ConfigUser, Refusal> {
+        let Some(user) = self.by_nkey.get(nkey).and_then(|n| self.by_name.get(n)) else {
+            return Err(Refusal::new(
+                RefusalCode::UnknownNkey,
+                format!(
+                    "nkey {:?} is not the nkey of any [users.*] entry",
+                    crate::text::clip(nkey)
+                ),
+            ));
+        };
+        let denied = |reason: &str| {
+            Refusal::new(
+                RefusalCode::IdentityCredentials,
+                format!("user {:?}: {reason}", user.name),
+            )
+            .of(&user.name)
+        };
+        let nonce = request
+            .client_info
+            .nonce
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                denied("no nonce in the request: nats-server sends one only when its config has an nkey user (see README)")
+            })?;
+        let sig = request
+            .connect_opts
+            .sig
+            .as_deref()
+            .ok_or_else(|| denied("no nonce signature"))?;
+        // Clients encode the signature as raw URL-safe base64 (Go, Rust) or
+        // standard base64 (JavaScript).
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .or_else(|_| STANDARD.decode(sig))
+            .or_else(|_| STANDARD_NO_PAD.decode(sig))
+            .map_err(|_| denied("the nonce signature is not base64"))?;
+        let key = nkeys::KeyPair::from_public_key(nkey)
+            .map_err(|_| denied("the configured nkey is not a public key"))?;
+        key.verify(nonce.as_bytes(), &sig)
+            .map_err(|_| denied("the nonce signature does not verify with its nkey"))?;
+        Ok(user)
+    }
+
+    async fn password_matches(&self, name: &str, hash: &str, password: &str) -> bool {
+        let mut digest = Sha256::new();
+        digest.update(name.as_bytes());
+        digest.update([0]);
+        digest.update(hash.as_bytes());
+        digest.update([0]);
+        digest.update(password.as_bytes());
+        let key: [u8; 32] = digest.finalize().into();
+        if self.checked_passwords.contains_key(&key) {
+            return true;
+        }
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
+        let (hash, password) = (hash.to_string(), password.to_string());
+        // Not `verify`: it would ignore everything past 72 bytes, so a long
+        // password would match any other with the same first 72.
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(password, &hash))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false);
+        if ok {
+            self.checked_passwords.insert(key, ());
+        }
+        ok
+    }
+}
+
+/// A bcrypt hash as nats-server and `htpasswd -B` write it; returns its cost.
+pub fn bcrypt_cost(hash: &str) -> Result<u32, String> {
+    let parts: Option<bcrypt::HashParts> = hash.parse().ok().filter(|p: &bcrypt::HashParts| {
+        hash.len() == 60
+            && ["$2a$", "$2b$", "$2y$"].iter().any(|v| hash.starts_with(v))
+            && (4..=31).contains(&p.get_cost())
+    });
+    parts.map(|p| p.get_cost()).ok_or_else(|| {
+        "is not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters); make one with `nats-oidc-callout hash-password`"
+            .into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(opts: serde_json::Value, nonce: Option<&str>) -> RequestBody {
+        serde_json::from_value(json!({
+            "user_nkey": "U",
+            "server_id": {"id": "N"},
+            "client_info": {"nonce": nonce},
+            "connect_opts": opts,
+        }))
+        .unwrap()
+    }
+
+    fn users(nkey: &str) -> ConfigUsers {
+        ConfigUsers::new(&[
+            ConfigUser {
+                name: "svc-billing".into(),
+                credential: Credential::Bcrypt(bcrypt::hash("s3cret", 4).unwrap()),
+                grant: Grant::Roles(vec!["writer".into()]),
+            },
+            ConfigUser {
+                name: "svc-sensor".into(),
+                credential: Credential::Nkey(nkey.into()),
+                grant: Grant::Roles(vec!["writer".into()]),
+            },
+        ])
+    }
+
+    fn code(r: Option<Result<&ConfigUser, Refusal>>) -> &'static str {
+        match r {
+            None => "oidc",
+            Some(Ok(_)) => "ok",
+            Some(Err(d)) => d.code.as_str(),
+        }
+    }
+
+    #[tokio::test]
+    async fn passwords_are_checked_and_other_names_go_to_oidc() {
+        let ids = users(&nkeys::KeyPair::new_user().public_key());
+        let ask = |o| async { code(ids.authenticate(&request(o, None)).await) };
+        assert_eq!(
+            ask(json!({"user": "svc-billing", "pass": "s3cret"})).await,
+            "ok"
+        );
+        assert_eq!(
+            ask(json!({"user": "svc-billing", "pass": "s3cret"})).await,
+            "ok"
+        );
+        for wrong in [
+            json!({"user": "svc-billing", "pass": "S3cret"}),
+            json!({"user": "svc-billing", "pass": ""}),
+            json!({"user": "svc-billing", "auth_token": "s3cret"}),
+            json!({"user": "svc-sensor", "pass": "anything"}),
+        ] {
+            assert_eq!(ask(wrong.clone()).await, "identity_credentials", "{wrong}");
+        }
+        assert_eq!(ask(json!({"user": "ana", "pass": "jwt"})).await, "oidc");
+        assert_eq!(ask(json!({"pass": "jwt"})).await, "oidc");
+    }
+
+    #[tokio::test]
+    async fn an_nkey_must_sign_the_nonce_of_this_connection() {
+        let key = nkeys::KeyPair::new_user();
+        let ids = users(&key.public_key());
+        let sig = URL_SAFE_NO_PAD.encode(key.sign(b"nonce-1").unwrap());
+        let with = |nkey: &str, sig: &str, nonce| request(json!({"nkey": nkey, "sig": sig}), nonce);
+        let pk = key.public_key();
+        let ids = &ids;
+        let ask = |r: RequestBody| async move { code(ids.authenticate(&r).await) };
+        assert_eq!(ask(with(&pk, &sig, Some("nonce-1"))).await, "ok");
+        let std_sig = STANDARD.encode(key.sign(b"nonce-1").unwrap());
+        assert_eq!(ask(with(&pk, &std_sig, Some("nonce-1"))).await, "ok");
+        assert_eq!(
+            ask(with(&pk, &sig, Some("nonce-2"))).await,
+            "identity_credentials",
+            "a signature of another connection's nonce"
+        );
+        assert_eq!(ask(with(&pk, &sig, None)).await, "identity_credentials");
+        assert_eq!(
+            ask(with(&pk, "!!", Some("nonce-1"))).await,
+            "identity_credentials"
+        );
+        let other = nkeys::KeyPair::new_user();
+        let other_sig = URL_SAFE_NO_PAD.encode(other.sign(b"nonce-1").unwrap());
+        assert_eq!(
+            ask(with(&other.public_key(), &other_sig, Some("nonce-1"))).await,
+            "unknown_nkey"
+        );
+        assert_eq!(
+            ask(with(&pk, &other_sig, Some("nonce-1"))).await,
+            "identity_credentials",
+            "someone else's signature"
+        );
+    }
+
+    #[test]
+    fn bcrypt_hashes_are_recognised() {
+        assert_eq!(bcrypt_cost(&bcrypt::hash("x", 4).unwrap()), Ok(4));
+        assert_eq!(bcrypt_cost(&bcrypt::hash("x", 12).unwrap()), Ok(12));
+        for bad in ["", "s3cret", "$2b$10$short", &"$1$".repeat(20)] {
+            assert!(bcrypt_cost(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Why a connection is refused: one stable code per reason, shared by the
+//! log line, the `authorizations_total` metric's `reason` label, `explain`
+//! and the README's troubleshooting table (a test keeps the four in step).
+
+/// A refusal's stable code. `as_str` is what logs and metrics show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefusalCode {
+    /// The authorization request itself is unusable.
+    BadRequest,
+    NoToken,
+    TokenTooLarge,
+    TokenMalformed,
+    TokenHeader,
+    TokenTyp,
+    TokenCrit,
+    TokenNested,
+    TokenHeaderKey,
+    TokenAlg,
+    IssuerKeysUnavailable,
+    TokenUnknownKid,
+    TokenKeyAlg,
+    TokenSignature,
+    TokenIssuer,
+    TokenAudience,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenClaims,
+    IdentityClaim,
+    EmailNotVerified,
+    RolesClaim,
+    Scope,
+    IdentityCredentials,
+    UnknownNkey,
+    NoMappedRole,
+    AccountConflict,
+    SubjectTemplate,
+    ResponseTooLarge,
+}
+
+impl RefusalCode {
+    /// Every code, in the README table's order.
+    pub const ALL: [RefusalCode; 29] = [
+        RefusalCode::NoToken,
+        RefusalCode::TokenTooLarge,
+        RefusalCode::TokenMalformed,
+        RefusalCode::TokenHeader,
+        RefusalCode::TokenTyp,
+        RefusalCode::TokenCrit,
+        RefusalCode::TokenNested,
+        RefusalCode::TokenHeaderKey,
+        RefusalCode::TokenAlg,
+        RefusalCode::IssuerKeysUnavailable,
+        RefusalCode::TokenUnknownKid,
+        RefusalCode::TokenKeyAlg,
+        RefusalCode::TokenSignature,
+        RefusalCode::TokenIssuer,
+        RefusalCode::TokenAudience,
+        RefusalCode::TokenExpired,
+        RefusalCode::TokenNotYetValid,
+        RefusalCode::TokenClaims,
+        RefusalCode::IdentityClaim,
+        RefusalCode::EmailNotVerified,
+        RefusalCode::RolesClaim,
+        RefusalCode::Scope,
+        RefusalCode::IdentityCredentials,
+        RefusalCode::UnknownNkey,
+        RefusalCode::NoMappedRole,
+        RefusalCode::AccountConflict,
+        RefusalCode::SubjectTemplate,
+        RefusalCode::ResponseTooLarge,
+        RefusalCode::BadRequest,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::BadRequest => "bad_request",
+            RefusalCode::NoToken => "no_token",
+            RefusalCode::TokenTooLarge => "token_too_large",
+            RefusalCode::TokenMalformed => "token_malformed",
+            RefusalCode::TokenHeader => "token_header",
+            RefusalCode::TokenTyp => "token_typ",
+            RefusalCode::TokenCrit => "token_crit",
+            RefusalCode::TokenNested => "token_nested",
+            RefusalCode::TokenHeaderKey => "token_header_key",
+            RefusalCode::TokenAlg => "token_alg",
+            RefusalCode::IssuerKeysUnavailable => "issuer_keys_unavailable",
+            RefusalCode::TokenUnknownKid => "token_unknown_kid",
+            RefusalCode::TokenKeyAlg => "token_key_alg",
+            RefusalCode::TokenSignature => "token_signature",
+            RefusalCode::TokenIssuer => "token_issuer",
+            RefusalCode::TokenAudience => "token_audience",
+            RefusalCode::TokenExpired => "token_expired",
+            RefusalCode::TokenNotYetValid => "token_not_yet_valid",
+            RefusalCode::TokenClaims => "token_claims",
+            RefusalCode::IdentityClaim => "identity_claim",
+            RefusalCode::EmailNotVerified => "email_not_verified",
+            RefusalCode::RolesClaim => "roles_claim",
+            RefusalCode::Scope => "scope",
+            RefusalCode::IdentityCredentials => "identity_credentials",
+            RefusalCode::UnknownNkey => "unknown_nkey",
+            RefusalCode::NoMappedRole => "no_mapped_role",
+            RefusalCode::AccountConflict => "account_conflict",
+            RefusalCode::SubjectTemplate => "subject_template",
+            RefusalCode::ResponseTooLarge => "response_too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused connection: the code, a reason for the operator (logged, and
+/// sent to nats-server, which logs it too), and the user when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub reason: String,
+    pub user: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(code: RefusalCode, reason: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            reason: reason.into(),
+            user: None,
+        }
+    }
+
+    /// The same refusal, naming the user it concerns.
+    pub fn of(mut self, user: &str) -> Self {
+        self.user = Some(user.to_string());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_code_is_listed_once_with_its_own_text() {
+        let texts: BTreeSet<&str> = RefusalCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(texts.len(), RefusalCode::ALL.len());
+        assert!(texts
+            .iter()
+            .all(|t| t.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    }
+
+    /// The README's troubleshooting table names exactly the codes there are.
+    #[test]
+    fn the_readme_refusal_table_lists_exactly_these_codes() {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("### Troubleshooting by refusal reason")
+            .nth(1)
+            .expect("README has the troubleshooting section");
+        let mut documented = BTreeSet::new();
+        for row in table.lines().skip_while(|l| !l.starts_with("| code")) {
+            if !row.starts_with('|') {
+                break;
+            }
+            let first = row.split('|').nth(1).unwrap_or_default();
+            for code in first.split('`').skip(1).step_by(2) {
+                documented.insert(code.to_string());
+            }
+        }
+        documented.remove("code");
+        let known: BTreeSet<String> = RefusalCode::ALL
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        assert_eq!(documented, known, "README table vs RefusalCode::ALL");
+    }
+}

@@ -1,0 +1,97 @@
+//! The operations endpoint: `/healthz` (the process is alive), `/readyz`
+//! (connected to NATS and holding issuer keys) and `/metrics` (Prometheus).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::service::live::Live;
+use crate::service::readiness::Readiness;
+use crate::service::ServiceError;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub live: Arc<Live>,
+    pub readiness: Arc<Readiness>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Binds first, so a busy port is a startup error rather than a log line.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::Http(format!("http.listen {addr}: {e}")))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!("http server stopped: {e}");
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let nats = s.readiness.nats_connected();
+    // Ready means every configured issuer can be verified against: a token
+    // from an issuer whose keys are missing would be refused.
+    let issuers = s.live.issuer_keys();
+    let keys = issuers.iter().all(|(_, loaded)| *loaded);
+    let per_issuer: serde_json::Map<String, serde_json::Value> = issuers
+        .into_iter()
+        .map(|(name, loaded)| (name, loaded.into()))
+        .collect();
+    // Without the grants bucket read once, users would miss grants made there.
+    let kv = s.live.grants().is_none_or(|(_, store)| store.is_loaded());
+    let ready = nats && keys && kv;
+    let mut body = json!({
+        "ready": ready,
+        "nats_connected": nats,
+        "issuer_keys": keys,
+        "issuers": per_issuer,
+    });
+    if s.live.grants().is_some() {
+        body["kv_grants"] = kv.into();
+    }
+    let body = Json(body);
+    if ready {
+        body.into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,197 @@
+//! The running service: connects to NATS (retrying forever), answers
+//! authorization requests concurrently in a queue group, keeps the issuer
+//! keys and the config fresh, and drains in-flight answers on shutdown.
+
+mod dispatch;
+mod drain;
+mod http;
+mod kv_watch;
+mod live;
+mod micro;
+mod nats;
+mod readiness;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::nats::request::CALLOUT_SUBJECT;
+use crate::oidc::discovery::FetchError;
+use dispatch::Dispatcher;
+use live::Live;
+use micro::{Announcement, EndpointCounters};
+use readiness::Readiness;
+
+pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
+
+/// How often the config file is checked for changes.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+
+/// Why the service cannot start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("issuer client: {0}")]
+    Issuer(#[from] FetchError),
+    #[error("{0}")]
+    Http(String),
+    #[error("{0}")]
+    Nats(String),
+    #[error("cannot subscribe to {0}")]
+    Subscribe(String),
+}
+
+pub struct Service {
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+/// The tasks that run beside the request loop, stopped in one place.
+#[derive(Default)]
+struct Background {
+    http: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    config_watch: Option<JoinHandle<()>>,
+    kv_watch: Option<JoinHandle<()>>,
+    micro: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    async fn stop(self, live: &Live) {
+        live.stop_refreshers();
+        for task in [self.config_watch, self.kv_watch, self.micro]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        if let Some((stop, server)) = self.http {
+            let _ = stop.send(());
+            let _ = server.await;
+        }
+    }
+}
+
+impl Service {
+    pub fn new(config: Config) -> Result<Service, ServiceError> {
+        let metrics = Arc::new(Metrics::new());
+        let live = Live::new(config, metrics.clone())?;
+        Ok(Service {
+            live,
+            metrics,
+            readiness: Arc::default(),
+        })
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking requests and
+    /// answers the ones already routed here.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServiceError> {
+        tokio::pin!(shutdown);
+        let mut background = Background::default();
+        let outcome = self.serve(&mut shutdown, &mut background).await;
+        background.stop(&self.live).await;
+        outcome
+    }
+
+    async fn serve(
+        &self,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+        background: &mut Background,
+    ) -> Result<(), ServiceError> {
+        let config = self.live.config();
+        live::report_exposed_secrets(&config);
+        background.http = self.start_http(&config).await?;
+        self.live.start_refreshers();
+        background.config_watch = Some(tokio::spawn(self.live.clone().watch(CONFIG_POLL)));
+        let client =
+            nats::connect(&config.nats, self.readiness.clone(), self.metrics.clone()).await?;
+        if let Some((bucket, store)) = self.live.grants() {
+            let watch = kv_watch::run(store.clone(), bucket.to_string(), client.clone());
+            background.kv_watch = Some(tokio::spawn(watch));
+        }
+        let counters = Arc::new(EndpointCounters::default());
+        let (micro, mut requests) = tokio::select! {
+            subscribed = subscribe(&client, &config, counters.clone()) => subscribed?,
+            _ = &mut *shutdown => return Ok(()),
+        };
+        background.micro = Some(micro);
+        tracing::info!(
+            subject = CALLOUT_SUBJECT,
+            queue_group = %config.nats.queue_group,
+            issuer = %config.callout.issuer.public_key(),
+            account = %config.callout.account,
+            xkey = config.callout.xkey.is_some(),
+            "answering authorization requests"
+        );
+        let mut dispatcher = Dispatcher::new(
+            client.clone(),
+            self.live.clone(),
+            self.metrics.clone(),
+            counters,
+        );
+        dispatcher.serve(&mut requests, shutdown).await;
+        tracing::info!(
+            in_flight = dispatcher.in_flight(),
+            "shutting down: no new requests, finishing those in flight"
+        );
+        drain::drain(&mut requests, &mut dispatcher).await;
+        dispatcher.finish().await;
+        let _ = client.flush().await;
+        Ok(())
+    }
+
+    async fn start_http(
+        &self,
+        config: &Config,
+    ) -> Result<Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>, ServiceError> {
+        let Some(h) = &config.http else {
+            return Ok(None);
+        };
+        let listener = http::bind(h.listen).await?;
+        tracing::info!(listen = %h.listen, "serving /healthz, /readyz, /metrics");
+        let state = http::HttpState {
+            metrics: self.metrics.clone(),
+            live: self.live.clone(),
+            readiness: self.readiness.clone(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(http::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(Some((stop, server)))
+    }
+}
+
+/// The callout subscription, and the micro-service announcement beside it
+/// (`nats micro ls/info/stats/ping` see the service).
+async fn subscribe(
+    client: &async_nats::Client,
+    config: &Config,
+    counters: Arc<EndpointCounters>,
+) -> Result<(JoinHandle<()>, async_nats::Subscriber), ServiceError> {
+    let requests = client
+        .queue_subscribe(CALLOUT_SUBJECT, config.nats.queue_group.clone())
+        .await
+        .map_err(|e| ServiceError::Subscribe(format!("{CALLOUT_SUBJECT}: {e}")))?;
+    let micro = micro::announce(
+        client.clone(),
+        Announcement {
+            name: MICRO_SERVICE_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+            description: "OIDC auth callout: admits clients presenting OIDC access tokens",
+            endpoint_name: "authorize",
+            endpoint_subject: CALLOUT_SUBJECT,
+            queue_group: config.nats.queue_group.clone(),
+        },
+        counters,
+    )
+    .await?;
+    Ok((micro, requests))
+}

@@ -1,0 +1,83 @@
+//! The service's own NATS connection: reconnects forever, and tells the
+//! readiness state and the metrics whether it is up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{NatsAuth, NatsConfig};
+use crate::metrics::Metrics;
+use crate::service::readiness::Readiness;
+use crate::service::ServiceError;
+
+pub async fn connect(
+    nats: &NatsConfig,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+) -> Result<async_nats::Client, ServiceError> {
+    let mut options = match &nats.auth {
+        NatsAuth::None => async_nats::ConnectOptions::new(),
+        NatsAuth::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+        NatsAuth::NkeySeed(key) => {
+            async_nats::ConnectOptions::with_nkey(key.seed().expect("a key pair read from a seed"))
+        }
+        NatsAuth::CredsFile(path) => {
+            async_nats::ConnectOptions::with_credentials_file(path.clone())
+                .await
+                .map_err(|e| {
+                    ServiceError::Nats(format!(
+                        "nats.creds_file {}: {e}",
+                        crate::secrets::shown(path)
+                    ))
+                })?
+        }
+    };
+    options = options
+        .name(&nats.name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| {
+            // Retry at once first: after a nats-server restart every client
+            // is waiting for this service to be back.
+            if attempts <= 1 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis((50u64 << attempts.min(7)).min(5000))
+            }
+        })
+        .event_callback(move |event| {
+            let (readiness, metrics) = (readiness.clone(), metrics.clone());
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        readiness.set_nats_connected(true);
+                        metrics.nats_connected.set(1);
+                        tracing::info!("connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        readiness.set_nats_connected(false);
+                        metrics.nats_connected.set(0);
+                        tracing::warn!("disconnected from NATS; reconnecting");
+                    }
+                    other => tracing::info!("NATS: {other}"),
+                }
+            }
+        });
+    let urls: Vec<async_nats::ServerAddr> = nats
+        .urls
+        .iter()
+        .map(|u| {
+            u.parse()
+                .map_err(|e| ServiceError::Nats(format!("nats.url {u:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    options.connect(urls).await.map_err(|e| {
+        ServiceError::Nats(format!(
+            "cannot connect to NATS at {}: {e}",
+            nats.urls.join(", ")
+        ))
+    })
+}
