@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use nats_oidc_callout::callout::{Callout, Verdict};
-use nats_oidc_callout::clock::unix_now;
+use nats_oidc_callout::callout::{Arrival, Callout, Verdict};
+use nats_oidc_callout::clock::{unix_now, Deadline};
 use nats_oidc_callout::config::Config;
 use nats_oidc_callout::dev::issuer::DevIssuer;
 use nats_oidc_callout::dev::server_sim::ServerSim;
@@ -107,20 +107,30 @@ sub.deny  = ["orders.secret.>"]
 impl Setup {
     fn decide(&self, payload: &[u8], header: Option<&str>) -> Verdict {
         self.rt
-            .block_on(self.callout.decide(payload, header, usize::MAX))
+            .block_on(
+                self.callout
+                    .decide(payload, header, usize::MAX, Arrival::now()),
+            )
             .verdict
     }
 
     /// The decision without the wire: the verified request → admission.
     fn authorize(&self, request: &RequestBody) -> bool {
         self.rt
-            .block_on(self.callout.authorizer().authorize(request, unix_now()))
+            .block_on(
+                self.callout
+                    .authorizer()
+                    .authorize(request, unix_now(), &Deadline::none()),
+            )
             .is_ok()
     }
 
     fn decide_cached(&self, payload: &[u8]) -> Verdict {
         self.rt
-            .block_on(self.cached.decide(payload, None, usize::MAX))
+            .block_on(
+                self.cached
+                    .decide(payload, None, usize::MAX, Arrival::now()),
+            )
             .verdict
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Deadline;
 use crate::nats::request::RequestBody;
 use crate::nats::user_jwt::Permission;
 use crate::oidc::cache::VerifiedToken;
@@ -117,14 +118,22 @@ impl Authorizer {
         &self.settings
     }
 
-    /// Decides one verified authorization request at `now`.
-    pub async fn authorize(&self, request: &RequestBody, now: u64) -> Result<Admission, Refusal> {
+    /// Decides one verified authorization request at `now`. Nothing slow
+    /// (a signature check, a key fetch, a password hash) starts once
+    /// `deadline` has passed, and no wait outlasts it: the refusal then has
+    /// the code `request_expired`.
+    pub async fn authorize(
+        &self,
+        request: &RequestBody,
+        now: u64,
+        deadline: &Deadline,
+    ) -> Result<Admission, Refusal> {
         let requested = scopes::requested(
             request.connect_opts.name.as_deref(),
             self.settings.max_requested_scopes,
         )
         .map_err(|e| Refusal::new(RefusalCode::Scope, e.to_string()))?;
-        let principal = self.authenticate(request, now).await?;
+        let principal = self.authenticate(request, now, deadline).await?;
         self.admit(principal, &requested, now)
     }
 
@@ -134,8 +143,9 @@ impl Authorizer {
         &self,
         request: &RequestBody,
         now: u64,
+        deadline: &Deadline,
     ) -> Result<Principal<'_>, Refusal> {
-        if let Some(outcome) = self.users.authenticate(request).await {
+        if let Some(outcome) = self.users.authenticate(request, deadline).await {
             return Ok(from_config(outcome?));
         }
         let token = request.connect_opts.bearer_token().ok_or_else(|| {
@@ -146,7 +156,11 @@ impl Authorizer {
         })?;
         let refused = |e: TokenError| Refusal::new(e.code(), e.to_string());
         let issuer = self.issuers.route(token).map_err(refused)?;
-        let verified = issuer.verifier.verify(token, now).await.map_err(refused)?;
+        let verified = issuer
+            .verifier
+            .verify(token, now, deadline)
+            .await
+            .map_err(refused)?;
         from_token(issuer, verified)
     }
 

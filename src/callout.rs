@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::authorize::{Admission, Authorizer};
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Deadline, Interrupted};
+use crate::metrics::Outcome;
 use crate::nats::request::{self, Addressee, AuthRequest, DecodeFailure};
 use crate::nats::response::{self, Answer};
 use crate::nats::user_jwt::{self, UserGrant};
 use crate::refusal::{Refusal, RefusalCode};
+use crate::text;
 
 /// The keys the callout answers with.
 #[derive(Clone)]
@@ -49,20 +51,44 @@ pub enum Verdict {
         code: RefusalCode,
         reason: String,
     },
+    /// Not answered: nats-server stopped waiting before it was decided.
+    Dropped {
+        reason: String,
+    },
 }
 
 impl Verdict {
-    /// `None` when allowed, else the refusal's code.
-    pub fn refusal_code(&self) -> Option<RefusalCode> {
+    /// What the metrics count.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Verdict::Allowed { .. } => None,
-            Verdict::Refused { code, .. } => Some(*code),
+            Verdict::Allowed { .. } => Outcome::Allowed,
+            Verdict::Refused { code, .. } => Outcome::Refused(*code),
+            Verdict::Dropped { .. } => Outcome::Dropped(RefusalCode::RequestExpired),
+        }
+    }
+}
+
+/// How a request reached this process: when (its deadline counts from
+/// then), and the signal that ends every wait at shutdown.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub at: tokio::time::Instant,
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Arrival {
+    /// Arrived just now, with no shutdown to watch.
+    pub fn now() -> Self {
+        Arrival {
+            at: tokio::time::Instant::now(),
+            stop: None,
         }
     }
 }
 
 pub struct Decision {
-    /// The message body to publish on the request's reply subject.
+    /// The message body to publish on the request's reply subject (none
+    /// when the request was dropped).
     pub body: Vec<u8>,
     pub verdict: Verdict,
 }
@@ -83,28 +109,49 @@ impl Callout {
     /// Decides one authorization request message and logs the decision.
     /// `max_response_bytes` is the server's max_payload: an allowing response
     /// larger than that could not be delivered, so it becomes a refusal that
-    /// says why instead of a silent timeout.
+    /// says why instead of a silent timeout. Work stops, and nothing is
+    /// answered, once the request's deadline (counted from `arrival`) has
+    /// passed.
     pub async fn decide(
         &self,
         payload: &[u8],
         xkey_header: Option<&str>,
         max_response_bytes: usize,
+        arrival: Arrival,
     ) -> Decision {
         let started = Instant::now();
         let now = unix_now();
-        let our_xkey = self.keys.xkey.as_deref();
-        let request = match request::decode(
-            payload,
-            xkey_header,
-            our_xkey,
-            &self.issuer_public,
-            now as i64,
-        ) {
+        let opened = match request::open(payload, xkey_header, self.keys.xkey.as_deref()) {
+            Ok(o) => o,
+            Err(failure) => return self.unusable(*failure, started, now),
+        };
+        let mut deadline = Deadline::at(arrival.at + opened.budget(now as i64));
+        if let Some(stop) = arrival.stop {
+            deadline = deadline.or_stop(stop);
+        }
+        if let Err(i) = deadline.check() {
+            return dropped(Refusal::from(i), "before checking the request", started);
+        }
+        let request = match opened.verify(&self.issuer_public, now as i64) {
             Ok(r) => r,
             Err(failure) => return self.unusable(*failure, started, now),
         };
         let to = request.claims.addressee();
-        let outcome = match self.authorizer.authorize(&request.claims.nats, now).await {
+        let decided = self
+            .authorizer
+            .authorize(&request.claims.nats, now, &deadline)
+            .await;
+        // What took this long is answered to nobody: the server has given up.
+        let decided = match decided {
+            Err(r) if r.code == RefusalCode::RequestExpired => {
+                return dropped(r, "while deciding", started)
+            }
+            Ok(_) if deadline.check() == Err(Interrupted::Expired) => {
+                return dropped(Interrupted::Expired.into(), "before answering", started)
+            }
+            other => other,
+        };
+        let outcome = match decided {
             Ok(admission) => self
                 .admit(&to, &request, &admission, max_response_bytes, now)
                 .map(|body| (body, admission)),
@@ -147,7 +194,7 @@ impl Callout {
         tracing::warn!(
             result = "refused",
             code = RefusalCode::BadRequest.as_str(),
-            reason = %reason,
+            reason = %text::reason(&reason),
             latency_us = started.elapsed().as_micros() as u64,
             "authorization"
         );
@@ -233,23 +280,41 @@ impl Callout {
     }
 }
 
+/// A request worked on past its deadline: no answer, one log line.
+fn dropped(why: Refusal, stage: &str, started: Instant) -> Decision {
+    tracing::warn!(
+        result = "dropped",
+        code = why.code.as_str(),
+        reason = %text::reason(&why.reason),
+        stage,
+        latency_us = started.elapsed().as_micros() as u64,
+        "authorization"
+    );
+    Decision {
+        body: Vec::new(),
+        verdict: Verdict::Dropped { reason: why.reason },
+    }
+}
+
 /// The one log line of a decided request: the audit trail.
 fn log(request: &AuthRequest, outcome: Result<&Admission, &Refusal>, started: Instant) {
+    // Everything here but the config's own names came in the request or
+    // the token: escaped and clipped, it cannot forge or flood a line.
     let client = &request.claims.nats.client_info;
-    let client_host = client.host.as_deref().unwrap_or("");
+    let client_host = text::name(client.host.as_deref().unwrap_or(""));
     let client_id = client.id.unwrap_or(0);
-    let server = &request.claims.nats.server_id.name;
+    let server = text::name(&request.claims.nats.server_id.name);
     let latency_us = started.elapsed().as_micros() as u64;
     match outcome {
         Ok(a) => tracing::info!(
             result = "allowed",
-            user = %a.user,
+            user = %text::name(&a.user),
             issuer = %a.issuer,
             roles = ?a.roles,
-            scopes = ?a.scopes,
+            scopes = %text::reason(&format!("{:?}", a.scopes)),
             account = %a.account,
             expires = a.expires,
-            client_host,
+            client_host = %client_host,
             client_id,
             server = %server,
             latency_us,
@@ -257,10 +322,10 @@ fn log(request: &AuthRequest, outcome: Result<&Admission, &Refusal>, started: In
         ),
         Err(refusal) => tracing::warn!(
             result = "refused",
-            user = refusal.user.as_deref().unwrap_or(""),
+            user = %text::name(refusal.user.as_deref().unwrap_or("")),
             code = refusal.code.as_str(),
-            reason = %refusal.reason,
-            client_host,
+            reason = %text::reason(&refusal.reason),
+            client_host = %client_host,
             client_id,
             server = %server,
             latency_us,

@@ -30,6 +30,15 @@ pub struct IssuerLabels {
     pub issuer: String,
 }
 
+/// What became of one authorization request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Refused(RefusalCode),
+    /// Not answered: its deadline passed first.
+    Dropped(RefusalCode),
+}
+
 pub struct Metrics {
     registry: Registry,
     pub authorizations: Family<DecisionLabels, Counter>,
@@ -53,7 +62,7 @@ impl Metrics {
         let authorizations = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "authorizations",
-            "Authorization decisions by result and reason code",
+            "Authorization requests by result (allowed, refused, dropped) and reason code",
             authorizations.clone(),
         );
         // 50 µs .. ~1.6 s: a decision is mostly one signature verification,
@@ -106,15 +115,19 @@ impl Metrics {
         }
     }
 
-    /// One decision: `None` when the connection was allowed, else why not.
-    pub fn record_decision(&self, refused: Option<RefusalCode>, seconds: f64) {
-        let labels = match refused {
-            None => DecisionLabels {
+    /// One request's outcome and how long it took.
+    pub fn record_decision(&self, outcome: Outcome, seconds: f64) {
+        let labels = match outcome {
+            Outcome::Allowed => DecisionLabels {
                 result: "allowed",
                 reason: "ok",
             },
-            Some(code) => DecisionLabels {
+            Outcome::Refused(code) => DecisionLabels {
                 result: "refused",
+                reason: code.as_str(),
+            },
+            Outcome::Dropped(code) => DecisionLabels {
+                result: "dropped",
                 reason: code.as_str(),
             },
         };
@@ -160,9 +173,9 @@ mod tests {
     #[test]
     fn every_refusal_code_is_a_reason_label() {
         let metrics = Metrics::new();
-        metrics.record_decision(None, 0.001);
+        metrics.record_decision(Outcome::Allowed, 0.001);
         for code in RefusalCode::ALL {
-            metrics.record_decision(Some(code), 0.001);
+            metrics.record_decision(Outcome::Refused(code), 0.001);
         }
         let text = metrics.render();
         let reasons: std::collections::BTreeSet<&str> = text

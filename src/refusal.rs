@@ -2,6 +2,8 @@
 //! log line, the `authorizations_total` metric's `reason` label, `explain`
 //! and the README's troubleshooting table (a test keeps the four in step).
 
+use crate::clock::Interrupted;
+
 /// A refusal's stable code. `as_str` is what logs and metrics show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RefusalCode {
@@ -35,11 +37,17 @@ pub enum RefusalCode {
     AccountConflict,
     SubjectTemplate,
     ResponseTooLarge,
+    /// Too many slow checks already under way, or shutting down: refused
+    /// at once rather than queued.
+    Unavailable,
+    /// The request's deadline passed before it was decided: nothing is
+    /// answered, nats-server has refused the client already.
+    RequestExpired,
 }
 
 impl RefusalCode {
     /// Every code, in the README table's order.
-    pub const ALL: [RefusalCode; 29] = [
+    pub const ALL: [RefusalCode; 31] = [
         RefusalCode::NoToken,
         RefusalCode::TokenTooLarge,
         RefusalCode::TokenMalformed,
@@ -68,6 +76,8 @@ impl RefusalCode {
         RefusalCode::AccountConflict,
         RefusalCode::SubjectTemplate,
         RefusalCode::ResponseTooLarge,
+        RefusalCode::Unavailable,
+        RefusalCode::RequestExpired,
         RefusalCode::BadRequest,
     ];
 
@@ -102,6 +112,8 @@ impl RefusalCode {
             RefusalCode::AccountConflict => "account_conflict",
             RefusalCode::SubjectTemplate => "subject_template",
             RefusalCode::ResponseTooLarge => "response_too_large",
+            RefusalCode::Unavailable => "unavailable",
+            RefusalCode::RequestExpired => "request_expired",
         }
     }
 }
@@ -134,6 +146,21 @@ impl Refusal {
     pub fn of(mut self, user: &str) -> Self {
         self.user = Some(user.to_string());
         self
+    }
+}
+
+impl From<Interrupted> for Refusal {
+    fn from(i: Interrupted) -> Self {
+        match i {
+            Interrupted::Expired => Refusal::new(
+                RefusalCode::RequestExpired,
+                "the request's deadline passed (nats-server has stopped waiting for the answer)",
+            ),
+            Interrupted::Stopping => Refusal::new(
+                RefusalCode::Unavailable,
+                "the service is shutting down (the client may retry)",
+            ),
+        }
     }
 }
 

@@ -39,6 +39,22 @@ pub fn shown(path: &Path) -> String {
     }
 }
 
+/// A URL as it may be shown: any user name and password in it are replaced
+/// by `***`. Works on strings that do not parse as URLs too, since those are
+/// the ones error messages show.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}***@{}{tail}", &authority[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// Whether `text` holds a word shaped like an nkey seed (`S` and 49 or
 /// more characters of the base32 alphabet): such text is never echoed.
 pub fn has_seed_shape(text: &str) -> bool {
@@ -144,6 +160,26 @@ pub fn exposure(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        for (url, shown) in [
+            (
+                "nats://auth:s3cret@nats.example:4222",
+                "nats://***@nats.example:4222",
+            ),
+            ("tls://tok3n@[::1]:4222/x", "tls://***@[::1]:4222/x"),
+            ("auth:s3cret@127.0.0.1", "***@127.0.0.1"),
+            ("nats://a:b@c@host:1", "nats://***@host:1"),
+            ("nats://host:4222", "nats://host:4222"),
+            (
+                "https://idp.example/realms/a?x=@",
+                "https://idp.example/realms/a?x=@",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn a_seed_given_as_a_path_is_never_shown() {

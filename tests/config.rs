@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nats_oidc_callout::config::Config;
+use nats_oidc_callout::config::{Config, NatsAuth};
 
 struct Dir {
     dir: tempfile::TempDir,
@@ -630,4 +630,72 @@ fn grants_settings_are_checked() {
         let msg = error_for(&text);
         assert!(msg.contains(key), "expected {key:?} in: {msg}");
     }
+}
+
+#[test]
+fn check_warns_when_a_token_value_picks_the_first_token_of_a_subject() {
+    let d = Dir::new();
+    let text = GOOD.replace(
+        "sub.allow = [\"orders.>\"]",
+        "sub.allow = [\"orders.>\", \"{{name}}.>\"]\npub.allow = [\"users.{{name}}.>\"]",
+    );
+    let warnings = nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&text)).unwrap());
+    let first_token: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.contains("choose the subject's first token"))
+        .collect();
+    assert_eq!(first_token.len(), 1, "{warnings:?}");
+    assert!(first_token[0].starts_with("roles.reader.sub.allow: \"{{name}}.>\""));
+}
+
+/// `check` accepts exactly the server URLs `run` can use, and no message
+/// shows the credentials a URL carries.
+#[test]
+fn urls_are_parsed_as_the_service_uses_them_and_shown_without_credentials() {
+    let d = Dir::new();
+    let with_url = |url: &str| {
+        GOOD.replace(
+            "url = \"nats://127.0.0.1:4222\"\nuser = \"auth\"\npassword = \"authpw\"",
+            &format!("url = \"{url}\""),
+        )
+    };
+    let e = error_for(&with_url("http://127.0.0.1:4222"));
+    assert!(
+        e.contains("nats.url") && e.contains("invalid scheme"),
+        "{e}"
+    );
+    for bad in ["nats://auth:s3cret@[::1", "nats://auth:s3cret@host:99999"] {
+        let e = error_for(&with_url(bad));
+        assert!(e.contains("nats.url") && e.contains("***@"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+    // Credentials in the URL are a way to log in, taken out of the URL
+    // (async-nats would not use them, and would log them at debug level).
+    let c = Config::load(&d.write(&with_url("nats://auth:s%40cret@127.0.0.1:4222")))
+        .expect("credentials in a NATS URL are one way to log in");
+    assert_eq!(c.nats.urls, vec!["nats://127.0.0.1:4222"]);
+    assert!(
+        matches!(&c.nats.auth, NatsAuth::UserPassword { user, password } if user == "auth" && password == "s@cret")
+    );
+    let c = Config::load(&d.write(&with_url("tok3n@127.0.0.1"))).unwrap();
+    assert!(matches!(&c.nats.auth, NatsAuth::Token(t) if t == "tok3n"));
+    let both = GOOD.replace(
+        "url = \"nats://127.0.0.1:4222\"",
+        "url = \"nats://other:pw@127.0.0.1:4222\"",
+    );
+    assert!(error_for(&both).contains("credentials in nats.url and another method"));
+    let two = GOOD.replace(
+        "url = \"nats://127.0.0.1:4222\"\nuser = \"auth\"\npassword = \"authpw\"",
+        "url = [\"nats://a:b@h1:4222\", \"nats://a:c@h2:4222\"]",
+    );
+    assert!(error_for(&two).contains("different credentials"));
+    let e = error_for(&GOOD.replace(
+        "https://idp.example.com/realms/demo",
+        "https://client:s3cret@idp.example.com/realms/demo",
+    ));
+    assert!(
+        e.contains("oidc.issuer") && e.contains("carries credentials"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
 }

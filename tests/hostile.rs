@@ -230,17 +230,52 @@ forged!(
     }
 );
 
-forged!(
-    replayed_expired_request_is_refused,
-    "request expired",
-    |stack, token| {
-        let server = nkeys::KeyPair::new_server();
-        let mut claims = request_claims(&server, stack, token);
-        claims["iat"] = json!(now() - 120);
-        claims["exp"] = json!(now() - 118);
-        request_jwt(&server, &claims)
-    }
-);
+/// A request whose time is up (nats-server has refused its client already)
+/// is dropped before any work: no signature check, no key fetch for its
+/// token's unknown kid, no answer; counted as `result="dropped"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_expired_request_is_dropped_without_work() {
+    let port = free_port();
+    let stack = Stack::start_direct(ServiceOptions {
+        http_port: Some(port),
+        ..Default::default()
+    })
+    .await;
+    let client = forger(&stack).await;
+    let fetches = stack.issuer.jwks_requests();
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"never-published"}"#);
+    let body = json!({"iss": stack.issuer.issuer(), "aud": AUDIENCE, "exp": now() + 300});
+    let token = format!("{header}.{}.AAAA", URL_SAFE_NO_PAD.encode(body.to_string()));
+    let server = nkeys::KeyPair::new_server();
+    let mut claims = request_claims(&server, &stack, &token);
+    claims["iat"] = json!(now() - 120);
+    claims["exp"] = json!(now() - 118);
+    let answered = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(CALLOUT_SUBJECT, request_jwt(&server, &claims).into()),
+    )
+    .await;
+    assert!(answered.is_err(), "a dropped request is not answered");
+    wait_for_log(
+        &stack.service.log,
+        "result=\"dropped\" code=\"request_expired\"",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(stack
+        .service
+        .log_text()
+        .contains("stage=\"before checking the request\""));
+    assert_eq!(stack.issuer.jwks_requests(), fetches, "no key fetch");
+    let (_, metrics) = http_get(port, "/metrics").await;
+    assert!(
+        metrics.contains(
+            "nats_oidc_callout_authorizations_total{result=\"dropped\",reason=\"request_expired\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert_still_answers_good_requests(&stack, &client).await;
+}
 
 forged!(
     request_addressed_to_another_callout_issuer_is_refused,
@@ -455,4 +490,65 @@ async fn a_world_readable_seed_file_is_reported_at_startup() {
 
     let private = Stack::start(ServiceOptions::default()).await;
     assert!(!private.service.log_text().contains("secret file exposed"));
+}
+
+/// Text from a token reaches the log and `explain` escaped and clipped: a
+/// newline in a user name cannot forge a log line, a terminal escape
+/// cannot repaint `explain`'s verdict, and a long value cannot flood either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_text_is_escaped_in_the_log_and_in_explain() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let forger = "ana\nresult=\"allowed\" user=root roles=[\"admin\"]";
+    connect(&stack.url(), &stack.token(forger, &["reader"]))
+        .await
+        .expect("an odd but valid name is admitted");
+    let painter = format!("eve\u{1b}[1A\u{1b}[2Kverdict:  ALLOWED{}", "x".repeat(5000));
+    assert_refused(&stack.url(), &stack.token(&painter, &["guest"]), "unmapped").await;
+    wait_for_log(&stack.service.log, "user=eve", Duration::from_secs(5)).await;
+    let log = stack.service.log_text();
+    assert!(log.contains("user=ana\\nresult="), "{log}");
+    assert!(
+        !log.lines().any(|l| l.trim_start().starts_with("result=")),
+        "a forged line: {log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a raw escape in the log");
+    assert!(log.contains("user=eve\\u{1b}[1A"), "{log}");
+    assert!(
+        log.lines().all(|l| l.len() < 4000),
+        "a 5,000 character value reached the log whole"
+    );
+
+    let config = stack.service.config.clone();
+    let token = stack.token(&painter, &["guest"]);
+    let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
+        .await
+        .unwrap();
+    let text = output_text(&out);
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape in explain: {text:?}"
+    );
+    assert!(text.contains("verdict:  REFUSED"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("verdict:  ALLOWED")),
+        "{text}"
+    );
+}
+
+/// Credentials in the NATS URL never reach the log, not even at debug
+/// level, where async-nats would print every server address it dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_nats_url_stay_out_of_debug_logs() {
+    let stack = Stack::start(ServiceOptions {
+        nats: Some("url = \"nats://auth:authpw@{addr}\"".into()),
+        rust_log: Some("debug".into()),
+        ..Default::default()
+    })
+    .await;
+    connect(&stack.url(), &stack.token("ana", &["reader"]))
+        .await
+        .expect("the service logged in with the URL's credentials");
+    let log = stack.service.log_text();
+    assert!(log.contains("DEBUG"), "debug logging is on");
+    assert!(!log.contains("authpw"), "{log}");
 }

@@ -5,6 +5,7 @@ mod common;
 
 use async_nats::ConnectOptions;
 use common::*;
+use std::time::{Duration, Instant};
 
 struct Users {
     billing_password: &'static str,
@@ -152,4 +153,132 @@ async fn service_accounts_and_people_share_one_callout() {
     ] {
         assert!(!log.contains(secret), "a password or seed is never logged");
     }
+}
+
+/// The longest password `hash-password` takes (71 bytes: bcrypt's 72-byte
+/// block ends with a zero) logs in; a longer one is refused by both sides,
+/// saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_password_hash_password_takes_logs_in_and_a_longer_one_says_why() {
+    let hash_of = |password: String| {
+        use std::io::Write;
+        let mut child = callout_bin()
+            .args(["hash-password", "--cost", "10"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let longest = "p".repeat(71);
+    let out = hash_of(longest.clone());
+    assert!(out.status.success(), "{}", output_text(&out));
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let too_long = hash_of("p".repeat(72));
+    assert_eq!(too_long.status.code(), Some(2));
+    assert!(
+        output_text(&too_long).contains("at most 71 bytes"),
+        "{}",
+        output_text(&too_long)
+    );
+
+    let stack = Stack::start(ServiceOptions {
+        roles: format!(
+            "{}\n[users.long]\npassword_bcrypt = \"{hash}\"\nroles = [\"writer\"]\n",
+            default_roles()
+        ),
+        ..Default::default()
+    })
+    .await;
+    connect_with(&stack.url(), password("long", &longest))
+        .await
+        .expect("71 bytes log in");
+    assert_refused_as(
+        &stack,
+        "identity_credentials",
+        "72 bytes",
+        connect_with(&stack.url(), password("long", &format!("{longest}p"))),
+    )
+    .await;
+    wait_for_log(
+        &stack.service.log,
+        "is 72 bytes, more than the 71 bcrypt can check",
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+/// No unauthenticated client may make another client wait: a burst of
+/// thousands of wrong passwords for one service account, then a steady
+/// stream, while people log in with tokens. Every token login is admitted
+/// (within nats-server's 2 s auth timeout), the flood is refused at once
+/// beyond a small bounded queue, and SIGTERM ends the service promptly in
+/// the middle of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wrong_passwords_for_one_name_makes_no_other_client_wait() {
+    // bcrypt at cost 12: each wrong guess costs the service about 0.25 s.
+    let hash = bcrypt::hash("the real one", 12).unwrap();
+    let mut stack = Stack::start(ServiceOptions {
+        roles: format!(
+            "{}\n[users.svc-billing]\npassword_bcrypt = \"{hash}\"\nroles = [\"writer\"]\n",
+            default_roles()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let addr = stack.url().trim_start_matches("nats://").to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // More than the service's 4,096 requests in flight when the limit allows.
+    let burst = (open_files_limit() / 3).min(5000);
+    let mut flood = Vec::new();
+    for _ in 0..burst {
+        let addr = addr.clone();
+        flood.push(tokio::spawn(async move {
+            raw_connect(&addr, "svc-billing", "guess").await
+        }));
+    }
+    for _ in 0..40 {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        flood.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                raw_connect(&addr, "svc-billing", "guess").await;
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    let mut logins = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let t = Instant::now();
+        let token = stack.token(&format!("ana-{logins}"), &["reader"]);
+        let admitted = connect(&stack.url(), &token).await;
+        assert!(
+            admitted.is_ok(),
+            "token login {logins} refused during the flood after {:?}: {:?}",
+            t.elapsed(),
+            admitted.err()
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        logins += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logins > 20, "{logins} logins");
+    let log = stack.service.log_text();
+    assert!(
+        log.contains("code=\"unavailable\"") && log.contains("refused at once rather than queued"),
+        "the flood met the bound"
+    );
+
+    let stopping = Instant::now();
+    let status = tokio::task::block_in_place(|| stack.service.terminate());
+    let took = stopping.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    for task in flood {
+        task.abort();
+    }
+    eprintln!("burst {burst}, {logins} token logins admitted, SIGTERM took {took:?}");
 }

@@ -259,6 +259,26 @@ async fn sigterm_stops_the_service_cleanly() {
     .await;
 }
 
+/// With nats-server gone, SIGTERM still ends the service within seconds:
+/// no shutdown step waits for a connection that may never come back (a
+/// container runtime would otherwise SIGKILL it after its grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_service_while_nats_is_unreachable() {
+    let mut stack = Stack::start(ServiceOptions::default()).await;
+    stack.nats.stop();
+    wait_for_log(
+        &stack.service.log,
+        "disconnected from NATS",
+        Duration::from_secs(10),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| stack.service.terminate());
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_an_auth_callback_stays_connected_across_token_expiry() {
     use std::sync::Arc;

@@ -342,6 +342,35 @@ async fn hostile_claim_values_in_subject_templates_are_refused() {
     .expect("a good member right after");
 }
 
+/// A value that fills a subject's first token never names a namespace every
+/// user shares: a user named `_INBOX` with `{{name}}.>` would receive every
+/// client's replies, one named `$JS` would run the account's JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_value_never_opens_a_shared_namespace() {
+    let stack = Stack::start(ServiceOptions {
+        roles: "[roles.own]\npub.allow = [\"{{name}}.>\"]\nsub.allow = [\"{{name}}.>\"]\n\n[roles.admin]\npub.allow = [\">\"]\nsub.allow = [\">\"]\n".into(),
+        ..Default::default()
+    })
+    .await;
+    for name in ["_INBOX", "$JS", "$KV", "$SRV", "$O"] {
+        assert_refused(&stack.url(), &stack.token(name, &["own"]), name).await;
+    }
+    assert_eq!(
+        count_in_log(&stack.service.log, "$ or _INBOX"),
+        5,
+        "{}",
+        stack.service.log_text()
+    );
+    let admin = connect(&stack.url(), &stack.token("root", &["admin"]))
+        .await
+        .unwrap();
+    let ana = connect(&stack.url(), &stack.token("ana", &["own"]))
+        .await
+        .expect("an ordinary name is its own namespace");
+    assert!(delivered(&admin.client, &ana.client, "ana.inbox").await);
+    assert!(not_delivered(&admin.client, &ana.client, "_INBOX.x").await);
+}
+
 /// Roles that place their users in another account than `callout.account`.
 const ACCOUNT_ROLES: &str = r#"
 [roles.team]

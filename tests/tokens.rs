@@ -508,3 +508,54 @@ async fn keys_published_without_kid_still_verify() {
     let forged = issuer.sign(&rogue, &issuer.claims("ana", AUDIENCE, &["admin"], 300));
     assert_refused(&nats.url(), &forged, "foreign key with kid-less JWKS").await;
 }
+
+/// The sibling of the password flood: tokens naming keys the issuer never
+/// published, thousands of them, while the issuer is slow to answer the
+/// refetch they trigger. At most a bounded number wait for it (each until
+/// its deadline); the rest are refused at once, and tokens with known keys
+/// go on being admitted within nats-server's auth timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_kids_during_a_slow_refetch_make_no_other_client_wait() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    stack
+        .issuer
+        .set_jwks_delay(std::time::Duration::from_secs(4));
+    let addr = stack.url().trim_start_matches("nats://").to_string();
+    let forged = |n: usize| {
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": format!("made-up-{n}")});
+        let claims =
+            json!({"iss": stack.issuer.issuer(), "aud": AUDIENCE, "sub": "m", "exp": now() + 300});
+        format!("{}.{}.AAAA", b64(&header), b64(&claims))
+    };
+    let burst = (open_files_limit() / 3).min(5000);
+    let mut flood = Vec::new();
+    for n in 0..burst {
+        let (addr, token) = (addr.clone(), forged(n));
+        flood.push(tokio::spawn(async move {
+            raw_connect(&addr, "m", &token).await
+        }));
+    }
+    let started = std::time::Instant::now();
+    let mut logins = 0;
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        let t = std::time::Instant::now();
+        let admitted = connect(
+            &stack.url(),
+            &stack.token(&format!("ana-{logins}"), &["reader"]),
+        )
+        .await;
+        assert!(
+            admitted.is_ok(),
+            "token login {logins} refused during the flood after {:?}",
+            t.elapsed()
+        );
+        logins += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for task in flood {
+        let _ = task.await;
+    }
+    let log = stack.service.log_text();
+    assert!(log.contains("waiting for its key set"), "the bound was met");
+    assert!(logins > 20, "{logins}");
+}

@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use nats_oidc_callout::callout::Arrival;
+use nats_oidc_callout::clock::Deadline;
 use nats_oidc_callout::config::Config;
 use nats_oidc_callout_fuzz::{
     fixture, request_claims, sealed, server_signed, CALLOUT_XKEY_PUBLIC, NOW, SERVER_XKEY_PUBLIC,
@@ -23,7 +25,8 @@ fn main() {
             "token" => {
                 let f = fixture();
                 let token = String::from_utf8_lossy(&data);
-                match f.runtime.block_on(f.verifier.verify(&token, NOW)) {
+                match f.runtime
+                    .block_on(f.verifier.verify(&token, NOW, &Deadline::none())) {
                     Ok(v) => format!("ok, exp {}", v.exp),
                     Err(e) => format!("{}: {e}", e.code()),
                 }
@@ -50,7 +53,8 @@ fn main() {
                     payload
                 };
                 let max = if mode & 2 != 0 { 1024 } else { 1024 * 1024 };
-                let d = f.runtime.block_on(f.callout.decide(payload, header, max));
+                let d = f.runtime
+                    .block_on(f.callout.decide(payload, header, max, Arrival::now()));
                 format!("mode {mode}, {} byte body, {:?}", d.body.len(), d.verdict)
             }
             "config" => {

@@ -15,7 +15,9 @@
 //!   token: the name carries the scopes asked for (`scope=a,b`).
 //!
 //! Asserts, besides "never panics":
-//! * `decide` answers exactly when `auth_request::decode` verified the request
+//! * a request is dropped (no answer) only when its time was up (its budget
+//!   by `exp` - `iat` at most a second);
+//! * otherwise `decide` answers exactly when `auth_request::decode` verified the request
 //!   (a request whose signature does not verify is never answered, since the
 //!   answer would be signed by the callout issuer);
 //! * an answer is a response JWT signed by the callout issuer, addressed to the
@@ -31,7 +33,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::callout::Verdict;
+use nats_oidc_callout::callout::{Arrival, Verdict};
 use nats_oidc_callout::clock::unix_now;
 use nats_oidc_callout::nats::jwt::decode_verified;
 use nats_oidc_callout::nats::request as auth_request;
@@ -89,10 +91,22 @@ fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let decision = f
         .runtime
-        .block_on(f.callout.decide(payload, header, max_payload));
+        .block_on(f.callout.decide(payload, header, max_payload, Arrival::now()));
 
-    // The same request, decoded on its own: was it verified, and from whom?
     let xkey = f.config.callout.xkey.as_deref();
+    // Dropped: nothing answered, and only for a request whose time was up.
+    if let Verdict::Dropped { .. } = decision.verdict {
+        assert!(decision.body.is_empty(), "answered a dropped request");
+        let budget = auth_request::open(payload, header, xkey)
+            .map(|o| o.budget(unix_now() as i64))
+            .unwrap_or_default();
+        assert!(
+            budget <= std::time::Duration::from_secs(1),
+            "dropped a request with {budget:?} left"
+        );
+        return;
+    }
+    // The same request, decoded on its own: was it verified, and from whom?
     let (addressee, sealed) =
         match auth_request::decode(payload, header, xkey, ISSUER_PUBLIC, unix_now() as i64) {
             Ok(r) => (
@@ -177,6 +191,7 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
         }
+        Verdict::Dropped { .. } => unreachable!("handled above"),
         Verdict::Refused { code, reason } => {
             assert!(!code.as_str().is_empty() && !reason.is_empty());
             assert!(response.nats.jwt.is_none(), "a refusal carries a user JWT");

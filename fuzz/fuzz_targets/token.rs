@@ -23,6 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use nats_oidc_callout::authorize::Admission;
+use nats_oidc_callout::clock::Deadline;
 use nats_oidc_callout::nats::request::{ConnectOpts, RequestBody};
 use nats_oidc_callout::nats::user_jwt::Permission;
 use nats_oidc_callout::oidc::algorithms::parse_algorithm;
@@ -47,8 +48,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let decided = f
         .runtime
-        .block_on(f.callout.authorizer().authorize(&request, NOW));
-    match f.runtime.block_on(f.verifier.verify(token, NOW)) {
+        .block_on(f.callout.authorizer().authorize(&request, NOW, &Deadline::none()));
+    match f.runtime
+        .block_on(f.verifier.verify(token, NOW, &Deadline::none())) {
         Ok(verified) => {
             accepted(token, &verified.claims, verified.exp);
             if let Ok(admission) = decided {

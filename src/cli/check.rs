@@ -116,6 +116,16 @@ pub fn warnings(config: &Config) -> Vec<String> {
 }
 
 fn warn_direction(out: &mut Vec<String>, role: &str, dir_name: &str, dir: &Direction) {
+    for entry in dir
+        .allow
+        .iter()
+        .filter(|e| e.template().is_some_and(|t| t.fills_first_token()))
+    {
+        out.push(format!(
+            "roles.{role}.{dir_name}.allow: {:?} lets a value from the token choose the subject's first token; values starting with $ or _INBOX are refused, but any other namespace of the account can be named by whoever controls that value; start with a fixed token (\"users.{{{{name}}}}.>\")",
+            entry.as_str()
+        ));
+    }
     for subject in dir.allow.iter().map(|e| e.as_str()) {
         if subject == ">" {
             out.push(format!(

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::error::CliError;
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Deadline};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::nats::request::{ConnectOpts, RequestBody};
 use crate::nats::user_jwt::Permission;
+use crate::text;
 
 pub struct Explanation {
     pub allowed: bool,
@@ -88,16 +89,16 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
             )
         })
         .unwrap_or_default();
-    let admission = match authorizer.authorize(&request, now).await {
+    let admission = match authorizer.authorize(&request, now, &Deadline::none()).await {
         Ok(a) => a,
         Err(refusal) => {
             if let Some(user) = &refusal.user {
-                let _ = writeln!(out, "user:     {user}{user_from}");
+                let _ = writeln!(out, "user:     {}{user_from}", text::name(user));
             }
             return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
         }
     };
-    let _ = writeln!(out, "user:     {}{user_from}", admission.user);
+    let _ = writeln!(out, "user:     {}{user_from}", text::name(&admission.user));
     let _ = writeln!(out, "roles:    {:?}{roles_from}", admission.asserted_roles);
     if let Some(ns) = mapping.as_ref().and_then(|m| m.role_namespace.as_ref()) {
         let _ = writeln!(
@@ -141,7 +142,7 @@ fn list(items: &[String]) -> String {
 }
 
 fn refused(mut out: String, reason: &str) -> Explanation {
-    let _ = writeln!(out, "verdict:  REFUSED: {reason}");
+    let _ = writeln!(out, "verdict:  REFUSED: {}", text::reason(reason));
     Explanation {
         allowed: false,
         text: out,

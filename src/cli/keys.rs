@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 
 use crate::cli::error::CliError;
+use crate::policy::passwords::MAX_PASSWORD_BYTES;
 use crate::secrets::{self, SeedKind};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,11 +75,12 @@ pub fn hash_password(cost: u32) -> Result<ExitCode, CliError> {
     if password.is_empty() {
         return Err(CliError::Usage("the password is empty".into()));
     }
-    // bcrypt reads at most 72 bytes; a longer password would be checked by
-    // its first 72 only, which its owner would not expect.
-    if password.len() > 72 {
+    // bcrypt's 72-byte block holds the password and a terminating zero:
+    // the service checks passwords of up to 71 bytes whole, and refuses
+    // longer ones rather than compare a prefix.
+    if password.len() > MAX_PASSWORD_BYTES {
         return Err(CliError::Usage(format!(
-            "bcrypt uses at most 72 bytes of a password; this one has {}",
+            "bcrypt can check at most {MAX_PASSWORD_BYTES} bytes of a password; this one has {}",
             password.len()
         )));
     }

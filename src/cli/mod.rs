@@ -187,8 +187,16 @@ async fn shutdown_signal() {
 
 /// Logs go to stderr; text for people, JSON for collectors.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // async-nats logs server URLs, credentials included, at debug level:
+    // only a RUST_LOG that names it turns that on.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let directives = if directives.contains("async_nats") {
+        directives
+    } else {
+        format!("{directives},async_nats=info")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -130,12 +130,15 @@ impl<'a> Validator<'a> {
         if urls.is_empty() {
             return Err(self.err("nats.url", "needs at least one server url"));
         }
-        for u in &urls {
-            if u.trim().is_empty() || u.contains(char::is_whitespace) {
-                return Err(self.err("nats.url", format!("{u:?} is not a server url")));
-            }
-        }
-        let auth = self.nats_auth(&raw)?;
+        let (urls, in_urls) = self.nats_urls(urls)?;
+        let auth = match (self.nats_auth(&raw)?, in_urls) {
+            (auth, None) => auth,
+            (NatsAuth::None, Some(auth)) => auth,
+            (_, Some(_)) => return Err(self.err(
+                "nats",
+                "choose one way to authenticate, found credentials in nats.url and another method",
+            )),
+        };
         let queue_group = raw
             .queue_group
             .unwrap_or_else(|| "nats-oidc-callout".into());
@@ -151,6 +154,47 @@ impl<'a> Validator<'a> {
             queue_group,
             name: raw.name.unwrap_or_else(|| "nats-oidc-callout".into()),
         })
+    }
+
+    /// The server URLs, parsed as `run` parses them (so that `check` and
+    /// `run` agree) and without credentials, which are taken out as a way
+    /// to log in (`user:password@` or `token@`): async-nats would neither
+    /// use them nor keep them out of its debug log.
+    fn nats_urls(&self, urls: Vec<String>) -> Result<(Vec<String>, Option<NatsAuth>), ConfigError> {
+        let mut bare = Vec::new();
+        let mut found: Option<NatsAuth> = None;
+        for u in &urls {
+            let shown = secrets::redact_url(u);
+            if u.trim().is_empty() || u.contains(char::is_whitespace) {
+                return Err(self.err("nats.url", format!("{shown:?} is not a server url")));
+            }
+            // The parser's message does not quote the URL.
+            let addr: async_nats::ServerAddr = u
+                .parse()
+                .map_err(|e| self.err("nats.url", format!("{shown:?}: {e}")))?;
+            let mut url = addr.into_inner();
+            let auth = match (url.username(), url.password()) {
+                ("", _) => None,
+                (token, None) => Some(NatsAuth::Token(decode_userinfo(token))),
+                (user, Some(password)) => Some(NatsAuth::UserPassword {
+                    user: decode_userinfo(user),
+                    password: decode_userinfo(password),
+                }),
+            };
+            if let Some(auth) = auth {
+                if found.as_ref().is_some_and(|f| *f != auth) {
+                    return Err(self.err(
+                        "nats.url",
+                        "the URLs carry different credentials; one service logs in one way",
+                    ));
+                }
+                found = Some(auth);
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+            }
+            bare.push(url.to_string());
+        }
+        Ok((bare, found))
     }
 
     /// How the service itself logs in to NATS: one method at most.
@@ -314,4 +358,11 @@ impl<'a> Validator<'a> {
             max_requested_scopes: max,
         })
     }
+}
+
+/// User names and passwords in URLs are percent-encoded.
+fn decode_userinfo(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -73,6 +73,19 @@ pub fn decode_verified<T: DeserializeOwned + Issued>(
     jwt: &[u8],
     issuer_prefix: char,
 ) -> Result<T, NatsJwtError> {
+    decode_unverified(jwt)?.verify(jwt, issuer_prefix)
+}
+
+/// A NATS JWT whose claims are read but whose signature is not checked yet:
+/// they may be looked at only to decide whether checking is worth the work.
+pub struct Unverified<T> {
+    pub claims: T,
+    signed_len: usize,
+    signature: Vec<u8>,
+}
+
+/// Reads a NATS JWT without checking its signature.
+pub fn decode_unverified<T: DeserializeOwned>(jwt: &[u8]) -> Result<Unverified<T>, NatsJwtError> {
     let mut parts = jwt.splitn(4, |b| *b == b'.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -82,15 +95,15 @@ pub fn decode_verified<T: DeserializeOwned + Issued>(
     let header_bytes = URL_SAFE_NO_PAD
         .decode(h)
         .map_err(|_| NatsJwtError::Base64("header"))?;
-    let header: Header =
-        serde_json::from_slice(&header_bytes).map_err(|e| NatsJwtError::Header(e.to_string()))?;
+    let header: Header = serde_json::from_slice(&header_bytes)
+        .map_err(|e| NatsJwtError::Header(clip(&e.to_string())))?;
     if header.alg != "ed25519-nkey"
         || header
             .typ
             .as_deref()
             .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
     {
-        return Err(NatsJwtError::Header(format!("alg {:?}", header.alg)));
+        return Err(NatsJwtError::Header(format!("alg {:?}", clip(&header.alg))));
     }
     let payload = URL_SAFE_NO_PAD
         .decode(p)
@@ -99,28 +112,45 @@ pub fn decode_verified<T: DeserializeOwned + Issued>(
         .decode(s)
         .map_err(|_| NatsJwtError::Base64("signature"))?;
     let claims: T =
-        serde_json::from_slice(&payload).map_err(|e| NatsJwtError::Claims(e.to_string()))?;
-    let issuer = claims.issuer();
-    if !issuer.starts_with(issuer_prefix) {
-        return Err(NatsJwtError::Issuer(issuer.to_string()));
-    }
-    let signed = &jwt[..h.len() + 1 + p.len()];
-    let (key, known) = match VERIFIED_SIGNERS.get(issuer) {
-        Some(key) => (key, true),
-        None => (
-            std::sync::Arc::new(
-                nkeys::KeyPair::from_public_key(issuer)
-                    .map_err(|_| NatsJwtError::Issuer(issuer.to_string()))?,
+        serde_json::from_slice(&payload).map_err(|e| NatsJwtError::Claims(clip(&e.to_string())))?;
+    Ok(Unverified {
+        claims,
+        signed_len: h.len() + 1 + p.len(),
+        signature,
+    })
+}
+
+impl<T: Issued> Unverified<T> {
+    /// Checks the signature of `jwt`, the JWT these claims were read from,
+    /// against the key in its `iss`.
+    pub fn verify(self, jwt: &[u8], issuer_prefix: char) -> Result<T, NatsJwtError> {
+        let issuer = self.claims.issuer();
+        if !issuer.starts_with(issuer_prefix) {
+            return Err(NatsJwtError::Issuer(clip(issuer)));
+        }
+        let signed = &jwt[..self.signed_len];
+        let (key, known) = match VERIFIED_SIGNERS.get(issuer) {
+            Some(key) => (key, true),
+            None => (
+                std::sync::Arc::new(
+                    nkeys::KeyPair::from_public_key(issuer)
+                        .map_err(|_| NatsJwtError::Issuer(clip(issuer)))?,
+                ),
+                false,
             ),
-            false,
-        ),
-    };
-    key.verify(signed, &signature)
-        .map_err(|_| NatsJwtError::Signature)?;
-    if !known {
-        VERIFIED_SIGNERS.insert(issuer.to_string(), key);
+        };
+        key.verify(signed, &self.signature)
+            .map_err(|_| NatsJwtError::Signature)?;
+        if !known {
+            VERIFIED_SIGNERS.insert(issuer.to_string(), key);
+        }
+        Ok(self.claims)
     }
-    Ok(claims)
+}
+
+/// Messages built from an unverified JWT are kept short.
+fn clip(s: &str) -> String {
+    crate::text::clip_to(s, 256)
 }
 
 /// Public keys that have verified a signature, decoded. Every authorization

@@ -6,7 +6,10 @@
 
 use serde::Deserialize;
 
-use crate::nats::jwt::{self as nats_jwt, Issued, NatsJwtError};
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::nats::jwt::{self as nats_jwt, Issued, NatsJwtError, Unverified};
 
 pub const CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 pub const XKEY_HEADER: &str = "Nats-Server-Xkey";
@@ -15,6 +18,8 @@ const REQUEST_TYPE: &str = "authorization_request";
 /// nats-server gives a request `exp` = now + auth timeout; a little slack
 /// covers clock steps between the two processes on one host.
 const CLOCK_SLACK_SECS: i64 = 5;
+/// No request is worked on longer than this, whatever its claims say.
+const MAX_BUDGET_SECS: i64 = 60;
 
 #[derive(Debug, Deserialize)]
 pub struct RequestClaims {
@@ -25,6 +30,8 @@ pub struct RequestClaims {
     pub aud: String,
     #[serde(default)]
     pub exp: i64,
+    #[serde(default)]
+    pub iat: i64,
     pub nats: RequestBody,
 }
 
@@ -202,36 +209,101 @@ pub fn decode(
     our_issuer: &str,
     now: i64,
 ) -> Result<AuthRequest, Box<DecodeFailure>> {
+    open(payload, xkey_header, our_xkey)?.verify(our_issuer, now)
+}
+
+/// A request message opened (when sealed) and read, its signature not yet
+/// checked: enough to tell how long it is worth working on.
+pub struct Opened<'a> {
+    jwt: Cow<'a, [u8]>,
+    unverified: Unverified<RequestClaims>,
+    server_xkey: Option<nkeys::XKey>,
+    xkey_header: Option<&'a str>,
+}
+
+/// Opens (if sealed) and reads one authorization request message.
+pub fn open<'a>(
+    payload: &'a [u8],
+    xkey_header: Option<&'a str>,
+    our_xkey: Option<&nkeys::XKey>,
+) -> Result<Opened<'a>, Box<DecodeFailure>> {
     let (jwt, server_xkey) = match xkey_header {
-        None => (std::borrow::Cow::Borrowed(payload), None),
+        None => (Cow::Borrowed(payload), None),
         Some(header) => {
             let ours = our_xkey.ok_or(RequestError::SealedWithoutXkey)?;
             let theirs = nkeys::XKey::from_public_key(header)
-                .map_err(|_| RequestError::BadServerXkey(header.to_string()))?;
+                .map_err(|_| RequestError::BadServerXkey(crate::text::clip(header)))?;
             let opened = ours
                 .open(payload, &theirs)
                 .map_err(|_| RequestError::Unseal)?;
-            (std::borrow::Cow::Owned(opened), Some(theirs))
+            (Cow::Owned(opened), Some(theirs))
         }
     };
-    let claims: RequestClaims = nats_jwt::decode_verified(&jwt, 'N').map_err(|e| {
-        Box::new(DecodeFailure {
+    match nats_jwt::decode_unverified(&jwt) {
+        Ok(unverified) => Ok(Opened {
+            jwt,
+            unverified,
+            server_xkey,
+            xkey_header,
+        }),
+        Err(e) => Err(Box::new(DecodeFailure {
             error: e.into(),
             addressee: None,
-            server_xkey: server_xkey.clone(),
-        })
-    })?;
-    let addressee = claims.addressee();
-    match check(claims, xkey_header, our_issuer, now) {
-        Ok(claims) => Ok(AuthRequest {
-            claims,
-            server_xkey,
-        }),
-        Err(error) => Err(Box::new(DecodeFailure {
-            error,
-            addressee: Some(addressee),
             server_xkey,
         })),
+    }
+}
+
+impl Opened<'_> {
+    /// How long after its arrival the request is worth working on.
+    /// nats-server refuses the client when its auth timeout ends; `exp` and
+    /// `iat` are whole seconds of its clock, so `exp - iat` is that timeout
+    /// (one more second covers the rounding of `iat`), counted from the
+    /// arrival without comparing two hosts' clocks. By the wall clock, with
+    /// the same slack for clock steps as the expiry check, a request that
+    /// is already stale on arrival (replayed, or held up on the way) has
+    /// none left.
+    pub fn budget(&self, now: i64) -> Duration {
+        let c = &self.unverified.claims;
+        let by_wall = c.exp.saturating_add(CLOCK_SLACK_SECS).saturating_sub(now);
+        let by_timeout = if c.iat > 0 && c.exp >= c.iat {
+            c.exp - c.iat + 1
+        } else {
+            by_wall
+        };
+        Duration::from_secs(by_timeout.min(by_wall).clamp(0, MAX_BUDGET_SECS) as u64)
+    }
+
+    /// Checks the server's signature and the request's claims.
+    pub fn verify(self, our_issuer: &str, now: i64) -> Result<AuthRequest, Box<DecodeFailure>> {
+        let Opened {
+            jwt,
+            unverified,
+            server_xkey,
+            xkey_header,
+        } = self;
+        let claims = match unverified.verify(&jwt, 'N') {
+            Ok(claims) => claims,
+            Err(e) => {
+                return Err(Box::new(DecodeFailure {
+                    error: e.into(),
+                    addressee: None,
+                    server_xkey,
+                }))
+            }
+        };
+        let addressee = claims.addressee();
+        match check(claims, xkey_header, our_issuer, now) {
+            Ok(claims) => Ok(AuthRequest {
+                claims,
+                server_xkey,
+            }),
+            Err(error) => Err(Box::new(DecodeFailure {
+                error,
+                addressee: Some(addressee),
+                server_xkey,
+            })),
+        }
     }
 }
 
@@ -306,6 +378,32 @@ mod tests {
     }
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn the_budget_is_the_servers_auth_timeout_by_its_own_clock() {
+        let server = nkeys::KeyPair::new_server();
+        let issuer = nkeys::KeyPair::new_account().public_key();
+        let budget = |iat: Option<i64>, exp: i64, now: i64| {
+            let mut c = claims(&server, &issuer, exp);
+            if let Some(iat) = iat {
+                c["iat"] = json!(iat);
+            }
+            let bytes = request(&server, c);
+            open(&bytes, None, None).unwrap().budget(now).as_secs()
+        };
+        // As nats-server signs them: exp = iat + auth timeout (2 s).
+        assert_eq!(budget(Some(NOW), NOW + 2, NOW), 3);
+        assert_eq!(budget(Some(NOW), NOW + 2, NOW - 600), 3, "a clock behind");
+        assert_eq!(budget(Some(NOW), NOW + 2, NOW + 4), 3, "a clock ahead");
+        assert_eq!(
+            budget(Some(NOW - 120), NOW - 118, NOW),
+            0,
+            "stale on arrival"
+        );
+        assert_eq!(budget(None, NOW + 2, NOW), 7, "without iat, the wall clock");
+        assert_eq!(budget(None, NOW + 2, NOW + 60), 0);
+        assert_eq!(budget(Some(NOW), i64::MAX, NOW), 60, "capped");
+    }
 
     #[test]
     fn a_server_signed_request_decodes() {

@@ -144,7 +144,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// that development and tests work without TLS and production cannot be
 /// downgraded.
 pub fn check_http_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let shown = crate::secrets::redact_url(url);
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{shown:?} is not a URL: {e}"))?;
+    // An issuer's URLs are public; credentials in one would be logged,
+    // shown by `explain` and sent wherever a redirect pointed.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{shown:?} carries credentials; an issuer's URLs are public"
+        ));
+    }
+    let url = &shown;
     match parsed.scheme() {
         "https" => Ok(()),
         "http" => {

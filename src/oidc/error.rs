@@ -1,5 +1,6 @@
 //! Why a bearer token is refused, precisely.
 
+use crate::clock::Interrupted;
 use crate::refusal::RefusalCode;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +56,10 @@ pub enum TokenError {
     NotYetValid { nbf: u64, now: u64, leeway: u64 },
     #[error("token issued in the future at {iat} (now {now}, leeway {leeway}s)")]
     IssuedInFuture { iat: u64, now: u64, leeway: u64 },
+    #[error("stopped before verifying the token: {0}")]
+    Interrupted(Interrupted),
+    #[error("too many tokens with keys the issuer has not published yet are waiting for its key set; refused at once rather than queued (the client may retry)")]
+    KeysBusy,
 }
 
 impl TokenError {
@@ -87,6 +92,10 @@ impl TokenError {
             TokenError::Expired { .. } => RefusalCode::TokenExpired,
             TokenError::NotYetValid { .. } | TokenError::IssuedInFuture { .. } => {
                 RefusalCode::TokenNotYetValid
+            }
+            TokenError::Interrupted(Interrupted::Expired) => RefusalCode::RequestExpired,
+            TokenError::Interrupted(Interrupted::Stopping) | TokenError::KeysBusy => {
+                RefusalCode::Unavailable
             }
         }
     }

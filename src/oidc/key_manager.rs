@@ -16,10 +16,31 @@ use arc_swap::ArcSwap;
 use moka::future::Cache;
 
 use crate::backoff::Backoff;
+use crate::clock::{Deadline, Interrupted};
 use crate::metrics::Metrics;
 use crate::oidc::discovery::{FetchError, IssuerClient};
 use crate::oidc::jwks::KeySet;
 use crate::oidc::settings::Settings;
+
+/// Verifications that may wait for one issuer's unknown-kid refetch at once.
+const MAX_REFETCH_WAITERS: usize = 1024;
+
+/// Why a verification did not get the refetched keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefetchError {
+    /// `MAX_REFETCH_WAITERS` are waiting already.
+    Busy,
+    Interrupted(Interrupted),
+}
+
+/// Counts one waiter out again, however the wait ends.
+struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub struct KeyManager {
     client: IssuerClient,
@@ -27,6 +48,8 @@ pub struct KeyManager {
     current: ArcSwap<KeySet>,
     generations: AtomicU64,
     unknown_kid_refetch: Cooldown,
+    /// Verifications waiting for that refetch now.
+    refetch_waiters: std::sync::atomic::AtomicUsize,
     /// One fetch at a time: otherwise a slow older fetch finishing last could
     /// put back a key the issuer has just removed.
     refresh_lock: tokio::sync::Mutex<()>,
@@ -62,6 +85,7 @@ impl KeyManager {
         Ok(Arc::new(KeyManager {
             client,
             unknown_kid_refetch: Cooldown::new(oidc.jwks_refetch_cooldown),
+            refetch_waiters: Default::default(),
             oidc,
             current: ArcSwap::from_pointee(KeySet::default()),
             generations: AtomicU64::new(0),
@@ -127,16 +151,32 @@ impl KeyManager {
     }
 
     /// Refetches because a token named a key we do not have; returns the key
-    /// set after the (possibly shared, possibly cooled-down) attempt.
-    pub async fn refetch_for_unknown_key(&self) -> Arc<KeySet> {
-        self.unknown_kid_refetch
-            .run(async {
-                // A failure is logged and counted by `refresh`; the last
-                // good set stays.
-                let _ = self.refresh().await;
-            })
-            .await;
-        self.current()
+    /// set after the (possibly shared, possibly cooled-down) attempt. While
+    /// a slow issuer answers, at most `MAX_REFETCH_WAITERS` verifications
+    /// wait for it (each until its deadline); more are refused at once, so
+    /// that made-up kids cannot take the capacity other clients need.
+    pub async fn refetch_for_unknown_key(
+        &self,
+        deadline: &Deadline,
+    ) -> Result<Arc<KeySet>, RefetchError> {
+        let waiting = self.refetch_waiters.fetch_add(1, Ordering::AcqRel);
+        let _leave = Leave(&self.refetch_waiters);
+        if waiting >= MAX_REFETCH_WAITERS {
+            return Err(RefetchError::Busy);
+        }
+        let refetch = self.unknown_kid_refetch.run(async {
+            // A failure is logged and counted by `refresh`; the last good
+            // set stays.
+            let _ = self.refresh().await;
+        });
+        // Not ended by shutdown: one fetch serves every request waiting
+        // for it, and those were routed here; their deadline bounds it.
+        deadline
+            .without_stop()
+            .wait(refetch)
+            .await
+            .map_err(RefetchError::Interrupted)?;
+        Ok(self.current())
     }
 
     /// Loads the keys, retrying with backoff while the issuer is unreachable,

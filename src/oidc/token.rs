@@ -15,12 +15,13 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use crate::clock::Deadline;
 use crate::metrics::Metrics;
 use crate::oidc::algorithms::parse_algorithm;
 use crate::oidc::cache::{TokenCache, VerifiedToken};
 use crate::oidc::error::TokenError;
 use crate::oidc::jwks::{KeySet, VerifyingKey};
-use crate::oidc::key_manager::KeyManager;
+use crate::oidc::key_manager::{KeyManager, RefetchError};
 use crate::oidc::registered;
 use crate::oidc::settings::Settings;
 use crate::text::clip;
@@ -54,7 +55,14 @@ impl TokenVerifier {
         }
     }
 
-    pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<VerifiedToken>, TokenError> {
+    /// Verifies `token` at `now`. No signature check or key fetch starts
+    /// once `deadline` has passed, and waiting for a key fetch ends there.
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: u64,
+        deadline: &Deadline,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         // Routing checks the size too; this keeps `verify` safe on its own.
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge {
@@ -70,8 +78,9 @@ impl TokenVerifier {
             }
         }
         let header = self.precheck(token)?;
-        let (candidates, generation) = self.candidates(&header).await?;
+        let (candidates, generation) = self.candidates(&header, deadline).await?;
         let (message, signature) = token.rsplit_once('.').expect("check_shape saw two dots");
+        deadline.check().map_err(TokenError::Interrupted)?;
         for key in candidates {
             if !signature_verifies(message, signature, &key, header.alg)? {
                 continue;
@@ -116,6 +125,7 @@ impl TokenVerifier {
     async fn candidates(
         &self,
         header: &ParsedHeader,
+        deadline: &Deadline,
     ) -> Result<(Vec<Arc<VerifyingKey>>, u64), TokenError> {
         let mut set = self.keys.current();
         // A kid names its key; when the issuer publishes keys without kids,
@@ -133,7 +143,14 @@ impl TokenVerifier {
         };
         let mut found = pick(&set);
         if found.is_empty() {
-            set = self.keys.refetch_for_unknown_key().await;
+            set = self
+                .keys
+                .refetch_for_unknown_key(deadline)
+                .await
+                .map_err(|e| match e {
+                    RefetchError::Busy => TokenError::KeysBusy,
+                    RefetchError::Interrupted(i) => TokenError::Interrupted(i),
+                })?;
             found = pick(&set);
         }
         if found.is_empty() {

@@ -4,6 +4,7 @@
 
 pub mod claims;
 pub(crate) mod grants;
+pub(crate) mod passwords;
 pub(crate) mod roles;
 pub(crate) mod scopes;
 pub mod subject;

@@ -40,6 +40,14 @@ pub struct SubjectTemplate {
     pieces: Vec<Piece>,
 }
 
+/// First tokens of subjects every user of an account shares: replies
+/// (`_INBOX`), and `$`-subjects (JetStream `$JS`, KV `$KV`, object store
+/// `$O`, services `$SRV`, system `$SYS`). A value from a token never names
+/// one: as a subject's first token it would hand out everyone's.
+fn is_shared_namespace(first_token: &str) -> bool {
+    first_token.starts_with('$') || first_token.starts_with("_INBOX")
+}
+
 /// What the placeholders are filled from.
 pub struct Values<'a> {
     /// The NATS user name (from `oidc.user_claim`).
@@ -188,6 +196,32 @@ impl SubjectTemplate {
             .collect()
     }
 
+    /// Whether a placeholder fills (part of) the subject's first token.
+    pub fn fills_first_token(&self) -> bool {
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(l) if l.contains('.') => return false,
+                Piece::Literal(_) => {}
+                _ => return true,
+            }
+        }
+        false
+    }
+
+    fn first_placeholder(&self) -> &str {
+        self.pieces
+            .iter()
+            .find_map(|p| match p {
+                Piece::Literal(_) => None,
+                Piece::Sub => Some("{{sub}}"),
+                Piece::Name => Some("{{name}}"),
+                Piece::Issuer => Some("{{issuer}}"),
+                Piece::Scope => Some("{{scope}}"),
+                Piece::Claim(label, _) => Some(label.as_str()),
+            })
+            .unwrap_or("{{...}}")
+    }
+
     /// Whether a value comes from token claims (`{{sub}}`, `{{claim:...}}`),
     /// which identities from the config do not have.
     pub fn needs_claims(&self) -> bool {
@@ -267,6 +301,15 @@ impl SubjectTemplate {
             check_value(&value).map_err(fail)?;
             out.push_str(&value);
         }
+        if self.fills_first_token() {
+            let first = out.split('.').next().unwrap_or_default();
+            if is_shared_namespace(first) {
+                return Err(TemplateError {
+                    placeholder: self.first_placeholder().to_string(),
+                    problem: "would start the subject with $ or _INBOX, a namespace every user of the account shares".into(),
+                });
+            }
+        }
         Ok(out)
     }
 }
@@ -307,10 +350,14 @@ mod tests {
     use serde_json::json;
 
     fn render(template: &str, claims: Value) -> Result<String, TemplateError> {
+        render_as(template, "ana", claims)
+    }
+
+    fn render_as(template: &str, name: &str, claims: Value) -> Result<String, TemplateError> {
         let claims = claims.as_object().unwrap().clone();
         SubjectTemplate::parse(template).unwrap().render_with(
             &Values {
-                name: "ana",
+                name,
                 issuer: "corp",
                 claims: &claims,
                 scopes: &[],
@@ -388,6 +435,38 @@ mod tests {
         }
         let long = "x".repeat(MAX_VALUE_CHARS + 1);
         assert!(render("u.{{sub}}", json!({ "sub": long })).is_err());
+    }
+
+    #[test]
+    fn a_value_never_names_a_shared_namespace_as_the_first_token() {
+        for (template, sub) in [
+            ("{{sub}}.>", "$JS"),
+            ("{{sub}}.x", "$KV"),
+            ("{{sub}}", "$SYS"),
+            ("_{{sub}}.>", "INBOX"),
+            ("{{claim:a}}{{sub}}.>", "BOX"),
+            ("{{sub}}.>", "_INBOXES"),
+        ] {
+            let e = render(template, json!({ "sub": sub, "a": "_IN" })).expect_err(template);
+            assert!(e.to_string().contains("$ or _INBOX"), "{template}: {e}");
+        }
+        let e = render_as("{{name}}.>", "_INBOX", json!({})).unwrap_err();
+        assert_eq!(e.placeholder, "{{name}}");
+        // Elsewhere in the subject such values are only names.
+        assert_eq!(
+            render("users.{{sub}}.>", json!({"sub": "$JS"})).unwrap(),
+            "users.$JS.>"
+        );
+        assert_eq!(
+            render("{{sub}}.in", json!({"sub": "orders"})).unwrap(),
+            "orders.in"
+        );
+        assert!(SubjectTemplate::parse("{{sub}}.>")
+            .unwrap()
+            .fills_first_token());
+        assert!(!SubjectTemplate::parse("a.{{sub}}")
+            .unwrap()
+            .fills_first_token());
     }
 
     #[test]

@@ -9,13 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
+use crate::clock::Deadline;
 use crate::nats::request::RequestBody;
+use crate::policy::passwords::PasswordChecks;
 use crate::policy::roles::RoleTable;
 use crate::refusal::{Refusal, RefusalCode};
 
@@ -46,16 +46,10 @@ pub enum Grant {
     Fixed(Arc<RoleTable>),
 }
 
-/// Passwords already checked against their bcrypt hash, by a digest of
-/// user and password, so reconnect storms do not pay bcrypt again and again.
-const PASSWORD_MEMORY: Duration = Duration::from_secs(600);
-
 pub struct ConfigUsers {
     by_name: HashMap<String, ConfigUser>,
     by_nkey: HashMap<String, String>,
-    checked_passwords: moka::sync::Cache<[u8; 32], ()>,
-    /// bcrypt is slow on purpose; bound how many cores wrong guesses can take.
-    bcrypt_slots: tokio::sync::Semaphore,
+    passwords: PasswordChecks,
 }
 
 impl ConfigUsers {
@@ -67,15 +61,10 @@ impl ConfigUsers {
                 Credential::Bcrypt(_) => None,
             })
             .collect();
-        let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
         ConfigUsers {
             by_name: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             by_nkey,
-            checked_passwords: moka::sync::Cache::builder()
-                .max_capacity(4096)
-                .time_to_live(PASSWORD_MEMORY)
-                .build(),
-            bcrypt_slots: tokio::sync::Semaphore::new(slots),
+            passwords: PasswordChecks::default(),
         }
     }
 
@@ -85,6 +74,7 @@ impl ConfigUsers {
     pub async fn authenticate(
         &self,
         request: &RequestBody,
+        deadline: &Deadline,
     ) -> Option<Result<&ConfigUser, Refusal>> {
         let opts = &request.connect_opts;
         if let Some(nkey) = opts.nkey.as_deref() {
@@ -101,10 +91,16 @@ impl ConfigUsers {
             Credential::Bcrypt(hash) => match opts.pass.as_deref().filter(|p| !p.is_empty()) {
                 None => Err(denied(format!("user {:?} sent no password", user.name))),
                 Some(password) => {
-                    if self.password_matches(&user.name, hash, password).await {
-                        Ok(user)
-                    } else {
-                        Err(denied(format!("wrong password for user {:?}", user.name)))
+                    match self
+                        .passwords
+                        .check(&user.name, hash, password, deadline)
+                        .await
+                    {
+                        Ok(true) => Ok(user),
+                        Ok(false) => {
+                            Err(denied(format!("wrong password for user {:?}", user.name)))
+                        }
+                        Err(refusal) => Err(refusal),
                     }
                 }
             },
@@ -153,35 +149,6 @@ impl ConfigUsers {
         key.verify(nonce.as_bytes(), &sig)
             .map_err(|_| denied("the nonce signature does not verify with its nkey"))?;
         Ok(user)
-    }
-
-    async fn password_matches(&self, name: &str, hash: &str, password: &str) -> bool {
-        let mut digest = Sha256::new();
-        digest.update(name.as_bytes());
-        digest.update([0]);
-        digest.update(hash.as_bytes());
-        digest.update([0]);
-        digest.update(password.as_bytes());
-        let key: [u8; 32] = digest.finalize().into();
-        if self.checked_passwords.contains_key(&key) {
-            return true;
-        }
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return false;
-        };
-        let (hash, password) = (hash.to_string(), password.to_string());
-        // Not `verify`: it would ignore everything past 72 bytes, so a long
-        // password would match any other with the same first 72.
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(password, &hash))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(false);
-        if ok {
-            self.checked_passwords.insert(key, ());
-        }
-        ok
     }
 }
 
@@ -239,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn passwords_are_checked_and_other_names_go_to_oidc() {
         let ids = users(&nkeys::KeyPair::new_user().public_key());
-        let ask = |o| async { code(ids.authenticate(&request(o, None)).await) };
+        let ask = |o| async { code(ids.authenticate(&request(o, None), &Deadline::none()).await) };
         assert_eq!(
             ask(json!({"user": "svc-billing", "pass": "s3cret"})).await,
             "ok"
@@ -268,7 +235,8 @@ mod tests {
         let with = |nkey: &str, sig: &str, nonce| request(json!({"nkey": nkey, "sig": sig}), nonce);
         let pk = key.public_key();
         let ids = &ids;
-        let ask = |r: RequestBody| async move { code(ids.authenticate(&r).await) };
+        let ask =
+            |r: RequestBody| async move { code(ids.authenticate(&r, &Deadline::none()).await) };
         assert_eq!(ask(with(&pk, &sig, Some("nonce-1"))).await, "ok");
         let std_sig = STANDARD.encode(key.sign(b"nonce-1").unwrap());
         assert_eq!(ask(with(&pk, &std_sig, Some("nonce-1"))).await, "ok");

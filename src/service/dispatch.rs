@@ -8,6 +8,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::callout::{Arrival, Verdict};
 use crate::metrics::Metrics;
 use crate::nats::request::XKEY_HEADER;
 use crate::service::live::Live;
@@ -26,6 +27,8 @@ pub struct Dispatcher {
     in_flight: JoinSet<()>,
     /// Requests taken from the subscription so far.
     taken: u64,
+    /// Turned true at shutdown: every request still waiting stops waiting.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Dispatcher {
@@ -43,6 +46,7 @@ impl Dispatcher {
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             in_flight: JoinSet::new(),
             taken: 0,
+            stop: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -74,6 +78,11 @@ impl Dispatcher {
 
     /// Starts deciding one request; waits while `MAX_IN_FLIGHT` are running.
     pub async fn dispatch(&mut self, request: async_nats::Message) {
+        // The request's time runs from here, waiting for a permit included.
+        let arrival = Arrival {
+            at: tokio::time::Instant::now(),
+            stop: Some(self.stop.subscribe()),
+        };
         self.taken += 1;
         let Some(reply) = request.reply.clone() else {
             tracing::warn!("authorization request without a reply subject ignored");
@@ -100,11 +109,14 @@ impl Dispatcher {
                 .as_ref()
                 .and_then(|h| h.get(XKEY_HEADER))
                 .map(|v| v.as_str());
-            let decision = callout.decide(&request.payload, xkey, max_payload).await;
-            metrics.record_decision(
-                decision.verdict.refusal_code(),
-                started.elapsed().as_secs_f64(),
-            );
+            let decision = callout
+                .decide(&request.payload, xkey, max_payload, arrival)
+                .await;
+            metrics.record_decision(decision.verdict.outcome(), started.elapsed().as_secs_f64());
+            if matches!(decision.verdict, Verdict::Dropped { .. }) {
+                counters.record(started.elapsed());
+                return;
+            }
             if let Err(e) = client.publish(reply, decision.body.into()).await {
                 tracing::error!(error = %e, "cannot publish the authorization response");
                 counters.record_error(e.to_string());
@@ -114,8 +126,10 @@ impl Dispatcher {
         });
     }
 
-    /// Waits until every started request is answered.
+    /// Waits until every started request is answered; requests waiting for
+    /// something slow (a password check, a key fetch) stop waiting now.
     pub async fn finish(&mut self) {
+        let _ = self.stop.send(true);
         while self.in_flight.join_next().await.is_some() {}
     }
 }

@@ -29,6 +29,18 @@ const DRAIN_MARGIN: u64 = 256;
 /// long, or after `DRAIN_TOTAL` (inside a container runtime's stop grace).
 const DRAIN_IDLE: Duration = Duration::from_millis(300);
 const DRAIN_TOTAL: Duration = Duration::from_secs(3);
+/// The longest any one step of shutdown may take: with nats-server
+/// unreachable a flush would wait for the reconnect, forever.
+const STOP_STEP: Duration = Duration::from_secs(1);
+
+/// Runs one shutdown step, giving up after `STOP_STEP`.
+pub async fn bounded<T>(step: &str, work: impl std::future::Future<Output = T>) -> Option<T> {
+    let done = tokio::time::timeout(STOP_STEP, work).await.ok();
+    if done.is_none() {
+        tracing::warn!("shutdown: {step} did not finish within {STOP_STEP:?}; going on");
+    }
+    done
+}
 
 /// Answers what is still on its way to this process, then ends the
 /// subscription.
@@ -36,9 +48,10 @@ pub async fn drain(requests: &mut async_nats::Subscriber, dispatcher: &mut Dispa
     while let Some(Some(request)) = requests.next().now_or_never() {
         dispatcher.dispatch(request).await;
     }
-    let _ = requests
-        .unsubscribe_after(dispatcher.taken() + DRAIN_MARGIN)
-        .await;
+    let margin = requests.unsubscribe_after(dispatcher.taken() + DRAIN_MARGIN);
+    if bounded("unsubscribing", margin).await.is_none() {
+        return;
+    }
     let deadline = tokio::time::Instant::now() + DRAIN_TOTAL;
     loop {
         let wait = DRAIN_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -47,7 +60,7 @@ pub async fn drain(requests: &mut async_nats::Subscriber, dispatcher: &mut Dispa
             // The server delivered its last request to this process.
             Ok(None) => break,
             Err(_) => {
-                let _ = requests.unsubscribe().await;
+                bounded("unsubscribing", requests.unsubscribe()).await;
                 while let Some(Some(request)) = requests.next().now_or_never() {
                     dispatcher.dispatch(request).await;
                 }

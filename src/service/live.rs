@@ -117,9 +117,18 @@ impl Live {
         }
     }
 
-    /// Re-reads the config file and applies it if it is valid.
-    pub fn reload(&self) -> Result<(), ServiceError> {
-        let new = Config::load(&self.path)?;
+    /// Re-reads the config file and applies it if it is valid. Returns the
+    /// digest of the content it read.
+    pub async fn reload(&self) -> Result<[u8; 32], ServiceError> {
+        let text = settled_content(&self.path).await.map_err(|reason| {
+            ServiceError::Config(crate::config::ConfigError {
+                file: self.path.clone(),
+                key: "(file)".into(),
+                reason,
+            })
+        })?;
+        let read = Sha256::digest(text.as_bytes()).into();
+        let new = Config::parse(&text, &self.path)?;
         let old = self.config.load_full();
         report_exposed_secrets(&new);
         if new.nats != old.nats
@@ -150,12 +159,22 @@ impl Live {
             self.start_refreshers();
         }
         tracing::info!(path = %self.path.display(), keys_kept = all_kept, "config reloaded");
-        Ok(())
+        Ok(read)
     }
 
-    fn reload_and_report(&self) {
-        if let Err(e) = self.reload() {
-            tracing::error!("config reload failed; keeping the running config: {e}");
+    /// Reloads; on failure says so and keeps the running config. Returns
+    /// the digest of what was read, if it was read whole.
+    async fn reload_and_report(&self) -> Option<[u8; 32]> {
+        match self.reload().await {
+            Ok(read) => Some(read),
+            Err(e) => {
+                tracing::error!("config reload failed; keeping the running config: {e}");
+                match e {
+                    // Read whole but invalid: not tried again until it changes.
+                    ServiceError::Config(c) if c.key != "(file)" => digest(&self.path),
+                    _ => None,
+                }
+            }
         }
     }
 
@@ -183,15 +202,16 @@ impl Live {
             tokio::select! {
                 _ = hangup => {
                     tracing::info!("SIGHUP: reloading the config");
-                    last = digest(&self.path);
-                    self.reload_and_report();
+                    if let Some(read) = self.reload_and_report().await {
+                        last = Some(read);
+                    }
                 }
                 _ = tick.tick() => {
-                    let now = digest(&self.path);
-                    if now != last {
-                        last = now;
+                    if digest(&self.path) != last {
                         tracing::info!("config file changed: reloading");
-                        self.reload_and_report();
+                        if let Some(read) = self.reload_and_report().await {
+                            last = Some(read);
+                        }
                     }
                 }
             }
@@ -208,4 +228,47 @@ pub fn report_exposed_secrets(config: &Config) {
 
 fn digest(path: &Path) -> Option<[u8; 32]> {
     std::fs::read(path).ok().map(|b| Sha256::digest(b).into())
+}
+
+/// How long a config file must stay the same before it is applied.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// The file's content once two reads `SETTLE` apart agree. A file written
+/// in place is half written for a moment, and a valid prefix of a config
+/// (a role's allow list without the deny list after it) must never apply.
+async fn settled_content(path: &Path) -> Result<String, String> {
+    let read = || std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"));
+    let first = read()?;
+    tokio::time::sleep(SETTLE).await;
+    let second = read()?;
+    if first == second {
+        Ok(second)
+    } else {
+        Err("the file is still being written; it is read again when it has settled".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_being_written_is_not_read_until_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "a").unwrap();
+        let writer = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    std::fs::write(&path, "a".repeat(i + 2)).unwrap();
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(settled_content(&path).await.is_err(), "read while written");
+        writer.await.unwrap();
+        assert_eq!(settled_content(&path).await.unwrap(), "a".repeat(21));
+    }
 }

@@ -29,7 +29,6 @@ pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
 /// How often the config file is checked for changes.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
-
 /// Why the service cannot start or go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -71,7 +70,8 @@ impl Background {
         }
         if let Some((stop, server)) = self.http {
             let _ = stop.send(());
-            let _ = server.await;
+            // An open keep-alive connection would hold a graceful stop.
+            drain::bounded("the HTTP server's stop", server).await;
         }
     }
 }
@@ -143,7 +143,7 @@ impl Service {
         );
         drain::drain(&mut requests, &mut dispatcher).await;
         dispatcher.finish().await;
-        let _ = client.flush().await;
+        drain::bounded("flushing the answers to NATS", client.flush()).await;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::{NatsAuth, NatsConfig};
 use crate::metrics::Metrics;
+use crate::secrets::redact_url;
 use crate::service::readiness::Readiness;
 use crate::service::ServiceError;
 
@@ -71,13 +72,14 @@ pub async fn connect(
         .iter()
         .map(|u| {
             u.parse()
-                .map_err(|e| ServiceError::Nats(format!("nats.url {u:?}: {e}")))
+                .map_err(|e| ServiceError::Nats(format!("nats.url {:?}: {e}", redact_url(u))))
         })
         .collect::<Result<_, _>>()?;
     options.connect(urls).await.map_err(|e| {
+        let shown: Vec<String> = nats.urls.iter().map(|u| redact_url(u)).collect();
         ServiceError::Nats(format!(
             "cannot connect to NATS at {}: {e}",
-            nats.urls.join(", ")
+            shown.join(", ")
         ))
     })
 }

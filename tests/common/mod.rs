@@ -256,6 +256,11 @@ pub struct ServiceOptions {
     /// Replaces the whole `[oidc]` section (for `[[oidc]]` blocks); the
     /// issuer URL passed to `start` is then unused.
     pub oidc: Option<String>,
+    /// Replaces the `[nats]` section's keys (`{url}` is the server's URL,
+    /// `{addr}` its host and port).
+    pub nats: Option<String>,
+    /// RUST_LOG for the service ("info" unless set).
+    pub rust_log: Option<String>,
 }
 
 impl Default for ServiceOptions {
@@ -271,6 +276,8 @@ impl Default for ServiceOptions {
             user_claim: "preferred_username".to_string(),
             seed_mode: 0o600,
             oidc: None,
+            nats: None,
+            rust_log: None,
         }
     }
 }
@@ -290,6 +297,7 @@ pub struct CalloutService {
     pub log: PathBuf,
     pub config: PathBuf,
     json_logs: bool,
+    rust_log: String,
 }
 
 impl CalloutService {
@@ -314,11 +322,18 @@ impl CalloutService {
                 std::fs::Permissions::from_mode(opts.seed_mode),
             );
         }
+        let nats = opts
+            .nats
+            .map(|n| {
+                n.replace("{url}", nats_url)
+                    .replace("{addr}", nats_url.trim_start_matches("nats://"))
+            })
+            .unwrap_or_else(|| {
+                format!("url = \"{nats_url}\"\nuser = \"auth\"\npassword = \"authpw\"")
+            });
         let config = format!(
             r#"[nats]
-url = "{nats_url}"
-user = "auth"
-password = "authpw"
+{nats}
 
 [callout]
 issuer_seed_file = "issuer.nk"
@@ -356,6 +371,7 @@ jwks_refetch_cooldown = "2s"
             log,
             config: config_path,
             json_logs: opts.json_logs,
+            rust_log: opts.rust_log.unwrap_or_else(|| "info".into()),
         };
         svc.spawn();
         wait_for_log(&svc.log, "connected to NATS", Duration::from_secs(20)).await;
@@ -380,7 +396,7 @@ jwks_refetch_cooldown = "2s"
         let child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .env(
                 "NATS_OIDC_CALLOUT_LOG_FORMAT",
                 if self.json_logs { "json" } else { "text" },
@@ -752,4 +768,34 @@ pub async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<Vec<T>>>) -> Vec<T> 
         all.extend(t.await.unwrap());
     }
     all
+}
+
+/// One connect attempt the way a client makes it, with nothing but a
+/// socket: INFO, CONNECT, PING, and whatever the server answers. For floods
+/// of thousands, where a full client per attempt would cost too much.
+pub async fn raw_connect(addr: &str, user: &str, pass: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut socket) = tokio::net::TcpStream::connect(addr).await else {
+        return;
+    };
+    let mut buf = [0u8; 2048];
+    let wait = Duration::from_secs(5);
+    let _ = tokio::time::timeout(wait, socket.read(&mut buf)).await;
+    let connect = format!(
+        "CONNECT {{\"user\":\"{user}\",\"pass\":\"{pass}\",\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nPING\r\n"
+    );
+    let _ = socket.write_all(connect.as_bytes()).await;
+    let _ = tokio::time::timeout(wait, socket.read(&mut buf)).await;
+}
+
+/// How many sockets this process may open, to size the flood.
+pub fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024)
 }
