@@ -6,6 +6,7 @@
 //! request can be answered, an empty body when it cannot (nats-server refuses
 //! the client at once instead of waiting for its timeout).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,24 +15,57 @@ use crate::clock::{unix_now, Deadline, Interrupted};
 use crate::metrics::Outcome;
 use crate::nats::request::{self, Addressee, AuthRequest, DecodeFailure};
 use crate::nats::response::{self, Answer};
-use crate::nats::user_jwt::{self, UserGrant};
+use crate::nats::user_jwt::{self, Placement, UserGrant};
 use crate::refusal::{Refusal, RefusalCode};
 use crate::text;
 
 /// The keys the callout answers with.
 #[derive(Clone)]
 pub struct Keys {
-    /// Signs user JWTs and responses; its public key is nats-server's
-    /// `auth_callout.issuer`.
+    /// Signs the responses: the callout account's key, or in operator mode
+    /// one of its signing keys. In server mode it also signs the user JWTs,
+    /// and its public key is nats-server's `auth_callout.issuer`.
     pub issuer: Arc<nkeys::KeyPair>,
-    /// Opens sealed requests and seals the answers (`auth_callout.xkey`).
+    /// The callout account's public key: requests are addressed to it.
+    pub auth_account: String,
+    /// Opens sealed requests and seals the answers (`auth_callout.xkey`,
+    /// or in operator mode the callout account's `authorization.xkey`).
     pub xkey: Option<Arc<nkeys::XKey>>,
+    pub mode: Mode,
+}
+
+/// How nats-server runs: with accounts in its config file, or with an
+/// operator, accounts as JWTs and a resolver.
+#[derive(Clone)]
+pub enum Mode {
+    /// Users are placed by account name, in user JWTs the issuer signs.
+    Server,
+    /// Users are placed by the account that signs their user JWT; the
+    /// accounts users may land in, by name.
+    Operator {
+        accounts: BTreeMap<String, TargetAccount>,
+    },
+}
+
+/// An account users may be placed in (operator mode).
+#[derive(Clone)]
+pub struct TargetAccount {
+    /// Its identity key (`A...`).
+    pub public_key: String,
+    /// Its own key or one of its signing keys: signs its users' JWTs.
+    pub signer: Arc<nkeys::KeyPair>,
+}
+
+impl TargetAccount {
+    /// Whether the account's identity key signs (not a signing key).
+    pub fn signs_with_identity_key(&self) -> bool {
+        self.signer.public_key() == self.public_key
+    }
 }
 
 pub struct Callout {
     authorizer: Authorizer,
     keys: Keys,
-    issuer_public: String,
 }
 
 /// What happened, for logs and metrics.
@@ -95,11 +129,7 @@ pub struct Decision {
 
 impl Callout {
     pub fn new(authorizer: Authorizer, keys: Keys) -> Self {
-        Callout {
-            issuer_public: keys.issuer.public_key(),
-            authorizer,
-            keys,
-        }
+        Callout { authorizer, keys }
     }
 
     pub fn authorizer(&self) -> &Authorizer {
@@ -132,7 +162,7 @@ impl Callout {
         if let Err(i) = deadline.check() {
             return dropped(Refusal::from(i), "before checking the request", started);
         }
-        let request = match opened.verify(&self.issuer_public, now as i64) {
+        let request = match opened.verify(&self.keys.auth_account, now as i64) {
             Ok(r) => r,
             Err(failure) => return self.unusable(*failure, started, now),
         };
@@ -225,16 +255,33 @@ impl Callout {
         max_response_bytes: usize,
         now: u64,
     ) -> Result<Vec<u8>, Refusal> {
+        let (placement, signer) = match &self.keys.mode {
+            Mode::Server => (Placement::Named(&admission.account), &self.keys.issuer),
+            Mode::Operator { accounts } => {
+                let target = accounts.get(&admission.account).ok_or_else(|| {
+                    Refusal::new(
+                        RefusalCode::UnknownAccount,
+                        format!(
+                            "account {:?} is not in [callout.accounts]",
+                            admission.account
+                        ),
+                    )
+                    .of(&admission.user)
+                })?;
+                let account = &target.public_key;
+                (Placement::Signed { account }, &target.signer)
+            }
+        };
         let user_jwt = user_jwt::issue(
             &UserGrant {
                 user_nkey: &request.claims.nats.user_nkey,
                 name: &admission.user,
-                account: &admission.account,
+                placement,
                 publish: &admission.publish,
                 subscribe: &admission.subscribe,
                 expires: admission.expires,
             },
-            &self.keys.issuer,
+            signer,
             now,
         );
         let body = self.respond(
@@ -270,7 +317,11 @@ impl Callout {
             (Some(ours), Some(theirs)) => Some((ours, theirs)),
             _ => None,
         };
-        match response::build(to, answer, &self.keys.issuer, seal, now) {
+        let signer = response::Signer {
+            key: &self.keys.issuer,
+            account: &self.keys.auth_account,
+        };
+        match response::build(to, answer, &signer, seal, now) {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the authorization response; the client will be refused");

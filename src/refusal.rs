@@ -37,6 +37,8 @@ pub enum RefusalCode {
     AccountConflict,
     SubjectTemplate,
     ResponseTooLarge,
+    /// The user's account is not one the callout can sign for.
+    UnknownAccount,
     /// Too many slow checks already under way, or shutting down: refused
     /// at once rather than queued.
     Unavailable,
@@ -47,7 +49,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in the README table's order.
-    pub const ALL: [RefusalCode; 31] = [
+    pub const ALL: [RefusalCode; 32] = [
         RefusalCode::NoToken,
         RefusalCode::TokenTooLarge,
         RefusalCode::TokenMalformed,
@@ -76,6 +78,7 @@ impl RefusalCode {
         RefusalCode::AccountConflict,
         RefusalCode::SubjectTemplate,
         RefusalCode::ResponseTooLarge,
+        RefusalCode::UnknownAccount,
         RefusalCode::Unavailable,
         RefusalCode::RequestExpired,
         RefusalCode::BadRequest,
@@ -112,6 +115,7 @@ impl RefusalCode {
             RefusalCode::AccountConflict => "account_conflict",
             RefusalCode::SubjectTemplate => "subject_template",
             RefusalCode::ResponseTooLarge => "response_too_large",
+            RefusalCode::UnknownAccount => "unknown_account",
             RefusalCode::Unavailable => "unavailable",
             RefusalCode::RequestExpired => "request_expired",
         }

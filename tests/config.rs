@@ -103,13 +103,10 @@ fn a_minimal_config_gets_documented_defaults() {
 
 #[test]
 fn unknown_keys_are_errors() {
-    let msg = error_for(&GOOD.replace(
-        "account = \"APP\"",
-        "account = \"APP\"\naccounts = \"typo\"",
-    ));
-    assert!(msg.contains("unknown field `accounts`"), "{msg}");
+    let msg = error_for(&GOOD.replace("account = \"APP\"", "account = \"APP\"\nacount = \"typo\""));
+    assert!(msg.contains("unknown field `acount`"), "{msg}");
     assert!(
-        msg.contains("line 10, column 1 (accounts)"),
+        msg.contains("line 10, column 1 (acount)"),
         "the message gives the line: {msg}"
     );
 }
@@ -698,4 +695,146 @@ fn urls_are_parsed_as_the_service_uses_them_and_shown_without_credentials() {
         "{e}"
     );
     assert!(!e.contains("s3cret"), "{e}");
+}
+
+/// An operator-mode config: the callout account's signing key, its public
+/// key, and the accounts users may land in, each with a signing key.
+struct Operator {
+    d: Dir,
+    auth: nkeys::KeyPair,
+    app: nkeys::KeyPair,
+    app_signing: nkeys::KeyPair,
+}
+
+impl Operator {
+    fn new() -> Operator {
+        let d = Dir::new();
+        let app_signing = nkeys::KeyPair::new_account();
+        std::fs::write(d.path().join("app-sk.nk"), app_signing.seed().unwrap()).unwrap();
+        Operator {
+            d,
+            auth: nkeys::KeyPair::new_account(),
+            app: nkeys::KeyPair::new_account(),
+            app_signing,
+        }
+    }
+
+    fn text(&self) -> String {
+        GOOD.replace(
+            "account = \"APP\"",
+            &format!(
+                "account = \"APP\"\nmode = \"operator\"\nauth_account = \"{}\"\n\n[callout.accounts.APP]\npublic_key = \"{}\"\nsigning_key_seed_file = \"app-sk.nk\"",
+                self.auth.public_key(),
+                self.app.public_key()
+            ),
+        )
+    }
+}
+
+#[test]
+fn operator_mode_configs_are_checked_and_errors_name_the_key() {
+    let o = Operator::new();
+    let c = Config::load(&o.d.write(&o.text())).expect("a good operator-mode config");
+    assert_eq!(c.callout.auth_account, o.auth.public_key());
+    let app_seed = o.app_signing.seed().unwrap();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (o.text().replace("mode = \"operator\"", "mode = \"decentral\""), "callout.mode", "is not \"server\""),
+        (
+            o.text().replace("account = \"APP\"\nmode", "account = \"TEAM\"\nmode"),
+            "callout.account",
+            "is not in [callout.accounts]",
+        ),
+        (
+            format!("{}\naccount = \"TEAM\"\n", o.text()),
+            "roles.reader.account",
+            "is not in [callout.accounts]",
+        ),
+        (
+            o.text().replace(&format!("auth_account = \"{}\"", o.auth.public_key()), &format!("auth_account = \"{app_seed}\"")),
+            "callout.auth_account",
+            "never put a seed here",
+        ),
+        (
+            o.text().replace(&format!("public_key = \"{}\"", o.app.public_key()), "public_key = \"UABC\""),
+            "callout.accounts.APP.public_key",
+            "must be the account's public key",
+        ),
+        (
+            o.text().replace("signing_key_seed_file = \"app-sk.nk\"", ""),
+            "callout.accounts.APP.signing_key_seed_file",
+            "required",
+        ),
+        (
+            GOOD.replace("account = \"APP\"", "account = \"APP\"\nauth_account = \"AXYZ\""),
+            "callout.auth_account",
+            "is for operator mode",
+        ),
+        (
+            format!(
+                "{}\n[callout.accounts.TEAM]\npublic_key = \"{}\"\nsigning_key_seed_file = \"app-sk.nk\"\n",
+                o.text(),
+                o.app.public_key()
+            ),
+            "callout.accounts.TEAM.public_key",
+            "is also the public key of callout.accounts.APP",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let path = o.d.write(&text);
+        let e = match Config::load(&path) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(key) && e.contains(reason),
+            "expected {key:?} and {reason:?} in: {e}"
+        );
+        assert!(!e.contains(&app_seed), "a seed in: {e}");
+    }
+}
+
+#[test]
+fn the_callout_account_is_read_from_the_services_creds_when_not_given() {
+    let o = Operator::new();
+    let user = nkeys::KeyPair::new_user();
+    let auth_signing = nkeys::KeyPair::new_account();
+    let jwt = nats_oidc_callout::nats::user_jwt::sentinel(
+        &user.public_key(),
+        &o.auth.public_key(),
+        &auth_signing,
+        1_900_000_000,
+    );
+    std::fs::write(
+        o.d.path().join("service.creds"),
+        nats_oidc_callout::nats::creds::format(&jwt, &user.seed().unwrap()),
+    )
+    .unwrap();
+    let text = o
+        .text()
+        .replace(&format!("auth_account = \"{}\"\n", o.auth.public_key()), "")
+        .replace(
+            "user = \"auth\"\npassword = \"authpw\"",
+            "creds_file = \"service.creds\"",
+        );
+    let c = Config::load(&o.d.write(&text)).unwrap();
+    assert_eq!(c.callout.auth_account, o.auth.public_key());
+}
+
+#[test]
+fn check_warns_about_identity_seeds_in_operator_mode() {
+    let o = Operator::new();
+    std::fs::write(o.d.path().join("app-sk.nk"), o.app.seed().unwrap()).unwrap();
+    let issuer_public = nkeys::KeyPair::from_seed(&o.d.seed).unwrap().public_key();
+    let text = o.text().replace(&o.auth.public_key(), &issuer_public);
+    let warnings =
+        nats_oidc_callout::cli::check::warnings(&Config::load(&o.d.write(&text)).unwrap());
+    for w in [
+        "callout.accounts.APP: the seed is the account's own key, not a signing key",
+        "callout.issuer_seed is the callout account's own key",
+    ] {
+        assert!(
+            warnings.iter().any(|x| x.contains(w)),
+            "{w:?} not in {warnings:?}"
+        );
+    }
 }

@@ -11,14 +11,30 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_prints_tokens_that_work() {
+    dev_works(false).await;
+}
+
+/// `dev --operator`: the same, with nats-server in operator mode and the
+/// printed commands presenting the sentinel it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_operator_prints_tokens_and_a_sentinel_that_work() {
+    dev_works(true).await;
+}
+
+async fn dev_works(operator: bool) {
     let port = free_port();
     let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
     let _ = nats_server_bin();
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("dev.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    let mut args = vec!["dev".to_string(), "--nats-port".into(), port.to_string()];
+    if operator {
+        args.push("--operator".into());
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
-        .args(["dev", "--nats-port", &port.to_string(), "--tools-dir"])
+        .args(&args)
+        .arg("--tools-dir")
         .arg(&tools)
         .stdout(Stdio::piped())
         .stderr(log)
@@ -46,6 +62,7 @@ async fn dev_prints_tokens_that_work() {
     });
     let (mut admin, mut reader, mut curl) = (None, None, None);
     let mut generated = None;
+    let mut sentinel = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while admin.is_none() || reader.is_none() || curl.is_none() {
         let line = rx
@@ -59,9 +76,20 @@ async fn dev_prints_tokens_that_work() {
             generated = Some(std::path::PathBuf::from(d.trim()));
         } else if let Some(u) = line.trim().strip_prefix("curl '") {
             curl = Some(u.trim_end_matches('\'').to_string());
+        } else if let Some((_, rest)) = line.split_once("--creds ") {
+            sentinel = rest.split_whitespace().next().map(std::path::PathBuf::from);
         }
     }
     let url = format!("nats://127.0.0.1:{port}");
+    // The commands dev printed present the sentinel; so do these clients.
+    assert_eq!(
+        sentinel.is_some(),
+        operator,
+        "--creds in the printed commands"
+    );
+    if let Some(creds) = sentinel {
+        register_sentinel(&url, creds);
+    }
     let admin = connect(&url, &admin.unwrap())
         .await
         .expect("printed admin token works");

@@ -53,6 +53,7 @@ async fn start() -> Stack {
         keys,
         nats,
         service,
+        operator: None,
     }
 }
 

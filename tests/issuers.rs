@@ -86,6 +86,7 @@ async fn start(corp: &DevIssuer, partner: &DevIssuer, http_port: Option<u16>) ->
         keys,
         nats,
         service,
+        operator: None,
     }
 }
 
@@ -254,6 +255,7 @@ sub.allow = ["shared.>"]
         keys,
         nats,
         service,
+        operator: None,
     };
     connect(&stack.url(), &partner_token(&partner, "pia", &["reader"]))
         .await

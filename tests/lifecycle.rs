@@ -288,10 +288,13 @@ async fn a_client_with_an_auth_callback_stays_connected_across_token_expiry() {
     let minted = Arc::new(std::sync::Mutex::new(0u32));
     let counter = minted.clone();
     let mint_url = format!("{}/token?user=ana&roles=admin&ttl=3", stack.issuer.issuer());
+    // In operator mode the client also presents the sentinel.
+    let sentinel = sentinel_jwt(&stack.url());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let client = async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
         *counter.lock().unwrap() += 1;
         let url = mint_url.clone();
+        let sentinel = sentinel.clone();
         async move {
             let token = reqwest::get(url)
                 .await
@@ -303,6 +306,7 @@ async fn a_client_with_an_auth_callback_stays_connected_across_token_expiry() {
             let mut auth = async_nats::Auth::new();
             auth.username = Some("ana".into());
             auth.password = Some(token);
+            auth.jwt = sentinel;
             Ok(auth)
         }
     })

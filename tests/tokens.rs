@@ -435,7 +435,7 @@ async fn token_may_be_sent_as_the_connect_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_is_refused() {
     let stack = Stack::start(ServiceOptions::default()).await;
-    let Err(err) = async_nats::ConnectOptions::new().connect(stack.url()).await else {
+    let Err(err) = base_options(&stack.url()).await.connect(stack.url()).await else {
         panic!("a connection without a token was allowed");
     };
     assert!(

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::callout::Mode;
 use crate::cli::error::CliError;
 use crate::config::Config;
 use crate::policy::roles::Direction;
@@ -27,14 +28,33 @@ pub fn run(config: &Config, path: &Path) -> Result<ExitCode, CliError> {
 
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut out = config.exposed_secrets();
+    let operator = matches!(config.callout.mode, Mode::Operator { .. });
     if config.callout.xkey.is_none() {
-        out.push(
+        let server_side = if operator {
+            "set the callout account's xkey (nsc edit authcallout --curve <X...>)"
+        } else {
+            "set auth_callout.xkey in nats-server"
+        };
+        out.push(format!(
             "callout.xkey_seed is not set: authorization requests (which carry the bearer tokens) \
              travel unencrypted, readable by any client of the callout's account that may \
-             subscribe to $SYS.REQ.USER.AUTH; set auth_callout.xkey in nats-server and \
-             callout.xkey_seed here"
-                .to_string(),
-        );
+             subscribe to $SYS.REQ.USER.AUTH; {server_side} and callout.xkey_seed here"
+        ));
+    }
+    if let Mode::Operator { accounts } = &config.callout.mode {
+        if config.callout.issuer.public_key() == config.callout.auth_account {
+            out.push(format!(
+                "callout.issuer_seed is the callout account's own key ({}): it works, but a signing key (nsc edit account <AUTH> --sk generate) can be rotated without reissuing the account",
+                config.callout.auth_account
+            ));
+        }
+        for (name, account) in accounts {
+            if account.signs_with_identity_key() {
+                out.push(format!(
+                    "callout.accounts.{name}: the seed is the account's own key, not a signing key: nats-server refuses the user JWTs it signs if the operator sets strict_signing_key_usage; use a signing key (nsc edit account {name} --sk generate)"
+                ));
+            }
+        }
     }
     let shared = config
         .oidc

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::callout::Mode;
 use crate::cli::error::CliError;
 use crate::clock::{unix_now, Deadline};
 use crate::config::Config;
@@ -108,6 +109,18 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
     }
     let _ = writeln!(out, "mapped:   {:?}", admission.roles);
     let _ = writeln!(out, "account:  {}", admission.account);
+    if let Mode::Operator { accounts } = &config.callout.mode {
+        if let Some(target) = accounts.get(&admission.account) {
+            let signer = target.signer.public_key();
+            let kind = if target.signs_with_identity_key() {
+                "the account's own key"
+            } else {
+                "a signing key"
+            };
+            let _ = writeln!(out, "          public key {}", target.public_key);
+            let _ = writeln!(out, "          user JWT signed by {signer} ({kind})");
+        }
+    }
     write_direction(&mut out, "publish", &admission.publish);
     write_direction(&mut out, "subscribe", &admission.subscribe);
     let _ = writeln!(

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 
+use crate::callout::Mode;
 use crate::cli::error::CliError;
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::nats::{creds, user_jwt};
 use crate::policy::passwords::MAX_PASSWORD_BYTES;
 use crate::secrets::{self, SeedKind};
 
@@ -86,5 +90,39 @@ pub fn hash_password(cost: u32) -> Result<ExitCode, CliError> {
     }
     let hash = bcrypt::hash(password, cost).map_err(|e| CliError::Failed(e.to_string()))?;
     println!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sentinel's `.creds`, signed with the config's callout issuer seed
+/// for the callout account.
+pub fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError> {
+    if !matches!(config.callout.mode, Mode::Operator { .. }) {
+        return Err(CliError::Usage(
+            "a sentinel is for operator mode (callout.mode = \"operator\"); in server mode clients connect with any user name and the token as the password".into(),
+        ));
+    }
+    if out.exists() {
+        return Err(CliError::Usage(format!(
+            "{} exists; not overwriting credentials",
+            out.display()
+        )));
+    }
+    // A bearer user proves nothing with its seed; the creds format wants one.
+    let user = nkeys::KeyPair::new_user();
+    let jwt = user_jwt::sentinel(
+        &user.public_key(),
+        &config.callout.auth_account,
+        &config.callout.issuer,
+        unix_now(),
+    );
+    let text = creds::format(&jwt, &user.seed().expect("fresh key has a seed"));
+    secrets::write_private(out, &text)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
+    eprintln!(
+        "sentinel for account {} written to {}\nclients: nats --creds {} --password \"$TOKEN\" ...",
+        config.callout.auth_account,
+        out.display(),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -63,6 +63,15 @@ enum Command {
     },
     /// Print the public key of a seed file (account A... or curve X...).
     Pubkey { seed_file: PathBuf },
+    /// Operator mode: write the sentinel credentials clients present (with
+    /// their token as the password) so that nats-server sends their connect
+    /// to the callout: a bearer user of the callout account, signed by
+    /// callout.issuer_seed, that may neither publish nor subscribe.
+    Sentinel {
+        /// Where to write the .creds file (mode 0600; never replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Read a password from stdin and print its bcrypt hash, for
     /// `password_bcrypt` in a [users.<name>] table.
     HashPassword {
@@ -90,6 +99,11 @@ enum Command {
         /// [default: ./.tools if it has one, else ~/.cache/nats-oidc-callout].
         #[arg(long)]
         tools_dir: Option<PathBuf>,
+        /// Run nats-server in operator mode: an operator, accounts as JWTs,
+        /// the callout switched on in the callout account's JWT, and
+        /// sentinel credentials for clients.
+        #[arg(long)]
+        operator: bool,
     },
 }
 
@@ -128,6 +142,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Health { url } => health::run(&load()?, &config_path(), url),
         Command::Keygen { kind, out } => keys::keygen(kind, out.as_deref()),
         Command::Pubkey { seed_file } => keys::pubkey(&seed_file),
+        Command::Sentinel { out } => keys::sentinel(&load()?, &out),
         Command::HashPassword { cost } => keys::hash_password(cost),
         Command::DevIssuer { port } => {
             block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
@@ -138,11 +153,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             nats_port,
             issuer_port,
             tools_dir,
+            operator,
         } => {
             let opts = crate::dev::DevOptions {
                 nats_port,
                 issuer_port,
                 tools_dir: tools_dir.unwrap_or_else(default_tools_dir),
+                operator,
             };
             block_on(crate::dev::run(opts, shutdown_signal()))?.map_err(CliError::Failed)?;
             Ok(ExitCode::SUCCESS)

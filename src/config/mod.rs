@@ -128,13 +128,35 @@ impl std::fmt::Debug for NatsAuth {
 
 #[derive(Clone)]
 pub struct CalloutConfig {
-    /// Account key pair that signs user JWTs and authorization responses; its
-    /// public key is `auth_callout.issuer` in nats-server.
+    /// Signs authorization responses: the callout account's key (in server
+    /// mode also the user JWTs; its public key is `auth_callout.issuer`),
+    /// or in operator mode one of the callout account's signing keys.
     pub issuer: Arc<nkeys::KeyPair>,
+    /// The callout account's public key.
+    pub auth_account: String,
     pub xkey: Option<Arc<nkeys::XKey>>,
+    /// The account users land in when their roles name none.
     pub account: String,
     pub max_user_ttl: Duration,
     pub max_token_bytes: usize,
+    pub mode: callout::Mode,
+}
+
+/// The environment variable that overrides `[callout.accounts.<name>]`'s
+/// signing key seed: `NATS_OIDC_CALLOUT_ACCOUNT_SEED_<NAME>`, the name in
+/// capitals with every other character than a letter or digit as `_`.
+pub fn account_seed_env(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("NATS_OIDC_CALLOUT_ACCOUNT_SEED_{name}")
 }
 
 /// One trusted issuer: how its tokens are verified, and how its claims are
@@ -244,7 +266,9 @@ impl Config {
             authorizer,
             callout::Keys {
                 issuer: self.callout.issuer.clone(),
+                auth_account: self.callout.auth_account.clone(),
                 xkey: self.callout.xkey.clone(),
+                mode: self.callout.mode.clone(),
             },
         )
     }

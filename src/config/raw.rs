@@ -58,13 +58,25 @@ pub struct RawNats {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCallout {
+    pub mode: Option<String>,
     pub issuer_seed_file: Option<PathBuf>,
     pub issuer_seed: Option<String>,
+    pub auth_account: Option<String>,
     pub xkey_seed_file: Option<PathBuf>,
     pub xkey_seed: Option<String>,
     pub account: String,
     pub max_user_ttl: Option<String>,
     pub max_token_bytes: Option<usize>,
+    pub accounts: Option<BTreeMap<String, RawAccount>>,
+}
+
+/// `[callout.accounts.<name>]`: a target account in operator mode.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub public_key: String,
+    pub signing_key_seed_file: Option<PathBuf>,
+    pub signing_key_seed: Option<String>,
 }
 
 /// `[oidc]` (one issuer) or `[[oidc]]` (several). Dispatching on the TOML

@@ -7,11 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{OneOrMany, RawCallout, RawConfig, RawGrants, RawHttp, RawNats};
+use std::collections::BTreeMap;
+
+use super::raw::{OneOrMany, RawAccount, RawCallout, RawConfig, RawGrants, RawHttp, RawNats};
 use super::{
     CalloutConfig, Config, ConfigError, GrantsConfig, HttpConfig, NatsAuth, NatsConfig,
     DEFAULT_MAX_REQUESTED_SCOPES, DEFAULT_MAX_TOKEN_BYTES, ISSUER_SEED_ENV, XKEY_SEED_ENV,
 };
+use crate::callout;
+use crate::nats::creds;
+use crate::policy::roles::RoleTable;
+use crate::policy::users::{ConfigUser, Grant};
 use crate::secrets::{self, SeedError, SeedKind};
 
 pub(super) struct Validator<'a> {
@@ -89,11 +95,12 @@ impl<'a> Validator<'a> {
 
     pub(super) fn validate(self, raw: RawConfig) -> Result<Config, ConfigError> {
         let nats = self.nats(raw.nats)?;
-        let callout = self.callout(raw.callout)?;
+        let callout = self.callout(raw.callout, &nats.auth)?;
         let oidc = self.issuers(raw.oidc)?;
         let http = raw.http.map(|h| self.http(h)).transpose()?;
         let roles = self.roles(raw.roles, &oidc)?;
         let users = self.users(raw.users, &roles)?;
+        self.accounts_known(&callout, &roles, &users)?;
         let grants = self.grants(raw.grants)?;
         Ok(Config {
             source: self.path.to_path_buf(),
@@ -246,7 +253,7 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn callout(&self, raw: RawCallout) -> Result<CalloutConfig, ConfigError> {
+    fn callout(&self, raw: RawCallout, nats_auth: &NatsAuth) -> Result<CalloutConfig, ConfigError> {
         let issuer = self
             .seed(
                 "callout.issuer_seed",
@@ -276,6 +283,47 @@ impl<'a> Validator<'a> {
                 "must name the NATS account users are placed in",
             ));
         }
+        let operator = match raw.mode.as_deref() {
+            None | Some("server") => false,
+            Some("operator") => true,
+            Some(other) => {
+                return Err(self.err(
+                    "callout.mode",
+                    format!(
+                        "{:?} is not \"server\" (accounts in nats-server's config) or \"operator\" (accounts as JWTs)",
+                        crate::text::clip(other)
+                    ),
+                ))
+            }
+        };
+        let (auth_account, mode) = if operator {
+            let auth_account = self.auth_account(raw.auth_account, &issuer, nats_auth)?;
+            let accounts = self.target_accounts(raw.accounts)?;
+            if !accounts.contains_key(&raw.account) {
+                return Err(self.err(
+                    "callout.account",
+                    format!(
+                        "{:?} is not in [callout.accounts] (accounts: {:?})",
+                        raw.account,
+                        accounts.keys().collect::<Vec<_>>()
+                    ),
+                ));
+            }
+            (auth_account, callout::Mode::Operator { accounts })
+        } else {
+            for (set, key) in [
+                (raw.auth_account.is_some(), "callout.auth_account"),
+                (raw.accounts.is_some(), "callout.accounts"),
+            ] {
+                if set {
+                    return Err(self.err(
+                        key,
+                        "is for operator mode (callout.mode = \"operator\"); in server mode accounts are named in nats-server's config and the issuer seed is auth_callout.issuer",
+                    ));
+                }
+            }
+            (issuer.public_key(), callout::Mode::Server)
+        };
         let max_user_ttl = self.bounded_duration(
             "callout.max_user_ttl",
             raw.max_user_ttl.as_deref(),
@@ -292,11 +340,151 @@ impl<'a> Validator<'a> {
         }
         Ok(CalloutConfig {
             issuer: Arc::new(issuer),
+            auth_account,
             xkey: xkey.map(Arc::new),
             account: raw.account,
             max_user_ttl,
             max_token_bytes,
+            mode,
         })
+    }
+
+    /// The callout account's public key in operator mode: as configured,
+    /// else the account of the service's own user in `nats.creds_file`,
+    /// else the issuer seed's own (it is then the account's identity key).
+    fn auth_account(
+        &self,
+        configured: Option<String>,
+        issuer: &nkeys::KeyPair,
+        nats_auth: &NatsAuth,
+    ) -> Result<String, ConfigError> {
+        if let Some(key) = configured {
+            if !is_account_key(&key) {
+                return Err(self.err(
+                    "callout.auth_account",
+                    "must be the callout account's public key (A..., 56 characters); never put a seed here",
+                ));
+            }
+            return Ok(key);
+        }
+        if let NatsAuth::CredsFile(path) = nats_auth {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                self.err("nats.creds_file", format!("{}: {e}", secrets::shown(path)))
+            })?;
+            let account = creds::user_jwt(&text).and_then(creds::account_of);
+            return match account.filter(|a| is_account_key(a)) {
+                Some(account) => Ok(account),
+                None => Err(self.err(
+                    "callout.auth_account",
+                    format!(
+                        "not set, and {} holds no user JWT naming its account; set it to the callout account's public key",
+                        secrets::shown(path)
+                    ),
+                )),
+            };
+        }
+        Ok(issuer.public_key())
+    }
+
+    /// `[callout.accounts.<name>]`: each target account's key and signer.
+    fn target_accounts(
+        &self,
+        raw: Option<BTreeMap<String, RawAccount>>,
+    ) -> Result<BTreeMap<String, callout::TargetAccount>, ConfigError> {
+        let raw = raw.unwrap_or_default();
+        if raw.is_empty() {
+            return Err(self.err(
+                "callout.accounts",
+                "operator mode needs at least one [callout.accounts.<name>] table: the accounts users may be placed in, each with its public key and a signing key seed",
+            ));
+        }
+        let mut accounts = BTreeMap::new();
+        for (name, account) in raw {
+            let key = format!("callout.accounts.{name}");
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(self.err(&key, "an account name has no whitespace"));
+            }
+            if !is_account_key(&account.public_key) {
+                return Err(self.err(
+                    &format!("{key}.public_key"),
+                    "must be the account's public key (A..., 56 characters); never put a seed here",
+                ));
+            }
+            let signer = self
+                .seed(
+                    &format!("{key}.signing_key_seed"),
+                    account.signing_key_seed_file.as_deref(),
+                    account.signing_key_seed.as_deref(),
+                    &super::account_seed_env(&name),
+                    |s| secrets::key_pair(s, SeedKind::Account),
+                    |f| secrets::key_pair_file(f, SeedKind::Account),
+                )?
+                .ok_or_else(|| {
+                    self.err(
+                        &format!("{key}.signing_key_seed_file"),
+                        "required: a signing key seed of this account (SA...; nsc edit account --sk generate), or its own seed",
+                    )
+                })?;
+            let target = callout::TargetAccount {
+                public_key: account.public_key,
+                signer: Arc::new(signer),
+            };
+            if let Some((other, _)) =
+                accounts
+                    .iter()
+                    .find(|(_, a): &(&String, &callout::TargetAccount)| {
+                        a.public_key == target.public_key
+                    })
+            {
+                return Err(self.err(
+                    &format!("{key}.public_key"),
+                    format!("is also the public key of callout.accounts.{other}"),
+                ));
+            }
+            accounts.insert(name, target);
+        }
+        Ok(accounts)
+    }
+
+    /// In operator mode every account a role or `[users.*]` entry names
+    /// must be one the callout can sign for.
+    fn accounts_known(
+        &self,
+        callout: &CalloutConfig,
+        roles: &RoleTable,
+        users: &[ConfigUser],
+    ) -> Result<(), ConfigError> {
+        let callout::Mode::Operator { accounts } = &callout.mode else {
+            return Ok(());
+        };
+        let named = roles
+            .iter()
+            .filter_map(|(name, role)| {
+                role.account
+                    .as_deref()
+                    .map(|a| (format!("roles.{name}.account"), a))
+            })
+            .chain(users.iter().filter_map(|u| {
+                match &u.grant {
+                    Grant::Fixed(own) => own
+                        .iter()
+                        .find_map(|(_, r)| r.account.as_deref())
+                        .map(|a| (format!("users.{}.account", u.name), a)),
+                    Grant::Roles(_) => None,
+                }
+            }));
+        for (key, account) in named {
+            if !accounts.contains_key(account) {
+                return Err(self.err(
+                    &key,
+                    format!(
+                        "{account:?} is not in [callout.accounts] (accounts: {:?}); in operator mode the callout signs users only into accounts it holds a key of",
+                        accounts.keys().collect::<Vec<_>>()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// One seed: the environment variable if set (it overrides the file, so
@@ -365,4 +553,9 @@ fn decode_userinfo(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// A well-formed account public key (checksum included).
+fn is_account_key(key: &str) -> bool {
+    key.starts_with('A') && nkeys::KeyPair::from_public_key(key).is_ok()
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub mod issuer;
 pub mod nats_server;
+pub mod operator;
 pub mod server_sim;
 
 use crate::config::Config;
@@ -23,6 +24,8 @@ pub struct DevOptions {
     pub issuer_port: u16,
     /// Where a nats-server is installed when none is found.
     pub tools_dir: PathBuf,
+    /// Run nats-server in operator mode (accounts as JWTs) instead.
+    pub operator: bool,
 }
 
 /// The roles `dev` starts with; tests and the fuzzers use them too.
@@ -52,34 +55,21 @@ pub async fn run(
         .prefix("nats-oidc-callout-dev-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let account = nkeys::KeyPair::new_account();
-    let xkey = nkeys::XKey::new();
-    write_secret(
-        &dir.path().join("issuer.nk"),
-        &account.seed().map_err(|e| e.to_string())?,
-    )?;
-    write_secret(
-        &dir.path().join("xkey.nk"),
-        &xkey.seed().map_err(|e| e.to_string())?,
-    )?;
-
     let nats_url = format!("nats://127.0.0.1:{}", opts.nats_port);
-    let nats_conf = dir.path().join("nats.conf");
-    write(
-        &nats_conf,
-        &nats_config(opts.nats_port, &account.public_key(), &xkey.public_key()),
-    )?;
-    let config_path = dir.path().join("config.toml");
-    write(&config_path, &service_config(&nats_url, &issuer.issuer()))?;
+    let layout = if opts.operator {
+        Layout::operator(dir.path(), opts.nats_port, &nats_url, &issuer.issuer())?
+    } else {
+        Layout::server(dir.path(), opts.nats_port, &nats_url, &issuer.issuer())?
+    };
 
     let tools = opts.tools_dir.clone();
     let bin = tokio::task::spawn_blocking(move || nats_server::locate_or_install(&tools))
         .await
         .map_err(|e| e.to_string())??;
     let nats_log = dir.path().join("nats.log");
-    let _nats = start_nats(&bin, &nats_conf, &nats_log, opts.nats_port).await?;
+    let _nats = start_nats(&bin, &layout.nats_conf, &nats_log, opts.nats_port).await?;
 
-    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    let config = Config::load(&layout.config).map_err(|e| e.to_string())?;
     let service = Service::new(config).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(service.run(async {
@@ -88,11 +78,11 @@ pub async fn run(
 
     let admin = issuer.token("ana", "nats", &["admin"], 3600);
     let reader = issuer.token("rita", "nats", &["reader"], 3600);
-    wait_until_admitted(&nats_url, &admin).await?;
+    wait_until_admitted(&nats_url, &admin, layout.sentinel.as_deref()).await?;
 
     println!(
         "{}",
-        instructions(&nats_url, &issuer, &admin, &reader, dir.path())
+        instructions(&nats_url, &issuer, &admin, &reader, dir.path(), &layout)
     );
     tokio::select! {
         _ = shutdown => {}
@@ -100,6 +90,87 @@ pub async fn run(
     }
     let _ = stop_tx.send(());
     Ok(())
+}
+
+/// The files a development stack runs from.
+struct Layout {
+    nats_conf: PathBuf,
+    config: PathBuf,
+    /// Operator mode: the sentinel credentials clients present.
+    sentinel: Option<PathBuf>,
+}
+
+impl Layout {
+    /// Accounts in nats-server's config, as infrastructure/ runs it.
+    fn server(dir: &Path, port: u16, nats_url: &str, issuer: &str) -> Result<Layout, String> {
+        let account = nkeys::KeyPair::new_account();
+        let xkey = nkeys::XKey::new();
+        write_secret(&dir.join("issuer.nk"), &seed_of(&account))?;
+        write_secret(
+            &dir.join("xkey.nk"),
+            &xkey.seed().map_err(|e| e.to_string())?,
+        )?;
+        let nats_conf = dir.join("nats.conf");
+        write(
+            &nats_conf,
+            &nats_config(port, &account.public_key(), &xkey.public_key()),
+        )?;
+        let config = dir.join("config.toml");
+        let nats = "user = \"auth\"\npassword = \"authpw\"";
+        write(&config, &service_config(nats_url, nats, "", issuer))?;
+        Ok(Layout {
+            nats_conf,
+            config,
+            sentinel: None,
+        })
+    }
+
+    /// Operator mode: an operator, accounts as JWTs in a memory resolver,
+    /// the callout switched on in AUTH's account JWT, a sentinel.
+    fn operator(dir: &Path, port: u16, nats_url: &str, issuer: &str) -> Result<Layout, String> {
+        let setup = operator::OperatorSetup::new(&["APP"], true);
+        let app = setup.target("APP").expect("made above");
+        write_secret(&dir.join("auth-sk.nk"), &seed_of(&setup.auth.signing))?;
+        write_secret(&dir.join("app-sk.nk"), &seed_of(&app.signing))?;
+        let xkey = setup.xkey.as_ref().expect("made with an xkey");
+        write_secret(
+            &dir.join("xkey.nk"),
+            &xkey.seed().map_err(|e| e.to_string())?,
+        )?;
+        write_secret(&dir.join("service.creds"), &setup.service_creds())?;
+        let sentinel = dir.join("sentinel.creds");
+        write_secret(&sentinel, &setup.sentinel_creds())?;
+        let nats_conf = dir.join("nats.conf");
+        write(
+            &nats_conf,
+            &format!(
+                "listen: 127.0.0.1:{port}\n# OIDC tokens with many roles or groups exceed the 4 KiB default.\nmax_control_line: 64KB\n{}",
+                setup.nats_conf()
+            ),
+        )?;
+        let callout = format!(
+            "mode = \"operator\"\nauth_account = \"{}\"\n\n[callout.accounts.APP]\npublic_key = \"{}\"\nsigning_key_seed_file = \"app-sk.nk\"\n",
+            setup.auth.public_key(),
+            app.public_key()
+        );
+        let config = dir.join("config.toml");
+        write(
+            &config,
+            &service_config(nats_url, "creds_file = \"service.creds\"", &callout, issuer).replace(
+                "issuer_seed_file = \"issuer.nk\"",
+                "issuer_seed_file = \"auth-sk.nk\"",
+            ),
+        )?;
+        Ok(Layout {
+            nats_conf,
+            config,
+            sentinel: Some(sentinel),
+        })
+    }
+}
+
+fn seed_of(key: &nkeys::KeyPair) -> String {
+    key.seed().expect("a fresh key has a seed")
 }
 
 fn banner() -> &'static str {
@@ -142,17 +213,19 @@ authorization {{
     )
 }
 
-fn service_config(nats_url: &str, issuer: &str) -> String {
+/// The service's config; `nats` is the `[nats]` login, `callout` more
+/// `[callout]` keys and tables.
+fn service_config(nats_url: &str, nats: &str, callout: &str, issuer: &str) -> String {
     format!(
         r#"[nats]
 url = "{nats_url}"
-user = "auth"
-password = "authpw"
+{nats}
 
 [callout]
 issuer_seed_file = "issuer.nk"
 xkey_seed_file = "xkey.nk"
 account = "APP"
+{callout}
 
 [oidc]
 issuer = "{issuer}"
@@ -199,10 +272,21 @@ async fn start_nats(bin: &Path, conf: &Path, log: &Path, port: u16) -> Result<Na
 }
 
 /// Proves the whole chain works before telling the user it does.
-async fn wait_until_admitted(url: &str, token: &str) -> Result<(), String> {
+async fn wait_until_admitted(
+    url: &str,
+    token: &str,
+    sentinel: Option<&Path>,
+) -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..50 {
-        match async_nats::ConnectOptions::with_user_and_password("dev".into(), token.into())
+        let options = match sentinel {
+            None => async_nats::ConnectOptions::new(),
+            Some(creds) => async_nats::ConnectOptions::with_credentials_file(creds)
+                .await
+                .map_err(|e| format!("{}: {e}", creds.display()))?,
+        };
+        match options
+            .user_and_password("dev".into(), token.into())
             .connection_timeout(Duration::from_secs(3))
             .connect(url)
             .await
@@ -226,8 +310,16 @@ fn instructions(
     admin: &str,
     reader: &str,
     dir: &Path,
+    layout: &Layout,
 ) -> String {
     let iss = issuer.issuer();
+    let (login, mode) = match &layout.sentinel {
+        None => (String::new(), "any user name; the token is the password"),
+        Some(creds) => (
+            format!("--creds {} ", creds.display()),
+            "operator mode: the sentinel credentials route the connect to the callout, the token is the password",
+        ),
+    };
     format!(
         r#"
 nats-oidc-callout is answering auth callouts for {nats_url}
@@ -239,11 +331,11 @@ ADMIN_TOKEN={admin}
 
 READER_TOKEN={reader}
 
-Try them with the nats CLI (any user name; the token is the password):
-  nats --server {nats_url} --user ana  --password "$ADMIN_TOKEN"  sub 'orders.>'
-  nats --server {nats_url} --user ana  --password "$ADMIN_TOKEN"  pub orders.new hello
-  nats --server {nats_url} --user rita --password "$READER_TOKEN" sub 'orders.>'
-  nats --server {nats_url} --user rita --password "$READER_TOKEN" pub orders.new nope   # refused: reader may not publish
+Try them with the nats CLI ({mode}):
+  nats --server {nats_url} {login}--user ana  --password "$ADMIN_TOKEN"  sub 'orders.>'
+  nats --server {nats_url} {login}--user ana  --password "$ADMIN_TOKEN"  pub orders.new hello
+  nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" sub 'orders.>'
+  nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" pub orders.new nope   # refused: reader may not publish
 
 More tokens:
   curl '{iss}/token?user=bo&roles=reader'

@@ -3,6 +3,7 @@
 //! expects, and the user JWT inside it. Nothing here knows about OIDC or
 //! roles.
 
+pub mod creds;
 pub mod jwt;
 pub mod request;
 pub(crate) mod response;

@@ -23,6 +23,9 @@ struct ResponseBody<'a> {
     jwt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    /// The callout account, when one of its signing keys signs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer_account: Option<&'a str>,
     #[serde(rename = "type")]
     kind: &'static str,
     version: u8,
@@ -46,15 +49,22 @@ const MAX_ERROR_CHARS: usize = 512;
 #[error("cannot seal the response to the server xkey: {0}")]
 pub struct SealError(String);
 
+/// Who signs a response: the callout account's key, or one of its signing
+/// keys (`account` names the account then).
+pub struct Signer<'a> {
+    pub key: &'a nkeys::KeyPair,
+    pub account: &'a str,
+}
+
 /// Signs the response and seals it when the request came sealed.
 pub fn build(
     to: &Addressee,
     answer: Answer<'_>,
-    issuer: &nkeys::KeyPair,
+    signer: &Signer<'_>,
     seal: Option<(&nkeys::XKey, &nkeys::XKey)>,
     now: u64,
 ) -> Result<Vec<u8>, SealError> {
-    let issuer_key = issuer.public_key();
+    let issuer_key = signer.key.public_key();
     let error_text;
     let (jwt, error) = match answer {
         Answer::Allow { user_jwt } => (Some(user_jwt), None),
@@ -72,11 +82,12 @@ pub fn build(
         nats: ResponseBody {
             jwt,
             error,
+            issuer_account: (signer.account != issuer_key).then_some(signer.account),
             kind: "authorization_response",
             version: 2,
         },
     };
-    let token = nats_jwt::encode(&mut claims, issuer);
+    let token = nats_jwt::encode(&mut claims, signer.key);
     match seal {
         None => Ok(token.into_bytes()),
         Some((ours, server)) => ours

@@ -125,7 +125,12 @@ impl Service {
         tracing::info!(
             subject = CALLOUT_SUBJECT,
             queue_group = %config.nats.queue_group,
+            mode = match config.callout.mode {
+                crate::callout::Mode::Server => "server",
+                crate::callout::Mode::Operator { .. } => "operator",
+            },
             issuer = %config.callout.issuer.public_key(),
+            auth_account = %config.callout.auth_account,
             account = %config.callout.account,
             xkey = config.callout.xkey.is_some(),
             "answering authorization requests"

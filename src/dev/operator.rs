@@ -1,0 +1,210 @@
+//! A throwaway operator-mode (decentralized JWT) NATS setup, for
+//! `dev --operator` and the tests: an operator, the system account, the
+//! callout account AUTH (its `authorization` block names the service's
+//! own user, the accounts it may place users in, and its xkey), and target
+//! accounts with signing keys; the nats-server config that trusts them
+//! (memory resolver, preloaded accounts), the service's credentials and
+//! the sentinel clients present. What `nsc` would make, minus the store.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::clock::unix_now;
+use crate::nats::jwt::{self as nats_jwt, WithJti};
+use crate::nats::{creds, user_jwt};
+
+/// An account: its identity key and one signing key.
+pub struct Account {
+    pub name: String,
+    pub identity: nkeys::KeyPair,
+    pub signing: nkeys::KeyPair,
+}
+
+impl Account {
+    fn new(name: &str) -> Self {
+        Account {
+            name: name.to_string(),
+            identity: nkeys::KeyPair::new_account(),
+            signing: nkeys::KeyPair::new_account(),
+        }
+    }
+
+    pub fn public_key(&self) -> String {
+        self.identity.public_key()
+    }
+}
+
+pub struct OperatorSetup {
+    pub operator: nkeys::KeyPair,
+    pub system: Account,
+    /// The callout account.
+    pub auth: Account,
+    /// The callout service's own user in AUTH (listed in `auth_users`).
+    pub service_user: nkeys::KeyPair,
+    /// AUTH's `authorization.xkey`, when requests are sealed.
+    pub xkey: Option<nkeys::XKey>,
+    /// The accounts users may be placed in.
+    pub targets: Vec<Account>,
+    /// Accounts whose JWTs enable JetStream.
+    pub jetstream: bool,
+}
+
+#[derive(Serialize)]
+struct Claims {
+    jti: String,
+    iat: u64,
+    iss: String,
+    sub: String,
+    name: String,
+    nats: Value,
+}
+
+impl WithJti for Claims {
+    fn set_jti(&mut self, jti: String) {
+        self.jti = jti;
+    }
+}
+
+fn sign(signer: &nkeys::KeyPair, subject: String, name: &str, nats: Value) -> String {
+    let mut claims = Claims {
+        jti: String::new(),
+        iat: unix_now(),
+        iss: signer.public_key(),
+        sub: subject,
+        name: name.to_string(),
+        nats,
+    };
+    nats_jwt::encode(&mut claims, signer)
+}
+
+impl OperatorSetup {
+    /// Fresh keys for an operator, SYS, AUTH and the named target accounts.
+    pub fn new(targets: &[&str], xkey: bool) -> Self {
+        OperatorSetup {
+            operator: nkeys::KeyPair::new_operator(),
+            system: Account::new("SYS"),
+            auth: Account::new("AUTH"),
+            service_user: nkeys::KeyPair::new_user(),
+            xkey: xkey.then(nkeys::XKey::new),
+            targets: targets.iter().map(|n| Account::new(n)).collect(),
+            jetstream: false,
+        }
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Account> {
+        self.targets.iter().find(|a| a.name == name)
+    }
+
+    fn operator_jwt(&self) -> String {
+        sign(
+            &self.operator,
+            self.operator.public_key(),
+            "dev-operator",
+            json!({
+                "system_account": self.system.public_key(),
+                "type": "operator",
+                "version": 2,
+            }),
+        )
+    }
+
+    fn account_jwt(&self, account: &Account, authorization: Option<Value>) -> String {
+        let mut limits = json!({
+            "subs": -1, "data": -1, "payload": -1,
+            "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+        });
+        if self.jetstream {
+            for k in ["mem_storage", "disk_storage", "streams", "consumer"] {
+                limits[k] = json!(-1);
+            }
+        }
+        let mut nats = json!({
+            "limits": limits,
+            "signing_keys": [account.signing.public_key()],
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2,
+        });
+        if let Some(a) = authorization {
+            nats["authorization"] = a;
+        }
+        sign(&self.operator, account.public_key(), &account.name, nats)
+    }
+
+    /// AUTH's account JWT: external authorization by the service's user,
+    /// for the target accounts.
+    fn auth_jwt(&self) -> String {
+        let mut authorization = json!({
+            "auth_users": [self.service_user.public_key()],
+            "allowed_accounts": self.targets.iter().map(Account::public_key).collect::<Vec<_>>(),
+        });
+        if let Some(x) = &self.xkey {
+            authorization["xkey"] = json!(x.public_key());
+        }
+        self.account_jwt(&self.auth, Some(authorization))
+    }
+
+    /// Every account's public key and JWT, for `resolver_preload`.
+    pub fn account_jwts(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            (
+                self.system.public_key(),
+                self.account_jwt(&self.system, None),
+            ),
+            (self.auth.public_key(), self.auth_jwt()),
+        ];
+        for t in &self.targets {
+            out.push((t.public_key(), self.account_jwt(t, None)));
+        }
+        out
+    }
+
+    /// The nats-server config lines that trust this operator: operator,
+    /// system account, memory resolver with every account preloaded.
+    pub fn nats_conf(&self) -> String {
+        let preload: String = self
+            .account_jwts()
+            .into_iter()
+            .map(|(key, jwt)| format!("  {key}: {jwt}\n"))
+            .collect();
+        format!(
+            "operator: {}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n{preload}}}\n",
+            self.operator_jwt(),
+            self.system.public_key()
+        )
+    }
+
+    /// The `.creds` of the service's own user: a user of AUTH, signed by
+    /// AUTH's signing key, that may publish answers and read requests.
+    pub fn service_creds(&self) -> String {
+        let jwt = sign(
+            &self.auth.signing,
+            self.service_user.public_key(),
+            "nats-oidc-callout",
+            json!({
+                "pub": {}, "sub": {},
+                "subs": -1, "data": -1, "payload": -1,
+                "issuer_account": self.auth.public_key(),
+                "type": "user",
+                "version": 2,
+            }),
+        );
+        creds::format(
+            &jwt,
+            &self.service_user.seed().expect("a fresh key has a seed"),
+        )
+    }
+
+    /// The sentinel clients present: a bearer user of AUTH with no
+    /// permissions.
+    pub fn sentinel_creds(&self) -> String {
+        let user = nkeys::KeyPair::new_user();
+        let jwt = user_jwt::sentinel(
+            &user.public_key(),
+            &self.auth.public_key(),
+            &self.auth.signing,
+            unix_now(),
+        );
+        creds::format(&jwt, &user.seed().expect("a fresh key has a seed"))
+    }
+}

@@ -1,0 +1,70 @@
+//! The `.creds` file format of NATS clients: a user JWT and the user's
+//! nkey seed, each between its BEGIN and END lines.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+/// The text of a `.creds` file.
+pub fn format(user_jwt: &str, user_seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{user_seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    )
+}
+
+/// The user JWT in a `.creds` file's text.
+pub fn user_jwt(text: &str) -> Option<&str> {
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|l| l.starts_with("-----BEGIN NATS USER JWT"))?;
+    lines.next().filter(|l| l.starts_with("eyJ"))
+}
+
+/// The account a user JWT belongs to: its `issuer_account` when a signing
+/// key signed it, else its signer. Read without verifying anything.
+pub fn account_of(user_jwt: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iss: String,
+        #[serde(default)]
+        nats: Body,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Body {
+        #[serde(default)]
+        issuer_account: Option<String>,
+    }
+    let payload = user_jwt.split('.').nth(1)?;
+    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    Some(claims.nats.issuer_account.unwrap_or(claims.iss))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creds_file_names_the_account_of_its_user() {
+        let account = nkeys::KeyPair::new_account();
+        let signing = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        for (signer, expected) in [
+            (&account, account.public_key()),
+            (&signing, account.public_key()),
+        ] {
+            let jwt = crate::nats::user_jwt::sentinel(
+                &user.public_key(),
+                &account.public_key(),
+                signer,
+                1_800_000_000,
+            );
+            let text = format(&jwt, &user.seed().unwrap());
+            assert_eq!(user_jwt(&text), Some(jwt.as_str()));
+            assert_eq!(account_of(&jwt), Some(expected));
+        }
+        assert_eq!(user_jwt("no jwt here"), None);
+    }
+}
