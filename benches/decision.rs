@@ -78,7 +78,7 @@ sub.deny  = ["orders.secret.>"]
         for issuer in issuers.iter() {
             rt.block_on(issuer.keys.refresh()).unwrap();
         }
-        config.callout(config.authorizer(issuers, None))
+        config.callout(config.authorizer(issuers, Default::default()))
     };
     let callout = callout_with(config("token_cache_bytes = 0"));
     let cached = callout_with(config(""));

@@ -18,6 +18,7 @@ use crate::oidc::error::TokenError;
 use crate::oidc::{Issuer, Issuers};
 use crate::policy::claims::{self, ClaimMapping};
 use crate::policy::grants::GrantStore;
+use crate::policy::passwords::PasswordChecks;
 use crate::policy::roles::{self, Permissions, RoleTable};
 use crate::policy::scopes;
 use crate::policy::template::Values;
@@ -38,6 +39,14 @@ pub struct Settings {
     pub max_user_ttl: Duration,
     /// The most scopes one connect may ask for.
     pub max_requested_scopes: usize,
+}
+
+/// What outlives a config reload: the KV grants store (when
+/// `grants.kv_bucket` is set) and the password checks' bounds and memory.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub grants: Option<Arc<GrantStore>>,
+    pub passwords: Arc<PasswordChecks>,
 }
 
 pub struct Authorizer {
@@ -98,14 +107,14 @@ impl Authorizer {
         issuers: TrustedIssuers,
         roles: Arc<RoleTable>,
         users: &[ConfigUser],
-        grants: Option<Arc<GrantStore>>,
+        shared: Shared,
         settings: Settings,
     ) -> Self {
         Authorizer {
             issuers,
             roles,
-            users: ConfigUsers::new(users),
-            grants,
+            users: ConfigUsers::new(users, shared.passwords),
+            grants: shared.grants,
             settings,
         }
     }

@@ -176,7 +176,7 @@ impl Callout {
             Err(r) if r.code == RefusalCode::RequestExpired => {
                 return dropped(r, "while deciding", started)
             }
-            Ok(_) if deadline.check() == Err(Interrupted::Expired) => {
+            _ if deadline.check() == Err(Interrupted::Expired) => {
                 return dropped(Interrupted::Expired.into(), "before answering", started)
             }
             other => other,

@@ -41,16 +41,19 @@ pub fn shown(path: &Path) -> String {
 
 /// A URL as it may be shown: any user name and password in it are replaced
 /// by `***`. Works on strings that do not parse as URLs too, since those are
-/// the ones error messages show.
+/// the ones error messages show: everything from the scheme to the last
+/// `@` goes (a password may hold `/`, `?` or `#` unencoded), and each
+/// comma-separated part is redacted on its own.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
+    }
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), url),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}***@{}{tail}", &authority[at + 1..]),
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
         None => url.to_string(),
     }
 }
@@ -173,9 +176,16 @@ mod tests {
             ("nats://a:b@c@host:1", "nats://***@host:1"),
             ("nats://host:4222", "nats://host:4222"),
             (
-                "https://idp.example/realms/a?x=@",
-                "https://idp.example/realms/a?x=@",
+                "nats://auth:pa/ss@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
             ),
+            ("nats://auth:pa#ss@h:1", "nats://***@h:1"),
+            (
+                "nats://a:s1@h1:1,nats://a:s2@h2:1",
+                "nats://***@h1:1,nats://***@h2:1",
+            ),
+            // Over-redacting a path with an @ is the safe side.
+            ("https://idp.example/realms/a?x=@", "https://***@"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }

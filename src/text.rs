@@ -56,9 +56,13 @@ pub fn reason(s: &str) -> String {
     printable(s, 1024)
 }
 
+/// Control characters, and every character Rust's `Debug` would not print
+/// as itself (format characters such as zero-width spaces and
+/// bidirectional overrides, line and paragraph separators, unassigned
+/// code points): what a terminal or a log viewer might render invisibly
+/// or use to reorder the text around it.
 fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    !matches!(c, '"' | '\'' | '\\') && c.escape_debug().next() == Some('\\')
 }
 
 /// A list for a message, at most ten items shown.
@@ -99,6 +103,16 @@ mod tests {
         );
         assert_eq!(name("\u{1b}[2Kok"), "\\u{1b}[2Kok");
         assert_eq!(name("a\u{202e}b"), "a\\u{202e}b");
+        for invisible in [
+            '\u{200b}', '\u{2028}', '\u{2029}', '\u{061c}', '\u{feff}', '\u{2066}',
+        ] {
+            let shown = name(&format!("a{invisible}b"));
+            assert!(!shown.contains(invisible), "{invisible:?} shown raw");
+        }
+        assert_eq!(
+            name("o'brien \"q\" a\\b é ü 日本"),
+            "o'brien \"q\" a\\b é ü 日本"
+        );
         assert!(!reason(&"x\r\n".repeat(2000)).contains('\n'));
         assert!(reason(&"x".repeat(5000)).len() <= 1027);
     }

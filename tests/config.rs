@@ -536,6 +536,11 @@ fn config_users_need_one_credential_and_one_grant() {
             "not a bcrypt hash",
         ),
         (
+            good.replace("$2b$10$", "$2b$17$"),
+            "users.svc.password_bcrypt",
+            "bcrypt cost 17 is more than 16",
+        ),
+        (
             good.replace(&nkey.public_key(), &seed),
             "users.mon.nkey",
             "never put the seed here",
@@ -661,7 +666,14 @@ fn urls_are_parsed_as_the_service_uses_them_and_shown_without_credentials() {
         e.contains("nats.url") && e.contains("invalid scheme"),
         "{e}"
     );
-    for bad in ["nats://auth:s3cret@[::1", "nats://auth:s3cret@host:99999"] {
+    for bad in [
+        "nats://auth:s3cret@[::1",
+        "nats://auth:s3cret@host:99999",
+        "nats://auth:s3/cret@127.0.0.1:4222",
+        "nats://auth:s3#cret@127.0.0.1:4222",
+        "nats://s3cret/x@127.0.0.1:4222",
+        "nats://a:s3cret@h1:4222,nats://a:s3cret@h2:4222",
+    ] {
         let e = error_for(&with_url(bad));
         assert!(e.contains("nats.url") && e.contains("***@"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");

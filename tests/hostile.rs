@@ -552,3 +552,39 @@ async fn credentials_in_the_nats_url_stay_out_of_debug_logs() {
     assert!(log.contains("DEBUG"), "debug logging is on");
     assert!(!log.contains("authpw"), "{log}");
 }
+
+/// A refusal's reason reaches nats-server's log as written: nats-server
+/// formats it with Go's printf, so a `%` from a token would be a verb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_sign_from_a_token_is_shown_as_is_in_the_servers_log() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    assert_refused(&stack.url(), &stack.token("ana", &["r-%d-%s"]), "unmapped").await;
+    wait_for_log(&stack.nats.log, "r-%d-%s", Duration::from_secs(5)).await;
+    assert!(
+        !stack.nats.log_text().contains("MISSING"),
+        "{}",
+        stack.nats.log_text()
+    );
+}
+
+/// `explain` escapes the subjects it shows, which may hold token values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_escapes_subjects_filled_from_the_token() {
+    let stack = Stack::start(ServiceOptions {
+        roles: "[roles.own]\npub.allow = [\"users.{{name}}.>\"]\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let config = stack.service.config.clone();
+    let token = stack.token("ana\u{202e}\u{200b}evil", &["own"]);
+    let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
+        .await
+        .unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains('\u{202e}') && !text.contains('\u{200b}'),
+        "{text:?}"
+    );
+    assert!(text.contains("users.ana\\u{202e}\\u{200b}evil.>"), "{text}");
+}

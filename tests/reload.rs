@@ -148,3 +148,40 @@ async fn a_new_issuer_audience_applies_after_reload() {
         .await
         .expect("the new audience is accepted");
 }
+
+/// A reload that fails because a file the config names is missing for a
+/// moment (a seed being rotated) is tried again, and applies once the file
+/// is back: nothing waits for the config file itself to change again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_failed_on_a_missing_seed_applies_once_the_seed_is_back() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let seed = stack.service.config.with_file_name("issuer.nk");
+    let aside = stack.service.config.with_file_name("issuer.nk.aside");
+    std::fs::rename(&seed, &aside).unwrap();
+    edit_config(
+        &stack.service,
+        "[roles.admin]",
+        "[roles.guest]\nsub.allow = [\"public.>\"]\n\n[roles.admin]",
+    );
+    wait_for_log(
+        &stack.service.log,
+        "config reload failed",
+        Duration::from_secs(10),
+    )
+    .await;
+    std::fs::rename(&aside, &seed).unwrap();
+    wait_for_log(
+        &stack.service.log,
+        "config reloaded",
+        Duration::from_secs(10),
+    )
+    .await;
+    connect(&stack.url(), &stack.token("gus", &["guest"]))
+        .await
+        .expect("the new role applies");
+    assert_eq!(
+        count_in_log(&stack.service.log, "config reload failed"),
+        1,
+        "said once, however often it was tried"
+    );
+}

@@ -559,3 +559,101 @@ async fn made_up_kids_during_a_slow_refetch_make_no_other_client_wait() {
     assert!(log.contains("waiting for its key set"), "the bound was met");
     assert!(logins > 20, "{logins}");
 }
+
+/// A refetch for a new key outlives the requests that wait for it: with an
+/// issuer slower to answer than one request's time (3 s), the first waiter
+/// giving up does not cancel it, so the new key arrives and a retry gets in,
+/// and no second fetch starts meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refetch_still_brings_a_new_key_in() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    stack
+        .issuer
+        .set_jwks_delay(std::time::Duration::from_millis(3500));
+    let kid = stack.issuer.add_key(Algorithm::RS256, true);
+    let token = stack
+        .issuer
+        .sign(&kid, &stack.issuer.claims("ana", AUDIENCE, &["admin"], 300));
+    let fetches = stack.issuer.jwks_requests();
+    let started = std::time::Instant::now();
+    loop {
+        if connect(&stack.url(), &token).await.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(12),
+            "the new key never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(
+        stack.issuer.jwks_requests() - fetches <= 2,
+        "{} fetches",
+        stack.issuer.jwks_requests() - fetches
+    );
+}
+
+/// Made-up kids spread over several slow issuers still cannot hold all the
+/// requests the service keeps in flight: the bound on waiters for a refetch
+/// is one for all issuers, whatever `iss` the tokens claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_kids_across_several_slow_issuers_make_no_other_client_wait() {
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        let issuer = DevIssuer::start(0).await.unwrap();
+        slow.push(issuer);
+    }
+    let good = DevIssuer::start(0).await.unwrap();
+    let mut blocks = format!(
+        "[[oidc]]\nname = \"good\"\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nroles_claim = \"realm_access.roles\"\nuser_claim = \"preferred_username\"\nrole_namespace = \"\"\n",
+        good.issuer()
+    );
+    for (i, s) in slow.iter().enumerate() {
+        blocks.push_str(&format!(
+            "\n[[oidc]]\nname = \"slow{i}\"\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nroles_claim = \"realm_access.roles\"\n",
+            s.issuer()
+        ));
+    }
+    let mut stack = Stack::start(ServiceOptions {
+        oidc: Some(blocks),
+        ..Default::default()
+    })
+    .await;
+    for s in &slow {
+        s.set_jwks_delay(std::time::Duration::from_secs(30));
+    }
+    stack.issuer = good;
+    let addr = stack.url().trim_start_matches("nats://").to_string();
+    let burst = (open_files_limit() / 3).min(4500);
+    let mut flood = Vec::new();
+    for n in 0..burst {
+        let issuer = &slow[n % slow.len()];
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": format!("made-up-{n}")});
+        let claims =
+            json!({"iss": issuer.issuer(), "aud": AUDIENCE, "sub": "m", "exp": now() + 300});
+        let token = format!("{}.{}.AAAA", b64(&header), b64(&claims));
+        let addr = addr.clone();
+        flood.push(tokio::spawn(async move {
+            raw_connect(&addr, "m", &token).await
+        }));
+    }
+    let started = std::time::Instant::now();
+    let mut logins = 0;
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        let admitted = connect(
+            &stack.url(),
+            &stack.token(&format!("ana-{logins}"), &["reader"]),
+        )
+        .await;
+        assert!(
+            admitted.is_ok(),
+            "token login {logins} refused during the flood"
+        );
+        logins += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for task in flood {
+        task.abort();
+    }
+    assert!(logins > 20, "{logins}");
+}

@@ -134,7 +134,7 @@ pub fn fixture() -> &'static Fixture {
             config.callout.max_token_bytes,
             metrics,
         );
-        let callout = config.callout(config.authorizer(issuers, None));
+        let callout = config.callout(config.authorizer(issuers, Default::default()));
         Fixture {
             runtime,
             config,

@@ -123,6 +123,11 @@ pub fn warnings(config: &Config) -> Vec<String> {
                     "users.{}.password_bcrypt has bcrypt cost {cost}: below 10 a stolen config makes the password cheap to guess",
                     user.name
                 ));
+            } else if cost >= 14 {
+                out.push(format!(
+                    "users.{}.password_bcrypt has bcrypt cost {cost}: a check takes a second or more, which must fit in nats-server's auth timeout (2 s by default) together with any wait for a free core",
+                    user.name
+                ));
             }
         }
     }

@@ -80,7 +80,7 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
         ..RequestBody::default()
     };
     let now = unix_now();
-    let authorizer = config.authorizer(issuers, None);
+    let authorizer = config.authorizer(issuers, Default::default());
     let (user_from, roles_from) = mapping
         .as_ref()
         .map(|m| {
@@ -146,11 +146,16 @@ fn write_direction(out: &mut String, name: &str, p: &Permission) {
     let _ = writeln!(out, "  deny:   {}", list(&p.deny));
 }
 
+/// Subjects may hold values from the token: each is escaped.
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "(none)".into()
     } else {
-        items.join(", ")
+        items
+            .iter()
+            .map(|s| text::name(s))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -24,7 +24,6 @@ use crate::oidc::discovery::FetchError;
 use crate::oidc::settings::Settings;
 use crate::oidc::Issuers;
 use crate::policy::claims::ClaimMapping;
-use crate::policy::grants::GrantStore;
 use crate::policy::roles::RoleTable;
 use crate::policy::users::ConfigUser;
 use crate::secrets;
@@ -240,18 +239,14 @@ impl Config {
         )
     }
 
-    /// The decision this config describes, verifying with `issuers` and
-    /// reading KV grants from `grants` (when `grants.kv_bucket` is set).
-    pub fn authorizer(
-        &self,
-        issuers: TrustedIssuers,
-        grants: Option<Arc<GrantStore>>,
-    ) -> Authorizer {
+    /// The decision this config describes, verifying with `issuers`, with
+    /// what outlives reloads in `shared`.
+    pub fn authorizer(&self, issuers: TrustedIssuers, shared: authorize::Shared) -> Authorizer {
         Authorizer::new(
             issuers,
             self.roles.clone(),
             &self.users,
-            grants,
+            shared,
             authorize::Settings {
                 account: self.callout.account.clone(),
                 max_user_ttl: self.callout.max_user_ttl,

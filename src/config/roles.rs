@@ -9,7 +9,7 @@ use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
 use crate::policy::roles::{Direction, Role, RoleTable};
 use crate::policy::template::Entry;
-use crate::policy::users::{bcrypt_cost, ConfigUser, Credential, Grant};
+use crate::policy::users::{bcrypt_cost, ConfigUser, Credential, Grant, MAX_BCRYPT_COST};
 
 impl Validator<'_> {
     pub(super) fn roles(
@@ -118,7 +118,17 @@ impl Validator<'_> {
     ) -> Result<Credential, ConfigError> {
         match (&user.password_bcrypt, &user.nkey) {
             (Some(hash), None) => {
-                bcrypt_cost(hash).map_err(|r| self.err(&format!("{key}.password_bcrypt"), r))?;
+                let at = format!("{key}.password_bcrypt");
+                let cost = bcrypt_cost(hash).map_err(|r| self.err(&at, r))?;
+                // A check cannot be interrupted once started: a cost whose
+                // check outlasts any auth timeout only gives a flood of
+                // wrong passwords a way to keep the cores busy.
+                if cost > MAX_BCRYPT_COST {
+                    return Err(self.err(
+                        &at,
+                        format!("bcrypt cost {cost} is more than {MAX_BCRYPT_COST}: a check would take longer than nats-server waits for an answer (hash-password makes costs 10 to 16)"),
+                    ));
+                }
                 Ok(Credential::Bcrypt(hash.clone()))
             }
             (None, Some(nkey)) => {

@@ -175,11 +175,28 @@ impl<'a> Validator<'a> {
             if u.trim().is_empty() || u.contains(char::is_whitespace) {
                 return Err(self.err("nats.url", format!("{shown:?} is not a server url")));
             }
+            if u.contains(',') {
+                return Err(self.err(
+                    "nats.url",
+                    format!("{shown:?}: list several servers as a TOML array, one URL each"),
+                ));
+            }
             // The parser's message does not quote the URL.
             let addr: async_nats::ServerAddr = u
                 .parse()
                 .map_err(|e| self.err("nats.url", format!("{shown:?}: {e}")))?;
             let mut url = addr.into_inner();
+            // A server URL is scheme, credentials, host and port; anything
+            // after them is a mistake (or a password with an unencoded `/`).
+            if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
+            {
+                return Err(self.err(
+                    "nats.url",
+                    format!(
+                        "{shown:?} has a path, query or fragment; a NATS server URL is scheme://[user:password@]host:port (percent-encode / ? # in a password)"
+                    ),
+                ));
+            }
             let auth = match (url.username(), url.password()) {
                 ("", _) => None,
                 (token, None) => Some(NatsAuth::Token(decode_userinfo(token))),

@@ -69,7 +69,9 @@ pub fn build(
     let (jwt, error) = match answer {
         Answer::Allow { user_jwt } => (Some(user_jwt), None),
         Answer::Deny { error } => {
-            error_text = crate::text::one_line(error, MAX_ERROR_CHARS);
+            // nats-server logs the text with a Go format call: a `%` from
+            // a token would become a verb there.
+            error_text = crate::text::one_line(error, MAX_ERROR_CHARS).replace('%', "%%");
             (None, Some(error_text.as_str()))
         }
     };

@@ -72,14 +72,15 @@ impl IssuerClient {
             })?;
         if metadata.issuer != self.issuer {
             return Err(FetchError::IssuerMismatch {
-                found: crate::text::clip(&metadata.issuer),
+                found: crate::text::name(&metadata.issuer),
                 expected: self.issuer.clone(),
             });
         }
         let jwks_uri = metadata.jwks_uri;
+        // The issuer's answer: escaped and clipped before it reaches a log.
         check_http_url(&jwks_uri).map_err(|reason| FetchError::Discovery {
             url: self.discovery_url.clone(),
-            reason: format!("jwks_uri: {reason}"),
+            reason: format!("jwks_uri: {}", crate::text::reason(&reason)),
         })?;
         Ok(jwks_uri)
     }
@@ -89,10 +90,12 @@ impl IssuerClient {
         self.get(jwks_uri).await
     }
 
+    /// `url` may be the issuer's (`jwks_uri`): errors show it escaped.
     async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let shown = crate::text::name(url);
         let http_err = |e: reqwest::Error| FetchError::Http {
-            url: url.to_string(),
-            reason: error_chain(&e),
+            url: shown.clone(),
+            reason: crate::text::reason(&error_chain(&e)),
         };
         let mut response = self
             .http
@@ -104,12 +107,12 @@ impl IssuerClient {
         let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status {
-                url: url.to_string(),
+                url: shown.clone(),
                 status: status.as_u16(),
             });
         }
         let too_large = || FetchError::TooLarge {
-            url: url.to_string(),
+            url: shown.clone(),
             limit: self.max_bytes,
         };
         if response

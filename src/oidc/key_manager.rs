@@ -2,18 +2,18 @@
 //!
 //! * A background task loads the keys at startup (retrying while the issuer is
 //!   down) and refreshes them every `jwks_max_age`.
-//! * A token whose `kid` is unknown triggers one refetch. Concurrent callers
-//!   share it, and its outcome, success or failure, is remembered for
-//!   `jwks_refetch_cooldown`, so a flood of made-up kids costs the issuer at
-//!   most one fetch per cool-down.
+//! * A token whose `kid` is unknown triggers one refetch. It runs in a task of
+//!   its own, so a caller that stops waiting never cancels it; concurrent
+//!   callers share it, and once it is done (success or failure) none starts
+//!   again for `jwks_refetch_cooldown`, so a flood of made-up kids costs the
+//!   issuer at most one fetch per cool-down.
 //! * A failed fetch never replaces the last good key set.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use moka::future::Cache;
 
 use crate::backoff::Backoff;
 use crate::clock::{Deadline, Interrupted};
@@ -22,8 +22,12 @@ use crate::oidc::discovery::{FetchError, IssuerClient};
 use crate::oidc::jwks::KeySet;
 use crate::oidc::settings::Settings;
 
-/// Verifications that may wait for one issuer's unknown-kid refetch at once.
-const MAX_REFETCH_WAITERS: usize = 1024;
+/// Verifications that may wait for an unknown-kid refetch at once, all
+/// issuers together: a bound on what made-up kids can hold of the
+/// service's requests in flight, whatever `iss` they claim.
+pub const MAX_REFETCH_WAITERS: usize = 1024;
+
+static REFETCH_WAITERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a verification did not get the refetched keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,11 +38,35 @@ pub enum RefetchError {
 }
 
 /// Counts one waiter out again, however the wait ends.
-struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+struct Leave;
 
-impl Drop for Leave<'_> {
+impl Drop for Leave {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        REFETCH_WAITERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where the unknown-kid refetch stands.
+enum Refetch {
+    Idle {
+        finished: Option<tokio::time::Instant>,
+    },
+    /// Running; the receiver turns true when it is done.
+    Running(tokio::sync::watch::Receiver<bool>),
+}
+
+/// Marks the refetch done however its task ends.
+struct Done {
+    keys: Arc<KeyManager>,
+    tell: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        *self.keys.refetch.lock().unwrap_or_else(|e| e.into_inner()) = Refetch::Idle {
+            finished: Some(tokio::time::Instant::now()),
+        };
+        let _ = self.tell.send(true);
     }
 }
 
@@ -47,36 +75,11 @@ pub struct KeyManager {
     oidc: Arc<Settings>,
     current: ArcSwap<KeySet>,
     generations: AtomicU64,
-    unknown_kid_refetch: Cooldown,
-    /// Verifications waiting for that refetch now.
-    refetch_waiters: std::sync::atomic::AtomicUsize,
+    refetch: Mutex<Refetch>,
     /// One fetch at a time: otherwise a slow older fetch finishing last could
     /// put back a key the issuer has just removed.
     refresh_lock: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
-}
-
-/// Runs a piece of work at most once per cool-down, however many callers ask
-/// for it meanwhile: moka's `get_with` on a one-entry cache merges
-/// concurrent callers into one run (single flight), and the entry's
-/// time-to-live is the cool-down.
-struct Cooldown {
-    ran: Cache<(), ()>,
-}
-
-impl Cooldown {
-    fn new(period: Duration) -> Self {
-        Cooldown {
-            ran: Cache::builder()
-                .max_capacity(1)
-                .time_to_live(period)
-                .build(),
-        }
-    }
-
-    async fn run(&self, work: impl std::future::Future<Output = ()>) {
-        self.ran.get_with((), work).await;
-    }
 }
 
 impl KeyManager {
@@ -84,8 +87,7 @@ impl KeyManager {
         let client = IssuerClient::new(&oidc)?;
         Ok(Arc::new(KeyManager {
             client,
-            unknown_kid_refetch: Cooldown::new(oidc.jwks_refetch_cooldown),
-            refetch_waiters: Default::default(),
+            refetch: Mutex::new(Refetch::Idle { finished: None }),
             oidc,
             current: ArcSwap::from_pointee(KeySet::default()),
             generations: AtomicU64::new(0),
@@ -133,6 +135,7 @@ impl KeyManager {
             .unwrap_or_default();
         self.metrics.record_keys(name, set.len(), now.as_secs_f64());
         for reason in &set.skipped {
+            let reason = crate::text::reason(reason);
             tracing::warn!(issuer = %name, url = %self.oidc.issuer, "JWKS entry skipped: {reason}");
         }
         tracing::info!(issuer = %name, url = %self.oidc.issuer, keys = set.len(), "issuer keys loaded");
@@ -145,8 +148,8 @@ impl KeyManager {
         let jwks_uri = self.client.discover_jwks_uri().await?;
         let body = self.client.fetch_jwks(&jwks_uri).await?;
         KeySet::parse(&body, &self.oidc).map_err(|e| FetchError::Jwks {
-            url: jwks_uri,
-            reason: e.to_string(),
+            url: crate::text::name(&jwks_uri),
+            reason: crate::text::reason(&e.to_string()),
         })
     }
 
@@ -156,27 +159,55 @@ impl KeyManager {
     /// wait for it (each until its deadline); more are refused at once, so
     /// that made-up kids cannot take the capacity other clients need.
     pub async fn refetch_for_unknown_key(
-        &self,
+        self: &Arc<Self>,
         deadline: &Deadline,
     ) -> Result<Arc<KeySet>, RefetchError> {
-        let waiting = self.refetch_waiters.fetch_add(1, Ordering::AcqRel);
-        let _leave = Leave(&self.refetch_waiters);
+        let waiting = REFETCH_WAITERS.fetch_add(1, Ordering::AcqRel);
+        let _leave = Leave;
         if waiting >= MAX_REFETCH_WAITERS {
             return Err(RefetchError::Busy);
         }
-        let refetch = self.unknown_kid_refetch.run(async {
-            // A failure is logged and counted by `refresh`; the last good
-            // set stays.
-            let _ = self.refresh().await;
-        });
+        let Some(mut done) = self.start_refetch() else {
+            // Cooling down: the last refetch's outcome stands.
+            return Ok(self.current());
+        };
         // Not ended by shutdown: one fetch serves every request waiting
         // for it, and those were routed here; their deadline bounds it.
         deadline
             .without_stop()
-            .wait(refetch)
+            .wait(done.wait_for(|done| *done))
             .await
-            .map_err(RefetchError::Interrupted)?;
+            .map_err(RefetchError::Interrupted)?
+            .ok();
         Ok(self.current())
+    }
+
+    /// The running refetch, started now if none runs and the last one
+    /// finished more than a cool-down ago; `None` while cooling down.
+    fn start_refetch(self: &Arc<Self>) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let mut state = self.refetch.lock().unwrap_or_else(|e| e.into_inner());
+        match &*state {
+            Refetch::Running(done) => return Some(done.clone()),
+            Refetch::Idle { finished: Some(at) }
+                if at.elapsed() < self.oidc.jwks_refetch_cooldown =>
+            {
+                return None
+            }
+            Refetch::Idle { .. } => {}
+        }
+        let (tell, done) = tokio::sync::watch::channel(false);
+        *state = Refetch::Running(done.clone());
+        let finish = Done {
+            keys: self.clone(),
+            tell,
+        };
+        tokio::spawn(async move {
+            // A failure is logged and counted by `refresh`; the last good
+            // set stays.
+            let _ = finish.keys.refresh().await;
+            drop(finish);
+        });
+        Some(done)
     }
 
     /// Loads the keys, retrying with backoff while the issuer is unreachable,

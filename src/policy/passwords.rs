@@ -26,6 +26,10 @@ const QUEUE_PER_CORE: usize = 16;
 /// Admitted checks per core for one user name, so that a flood aimed at
 /// one account cannot take the queue from the others.
 const PER_NAME_PER_CORE: usize = 2;
+/// Admitted checks at most, however many cores: together with the other
+/// bounded waits it must stay well below the requests the service keeps in
+/// flight (see `service::dispatch`).
+pub const MAX_ADMITTED: usize = 256;
 /// Passwords already checked against their hash are remembered this long,
 /// by a digest of user, hash and password, so reconnect storms do not pay
 /// bcrypt again and again.
@@ -80,7 +84,7 @@ impl PasswordChecks {
         PasswordChecks {
             threads: tokio::sync::Semaphore::new(threads),
             admitted: Mutex::default(),
-            max_admitted: QUEUE_PER_CORE * threads,
+            max_admitted: (QUEUE_PER_CORE * threads).min(MAX_ADMITTED),
             max_per_name: PER_NAME_PER_CORE * threads,
             remembered: moka::sync::Cache::builder()
                 .max_capacity(4096)

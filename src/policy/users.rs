@@ -49,11 +49,13 @@ pub enum Grant {
 pub struct ConfigUsers {
     by_name: HashMap<String, ConfigUser>,
     by_nkey: HashMap<String, String>,
-    passwords: PasswordChecks,
+    passwords: Arc<PasswordChecks>,
 }
 
 impl ConfigUsers {
-    pub fn new(users: &[ConfigUser]) -> Self {
+    /// The users, checking passwords with `passwords` (shared across
+    /// config reloads: its bounds and remembered logins are the process's).
+    pub fn new(users: &[ConfigUser], passwords: Arc<PasswordChecks>) -> Self {
         let by_nkey = users
             .iter()
             .filter_map(|u| match &u.credential {
@@ -64,7 +66,7 @@ impl ConfigUsers {
         ConfigUsers {
             by_name: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             by_nkey,
-            passwords: PasswordChecks::default(),
+            passwords,
         }
     }
 
@@ -152,6 +154,9 @@ impl ConfigUsers {
     }
 }
 
+/// The highest bcrypt cost accepted: about 4 s a check on a current core.
+pub const MAX_BCRYPT_COST: u32 = 16;
+
 /// A bcrypt hash as nats-server and `htpasswd -B` write it; returns its cost.
 pub fn bcrypt_cost(hash: &str) -> Result<u32, String> {
     let parts: Option<bcrypt::HashParts> = hash.parse().ok().filter(|p: &bcrypt::HashParts| {
@@ -181,18 +186,21 @@ mod tests {
     }
 
     fn users(nkey: &str) -> ConfigUsers {
-        ConfigUsers::new(&[
-            ConfigUser {
-                name: "svc-billing".into(),
-                credential: Credential::Bcrypt(bcrypt::hash("s3cret", 4).unwrap()),
-                grant: Grant::Roles(vec!["writer".into()]),
-            },
-            ConfigUser {
-                name: "svc-sensor".into(),
-                credential: Credential::Nkey(nkey.into()),
-                grant: Grant::Roles(vec!["writer".into()]),
-            },
-        ])
+        ConfigUsers::new(
+            &[
+                ConfigUser {
+                    name: "svc-billing".into(),
+                    credential: Credential::Bcrypt(bcrypt::hash("s3cret", 4).unwrap()),
+                    grant: Grant::Roles(vec!["writer".into()]),
+                },
+                ConfigUser {
+                    name: "svc-sensor".into(),
+                    credential: Credential::Nkey(nkey.into()),
+                    grant: Grant::Roles(vec!["writer".into()]),
+                },
+            ],
+            Default::default(),
+        )
     }
 
     fn code(r: Option<Result<&ConfigUser, Refusal>>) -> &'static str {

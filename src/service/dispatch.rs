@@ -2,7 +2,7 @@
 //! `MAX_IN_FLIGHT` at a time, and publishes the answer.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -17,6 +17,20 @@ use crate::service::micro::EndpointCounters;
 /// Bounds memory under a connect storm; nats-server's own auth timeout bounds
 /// how long any request is worth answering.
 const MAX_IN_FLIGHT: usize = 4096;
+/// The longest an answer may wait to be handed to the NATS client.
+const PUBLISH_WAIT: Duration = Duration::from_secs(2);
+/// The longest shutdown waits for the requests in flight: a key fetch one
+/// waits for ends by the request's deadline, 3 s with nats-server's default
+/// auth timeout.
+const FINISH_WAIT: Duration = Duration::from_secs(3);
+
+// Requests that wait for something slow hold their place in flight; the
+// waits are bounded so that together they never take all of it, and a
+// fast request always finds room (no client can make another wait).
+const _: () = assert!(
+    crate::oidc::key_manager::MAX_REFETCH_WAITERS + crate::policy::passwords::MAX_ADMITTED
+        < MAX_IN_FLIGHT / 2
+);
 
 pub struct Dispatcher {
     client: async_nats::Client,
@@ -117,19 +131,37 @@ impl Dispatcher {
                 counters.record(started.elapsed());
                 return;
             }
-            if let Err(e) = client.publish(reply, decision.body.into()).await {
+            // With nats-server gone the client's outbound queue fills and a
+            // publish would wait for the reconnect; an answer that late is
+            // useless anyway.
+            let published =
+                tokio::time::timeout(PUBLISH_WAIT, client.publish(reply, decision.body.into()))
+                    .await;
+            let failed = match published {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("not sent within {PUBLISH_WAIT:?}")),
+            };
+            if let Some(e) = failed {
                 tracing::error!(error = %e, "cannot publish the authorization response");
-                counters.record_error(e.to_string());
+                counters.record_error(e);
             }
             counters.record(started.elapsed());
             drop(permit);
         });
     }
 
-    /// Waits until every started request is answered; requests waiting for
-    /// something slow (a password check, a key fetch) stop waiting now.
+    /// Waits until every started request is answered, for `FINISH_WAIT` at
+    /// most; requests waiting for a password check stop waiting now.
     pub async fn finish(&mut self) {
         let _ = self.stop.send(true);
-        while self.in_flight.join_next().await.is_some() {}
+        let all = async { while self.in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(FINISH_WAIT, all).await.is_err() {
+            tracing::warn!(
+                left = self.in_flight.len(),
+                "shutdown: requests still in flight after {FINISH_WAIT:?} are abandoned"
+            );
+            self.in_flight.abort_all();
+        }
     }
 }

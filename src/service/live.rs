@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
+use crate::authorize::Shared;
 use crate::callout::Callout;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -29,26 +30,28 @@ pub struct Live {
     refreshers: Mutex<Vec<(Arc<KeyManager>, JoinHandle<()>)>>,
     metrics: Arc<Metrics>,
     path: PathBuf,
-    /// The grants bucket named at startup (`grants.kv_bucket`) and its
-    /// in-memory copy.
-    grants: Option<(String, Arc<GrantStore>)>,
+    /// The grants bucket named at startup (`grants.kv_bucket`).
+    bucket: Option<String>,
+    /// What every authorizer of this process shares.
+    shared: Shared,
 }
 
 impl Live {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Live>, ServiceError> {
-        let grants = config
-            .grants
-            .kv_bucket
-            .clone()
-            .map(|bucket| (bucket, GrantStore::new()));
+        let bucket = config.grants.kv_bucket.clone();
+        let shared = Shared {
+            grants: bucket.as_ref().map(|_| GrantStore::new()),
+            passwords: Default::default(),
+        };
         let issuers = config.issuers(None, &metrics)?;
-        let authorizer = config.authorizer(issuers, grants.as_ref().map(|(_, s)| s.clone()));
+        let authorizer = config.authorizer(issuers, shared.clone());
         Ok(Arc::new(Live {
             callout: ArcSwap::from_pointee(config.callout(authorizer)),
             path: config.source.clone(),
             config: ArcSwap::from_pointee(config),
             refreshers: Mutex::new(Vec::new()),
-            grants,
+            bucket,
+            shared,
             metrics,
         }))
     }
@@ -64,7 +67,7 @@ impl Live {
 
     /// The grants bucket and its store, when `grants.kv_bucket` is set.
     pub fn grants(&self) -> Option<(&str, &Arc<GrantStore>)> {
-        self.grants.as_ref().map(|(b, s)| (b.as_str(), s))
+        self.bucket.as_deref().zip(self.shared.grants.as_ref())
     }
 
     /// Each issuer's name and whether its keys are loaded.
@@ -152,7 +155,7 @@ impl Live {
             })
             .count();
         let all_kept = kept == new.oidc.len() && kept == old.oidc.len();
-        let authorizer = new.authorizer(issuers, self.grants.as_ref().map(|(_, s)| s.clone()));
+        let authorizer = new.authorizer(issuers, self.shared.clone());
         self.callout.store(Arc::new(new.callout(authorizer)));
         self.config.store(Arc::new(new));
         if !all_kept {
@@ -162,27 +165,15 @@ impl Live {
         Ok(read)
     }
 
-    /// Reloads; on failure says so and keeps the running config. Returns
-    /// the digest of what was read, if it was read whole.
-    async fn reload_and_report(&self) -> Option<[u8; 32]> {
-        match self.reload().await {
-            Ok(read) => Some(read),
-            Err(e) => {
-                tracing::error!("config reload failed; keeping the running config: {e}");
-                match e {
-                    // Read whole but invalid: not tried again until it changes.
-                    ServiceError::Config(c) if c.key != "(file)" => digest(&self.path),
-                    _ => None,
-                }
-            }
-        }
-    }
-
     /// Reloads on SIGHUP and whenever the file's content changes (checked
     /// every `poll`; content, not mtime, so symlink swaps of mounted config
-    /// maps count too). Runs until dropped.
+    /// maps count too). A failed reload keeps the running config and is
+    /// tried again at every poll (a seed file it names may be back by
+    /// then), but said once until the content or the error changes. Runs
+    /// until dropped.
     pub async fn watch(self: Arc<Self>, poll: Duration) {
-        let mut last = digest(&self.path);
+        let mut applied = digest(&self.path);
+        let mut failing: Option<String> = None;
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(poll);
@@ -199,19 +190,33 @@ impl Live {
             };
             #[cfg(not(unix))]
             let hangup = std::future::pending::<()>();
-            tokio::select! {
+            let asked = tokio::select! {
                 _ = hangup => {
                     tracing::info!("SIGHUP: reloading the config");
-                    if let Some(read) = self.reload_and_report().await {
-                        last = Some(read);
-                    }
+                    failing = None;
+                    true
                 }
-                _ = tick.tick() => {
-                    if digest(&self.path) != last {
-                        tracing::info!("config file changed: reloading");
-                        if let Some(read) = self.reload_and_report().await {
-                            last = Some(read);
-                        }
+                _ = tick.tick() => false,
+            };
+            if !asked && digest(&self.path) == applied {
+                failing = None;
+                continue;
+            }
+            if !asked && failing.is_none() {
+                tracing::info!("config file changed: reloading");
+            }
+            match self.reload().await {
+                Ok(read) => {
+                    applied = Some(read);
+                    failing = None;
+                }
+                Err(e) => {
+                    let said = e.to_string();
+                    if failing.as_ref() != Some(&said) {
+                        tracing::error!(
+                            "config reload failed; keeping the running config (tried again every {poll:?}): {said}"
+                        );
+                        failing = Some(said);
                     }
                 }
             }
