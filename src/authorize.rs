@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use crate::clock::Deadline;
 use crate::nats::request::RequestBody;
+use crate::nats::user_jwt::ConnectionLimits;
 use crate::nats::user_jwt::Permission;
 use crate::oidc::cache::VerifiedToken;
 use crate::oidc::error::TokenError;
 use crate::oidc::{Issuer, Issuers};
 use crate::policy::claims::{self, ClaimMapping};
+use crate::policy::connection::{self, Broken, ConnectionRules, Facts};
 use crate::policy::grants::GrantStore;
 use crate::policy::passwords::PasswordChecks;
-use crate::policy::roles::{self, Permissions, RoleTable};
+use crate::policy::roles::{self, Limits, Permissions, Resp, RoleTable};
 use crate::policy::scopes;
 use crate::policy::template::Values;
 use crate::policy::users::{ConfigUser, ConfigUsers, Grant, CONFIG_ISSUER};
@@ -75,10 +77,41 @@ pub struct Admission {
     pub account: String,
     pub publish: Permission,
     pub subscribe: Permission,
+    /// Replies to received requests, the widest of the roles'.
+    pub resp: Option<Resp>,
+    /// The tightest of the roles' limits.
+    pub limits: Limits,
+    /// Each role's connection rules; all must hold.
+    pub connection: Vec<(String, ConnectionRules)>,
+    /// The same rules as the user JWT states them.
+    pub jwt_rules: ConnectionLimits,
     /// When the user JWT expires.
     pub expires: u64,
     /// The token's own `exp`, when a token vouched for the user.
     pub token_expires: Option<u64>,
+}
+
+impl Admission {
+    /// Whether the connection itself keeps every role's rules (type,
+    /// address, time); a time window also ends the user JWT where it
+    /// closes.
+    pub fn check_connection(&mut self, facts: &Facts<'_>) -> Result<(), Refusal> {
+        for (role, rules) in &self.connection {
+            match rules.check(role, facts) {
+                Ok(None) => {}
+                Ok(Some(window_end)) => self.expires = self.expires.min(window_end),
+                Err(broken) => {
+                    let (code, reason) = match broken {
+                        Broken::Type(r) => (RefusalCode::ConnectionType, r),
+                        Broken::Source(r) => (RefusalCode::ConnectionSource, r),
+                        Broken::Time(r) => (RefusalCode::ConnectionTime, r),
+                    };
+                    return Err(Refusal::new(code, reason).of(&self.user));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Who authenticated, before any role is looked up.
@@ -127,11 +160,32 @@ impl Authorizer {
         &self.settings
     }
 
-    /// Decides one verified authorization request at `now`. Nothing slow
-    /// (a signature check, a key fetch, a password hash) starts once
-    /// `deadline` has passed, and no wait outlasts it: the refusal then has
-    /// the code `request_expired`.
+    /// Decides one verified authorization request at `now`: who, with
+    /// which permissions, and whether this connection may (its type,
+    /// address and time). Nothing slow (a signature check, a key fetch, a
+    /// password hash) starts once `deadline` has passed, and no wait
+    /// outlasts it: the refusal then has the code `request_expired`.
     pub async fn authorize(
+        &self,
+        request: &RequestBody,
+        now: u64,
+        deadline: &Deadline,
+    ) -> Result<Admission, Refusal> {
+        let mut admission = self.decide(request, now, deadline).await?;
+        let client = &request.client_info;
+        admission.check_connection(&Facts {
+            kind: client.kind.as_deref(),
+            client_type: client.client_type.as_deref(),
+            host: client.host.as_deref(),
+            now,
+        })?;
+        Ok(admission)
+    }
+
+    /// The decision without the connection's own facts: what `explain`
+    /// shows for a token alone (the connection rules are checked by
+    /// `authorize`).
+    pub async fn decide(
         &self,
         request: &RequestBody,
         now: u64,
@@ -215,10 +269,18 @@ impl Authorizer {
             subscribe,
             roles,
             account,
+            resp,
+            limits,
+            max_user_ttl,
+            connection,
         } = found
             .map_err(|e| refuse(e.code(), e.to_string()))?
             .ok_or_else(|| refuse(RefusalCode::NoMappedRole, who.unmapped.clone()))?;
-        let latest = now.saturating_add(self.settings.max_user_ttl.as_secs());
+        // The shortest lifetime wins: the service's, a role's, the token's.
+        let ttl = max_user_ttl.map_or(self.settings.max_user_ttl, |r| {
+            r.min(self.settings.max_user_ttl)
+        });
+        let latest = now.saturating_add(ttl.as_secs());
         let token_expires = who.token.as_ref().map(|t| t.exp);
         Ok(Admission {
             user: who.name,
@@ -230,6 +292,10 @@ impl Authorizer {
             account: account.unwrap_or_else(|| self.settings.account.clone()),
             publish,
             subscribe,
+            resp,
+            limits,
+            jwt_rules: connection::jwt_rules(connection.iter().map(|(_, r)| r)),
+            connection,
             expires: token_expires.map_or(latest, |exp| exp.min(latest)),
             token_expires,
         })

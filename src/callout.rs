@@ -15,7 +15,7 @@ use crate::clock::{unix_now, Deadline, Interrupted};
 use crate::metrics::Outcome;
 use crate::nats::request::{self, Addressee, AuthRequest, DecodeFailure};
 use crate::nats::response::{self, Answer};
-use crate::nats::user_jwt::{self, Placement, UserGrant};
+use crate::nats::user_jwt::{self, Placement, ResponsePermission, UserGrant, UserLimits};
 use crate::refusal::{Refusal, RefusalCode};
 use crate::text;
 
@@ -255,35 +255,8 @@ impl Callout {
         max_response_bytes: usize,
         now: u64,
     ) -> Result<Vec<u8>, Refusal> {
-        let (placement, signer) = match &self.keys.mode {
-            Mode::Server => (Placement::Named(&admission.account), &self.keys.issuer),
-            Mode::Operator { accounts } => {
-                let target = accounts.get(&admission.account).ok_or_else(|| {
-                    Refusal::new(
-                        RefusalCode::UnknownAccount,
-                        format!(
-                            "account {:?} is not in [callout.accounts]",
-                            admission.account
-                        ),
-                    )
-                    .of(&admission.user)
-                })?;
-                let account = &target.public_key;
-                (Placement::Signed { account }, &target.signer)
-            }
-        };
-        let user_jwt = user_jwt::issue(
-            &UserGrant {
-                user_nkey: &request.claims.nats.user_nkey,
-                name: &admission.user,
-                placement,
-                publish: &admission.publish,
-                subscribe: &admission.subscribe,
-                expires: admission.expires,
-            },
-            signer,
-            now,
-        );
+        let (grant, signer) = self.user_grant(admission, &request.claims.nats.user_nkey)?;
+        let user_jwt = user_jwt::issue(&grant, signer, now);
         let body = self.respond(
             to,
             &request.server_xkey,
@@ -303,6 +276,62 @@ impl Callout {
             .of(&admission.user));
         }
         Ok(body)
+    }
+
+    /// What the user JWT for `admission` says, and the key that signs it.
+    fn user_grant<'a>(
+        &'a self,
+        admission: &'a Admission,
+        user_nkey: &'a str,
+    ) -> Result<(UserGrant<'a>, &'a nkeys::KeyPair), Refusal> {
+        let (placement, signer) = match &self.keys.mode {
+            Mode::Server => (Placement::Named(&admission.account), &self.keys.issuer),
+            Mode::Operator { accounts } => {
+                let target = accounts.get(&admission.account).ok_or_else(|| {
+                    Refusal::new(
+                        RefusalCode::UnknownAccount,
+                        format!(
+                            "account {:?} is not in [callout.accounts]",
+                            admission.account
+                        ),
+                    )
+                    .of(&admission.user)
+                })?;
+                let account = &target.public_key;
+                (Placement::Signed { account }, &target.signer)
+            }
+        };
+        let grant = UserGrant {
+            user_nkey,
+            name: &admission.user,
+            placement,
+            publish: &admission.publish,
+            subscribe: &admission.subscribe,
+            resp: admission.resp.map(|r| ResponsePermission {
+                max: r.max,
+                ttl: r.ttl.map(|t| t.as_nanos().min(i64::MAX as u128) as i64),
+            }),
+            limits: UserLimits {
+                subs: admission.limits.subs.unwrap_or(-1),
+                data: admission.limits.data.unwrap_or(-1),
+                payload: admission.limits.payload.unwrap_or(-1),
+            },
+            connection: &admission.jwt_rules,
+            expires: admission.expires,
+        };
+        Ok((grant, signer))
+    }
+
+    /// The claims of the user JWT `admission` would get (for a connection
+    /// whose user nkey is `user_nkey`), as JSON: what `explain` shows.
+    pub fn user_claims(
+        &self,
+        admission: &Admission,
+        user_nkey: &str,
+        now: u64,
+    ) -> Result<serde_json::Value, Refusal> {
+        let (grant, signer) = self.user_grant(admission, user_nkey)?;
+        Ok(user_jwt::claims(&grant, &signer.public_key(), now))
     }
 
     /// The signed response, sealed when the request came sealed.

@@ -39,6 +39,12 @@ pub enum RefusalCode {
     ResponseTooLarge,
     /// The user's account is not one the callout can sign for.
     UnknownAccount,
+    /// A role admits other connection types (websocket, MQTT, ...).
+    ConnectionType,
+    /// A role admits connections from other addresses.
+    ConnectionSource,
+    /// A role admits connections at other times.
+    ConnectionTime,
     /// Too many slow checks already under way, or shutting down: refused
     /// at once rather than queued.
     Unavailable,
@@ -49,7 +55,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in the README table's order.
-    pub const ALL: [RefusalCode; 32] = [
+    pub const ALL: [RefusalCode; 35] = [
         RefusalCode::NoToken,
         RefusalCode::TokenTooLarge,
         RefusalCode::TokenMalformed,
@@ -79,6 +85,9 @@ impl RefusalCode {
         RefusalCode::SubjectTemplate,
         RefusalCode::ResponseTooLarge,
         RefusalCode::UnknownAccount,
+        RefusalCode::ConnectionType,
+        RefusalCode::ConnectionSource,
+        RefusalCode::ConnectionTime,
         RefusalCode::Unavailable,
         RefusalCode::RequestExpired,
         RefusalCode::BadRequest,
@@ -116,6 +125,9 @@ impl RefusalCode {
             RefusalCode::SubjectTemplate => "subject_template",
             RefusalCode::ResponseTooLarge => "response_too_large",
             RefusalCode::UnknownAccount => "unknown_account",
+            RefusalCode::ConnectionType => "connection_type",
+            RefusalCode::ConnectionSource => "connection_source",
+            RefusalCode::ConnectionTime => "connection_time",
             RefusalCode::Unavailable => "unavailable",
             RefusalCode::RequestExpired => "request_expired",
         }

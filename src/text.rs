@@ -56,6 +56,20 @@ pub fn reason(s: &str) -> String {
     printable(s, 1024)
 }
 
+/// Several lines meant for a terminal (a JSON document `explain` prints):
+/// each line as `printable` escapes it, whatever its length.
+pub fn block(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c != '\n' && needs_escape(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Control characters, and every character Rust's `Debug` would not print
 /// as itself (format characters such as zero-width spaces and
 /// bidirectional overrides, line and paragraph separators, unassigned
@@ -103,6 +117,7 @@ mod tests {
         );
         assert_eq!(name("\u{1b}[2Kok"), "\\u{1b}[2Kok");
         assert_eq!(name("a\u{202e}b"), "a\\u{202e}b");
+        assert_eq!(block("{\n  \"a\u{202e}\"\n}"), "{\n  \"a\\u{202e}\"\n}");
         for invisible in [
             '\u{200b}', '\u{2028}', '\u{2029}', '\u{061c}', '\u{feff}', '\u{2066}',
         ] {

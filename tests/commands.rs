@@ -205,3 +205,158 @@ fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
         );
     }
 }
+
+#[test]
+fn check_warns_about_risky_grants_and_connection_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("issuer.nk");
+    std::fs::write(&seed, nkeys::KeyPair::new_account().seed().unwrap()).unwrap();
+    std::fs::set_permissions(&seed, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        r#"
+[nats]
+url = "nats://127.0.0.1:4222"
+user = "auth"
+password = "authpw"
+
+[callout]
+issuer_seed_file = "issuer.nk"
+account = "APP"
+
+[oidc]
+issuer = "https://idp.example.com/realms/demo"
+audience = "nats"
+roles_claim = "realm_access.roles"
+
+[grants]
+kv_bucket = "grants"
+
+[roles.echo]
+sub.allow = ["svc.echo"]
+pub.allow = ["_INBOX.>"]
+resp = {}
+
+[roles.owner]
+sub.allow = ["_INBOX.>"]
+jetstream.manage = ["A", "B", "C", "D"]
+
+[roles.granter]
+sub.allow = ["_INBOX.>"]
+pub.allow = ["$KV.*.>"]
+
+[roles.worker]
+sub.allow = ["_INBOX.>"]
+jetstream.consume = ["ORDERS/worker"]
+
+[roles.tail]
+sub.allow = ["_INBOX.>"]
+jetstream.replay = ["ORDERS"]
+
+[roles.embedded]
+pub.allow = ["x"]
+connection.types = ["IN_PROCESS", "MQTT_WS"]
+
+[roles.leaf]
+pub.allow = ["x"]
+connection.types = ["LEAFNODE"]
+
+[roles.iot]
+pub.allow = ["x"]
+connection.types = ["MQTT", "MQTT_WS"]
+
+[roles.deaf]
+kv.read = ["config"]
+
+[roles.profile]
+sub.allow = ["_INBOX.>"]
+kv.write = ["profiles/{{sub}}.>", "scratch"]
+"#,
+    )
+    .unwrap();
+    let out = callout_bin()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let t = output_text(&out);
+    assert!(out.status.success(), "{t}");
+    for expected in [
+        "warning: roles.echo: pub.allow \"_INBOX.>\" reaches every client's _INBOX next to resp",
+        "warning: roles.owner.jetstream.manage names 4 streams",
+        "warning: roles.granter: publishing \"$KV.*.>\" can change the grants bucket \"grants\"",
+        "warning: roles.worker.jetstream.consume ORDERS/worker: roles.tail.jetstream.replay may create consumers on stream ORDERS",
+        "warning: roles.embedded.connection.types lists MQTT_WS without MQTT: nats-server does not tell the two apart",
+        "warning: roles.leaf.connection.types lists LEAFNODE without LEAFNODE_WS",
+        "warning: roles.profile.kv.write profiles/{{sub}}.>: a put of these keys with the header Nats-Rollup: all empties the whole bucket",
+        "warning: roles.deaf: jetstream and kv answer on the client's inbox, and sub.allow has no _INBOX subject",
+    ] {
+        assert!(t.contains(expected), "missing {expected:?} in\n{t}");
+    }
+    for quiet in [
+        "warning: roles.worker: ",
+        "warning: roles.tail",
+        "warning: roles.iot",
+        "lists IN_PROCESS",
+        "kv.write scratch",
+    ] {
+        assert!(!t.contains(quiet), "unexpected {quiet:?} in\n{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_whole_user_jwt_of_a_role() {
+    let stack = Stack::start(ServiceOptions {
+        roles: r#"
+[roles.orders-service]
+sub.allow = ["orders.requests", "_INBOX.>"]
+resp = { max = 1, ttl = "1m" }
+max_user_ttl = "15m"
+limits = { subs = 100, payload = "64KiB", data = "10MiB" }
+connection.types = ["STANDARD", "WEBSOCKET"]
+connection.sources = ["10.0.0.0/8"]
+connection.times = [{ start = "08:00:00", end = "18:00:00" }]
+connection.time_zone = "Europe/Berlin"
+
+[roles.orders-service.jetstream]
+consume = ["ORDERS/worker"]
+
+[roles.orders-service.kv]
+write = ["profiles/{{name}}.>"]
+"#
+        .into(),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let token = stack
+        .issuer
+        .token("svc", AUDIENCE, &["orders-service"], 3600);
+    let config = stack.service.config.clone();
+    let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
+        .await
+        .unwrap();
+    let t = output_text(&out);
+    println!("{t}");
+    assert!(
+        out.status.success(),
+        "explain shows rules it cannot check: {t}"
+    );
+    for expected in [
+        "responses: 1 per request received, within 1m",
+        "limits:   subs 100, payload 65536, data 10485760 (bytes)",
+        "connection (checked at connect; every role's must hold):",
+        "  orders-service: types STANDARD, WEBSOCKET; from 10.0.0.0/8; at 08:00:00-18:00:00 (Europe/Berlin)",
+        "(in 900s;",
+        "user JWT claims (sub is the connecting client's nkey):",
+        "\"$JS.API.CONSUMER.MSG.NEXT.ORDERS.worker\"",
+        "\"$KV.profiles.svc.>\"",
+        "\"allowed_connection_types\": [",
+        "\"times_location\": \"Europe/Berlin\"",
+        "\"ttl\": 60000000000",
+        "\"subs\": 100",
+        "\"sub\": \"U(the connecting client's nkey)\"",
+    ] {
+        assert!(t.contains(expected), "missing {expected:?} in\n{t}");
+    }
+}

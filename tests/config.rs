@@ -850,3 +850,127 @@ fn check_warns_about_identity_seeds_in_operator_mode() {
         );
     }
 }
+
+/// Each bad value in the new role keys is refused at load time, and the
+/// message names the role, the key and what is wrong.
+#[test]
+fn role_grants_limits_and_connection_rules_are_checked_at_load() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("resp = { max = 0 }", "roles.reader.resp.max", "1"),
+        ("resp = { ttl = \"0s\" }", "roles.reader.resp.ttl", "1ms"),
+        ("resp = { ttl = \"2d\" }", "roles.reader.resp.ttl", "24h"),
+        ("max_user_ttl = \"soon\"", "roles.reader.max_user_ttl", "\"soon\""),
+        ("limits = { subs = -1 }", "roles.reader.limits.subs", "negative"),
+        ("limits = { payload = \"lots\" }", "roles.reader.limits.payload", "\"lots\""),
+        ("limits = { payload = \"3GiB\" }", "roles.reader.limits.payload", "more than nats-server"),
+        ("limits = {}", "roles.reader.limits", "sets no limit"),
+        ("connection = {}", "roles.reader.connection", "no rule"),
+        ("connection.types = [\"websocket\"]", "roles.reader.connection.types", "WEBSOCKET"),
+        ("connection.types = []", "roles.reader.connection.types", ""),
+        ("connection.sources = [\"10.0.0.0/33\"]", "roles.reader.connection.sources", "10.0.0.0/33"),
+        ("connection.sources = [\"10.0.0.1/8\"]", "roles.reader.connection.sources", "10.0.0.0/8 or the address 10.0.0.1/32"),
+        ("connection.times = [{ start = \"8am\", end = \"18:00:00\" }]", "roles.reader.connection.times", "8am"),
+        ("connection.times = [{ start = \"08:00:00\", end = \"08:00:00\" }]", "roles.reader.connection.times", "empty"),
+        ("connection.times = [{ start = \"08:00:00\", end = \"18:00:00\" }]\nconnection.time_zone = \"Mars/Olympus\"", "roles.reader.connection.time_zone", "Mars/Olympus"),
+        ("jetstream.consume = [\"ORDERS\"]", "roles.reader.jetstream.consume", "stream/consumer"),
+        ("jetstream.consume = [\"ORD.ERS/worker\"]", "roles.reader.jetstream.consume", "'.'"),
+        ("jetstream.read = [\"ORDERS*\"]", "roles.reader.jetstream.read", "'*'"),
+        ("jetstream.manage = [\"42\"]", "roles.reader.jetstream.manage", "digits"),
+        ("jetstream.replay = [\"\"]", "roles.reader.jetstream.replay", "1 to 255"),
+        ("jetstream = {}", "roles.reader.jetstream", "grants nothing"),
+        ("kv = {}", "roles.reader.kv", "grants nothing"),
+        ("kv.read = [\"con fig\"]", "roles.reader.kv.read", "bucket"),
+        ("kv.write = [\"profiles/a b\"]", "roles.reader.kv.write", "key pattern"),
+        ("kv.write = [\"profiles/a.>.b\"]", "roles.reader.kv.write", ""),
+        ("kv.read = [\"profiles/{{nope}}\"]", "roles.reader.kv.read", "nope"),
+        ("kv.read = [\"profiles/\"]", "roles.reader.kv.read", ""),
+    ];
+    for (line, key, detail) in cases {
+        let text = GOOD.replace(
+            "sub.allow = [\"orders.>\"]",
+            &format!("sub.allow = [\"orders.>\"]\n{line}"),
+        );
+        let msg = error_for(&text);
+        assert!(msg.contains(key), "{line}: the message names {key}: {msg}");
+        assert!(
+            msg.contains(detail),
+            "{line}: the message says {detail:?}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn role_grants_limits_and_connection_rules_load() {
+    let d = Dir::new();
+    let text = GOOD.replace(
+        "sub.allow = [\"orders.>\"]",
+        r#"sub.allow = ["orders.>", "_INBOX.>"]
+resp = { max = 2, ttl = "1m" }
+max_user_ttl = "15m"
+limits = { subs = 100, payload = "64KiB", data = 10485760 }
+connection.types = ["STANDARD", "WEBSOCKET"]
+connection.sources = ["10.0.0.0/8", "::1/128"]
+connection.times = [{ start = "22:00:00", end = "06:00:00" }]
+connection.time_zone = "Europe/Berlin"
+jetstream.consume = ["ORDERS/worker"]
+jetstream.read = ["ORDERS"]
+kv.read = ["config", "profiles/{{sub}}.>"]
+kv.write = ["profiles/{{sub}}.>"]"#,
+    );
+    let config = Config::load(&d.write(&text)).expect("valid");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["check", "--config"])
+        .arg(d.path().join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    drop(config);
+}
+
+/// The example's commented-out role loads once uncommented.
+#[test]
+fn the_examples_commented_role_is_valid() {
+    let d = Dir::new();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+            .unwrap()
+            .replace("\"/etc/nats-oidc-callout/issuer.nk\"", "\"issuer.nk\"");
+    let at = example
+        .find("# [roles.orders-service]")
+        .expect("the example shows a role with grants");
+    let uncommented: String = example[at..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::load(&d.write(&format!("{}{uncommented}\n", &example[..at])))
+        .expect("the uncommented role is valid");
+    let role = config
+        .roles
+        .iter()
+        .find(|(n, _)| *n == "orders-service")
+        .unwrap()
+        .1;
+    assert!(role.resp.is_some() && role.connection.is_some() && !role.granted.is_empty());
+}
+
+/// The README's example of everything a role can say loads as written.
+#[test]
+fn the_readme_role_example_is_valid() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("### Replies, JetStream, KV, limits and connection rules")
+        .nth(1)
+        .expect("the README has the section");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section starts with a TOML example");
+    let d = Dir::new();
+    let config = Config::load(&d.write(&format!("{GOOD}\n{block}")))
+        .unwrap_or_else(|e| panic!("the README's example is valid: {e}"));
+    for role in ["orders-service", "browser", "orders-worker", "profile-user"] {
+        assert!(config.roles.iter().any(|(n, _)| n == role), "{role}");
+    }
+}

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use crate::callout::Mode;
 use crate::cli::error::CliError;
 use crate::config::Config;
-use crate::policy::roles::Direction;
-use crate::policy::subject::names_reserved;
+use crate::policy::roles::{Direction, Role};
+use crate::policy::subject::{names_reserved, overlaps};
 use crate::policy::users::{bcrypt_cost, Credential, Grant};
 
 /// `check`: prints the warnings and says the config is valid.
@@ -109,12 +109,18 @@ pub fn warnings(config: &Config) -> Vec<String> {
                  can see and control server internals"
             ));
         }
-        if role.publish.allow.is_empty() && role.subscribe.allow.is_empty() {
+        warn_role_grants(&mut out, name, role, config.grants.kv_bucket.as_deref());
+        if role.publish.allow.is_empty()
+            && role.subscribe.allow.is_empty()
+            && role.granted.is_empty()
+            && role.resp.is_none()
+        {
             out.push(format!(
                 "roles.{name}: allows nothing; its users can connect but neither publish nor subscribe"
             ));
         }
     }
+    warn_consumers_others_create(&mut out, config);
     for user in &config.users {
         if let Credential::Bcrypt(hash) = &user.credential {
             let cost = bcrypt_cost(hash).unwrap_or(0);
@@ -165,6 +171,113 @@ fn warn_direction(out: &mut Vec<String>, role: &str, dir_name: &str, dir: &Direc
             out.push(format!(
                 "roles.{role}.{dir_name}.allow grants {subject:?}: $SYS subjects carry server and account internals (the auth callout subject among them); naming one lifts the automatic deny of $SYS.> for the {dir_name} permissions of every user holding this role, so any wildcard grant of their other roles reaches all of $SYS"
             ));
+        }
+    }
+}
+
+/// Streams one role may manage before `check` asks whether it should.
+const MANY_STREAMS: usize = 3;
+
+fn warn_role_grants(out: &mut Vec<String>, name: &str, role: &Role, grants_bucket: Option<&str>) {
+    let publishes = || {
+        role.publish
+            .allow
+            .iter()
+            .map(|e| e.as_str())
+            .chain(role.granted.iter().map(|(e, _)| e.as_str()))
+    };
+    if role.resp.is_some() {
+        if let Some(inbox) = role
+            .publish
+            .allow
+            .iter()
+            .find(|e| overlaps(e.as_str(), "_INBOX.>"))
+        {
+            out.push(format!(
+                "roles.{name}: pub.allow {:?} reaches every client's _INBOX next to resp: resp already lets it answer the requests it receives; publishing into other inboxes lets it forge replies to requests it never saw",
+                inbox.as_str()
+            ));
+        }
+    }
+    let manage = &role.jetstream.manage;
+    if manage.len() > MANY_STREAMS {
+        out.push(format!(
+            "roles.{name}.jetstream.manage names {} streams: each can be deleted or purged (all its messages gone) by any user of this role; keep manage to the streams a service owns",
+            manage.len()
+        ));
+    }
+    if let Some(bucket) = grants_bucket {
+        let stream = format!("KV_{bucket}");
+        let writes = [
+            format!("$KV.{bucket}.>"),
+            format!("$JS.API.STREAM.*.{stream}"),
+            format!("$JS.API.STREAM.MSG.DELETE.{stream}"),
+        ];
+        if let Some(subject) = publishes().find(|p| writes.iter().any(|w| overlaps(p, w))) {
+            out.push(format!(
+                "roles.{name}: publishing {subject:?} can change the grants bucket {bucket:?} (grants.kv_bucket), so its users can give themselves and others any role"
+            ));
+        }
+    }
+    if let Some(types) = role.connection.as_ref().and_then(|r| r.types.as_ref()) {
+        for t in types {
+            let Some(twin) = t.twin().filter(|w| !types.contains(w)) else {
+                continue;
+            };
+            out.push(format!(
+                "roles.{name}.connection.types lists {} without {}: nats-server does not tell the two apart in the authorization request, so the service admits such a connection only where both are listed; this role admits neither",
+                t.as_str(),
+                twin.as_str()
+            ));
+        }
+    }
+    for scope in role.kv.write.iter().filter(|s| s.keys.is_some()) {
+        out.push(format!(
+            "roles.{name}.kv.write {}/{}: a put of these keys with the header Nats-Rollup: all empties the whole bucket (subject permissions cannot see headers); unless every user of this role may do that, make the bucket refuse rollups (nats stream edit KV_{} --no-allow-rollup), which also stops KV purge",
+            scope.bucket,
+            scope.keys.as_deref().unwrap_or_default(),
+            scope.bucket
+        ));
+    }
+    let uses_streams = !role.jetstream.is_empty() || !role.kv.is_empty();
+    if uses_streams
+        && !role
+            .subscribe
+            .allow
+            .iter()
+            .any(|e| overlaps(e.as_str(), "_INBOX.x.y"))
+    {
+        out.push(format!(
+            "roles.{name}: jetstream and kv answer on the client's inbox, and sub.allow has no _INBOX subject; unless another role of its users grants one (or clients use a custom inbox prefix that sub.allow covers), every JetStream and KV call times out"
+        ));
+    }
+}
+
+/// `$JS.API.CONSUMER.CREATE.<stream>` takes the consumer's name from the
+/// request body, so whoever may create consumers on a stream can rewrite
+/// any durable on it: a `consume` grant there is only as safe as every
+/// `replay` grant (and whole-bucket KV `read`) on the same stream.
+fn warn_consumers_others_create(out: &mut Vec<String>, config: &Config) {
+    let mut creators: Vec<(String, String)> = Vec::new();
+    for (name, role) in config.roles.iter() {
+        for stream in &role.jetstream.replay {
+            creators.push((stream.clone(), format!("roles.{name}.jetstream.replay")));
+        }
+        for scope in role.kv.read.iter().filter(|s| s.keys.is_none()) {
+            creators.push((
+                format!("KV_{}", scope.bucket),
+                format!("roles.{name}.kv.read"),
+            ));
+        }
+    }
+    for (name, role) in config.roles.iter() {
+        for c in &role.jetstream.consume {
+            for (_, by) in creators.iter().filter(|(s, _)| *s == c.stream) {
+                out.push(format!(
+                    "roles.{name}.jetstream.consume {}/{}: {by} may create consumers on stream {}, and a consumer create names its consumer in the request body, which subject permissions cannot check: those users can rewrite the durable {:?} (its filter, its delivery subject)",
+                    c.stream, c.consumer, c.stream, c.consumer
+                ));
+            }
         }
     }
 }

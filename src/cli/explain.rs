@@ -16,6 +16,9 @@ use crate::nats::request::{ConnectOpts, RequestBody};
 use crate::nats::user_jwt::Permission;
 use crate::text;
 
+/// Stands in for the nkey each connection brings.
+const PLACEHOLDER_USER: &str = "U(the connecting client's nkey)";
+
 pub struct Explanation {
     pub allowed: bool,
     pub text: String,
@@ -90,7 +93,9 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
             )
         })
         .unwrap_or_default();
-    let admission = match authorizer.authorize(&request, now, &Deadline::none()).await {
+    // The connection's own facts (type, address) are not known here: the
+    // rules that need them are shown, not checked.
+    let admission = match authorizer.decide(&request, now, &Deadline::none()).await {
         Ok(a) => a,
         Err(refusal) => {
             if let Some(user) = &refusal.user {
@@ -123,16 +128,65 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
     }
     write_direction(&mut out, "publish", &admission.publish);
     write_direction(&mut out, "subscribe", &admission.subscribe);
+    let _ = match &admission.resp {
+        Some(r) => writeln!(
+            out,
+            "responses: {} per request received{}",
+            r.max,
+            r.ttl
+                .map(|t| format!(", within {}", humantime::format_duration(t)))
+                .unwrap_or_default()
+        ),
+        None => writeln!(out, "responses: (no allow_responses)"),
+    };
+    let limit = |v: Option<i64>| v.map_or("unlimited".to_string(), |n| n.to_string());
     let _ = writeln!(
         out,
-        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s)",
+        "limits:   subs {}, payload {}, data {} (bytes)",
+        limit(admission.limits.subs),
+        limit(admission.limits.payload),
+        limit(admission.limits.data)
+    );
+    if admission.connection.is_empty() {
+        let _ = writeln!(out, "connection: any type, address and time");
+    } else {
+        let _ = writeln!(
+            out,
+            "connection (checked at connect; every role's must hold):"
+        );
+        for (role, rules) in &admission.connection {
+            let _ = writeln!(out, "  {}: {}", text::name(role), rules.describe());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s{})",
         humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(admission.expires)
         ),
         admission.expires.saturating_sub(now),
         admission.token_expires.unwrap_or_default(),
-        config.callout.max_user_ttl.as_secs()
+        config.callout.max_user_ttl.as_secs(),
+        if admission.connection.iter().any(|(_, r)| r.times.is_some()) {
+            "; or sooner, where a connect window closes"
+        } else {
+            ""
+        }
     );
+    let callout = config.callout(authorizer);
+    match callout.user_claims(&admission, PLACEHOLDER_USER, now) {
+        Ok(claims) => {
+            let json = serde_json::to_string_pretty(&claims).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "user JWT claims (sub is the connecting client's nkey):"
+            );
+            let _ = writeln!(out, "{}", text::block(&json));
+        }
+        Err(refusal) => {
+            return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
+        }
+    }
     let _ = writeln!(out, "verdict:  ALLOWED");
     Explanation {
         allowed: true,

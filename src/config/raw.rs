@@ -143,6 +143,73 @@ pub struct RawRole {
     #[serde(rename = "sub", default)]
     pub subscribe: RawDirection,
     pub account: Option<String>,
+    pub resp: Option<RawResp>,
+    pub max_user_ttl: Option<String>,
+    pub limits: Option<RawLimits>,
+    pub connection: Option<RawConnection>,
+    pub jetstream: Option<RawJetStream>,
+    pub kv: Option<RawKv>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResp {
+    pub max: Option<i64>,
+    pub ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub subs: Option<i64>,
+    pub payload: Option<Size>,
+    pub data: Option<Size>,
+}
+
+/// A byte count: a number, or a string with a unit ("64KiB", "10MB").
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    pub types: Option<Vec<String>>,
+    pub sources: Option<Vec<String>>,
+    pub times: Option<Vec<RawWindow>>,
+    pub time_zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJetStream {
+    #[serde(default)]
+    pub consume: Vec<String>,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub replay: Vec<String>,
+    #[serde(default)]
+    pub manage: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKv {
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

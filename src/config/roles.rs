@@ -4,10 +4,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::raw::{RawDirection, RawRole, RawUser};
+use std::time::Duration;
+
+use super::raw::{
+    RawConnection, RawDirection, RawJetStream, RawKv, RawLimits, RawResp, RawRole, RawUser, Size,
+};
 use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
-use crate::policy::roles::{Direction, Role, RoleTable};
+use crate::policy::connection::{ConnType, ConnectionRules, Window};
+use crate::policy::roles::{Direction, Limits, Resp, Role, RoleTable};
+use crate::policy::streams::{
+    check_bucket, check_key_pattern, check_stream_name, Consumer, JetStreamGrant, KvGrant, KvScope,
+};
 use crate::policy::template::Entry;
 use crate::policy::users::{bcrypt_cost, ConfigUser, Credential, Grant, MAX_BCRYPT_COST};
 
@@ -49,23 +57,324 @@ impl Validator<'_> {
     }
 
     fn role(&self, key: &str, role: RawRole) -> Result<Role, ConfigError> {
-        let publish = self.direction(&format!("{key}.pub"), role.publish)?;
-        let subscribe = self.direction(&format!("{key}.sub"), role.subscribe)?;
+        let at = |k: &str| format!("{key}.{k}");
+        let publish = self.direction(&at("pub"), role.publish)?;
+        let subscribe = self.direction(&at("sub"), role.subscribe)?;
         let account = match role.account {
             None => None,
             Some(a) if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) => {
                 return Err(self.err(
-                    &format!("{key}.account"),
+                    &at("account"),
                     "must be an account name (not empty, no whitespace)",
                 ))
             }
             Some(a) => Some(a),
         };
+        let resp = role.resp.map(|r| self.resp(&at("resp"), r)).transpose()?;
+        let max_user_ttl = role
+            .max_user_ttl
+            .as_deref()
+            .map(|v| {
+                self.bounded_duration(
+                    &at("max_user_ttl"),
+                    Some(v),
+                    Duration::ZERO,
+                    Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600),
+                    "must be between 1s and 30 days",
+                )
+            })
+            .transpose()?;
+        let limits = role
+            .limits
+            .map(|l| self.limits(&at("limits"), l))
+            .transpose()?
+            .unwrap_or_default();
+        let connection = role
+            .connection
+            .map(|c| self.connection(&at("connection"), c))
+            .transpose()?;
+        let jetstream = role
+            .jetstream
+            .map(|j| self.jetstream(&at("jetstream"), j))
+            .transpose()?
+            .unwrap_or_default();
+        let kv = role
+            .kv
+            .map(|k| self.kv(&at("kv"), k))
+            .transpose()?
+            .unwrap_or_default();
+        let mut granted: Vec<(Entry, &'static str)> = jetstream
+            .compile()
+            .into_iter()
+            .map(|c| {
+                Entry::parse(&c.subject)
+                    .map(|e| (e, c.what))
+                    .map_err(|r| self.err(&at("jetstream"), r))
+            })
+            .collect::<Result<_, _>>()?;
+        granted.extend(kv.compile().map_err(|r| self.err(&at("kv"), r))?);
         Ok(Role {
             publish,
             subscribe,
             account,
+            resp,
+            max_user_ttl,
+            limits,
+            connection,
+            jetstream,
+            kv,
+            granted,
         })
+    }
+
+    fn resp(&self, key: &str, raw: RawResp) -> Result<Resp, ConfigError> {
+        let max = raw.max.unwrap_or(1);
+        if !(1..=1_000_000).contains(&max) {
+            return Err(self.err(&format!("{key}.max"), "must be between 1 and 1000000"));
+        }
+        let ttl = raw
+            .ttl
+            .as_deref()
+            .map(|v| {
+                self.bounded_duration(
+                    &format!("{key}.ttl"),
+                    Some(v),
+                    Duration::ZERO,
+                    Duration::from_millis(1)..=Duration::from_secs(24 * 3600),
+                    "must be between 1ms and 24h",
+                )
+            })
+            .transpose()?;
+        Ok(Resp { max, ttl })
+    }
+
+    fn limits(&self, key: &str, raw: RawLimits) -> Result<Limits, ConfigError> {
+        let count = |k: &str, v: Option<i64>| match v {
+            Some(n) if n < 0 => Err(self.err(
+                &format!("{key}.{k}"),
+                "must not be negative (leave it out for no limit)",
+            )),
+            other => Ok(other),
+        };
+        let size = |k: &str, v: Option<Size>| -> Result<Option<i64>, ConfigError> {
+            let bytes = match v {
+                None => return Ok(None),
+                Some(Size::Bytes(n)) => n,
+                Some(Size::Text(t)) => t
+                    .parse::<bytesize::ByteSize>()
+                    .map_err(|_| {
+                        self.err(
+                            &format!("{key}.{k}"),
+                            format!(
+                                "{:?} is not a size like 65536, \"64KiB\" or \"10MB\"",
+                                crate::text::clip(&t)
+                            ),
+                        )
+                    })?
+                    .as_u64()
+                    .try_into()
+                    .unwrap_or(i64::MAX),
+            };
+            count(k, Some(bytes))
+        };
+        // nats-server keeps the subscription and payload limits as 32-bit
+        // numbers; a larger one would wrap.
+        let int32 = |k: &str, v: Option<i64>| match v {
+            Some(n) if n > i64::from(i32::MAX) => Err(self.err(
+                &format!("{key}.{k}"),
+                format!("{n} is more than nats-server can hold ({})", i32::MAX),
+            )),
+            other => Ok(other),
+        };
+        let limits = Limits {
+            subs: int32("subs", count("subs", raw.subs)?)?,
+            payload: int32("payload", size("payload", raw.payload)?)?,
+            data: size("data", raw.data)?,
+        };
+        if limits.is_empty() {
+            return Err(self.err(key, "sets no limit: subs, payload or data"));
+        }
+        Ok(limits)
+    }
+
+    fn connection(&self, key: &str, raw: RawConnection) -> Result<ConnectionRules, ConfigError> {
+        let at = |k: &str| format!("{key}.{k}");
+        let types = raw
+            .types
+            .map(|t| {
+                if t.is_empty() {
+                    return Err(self.err(&at("types"), "lists no type; leave it out to allow any"));
+                }
+                t.iter()
+                    .map(|n| ConnType::parse(n).map_err(|r| self.err(&at("types"), r)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let sources = raw
+            .sources
+            .map(|list| {
+                if list.is_empty() {
+                    return Err(self.err(&at("sources"), "lists no network; leave it out to allow any"));
+                }
+                list.iter()
+                    .map(|n| {
+                        let net = n
+                            .parse::<ipnet::IpNet>()
+                            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                self.err(
+                                    &at("sources"),
+                                    format!(
+                                        "{:?} is not a network like \"10.0.0.0/8\" or an address",
+                                        crate::text::clip(n)
+                                    ),
+                                )
+                            })?;
+                        // "10.0.0.1/8" is either a typo for one address or
+                        // for the whole network; which is not for us to guess.
+                        if net.trunc() != net {
+                            return Err(self.err(
+                                &at("sources"),
+                                format!(
+                                    "{n:?} has bits set past its prefix: write the network {} or the address {}/{}",
+                                    net.trunc(),
+                                    net.addr(),
+                                    net.max_prefix_len()
+                                ),
+                            ));
+                        }
+                        Ok(net)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let times = raw
+            .times
+            .map(|list| {
+                if list.is_empty() {
+                    return Err(self.err(
+                        &at("times"),
+                        "lists no window; leave it out to allow any time",
+                    ));
+                }
+                list.iter()
+                    .map(|w| {
+                        let time = |v: &str| {
+                            v.parse::<jiff::civil::Time>().map_err(|_| {
+                                self.err(
+                                    &at("times"),
+                                    format!(
+                                        "{:?} is not a time of day like \"08:00:00\"",
+                                        crate::text::clip(v)
+                                    ),
+                                )
+                            })
+                        };
+                        let window = Window {
+                            start: time(&w.start)?,
+                            end: time(&w.end)?,
+                        };
+                        if window.start == window.end {
+                            return Err(self
+                                .err(&at("times"), "a window that starts when it ends is empty"));
+                        }
+                        Ok(window)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let zone_name = raw.time_zone.unwrap_or_else(|| "UTC".into());
+        let zone = jiff::tz::TimeZone::get(&zone_name).map_err(|_| {
+            self.err(
+                &at("time_zone"),
+                format!(
+                    "{:?} is not an IANA time zone (like \"Europe/Berlin\" or \"UTC\")",
+                    crate::text::clip(&zone_name)
+                ),
+            )
+        })?;
+        if types.is_none() && sources.is_none() && times.is_none() {
+            return Err(self.err(key, "sets no rule: types, sources or times"));
+        }
+        Ok(ConnectionRules {
+            types,
+            sources,
+            times,
+            zone: (zone_name, zone),
+        })
+    }
+
+    fn jetstream(&self, key: &str, raw: RawJetStream) -> Result<JetStreamGrant, ConfigError> {
+        let streams = |k: &str, list: Vec<String>| {
+            list.into_iter()
+                .map(|name| {
+                    check_stream_name("stream", &name)
+                        .map(|_| name)
+                        .map_err(|r| self.err(&format!("{key}.{k}"), r))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let consume = raw
+            .consume
+            .into_iter()
+            .map(|entry| {
+                let at = format!("{key}.consume");
+                let (stream, consumer) = entry.split_once('/').ok_or_else(|| {
+                    self.err(
+                        &at,
+                        format!(
+                            "{:?} is not stream/consumer (a durable consumer of a stream)",
+                            crate::text::clip(&entry)
+                        ),
+                    )
+                })?;
+                check_stream_name("stream", stream).map_err(|r| self.err(&at, r))?;
+                check_stream_name("consumer", consumer).map_err(|r| self.err(&at, r))?;
+                Ok(Consumer {
+                    stream: stream.to_string(),
+                    consumer: consumer.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let grant = JetStreamGrant {
+            consume,
+            read: streams("read", raw.read)?,
+            replay: streams("replay", raw.replay)?,
+            manage: streams("manage", raw.manage)?,
+        };
+        if grant.is_empty() {
+            return Err(self.err(key, "grants nothing: list consume, read, replay or manage"));
+        }
+        Ok(grant)
+    }
+
+    fn kv(&self, key: &str, raw: RawKv) -> Result<KvGrant, ConfigError> {
+        let scopes = |k: &str, list: Vec<String>| {
+            let at = format!("{key}.{k}");
+            list.into_iter()
+                .map(|entry| {
+                    let (bucket, keys) = match entry.split_once('/') {
+                        Some((b, k)) => (b.to_string(), Some(k.to_string())),
+                        None => (entry.clone(), None),
+                    };
+                    check_bucket(&bucket).map_err(|r| self.err(&at, r))?;
+                    if let Some(k) = &keys {
+                        check_key_pattern(k).map_err(|r| self.err(&at, r))?;
+                        // Placeholders follow the subject rules.
+                        Entry::parse(&format!("$KV.{bucket}.{k}")).map_err(|r| self.err(&at, r))?;
+                    }
+                    Ok(KvScope { bucket, keys })
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()
+        };
+        let grant = KvGrant {
+            read: scopes("read", raw.read)?,
+            write: scopes("write", raw.write)?,
+        };
+        if grant.is_empty() {
+            return Err(self.err(key, "grants nothing: list read or write"));
+        }
+        Ok(grant)
     }
 
     fn direction(&self, key: &str, raw: RawDirection) -> Result<Direction, ConfigError> {
@@ -182,6 +491,7 @@ impl Validator<'_> {
                         publish: user.publish.unwrap_or_default(),
                         subscribe: user.subscribe.unwrap_or_default(),
                         account: user.account,
+                        ..Default::default()
                     },
                 )?;
                 for (dir, d) in [("pub", &role.publish), ("sub", &role.subscribe)] {

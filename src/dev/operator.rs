@@ -113,7 +113,8 @@ impl OperatorSetup {
             "subs": -1, "data": -1, "payload": -1,
             "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
         });
-        if self.jetstream {
+        // nats-server refuses to start with JetStream in the system account.
+        if self.jetstream && account.public_key() != self.system.public_key() {
             for k in ["mem_storage", "disk_storage", "streams", "consumer"] {
                 limits[k] = json!(-1);
             }

@@ -87,6 +87,9 @@ pub struct ClientInfo {
     pub name: Option<String>,
     #[serde(default)]
     pub kind: Option<String>,
+    /// `nats`, `websocket` or `mqtt`.
+    #[serde(default, rename = "type")]
+    pub client_type: Option<String>,
     /// The challenge nats-server gave this client; present when the client
     /// signed one (nkey authentication).
     #[serde(default)]

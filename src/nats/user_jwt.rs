@@ -28,6 +28,55 @@ impl Permission {
     }
 }
 
+/// NATS `allow_responses`: `ttl` in nanoseconds (Go's time.Duration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ResponsePermission {
+    pub max: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+}
+
+/// The user's own limits; -1 is unlimited. nats-server reads an omitted
+/// limit as zero, so all three are always written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct UserLimits {
+    pub subs: i64,
+    pub data: i64,
+    pub payload: i64,
+}
+
+impl Default for UserLimits {
+    fn default() -> Self {
+        UserLimits {
+            subs: -1,
+            data: -1,
+            payload: -1,
+        }
+    }
+}
+
+/// Which connections the user JWT admits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectionLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_connection_types: Option<Vec<&'static str>>,
+    /// Networks (CIDR) the client must connect from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times: Option<Vec<TimeRange>>,
+    /// The IANA zone of `times`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times_location: Option<String>,
+}
+
+/// A daily connect window, "HH:MM:SS".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TimeRange {
+    pub start: String,
+    pub end: String,
+}
+
 #[derive(Serialize)]
 struct UserClaims<'a> {
     jti: String,
@@ -50,10 +99,12 @@ struct UserBody<'a> {
     publish: &'a Permission,
     #[serde(rename = "sub")]
     subscribe: &'a Permission,
-    /// -1 is "no limit"; these are the account's limits that still apply.
-    subs: i64,
-    data: i64,
-    payload: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resp: Option<ResponsePermission>,
+    #[serde(flatten)]
+    limits: UserLimits,
+    #[serde(flatten)]
+    connection: &'a ConnectionLimits,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     bearer_token: bool,
     /// The account, when one of its signing keys signs.
@@ -85,20 +136,38 @@ pub struct UserGrant<'a> {
     pub placement: Placement<'a>,
     pub publish: &'a Permission,
     pub subscribe: &'a Permission,
+    pub resp: Option<ResponsePermission>,
+    pub limits: UserLimits,
+    pub connection: &'a ConnectionLimits,
     pub expires: u64,
 }
 
 /// Builds the user JWT and signs it with `signer`.
 pub fn issue(grant: &UserGrant<'_>, signer: &nkeys::KeyPair, now: u64) -> String {
     let signer_key = signer.public_key();
+    let mut claims = user_claims(grant, &signer_key, now);
+    nats_jwt::encode(&mut claims, signer)
+}
+
+/// The claims `issue` would sign with `signer_key`, as JSON (no `jti`).
+pub fn claims(grant: &UserGrant<'_>, signer_key: &str, now: u64) -> serde_json::Value {
+    let mut value =
+        serde_json::to_value(user_claims(grant, signer_key, now)).expect("claims serialize");
+    if let Some(map) = value.as_object_mut() {
+        map.remove("jti");
+    }
+    value
+}
+
+fn user_claims<'a>(grant: &'a UserGrant<'a>, signer_key: &'a str, now: u64) -> UserClaims<'a> {
     let (aud, issuer_account) = match grant.placement {
         Placement::Named(account) => (Some(account), None),
         Placement::Signed { account } => (None, (account != signer_key).then_some(account)),
     };
-    let mut claims = UserClaims {
+    UserClaims {
         jti: String::new(),
         iat: now,
-        iss: &signer_key,
+        iss: signer_key,
         sub: grant.user_nkey,
         name: grant.name,
         aud,
@@ -106,16 +175,15 @@ pub fn issue(grant: &UserGrant<'_>, signer: &nkeys::KeyPair, now: u64) -> String
         nats: UserBody {
             publish: grant.publish,
             subscribe: grant.subscribe,
-            subs: -1,
-            data: -1,
-            payload: -1,
+            resp: grant.resp,
+            limits: grant.limits,
+            connection: grant.connection,
             bearer_token: false,
             issuer_account,
             kind: "user",
             version: 2,
         },
-    };
-    nats_jwt::encode(&mut claims, signer)
+    }
 }
 
 /// The sentinel's user JWT for `user_public` in `account`, signed by the
@@ -126,6 +194,7 @@ pub fn issue(grant: &UserGrant<'_>, signer: &nkeys::KeyPair, now: u64) -> String
 pub fn sentinel(user_public: &str, account: &str, signer: &nkeys::KeyPair, now: u64) -> String {
     let signer_key = signer.public_key();
     let none = Permission::none();
+    let anywhere = ConnectionLimits::default();
     let mut claims = UserClaims {
         jti: String::new(),
         iat: now,
@@ -137,9 +206,9 @@ pub fn sentinel(user_public: &str, account: &str, signer: &nkeys::KeyPair, now: 
         nats: UserBody {
             publish: &none,
             subscribe: &none,
-            subs: -1,
-            data: -1,
-            payload: -1,
+            resp: None,
+            limits: UserLimits::default(),
+            connection: &anywhere,
             bearer_token: true,
             issuer_account: (account != signer_key).then_some(account),
             kind: "user",

@@ -1,12 +1,15 @@
 //! The rules of a decision, without I/O: reading identity and roles from
-//! verified claims, subject syntax and templates, the role table, scopes,
-//! identities from the config and the KV grants store.
+//! verified claims, subject syntax and templates, the role table with its
+//! JetStream/KV grants (`streams`) and connection rules (`connection`),
+//! scopes, identities from the config and the KV grants store.
 
 pub mod claims;
+pub mod connection;
 pub(crate) mod grants;
 pub(crate) mod passwords;
-pub(crate) mod roles;
+pub mod roles;
 pub(crate) mod scopes;
+pub mod streams;
 pub mod subject;
 pub(crate) mod template;
 pub(crate) mod users;

@@ -4,8 +4,11 @@
 //! deny lists of its mapped roles; nats-server applies deny before allow.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::nats::user_jwt::Permission;
+use crate::policy::connection::ConnectionRules;
+use crate::policy::streams::{JetStreamGrant, KvGrant};
 use crate::policy::subject::{names_reserved, RESERVED};
 use crate::policy::template::{Entry, TemplateError, Values};
 use crate::refusal::RefusalCode;
@@ -29,6 +32,52 @@ pub struct Role {
     pub subscribe: Direction,
     /// The account its users land in; `None` is `callout.account`.
     pub account: Option<String>,
+    /// Replies to requests the user received (NATS `allow_responses`).
+    pub resp: Option<Resp>,
+    /// A user JWT of this role lives at most this long.
+    pub max_user_ttl: Option<Duration>,
+    pub limits: Limits,
+    pub connection: Option<ConnectionRules>,
+    pub jetstream: JetStreamGrant,
+    pub kv: KvGrant,
+    /// The publish subjects `jetstream` and `kv` compile to, parsed once,
+    /// with what each is for.
+    pub granted: Vec<(Entry, &'static str)>,
+}
+
+/// NATS `allow_responses`: publish one reply (or `max`) to the reply
+/// subject of each request received, for `ttl` (or without end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resp {
+    pub max: i64,
+    pub ttl: Option<Duration>,
+}
+
+/// NATS user limits; `None` is unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub subs: Option<i64>,
+    pub payload: Option<i64>,
+    pub data: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Each limit the smaller of the two.
+    fn tightest(self, other: Limits) -> Limits {
+        let min = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Limits {
+            subs: min(self.subs, other.subs),
+            payload: min(self.payload, other.payload),
+            data: min(self.data, other.data),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +88,14 @@ pub struct Permissions {
     pub roles: Vec<String>,
     /// The account named by the matched roles; `None` is `callout.account`.
     pub account: Option<String>,
+    /// The widest of the roles' `resp`: privileges add up.
+    pub resp: Option<Resp>,
+    /// The tightest of the roles' limits and lifetimes: restrictions all
+    /// hold.
+    pub limits: Limits,
+    pub max_user_ttl: Option<Duration>,
+    /// Every role's connection rules, each of which must hold.
+    pub connection: Vec<(String, ConnectionRules)>,
 }
 
 /// Why a token's roles give no usable grant.
@@ -116,13 +173,32 @@ impl RoleTable {
             return Ok(None);
         }
         let account = account_of(&matched)?;
-        let publish = merge(matched.iter().map(|(_, r)| &r.publish), values)?;
-        let subscribe = merge(matched.iter().map(|(_, r)| &r.subscribe), values)?;
+        let publish = merge(
+            matched
+                .iter()
+                .map(|(_, r)| (&r.publish, r.granted.iter().map(|(e, _)| e))),
+            values,
+        )?;
+        let subscribe = merge(
+            matched.iter().map(|(_, r)| (&r.subscribe, [].iter())),
+            values,
+        )?;
+        let roles = || matched.iter().map(|(_, r)| r);
         Ok(Some(Permissions {
             publish,
             subscribe,
-            roles: matched.iter().map(|(n, _)| (*n).clone()).collect(),
             account,
+            resp: roles().filter_map(|r| r.resp).reduce(|a, b| Resp {
+                max: a.max.max(b.max),
+                ttl: a.ttl.zip(b.ttl).map(|(x, y)| x.max(y)),
+            }),
+            limits: roles().fold(Limits::default(), |l, r| l.tightest(r.limits)),
+            max_user_ttl: roles().filter_map(|r| r.max_user_ttl).min(),
+            connection: matched
+                .iter()
+                .filter_map(|(n, r)| r.connection.clone().map(|c| ((*n).clone(), c)))
+                .collect(),
+            roles: matched.iter().map(|(n, _)| (*n).clone()).collect(),
         }))
     }
 }
@@ -132,15 +208,15 @@ impl RoleTable {
 /// with neither list as unrestricted. Wildcard grants never reach `$SYS`:
 /// only an allow entry that names it (as written in the config, not as
 /// filled from a token) does.
-fn merge<'a>(
-    dirs: impl Iterator<Item = &'a Direction>,
+fn merge<'a, G: Iterator<Item = &'a Entry>>(
+    dirs: impl Iterator<Item = (&'a Direction, G)>,
     values: &Values<'_>,
 ) -> Result<Permission, TemplateError> {
     let mut allow = BTreeSet::new();
     let mut deny = BTreeSet::new();
     let mut names_sys = false;
-    for d in dirs {
-        for entry in &d.allow {
+    for (d, granted) in dirs {
+        for entry in d.allow.iter().chain(granted) {
             let granted = entry.render_allow(values)?;
             // An entry that grants nothing here lifts nothing.
             names_sys |= !granted.is_empty() && names_reserved(entry.as_str());
@@ -196,6 +272,7 @@ mod tests {
             publish: Direction::default(),
             subscribe: dir(&["chat.>"], &[]),
             account: None,
+            ..Default::default()
         };
         let t = RoleTable::new(BTreeMap::from([
             ("reader".to_string(), reader),
@@ -205,6 +282,7 @@ mod tests {
                     publish: dir(&["chat.{{scope}}.in", "presence"], &[]),
                     subscribe: dir(&["chat.{{scope}}.>"], &["chat.{{scope}}.admin"]),
                     account: None,
+                    ..Default::default()
                 },
             ),
         ]));
@@ -291,6 +369,7 @@ mod tests {
                 publish: dir(&["_INBOX.>"], &[]),
                 subscribe: dir(&["orders.>", "_INBOX.>"], &["orders.secret.>"]),
                 account: None,
+                ..Default::default()
             },
         );
         roles.insert(
@@ -299,6 +378,7 @@ mod tests {
                 publish: dir(&["orders.>"], &["orders.audit"]),
                 subscribe: dir(&[], &[]),
                 account: None,
+                ..Default::default()
             },
         );
         roles.insert("nothing".to_string(), Role::default());
@@ -336,6 +416,7 @@ mod tests {
                 publish: dir(&[">"], &[]),
                 subscribe: dir(&["*.>"], &[]),
                 account: None,
+                ..Default::default()
             },
         );
         roles.insert(
@@ -344,6 +425,7 @@ mod tests {
                 publish: dir(&[], &[]),
                 subscribe: dir(&["$SYS.ACCOUNT.>"], &[]),
                 account: None,
+                ..Default::default()
             },
         );
         let t = RoleTable::new(roles);
@@ -379,6 +461,7 @@ mod tests {
             publish: dir(&[">"], &[]),
             subscribe: dir(&[], &[]),
             account: account.map(str::to_string),
+            ..Default::default()
         };
         let mut roles = BTreeMap::new();
         roles.insert("plain".to_string(), role(None));

@@ -45,9 +45,54 @@ pub fn names_reserved(subject: &str) -> bool {
     subject == "$SYS" || subject.starts_with("$SYS.")
 }
 
+/// Whether some subject matches both patterns. A token holding a
+/// placeholder (`{{sub}}`) is filled with one token, so it counts as `*`.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let filled = |t: &str| -> String {
+        if t.contains("{{") {
+            "*".into()
+        } else {
+            t.into()
+        }
+    };
+    let (mut a, mut b) = (a.split('.').map(filled), b.split('.').map(filled));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == ">" || y == ">" => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_permission_subject as check;
+    use super::overlaps;
+
+    #[test]
+    fn patterns_overlap_when_one_subject_matches_both() {
+        for (a, b) in [
+            (">", "$KV.grants.x"),
+            ("$KV.*.>", "$KV.grants.>"),
+            ("$KV.grants.{{sub}}", "$KV.grants.>"),
+            ("_INBOX.>", "_INBOX.abc"),
+            ("a.*.c", "a.b.*"),
+        ] {
+            assert!(overlaps(a, b), "{a} {b}");
+            assert!(overlaps(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("$KV.other.>", "$KV.grants.>"),
+            ("a.>", "a"),
+            ("a.b", "a.b.c"),
+            ("a.*", "b.*"),
+        ] {
+            assert!(!overlaps(a, b), "{a} {b}");
+            assert!(!overlaps(b, a), "{b} {a}");
+        }
+    }
 
     #[test]
     fn accepts_literal_and_wildcard_subjects() {

@@ -17,6 +17,7 @@ pub use nats_oidc_callout::dev::issuer::DevIssuer;
 pub use nats_oidc_callout::dev::operator::OperatorSetup;
 
 pub mod cluster;
+pub mod fixtures;
 
 pub const AUDIENCE: &str = "nats";
 
@@ -83,7 +84,7 @@ impl CalloutKeys {
 /// The accounts and auth callout blocks of a test nats-server: accounts
 /// AUTH (the callout's user), APP, TEAM and SYS; with `xkey`, requests sealed
 /// to that key; with a JetStream store, JetStream on for AUTH (the KV grants
-/// bucket lives there).
+/// bucket lives there), APP and TEAM.
 pub fn callout_conf(
     issuer_public: &str,
     xkey_public: Option<&str>,
@@ -106,8 +107,8 @@ pub fn callout_conf(
     format!(
         r#"{jetstream}accounts {{
   AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
-  APP {{}}
-  TEAM {{}}
+  APP {{{auth_js} }}
+  TEAM {{{auth_js} }}
   SYS {{}}
 }}
 system_account: SYS
@@ -123,8 +124,17 @@ authorization {{
     )
 }
 
+/// A plain-text websocket listener on loopback (browsers' transport), which
+/// nats-server authorizes like any client: through the callout.
+fn websocket_conf(port: Option<u16>) -> String {
+    port.map(|p| format!("websocket {{ listen: \"127.0.0.1:{p}\", no_tls: true }}\n"))
+        .unwrap_or_default()
+}
+
 pub struct NatsServer {
     pub port: u16,
+    /// The websocket listener's port, when there is one.
+    pub ws_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     pub log: PathBuf,
@@ -136,27 +146,36 @@ impl NatsServer {
     /// APP (where users land) and SYS, with auth callout on. With `xkey`, the
     /// server seals requests to that public key.
     pub fn start(issuer_public: &str, xkey_public: Option<&str>) -> NatsServer {
-        NatsServer::start_callout(issuer_public, xkey_public, false)
+        NatsServer::start_callout(issuer_public, xkey_public, false, false)
     }
 
     /// Like `start`, with JetStream on for the callout's account (for the KV
-    /// grants bucket).
+    /// grants bucket) and the users' accounts.
     pub fn start_jetstream(issuer_public: &str) -> NatsServer {
-        NatsServer::start_callout(issuer_public, None, true)
+        NatsServer::start_callout(issuer_public, None, true, false)
     }
 
-    fn start_callout(issuer_public: &str, xkey_public: Option<&str>, js: bool) -> NatsServer {
+    fn start_callout(
+        issuer_public: &str,
+        xkey_public: Option<&str>,
+        js: bool,
+        websocket: bool,
+    ) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let store = js.then(|| dir.path().join("js"));
+        let ws_port = websocket.then(free_port);
         let conf = format!(
             r#"listen: 127.0.0.1:{port}
 # OIDC tokens are often larger than the 4 KiB default control line.
 max_control_line: 64KB
-{}"#,
+{}{}"#,
+            websocket_conf(ws_port),
             callout_conf(issuer_public, xkey_public, store.as_deref())
         );
-        NatsServer::start_with(dir, port, conf)
+        let mut server = NatsServer::start_with(dir, port, conf);
+        server.ws_port = ws_port;
+        server
     }
 
     /// Starts nats-server without auth callout: one account, where the
@@ -180,6 +199,7 @@ authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
         let log = dir.path().join("nats.log");
         let mut server = NatsServer {
             port,
+            ws_port: None,
             dir,
             child: None,
             log,
@@ -219,6 +239,20 @@ authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The websocket listener's URL (a server started with one).
+    pub fn ws_url(&self) -> String {
+        format!(
+            "ws://127.0.0.1:{}",
+            self.ws_port
+                .expect("this nats-server has a websocket listener")
+        )
+    }
+
+    /// Where JetStream keeps its files (a server started with JetStream).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -244,6 +278,10 @@ impl Drop for NatsServer {
 
 pub struct ServiceOptions {
     pub xkey: bool,
+    /// JetStream on in nats-server, for the users' accounts too.
+    pub jetstream: bool,
+    /// A websocket listener in nats-server (`NatsServer::ws_url`).
+    pub websocket: bool,
     pub extra_oidc: String,
     pub extra_callout: String,
     pub roles: String,
@@ -273,6 +311,8 @@ impl Default for ServiceOptions {
     fn default() -> Self {
         ServiceOptions {
             xkey: false,
+            jetstream: false,
+            websocket: false,
             extra_oidc: String::new(),
             extra_callout: String::new(),
             roles: default_roles(),
@@ -726,9 +766,11 @@ impl Stack {
         let issuer = DevIssuer::start(0).await.unwrap();
         let keys = CalloutKeys::new();
         let xkey_public = keys.xkey.public_key();
-        let nats = NatsServer::start(
+        let nats = NatsServer::start_callout(
             &keys.issuer.public_key(),
             opts.xkey.then_some(xkey_public.as_str()),
+            opts.jetstream,
+            opts.websocket,
         );
         let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
         Stack {
@@ -746,7 +788,8 @@ impl Stack {
     /// logs in with its own user's creds and clients with the sentinel.
     pub async fn start_operator(mut opts: ServiceOptions) -> Stack {
         let issuer = DevIssuer::start(0).await.unwrap();
-        let setup = OperatorSetup::new(OPERATOR_ACCOUNTS, opts.xkey);
+        let mut setup = OperatorSetup::new(OPERATOR_ACCOUNTS, opts.xkey);
+        setup.jetstream = opts.jetstream;
         let keys = CalloutKeys {
             issuer: nkeys::KeyPair::from_seed(&setup.auth.signing.seed().unwrap()).unwrap(),
             xkey: match &setup.xkey {
@@ -756,16 +799,30 @@ impl Stack {
         };
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let jetstream = if opts.jetstream {
+            format!(
+                "jetstream {{ store_dir: \"{}\" }}\n",
+                dir.path().join("js").display()
+            )
+        } else {
+            String::new()
+        };
+        let ws_port = opts.websocket.then(free_port);
         let conf = format!(
-            "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\n{}",
+            "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\n{jetstream}{}{}",
+            websocket_conf(ws_port),
             setup.nats_conf()
         );
         let creds_dir = dir.path().to_path_buf();
-        let nats = NatsServer::start_with(dir, port, conf);
+        let mut nats = NatsServer::start_with(dir, port, conf);
+        nats.ws_port = ws_port;
         let service_creds = creds_dir.join("service.creds");
         write_private(&service_creds, &setup.service_creds());
         let sentinel = creds_dir.join("sentinel.creds");
         write_private(&sentinel, &setup.sentinel_creds());
+        if nats.ws_port.is_some() {
+            register_sentinel(&nats.ws_url(), sentinel.clone());
+        }
         SENTINELS.lock().unwrap().insert(nats.url(), sentinel);
         if opts.nats.is_none() {
             opts.nats = Some(format!(
@@ -934,4 +991,74 @@ pub fn open_files_limit() -> usize {
                 .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
         })
         .unwrap_or(1024)
+}
+
+impl Stack {
+    /// A client of the callout's own account, which skips the callout: the
+    /// `auth` user, or in operator mode the service's own credentials.
+    pub async fn callout_account_client(&self) -> async_nats::Client {
+        match &self.operator {
+            None => callout_user(&self.url()).await,
+            Some(_) => ConnectOptions::with_credentials_file(self.nats.dir().join("service.creds"))
+                .await
+                .expect("service creds")
+                .connect(self.url())
+                .await
+                .expect("the service's user connects"),
+        }
+    }
+
+    /// Starts watching the callout's answers on the wire (unsealed ones:
+    /// a stack without xkey): every user JWT nats-server is sent, decoded.
+    pub async fn watch_user_jwts(&self) -> UserJwts {
+        use futures::StreamExt;
+        let client = self.callout_account_client().await;
+        let mut all = client.subscribe(">").await.unwrap();
+        server_has_read(&client).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = all.next().await {
+                let Some(claims) = jwt_claims(&String::from_utf8_lossy(&m.payload)) else {
+                    continue;
+                };
+                if claims["nats"]["type"] != "authorization_response" {
+                    continue;
+                }
+                if let Some(user_jwt) = claims["nats"]["jwt"].as_str() {
+                    if let Some(user) = jwt_claims(user_jwt) {
+                        let _ = tx.send(user);
+                    }
+                }
+            }
+        });
+        UserJwts(rx)
+    }
+}
+
+/// The user JWTs the callout answers with, as they cross the wire.
+pub struct UserJwts(mpsc::UnboundedReceiver<serde_json::Value>);
+
+impl UserJwts {
+    /// The claims of the next user JWT for the user named `name`.
+    pub async fn next_for(&mut self, name: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.recv()).await {
+                Ok(Some(c)) if c["name"] == name => return c,
+                Ok(Some(_)) => continue,
+                _ => panic!("no user JWT for {name} crossed the wire"),
+            }
+        }
+    }
+}
+
+/// The claims of a JWT, if `text` is one.
+pub fn jwt_claims(text: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = text.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }

@@ -1,0 +1,151 @@
+//! The grants of `jetstream.rs` and `connection_rules.rs` with a second
+//! client library, nats-py (tests/clients/grants.py): the compiled subjects
+//! must serve the calls each library makes (nats-py's KV watch, keys and
+//! history ask for consumer info, which async-nats does not; its ephemeral
+//! pull consumers are named in the create subject).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use async_nats::jetstream::{self, consumer};
+use common::*;
+
+/// A Python with nats-py, installed once into `.tools/nats-py` from
+/// tests/clients/requirements.txt.
+fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let venv = root.join(".tools/nats-py");
+            let python = venv.join("bin/python");
+            let ready = |p: &PathBuf| {
+                Command::new(p)
+                    .args(["-c", "import nats, nkeys, aiohttp"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ready(&python) {
+                let made = Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .expect("python3 runs");
+                assert!(made.success(), "python3 -m venv {} failed", venv.display());
+                let installed = Command::new(venv.join("bin/pip"))
+                    .args(["install", "--quiet", "-r"])
+                    .arg(root.join("tests/clients/requirements.txt"))
+                    .status()
+                    .expect("pip runs");
+                assert!(installed.success(), "pip could not install nats-py");
+            }
+            assert!(
+                ready(&python),
+                "nats-py is not importable from {}",
+                python.display()
+            );
+            python
+        })
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grant_works_for_nats_py_as_for_async_nats() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let stack = Stack::start(ServiceOptions {
+        jetstream: true,
+        websocket: true,
+        roles: fixtures::GRANT_ROLES.into(),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let admin_client = connect(&stack.url(), &stack.token("root", &["admin"]))
+        .await
+        .unwrap();
+    let admin = jetstream::new(admin_client.client.clone());
+    fixtures::orders(&admin).await;
+    fixtures::buckets(&admin).await;
+
+    let mut script = Command::new(&python);
+    script
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/grants.py"
+        ))
+        .arg(stack.url())
+        .arg(stack.nats.ws_url());
+    for role in [
+        "worker",
+        "reader",
+        "replayer",
+        "ops",
+        "profile",
+        "service",
+        "requester",
+        "browser",
+    ] {
+        let user = if role == "profile" { "ana" } else { role };
+        script.env(
+            format!("TOKEN_{}", role.to_uppercase()),
+            stack.token(user, &[role]),
+        );
+    }
+    if let Some(creds) = sentinel_for(&stack.url()) {
+        script.env("SENTINEL_CREDS", creds);
+    }
+    let out = tokio::task::spawn_blocking(move || script.output().unwrap())
+        .await
+        .unwrap();
+    let text = output_text(&out);
+    println!("{text}");
+    assert!(out.status.success(), "nats-py cases failed:\n{text}");
+    // Every case ran (a script that skipped some would pass otherwise).
+    for case in [
+        "consume: fetch its durable",
+        "consume: fetch another durable",
+        "consume: delete the stream",
+        "read: direct get, last by subject",
+        "read: purge",
+        "replay: ordered consumer delivers",
+        "replay: pull from it",
+        "manage: delete its stream",
+        "manage: create another stream",
+        "kv: keys",
+        "kv: the watch sees the value",
+        "kv: get another's key",
+        "kv: keys of a bucket it may read only some keys of",
+        "resp: a second answer is refused",
+        "resp: no other inbox",
+        "websocket: a websocket-only role is refused over TCP",
+        "websocket: admitted over websocket",
+    ] {
+        assert!(
+            text.contains(&format!("PASS {case}\n")),
+            "{case} did not pass:\n{text}"
+        );
+    }
+
+    // What the server holds afterwards: the acks landed, nothing was lost.
+    let worker: consumer::PullConsumer = admin
+        .get_consumer_from_stream("worker", "ORDERS")
+        .await
+        .unwrap();
+    assert_eq!(worker.cached_info().ack_floor.stream_sequence, 2);
+    let mut orders = admin.get_stream("ORDERS").await.unwrap();
+    assert_eq!(orders.info().await.unwrap().state.messages, 2);
+    let profiles = admin.get_key_value("profiles").await.unwrap();
+    assert_eq!(
+        profiles.get("bob.email").await.unwrap().as_deref(),
+        Some(&b"bob@example.com"[..])
+    );
+    assert_refused_as(
+        &stack,
+        "connection_type",
+        "the browser's TCP attempt was the service's refusal",
+        connect(&stack.url(), &stack.token("browser", &["browser"])),
+    )
+    .await;
+}

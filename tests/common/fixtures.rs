@@ -1,0 +1,103 @@
+//! What the grant suites (`jetstream.rs` with async-nats, `clients.rs` with
+//! nats-py) start from: one role per grant, and the streams and buckets
+//! they are tried on.
+
+use async_nats::jetstream::{consumer, kv, stream, Context};
+
+/// One role per grant of the README's grant table, and the roles the
+/// request/reply and websocket cases use.
+pub const GRANT_ROLES: &str = r#"
+[roles.admin]
+pub.allow = [">"]
+sub.allow = [">"]
+
+[roles.worker]
+sub.allow = ["_INBOX.>"]
+jetstream.consume = ["ORDERS/worker"]
+
+[roles.reader]
+sub.allow = ["_INBOX.>"]
+jetstream.read = ["ORDERS"]
+
+[roles.replayer]
+sub.allow = ["_INBOX.>"]
+jetstream.replay = ["ORDERS"]
+
+[roles.ops]
+sub.allow = ["_INBOX.>"]
+jetstream.manage = ["SCRATCH"]
+
+[roles.profile]
+sub.allow = ["_INBOX.>"]
+kv.read = ["config", "profiles/{{name}}.>"]
+kv.write = ["profiles/{{name}}.>"]
+
+[roles.requester]
+pub.allow = ["svc.>"]
+sub.allow = ["_INBOX.>"]
+
+[roles.service]
+sub.allow = ["svc.echo"]
+resp = { max = 1, ttl = "1m" }
+
+[roles.browser]
+pub.allow = ["web.>"]
+sub.allow = ["web.>", "_INBOX.>"]
+connection.types = ["WEBSOCKET"]
+"#;
+
+/// ORDERS (orders.>, direct get on) with two messages and the durable pull
+/// consumers `worker` and `other`.
+pub async fn orders(admin: &Context) {
+    let stream = admin
+        .create_stream(stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .expect("admin creates ORDERS");
+    for durable in ["worker", "other"] {
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(durable.into()),
+                ..Default::default()
+            })
+            .await
+            .expect("admin creates the consumers");
+    }
+    for (subject, body) in [("orders.new", "first"), ("orders.paid", "second")] {
+        admin
+            .publish(subject, body.into())
+            .await
+            .unwrap()
+            .await
+            .expect("stored");
+    }
+}
+
+/// The KV buckets `config` (key `theme` = "dark") and `profiles` (key
+/// `bob.email`, someone else's).
+pub async fn buckets(admin: &Context) {
+    let config = admin
+        .create_key_value(kv::Config {
+            bucket: "config".into(),
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .expect("admin creates config");
+    config.put("theme", "dark".into()).await.unwrap();
+    let profiles = admin
+        .create_key_value(kv::Config {
+            bucket: "profiles".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("admin creates profiles");
+    profiles
+        .put("bob.email", "bob@example.com".into())
+        .await
+        .unwrap();
+}
