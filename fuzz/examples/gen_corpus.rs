@@ -193,6 +193,18 @@ fn tokens() -> Vec<(String, String)> {
             sign(&json!({"alg": "RS256"}), &c, &rsa, Algorithm::RS256),
         ),
         (
+            "valid-worker-grants",
+            sign(
+                &rs(fx::RSA_KID),
+                &with(
+                    c.clone(),
+                    &[("realm_access", json!({"roles": ["worker", "reader"]}))],
+                ),
+                &rsa,
+                Algorithm::RS256,
+            ),
+        ),
+        (
             "unmapped-role",
             sign(
                 &rs(fx::RSA_KID),
@@ -613,6 +625,46 @@ fn configs(root: &Path) -> Vec<(String, String)> {
             .replace(
                 "roles_claim = \"realm_access.roles\"",
                 "roles_claim = \"/https:~1~1example.com~1roles\"\nuser_claim = \"email\"\nemail_verified = \"if_present\"\nalgorithms = [\"ES256\", \"EdDSA\"]\nhttp_timeout = \"60s\"\ndiscovery_url = \"https://idp.example.com/d\"",
+            ),
+        ),
+        (
+            "role-grants.toml".into(),
+            g.replace(
+                "sub.allow = [\"orders.>\"]",
+                r#"sub.allow = ["orders.>", "_INBOX.>"]
+resp = { max = 2, ttl = "1m" }
+max_user_ttl = "15m"
+limits = { subs = 100, payload = "64KiB", data = 10485760 }
+jetstream.consume = ["ORDERS/worker"]
+jetstream.read = ["ORDERS"]
+jetstream.replay = ["ORDERS"]
+jetstream.manage = ["SCRATCH"]
+kv.read = ["config", "profiles/{{sub}}.>"]
+kv.write = ["profiles/{{name}}.*"]"#,
+            ),
+        ),
+        (
+            "role-connection.toml".into(),
+            g.replace(
+                "sub.allow = [\"orders.>\"]",
+                r#"sub.allow = ["orders.>"]
+[roles.reader.connection]
+types = ["WEBSOCKET", "LEAFNODE", "LEAFNODE_WS"]
+sources = ["10.0.0.0/8", "::1/128", "192.168.1.7"]
+times = [{ start = "22:00:00", end = "06:00:00" }]
+time_zone = "America/New_York""#,
+            ),
+        ),
+        (
+            "role-bad-grants.toml".into(),
+            g.replace(
+                "sub.allow = [\"orders.>\"]",
+                r#"sub.allow = ["orders.>"]
+resp = { max = 0, ttl = "25h" }
+limits = { payload = "3GiB" }
+connection = { sources = ["10.0.0.1/8"], times = [{ start = "8", end = "8" }], time_zone = "Mars/Base" }
+jetstream = { consume = ["ORDERS"], manage = ["123"] }
+kv = { write = ["a b/c"], read = ["x/{{nope}}"] }"#,
             ),
         ),
         (

@@ -7,7 +7,13 @@
 //! * an accepted config keeps every documented bound (algorithms asymmetric
 //!   and non-empty, leeway ≤ 5m, cool-down 1s..1h, jwks_max_age ≥ cool-down and
 //!   ≤ 7 days, http_timeout in (0, 60s], token and response limits, TTL
-//!   1s..30 days, https or loopback issuer, at least one audience and role).
+//!   1s..30 days, https or loopback issuer, at least one audience and role),
+//!   and every role's: `resp` max 1..1e6 and ttl 1ms..24h, `max_user_ttl`
+//!   1s..30 days, limits non-negative (subs and payload 32-bit), connection
+//!   rules not empty (networks without host bits, windows not empty),
+//!   checked stream, consumer and bucket names, and JetStream/KV grants
+//!   compiled to permission subjects under `$JS.API.`, `$JS.ACK.`, `$JS.FC.`
+//!   or `$KV.` only.
 //!
 //! Relative file paths resolve against the working directory, so the fuzzer
 //! may make the parser read (never write) files there. Set
@@ -26,6 +32,9 @@ use libfuzzer_sys::fuzz_target;
 use nats_oidc_callout::config::Config;
 use nats_oidc_callout::oidc::algorithms::DEFAULT_ALGORITHMS;
 use nats_oidc_callout::oidc::discovery::check_http_url;
+use nats_oidc_callout::policy::roles::Role;
+use nats_oidc_callout::policy::streams::{check_bucket, check_stream_name};
+use nats_oidc_callout::policy::subject::check_permission_subject;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -109,4 +118,66 @@ fn accepted(c: &Config) {
     assert!(k.issuer.public_key().starts_with('A'));
     assert!(c.roles.names().next().is_some());
     assert!(!c.nats.urls.is_empty());
+    for (_, role) in c.roles.iter() {
+        accepted_role(role);
+    }
+}
+
+/// The bounds of a role's grants, limits and connection rules.
+fn accepted_role(r: &Role) {
+    if let Some(resp) = r.resp {
+        assert!((1..=1_000_000).contains(&resp.max));
+        assert!(resp
+            .ttl
+            .is_none_or(|t| t >= Duration::from_millis(1) && t <= Duration::from_secs(86_400)));
+    }
+    assert!(r
+        .max_user_ttl
+        .is_none_or(|t| t >= Duration::from_secs(1) && t <= Duration::from_secs(30 * 86_400)));
+    let l = r.limits;
+    for (v, max) in [
+        (l.subs, i64::from(i32::MAX)),
+        (l.payload, i64::from(i32::MAX)),
+        (l.data, i64::MAX),
+    ] {
+        assert!(v.is_none_or(|n| (0..=max).contains(&n)));
+    }
+    if let Some(c) = &r.connection {
+        assert!(c.types.is_some() || c.sources.is_some() || c.times.is_some());
+        assert!(c.types.as_ref().is_none_or(|t| !t.is_empty()));
+        assert!(c
+            .sources
+            .as_ref()
+            .is_none_or(|s| !s.is_empty() && s.iter().all(|n| n.trunc() == *n)));
+        assert!(c
+            .times
+            .as_ref()
+            .is_none_or(|w| !w.is_empty() && w.iter().all(|w| w.start != w.end)));
+    }
+    let js = &r.jetstream;
+    let names = js
+        .read
+        .iter()
+        .chain(&js.replay)
+        .chain(&js.manage)
+        .chain(js.consume.iter().flat_map(|c| [&c.stream, &c.consumer]));
+    for name in names {
+        check_stream_name("name", name).expect("a checked name");
+    }
+    for scope in r.kv.read.iter().chain(&r.kv.write) {
+        check_bucket(&scope.bucket).expect("a checked bucket");
+    }
+    // Every compiled subject is a permission subject; none reaches past
+    // JetStream's and KV's own namespaces.
+    for (entry, _) in &r.granted {
+        let s = entry.as_str();
+        assert!(
+            s.starts_with("$JS.API.")
+                || s.starts_with("$JS.ACK.")
+                || s.starts_with("$JS.FC.")
+                || s.starts_with("$KV."),
+            "{s}"
+        );
+        check_permission_subject(s).expect("a compiled subject");
+    }
 }

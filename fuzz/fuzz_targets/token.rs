@@ -46,11 +46,15 @@ fuzz_target!(|data: &[u8]| {
         },
         ..RequestBody::default()
     };
-    let decided = f
+    let decided = f.runtime.block_on(f.callout.authorizer().authorize(
+        &request,
+        NOW,
+        &Deadline::none(),
+    ));
+    match f
         .runtime
-        .block_on(f.callout.authorizer().authorize(&request, NOW, &Deadline::none()));
-    match f.runtime
-        .block_on(f.verifier.verify(token, NOW, &Deadline::none())) {
+        .block_on(f.verifier.verify(token, NOW, &Deadline::none()))
+    {
         Ok(verified) => {
             accepted(token, &verified.claims, verified.exp);
             if let Ok(admission) = decided {

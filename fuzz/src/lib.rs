@@ -82,6 +82,20 @@ sub.deny = ["chat.{{{{scope}}}}.admin"]
 [roles.ops]
 pub.allow = ["$SYS.REQ.SERVER.PING"]
 sub.allow = ["_INBOX.>"]
+
+[roles.worker]
+sub.allow = ["_INBOX.>"]
+resp = {{ max = 2, ttl = "1s" }}
+max_user_ttl = "5m"
+limits = {{ subs = 10, payload = "1KiB" }}
+connection.types = ["STANDARD", "WEBSOCKET", "MQTT", "MQTT_WS"]
+connection.sources = ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
+connection.times = [{{ start = "22:00:00", end = "06:00:00" }}, {{ start = "05:00:00", end = "23:00:00" }}]
+connection.time_zone = "Europe/Berlin"
+jetstream.consume = ["ORDERS/worker"]
+jetstream.replay = ["ORDERS"]
+kv.read = ["config", "profiles/{{{{sub}}}}.>"]
+kv.write = ["profiles/{{{{name}}}}.>"]
 "#
     )
 }
