@@ -135,7 +135,7 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
             r.max,
             r.ttl
                 .map(|t| format!(", within {}", humantime::format_duration(t)))
-                .unwrap_or_default()
+                .unwrap_or_else(|| ", within nats-server's default of 2m".into())
         ),
         None => writeln!(out, "responses: (no allow_responses)"),
     };

@@ -293,6 +293,20 @@ impl Validator<'_> {
                 ),
             )
         })?;
+        // nats-server looks the zone up by the name written into the user
+        // JWT, case-sensitively: only the exact IANA name works there.
+        if zone.iana_name() != Some(zone_name.as_str()) {
+            return Err(self.err(
+                &at("time_zone"),
+                format!(
+                    "{:?} must be written as its IANA name{}",
+                    crate::text::clip(&zone_name),
+                    zone.iana_name()
+                        .map(|n| format!(" ({n:?})"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         if types.is_none() && sources.is_none() && times.is_none() {
             return Err(self.err(key, "sets no rule: types, sources or times"));
         }

@@ -45,8 +45,12 @@ pub struct Role {
     pub granted: Vec<(Entry, &'static str)>,
 }
 
+/// What nats-server makes of a `resp` without `ttl`.
+const NATS_DEFAULT_RESP_TTL: Duration = Duration::from_secs(120);
+
 /// NATS `allow_responses`: publish one reply (or `max`) to the reply
-/// subject of each request received, for `ttl` (or without end).
+/// subject of each request received, within `ttl` (nats-server's default
+/// of 2 minutes without one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resp {
     pub max: i64,
@@ -190,7 +194,12 @@ impl RoleTable {
             account,
             resp: roles().filter_map(|r| r.resp).reduce(|a, b| Resp {
                 max: a.max.max(b.max),
-                ttl: a.ttl.zip(b.ttl).map(|(x, y)| x.max(y)),
+                // Without a ttl nats-server applies its default.
+                ttl: Some(
+                    a.ttl
+                        .unwrap_or(NATS_DEFAULT_RESP_TTL)
+                        .max(b.ttl.unwrap_or(NATS_DEFAULT_RESP_TTL)),
+                ),
             }),
             limits: roles().fold(Limits::default(), |l, r| l.tightest(r.limits)),
             max_user_ttl: roles().filter_map(|r| r.max_user_ttl).min(),

@@ -306,11 +306,13 @@ pub fn check_stream_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > 255
         || name.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '.' | '*' | '>' | '/' | '\\' | '{' | '}')
         })
     {
         return Err(format!(
-            "{what} {:?} must be 1 to 255 characters without whitespace, '.', '*', '>', '/' or '\\'",
+            "{what} {:?} must be 1 to 255 characters without whitespace, '.', '*', '>', '/', '\\', '{{' or '}}' (names are never filled from a token)",
             crate::text::clip(name)
         ));
     }
@@ -338,7 +340,9 @@ pub fn check_bucket(name: &str) -> Result<(), String> {
 }
 
 /// A KV key pattern: dot-separated tokens of the key alphabet
-/// (letters, digits, `-/_=`), `*` or a final `>`, and placeholders.
+/// (letters, digits, `-/_=`) or a final `>`, and placeholders. No `*`:
+/// nats-server lets a client publish a subject holding a literal `>`, which
+/// an allowed `*` matches, and a direct get or purge reads it as a wildcard.
 pub fn check_key_pattern(pattern: &str) -> Result<(), String> {
     let mut literal_part = String::new();
     let mut rest = pattern;
@@ -353,15 +357,14 @@ pub fn check_key_pattern(pattern: &str) -> Result<(), String> {
     literal_part.push_str(rest);
     let bad = literal_part.split('.').any(|token| {
         token.is_empty()
-            || (token != "*"
-                && token != ">"
+            || (token != ">"
                 && !token
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '/' | '_' | '=')))
     });
     if bad {
         return Err(format!(
-            "key pattern {:?} must be dot-separated keys of letters, digits and -/_=, '*' or a final '>'",
+            "key pattern {:?} must be dot-separated keys of letters, digits and -/_=, or a final '>' ('*' is refused: a client may publish a literal '>' where the permission has '*', widening a read to every key below)",
             crate::text::clip(pattern)
         ));
     }
@@ -542,15 +545,15 @@ mod tests {
         for ok in ["ORDERS", "orders-2", "a_b"] {
             assert!(check_stream_name("stream", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a.b", "a b", "a*", "a>", "a/b", "123"] {
+        for bad in ["", "a.b", "a b", "a*", "a>", "a/b", "123", "{{sub}}", "a{b"] {
             assert!(check_stream_name("stream", bad).is_err(), "{bad:?}");
         }
         assert!(check_bucket("config_1").is_ok());
         assert!(check_bucket("con.fig").is_err());
-        for ok in ["a", "a.b", "{{sub}}.>", "users/{{name}}", "a.*.c", "x=1"] {
+        for ok in ["a", "a.b", "{{sub}}.>", "users/{{name}}", "x=1"] {
             assert!(check_key_pattern(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a..b", "a b", "a.@", ".a"] {
+        for bad in ["", "a..b", "a b", "a.@", ".a", "a.*.c", "users.*"] {
             assert!(check_key_pattern(bad).is_err(), "{bad:?}");
         }
     }
