@@ -34,16 +34,7 @@ pub fn printable(s: &str, max: usize) -> String {
     if !clipped.chars().any(needs_escape) {
         return clipped;
     }
-    clipped
-        .chars()
-        .map(|c| {
-            if needs_escape(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    escape_where(&clipped, needs_escape)
 }
 
 /// A name (user, host, server) for a log line: `printable`, 256 characters.
@@ -59,9 +50,14 @@ pub fn reason(s: &str) -> String {
 /// Several lines meant for a terminal (a JSON document `explain` prints):
 /// each line as `printable` escapes it, whatever its length.
 pub fn block(s: &str) -> String {
+    escape_where(s, |c| c != '\n' && needs_escape(c))
+}
+
+/// `s` with each character `escape` picks written as its escape.
+fn escape_where(s: &str, escape: impl Fn(char) -> bool) -> String {
     s.chars()
         .map(|c| {
-            if c != '\n' && needs_escape(c) {
+            if escape(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
