@@ -87,6 +87,10 @@ pub struct Admission {
     pub jwt_rules: ConnectionLimits,
     /// When the user JWT expires.
     pub expires: u64,
+    /// The lifetime cap applied: the service's, or a role's when shorter.
+    pub max_user_ttl: Duration,
+    /// Whether that cap is a role's `max_user_ttl`.
+    pub role_capped: bool,
     /// The token's own `exp`, when a token vouched for the user.
     pub token_expires: Option<u64>,
 }
@@ -297,6 +301,8 @@ impl Authorizer {
             jwt_rules: connection::jwt_rules(connection.iter().map(|(_, r)| r)),
             connection,
             expires: token_expires.map_or(latest, |exp| exp.min(latest)),
+            max_user_ttl: ttl,
+            role_capped: ttl < self.settings.max_user_ttl,
             token_expires,
         })
     }

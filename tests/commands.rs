@@ -272,6 +272,13 @@ kv.read = ["config"]
 [roles.profile]
 sub.allow = ["_INBOX.>"]
 kv.write = ["profiles/{{sub}}.>", "scratch"]
+
+[roles.watcher]
+sub.allow = ["_INBOX.>"]
+kv.read = ["profiles", "config"]
+
+[roles.editor]
+pub.allow = ["$KV.config.theme"]
 "#,
     )
     .unwrap();
@@ -284,7 +291,11 @@ kv.write = ["profiles/{{sub}}.>", "scratch"]
     assert!(out.status.success(), "{t}");
     for expected in [
         "warning: roles.echo: pub.allow \"_INBOX.>\" reaches every client's _INBOX next to resp",
-        "warning: roles.owner.jetstream.manage names 4 streams",
+        "warning: roles.owner.jetstream.manage [\"A\", \"B\", \"C\", \"D\"]: a stream's config reaches the whole account",
+        "warning: roles.tail.jetstream.replay ORDERS: a consumer's delivery subject is set in the request body",
+        "warning: roles.watcher.kv.read profiles creates consumers on KV_profiles and roles.profile.kv.write profiles/{{sub}}.> writes into it",
+        "warning: roles.watcher.kv.read profiles creates consumers on KV_profiles and roles.granter.pub.allow \"$KV.*.>\" writes into it",
+        "warning: roles.watcher.kv.read config creates consumers on KV_config and roles.editor.pub.allow \"$KV.config.theme\" writes into it",
         "warning: roles.granter: publishing \"$KV.*.>\" can change the grants bucket \"grants\"",
         "warning: roles.worker.jetstream.consume ORDERS/worker: roles.tail.jetstream.replay may create consumers on stream ORDERS",
         "warning: roles.embedded.connection.types lists MQTT_WS without MQTT: nats-server does not tell the two apart",
@@ -296,7 +307,9 @@ kv.write = ["profiles/{{sub}}.>", "scratch"]
     }
     for quiet in [
         "warning: roles.worker: ",
-        "warning: roles.tail",
+        "warning: roles.tail: ",
+        "warning: roles.watcher: ",
+        "KV_scratch",
         "warning: roles.iot",
         "lists IN_PROCESS",
         "kv.write scratch",
@@ -348,6 +361,7 @@ write = ["profiles/{{name}}.>"]
         "connection (checked at connect; every role's must hold):",
         "  orders-service: types STANDARD, WEBSOCKET; from 10.0.0.0/8; at 08:00:00-18:00:00 (Europe/Berlin)",
         "(in 900s;",
+        "max_user_ttl 900s from a role's max_user_ttl",
         "user JWT claims (sub is the connecting client's nkey):",
         "\"$JS.API.CONSUMER.MSG.NEXT.ORDERS.worker\"",
         "\"$KV.profiles.svc.>\"",

@@ -420,13 +420,14 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
         .replace("[roles.\"partner:reader\"]", "[roles.reader]")
         .replace(
             "sub.allow = [\"partner.>\"]",
-            "sub.allow = [\"users.{{name}}.>\"]",
+            "sub.allow = [\"users.{{name}}.>\"]\nkv.write = [\"profiles/{{name}}.>\"]",
         );
     let warnings =
         nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&risky)).unwrap());
     for w in [
         "share the plain [roles.*] table",
         "roles.reader: \"users.{{name}}.>\" is per user but not per issuer",
+        "roles.reader: \"$KV.profiles.{{name}}.>\" is per user but not per issuer",
     ] {
         assert!(
             warnings.iter().any(|x| x.contains(w)),
@@ -851,6 +852,39 @@ fn check_warns_about_identity_seeds_in_operator_mode() {
     }
 }
 
+#[test]
+fn check_warns_when_users_may_land_in_the_callout_account() {
+    let o = Operator::new();
+    std::fs::write(
+        o.d.path().join("auth-sk.nk"),
+        nkeys::KeyPair::new_account().seed().unwrap(),
+    )
+    .unwrap();
+    let quiet =
+        nats_oidc_callout::cli::check::warnings(&Config::load(&o.d.write(&o.text())).unwrap());
+    assert!(
+        !quiet
+            .iter()
+            .any(|w| w.contains("the callout's own account")),
+        "{quiet:?}"
+    );
+    let text = format!(
+        "{}\n[callout.accounts.AUTH]\npublic_key = \"{}\"\nsigning_key_seed_file = \"auth-sk.nk\"\n",
+        o.text(),
+        o.auth.public_key()
+    );
+    let warnings =
+        nats_oidc_callout::cli::check::warnings(&Config::load(&o.d.write(&text)).unwrap());
+    let expected = format!(
+        "callout.accounts.AUTH is the callout's own account ({})",
+        o.auth.public_key()
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains(&expected)),
+        "{expected:?} not in {warnings:?}"
+    );
+}
+
 /// Each bad value in the new role keys is refused at load time, and the
 /// message names the role, the key and what is wrong.
 #[test]
@@ -871,6 +905,14 @@ fn role_grants_limits_and_connection_rules_are_checked_at_load() {
         ("connection.sources = [\"10.0.0.1/8\"]", "roles.reader.connection.sources", "10.0.0.0/8 or the address 10.0.0.1/32"),
         ("connection.times = [{ start = \"8am\", end = \"18:00:00\" }]", "roles.reader.connection.times", "8am"),
         ("connection.times = [{ start = \"08:00:00\", end = \"08:00:00\" }]", "roles.reader.connection.times", "empty"),
+        ("connection.times = [{ start = \"08\", end = \"18:00:00\" }]", "roles.reader.connection.times", "\"08\" is not a time of day"),
+        ("connection.times = [{ start = \"08:00\", end = \"18:00:00\" }]", "roles.reader.connection.times", "\"08:00\""),
+        ("connection.times = [{ start = \"08:00:60\", end = \"18:00:00\" }]", "roles.reader.connection.times", "\"08:00:60\""),
+        ("connection.times = [{ start = \"08:00:00.5\", end = \"18:00:00\" }]", "roles.reader.connection.times", "\"08:00:00.5\""),
+        ("connection.times = [{ start = \"8:00:00\", end = \"18:00:00\" }]", "roles.reader.connection.times", "\"8:00:00\""),
+        ("connection.times = [{ start = \"24:00:00\", end = \"18:00:00\" }]", "roles.reader.connection.times", "\"24:00:00\""),
+        ("connection.sources = [\"::ffff:10.0.0.0/104\"]", "roles.reader.connection.sources", "write the IPv4 network 10.0.0.0/8"),
+        ("jetstream.read = [\"_\"]", "roles.reader.jetstream.read", "no domain"),
         ("connection.times = [{ start = \"08:00:00\", end = \"18:00:00\" }]\nconnection.time_zone = \"Mars/Olympus\"", "roles.reader.connection.time_zone", "Mars/Olympus"),
         ("connection.times = [{ start = \"08:00:00\", end = \"18:00:00\" }]\nconnection.time_zone = \"europe/berlin\"", "roles.reader.connection.time_zone", "\"Europe/Berlin\""),
         ("jetstream.manage = [\"{{sub}}\"]", "roles.reader.jetstream.manage", "never filled from a token"),

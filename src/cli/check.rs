@@ -76,9 +76,11 @@ pub fn warnings(config: &Config) -> Vec<String> {
     let sources = config.oidc.len() + usize::from(!config.users.is_empty());
     for (name, role) in config.roles.iter() {
         if sources > 1 {
+            // KV key patterns hold placeholders too (`profiles/{{sub}}.>`).
             let entries = [&role.publish, &role.subscribe]
                 .into_iter()
-                .flat_map(|d| d.allow.iter());
+                .flat_map(|d| d.allow.iter())
+                .chain(role.granted.iter().map(|(e, _)| e));
             for entry in
                 entries.filter(|e| e.template().is_some_and(|t| t.per_user_without_issuer()))
             {
@@ -121,6 +123,18 @@ pub fn warnings(config: &Config) -> Vec<String> {
         }
     }
     warn_consumers_others_create(&mut out, config);
+    warn_delivery_anywhere(&mut out, config);
+    if let Mode::Operator { accounts } = &config.callout.mode {
+        for (account, _) in accounts
+            .iter()
+            .filter(|(_, a)| a.public_key == config.callout.auth_account)
+        {
+            out.push(format!(
+                "callout.accounts.{account} is the callout's own account ({}): users placed there can reach what the service's own connection reaches (the authorization requests on $SYS.REQ.USER.AUTH, which carry every login's token, and the grants bucket) as far as their permissions go; place users in another account",
+                config.callout.auth_account
+            ));
+        }
+    }
     for user in &config.users {
         if let Credential::Bcrypt(hash) = &user.credential {
             let cost = bcrypt_cost(hash).unwrap_or(0);
@@ -175,9 +189,6 @@ fn warn_direction(out: &mut Vec<String>, role: &str, dir_name: &str, dir: &Direc
     }
 }
 
-/// Streams one role may manage before `check` asks whether it should.
-const MANY_STREAMS: usize = 3;
-
 fn warn_role_grants(out: &mut Vec<String>, name: &str, role: &Role, grants_bucket: Option<&str>) {
     let publishes = || {
         role.publish
@@ -199,11 +210,10 @@ fn warn_role_grants(out: &mut Vec<String>, name: &str, role: &Role, grants_bucke
             ));
         }
     }
-    let manage = &role.jetstream.manage;
-    if manage.len() > MANY_STREAMS {
+    if !role.jetstream.manage.is_empty() {
         out.push(format!(
-            "roles.{name}.jetstream.manage names {} streams: each can be deleted or purged (all its messages gone) by any user of this role; keep manage to the streams a service owns",
-            manage.len()
+            "roles.{name}.jetstream.manage {:?}: a stream's config reaches the whole account (its subjects capture any subject, mirror and sources copy any stream or bucket, republish writes to any subject), and each stream can be deleted or purged: manage is read and write of the whole account; give it only to the account's administrators",
+            role.jetstream.manage
         ));
     }
     if let Some(bucket) = grants_bucket {
@@ -278,6 +288,72 @@ fn warn_consumers_others_create(out: &mut Vec<String>, config: &Config) {
                     c.stream, c.consumer, c.stream, c.consumer
                 ));
             }
+        }
+    }
+}
+
+/// Who may create consumers on which stream, and who may write into it.
+/// A consumer create sets the consumer's delivery subject in the request
+/// body, and nats-server delivers with its own rights: a user who can do
+/// both can make whatever it writes appear on any subject of the account.
+/// Writers are known exactly for KV buckets (their subjects are fixed); a
+/// plain stream's subjects are not in this config, so `replay` is warned
+/// about on its own. `manage` is warned about as the whole account already.
+fn warn_delivery_anywhere(out: &mut Vec<String>, config: &Config) {
+    let buckets: std::collections::BTreeSet<&str> = config
+        .roles
+        .iter()
+        .flat_map(|(_, r)| r.kv.read.iter().chain(&r.kv.write))
+        .map(|s| s.bucket.as_str())
+        .collect();
+    let mut creators: Vec<(String, String)> = Vec::new();
+    let mut writers: Vec<(String, String)> = Vec::new();
+    for (name, role) in config.roles.iter() {
+        for scope in role.kv.read.iter().filter(|s| s.keys.is_none()) {
+            creators.push((
+                format!("KV_{}", scope.bucket),
+                format!("roles.{name}.kv.read {}", scope.bucket),
+            ));
+        }
+        for stream in &role.jetstream.replay {
+            creators.push((
+                stream.clone(),
+                format!("roles.{name}.jetstream.replay {stream}"),
+            ));
+        }
+        for scope in &role.kv.write {
+            let what = match &scope.keys {
+                Some(keys) => format!("roles.{name}.kv.write {}/{keys}", scope.bucket),
+                None => format!("roles.{name}.kv.write {}", scope.bucket),
+            };
+            writers.push((format!("KV_{}", scope.bucket), what));
+        }
+        // ">" is warned about as every subject already.
+        for subject in role.publish.allow.iter().map(|e| e.as_str()) {
+            for bucket in buckets.iter().filter(|_| subject != ">") {
+                let stream = format!("KV_{bucket}");
+                let by = || format!("roles.{name}.pub.allow {subject:?}");
+                if overlaps(subject, &format!("$KV.{bucket}.>")) {
+                    writers.push((stream.clone(), by()));
+                }
+                if overlaps(subject, &format!("$JS.API.CONSUMER.CREATE.{stream}")) {
+                    creators.push((stream, by()));
+                }
+            }
+        }
+    }
+    for (stream, creator) in &creators {
+        for (_, writer) in writers.iter().filter(|(s, _)| s == stream) {
+            out.push(format!(
+                "{creator} creates consumers on {stream} and {writer} writes into it: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so a user holding both can make what it writes appear on any subject of the account, past its publish permissions; keep the two grants for one stream apart, or in roles no one holds together"
+            ));
+        }
+    }
+    for (name, role) in config.roles.iter() {
+        for stream in &role.jetstream.replay {
+            out.push(format!(
+                "roles.{name}.jetstream.replay {stream}: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so its users can have {stream}'s messages re-sent to any subject of the account, and any of them who may also publish into {stream}'s subjects can make any content appear anywhere; grant replay only where that is acceptable"
+            ));
         }
     }
 }

@@ -160,13 +160,18 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
     }
     let _ = writeln!(
         out,
-        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s{})",
+        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s{}{})",
         humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(admission.expires)
         ),
         admission.expires.saturating_sub(now),
         admission.token_expires.unwrap_or_default(),
-        config.callout.max_user_ttl.as_secs(),
+        admission.max_user_ttl.as_secs(),
+        if admission.role_capped {
+            " from a role's max_user_ttl"
+        } else {
+            ""
+        },
         if admission.connection.iter().any(|(_, r)| r.times.is_some()) {
             "; or sooner, where a connect window closes"
         } else {

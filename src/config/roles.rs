@@ -232,6 +232,20 @@ impl Validator<'_> {
                             })?;
                         // "10.0.0.1/8" is either a typo for one address or
                         // for the whole network; which is not for us to guess.
+                        // Clients are checked by their canonical address
+                        // (an IPv4 client seen through an IPv6 socket is
+                        // IPv4), so an IPv4-mapped network never matches.
+                        if let ipnet::IpNet::V6(v6) = net {
+                            if let Some(v4) = v6.addr().to_ipv4_mapped() {
+                                let prefix = v6.prefix_len().saturating_sub(96);
+                                return Err(self.err(
+                                    &at("sources"),
+                                    format!(
+                                        "{n:?} is an IPv4-mapped IPv6 network, which no client address is compared with; write the IPv4 network {v4}/{prefix}"
+                                    ),
+                                ));
+                            }
+                        }
                         if net.trunc() != net {
                             return Err(self.err(
                                 &at("sources"),
@@ -259,8 +273,10 @@ impl Validator<'_> {
                 }
                 list.iter()
                     .map(|w| {
+                        // nats-server reads the user JWT's times with Go's
+                        // "15:04:05" layout: exactly HH:MM:SS, nothing looser.
                         let time = |v: &str| {
-                            v.parse::<jiff::civil::Time>().map_err(|_| {
+                            strict_time(v).ok_or_else(|| {
                                 self.err(
                                     &at("times"),
                                     format!(
@@ -530,4 +546,17 @@ impl Validator<'_> {
             )),
         }
     }
+}
+
+/// `HH:MM:SS`, two digits each, as nats-server parses it.
+fn strict_time(v: &str) -> Option<jiff::civil::Time> {
+    let b = v.as_bytes();
+    let digits = |i: usize| -> Option<i8> {
+        let (h, l) = (*b.get(i)?, *b.get(i + 1)?);
+        (h.is_ascii_digit() && l.is_ascii_digit()).then(|| ((h - b'0') * 10 + (l - b'0')) as i8)
+    };
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    jiff::civil::Time::new(digits(0)?, digits(3)?, digits(6)?, 0).ok()
 }

@@ -229,11 +229,18 @@ impl ConnectionRules {
                 if !open {
                     return None;
                 }
-                let end = end_date
-                    .to_datetime(w.end)
-                    .to_zoned_datetime(self.zone.1.clone())
-                    .ok()?;
-                Some(end.timestamp().as_second() as u64)
+                // An end inside a fall-back fold happens twice: take the
+                // first occurrence still ahead, so a connection in the second
+                // hour is not handed an end that has passed already.
+                let end = self
+                    .zone
+                    .1
+                    .to_ambiguous_timestamp(end_date.to_datetime(w.end));
+                let ahead = |t: jiff::Timestamp| Some(t.as_second() as u64).filter(|&e| e > now);
+                end.earlier()
+                    .ok()
+                    .and_then(ahead)
+                    .or_else(|| end.later().ok().and_then(ahead))
             })
             .max()
     }
@@ -466,6 +473,24 @@ mod tests {
             night.check("r", &facts("Client", "nats", "1.1.1.1", late)),
             Ok(Some(NOON + 17 * 3600)),
             "until 06:00 Berlin the next day"
+        );
+    }
+
+    #[test]
+    fn a_window_ending_in_a_fall_back_fold_ends_at_the_occurrence_still_ahead() {
+        // Berlin, 2026-10-25: 03:00 CEST becomes 02:00 CET at 01:00 UTC, so
+        // 02:30 happens twice. At 02:15 CET (01:15 UTC), the second hour,
+        // the window's end is 02:30 CET (01:30 UTC), not the 02:30 CEST
+        // that passed an hour ago.
+        let w = rules(
+            None,
+            None,
+            Some(&[("00:00:00", "02:30:00")]),
+            "Europe/Berlin",
+        );
+        assert_eq!(
+            w.check("r", &facts("Client", "nats", "1.1.1.1", 1_792_890_900)),
+            Ok(Some(1_792_891_800))
         );
     }
 

@@ -316,6 +316,14 @@ pub fn check_stream_name(what: &str, name: &str) -> Result<(), String> {
             crate::text::clip(name)
         ));
     }
+    // Version 2 ack subjects ($JS.ACK.<domain>.<account hash>.<stream>...)
+    // write "_" for "no domain": a stream named "_" would make
+    // $JS.ACK._.<consumer>.> reach other streams' acks.
+    if name == "_" {
+        return Err(format!(
+            "{what} \"_\" is what v2 ack subjects write for \"no domain\", so its grants would reach other streams' acks"
+        ));
+    }
     if name.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!(
             "{what} {name:?} is all digits, which ack subjects could confuse with sequence numbers"
