@@ -141,10 +141,14 @@ async fn every_grant_works_for_nats_py_as_for_async_nats() {
         profiles.get("bob.email").await.unwrap().as_deref(),
         Some(&b"bob@example.com"[..])
     );
+    // nats-py's TCP attempt as the browser was refused by the service, for
+    // its connection type, and no other connection was.
+    let type_refusals = || count_in_log(&stack.service.log, "code=\"connection_type\"");
+    assert_eq!(type_refusals(), 1, "{}", stack.service.log_text());
     assert_refused_as(
         &stack,
         "connection_type",
-        "the browser's TCP attempt was the service's refusal",
+        "async-nats over TCP as the browser is refused the same way",
         connect(&stack.url(), &stack.token("browser", &["browser"])),
     )
     .await;

@@ -440,3 +440,173 @@ async fn a_key_pattern_write_can_empty_the_bucket_unless_it_refuses_rollups() {
         .await
         .expect("puts still work");
 }
+
+// What subject permissions cannot hold. The README's notes under the grant
+// table say what each grant really means; these pin the nats-server
+// behaviour behind them, so that a server release that changes it shows up
+// here rather than in a deployment.
+
+/// A JetStream API request answered on the client's own inbox, as JSON.
+async fn api(client: &TestClient, subject: &str, body: serde_json::Value) -> serde_json::Value {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        client
+            .client
+            .request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: no answer"))
+    .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// Payloads arriving on `sub` within a short while.
+async fn drain(sub: &mut async_nats::Subscriber, want: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        match tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+            Ok(Some(m)) => got.push(String::from_utf8_lossy(&m.payload).to_string()),
+            _ => break,
+        }
+    }
+    got.sort();
+    got
+}
+
+/// README, replay: "The body may also set a delivery subject anywhere in
+/// the account, which nats-server publishes to with its own rights".
+#[tokio::test]
+async fn a_consumer_create_delivers_wherever_its_body_says() {
+    let stack = stack().await;
+    let (admin_client, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    let mut elsewhere = admin_client
+        .client
+        .subscribe("elsewhere.orders")
+        .await
+        .unwrap();
+    admin_client.client.flush().await.unwrap();
+    let (mut replayer, _) = js_client(&stack, "rex", &["replayer"]).await;
+
+    let created = api(
+        &replayer,
+        "$JS.API.CONSUMER.CREATE.ORDERS",
+        serde_json::json!({
+            "stream_name": "ORDERS",
+            "config": {"deliver_subject": "elsewhere.orders", "ack_policy": "none"}
+        }),
+    )
+    .await;
+    assert!(created.get("error").is_none(), "{created}");
+    assert_eq!(drain(&mut elsewhere, 2).await, ["first", "second"]);
+    // The replayer itself may not publish there.
+    replayer
+        .client
+        .publish("elsewhere.orders", "forged".into())
+        .await
+        .unwrap();
+    assert!(
+        replayer
+            .wait_event(
+                "permissions violation for publish to \"elsewhere.orders\"",
+                Duration::from_secs(3)
+            )
+            .await,
+        "{:?}",
+        replayer.events()
+    );
+}
+
+/// README, manage: "its subjects capture any subject, mirror/sources copy
+/// any other stream".
+#[tokio::test]
+async fn a_managed_stream_captures_any_subject_and_copies_any_stream() {
+    let stack = stack().await;
+    let (admin_client, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    let (ops, _) = js_client(&stack, "olga", &["ops"]).await;
+
+    let created = api(
+        &ops,
+        "$JS.API.STREAM.CREATE.SCRATCH",
+        serde_json::json!({
+            "name": "SCRATCH",
+            "subjects": ["payroll.>"],
+            "sources": [{"name": "ORDERS"}],
+        }),
+    )
+    .await;
+    assert!(created.get("error").is_none(), "{created}");
+    admin_client
+        .client
+        .publish("payroll.jan", "salaries".into())
+        .await
+        .unwrap();
+    admin_client.client.flush().await.unwrap();
+    let mut inbox = ops.client.subscribe("_INBOX.olga.scratch").await.unwrap();
+    ops.client.flush().await.unwrap();
+    let consumer = api(
+        &ops,
+        "$JS.API.CONSUMER.CREATE.SCRATCH",
+        serde_json::json!({
+            "stream_name": "SCRATCH",
+            "config": {"deliver_subject": "_INBOX.olga.scratch", "ack_policy": "none"}
+        }),
+    )
+    .await;
+    assert!(consumer.get("error").is_none(), "{consumer}");
+    assert_eq!(
+        drain(&mut inbox, 3).await,
+        ["first", "salaries", "second"],
+        "what others published on payroll.> and everything in ORDERS"
+    );
+}
+
+/// README, KV reads: "a client may publish a literal `>` where a permission
+/// has `*`, which a direct get ... reads as a wildcard" (why key patterns
+/// take no `*`), and "opening the bucket (stream info, which clients
+/// need) can list every key".
+#[tokio::test]
+async fn a_star_permission_admits_a_literal_gt_and_stream_info_lists_every_key() {
+    let stack = Stack::start(ServiceOptions {
+        jetstream: true,
+        roles: format!(
+            "{}\n[roles.star]\nsub.allow = [\"_INBOX.>\"]\npub.allow = [\"$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.*\"]\n",
+            fixtures::GRANT_ROLES
+        ),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::buckets(&admin).await;
+
+    let (star, _) = js_client(&stack, "stan", &["star"]).await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        star.client
+            .request("$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.>", "".into()),
+    )
+    .await
+    .expect("an answer")
+    .expect("the server let the literal '>' through a '*' permission");
+    assert_eq!(
+        &reply.payload[..],
+        b"bob@example.com",
+        "a key two tokens deep, which '*' alone would not reach"
+    );
+
+    // ana may read only profiles/ana.>, yet stream info names bob's key.
+    let (ana, _) = js_client(&stack, "ana", &["profile"]).await;
+    let info = api(
+        &ana,
+        "$JS.API.STREAM.INFO.KV_profiles",
+        serde_json::json!({"subjects_filter": ">"}),
+    )
+    .await;
+    assert!(
+        info["state"]["subjects"]
+            .get("$KV.profiles.bob.email")
+            .is_some(),
+        "{info}"
+    );
+}
