@@ -17,6 +17,8 @@ use crate::nats::user_jwt::Permission;
 use crate::oidc::cache::VerifiedToken;
 use crate::oidc::error::TokenError;
 use crate::oidc::{Issuer, Issuers};
+use crate::policy::bindings;
+use crate::policy::claim_match;
 use crate::policy::claims::{self, ClaimMapping};
 use crate::policy::connection::{self, Broken, ConnectionRules, Facts};
 use crate::policy::grants::GrantStore;
@@ -85,6 +87,8 @@ pub struct Admission {
     pub connection: Vec<(String, ConnectionRules)>,
     /// The same rules as the user JWT states them.
     pub jwt_rules: ConnectionLimits,
+    /// The `[[bindings]]` that gave roles, by name.
+    pub bindings: Vec<String>,
     /// When the user JWT expires.
     pub expires: u64,
     /// The lifetime cap applied: the service's, or a role's when shorter.
@@ -130,6 +134,8 @@ struct Principal<'a> {
     entitled: BTreeSet<String>,
     /// Why a principal with no matching role is refused.
     unmapped: String,
+    /// The `[[bindings]]` its claims matched, by name.
+    bindings: Vec<String>,
 }
 
 enum RoleSource<'a> {
@@ -301,6 +307,7 @@ impl Authorizer {
             jwt_rules: connection::jwt_rules(connection.iter().map(|(_, r)| r)),
             connection,
             expires: token_expires.map_or(latest, |exp| exp.min(latest)),
+            bindings: who.bindings,
             max_user_ttl: ttl,
             role_capped: ttl < self.settings.max_user_ttl,
             token_expires,
@@ -321,6 +328,7 @@ fn from_config(user: &ConfigUser) -> Principal<'_> {
         roles,
         entitled: BTreeSet::new(),
         unmapped: format!("users.{} maps to no role", user.name),
+        bindings: Vec::new(),
     }
 }
 
@@ -337,14 +345,24 @@ fn from_token(
     let refuse = |code: RefusalCode, reason: String| Refusal::new(code, reason).of(&user);
     claims::check_email_verified(claims, &mapping.user_claim, mapping.email_verified)
         .map_err(|e| refuse(RefusalCode::EmailNotVerified, e.to_string()))?;
-    let asserted = claims::roles(claims, &mapping.roles_claim)
-        .map_err(|e| refuse(RefusalCode::RolesClaim, e.to_string()))?;
+    if let Some((m, miss)) = claim_match::first_miss(&mapping.required, claims) {
+        return Err(refuse(
+            RefusalCode::RequiredClaim,
+            format!("issuer {name} requires it: {}", m.explain(&miss)),
+        ));
+    }
+    let asserted = match &mapping.roles_claim {
+        Some(path) => claims::roles(claims, path)
+            .map_err(|e| refuse(RefusalCode::RolesClaim, e.to_string()))?,
+        None => Vec::new(),
+    };
+    let bound = bindings::matched(&mapping.bindings, claims);
     let entitled = match &mapping.scopes_claim {
         Some(path) => scopes::entitled_by_claim(claims, path)
             .map_err(|e| refuse(RefusalCode::Scope, e.to_string()))?,
         None => BTreeSet::new(),
     };
-    let unmapped = match &mapping.role_namespace {
+    let mut unmapped = match &mapping.role_namespace {
         None => format!(
             "no mapped role: token roles {} match no [roles.*] table",
             summarize(&asserted)
@@ -354,11 +372,16 @@ fn from_token(
             summarize(&asserted)
         ),
     };
+    if !mapping.bindings.is_empty() {
+        unmapped.push_str(", and no [[bindings]] entry matched its claims");
+    }
+    let mut table = roles::table_names(mapping.role_namespace.as_deref(), &asserted);
+    for b in &bound {
+        table.extend(b.roles.iter().cloned());
+    }
     Ok(Principal {
-        roles: RoleSource::Table(roles::table_names(
-            mapping.role_namespace.as_deref(),
-            &asserted,
-        )),
+        roles: RoleSource::Table(table),
+        bindings: bound.iter().map(|b| b.name.clone()).collect(),
         name: user,
         source: name,
         token: Some(token),

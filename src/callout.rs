@@ -80,6 +80,8 @@ pub enum Verdict {
         scopes: Vec<String>,
         account: String,
         expires: u64,
+        /// The `[[bindings]]` that gave it roles.
+        bindings: Vec<String>,
     },
     Refused {
         code: RefusalCode,
@@ -198,6 +200,7 @@ impl Callout {
                     scopes: admission.scopes,
                     account: admission.account,
                     expires: admission.expires,
+                    bindings: admission.bindings,
                 },
             },
             Err(refusal) => Decision {
@@ -393,6 +396,7 @@ fn log(request: &AuthRequest, outcome: Result<&Admission, &Refusal>, started: In
             roles = ?a.roles,
             scopes = %text::reason(&format!("{:?}", a.scopes)),
             account = %a.account,
+            bindings = ?a.bindings,
             expires = a.expires,
             client_host = %client_host,
             client_id,

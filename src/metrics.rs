@@ -30,6 +30,12 @@ pub struct IssuerLabels {
     pub issuer: String,
 }
 
+/// A `[[bindings]]` entry's name (from the config, so bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindingLabels {
+    pub binding: String,
+}
+
 /// What became of one authorization request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -48,6 +54,7 @@ pub struct Metrics {
     pub jwks_keys: Family<IssuerLabels, Gauge>,
     pub nats_connected: Gauge,
     pub token_cache_hits: Counter,
+    pub binding_admissions: Family<BindingLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -103,6 +110,12 @@ impl Metrics {
             "Tokens taken as verified because the same token verified before (oidc.token_cache_bytes)",
             token_cache_hits.clone(),
         );
+        let binding_admissions = Family::<BindingLabels, Counter>::default();
+        registry.register(
+            "binding_admissions",
+            "Users admitted with roles from a [[bindings]] entry, by the entry's name",
+            binding_admissions.clone(),
+        );
         Metrics {
             registry,
             authorizations,
@@ -112,7 +125,16 @@ impl Metrics {
             jwks_keys,
             nats_connected,
             token_cache_hits,
+            binding_admissions,
         }
+    }
+
+    pub fn record_binding(&self, name: &str) {
+        self.binding_admissions
+            .get_or_create(&BindingLabels {
+                binding: name.to_string(),
+            })
+            .inc();
     }
 
     /// One request's outcome and how long it took.

@@ -29,6 +29,8 @@ pub enum RefusalCode {
     TokenClaims,
     IdentityClaim,
     EmailNotVerified,
+    /// A claim the issuer's `require_claims` names is missing or other.
+    RequiredClaim,
     RolesClaim,
     Scope,
     IdentityCredentials,
@@ -55,7 +57,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in the README table's order.
-    pub const ALL: [RefusalCode; 35] = [
+    pub const ALL: [RefusalCode; 36] = [
         RefusalCode::NoToken,
         RefusalCode::TokenTooLarge,
         RefusalCode::TokenMalformed,
@@ -76,6 +78,7 @@ impl RefusalCode {
         RefusalCode::TokenClaims,
         RefusalCode::IdentityClaim,
         RefusalCode::EmailNotVerified,
+        RefusalCode::RequiredClaim,
         RefusalCode::RolesClaim,
         RefusalCode::Scope,
         RefusalCode::IdentityCredentials,
@@ -116,6 +119,7 @@ impl RefusalCode {
             RefusalCode::TokenClaims => "token_claims",
             RefusalCode::IdentityClaim => "identity_claim",
             RefusalCode::EmailNotVerified => "email_not_verified",
+            RefusalCode::RequiredClaim => "required_claim",
             RefusalCode::RolesClaim => "roles_claim",
             RefusalCode::Scope => "scope",
             RefusalCode::IdentityCredentials => "identity_credentials",

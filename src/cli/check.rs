@@ -124,6 +124,23 @@ pub fn warnings(config: &Config) -> Vec<String> {
     }
     warn_consumers_others_create(&mut out, config);
     warn_delivery_anywhere(&mut out, config);
+    for issuer in &config.oidc {
+        for b in issuer.claims.bindings.iter().filter(|b| b.broad) {
+            let wanted: Vec<String> = b.matches.iter().map(|m| m.wanted()).collect();
+            out.push(format!(
+                "binding {} is broad: every token of issuer {} with {} gets roles {:?}{}",
+                b.name,
+                issuer.settings.name,
+                wanted.join(" and "),
+                b.roles,
+                if b.pin().is_some() {
+                    ""
+                } else {
+                    ", whichever workload it names (no exact sub, repository, repository_id or job_workflow_ref)"
+                }
+            ));
+        }
+    }
     if let Mode::Operator { accounts } = &config.callout.mode {
         for (account, _) in accounts
             .iter()

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::authorize::Authorizer;
 use crate::callout::Mode;
 use crate::cli::error::CliError;
 use crate::clock::{unix_now, Deadline};
@@ -14,6 +15,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::nats::request::{ConnectOpts, RequestBody};
 use crate::nats::user_jwt::Permission;
+use crate::refusal::RefusalCode;
 use crate::text;
 
 /// Stands in for the nkey each connection brings.
@@ -89,7 +91,10 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
         .map(|m| {
             (
                 format!(" (from {})", m.user_claim),
-                format!(" (from {})", m.roles_claim),
+                match &m.roles_claim {
+                    Some(path) => format!(" (from {path})"),
+                    None => " (no roles_claim: roles come from bindings)".into(),
+                },
             )
         })
         .unwrap_or_default();
@@ -100,6 +105,9 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
         Err(refusal) => {
             if let Some(user) = &refusal.user {
                 let _ = writeln!(out, "user:     {}{user_from}", text::name(user));
+            }
+            if refusal.code == RefusalCode::NoMappedRole {
+                write_bindings(&mut out, &authorizer, token, now).await;
             }
             return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
         }
@@ -112,6 +120,7 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
             "namespace: {ns} (roles looked up as [roles.\"{ns}:<role>\"])"
         );
     }
+    write_bindings(&mut out, &authorizer, token, now).await;
     let _ = writeln!(out, "mapped:   {:?}", admission.roles);
     let _ = writeln!(out, "account:  {}", admission.account);
     if let Mode::Operator { accounts } = &config.callout.mode {
@@ -196,6 +205,34 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
     Explanation {
         allowed: true,
         text: out,
+    }
+}
+
+/// Each `[[bindings]]` entry of the token's issuer: matched, or the first
+/// claim that kept it from matching. Only called once the token verified.
+async fn write_bindings(out: &mut String, authorizer: &Authorizer, token: &str, now: u64) {
+    let Ok(issuer) = authorizer.issuers().route(token) else {
+        return;
+    };
+    if issuer.extra.bindings.is_empty() {
+        return;
+    }
+    let Ok(verified) = issuer.verifier.verify(token, now, &Deadline::none()).await else {
+        return;
+    };
+    let _ = writeln!(out, "bindings of issuer {}:", issuer.settings.name);
+    for b in &issuer.extra.bindings {
+        let verdict = match b.check(&verified.claims) {
+            Ok(()) => "matched".to_string(),
+            Err(why) => format!("no match: {}", text::reason(&why)),
+        };
+        let _ = writeln!(
+            out,
+            "  {}{} -> {:?}: {verdict}",
+            b.name,
+            if b.broad { " (broad)" } else { "" },
+            b.roles
+        );
     }
 }
 

@@ -6,6 +6,7 @@
 //! into this module's model, built from the settings types of the layers
 //! below, and `redact` reports syntax errors without echoing values.
 
+mod bindings;
 mod oidc;
 mod raw;
 mod redact;

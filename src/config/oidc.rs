@@ -257,8 +257,24 @@ impl Validator<'_> {
     ) -> Result<ClaimMapping, ConfigError> {
         let path =
             |k: &str, p: &str| ClaimPath::parse(p).map_err(|r| self.err(&format!("{at}.{k}"), r));
+        let required = match &raw.require_claims {
+            None => Vec::new(),
+            Some(table) if table.is_empty() => {
+                return Err(self.err(
+                    &format!("{at}.require_claims"),
+                    "names no claim; leave it out to require none",
+                ))
+            }
+            Some(table) => self.claim_matches(&format!("{at}.require_claims"), table)?,
+        };
         Ok(ClaimMapping {
-            roles_claim: path("roles_claim", &raw.roles_claim)?,
+            roles_claim: raw
+                .roles_claim
+                .as_deref()
+                .map(|p| path("roles_claim", p))
+                .transpose()?,
+            required,
+            bindings: Vec::new(),
             user_claim: path("user_claim", raw.user_claim.as_deref().unwrap_or("sub"))?,
             email_verified: EmailVerified::parse(
                 raw.email_verified.as_deref().unwrap_or("required"),

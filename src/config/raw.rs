@@ -19,6 +19,20 @@ pub struct RawConfig {
     #[serde(default)]
     pub users: BTreeMap<String, RawUser>,
     pub grants: Option<RawGrants>,
+    #[serde(default)]
+    pub bindings: Vec<RawBinding>,
+}
+
+/// `[[bindings]]`: roles for tokens whose claims match.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBinding {
+    pub name: Option<String>,
+    pub issuer: String,
+    #[serde(rename = "match")]
+    pub matches: BTreeMap<String, toml::Value>,
+    pub roles: Vec<String>,
+    pub broad: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +132,8 @@ pub struct RawOidc {
     pub audience: OneOrMany,
     pub algorithms: Option<Vec<String>>,
     pub leeway: Option<String>,
-    pub roles_claim: String,
+    pub roles_claim: Option<String>,
+    pub require_claims: Option<BTreeMap<String, toml::Value>>,
     pub user_claim: Option<String>,
     pub email_verified: Option<String>,
     pub jwks_max_age: Option<String>,

@@ -96,12 +96,13 @@ impl<'a> Validator<'a> {
     pub(super) fn validate(self, raw: RawConfig) -> Result<Config, ConfigError> {
         let nats = self.nats(raw.nats)?;
         let callout = self.callout(raw.callout, &nats.auth)?;
-        let oidc = self.issuers(raw.oidc)?;
+        let mut oidc = self.issuers(raw.oidc)?;
         let http = raw.http.map(|h| self.http(h)).transpose()?;
         let roles = self.roles(raw.roles, &oidc)?;
         let users = self.users(raw.users, &roles)?;
         self.accounts_known(&callout, &roles, &users)?;
         let grants = self.grants(raw.grants)?;
+        self.bindings(raw.bindings, &mut oidc, &roles, grants.kv_bucket.is_some())?;
         Ok(Config {
             source: self.path.to_path_buf(),
             nats,

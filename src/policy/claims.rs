@@ -73,7 +73,13 @@ fn split_pointer_head(ptr: &str) -> Option<(String, &str)> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimMapping {
     pub user_claim: ClaimPath,
-    pub roles_claim: ClaimPath,
+    /// `None` for an issuer whose tokens get roles only from bindings (or
+    /// the KV bucket).
+    pub roles_claim: Option<ClaimPath>,
+    /// Claims every token of this issuer must carry (`require_claims`).
+    pub required: Vec<crate::policy::claim_match::ClaimMatch>,
+    /// `[[bindings]]` naming this issuer, in file order.
+    pub bindings: Vec<crate::policy::bindings::Binding>,
     pub email_verified: EmailVerified,
     /// The claim listing the scopes a user is entitled to, if any.
     pub scopes_claim: Option<ClaimPath>,

@@ -1,8 +1,10 @@
 //! The rules of a decision, without I/O: reading identity and roles from
-//! verified claims, subject syntax and templates, the role table with its
+//! verified claims (and binding roles to claims), subject syntax and templates, the role table with its
 //! JetStream/KV grants (`streams`) and connection rules (`connection`),
 //! scopes, identities from the config and the KV grants store.
 
+pub mod bindings;
+pub mod claim_match;
 pub mod claims;
 pub mod connection;
 pub(crate) mod grants;

@@ -127,6 +127,11 @@ impl Dispatcher {
                 .decide(&request.payload, xkey, max_payload, arrival)
                 .await;
             metrics.record_decision(decision.verdict.outcome(), started.elapsed().as_secs_f64());
+            if let Verdict::Allowed { bindings, .. } = &decision.verdict {
+                for b in bindings {
+                    metrics.record_binding(b);
+                }
+            }
             if matches!(decision.verdict, Verdict::Dropped { .. }) {
                 counters.record(started.elapsed());
                 return;
