@@ -390,7 +390,10 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
     assert_eq!(names, ["corp", "partner"]);
     assert_eq!(c.oidc[0].claims.role_namespace.as_deref(), Some("corp"));
     assert_eq!(c.oidc[1].settings.audience, vec!["partner-nats"]);
-    assert_eq!(c.oidc[1].claims.roles_claim.to_string(), "groups");
+    assert_eq!(
+        c.oidc[1].claims.roles_claim.as_ref().unwrap().to_string(),
+        "groups"
+    );
     assert_eq!(c.oidc[1].claims.user_claim.to_string(), "email");
     // A role without a namespace is unreachable when every issuer has one.
     let orphan = format!("{TWO_ISSUERS}\n[roles.reader]\nsub.allow = [\"x\"]\n");
@@ -1017,5 +1020,185 @@ fn the_readme_role_example_is_valid() {
         .unwrap_or_else(|e| panic!("the README's example is valid: {e}"));
     for role in ["orders-service", "browser", "orders-worker", "profile-user"] {
         assert!(config.roles.iter().any(|(n, _)| n == role), "{role}");
+    }
+}
+
+/// Two issuers, GitHub's (roles only through bindings) and a cluster's,
+/// each with its own role namespace.
+const WORKLOADS: &str = r#"
+[nats]
+url = "nats://127.0.0.1:4222"
+user = "auth"
+password = "authpw"
+
+[callout]
+issuer_seed_file = "issuer.nk"
+account = "APP"
+
+[[oidc]]
+name = "github"
+issuer = "https://token.actions.githubusercontent.com"
+audience = "nats"
+require_claims = { repository_owner = "acme" }
+
+[[oidc]]
+name = "cluster"
+issuer = "https://kubernetes.default.svc.cluster.local"
+audience = "nats"
+roles_claim = "groups"
+
+[roles."github:deployer"]
+pub.allow = ["deploy.>"]
+
+[roles."cluster:orders-reader"]
+sub.allow = ["orders.>"]
+"#;
+
+const DEPLOYER: &str = r#"
+[[bindings]]
+issuer = "github"
+match = { repository_id = 123456, ref = ["refs/heads/main", "refs/tags/v*"] }
+roles = ["deployer"]
+"#;
+
+#[test]
+fn bindings_load_into_their_issuer_with_its_roles() {
+    let d = Dir::new();
+    let text = format!(
+        "{WORKLOADS}{DEPLOYER}
+[[bindings]]
+name = \"orders-pods\"
+issuer = \"cluster\"
+match = {{ \"/kubernetes.io/namespace\" = \"orders\", sub = \"system:serviceaccount:orders:*\" }}
+roles = [\"orders-reader\"]
+broad = true
+"
+    );
+    let c = Config::load(&d.write(&text)).unwrap();
+    let github = &c.oidc[0].claims;
+    assert_eq!(github.roles_claim, None);
+    assert_eq!(github.required.len(), 1);
+    assert_eq!(github.bindings[0].name, "github[0]");
+    assert_eq!(github.bindings[0].roles, ["github:deployer"]);
+    let cluster = &c.oidc[1].claims;
+    assert_eq!(cluster.bindings[0].name, "orders-pods");
+    assert_eq!(cluster.bindings[0].roles, ["cluster:orders-reader"]);
+    let warnings = nats_oidc_callout::cli::check::warnings(&c);
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "binding orders-pods is broad: every token of issuer cluster with /kubernetes.io/namespace = \"orders\" and sub = \"system:serviceaccount:orders:*\" gets roles [\"cluster:orders-reader\"], whichever workload it names"
+        )),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("github[0]")),
+        "a pinned binding is not warned about: {warnings:?}"
+    );
+}
+
+/// Each bad binding or required claim is refused at load, naming where.
+#[test]
+fn bad_bindings_and_required_claims_are_config_errors() {
+    let binding = |body: &str| format!("{WORKLOADS}\n[[bindings]]\n{body}\n");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            binding("issuer = \"gitlab\"\nmatch = { sub = \"x\" }\nroles = [\"deployer\"]"),
+            "bindings[0].issuer",
+            "\"gitlab\" names no [oidc] issuer",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = \"x\" }\nroles = [\"orders-reader\"]"),
+            "bindings[0].roles",
+            "\"orders-reader\" is no role of issuer \"github\"",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = \"x\" }\nroles = [\"cluster:orders-reader\"]"),
+            "bindings[0].roles",
+            "is no role of issuer \"github\"",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { repository_owner = \"acme\" }\nroles = [\"deployer\"]"),
+            "bindings[0].match",
+            "pins no single workload",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { repository = \"acme/*\" }\nroles = [\"deployer\"]"),
+            "bindings[0].match",
+            "pins no single workload",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = {}\nroles = [\"deployer\"]\nbroad = true"),
+            "bindings[0].match",
+            "names no claim",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = \"x\" }\nroles = []"),
+            "bindings[0].roles",
+            "lists no role",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = 1.5 }\nroles = [\"deployer\"]"),
+            "bindings[0].match.sub",
+            "a float is not a claim value",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = [] }\nroles = [\"deployer\"]"),
+            "bindings[0].match.sub",
+            "lists no value",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = \"x\", ref = \"**\" }\nroles = [\"deployer\"]"),
+            "bindings[0].match.ref",
+            "matches every value",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = \"\" }\nroles = [\"deployer\"]"),
+            "bindings[0].match.sub",
+            "an empty value",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { \"a..b\" = \"x\" }\nroles = [\"deployer\"]\nbroad = true"),
+            "bindings[0].match.a..b",
+            "empty segment",
+        ),
+        (
+            binding("issuer = \"github\"\nname = \"has space\"\nmatch = { sub = \"x\" }\nroles = [\"deployer\"]"),
+            "bindings[0].name",
+            "metrics label",
+        ),
+        (
+            format!("{WORKLOADS}{DEPLOYER}{DEPLOYER}").replace(
+                "roles = [\"deployer\"]",
+                "name = \"twice\"\nroles = [\"deployer\"]",
+            ),
+            "bindings[1].name",
+            "\"twice\" names two bindings",
+        ),
+        (
+            WORKLOADS.to_string(),
+            "oidc[github].roles_claim",
+            "required unless [[bindings]] name this issuer",
+        ),
+        (
+            format!("{WORKLOADS}{DEPLOYER}").replace(
+                "require_claims = { repository_owner = \"acme\" }",
+                "require_claims = {}",
+            ),
+            "oidc[github].require_claims",
+            "names no claim",
+        ),
+        (
+            format!("{WORKLOADS}{DEPLOYER}").replace(
+                "require_claims = { repository_owner = \"acme\" }",
+                "require_claims = { repository_owner = { name = \"acme\" } }",
+            ),
+            "oidc[github].require_claims.repository_owner",
+            "is not a claim value",
+        ),
+    ];
+    for (text, key, detail) in cases {
+        let msg = error_for(&text);
+        assert!(msg.contains(key), "the message names {key}: {msg}");
+        assert!(msg.contains(detail), "the message says {detail:?}: {msg}");
     }
 }
