@@ -19,6 +19,12 @@
 //! * `connect`: `--clients` real async-nats clients connect at once through
 //!   a nats-server with auth callout, each with its token as the password.
 //! * `idle`: the service's CPU use while nothing happens.
+//! * `connect-rate`: `--clients` async-nats clients connect and close in a
+//!   loop through a nats-server with auth callout, first answered by the
+//!   service, then by a null responder (a child process of this tool: the
+//!   same NATS client and signing code, an allow-all user JWT, no checks:
+//!   what any responder must do to answer). Prints connects per second and
+//!   CPU per authorization of both, and their ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,6 +79,27 @@ enum Mode {
         #[arg(long, default_value = "10s")]
         duration: humantime::Duration,
     },
+    ConnectRate {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// How long each responder is measured, per round.
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+        /// Service, then null responder, this many times.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
+    /// Answers authorization requests with an allow-all user JWT, checking
+    /// nothing (started by `connect-rate`).
+    #[command(hide = true)]
+    NullResponder {
+        #[arg(long)]
+        nats_port: u16,
+        #[arg(long)]
+        seed: String,
+        #[arg(long)]
+        xkey_seed: Option<String>,
+    },
 }
 
 /// The service process and what it costs.
@@ -114,7 +141,20 @@ impl Service {
 }
 
 impl Drop for Service {
+    /// SIGTERM first, as a supervisor stops it (and so a profiler wrapping
+    /// the binary can write its output); SIGKILL after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -332,9 +372,174 @@ fn report_service(service: &Service, cpu_before: f64, elapsed: Duration) {
     );
 }
 
+/// The null responder: open (when sealed) and read the request, sign an
+/// allow-all user JWT and the response with the crate's own code, answer.
+async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>) {
+    use futures::StreamExt;
+    use nats_oidc_callout::nats::response::{self, Answer, Signer};
+    use nats_oidc_callout::nats::user_jwt::{
+        self, ConnectionLimits, Permission, Placement, UserGrant, UserLimits,
+    };
+    let issuer = nkeys::KeyPair::from_seed(seed).expect("an account seed");
+    let issuer_public = issuer.public_key();
+    let ours = xkey_seed.map(|s| nkeys::XKey::from_seed(s).expect("an xkey seed"));
+    let client = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
+        .connect(format!("nats://127.0.0.1:{nats_port}"))
+        .await
+        .expect("the null responder connects");
+    let mut requests = client
+        .queue_subscribe("$SYS.REQ.USER.AUTH", "null".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let everything = Permission {
+        allow: vec![">".into()],
+        deny: Vec::new(),
+    };
+    let anywhere = ConnectionLimits::default();
+    println!("ready");
+    while let Some(msg) = requests.next().await {
+        let Some(reply) = msg.reply else { continue };
+        let header = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Server-Xkey"))
+            .map(|v| v.as_str());
+        let Ok(opened) =
+            nats_oidc_callout::nats::request::open(&msg.payload, header, ours.as_ref())
+        else {
+            continue;
+        };
+        let to = opened.addressee_unverified();
+        let now = unix_now();
+        let user = user_jwt::issue(
+            &UserGrant {
+                user_nkey: &to.user_nkey,
+                name: "null",
+                placement: Placement::Named("APP"),
+                publish: &everything,
+                subscribe: &everything,
+                resp: None,
+                limits: UserLimits::default(),
+                connection: &anywhere,
+                expires: now + 3600,
+            },
+            &issuer,
+            now,
+        );
+        let seal = ours.as_ref().zip(opened.server_xkey());
+        let body = response::build(
+            &to,
+            Answer::Allow { user_jwt: &user },
+            &Signer {
+                key: &issuer,
+                account: &issuer_public,
+            },
+            seal,
+            now,
+        )
+        .expect("seals");
+        let _ = client.publish(reply, body.into()).await;
+    }
+}
+
+fn start_null_responder(
+    nats_port: u16,
+    account: &nkeys::KeyPair,
+    xkey: Option<&nkeys::XKey>,
+) -> Service {
+    use std::io::BufRead;
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg("null-responder")
+        .arg("--nats-port")
+        .arg(nats_port.to_string())
+        .arg("--seed")
+        .arg(account.seed().unwrap());
+    if let Some(x) = xkey {
+        cmd.arg("--xkey-seed").arg(x.seed().unwrap());
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the null responder");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the null responder did not start");
+    Service {
+        child,
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Connects per second, errors, and the responder's CPU seconds while
+/// `clients` tasks connect and close for `duration`.
+async fn connect_loop(
+    url: &str,
+    tokens: &Arc<Vec<String>>,
+    clients: usize,
+    duration: Duration,
+    responder: &Service,
+) -> (u64, u64, Duration, f64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let cpu_before = responder.cpu_seconds();
+    let begin = Instant::now();
+    let deadline = begin + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (url, tokens, next, errors, done) = (
+            url.to_string(),
+            tokens.clone(),
+            next.clone(),
+            errors.clone(),
+            done.clone(),
+        );
+        workers.spawn(async move {
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let token = tokens[n % tokens.len()].clone();
+                match async_nats::ConnectOptions::with_user_and_password("load".into(), token)
+                    .connection_timeout(Duration::from_secs(5))
+                    .max_reconnects(Some(0))
+                    .connect(url.as_str())
+                    .await
+                {
+                    Ok(client) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        drop(client);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let elapsed = begin.elapsed();
+    (
+        done.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        elapsed,
+        responder.cpu_seconds() - cpu_before,
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Mode::NullResponder {
+        nats_port,
+        seed,
+        xkey_seed,
+    } = &cli.mode
+    {
+        null_responder(*nats_port, seed, xkey_seed.as_deref()).await;
+        return;
+    }
     let bin = cli.service_bin.clone().unwrap_or_else(|| {
         let exe = std::env::current_exe().unwrap();
         exe.parent()
@@ -567,6 +772,55 @@ async fn main() {
             report_service(&service, cpu_before, elapsed);
             drop(held);
         }
+        Mode::ConnectRate {
+            clients,
+            duration,
+            rounds,
+        } => {
+            let xkey_public = callout_xkey.public_key();
+            let nats = start_nats(Some((
+                &account.public_key(),
+                cli.xkey.then_some(xkey_public.as_str()),
+            )));
+            let url = format!("nats://127.0.0.1:{}", nats.port);
+            let d: Duration = duration.into();
+            println!(
+                "connect-rate: {clients} clients connect and close for {:.0}s per responder, {}, token cache {}",
+                d.as_secs_f64(),
+                if cli.xkey { "xkey" } else { "no xkey" },
+                if cli.no_token_cache { "off (every token verified)" } else { "on (tokens seen before)" }
+            );
+            // Every token connects once first: with the cache on, the
+            // measured connects are all "seen before"; either way both
+            // responders start warm.
+            let warm = Duration::from_secs(2);
+            for round in 1..=rounds {
+                let (service, _) = start(nats.port).await;
+                connect_loop(&url, &tokens, clients, warm, &service).await;
+                let (s_n, s_err, s_t, s_cpu) =
+                    connect_loop(&url, &tokens, clients, d, &service).await;
+                drop(service);
+                let null = start_null_responder(nats.port, &account, xkey);
+                connect_loop(&url, &tokens, clients, warm, &null).await;
+                let (n_n, n_err, n_t, n_cpu) = connect_loop(&url, &tokens, clients, d, &null).await;
+                drop(null);
+                let rate = |n: u64, t: Duration| n as f64 / t.as_secs_f64();
+                let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
+                println!(
+                    "round {round}: service {:.0} connects/s ({s_err} errors), {:.0} µs CPU each; null responder {:.0} connects/s ({n_err} errors), {:.0} µs CPU each",
+                    rate(s_n, s_t),
+                    per(s_cpu, s_n),
+                    rate(n_n, n_t),
+                    per(n_cpu, n_n)
+                );
+                println!(
+                    "round {round}: service ÷ null: CPU per authorization {:.2}×, connect rate {:.2}×",
+                    per(s_cpu, s_n) / per(n_cpu, n_n),
+                    rate(s_n, s_t) / rate(n_n, n_t)
+                );
+            }
+        }
+        Mode::NullResponder { .. } => unreachable!("handled before any setup"),
         Mode::Idle { duration } => {
             let nats = start_nats(None);
             let (service, ready) = start(nats.port).await;

@@ -6,5 +6,5 @@
 pub mod creds;
 pub mod jwt;
 pub mod request;
-pub(crate) mod response;
+pub mod response;
 pub mod user_jwt;

@@ -259,6 +259,18 @@ pub fn open<'a>(
 }
 
 impl Opened<'_> {
+    /// Who the answer would go to, as the request says, before its
+    /// signature is checked (for tools that stand in for a responder; the
+    /// service answers only verified requests).
+    pub fn addressee_unverified(&self) -> Addressee {
+        self.unverified.claims.addressee()
+    }
+
+    /// The server's xkey when the request came sealed.
+    pub fn server_xkey(&self) -> Option<&nkeys::XKey> {
+        self.server_xkey.as_ref()
+    }
+
     /// How long after its arrival the request is worth working on.
     /// nats-server refuses the client when its auth timeout ends; `exp` and
     /// `iat` are whole seconds of its clock, so `exp - iat` is that timeout
