@@ -1094,6 +1094,18 @@ broad = true
         !warnings.iter().any(|w| w.contains("github[0]")),
         "a pinned binding is not warned about: {warnings:?}"
     );
+    assert!(
+        !warnings.iter().any(|w| w.contains("is the shared issuer of")),
+        "GitHub's issuer with require_claims: {warnings:?}"
+    );
+    let open = text.replace("require_claims = { repository_owner = \"acme\" }\n", "");
+    let warnings = nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&open)).unwrap());
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "oidc[github]: https://token.actions.githubusercontent.com is the shared issuer of GitHub Actions: every one of its customers"
+        )),
+        "{warnings:?}"
+    );
 }
 
 /// Each bad binding or required claim is refused at load, naming where.

@@ -125,6 +125,14 @@ pub fn warnings(config: &Config) -> Vec<String> {
     warn_consumers_others_create(&mut out, config);
     warn_delivery_anywhere(&mut out, config);
     for issuer in &config.oidc {
+        if let Some(platform) = shared_issuer(&issuer.settings.issuer) {
+            if issuer.claims.required.is_empty() {
+                out.push(format!(
+                    "oidc[{}]: {} is the shared issuer of {platform}: every one of its customers can mint a token for your audience; set require_claims to your organisation (repository_owner_id for GitHub), without which only the exact pins of bindings keep their tokens out",
+                    issuer.settings.name, issuer.settings.issuer
+                ));
+            }
+        }
         for b in issuer.claims.bindings.iter().filter(|b| b.broad) {
             let wanted: Vec<String> = b.matches.iter().map(|m| m.wanted()).collect();
             out.push(format!(
@@ -372,5 +380,15 @@ fn warn_delivery_anywhere(out: &mut Vec<String>, config: &Config) {
                 "roles.{name}.jetstream.replay {stream}: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so its users can have {stream}'s messages re-sent to any subject of the account, and any of them who may also publish into {stream}'s subjects can make any content appear anywhere; grant replay only where that is acceptable"
             ));
         }
+    }
+}
+
+/// Issuers that mint tokens for anyone with an account on the platform.
+fn shared_issuer(issuer: &str) -> Option<&'static str> {
+    match issuer.trim_end_matches('/') {
+        "https://token.actions.githubusercontent.com" => Some("GitHub Actions"),
+        "https://accounts.google.com" => Some("Google"),
+        "https://gitlab.com" => Some("GitLab.com"),
+        _ => None,
     }
 }
