@@ -1095,7 +1095,9 @@ broad = true
         "a pinned binding is not warned about: {warnings:?}"
     );
     assert!(
-        !warnings.iter().any(|w| w.contains("is the shared issuer of")),
+        !warnings
+            .iter()
+            .any(|w| w.contains("is the shared issuer of")),
         "GitHub's issuer with require_claims: {warnings:?}"
     );
     let open = text.replace("require_claims = { repository_owner = \"acme\" }\n", "");

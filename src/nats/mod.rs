@@ -8,3 +8,4 @@ pub mod jwt;
 pub mod request;
 pub mod response;
 pub mod user_jwt;
+pub mod xkey;
