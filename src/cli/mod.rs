@@ -4,6 +4,7 @@ pub mod check;
 mod error;
 mod explain;
 mod health;
+mod json_log;
 mod keys;
 
 use std::path::PathBuf;
@@ -220,6 +221,6 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder.event_format(json_log::JsonLines).init(),
     }
 }
