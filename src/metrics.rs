@@ -131,7 +131,7 @@ impl Metrics {
         );
         // Present at 0 from the start, so an alert can watch for increase.
         for kind in XKEY_MISMATCH_KINDS {
-            xkey_mismatches.get_or_create(&XkeyLabels { kind });
+            let _ = xkey_mismatches.get_or_create(&XkeyLabels { kind });
         }
         Metrics {
             registry,
