@@ -335,3 +335,77 @@ async fn a_client_with_an_auth_callback_stays_connected_across_token_expiry() {
     assert!(*minted.lock().unwrap() >= 2);
     client.flush().await.expect("the reconnected client works");
 }
+
+/// SIGTERM while nats-server has never been reachable (a closed port) or
+/// while something on the port accepts connections but never speaks NATS
+/// (a hung server, a firewall that blackholes): the service still exits 0
+/// within the ~8 s the README promises (a container runtime waits 10 s
+/// before SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_service_when_nats_was_never_reachable_or_hangs() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    // Accepts and holds every connection, says nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let closed_port = free_port();
+    let issuer = DevIssuer::start(0).await.unwrap();
+    for (case, port) in [("closed port", closed_port), ("silent server", silent_port)] {
+        let keys = CalloutKeys::new();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"auth\"\npassword = \"authpw\"\n\
+                 [callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
+                 [oidc]\nissuer = \"{}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
+                 [roles.a]\nsub.allow = [\"a\"]\n",
+                issuer.issuer()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("service.log");
+        let mut child = callout_bin()
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // Running, keys loaded, NATS not there.
+        wait_for_log(&log, "issuer keys loaded", Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(child.try_wait().unwrap().is_none(), "{case}: still running");
+        let started = std::time::Instant::now();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!(
+                    "{case}: no exit 15 s after SIGTERM:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let took = started.elapsed();
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{case}: exit status {status}\n{said}");
+        assert!(
+            took < Duration::from_secs(8),
+            "{case}: SIGTERM took {took:?}\n{said}"
+        );
+        eprintln!("{case}: SIGTERM to exit took {took:?}");
+    }
+}
