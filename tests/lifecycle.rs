@@ -409,3 +409,96 @@ async fn sigterm_stops_the_service_when_nats_was_never_reachable_or_hangs() {
         eprintln!("{case}: SIGTERM to exit took {took:?}");
     }
 }
+
+/// nats-server and the service disagree about the xkey: the service says
+/// so in ONE log line naming the fix (not one per connect), counts every
+/// such request in /metrics, and /readyz reports it: not ready when every
+/// client is refused (a sealed request it cannot open), ready with the
+/// problem named when requests are answered but travel in clear.
+async fn xkey_mismatch_case(
+    server_xkey: Option<&str>,
+    service_xkey: bool,
+    keys: CalloutKeys,
+    kind: &str,
+    refused: bool,
+) {
+    let port = free_port();
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let nats = NatsServer::start(&keys.issuer.public_key(), server_xkey);
+    let service = CalloutService::start(
+        &nats.url(),
+        &issuer.issuer(),
+        &keys,
+        ServiceOptions {
+            xkey: service_xkey,
+            http_port: Some(port),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, body) = http_get(port, "/readyz").await;
+    assert_eq!(status, 200, "ready before any request: {body}");
+    assert!(body.contains("\"xkey\":\"ok\""), "{body}");
+    for n in 0..3 {
+        let token = issuer.token("ana", AUDIENCE, &["admin"], 300);
+        let result = connect(&nats.url(), &token).await;
+        assert_eq!(result.is_err(), refused, "{kind}: connect {n}");
+    }
+    let needle = "xkey mismatch";
+    wait_for_log(&service.log, needle, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let said = service.log_text();
+    assert_eq!(
+        count_in_log(&service.log, needle),
+        1,
+        "{kind}: said once for three requests:\n{said}"
+    );
+    let line = said.lines().find(|l| l.contains(needle)).unwrap();
+    eprintln!("{kind}: {line}");
+    assert!(line.contains("Fix:"), "{line}");
+    assert!(
+        line.contains(if refused { "ERROR" } else { "WARN" }),
+        "{line}"
+    );
+    let (status, body) = http_get(port, "/readyz").await;
+    assert_eq!(status, if refused { 503 } else { 200 }, "{kind}: {body}");
+    assert!(body.contains(&format!("\"xkey\":\"{kind}\"")), "{body}");
+    assert!(
+        body.contains("xkey_problems") && body.contains("Fix:"),
+        "{body}"
+    );
+    let (_, metrics) = http_get(port, "/metrics").await;
+    let line = format!("nats_oidc_callout_xkey_mismatches_total{{kind=\"{kind}\"}} 3");
+    assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    if refused {
+        // What nats-server could say: nothing more (the user key a reasoned
+        // answer must name is inside the request nobody here can open).
+        assert!(
+            nats.log_text().contains("no reason supplied"),
+            "{}",
+            nats.log_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealing_nats_server_without_callout_xkey_is_reported_and_not_ready() {
+    let keys = CalloutKeys::new();
+    let xkey = keys.xkey.public_key();
+    xkey_mismatch_case(Some(&xkey), false, keys, "sealed_without_xkey", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_sealing_to_another_xkey_is_reported_and_not_ready() {
+    let keys = CalloutKeys::new();
+    let other = nkeys::XKey::new().public_key();
+    xkey_mismatch_case(Some(&other), true, keys, "wrong_xkey", true).await;
+}
+
+/// A FIPS-mode nats-server never seals, whatever its config says: so an
+/// unsealed request with callout.xkey_seed set is answered, and only
+/// reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsealing_nats_server_with_callout_xkey_is_answered_and_reported() {
+    xkey_mismatch_case(None, true, CalloutKeys::new(), "unsealed_with_xkey", false).await;
+}

@@ -67,13 +67,26 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         .collect();
     // Without the grants bucket read once, users would miss grants made there.
     let kv = s.live.grants().is_none_or(|(_, store)| store.is_loaded());
-    let ready = nats && keys && kv;
+    // A sealed request the service cannot open refuses every client while
+    // everything above looks fine; an unsealed one with xkey configured is
+    // answered (a FIPS nats-server never seals) and only reported.
+    let mismatches = s.readiness.xkey_current(std::time::Instant::now());
+    let xkey_ok = !mismatches.iter().any(|m| m.refuses_everyone());
+    let ready = nats && keys && kv && xkey_ok;
     let mut body = json!({
         "ready": ready,
         "nats_connected": nats,
         "issuer_keys": keys,
         "issuers": per_issuer,
+        "xkey": mismatches.first().map_or("ok", |m| m.as_str()),
     });
+    if !mismatches.is_empty() {
+        let mode = s.live.callout();
+        body["xkey_problems"] = mismatches
+            .iter()
+            .map(|m| serde_json::Value::from(m.explain(mode.mode())))
+            .collect();
+    }
     if s.live.grants().is_some() {
         body["kv_grants"] = kv.into();
     }

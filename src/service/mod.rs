@@ -140,6 +140,7 @@ impl Service {
             self.live.clone(),
             self.metrics.clone(),
             counters,
+            self.readiness.clone(),
         );
         dispatcher.serve(&mut requests, shutdown).await;
         tracing::info!(
