@@ -25,6 +25,8 @@ use live::Live;
 use micro::{Announcement, EndpointCounters};
 use readiness::Readiness;
 
+pub use nats::connect_once;
+
 pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
 /// How often the config file is checked for changes.
