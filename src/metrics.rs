@@ -325,6 +325,36 @@ mod tests {
         );
     }
 
+    /// The README's metrics table names exactly the families served, by
+    /// the names the Prometheus text format gives them.
+    #[test]
+    fn the_readme_metrics_table_lists_exactly_these_families() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("### Operations endpoint and metrics")
+            .nth(1)
+            .expect("README has the metrics section");
+        let documented: std::collections::BTreeSet<String> = section
+            .lines()
+            .skip_while(|l| !l.starts_with("| metric"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|row| row.split('`').nth(1).map(str::to_string))
+            .collect();
+        // A family with no sample yet is left out of the exposition.
+        let metrics = Metrics::new();
+        metrics.record_decision(Outcome::Allowed, 0.001);
+        metrics.record_fetch("default", true);
+        metrics.record_keys("default", 2, 1.0);
+        let served: std::collections::BTreeSet<String> = metrics
+            .render_prometheus()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next().map(str::to_string))
+            .collect();
+        assert_eq!(documented, served, "README metrics table vs /metrics");
+    }
+
     #[test]
     fn openmetrics_only_when_the_scraper_prefers_it() {
         // Prometheus 2.x's own Accept header.
