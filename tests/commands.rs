@@ -444,3 +444,68 @@ async fn check_online_contacts_issuer_and_nats_and_names_what_is_wrong() {
         assert!(t.contains("online check: 1 error,"), "{name}: {t}");
     }
 }
+
+/// A login nats-server does not let subscribe to the callout subject
+/// (here a user of the callout account with `subscribe: deny >`): the
+/// service could never receive a request, and `check --online` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_names_a_login_that_cannot_subscribe_to_the_callout_subject() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let keys = CalloutKeys::new();
+    let port = free_port();
+    let _nats = NatsServer::start_with(
+        tempfile::tempdir().unwrap(),
+        port,
+        format!(
+            r#"listen: 127.0.0.1:{port}
+accounts {{
+  AUTH {{ users: [ {{ user: auth, password: authpw }},
+                   {{ user: limited, password: limitedpw, permissions: {{ subscribe: {{ deny: ">" }} }} }} ] }}
+  APP {{}}
+  SYS {{}}
+}}
+system_account: SYS
+authorization {{
+  auth_callout {{
+    issuer: {}
+    auth_users: [ auth, limited ]
+    account: AUTH
+  }}
+}}
+"#,
+            keys.issuer.public_key()
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"limited\"\npassword = \"limitedpw\"\n\
+             [callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
+             [oidc]\nissuer = \"{}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
+             [roles.a]\nsub.allow = [\"a\"]\n",
+            issuer.issuer()
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        callout_bin()
+            .args(["check", "--online", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    });
+    let t = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("ok: connected to NATS as user \"limited\" with password"),
+        "{t}"
+    );
+    assert!(
+        t.contains("error: nats-server refuses this login's subscription to $SYS.REQ.USER.AUTH"),
+        "{t}"
+    );
+    assert!(!t.contains("limitedpw"), "{t}");
+}

@@ -133,7 +133,7 @@ async fn nats(report: &mut Report, config: &Config) {
     // A permissions violation comes back asynchronously; a flush and a
     // moment make sure the server has read the subscription.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let violations: Vec<String> = said
         .lock()
         .unwrap_or_else(|p| p.into_inner())
