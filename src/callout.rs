@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::authorize::{Admission, Authorizer};
 use crate::clock::{unix_now, Deadline, Interrupted};
 use crate::metrics::Outcome;
-use crate::nats::request::{self, Addressee, AuthRequest, DecodeFailure};
+use crate::nats::request::{self, Addressee, AuthRequest, DecodeFailure, RequestError};
 use crate::nats::response::{self, Answer};
 use crate::nats::user_jwt::{self, Placement, ResponsePermission, UserGrant, UserLimits};
 use crate::refusal::{Refusal, RefusalCode};
@@ -127,6 +127,74 @@ pub struct Decision {
     /// when the request was dropped).
     pub body: Vec<u8>,
     pub verdict: Verdict,
+    /// nats-server's xkey setting and this callout's disagree, as this
+    /// request shows.
+    pub xkey: Option<XkeyMismatch>,
+}
+
+/// nats-server's `auth_callout.xkey` (in operator mode the callout
+/// account's xkey) and `callout.xkey_seed` disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XkeyMismatch {
+    /// A sealed request, and no `callout.xkey_seed`: every client refused.
+    SealedWithoutXkey,
+    /// A sealed request `callout.xkey_seed` cannot open: every client
+    /// refused.
+    WrongXkey,
+    /// An unsealed request although `callout.xkey_seed` is set: answered,
+    /// but the tokens crossed NATS in clear. A nats-server in FIPS mode
+    /// never seals, whatever its config says.
+    UnsealedWithXkey,
+}
+
+impl XkeyMismatch {
+    pub const ALL: [XkeyMismatch; 3] = [
+        XkeyMismatch::SealedWithoutXkey,
+        XkeyMismatch::WrongXkey,
+        XkeyMismatch::UnsealedWithXkey,
+    ];
+
+    /// The `kind` label of `xkey_mismatches_total`, and the code `/readyz`
+    /// shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XkeyMismatch::SealedWithoutXkey => "sealed_without_xkey",
+            XkeyMismatch::WrongXkey => "wrong_xkey",
+            XkeyMismatch::UnsealedWithXkey => "unsealed_with_xkey",
+        }
+    }
+
+    /// Whether every client this server sends is refused.
+    pub fn refuses_everyone(self) -> bool {
+        !matches!(self, XkeyMismatch::UnsealedWithXkey)
+    }
+
+    /// What is wrong and how to fix it, in words.
+    pub fn explain(self, mode: &Mode) -> String {
+        let server_key = match mode {
+            Mode::Server => "auth_callout.xkey in nats-server's config",
+            Mode::Operator { .. } => "the callout account's xkey (nsc edit authcallout --curve)",
+        };
+        match self {
+            XkeyMismatch::SealedWithoutXkey => format!(
+                "nats-server seals its authorization requests ({server_key} is set) but callout.xkey_seed is not configured: \
+                 every client is refused, and nats-server logs \"no reason supplied\" (a request that cannot be opened \
+                 cannot be answered with a reason: the user key it must name is inside). Fix: set callout.xkey_seed_file \
+                 to the curve seed (SX...) whose public key is {server_key} (`nats-oidc-callout pubkey <file>` prints it), \
+                 or remove the xkey from nats-server"
+            ),
+            XkeyMismatch::WrongXkey => format!(
+                "nats-server seals its authorization requests to an xkey that callout.xkey_seed does not open: every \
+                 client is refused, and nats-server logs \"no reason supplied\". Fix: make {server_key} the public key \
+                 of callout.xkey_seed (`nats-oidc-callout pubkey <seed file>` prints it)"
+            ),
+            XkeyMismatch::UnsealedWithXkey => format!(
+                "callout.xkey_seed is set but nats-server sends its authorization requests unsealed: they are answered, \
+                 but the bearer tokens in them cross NATS in clear. Fix: set {server_key} to the public key of \
+                 callout.xkey_seed; a nats-server in FIPS mode never seals (there, remove callout.xkey_seed to silence this)"
+            ),
+        }
+    }
 }
 
 impl Callout {
@@ -138,6 +206,11 @@ impl Callout {
         &self.authorizer
     }
 
+    /// How nats-server runs, as this callout was configured.
+    pub fn mode(&self) -> &Mode {
+        &self.keys.mode
+    }
+
     /// Decides one authorization request message and logs the decision.
     /// `max_response_bytes` is the server's max_payload: an allowing response
     /// larger than that could not be delivered, so it becomes a refusal that
@@ -145,6 +218,22 @@ impl Callout {
     /// answered, once the request's deadline (counted from `arrival`) has
     /// passed.
     pub async fn decide(
+        &self,
+        payload: &[u8],
+        xkey_header: Option<&str>,
+        max_response_bytes: usize,
+        arrival: Arrival,
+    ) -> Decision {
+        let mut decision = self
+            .decide_request(payload, xkey_header, max_response_bytes, arrival)
+            .await;
+        if decision.xkey.is_none() && xkey_header.is_none() && self.keys.xkey.is_some() {
+            decision.xkey = Some(XkeyMismatch::UnsealedWithXkey);
+        }
+        decision
+    }
+
+    async fn decide_request(
         &self,
         payload: &[u8],
         xkey_header: Option<&str>,
@@ -202,6 +291,7 @@ impl Callout {
                     expires: admission.expires,
                     bindings: admission.bindings,
                 },
+                xkey: None,
             },
             Err(refusal) => Decision {
                 body: self.respond(
@@ -216,6 +306,7 @@ impl Callout {
                     code: refusal.code,
                     reason: refusal.reason,
                 },
+                xkey: None,
             },
         }
     }
@@ -240,12 +331,18 @@ impl Callout {
             ),
             None => Vec::new(),
         };
+        let xkey = match failure.error {
+            RequestError::SealedWithoutXkey => Some(XkeyMismatch::SealedWithoutXkey),
+            RequestError::Unseal => Some(XkeyMismatch::WrongXkey),
+            _ => None,
+        };
         Decision {
             body,
             verdict: Verdict::Refused {
                 code: RefusalCode::BadRequest,
                 reason,
             },
+            xkey,
         }
     }
 
@@ -376,6 +473,7 @@ fn dropped(why: Refusal, stage: &str, started: Instant) -> Decision {
     Decision {
         body: Vec::new(),
         verdict: Verdict::Dropped { reason: why.reason },
+        xkey: None,
     }
 }
 
@@ -393,10 +491,10 @@ fn log(request: &AuthRequest, outcome: Result<&Admission, &Refusal>, started: In
             result = "allowed",
             user = %text::name(&a.user),
             issuer = %a.issuer,
-            roles = ?a.roles,
-            scopes = %text::reason(&format!("{:?}", a.scopes)),
+            roles = %text::list(&a.roles),
+            scopes = %text::list(&a.scopes),
             account = %a.account,
-            bindings = ?a.bindings,
+            bindings = %text::list(&a.bindings),
             expires = a.expires,
             client_host = %client_host,
             client_id,

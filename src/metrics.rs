@@ -1,5 +1,11 @@
 //! Prometheus metrics: decisions by result and reason, decision latency,
-//! issuer key fetches, key count, NATS connection state, token cache hits.
+//! issuer key fetches, key count, NATS connection state, token cache hits,
+//! xkey mismatches between nats-server and the service.
+//!
+//! Served in two formats: OpenMetrics 1.0 (what `prometheus-client`
+//! encodes, for scrapers that ask for it) and the Prometheus text format
+//! 0.0.4 (for everything else: `promtool check metrics`, older scrapers,
+//! `curl`), derived from the same encoding.
 
 use std::sync::atomic::AtomicU64;
 
@@ -36,6 +42,19 @@ pub struct BindingLabels {
     pub binding: String,
 }
 
+/// Which way nats-server's `auth_callout.xkey` and `callout.xkey_seed`
+/// disagree.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XkeyLabels {
+    pub kind: &'static str,
+}
+
+/// The `kind` label values of `xkey_mismatches_total`: a sealed request
+/// with no `callout.xkey_seed`, a sealed request the seed cannot open, an
+/// unsealed request although the seed is set.
+pub const XKEY_MISMATCH_KINDS: [&str; 3] =
+    ["sealed_without_xkey", "wrong_xkey", "unsealed_with_xkey"];
+
 /// What became of one authorization request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -55,6 +74,7 @@ pub struct Metrics {
     pub nats_connected: Gauge,
     pub token_cache_hits: Counter,
     pub binding_admissions: Family<BindingLabels, Counter>,
+    pub xkey_mismatches: Family<XkeyLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -116,6 +136,16 @@ impl Metrics {
             "Users admitted with roles from a [[bindings]] entry, by the entry's name",
             binding_admissions.clone(),
         );
+        let xkey_mismatches = Family::<XkeyLabels, Counter>::default();
+        registry.register(
+            "xkey_mismatches",
+            "Authorization requests whose sealing disagrees with callout.xkey_seed, by kind",
+            xkey_mismatches.clone(),
+        );
+        // Present at 0 from the start, so an alert can watch for increase.
+        for kind in XKEY_MISMATCH_KINDS {
+            let _ = xkey_mismatches.get_or_create(&XkeyLabels { kind });
+        }
         Metrics {
             registry,
             authorizations,
@@ -126,6 +156,7 @@ impl Metrics {
             nats_connected,
             token_cache_hits,
             binding_admissions,
+            xkey_mismatches,
         }
     }
 
@@ -185,6 +216,72 @@ impl Metrics {
             .expect("writing to a String");
         out
     }
+
+    /// The Prometheus text exposition format 0.0.4.
+    pub fn render_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.render())
+    }
+}
+
+/// The content type of [`Metrics::render`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::render_prometheus`].
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a request's `Accept` header prefers OpenMetrics over the
+/// Prometheus text format (as Prometheus itself asks); anything else,
+/// no header included, gets the Prometheus text format.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= text
+}
+
+/// OpenMetrics → Prometheus text 0.0.4: a counter family `x` is written
+/// as `x_total` in its `# HELP` and `# TYPE` lines (its samples already
+/// are), `# UNIT` and `# EOF` lines go. Every family keeps its HELP and
+/// TYPE, which `promtool check metrics` requires.
+fn openmetrics_to_prometheus(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let counter_family = |name: &str| {
+        lines
+            .iter()
+            .any(|l| l.strip_prefix("# TYPE ") == Some(&format!("{name} counter")))
+    };
+    for line in &lines {
+        if *line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = comment {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counter_family(name) && !name.ends_with("_total") {
+                out.push_str(&format!("{prefix}{name}_total {tail}"));
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -209,5 +306,91 @@ mod tests {
             RefusalCode::ALL.iter().map(|c| c.as_str()).collect();
         expected.insert("ok");
         assert_eq!(reasons, expected);
+    }
+
+    /// Every sample of the Prometheus text format belongs to a family
+    /// with HELP and TYPE lines of its own name (what promtool checks).
+    #[test]
+    fn the_prometheus_text_format_names_help_and_type_for_every_sample() {
+        let metrics = Metrics::new();
+        metrics.record_decision(Outcome::Allowed, 0.001);
+        metrics.record_fetch("default", true);
+        metrics.record_keys("default", 2, 1.0);
+        metrics.token_cache_hits.inc();
+        let text = metrics.render_prometheus();
+        assert!(!text.contains("# EOF"), "{text}");
+        let mut helped = std::collections::BTreeSet::new();
+        let mut typed = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                helped.insert(rest.split(' ').next().unwrap().to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                typed.insert(name.to_string(), kind.to_string());
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains_key(*f)))
+                    .unwrap_or(name);
+                assert!(helped.contains(family), "no HELP for {name}:\n{text}");
+                assert!(typed.contains_key(family), "no TYPE for {name}:\n{text}");
+            }
+        }
+        assert_eq!(
+            typed["nats_oidc_callout_authorizations_total"], "counter",
+            "{text}"
+        );
+        assert_eq!(
+            typed["nats_oidc_callout_decision_duration_seconds"],
+            "histogram"
+        );
+    }
+
+    /// The README's metrics table names exactly the families served, by
+    /// the names the Prometheus text format gives them.
+    #[test]
+    fn the_readme_metrics_table_lists_exactly_these_families() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("### Operations endpoint and metrics")
+            .nth(1)
+            .expect("README has the metrics section");
+        let documented: std::collections::BTreeSet<String> = section
+            .lines()
+            .skip_while(|l| !l.starts_with("| metric"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|row| row.split('`').nth(1).map(str::to_string))
+            .collect();
+        // A family with no sample yet is left out of the exposition.
+        let metrics = Metrics::new();
+        metrics.record_decision(Outcome::Allowed, 0.001);
+        metrics.record_fetch("default", true);
+        metrics.record_keys("default", 2, 1.0);
+        metrics.record_binding("orders-deploy");
+        let served: std::collections::BTreeSet<String> = metrics
+            .render_prometheus()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next().map(str::to_string))
+            .collect();
+        assert_eq!(documented, served, "README metrics table vs /metrics");
+    }
+
+    #[test]
+    fn openmetrics_only_when_the_scraper_prefers_it() {
+        // Prometheus 2.x's own Accept header.
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(wants_openmetrics(Some("application/openmetrics-text")));
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some(
+            "application/openmetrics-text;q=0.2,text/plain;q=0.9"
+        )));
+        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
     }
 }

@@ -42,6 +42,13 @@ pub fn name(s: &str) -> String {
     printable(s, 256)
 }
 
+/// A list of names (roles, scopes) for a log line: a JSON array of
+/// strings, each `name`, so that JSON logs can carry it as an array.
+pub fn list(items: &[String]) -> String {
+    let shown: Vec<String> = items.iter().map(|s| name(s)).collect();
+    serde_json::to_string(&shown).expect("strings serialize")
+}
+
 /// A reason for a log line or `explain`: `printable`, 1024 characters.
 pub fn reason(s: &str) -> String {
     printable(s, 1024)

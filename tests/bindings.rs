@@ -250,7 +250,7 @@ async fn each_workload_gets_its_bound_role_and_near_misses_get_nothing() {
     let log = stack.service.log_text();
     for line in [
         "roles=[\"github:deployer\"] scopes=[] account=APP bindings=[\"orders-deploy\"]",
-        "bindings=[\"cluster[1]\", \"orders-pods\"]",
+        "bindings=[\"cluster[1]\",\"orders-pods\"]",
         "user=orders-exporter@acme-prod.iam.gserviceaccount.com issuer=gcp roles=[\"gcp:exporter\"]",
     ] {
         assert!(log.contains(line), "missing {line:?} in\n{log}");

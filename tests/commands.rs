@@ -374,3 +374,152 @@ write = ["profiles/{{name}}.>"]
         assert!(t.contains(expected), "missing {expected:?} in\n{t}");
     }
 }
+
+/// `check --online` against a real deployment: each issuer's discovery
+/// and keys, the NATS login, the callout subscription, and one probe
+/// connect whose authorization request must open and verify with the
+/// config's keys. Every broken piece is named, and fails the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_contacts_issuer_and_nats_and_names_what_is_wrong() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let keys = CalloutKeys::new();
+    let nats = NatsServer::start(&keys.issuer.public_key(), Some(&keys.xkey.public_key()));
+    let service = CalloutService::start(
+        &nats.url(),
+        &issuer.issuer(),
+        &keys,
+        ServiceOptions {
+            xkey: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = service.config.parent().unwrap().to_path_buf();
+    let good = std::fs::read_to_string(&service.config).unwrap();
+    let check = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = callout_bin()
+            .args(["check", "--online", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (out.status.code(), output_text(&out))
+    };
+    let (code, t) = tokio::task::block_in_place(|| check("good.toml", good.clone()));
+    assert_eq!(code, Some(0), "{t}");
+    for line in [
+        "ok: issuer default: discovery document",
+        "ok: issuer default: JWKS has 2 usable keys",
+        "ok: connected to NATS as user \"auth\" with password",
+        "ok: subscribed to $SYS.REQ.USER.AUTH",
+        "ok: a probe connect's authorization request (sealed) opened and verified",
+        "online check: 0 errors",
+    ] {
+        assert!(t.contains(line), "missing {line:?} in\n{t}");
+    }
+    assert!(!t.contains("authpw"), "no secret shown: {t}");
+
+    let other = nkeys::KeyPair::new_account();
+    std::fs::write(dir.join("other.nk"), other.seed().unwrap()).unwrap();
+    let other_xkey = nkeys::XKey::new();
+    std::fs::write(dir.join("other-xkey.nk"), other_xkey.seed().unwrap()).unwrap();
+    let cases = [
+        (
+            "no-issuer.toml",
+            good.replace(&issuer.issuer(), "http://127.0.0.1:1"),
+            "error: issuer default: GET http://127.0.0.1:1/.well-known/openid-configuration",
+        ),
+        (
+            "bad-password.toml",
+            good.replace("password = \"authpw\"", "password = \"wrong\""),
+            "error: cannot connect to NATS at nats://127.0.0.1:",
+        ),
+        (
+            "no-xkey.toml",
+            good.replace("xkey_seed_file = \"xkey.nk\"\n", ""),
+            "error: nats-server seals its authorization requests (auth_callout.xkey in nats-server's config is set) but callout.xkey_seed is not configured",
+        ),
+        (
+            "other-xkey.toml",
+            good.replace("\"xkey.nk\"", "\"other-xkey.nk\""),
+            "error: nats-server seals its authorization requests to an xkey that callout.xkey_seed does not open",
+        ),
+        (
+            "other-issuer.toml",
+            good.replace("\"issuer.nk\"", "\"other.nk\""),
+            "but callout.issuer_seed's public key is",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let (code, t) = tokio::task::block_in_place(|| check(name, text));
+        assert_eq!(code, Some(1), "{name}: {t}");
+        assert!(t.contains(expected), "{name}: missing {expected:?} in\n{t}");
+        assert!(t.contains("online check: 1 error,"), "{name}: {t}");
+    }
+}
+
+/// A login nats-server does not let subscribe to the callout subject
+/// (here a user of the callout account with `subscribe: deny >`): the
+/// service could never receive a request, and `check --online` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_names_a_login_that_cannot_subscribe_to_the_callout_subject() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let keys = CalloutKeys::new();
+    let port = free_port();
+    let _nats = NatsServer::start_with(
+        tempfile::tempdir().unwrap(),
+        port,
+        format!(
+            r#"listen: 127.0.0.1:{port}
+accounts {{
+  AUTH {{ users: [ {{ user: auth, password: authpw }},
+                   {{ user: limited, password: limitedpw, permissions: {{ subscribe: {{ deny: ">" }} }} }} ] }}
+  APP {{}}
+  SYS {{}}
+}}
+system_account: SYS
+authorization {{
+  auth_callout {{
+    issuer: {}
+    auth_users: [ auth, limited ]
+    account: AUTH
+  }}
+}}
+"#,
+            keys.issuer.public_key()
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"limited\"\npassword = \"limitedpw\"\n\
+             [callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
+             [oidc]\nissuer = \"{}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
+             [roles.a]\nsub.allow = [\"a\"]\n",
+            issuer.issuer()
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        callout_bin()
+            .args(["check", "--online", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    });
+    let t = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("ok: connected to NATS as user \"limited\" with password"),
+        "{t}"
+    );
+    assert!(
+        t.contains("error: nats-server refuses this login's subscription to $SYS.REQ.USER.AUTH"),
+        "{t}"
+    );
+    assert!(!t.contains("limitedpw"), "{t}");
+}

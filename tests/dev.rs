@@ -138,3 +138,107 @@ async fn dev_works(operator: bool) {
         "the nats-server dev started is stopped with it"
     );
 }
+
+/// Runs `dev` with `args`, expecting it to exit by itself within 30 s:
+/// (exit status, stdout, stderr).
+fn dev_exits(args: &[String]) -> (std::process::ExitStatus, String, String) {
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .arg("dev")
+        .args(args)
+        .arg("--tools-dir")
+        .arg(&tools)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "dev kept running:\n{}\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status,
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&err).unwrap(),
+    )
+}
+
+/// Another nats-server, without any authentication, on the port `dev`
+/// is asked to use: `dev` must not hand out tokens for it (there any
+/// password connects and nothing is refused). It stops with an error that
+/// names the port and the way out, and leaves the other server alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_refuses_a_nats_port_another_server_holds() {
+    let _ = nats_server_bin();
+    let port = free_port();
+    let foreign = NatsServer::start_with(
+        tempfile::tempdir().unwrap(),
+        port,
+        format!("listen: 127.0.0.1:{port}\n"),
+    );
+    let (status, stdout, stderr) =
+        tokio::task::block_in_place(|| dev_exits(&["--nats-port".to_string(), port.to_string()]));
+    assert!(!status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} is not free")) && stderr.contains("--nats-port"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("ADMIN_TOKEN"), "{stdout}");
+    // The other server was left running.
+    assert!(
+        connect(&foreign.url(), "x").await.is_ok(),
+        "the foreign server still answers"
+    );
+}
+
+/// Any program on the port (here a bare listener) is refused the same way,
+/// and so is a busy `--issuer-port`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_refuses_busy_ports_with_a_precise_error() {
+    let _ = nats_server_bin();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let (status, stdout, stderr) =
+        tokio::task::block_in_place(|| dev_exits(&["--nats-port".to_string(), busy.to_string()]));
+    assert!(!status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{busy} is not free")),
+        "{stderr}"
+    );
+
+    let nats_port = free_port();
+    let (status, stdout, stderr) = tokio::task::block_in_place(|| {
+        dev_exits(&[
+            "--nats-port".to_string(),
+            nats_port.to_string(),
+            "--issuer-port".to_string(),
+            busy.to_string(),
+        ])
+    });
+    assert!(!status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot start the development issuer on 127.0.0.1:{busy}"
+        )) && stderr.contains("--issuer-port 0"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("ADMIN_TOKEN"), "{stdout}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
+        "no nats-server was left behind"
+    );
+}

@@ -101,7 +101,7 @@ async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
     );
     let log = stack.service.log_text();
     assert!(
-        log.contains("user=mia issuer=default roles=[\"member\"] scopes=[\"room-7\", \"room-42\"]"),
+        log.contains("user=mia issuer=default roles=[\"member\"] scopes=[\"room-7\",\"room-42\"]"),
         "{log}"
     );
 

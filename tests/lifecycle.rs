@@ -335,3 +335,170 @@ async fn a_client_with_an_auth_callback_stays_connected_across_token_expiry() {
     assert!(*minted.lock().unwrap() >= 2);
     client.flush().await.expect("the reconnected client works");
 }
+
+/// SIGTERM while nats-server has never been reachable (a closed port) or
+/// while something on the port accepts connections but never speaks NATS
+/// (a hung server, a firewall that blackholes): the service still exits 0
+/// within the ~8 s the README promises (a container runtime waits 10 s
+/// before SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_service_when_nats_was_never_reachable_or_hangs() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    // Accepts and holds every connection, says nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let closed_port = free_port();
+    let issuer = DevIssuer::start(0).await.unwrap();
+    for (case, port) in [("closed port", closed_port), ("silent server", silent_port)] {
+        let keys = CalloutKeys::new();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"auth\"\npassword = \"authpw\"\n\
+                 [callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
+                 [oidc]\nissuer = \"{}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
+                 [roles.a]\nsub.allow = [\"a\"]\n",
+                issuer.issuer()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("service.log");
+        let mut child = callout_bin()
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // Running, keys loaded, NATS not there.
+        wait_for_log(&log, "issuer keys loaded", Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(child.try_wait().unwrap().is_none(), "{case}: still running");
+        let started = std::time::Instant::now();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!(
+                    "{case}: no exit 15 s after SIGTERM:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let took = started.elapsed();
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{case}: exit status {status}\n{said}");
+        assert!(
+            took < Duration::from_secs(8),
+            "{case}: SIGTERM took {took:?}\n{said}"
+        );
+        eprintln!("{case}: SIGTERM to exit took {took:?}");
+    }
+}
+
+/// nats-server and the service disagree about the xkey: the service says
+/// so in ONE log line naming the fix (not one per connect), counts every
+/// such request in /metrics, and /readyz reports it: not ready when every
+/// client is refused (a sealed request it cannot open), ready with the
+/// problem named when requests are answered but travel in clear.
+async fn xkey_mismatch_case(
+    server_xkey: Option<&str>,
+    service_xkey: bool,
+    keys: CalloutKeys,
+    kind: &str,
+    refused: bool,
+) {
+    let port = free_port();
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let nats = NatsServer::start(&keys.issuer.public_key(), server_xkey);
+    let service = CalloutService::start(
+        &nats.url(),
+        &issuer.issuer(),
+        &keys,
+        ServiceOptions {
+            xkey: service_xkey,
+            http_port: Some(port),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, body) = http_get(port, "/readyz").await;
+    assert_eq!(status, 200, "ready before any request: {body}");
+    assert!(body.contains("\"xkey\":\"ok\""), "{body}");
+    for n in 0..3 {
+        let token = issuer.token("ana", AUDIENCE, &["admin"], 300);
+        let result = connect(&nats.url(), &token).await;
+        assert_eq!(result.is_err(), refused, "{kind}: connect {n}");
+    }
+    let needle = "xkey mismatch";
+    wait_for_log(&service.log, needle, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let said = service.log_text();
+    assert_eq!(
+        count_in_log(&service.log, needle),
+        1,
+        "{kind}: said once for three requests:\n{said}"
+    );
+    let line = said.lines().find(|l| l.contains(needle)).unwrap();
+    eprintln!("{kind}: {line}");
+    assert!(line.contains("Fix:"), "{line}");
+    assert!(
+        line.contains(if refused { "ERROR" } else { "WARN" }),
+        "{line}"
+    );
+    let (status, body) = http_get(port, "/readyz").await;
+    assert_eq!(status, if refused { 503 } else { 200 }, "{kind}: {body}");
+    assert!(body.contains(&format!("\"xkey\":\"{kind}\"")), "{body}");
+    assert!(
+        body.contains("xkey_problems") && body.contains("Fix:"),
+        "{body}"
+    );
+    let (_, metrics) = http_get(port, "/metrics").await;
+    let line = format!("nats_oidc_callout_xkey_mismatches_total{{kind=\"{kind}\"}} 3");
+    assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    if refused {
+        // What nats-server could say: nothing more (the user key a reasoned
+        // answer must name is inside the request nobody here can open).
+        assert!(
+            nats.log_text().contains("no reason supplied"),
+            "{}",
+            nats.log_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealing_nats_server_without_callout_xkey_is_reported_and_not_ready() {
+    let keys = CalloutKeys::new();
+    let xkey = keys.xkey.public_key();
+    xkey_mismatch_case(Some(&xkey), false, keys, "sealed_without_xkey", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_sealing_to_another_xkey_is_reported_and_not_ready() {
+    let keys = CalloutKeys::new();
+    let other = nkeys::XKey::new().public_key();
+    xkey_mismatch_case(Some(&other), true, keys, "wrong_xkey", true).await;
+}
+
+/// A FIPS-mode nats-server never seals, whatever its config says: so an
+/// unsealed request with callout.xkey_seed set is answered, and only
+/// reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsealing_nats_server_with_callout_xkey_is_answered_and_reported() {
+    xkey_mismatch_case(None, true, CalloutKeys::new(), "unsealed_with_xkey", false).await;
+}

@@ -193,7 +193,17 @@ async fn json_logs_have_one_structured_line_per_decision() {
     assert_eq!(decisions.len(), 2, "{decisions:?}");
     assert_eq!(decisions[0]["result"], "allowed");
     assert_eq!(decisions[0]["user"], "ana");
-    assert!(decisions[0]["roles"].as_str().unwrap().contains("admin"));
+    // Lists are JSON arrays, so a collector can filter on one role.
+    assert_eq!(
+        decisions[0]["roles"],
+        serde_json::json!(["admin", "reader"]),
+        "{:?}",
+        decisions[0]
+    );
+    assert_eq!(decisions[0]["scopes"], serde_json::json!([]));
+    assert!(decisions[0]["timestamp"].is_string());
+    assert_eq!(decisions[0]["level"], "INFO");
+    assert_eq!(decisions[0]["target"], "nats_oidc_callout::callout");
     assert!(decisions[0]["latency_us"].is_u64());
     assert_eq!(decisions[1]["result"], "refused");
     assert_eq!(decisions[1]["code"], "no_mapped_role");
@@ -279,4 +289,93 @@ async fn a_remembered_token_is_refused_once_it_expires() {
         Duration::from_secs(5),
     )
     .await;
+}
+
+/// `/metrics` answers in the format the scraper asks for: OpenMetrics to
+/// Prometheus (which asks for it first), the Prometheus text format 0.0.4
+/// to everyone else. Both name HELP and TYPE for every family, and the
+/// text format passes `promtool check metrics` (when promtool is
+/// installed: `apt-get install prometheus`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_in_the_format_asked_for_and_pass_promtool() {
+    let port = free_port();
+    let stack = Stack::start(ServiceOptions {
+        http_port: Some(port),
+        ..Default::default()
+    })
+    .await;
+    connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    assert_refused(&stack.url(), "not-a-token", "garbage").await;
+    let get = |accept: Option<&'static str>| async move {
+        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/metrics"));
+        if let Some(a) = accept {
+            request = request.header("Accept", a);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        (content_type, r.text().await.unwrap())
+    };
+    // What Prometheus 2.x sends.
+    let (ct, openmetrics) = get(Some(
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ))
+    .await;
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    assert!(
+        openmetrics.contains("# TYPE nats_oidc_callout_authorizations counter"),
+        "{openmetrics}"
+    );
+    for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+        let (ct, text) = get(accept).await;
+        assert!(
+            ct.starts_with("text/plain; version=0.0.4"),
+            "{accept:?}: {ct}"
+        );
+        assert!(!text.contains("# EOF"), "{accept:?}: {text}");
+        for line in [
+            "# HELP nats_oidc_callout_authorizations_total ",
+            "# TYPE nats_oidc_callout_authorizations_total counter",
+            "# HELP nats_oidc_callout_token_cache_hits_total ",
+            "# TYPE nats_oidc_callout_xkey_mismatches_total counter",
+            "# TYPE nats_oidc_callout_decision_duration_seconds histogram",
+            "nats_oidc_callout_authorizations_total{result=\"allowed\",reason=\"ok\"} 1",
+            "nats_oidc_callout_nats_connected 1",
+        ] {
+            assert!(
+                text.contains(line),
+                "{accept:?}: missing {line:?} in\n{text}"
+            );
+        }
+    }
+    let (_, text) = get(None).await;
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Err(e) => {
+            eprintln!("NOTICE: promtool not run ({e}); `apt-get install prometheus` installs it")
+        }
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics failed:\n{}\non:\n{text}",
+                output_text(&out)
+            );
+        }
+    }
 }

@@ -4,7 +4,9 @@ pub mod check;
 mod error;
 mod explain;
 mod health;
+mod json_log;
 mod keys;
+mod online;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,8 +40,16 @@ pub struct Cli {
 enum Command {
     /// Run the service (the default).
     Run,
-    /// Validate the config file fully, print warnings about risky choices, exit.
-    Check,
+    /// Validate the config file, print warnings about risky choices, exit
+    /// (2 on an invalid config). With --online also fetch every issuer's
+    /// discovery document and keys, connect to NATS with the configured
+    /// login, subscribe to the callout subject and (server mode) make one
+    /// probe connect to see that nats-server's requests open and verify
+    /// with this config's keys (exit 1 if a step fails).
+    Check {
+        #[arg(long)]
+        online: bool,
+    },
     /// Validate a token as the service would and show the verdict, roles,
     /// permissions and expiry. Reads the token from stdin when --token is
     /// absent or "-" (keeps it out of the process list and shell history).
@@ -137,7 +147,26 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             block_on(async { Service::new(config)?.run(shutdown_signal()).await })??;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => check::run(&load()?, &config_path()),
+        Command::Check { online } => {
+            let config = load()?;
+            let code = check::run(&config, &config_path())?;
+            if !online {
+                return Ok(code);
+            }
+            let report = block_on(online::run(&config))?;
+            println!(
+                "online check: {} error{}, {} warning{}",
+                report.errors,
+                if report.errors == 1 { "" } else { "s" },
+                report.warnings,
+                if report.warnings == 1 { "" } else { "s" }
+            );
+            Ok(if report.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                code
+            })
+        }
         Command::Explain { token } => explain::run(&load()?, token),
         Command::Health { url } => health::run(&load()?, &config_path(), url),
         Command::Keygen { kind, out } => keys::keygen(kind, out.as_deref()),
@@ -220,6 +249,6 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder.event_format(json_log::JsonLines).init(),
     }
 }

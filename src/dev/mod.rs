@@ -45,9 +45,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     eprintln!("{}", banner());
+    // A port something else holds would have nats-server die on the bind
+    // while this command went on talking to whatever listens there.
+    port_is_free(opts.nats_port, "--nats-port")?;
     let issuer = DevIssuer::start(opts.issuer_port).await.map_err(|e| {
         format!(
-            "cannot start the development issuer on 127.0.0.1:{}: {e}",
+            "cannot start the development issuer on 127.0.0.1:{}: {e}; stop what listens there or pass --issuer-port 0 (any free port)",
             opts.issuer_port
         )
     })?;
@@ -67,7 +70,14 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())??;
     let nats_log = dir.path().join("nats.log");
-    let _nats = start_nats(&bin, &layout.nats_conf, &nats_log, opts.nats_port).await?;
+    let mut nats = start_nats(
+        &bin,
+        &layout.nats_conf,
+        &nats_log,
+        opts.nats_port,
+        &layout.server_name,
+    )
+    .await?;
 
     let config = Config::load(&layout.config).map_err(|e| e.to_string())?;
     let service = Service::new(config).map_err(|e| e.to_string())?;
@@ -87,6 +97,15 @@ pub async fn run(
     tokio::select! {
         _ = shutdown => {}
         r = running => return r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        // Without it the service would go on reconnecting to whatever
+        // takes the port next.
+        status = nats.0.wait() => {
+            let said = std::fs::read_to_string(&nats_log).unwrap_or_default();
+            return Err(format!(
+                "the development nats-server stopped ({}); its log:\n{said}",
+                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            ));
+        }
     }
     let _ = stop_tx.send(());
     Ok(())
@@ -95,6 +114,9 @@ pub async fn run(
 /// The files a development stack runs from.
 struct Layout {
     nats_conf: PathBuf,
+    /// The `server_name` in nats.conf: how `dev` knows the server on its
+    /// port is the one it started.
+    server_name: String,
     config: PathBuf,
     /// Operator mode: the sentinel credentials clients present.
     sentinel: Option<PathBuf>,
@@ -111,15 +133,20 @@ impl Layout {
             &xkey.seed().map_err(|e| e.to_string())?,
         )?;
         let nats_conf = dir.join("nats.conf");
+        let server_name = server_name();
         write(
             &nats_conf,
-            &nats_config(port, &account.public_key(), &xkey.public_key()),
+            &format!(
+                "server_name: {server_name}\n{}",
+                nats_config(port, &account.public_key(), &xkey.public_key())
+            ),
         )?;
         let config = dir.join("config.toml");
         let nats = "user = \"auth\"\npassword = \"authpw\"";
         write(&config, &service_config(nats_url, nats, "", issuer))?;
         Ok(Layout {
             nats_conf,
+            server_name,
             config,
             sentinel: None,
         })
@@ -141,10 +168,11 @@ impl Layout {
         let sentinel = dir.join("sentinel.creds");
         write_secret(&sentinel, &setup.sentinel_creds())?;
         let nats_conf = dir.join("nats.conf");
+        let server_name = server_name();
         write(
             &nats_conf,
             &format!(
-                "listen: 127.0.0.1:{port}\n# OIDC tokens with many roles or groups exceed the 4 KiB default.\nmax_control_line: 64KB\n{}",
+                "server_name: {server_name}\nlisten: 127.0.0.1:{port}\n# OIDC tokens with many roles or groups exceed the 4 KiB default.\nmax_control_line: 64KB\n{}",
                 setup.nats_conf()
             ),
         )?;
@@ -163,9 +191,26 @@ impl Layout {
         )?;
         Ok(Layout {
             nats_conf,
+            server_name,
             config,
             sentinel: Some(sentinel),
         })
+    }
+}
+
+/// A name no other server has: `nats-oidc-callout-dev-<random>`.
+fn server_name() -> String {
+    format!("nats-oidc-callout-dev-{}", nuid::next())
+}
+
+/// Fails when something listens on `127.0.0.1:port` already.
+fn port_is_free(port: u16, option: &str) -> Result<(), String> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "127.0.0.1:{port} is not free ({e}): another nats-server or program listens there; \
+             stop it or pass {option} <a free port>"
+        )),
     }
 }
 
@@ -239,7 +284,13 @@ user_claim = "preferred_username"
 /// A nats-server child process, killed when dropped.
 struct NatsChild(tokio::process::Child);
 
-async fn start_nats(bin: &Path, conf: &Path, log: &Path, port: u16) -> Result<NatsChild, String> {
+async fn start_nats(
+    bin: &Path,
+    conf: &Path,
+    log: &Path,
+    port: u16,
+    name: &str,
+) -> Result<NatsChild, String> {
     let log_file =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let child = tokio::process::Command::new(bin)
@@ -251,24 +302,56 @@ async fn start_nats(bin: &Path, conf: &Path, log: &Path, port: u16) -> Result<Na
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let mut child = NatsChild(child);
+    let mut last = String::from("nothing listens");
     for _ in 0..200 {
         if let Ok(Some(status)) = child.0.try_wait() {
             let said = std::fs::read_to_string(log).unwrap_or_default();
             return Err(format!(
-                "nats-server exited ({status}); is port {port} free?\n{said}"
+                "nats-server exited ({status}); is 127.0.0.1:{port} free?\n{said}"
             ));
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(child);
+        // Whatever answers must be the server started here: its INFO
+        // names it.
+        match server_name_at(port).await {
+            Ok(Some(answered)) if answered == name => return Ok(child),
+            Ok(answered) => {
+                last =
+                    format!(
+                    "a server named {:?} answers there, not the nats-server dev started ({name})",
+                    answered.as_deref().map(crate::text::name).unwrap_or_default()
+                );
+                // Ours may still be starting, or dying on the bind.
+            }
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!(
-        "nats-server did not listen on 127.0.0.1:{port} within 10s"
+        "the nats-server dev started did not answer on 127.0.0.1:{port} within 10s: {last}"
     ))
+}
+
+/// The `server_name` in the INFO line of whatever listens on
+/// `127.0.0.1:port` (None: it is not a NATS server, or names none).
+async fn server_name_at(port: u16) -> Result<Option<String>, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut line = String::new();
+    // INFO lines are a few hundred bytes; a program that is not NATS may
+    // send anything.
+    let mut reader = tokio::io::BufReader::new(stream.take(64 * 1024));
+    tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line))
+        .await
+        .map_err(|_| "no INFO line within 2s".to_string())?
+        .map_err(|e| format!("reading INFO: {e}"))?;
+    let Some(info) = line.trim_end().strip_prefix("INFO ") else {
+        return Ok(None);
+    };
+    let info: serde_json::Value =
+        serde_json::from_str(info).map_err(|e| format!("INFO is not JSON: {e}"))?;
+    Ok(info["server_name"].as_str().map(str::to_string))
 }
 
 /// Proves the whole chain works before telling the user it does.

@@ -8,11 +8,12 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::callout::{Arrival, Verdict};
-use crate::metrics::Metrics;
+use crate::callout::{Arrival, Verdict, XkeyMismatch};
+use crate::metrics::{Metrics, XkeyLabels};
 use crate::nats::request::XKEY_HEADER;
 use crate::service::live::Live;
 use crate::service::micro::EndpointCounters;
+use crate::service::readiness::{Readiness, XkeyReport, XKEY_WINDOW};
 
 /// Bounds memory under a connect storm; nats-server's own auth timeout bounds
 /// how long any request is worth answering.
@@ -37,6 +38,7 @@ pub struct Dispatcher {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     counters: Arc<EndpointCounters>,
+    readiness: Arc<Readiness>,
     permits: Arc<Semaphore>,
     in_flight: JoinSet<()>,
     /// Requests taken from the subscription so far.
@@ -51,12 +53,14 @@ impl Dispatcher {
         live: Arc<Live>,
         metrics: Arc<Metrics>,
         counters: Arc<EndpointCounters>,
+        readiness: Arc<Readiness>,
     ) -> Self {
         Dispatcher {
             client,
             live,
             metrics,
             counters,
+            readiness,
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             in_flight: JoinSet::new(),
             taken: 0,
@@ -112,6 +116,7 @@ impl Dispatcher {
         let callout = self.live.callout();
         let metrics = self.metrics.clone();
         let counters = self.counters.clone();
+        let readiness = self.readiness.clone();
         let client = self.client.clone();
         // An atomic read: server_info() would clone the whole INFO for
         // every request.
@@ -131,6 +136,9 @@ impl Dispatcher {
                 for b in bindings {
                     metrics.record_binding(b);
                 }
+            }
+            if let Some(mismatch) = decision.xkey {
+                report_xkey(mismatch, &callout, &metrics, &readiness);
             }
             if matches!(decision.verdict, Verdict::Dropped { .. }) {
                 counters.record(started.elapsed());
@@ -168,5 +176,36 @@ impl Dispatcher {
             );
             self.in_flight.abort_all();
         }
+    }
+}
+
+/// Counts a request that showed nats-server's xkey setting disagreeing with
+/// the service's, and says so: once when it starts, then every few minutes
+/// while it goes on, never once per request.
+fn report_xkey(
+    mismatch: XkeyMismatch,
+    callout: &crate::callout::Callout,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) {
+    metrics
+        .xkey_mismatches
+        .get_or_create(&XkeyLabels {
+            kind: mismatch.as_str(),
+        })
+        .inc();
+    let said = match readiness.xkey_seen(mismatch, Instant::now()) {
+        XkeyReport::Quiet => return,
+        XkeyReport::New => String::new(),
+        XkeyReport::Continuing(n) => format!(" (still: {n} more requests since last said)"),
+    };
+    let explained = mismatch.explain(callout.mode());
+    if mismatch.refuses_everyone() {
+        tracing::error!(
+            xkey = mismatch.as_str(),
+            "xkey mismatch{said}: {explained}; /readyz reports not ready until {XKEY_WINDOW:?} pass without such a request"
+        );
+    } else {
+        tracing::warn!(xkey = mismatch.as_str(), "xkey mismatch{said}: {explained}");
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -67,13 +67,26 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         .collect();
     // Without the grants bucket read once, users would miss grants made there.
     let kv = s.live.grants().is_none_or(|(_, store)| store.is_loaded());
-    let ready = nats && keys && kv;
+    // A sealed request the service cannot open refuses every client while
+    // everything above looks fine; an unsealed one with xkey configured is
+    // answered (a FIPS nats-server never seals) and only reported.
+    let mismatches = s.readiness.xkey_current(std::time::Instant::now());
+    let xkey_ok = !mismatches.iter().any(|m| m.refuses_everyone());
+    let ready = nats && keys && kv && xkey_ok;
     let mut body = json!({
         "ready": ready,
         "nats_connected": nats,
         "issuer_keys": keys,
         "issuers": per_issuer,
+        "xkey": mismatches.first().map_or("ok", |m| m.as_str()),
     });
+    if !mismatches.is_empty() {
+        let mode = s.live.callout();
+        body["xkey_problems"] = mismatches
+            .iter()
+            .map(|m| serde_json::Value::from(m.explain(mode.mode())))
+            .collect();
+    }
     if s.live.grants().is_some() {
         body["kv_grants"] = kv.into();
     }
@@ -85,13 +98,27 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<HttpState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
+/// OpenMetrics when the scraper asks for it (Prometheus does), the
+/// Prometheus text format 0.0.4 otherwise.
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if crate::metrics::wants_openmetrics(accept) {
+        (
+            [(
+                header::CONTENT_TYPE,
+                crate::metrics::OPENMETRICS_CONTENT_TYPE,
+            )],
+            s.metrics.render(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                crate::metrics::PROMETHEUS_CONTENT_TYPE,
+            )],
+            s.metrics.render_prometheus(),
+        )
+            .into_response()
+    }
 }

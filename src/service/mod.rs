@@ -25,6 +25,8 @@ use live::Live;
 use micro::{Announcement, EndpointCounters};
 use readiness::Readiness;
 
+pub use nats::connect_once;
+
 pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
 /// How often the config file is checked for changes.
@@ -140,6 +142,7 @@ impl Service {
             self.live.clone(),
             self.metrics.clone(),
             counters,
+            self.readiness.clone(),
         );
         dispatcher.serve(&mut requests, shutdown).await;
         tracing::info!(

@@ -10,12 +10,9 @@ use crate::secrets::redact_url;
 use crate::service::readiness::Readiness;
 use crate::service::ServiceError;
 
-pub async fn connect(
-    nats: &NatsConfig,
-    readiness: Arc<Readiness>,
-    metrics: Arc<Metrics>,
-) -> Result<async_nats::Client, ServiceError> {
-    let mut options = match &nats.auth {
+/// The login `[nats]` describes, and nothing else.
+async fn login(nats: &NatsConfig) -> Result<async_nats::ConnectOptions, ServiceError> {
+    Ok(match &nats.auth {
         NatsAuth::None => async_nats::ConnectOptions::new(),
         NatsAuth::UserPassword { user, password } => {
             async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
@@ -34,8 +31,58 @@ pub async fn connect(
                     ))
                 })?
         }
-    };
-    options = options
+    })
+}
+
+/// `nats.url`'s servers.
+fn servers(nats: &NatsConfig) -> Result<Vec<async_nats::ServerAddr>, ServiceError> {
+    nats.urls
+        .iter()
+        .map(|u| {
+            u.parse()
+                .map_err(|e| ServiceError::Nats(format!("nats.url {:?}: {e}", redact_url(u))))
+        })
+        .collect()
+}
+
+/// One attempt to connect as the service would, for `check --online`:
+/// no retries, no reconnects; `on_error` hears what the server says later
+/// (a permissions violation, say).
+pub async fn connect_once(
+    nats: &NatsConfig,
+    on_error: impl Fn(String) + Send + Sync + 'static,
+) -> Result<async_nats::Client, ServiceError> {
+    let on_error = Arc::new(on_error);
+    let options = login(nats)
+        .await?
+        .name(format!("{} (check --online)", nats.name))
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(Some(0))
+        .event_callback(move |event| {
+            let on_error = on_error.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    on_error(e.to_string());
+                }
+            }
+        });
+    options.connect(servers(nats)?).await.map_err(|e| {
+        let shown: Vec<String> = nats.urls.iter().map(|u| redact_url(u)).collect();
+        ServiceError::Nats(format!(
+            "cannot connect to NATS at {} as {:?}: {e}",
+            shown.join(", "),
+            nats.auth
+        ))
+    })
+}
+
+pub async fn connect(
+    nats: &NatsConfig,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+) -> Result<async_nats::Client, ServiceError> {
+    let options = login(nats)
+        .await?
         .name(&nats.name)
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -67,15 +114,7 @@ pub async fn connect(
                 }
             }
         });
-    let urls: Vec<async_nats::ServerAddr> = nats
-        .urls
-        .iter()
-        .map(|u| {
-            u.parse()
-                .map_err(|e| ServiceError::Nats(format!("nats.url {:?}: {e}", redact_url(u))))
-        })
-        .collect::<Result<_, _>>()?;
-    options.connect(urls).await.map_err(|e| {
+    options.connect(servers(nats)?).await.map_err(|e| {
         let shown: Vec<String> = nats.urls.iter().map(|u| redact_url(u)).collect();
         ServiceError::Nats(format!(
             "cannot connect to NATS at {}: {e}",

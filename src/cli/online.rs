@@ -1,0 +1,232 @@
+//! `check --online`: what loading a config cannot know. Each issuer's
+//! discovery document and key set are fetched; NATS is connected to with
+//! the configured login; the callout subject is subscribed to; and (in
+//! server mode) a probe client connects so that nats-server sends an
+//! authorization request, which is opened and verified with this config's
+//! keys: a wrong `auth_callout.issuer` or xkey shows up here instead of as
+//! "no reason supplied" in nats-server's log.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::callout::{Mode, XkeyMismatch};
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::nats::request::{self, RequestError, CALLOUT_SUBJECT, XKEY_HEADER};
+use crate::oidc::discovery::IssuerClient;
+use crate::oidc::jwks::KeySet;
+
+/// The user name of the probe connect (it shows in the service's and
+/// nats-server's logs as a refused connect).
+pub const PROBE_USER: &str = "nats-oidc-callout-check";
+/// How long the probe's authorization request may take to show up.
+const PROBE_WAIT: Duration = Duration::from_secs(4);
+
+/// What the steps found: printed as they go.
+#[derive(Default)]
+pub struct Report {
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: impl AsRef<str>) {
+        println!("ok: {}", what.as_ref());
+    }
+    fn warn(&mut self, what: impl AsRef<str>) {
+        self.warnings += 1;
+        println!("warning: {}", what.as_ref());
+    }
+    fn error(&mut self, what: impl AsRef<str>) {
+        self.errors += 1;
+        println!("error: {}", what.as_ref());
+    }
+}
+
+pub async fn run(config: &Config) -> Report {
+    let mut report = Report::default();
+    for oidc in &config.oidc {
+        issuer(&mut report, &oidc.settings).await;
+    }
+    nats(&mut report, config).await;
+    report
+}
+
+async fn issuer(report: &mut Report, settings: &crate::oidc::settings::Settings) {
+    let name = &settings.name;
+    let client = match IssuerClient::new(settings) {
+        Ok(c) => c,
+        Err(e) => return report.error(format!("issuer {name}: {e}")),
+    };
+    let jwks_uri = match client.discover_jwks_uri().await {
+        Ok(uri) => uri,
+        Err(e) => return report.error(format!("issuer {name}: {e}")),
+    };
+    report.ok(format!(
+        "issuer {name}: discovery document {} names issuer {} and jwks_uri {}",
+        settings.discovery_url,
+        settings.issuer,
+        crate::text::name(&jwks_uri)
+    ));
+    let body = match client.fetch_jwks(&jwks_uri).await {
+        Ok(b) => b,
+        Err(e) => return report.error(format!("issuer {name}: {e}")),
+    };
+    match KeySet::parse(&body, settings) {
+        Err(e) => report.error(format!(
+            "issuer {name}: JWKS {}: {}",
+            crate::text::name(&jwks_uri),
+            crate::text::reason(&e.to_string())
+        )),
+        Ok(set) => {
+            for skipped in &set.skipped {
+                report.warn(format!(
+                    "issuer {name}: JWKS entry skipped: {}",
+                    crate::text::reason(skipped)
+                ));
+            }
+            if set.is_empty() {
+                report.error(format!(
+                    "issuer {name}: the JWKS has no key usable with oidc.algorithms: every token would be refused"
+                ));
+            } else {
+                report.ok(format!(
+                    "issuer {name}: JWKS has {} usable key{}",
+                    set.len(),
+                    if set.len() == 1 { "" } else { "s" }
+                ));
+            }
+        }
+    }
+}
+
+async fn nats(report: &mut Report, config: &Config) {
+    let said: Arc<Mutex<Vec<String>>> = Arc::default();
+    let heard = said.clone();
+    let client = match crate::service::connect_once(&config.nats, move |e| {
+        heard.lock().unwrap_or_else(|p| p.into_inner()).push(e)
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return report.error(e.to_string()),
+    };
+    let info = client.server_info();
+    report.ok(format!(
+        "connected to NATS as {:?}: server {} (nats-server {}), max_payload {}",
+        config.nats.auth,
+        crate::text::name(&info.server_name),
+        crate::text::name(&info.version),
+        info.max_payload
+    ));
+    if !info.auth_required {
+        report.warn("nats-server requires no authentication on this connection: is auth_callout configured there?");
+    }
+    // A plain subscription: a copy of each request, leaving the running
+    // services' queue group alone.
+    let mut requests = match client.subscribe(CALLOUT_SUBJECT).await {
+        Ok(s) => s,
+        Err(e) => return report.error(format!("cannot subscribe to {CALLOUT_SUBJECT}: {e}")),
+    };
+    // A permissions violation comes back asynchronously; a flush and a
+    // moment make sure the server has read the subscription.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let violations: Vec<String> = said
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|e| e.to_lowercase().contains("permissions violation"))
+        .cloned()
+        .collect();
+    if let Some(v) = violations.first() {
+        return report.error(format!(
+            "nats-server refuses this login's subscription to {CALLOUT_SUBJECT} ({}): the service could not receive a single authorization request; log in as a user of the callout account (a user in auth_callout.auth_users)",
+            crate::text::reason(v)
+        ));
+    }
+    report.ok(format!("subscribed to {CALLOUT_SUBJECT}"));
+    if matches!(config.callout.mode, Mode::Operator { .. }) {
+        println!(
+            "note: operator mode: no probe connect (it would need the sentinel credentials); the issuer and xkey of the authorization requests are not checked"
+        );
+        return;
+    }
+    probe(report, config, &mut requests).await;
+}
+
+/// Connects a probe client so that nats-server sends an authorization
+/// request, and checks that this config opens and verifies it.
+async fn probe(report: &mut Report, config: &Config, requests: &mut async_nats::Subscriber) {
+    let Some(url) = config.nats.urls.first().cloned() else {
+        return report.error("nats.url names no server");
+    };
+    let probe = tokio::spawn(async move {
+        async_nats::ConnectOptions::with_user_and_password(
+            PROBE_USER.into(),
+            "check --online: not a token".into(),
+        )
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+    });
+    let request = tokio::time::timeout(PROBE_WAIT, requests.next()).await;
+    let admitted = match tokio::time::timeout(Duration::from_secs(6), probe).await {
+        Ok(Ok(Ok(client))) => {
+            let _ = client.drain().await;
+            true
+        }
+        _ => false,
+    };
+    let Ok(Some(message)) = request else {
+        return report.error(if admitted {
+            format!(
+                "nats-server admitted a probe client ({PROBE_USER}, a made-up password) without an authorization request: it does not send this server's clients to the callout (no auth_callout, or a no_auth_user)"
+            )
+        } else {
+            format!(
+                "no authorization request arrived within {PROBE_WAIT:?} after a probe connect: check that nats-server's auth_callout has account = the account of this login and that nats.url is that server"
+            )
+        });
+    };
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(XKEY_HEADER))
+        .map(|v| v.as_str());
+    let ours = config.callout.xkey.as_deref();
+    let mode = &config.callout.mode;
+    let decoded = request::decode(
+        &message.payload,
+        header,
+        ours,
+        &config.callout.auth_account,
+        unix_now() as i64,
+    );
+    match decoded {
+        Ok(_) => {
+            report.ok(format!(
+                "a probe connect's authorization request ({}) opened and verified: auth_callout.issuer is callout.issuer_seed's public key",
+                if header.is_some() { "sealed" } else { "unsealed" }
+            ));
+            if header.is_none() && ours.is_some() {
+                report.warn(XkeyMismatch::UnsealedWithXkey.explain(mode));
+            }
+        }
+        Err(failure) => match failure.error {
+            RequestError::SealedWithoutXkey => {
+                report.error(XkeyMismatch::SealedWithoutXkey.explain(mode))
+            }
+            RequestError::Unseal => report.error(XkeyMismatch::WrongXkey.explain(mode)),
+            RequestError::WrongIssuer { got, expected } => report.error(format!(
+                "nats-server's auth_callout.issuer is {got}, but callout.issuer_seed's public key is {expected}: every client would be refused; make them the same key (`nats-oidc-callout pubkey <seed file>` prints it)"
+            )),
+            other => report.error(format!(
+                "a probe connect's authorization request is refused: {}",
+                crate::text::reason(&other.to_string())
+            )),
+        },
+    }
+}
