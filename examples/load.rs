@@ -382,7 +382,12 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>) {
     };
     let issuer = nkeys::KeyPair::from_seed(seed).expect("an account seed");
     let issuer_public = issuer.public_key();
-    let ours = xkey_seed.map(|s| nkeys::XKey::from_seed(s).expect("an xkey seed"));
+    let ours = xkey_seed.map(|s| {
+        nats_oidc_callout::nats::xkey::OurXkey::new(
+            nkeys::XKey::from_seed(s).expect("an xkey seed"),
+        )
+        .expect("an xkey with its seed")
+    });
     let client = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
         .connect(format!("nats://127.0.0.1:{nats_port}"))
         .await
@@ -437,8 +442,7 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>) {
             },
             seal,
             now,
-        )
-        .expect("seals");
+        );
         let _ = client.publish(reply, body.into()).await;
     }
 }

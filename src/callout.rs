@@ -16,6 +16,7 @@ use crate::metrics::Outcome;
 use crate::nats::request::{self, Addressee, AuthRequest, DecodeFailure, RequestError};
 use crate::nats::response::{self, Answer};
 use crate::nats::user_jwt::{self, Placement, ResponsePermission, UserGrant, UserLimits};
+use crate::nats::xkey::{OurXkey, ServerXkey};
 use crate::refusal::{Refusal, RefusalCode};
 use crate::text;
 
@@ -30,7 +31,7 @@ pub struct Keys {
     pub auth_account: String,
     /// Opens sealed requests and seals the answers (`auth_callout.xkey`,
     /// or in operator mode the callout account's `authorization.xkey`).
-    pub xkey: Option<Arc<nkeys::XKey>>,
+    pub xkey: Option<Arc<OurXkey>>,
     pub mode: Mode,
 }
 
@@ -438,25 +439,16 @@ impl Callout {
     fn respond(
         &self,
         to: &Addressee,
-        server_xkey: &Option<nkeys::XKey>,
+        server_xkey: &Option<ServerXkey>,
         answer: Answer<'_>,
         now: u64,
     ) -> Vec<u8> {
-        let seal = match (self.keys.xkey.as_deref(), server_xkey) {
-            (Some(ours), Some(theirs)) => Some((ours, theirs)),
-            _ => None,
-        };
+        let seal = self.keys.xkey.as_deref().zip(server_xkey.as_ref());
         let signer = response::Signer {
             key: &self.keys.issuer,
             account: &self.keys.auth_account,
         };
-        match response::build(to, answer, &signer, seal, now) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the authorization response; the client will be refused");
-                Vec::new()
-            }
-        }
+        response::build(to, answer, &signer, seal, now)
     }
 }
 

@@ -134,7 +134,7 @@ pub struct CalloutConfig {
     pub issuer: Arc<nkeys::KeyPair>,
     /// The callout account's public key.
     pub auth_account: String,
-    pub xkey: Option<Arc<nkeys::XKey>>,
+    pub xkey: Option<Arc<crate::nats::xkey::OurXkey>>,
     /// The account users land in when their roles name none.
     pub account: String,
     pub max_user_ttl: Duration,

@@ -359,7 +359,13 @@ impl<'a> Validator<'a> {
         Ok(CalloutConfig {
             issuer: Arc::new(issuer),
             auth_account,
-            xkey: xkey.map(Arc::new),
+            xkey: xkey
+                .map(|x| {
+                    crate::nats::xkey::OurXkey::new(x)
+                        .map(Arc::new)
+                        .map_err(|e| self.err("callout.xkey_seed", e.to_string()))
+                })
+                .transpose()?,
             account: raw.account,
             max_user_ttl,
             max_token_bytes,

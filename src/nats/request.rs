@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::nats::jwt::{self as nats_jwt, Issued, NatsJwtError, Unverified};
+use crate::nats::xkey::{OurXkey, ServerXkey};
 
 pub const CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 pub const XKEY_HEADER: &str = "Nats-Server-Xkey";
@@ -144,7 +145,7 @@ impl ConnectOpts {
 #[derive(Debug)]
 pub struct AuthRequest {
     pub claims: RequestClaims,
-    pub server_xkey: Option<nkeys::XKey>,
+    pub server_xkey: Option<ServerXkey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +190,7 @@ pub struct DecodeFailure {
     pub error: RequestError,
     pub addressee: Option<Addressee>,
     /// Set when the request was sealed and opened, so the refusal is sealed too.
-    pub server_xkey: Option<nkeys::XKey>,
+    pub server_xkey: Option<ServerXkey>,
 }
 
 impl<E: Into<RequestError>> From<E> for Box<DecodeFailure> {
@@ -209,7 +210,7 @@ impl<E: Into<RequestError>> From<E> for Box<DecodeFailure> {
 pub fn decode(
     payload: &[u8],
     xkey_header: Option<&str>,
-    our_xkey: Option<&nkeys::XKey>,
+    our_xkey: Option<&OurXkey>,
     our_issuer: &str,
     now: i64,
 ) -> Result<AuthRequest, Box<DecodeFailure>> {
@@ -221,7 +222,7 @@ pub fn decode(
 pub struct Opened<'a> {
     jwt: Cow<'a, [u8]>,
     unverified: Unverified<RequestClaims>,
-    server_xkey: Option<nkeys::XKey>,
+    server_xkey: Option<ServerXkey>,
     xkey_header: Option<&'a str>,
 }
 
@@ -229,16 +230,17 @@ pub struct Opened<'a> {
 pub fn open<'a>(
     payload: &'a [u8],
     xkey_header: Option<&'a str>,
-    our_xkey: Option<&nkeys::XKey>,
+    our_xkey: Option<&OurXkey>,
 ) -> Result<Opened<'a>, Box<DecodeFailure>> {
     let (jwt, server_xkey) = match xkey_header {
         None => (Cow::Borrowed(payload), None),
         Some(header) => {
             let ours = our_xkey.ok_or(RequestError::SealedWithoutXkey)?;
-            let theirs = nkeys::XKey::from_public_key(header)
+            let theirs = ours
+                .server(header)
                 .map_err(|_| RequestError::BadServerXkey(crate::text::clip(header)))?;
             let opened = ours
-                .open(payload, &theirs)
+                .open(&theirs, payload)
                 .map_err(|_| RequestError::Unseal)?;
             (Cow::Owned(opened), Some(theirs))
         }
@@ -267,7 +269,7 @@ impl Opened<'_> {
     }
 
     /// The server's xkey when the request came sealed.
-    pub fn server_xkey(&self) -> Option<&nkeys::XKey> {
+    pub fn server_xkey(&self) -> Option<&ServerXkey> {
         self.server_xkey.as_ref()
     }
 
@@ -559,6 +561,7 @@ mod tests {
         c["nats"]["server_id"]["xkey"] = json!(server_x.public_key());
         let sealed = server_x.seal(&request(&server, c), &ours_public).unwrap();
         let header = server_x.public_key();
+        let ours = OurXkey::new(ours).unwrap();
         let r = decode(&sealed, Some(&header), Some(&ours), &issuer, NOW).unwrap();
         assert_eq!(r.server_xkey.unwrap().public_key(), header);
         let err = decode(&sealed, Some(&header), None, &issuer, NOW).unwrap_err();
@@ -566,7 +569,7 @@ mod tests {
         let err = decode(
             &sealed,
             Some(&header),
-            Some(&nkeys::XKey::new()),
+            Some(&OurXkey::new(nkeys::XKey::new()).unwrap()),
             &issuer,
             NOW,
         )

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::nats::jwt::{self as nats_jwt, WithJti};
 use crate::nats::request::Addressee;
+use crate::nats::xkey::{OurXkey, ServerXkey};
 
 #[derive(Serialize)]
 struct ResponseClaims<'a> {
@@ -45,10 +46,6 @@ pub enum Answer<'a> {
 /// nats-server logs the error text; keep it to one readable line.
 const MAX_ERROR_CHARS: usize = 512;
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot seal the response to the server xkey: {0}")]
-pub struct SealError(String);
-
 /// Who signs a response: the callout account's key, or one of its signing
 /// keys (`account` names the account then).
 pub struct Signer<'a> {
@@ -61,9 +58,9 @@ pub fn build(
     to: &Addressee,
     answer: Answer<'_>,
     signer: &Signer<'_>,
-    seal: Option<(&nkeys::XKey, &nkeys::XKey)>,
+    seal: Option<(&OurXkey, &ServerXkey)>,
     now: u64,
-) -> Result<Vec<u8>, SealError> {
+) -> Vec<u8> {
     let issuer_key = signer.key.public_key();
     let error_text;
     let (jwt, error) = match answer {
@@ -91,9 +88,7 @@ pub fn build(
     };
     let token = nats_jwt::encode(&mut claims, signer.key);
     match seal {
-        None => Ok(token.into_bytes()),
-        Some((ours, server)) => ours
-            .seal(token.as_bytes(), server)
-            .map_err(|e| SealError(e.to_string())),
+        None => token.into_bytes(),
+        Some((ours, server)) => ours.seal(server, token.as_bytes()),
     }
 }
