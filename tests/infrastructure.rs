@@ -549,3 +549,116 @@ async fn the_pod_files_work_end_to_end() {
         );
     }
 }
+
+fn deploy(file: &str) -> String {
+    std::fs::read_to_string(root().join("deploy").join(file)).unwrap()
+}
+
+/// The ConfigMap's config.toml, as the block scalar under `config.toml: |`.
+fn configmap_config() -> String {
+    let yaml = deploy("kubernetes/configmap.yaml");
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "config.toml: |");
+    lines.next().expect("configmap.yaml has data.config.toml");
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The Kubernetes ConfigMap's config passes `check` with seeds where the
+/// Secret mounts them, and the Deployment mounts both as directories where
+/// the config and the image expect them.
+#[test]
+fn kubernetes_config_passes_check_and_is_mounted_as_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("secrets");
+    std::fs::create_dir(&seeds).unwrap();
+    let write = |name: &str, seed: String| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = seeds.join(name);
+        std::fs::write(&p, seed).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o440)).unwrap();
+    };
+    write("issuer.nk", nkeys::KeyPair::new_account().seed().unwrap());
+    write("xkey.nk", nkeys::XKey::new().seed().unwrap());
+    write("nats.nk", nkeys::KeyPair::new_user().seed().unwrap());
+    let config = configmap_config();
+    assert!(
+        config.contains("listen = \"0.0.0.0:8080\""),
+        "probes come from outside the pod"
+    );
+    let config = config.replace(
+        "/etc/nats-oidc-callout/secrets/",
+        &format!("{}/", seeds.display()),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("exposed"),
+        "0440 seeds are not exposed: {}",
+        text(&out)
+    );
+
+    let d = deploy("kubernetes/deployment.yaml");
+    assert!(
+        !d.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("subPath")),
+        "a subPath mount is never updated"
+    );
+    for needle in [
+        "mountPath: /etc/nats-oidc-callout/config\n",
+        "mountPath: /etc/nats-oidc-callout/secrets\n",
+        "value: /etc/nats-oidc-callout/config/config.toml",
+        "name: nats-oidc-callout-config",
+        "secretName: nats-oidc-callout-seeds",
+        "path: /healthz",
+        "path: /readyz",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "runAsUser: 65532",
+        "drop: [\"ALL\"]",
+        "allowPrivilegeEscalation: false",
+        "replicas: 2",
+    ] {
+        assert!(d.contains(needle), "deployment.yaml lacks {needle:?}");
+    }
+    assert!(deploy("kubernetes/secret.yaml").contains("name: nats-oidc-callout-seeds"));
+    assert!(deploy("kubernetes/pdb.yaml").contains("kind: PodDisruptionBudget"));
+    assert!(deploy("kubernetes/service.yaml").contains("port: 8080"));
+}
+
+/// The systemd unit runs the binary the .deb installs with the config the
+/// .deb installs, and reloads with SIGHUP (the service's reload signal).
+#[test]
+fn systemd_unit_matches_the_package() {
+    let unit = deploy("systemd/nats-oidc-callout.service");
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("[\"target/release/nats-oidc-callout\", \"usr/bin/\", \"755\"]"));
+    assert!(
+        cargo.contains("[\"config.example.toml\", \"etc/nats-oidc-callout/config.toml\", \"644\"]")
+    );
+    assert!(unit.contains(
+        "ExecStart=/usr/bin/nats-oidc-callout run --config /etc/nats-oidc-callout/config.toml"
+    ));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    for option in [
+        "User=nats-oidc-callout",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(option), "the unit lacks {option:?}");
+    }
+    let postinst = deploy("debian/postinst");
+    assert!(
+        postinst.contains("adduser --system --group") && postinst.contains("nats-oidc-callout")
+    );
+}
