@@ -121,23 +121,28 @@ image_checks() {
   [[ $seed =~ ^SA[A-Z2-7]{56}$ ]] || die "keygen's stdout is not just a seed: $seed"
   ok "runs as 65532, has the HEALTHCHECK, keygen prints only the seed on stdout"
 
-  # A container started from config.example.toml (its directory mounted,
-  # the seed as a secret) answers its HEALTHCHECK over [http]: "not ready"
-  # here, as no nats-server and no issuer are reachable, but not "no
-  # http.listen" as before.
-  say "a container built from config.example.toml"
-  local dir=$WORK/example-config
+  # The README's container commands ("### Containers"), run as written but
+  # for the image name (built above), the container and secret names (this
+  # check's own) and the seed file: a container started from
+  # config.example.toml (its directory mounted, the seed as a secret)
+  # answers its HEALTHCHECK over [http]: "not ready" here, as no nats-server
+  # and no issuer are reachable, but not "no http.listen" as before.
+  say "the README's container commands, with config.example.toml"
+  local dir=$WORK/readme
   rm -rf "$dir" && mkdir -p "$dir"
-  cp "$ROOT/config.example.toml" "$dir/config.toml"
-  printf '%s\n' "$seed" > "$WORK/example-issuer.nk"
+  (umask 077 && printf '%s\n' "$seed" > "$dir/issuer.nk")
   podman secret rm "$POD-example-issuer" >/dev/null 2>&1 || true
-  podman secret create "$POD-example-issuer" "$WORK/example-issuer.nk" >/dev/null
-  rm -f "$WORK/example-issuer.nk"
   podman rm -f "$POD-example" >/dev/null 2>&1 || true
-  podman run -d --name "$POD-example" --network host \
-    -v "$dir:/etc/nats-oidc-callout/config:ro,Z" \
-    --secret "$POD-example-issuer,type=mount,target=/etc/nats-oidc-callout/issuer.nk,uid=65532,gid=65532,mode=0400" \
-    "$IMAGE" >/dev/null
+  readme_block "$ROOT/README.md" '### Containers' \
+    | grep -v '^podman build ' \
+    | sed -e "s#localhost/nats-oidc-callout:latest#$IMAGE#" \
+      -e "s#--name nats-oidc-callout #--name $POD-example #" \
+      -e "s#my-callout-issuer#$POD-example-issuer#g" \
+      -e "s#cp config.example.toml#cp $ROOT/config.example.toml#" > "$dir/snippet.sh"
+  cat "$dir/snippet.sh" >&2
+  grep -q -- "-v ./callout-config:/etc/nats-oidc-callout/config:ro,Z" "$dir/snippet.sh" || die "the README's snippet changed: update this check"
+  (cd "$dir" && bash -euo pipefail snippet.sh >/dev/null)
+  rm -f "$dir/issuer.nk"
   local out=
   for _ in $(seq 1 20); do
     out=$(podman healthcheck run "$POD-example" 2>&1 || true)
@@ -151,6 +156,16 @@ image_checks() {
   podman rm -f "$POD-example" >/dev/null
   podman secret rm "$POD-example-issuer" >/dev/null
   ok "config.example.toml's [http] serves the HEALTHCHECK (503 until NATS and the issuer are reachable)"
+}
+
+# The first ```sh block after the line holding MARKER in FILE.
+readme_block() { # FILE MARKER
+  awk -v m="$2" '
+    found == 0 && index($0, m) { found = 1; next }
+    found == 1 && /^```sh$/ { found = 2; next }
+    found == 2 && /^```$/ { exit }
+    found == 2 { print }
+  ' "$1"
 }
 
 python_env() {
@@ -247,6 +262,26 @@ pod_checks() {
   reader=$("${pod[@]}" token rita reader)
   nats_py "$admin" "$reader" "not-a-token"
   "${pod[@]}" status
+  "${pod[@]}" logs callout 2>&1 | tail -n 3 >&2
+  curl -fsS http://127.0.0.1:8080/metrics | grep -q '^nats_oidc_callout_authorizations_total' || die "no metrics"
+  ok "pod.sh status, logs and /metrics answer"
+
+  say "the README's second replica and rolling restart (### Running replicas)"
+  mkdir -p "$WORK/replica"
+  readme_block "$ROOT/README.md" 'A second replica in the pod' \
+    | sed -e "s#nats-oidc-callout-pod-#$SECRET_PREFIX-#g" \
+      -e "s#nats-oidc-callout-callout#$POD-callout#g" \
+      -e "s#--pod nats-oidc-callout #--pod $POD #" \
+      -e "s#infrastructure/.state#$STATE#" \
+      -e "s#localhost/nats-oidc-callout:latest#$IMAGE#" > "$WORK/replica/snippet.sh"
+  cat "$WORK/replica/snippet.sh" >&2
+  (cd "$WORK/replica" && bash -euo pipefail snippet.sh >/dev/null)
+  healthy "$POD-callout-2" || die "the second replica is not healthy"
+  healthy "$POD-callout" || die "the restarted replica is not healthy"
+  curl -fsS http://127.0.0.1:8082/readyz >&2 && echo >&2
+  nats_py "$("${pod[@]}" token ana admin)" "$("${pod[@]}" token rita reader)" "not-a-token"
+  podman rm -f "$POD-callout-2" >/dev/null
+  ok "second replica healthy on 8082, rolling restart done, tokens still admitted"
 
   say "config reload through the directory mount (file replaced, new inode)"
   local cfg=$STATE/config/config.toml
