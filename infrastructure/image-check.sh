@@ -9,6 +9,7 @@
 #   infrastructure/image-check.sh          everything
 #   infrastructure/image-check.sh bases    only the local base images
 #   infrastructure/image-check.sh kube     only podman kube play of deploy/kubernetes (image built)
+#   infrastructure/image-check.sh deb      only the .deb (cargo deb, apt install in a container)
 #   infrastructure/image-check.sh clean    remove the check's images, pod and secrets
 #
 # Where no container registry is reachable, the base images are made
@@ -471,6 +472,36 @@ asyncio.run(main())' "$admin"
   ok "podman kube play of deploy/kubernetes works"
 }
 
+# The .deb as the README builds it (`cargo deb --locked`), installed with
+# apt in a throwaway Debian container (the runtime base): the user from
+# postinst, the unit and conffile in place, deploy/README.md's seed steps,
+# `check` as the service user, and purge removing the user.
+deb_checks() {
+  say ".deb: cargo deb, then apt install in a throwaway container"
+  local cargo_deb=$ROOT/.tools/cargo-deb/bin/cargo-deb
+  [ -x "$cargo_deb" ] || cargo_deb=$(command -v cargo-deb) || die "cargo-deb is not installed (cargo install cargo-deb --locked)"
+  rm -rf "$WORK/deb"
+  (cd "$ROOT" && "$cargo_deb" --locked -o "$WORK/deb/")
+  podman run --rm --network host --user 0:0 -v "$WORK/deb:/deb:ro,Z" \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    "$LOCAL_RUNTIME" sh -euc '
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /deb/nats-oidc-callout_*.deb >/tmp/apt.log 2>&1 \
+        || { tail -n 20 /tmp/apt.log; exit 1; }
+      id nats-oidc-callout
+      nats-oidc-callout --version
+      test -f /usr/lib/systemd/system/nats-oidc-callout.service
+      dpkg-query -W -f="\${Conffiles}\n" nats-oidc-callout | grep -q /etc/nats-oidc-callout/config.toml
+      nats-oidc-callout keygen account --out /etc/nats-oidc-callout/issuer.nk 2>/dev/null
+      chgrp nats-oidc-callout /etc/nats-oidc-callout/issuer.nk
+      chmod 0640 /etc/nats-oidc-callout/issuer.nk
+      su -s /bin/sh nats-oidc-callout -c "nats-oidc-callout check --config /etc/nats-oidc-callout/config.toml" | tail -n 1
+      apt-get purge -y -qq nats-oidc-callout >/dev/null 2>&1
+      if id nats-oidc-callout 2>/dev/null; then echo "purge left the user"; exit 1; fi
+    ' || die "the .deb did not install and run as documented"
+  ok ".deb installs (user created), the documented seed steps and check work as the service user, purge removes the user"
+}
+
 clean() {
   "$ROOT/infrastructure/pod.sh" purge >/dev/null 2>&1 || true
   podman rm -f "$POD-example" >/dev/null 2>&1 || true
@@ -482,6 +513,7 @@ clean() {
 case ${1:-all} in
   bases) bases ;;
   kube) kube_checks ;;
+  deb) deb_checks ;;
   clean) clean ;;
   all)
     bases
@@ -489,6 +521,7 @@ case ${1:-all} in
     image_checks
     pod_checks
     kube_checks
+    deb_checks
     say "all checks passed"
     ;;
   *) die "usage: $0 [all|bases|clean]" ;;
