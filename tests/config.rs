@@ -85,6 +85,12 @@ fn the_shipped_example_is_valid() {
     );
     let names: Vec<&str> = config.roles.names().collect();
     assert_eq!(names, vec!["admin", "reader"]);
+    // The container image's HEALTHCHECK (`nats-oidc-callout health`) probes
+    // /readyz at [http] listen: a container started from the example needs it.
+    assert_eq!(
+        config.http.expect("the example has [http]").listen,
+        "127.0.0.1:8080".parse().unwrap()
+    );
 }
 
 #[test]

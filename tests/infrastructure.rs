@@ -125,14 +125,329 @@ fn containerfile_matches_what_the_pod_and_docs_expect() {
         c.contains("USER 65532:65532"),
         "non-root, the uid pod.sh mounts the seeds for"
     );
-    assert!(c.contains(&format!(
-        "NATS_OIDC_CALLOUT_CONFIG={}",
-        nats_oidc_callout::config::DEFAULT_CONFIG_PATH
-    )));
+    // The config is a directory mount; the seeds sit beside it, where
+    // config.example.toml (and the .deb's config) expect them.
+    assert!(c.contains("NATS_OIDC_CALLOUT_CONFIG=/etc/nats-oidc-callout/config/config.toml"));
+    let example = std::fs::read_to_string(root().join("config.example.toml")).unwrap();
+    assert!(example.contains("issuer_seed_file = \"/etc/nats-oidc-callout/issuer.nk\""));
     assert!(c.contains("CMD [\"/usr/local/bin/nats-oidc-callout\", \"health\"]"));
     let pod = std::fs::read_to_string(root().join("infrastructure/pod.sh")).unwrap();
     assert!(pod.contains("uid=65532,gid=65532,mode=0400"));
     assert!(pod.contains("/usr/local/bin/nats-oidc-callout health"));
+    assert!(pod.contains("target=/etc/nats-oidc-callout/issuer.nk"));
+}
+
+/// Every container command the docs show mounts the config directory,
+/// never the file (a file bind mount keeps the old inode: a config replaced
+/// by rename would never reach the container).
+#[test]
+fn docs_mount_the_config_directory_not_the_file() {
+    for doc in [
+        "README.md",
+        "Containerfile",
+        "infrastructure/README.md",
+        "infrastructure/pod.sh",
+    ] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        for line in text.lines().filter(|l| l.contains("-v ")) {
+            assert!(
+                !line.contains("config.toml:/"),
+                "{doc} mounts a single config file: {line}"
+            );
+        }
+        assert!(
+            !text.contains(":/etc/nats-oidc-callout/config.toml"),
+            "{doc} mounts a single config file"
+        );
+    }
+}
+
+/// The secret names of the README's container commands and pod.sh's
+/// differ, so following both never makes one overwrite the other.
+#[test]
+fn readme_and_pod_use_distinct_secret_names() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme_names: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("podman secret create "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(!readme_names.is_empty(), "the README shows a podman secret");
+    let state = tempfile::tempdir().unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pod_names: Vec<String> = std::fs::read_dir(fake.path().join("secrets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(pod_names.len(), 2, "{pod_names:?}");
+    for name in &readme_names {
+        assert!(
+            !pod_names.iter().any(|p| p == name),
+            "README and pod.sh both use the secret {name}"
+        );
+    }
+}
+
+/// Runs pod.sh against the podman stand-in in tests/podman-shim (which
+/// prints a warning on stderr for every command, as podman does on hosts
+/// without systemd, and runs the built binary as the image).
+fn pod_sh(state: &Path, fake: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        root().join("tests/podman-shim").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("infrastructure/pod.sh"))
+        .args(args)
+        .env("PATH", path)
+        .env("STATE", state)
+        .env("FAKE_PODMAN_STATE", fake)
+        .env("FAKE_PODMAN_BIN", env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .env_remove("NATS_OIDC_CALLOUT_BIN")
+        .env_remove("POD")
+        .env_remove("SECRET_PREFIX")
+        .env_remove("CONFIG_DIR")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn pod_up_keeps_podman_stderr_out_of_key_files_and_can_be_run_again() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no systemd user session"),
+        "the stand-in printed podman's warning: {}",
+        text(&out)
+    );
+    let issuer = read(&state.path().join("issuer.pub"));
+    let xkey = read(&state.path().join("xkey.pub"));
+    let key = |k: &str, p: char| {
+        k.len() == 56
+            && k.starts_with(p)
+            && k.chars()
+                .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c))
+    };
+    assert!(key(&issuer, 'A'), "issuer.pub: {issuer}");
+    assert!(key(&xkey, 'X'), "xkey.pub: {xkey}");
+    let seed = read(&state.path().join("issuer.nk"));
+    assert_eq!(
+        nkeys::KeyPair::from_seed(&seed).unwrap().public_key(),
+        issuer
+    );
+    let conf = read(&state.path().join("nats.conf"));
+    assert!(conf.contains(&format!("issuer: {issuer}")));
+
+    // The callout mounts its config directory; the issuer container has no
+    // health check (the image's is the callout's).
+    let containers = fake.path().join("containers");
+    let mounts = lines(&containers.join("nats-oidc-callout-callout/mounts"));
+    let config_dir = state.path().join("config");
+    assert!(
+        mounts.contains(&format!(
+            "{}:/etc/nats-oidc-callout/config:ro,Z",
+            config_dir.display()
+        )),
+        "{mounts:?}"
+    );
+    assert!(config_dir.join("config.toml").is_file());
+    let calls = lines(&fake.path().join("calls"));
+    let issuer_run = calls
+        .iter()
+        .find(|c| c.contains("--name nats-oidc-callout-issuer"))
+        .unwrap();
+    assert!(issuer_run.contains("--no-healthcheck"), "{issuer_run}");
+
+    // Again, with everything in place: nothing is created twice, nothing
+    // fails, the keys stay.
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = |calls: &[String]| calls.iter().filter(|c| c.starts_with("run -d")).count();
+    assert_eq!(runs(&lines(&fake.path().join("calls"))), 3);
+    assert_eq!(read(&state.path().join("issuer.nk")), seed);
+
+    // A stopped container is started, a removed one created again.
+    std::fs::remove_file(containers.join("nats-oidc-callout-nats/running")).unwrap();
+    std::fs::remove_dir_all(containers.join("nats-oidc-callout-issuer")).unwrap();
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(containers.join("nats-oidc-callout-nats/running").exists());
+    assert!(containers.join("nats-oidc-callout-issuer/running").exists());
+    assert_eq!(runs(&lines(&fake.path().join("calls"))), 4);
+
+    // A .pub spoiled by an older pod.sh (podman's stderr in it) is mended.
+    std::fs::write(
+        state.path().join("issuer.pub"),
+        "WARN[0000] no systemd
+A...
+",
+    )
+    .unwrap();
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(read(&state.path().join("issuer.pub")), issuer);
+}
+
+#[test]
+fn a_failed_keygen_leaves_nothing_that_breaks_the_next_up() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    let out = pod_sh(
+        state.path(),
+        fake.path(),
+        &["up"],
+        &[("FAKE_PODMAN_FAIL_RUN", "1")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("error: keygen account failed"),
+        "{}",
+        text(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed run left {left:?}");
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A seed file that is not a seed is reported, not used.
+    std::fs::write(
+        state.path().join("xkey.nk"),
+        "Error: something
+",
+    )
+    .unwrap();
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("does not hold a curve seed"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn pod_sh_never_replaces_or_removes_a_secret_it_did_not_create() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    let secrets = fake.path().join("secrets");
+    let id = |name: &str| read(&secrets.join(name).join("id"));
+    // Someone's own secret under pod.sh's name.
+    let theirs = state.path().join("theirs.nk");
+    std::fs::write(
+        &theirs,
+        "SAtheirs
+",
+    )
+    .unwrap();
+    let shim = root().join("tests/podman-shim/podman");
+    let create = |name: &str| {
+        let out = Command::new("bash")
+            .arg(&shim)
+            .args(["secret", "create", name])
+            .arg(&theirs)
+            .env("FAKE_PODMAN_STATE", fake.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    create("nats-oidc-callout-pod-xkey");
+    create("nats-oidc-callout-issuer"); // the README's name
+    let (xkey_id, readme_id) = (
+        id("nats-oidc-callout-pod-xkey"),
+        id("nats-oidc-callout-issuer"),
+    );
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "podman secret nats-oidc-callout-pod-xkey exists and was not created by pod.sh"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(id("nats-oidc-callout-pod-xkey"), xkey_id);
+    assert_eq!(
+        read(&secrets.join("nats-oidc-callout-pod-xkey/data")),
+        "SAtheirs"
+    );
+    // purge leaves it too.
+    let out = pod_sh(state.path(), fake.path(), &["purge"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(id("nats-oidc-callout-pod-xkey"), xkey_id);
+
+    // With other names (or once it is removed) pod.sh goes ahead, and purge
+    // removes only what it created.
+    let out = pod_sh(
+        state.path(),
+        fake.path(),
+        &["up"],
+        &[("SECRET_PREFIX", "mine")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        read(&secrets.join("mine-issuer/data")),
+        read(&state.path().join("issuer.nk"))
+    );
+    let out = pod_sh(
+        state.path(),
+        fake.path(),
+        &["purge"],
+        &[("SECRET_PREFIX", "mine")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!secrets.join("mine-issuer").exists());
+    assert!(!secrets.join("mine-xkey").exists());
+    assert_eq!(id("nats-oidc-callout-pod-xkey"), xkey_id);
+    assert_eq!(id("nats-oidc-callout-issuer"), readme_id);
+}
+
+/// A seed pod.sh regenerates (its file was removed) replaces pod.sh's own
+/// secret, so the callout never signs with a key nats.conf no longer names.
+#[test]
+fn a_regenerated_seed_replaces_pod_shs_own_secret() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = tempfile::tempdir().unwrap();
+    assert!(pod_sh(state.path(), fake.path(), &["up"], &[])
+        .status
+        .success());
+    std::fs::remove_file(state.path().join("issuer.nk")).unwrap();
+    let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        read(
+            &fake
+                .path()
+                .join("secrets/nats-oidc-callout-pod-issuer/data")
+        ),
+        read(&state.path().join("issuer.nk"))
+    );
 }
 
 /// The pod's files working together: the rendered nats.conf, the pod's
@@ -233,4 +548,117 @@ async fn the_pod_files_work_end_to_end() {
             read(&nats_log)
         );
     }
+}
+
+fn deploy(file: &str) -> String {
+    std::fs::read_to_string(root().join("deploy").join(file)).unwrap()
+}
+
+/// The ConfigMap's config.toml, as the block scalar under `config.toml: |`.
+fn configmap_config() -> String {
+    let yaml = deploy("kubernetes/configmap.yaml");
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "config.toml: |");
+    lines.next().expect("configmap.yaml has data.config.toml");
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The Kubernetes ConfigMap's config passes `check` with seeds where the
+/// Secret mounts them, and the Deployment mounts both as directories where
+/// the config and the image expect them.
+#[test]
+fn kubernetes_config_passes_check_and_is_mounted_as_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("secrets");
+    std::fs::create_dir(&seeds).unwrap();
+    let write = |name: &str, seed: String| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = seeds.join(name);
+        std::fs::write(&p, seed).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o440)).unwrap();
+    };
+    write("issuer.nk", nkeys::KeyPair::new_account().seed().unwrap());
+    write("xkey.nk", nkeys::XKey::new().seed().unwrap());
+    write("nats.nk", nkeys::KeyPair::new_user().seed().unwrap());
+    let config = configmap_config();
+    assert!(
+        config.contains("listen = \"0.0.0.0:8080\""),
+        "probes come from outside the pod"
+    );
+    let config = config.replace(
+        "/etc/nats-oidc-callout/secrets/",
+        &format!("{}/", seeds.display()),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("exposed"),
+        "0440 seeds are not exposed: {}",
+        text(&out)
+    );
+
+    let d = deploy("kubernetes/deployment.yaml");
+    assert!(
+        !d.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("subPath")),
+        "a subPath mount is never updated"
+    );
+    for needle in [
+        "mountPath: /etc/nats-oidc-callout/config\n",
+        "mountPath: /etc/nats-oidc-callout/secrets\n",
+        "value: /etc/nats-oidc-callout/config/config.toml",
+        "name: nats-oidc-callout-config",
+        "secretName: nats-oidc-callout-seeds",
+        "path: /healthz",
+        "path: /readyz",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "runAsUser: 65532",
+        "drop: [\"ALL\"]",
+        "allowPrivilegeEscalation: false",
+        "replicas: 2",
+    ] {
+        assert!(d.contains(needle), "deployment.yaml lacks {needle:?}");
+    }
+    assert!(deploy("kubernetes/secret.yaml").contains("name: nats-oidc-callout-seeds"));
+    assert!(deploy("kubernetes/pdb.yaml").contains("kind: PodDisruptionBudget"));
+    assert!(deploy("kubernetes/service.yaml").contains("port: 8080"));
+}
+
+/// The systemd unit runs the binary the .deb installs with the config the
+/// .deb installs, and reloads with SIGHUP (the service's reload signal).
+#[test]
+fn systemd_unit_matches_the_package() {
+    let unit = deploy("systemd/nats-oidc-callout.service");
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("[\"target/release/nats-oidc-callout\", \"usr/bin/\", \"755\"]"));
+    assert!(
+        cargo.contains("[\"config.example.toml\", \"etc/nats-oidc-callout/config.toml\", \"644\"]")
+    );
+    assert!(unit.contains(
+        "ExecStart=/usr/bin/nats-oidc-callout run --config /etc/nats-oidc-callout/config.toml"
+    ));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    for option in [
+        "User=nats-oidc-callout",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(option), "the unit lacks {option:?}");
+    }
+    let postinst = deploy("debian/postinst");
+    assert!(
+        postinst.contains("adduser --system --group") && postinst.contains("nats-oidc-callout")
+    );
 }
