@@ -264,7 +264,7 @@ impl OidcClient {
         })??;
         // RFC 9207: when the provider names itself, it must be this issuer.
         if let Some(iss) = &answer.iss {
-            if iss.trim_end_matches('/') != self.settings.issuer {
+            if iss.trim_end_matches('/') != self.settings.issuer.trim_end_matches('/') {
                 return Err(ClientError::failed(format!(
                     "the redirect came from issuer {:?}, not {}",
                     one_line(iss),

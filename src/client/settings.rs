@@ -124,7 +124,8 @@ impl Settings {
                 "no issuer: --issuer, NATS_OIDC_CALLOUT_ISSUER or issuer in [client]{from}"
             ))
         })?;
-        let issuer = issuer.trim_end_matches('/').to_string();
+        // Exactly as given: it must equal the discovery document's issuer,
+        // trailing slash and all (Auth0's ends in one).
         check_issuer(&issuer)?;
         let client_id = input.client_id.or(file.client_id).ok_or_else(|| {
             ClientError::Usage(format!(
@@ -245,7 +246,7 @@ mod tests {
             ..input(&path)
         })
         .unwrap();
-        assert_eq!(s.issuer, "https://id.example.com");
+        assert_eq!(s.issuer, "https://id.example.com/");
         assert_eq!(s.client_id, "other");
         assert_eq!(s.client_secret.as_deref(), Some("s3cret"));
         assert_eq!(s.scopes, ["openid", "nats"]);
