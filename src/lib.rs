@@ -13,12 +13,15 @@
 //! 4. [`config`]: TOML → the settings of the layers above, and the
 //!    callout they describe.
 //! 5. [`service`]: running it (NATS, dispatch, drain, reload, HTTP).
-//! 6. [`cli`] (the commands) and [`dev`] (the local development stack).
+//! 6. [`cli`] (the commands), [`dev`] (the local development stack) and
+//!    [`client`] (the client side: getting, caching and refreshing tokens
+//!    for `login`, `token` and programs; none of the layers above use it).
 
 pub mod authorize;
 mod backoff;
 pub mod callout;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dev;

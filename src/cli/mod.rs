@@ -6,6 +6,7 @@ mod explain;
 mod health;
 mod json_log;
 mod keys;
+mod login;
 mod online;
 
 use std::path::PathBuf;
@@ -96,6 +97,14 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Log in to the OpenID Provider for NATS: the device flow (prints a URL
+    /// and a code to enter anywhere), or --browser on this machine. Keeps the
+    /// tokens in the user's cache (0600), never prints them.
+    Login(login::LoginArgs),
+    /// Print a currently valid access token (refreshed when near expiry, or
+    /// by --client-credentials), for `nats --user oidc --password "$(...)"`;
+    /// or write it into a nats context with --nats-context.
+    Token(login::TokenArgs),
     /// Run a throwaway local stack (development issuer, nats-server, this
     /// service) and print tokens to try. Never for production.
     Dev {
@@ -173,6 +182,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Pubkey { seed_file } => keys::pubkey(&seed_file),
         Command::Sentinel { out } => keys::sentinel(&load()?, &out),
         Command::HashPassword { cost } => keys::hash_password(cost),
+        Command::Login(args) => login::login(args),
+        Command::Token(args) => login::token(args),
         Command::DevIssuer { port } => {
             block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
                 .map(|()| ExitCode::SUCCESS)

@@ -399,17 +399,22 @@ issuer_seed_file = "issuer.nk"
                 .unwrap_or_default(),
             extra_callout = opts.extra_callout,
             callout_tables = opts.callout_tables,
-            oidc = opts.oidc.unwrap_or_else(|| format!(
-                r#"[oidc]
+            // `{dev_issuer}` in a whole [oidc] section is the development
+            // issuer's URL (a stack that trusts another issuer beside it).
+            oidc = opts
+                .oidc
+                .map(|o| o.replace("{dev_issuer}", issuer))
+                .unwrap_or_else(|| format!(
+                    r#"[oidc]
 issuer = "{issuer}"
 audience = ["{AUDIENCE}"]
 roles_claim = "realm_access.roles"
 user_claim = "{user_claim}"
 jwks_refetch_cooldown = "2s"
 {extra_oidc}"#,
-                user_claim = opts.user_claim,
-                extra_oidc = opts.extra_oidc,
-            )),
+                    user_claim = opts.user_claim,
+                    extra_oidc = opts.extra_oidc,
+                )),
             roles = opts.roles,
         );
         let config_path = dir.path().join("config.toml");

@@ -1,0 +1,154 @@
+//! A long-running NATS client that logs in through nats-oidc-callout with a
+//! fresh OIDC access token on every connect and reconnect.
+//!
+//! nats-server asks the callout only at CONNECT, and closes the connection
+//! when the token (and so the user JWT) expires; the client then
+//! reconnects, and async-nats calls the auth callback again, which hands it
+//! the token that is valid now. A client that kept its first token would be
+//! refused from then on.
+//!
+//! ```sh
+//! # a file another process keeps fresh: a Kubernetes projected
+//! # service-account token, or a sidecar running
+//! #   while sleep 30; do nats-oidc-callout token > t.new && mv t.new token; done
+//! cargo run --example token_client -- --url nats://127.0.0.1:4222 --token-file /var/run/secrets/nats/token
+//!
+//! # client credentials (machines): settings as for `nats-oidc-callout token`,
+//! # from NATS_OIDC_CALLOUT_ISSUER, _CLIENT_ID, _CLIENT_SECRET(_FILE), _RESOURCE,
+//! # _AUDIENCE, _SCOPES or the [client] table of the client config file
+//! cargo run --example token_client -- --url nats://127.0.0.1:4222 --client-credentials
+//! ```
+//!
+//! It subscribes to `--subject` (default `demo.>`), prints what arrives and
+//! every connection event, and publishes a message every 5 seconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Auth, AuthError, ConnectOptions};
+use futures::StreamExt;
+use nats_oidc_callout::client::settings::NATS_USER;
+use nats_oidc_callout::client::{Settings, SettingsInput, TokenSource};
+
+/// Connect options that ask `source` for a token on every connect attempt.
+/// The token goes as the password (any user name; nats.go, nats.js and
+/// nats.py clients do the same, see the README).
+pub fn options(source: Arc<TokenSource>) -> ConnectOptions {
+    ConnectOptions::with_auth_callback(move |_nonce| {
+        let source = source.clone();
+        async move {
+            let token = source
+                .token()
+                .await
+                .map_err(|e| AuthError::new(e.to_string()))?;
+            let mut auth = Auth::new();
+            auth.username = Some(NATS_USER.to_string());
+            auth.password = Some(token);
+            Ok(auth)
+        }
+    })
+    // Keep reconnecting (the default) and retry the first connect too, so a
+    // token that is not there yet (a sidecar starting) is not fatal.
+    .retry_on_initial_connect()
+}
+
+/// Settings for client credentials from the environment and the client
+/// config file, as `nats-oidc-callout token` reads them.
+fn settings_from_env() -> Result<Settings, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Settings::resolve(SettingsInput {
+        config: var("NATS_OIDC_CALLOUT_CLIENT_CONFIG").map(Into::into),
+        issuer: var("NATS_OIDC_CALLOUT_ISSUER"),
+        client_id: var("NATS_OIDC_CALLOUT_CLIENT_ID"),
+        client_secret_file: var("NATS_OIDC_CALLOUT_CLIENT_SECRET_FILE").map(Into::into),
+        client_secret: var("NATS_OIDC_CALLOUT_CLIENT_SECRET"),
+        scopes: var("NATS_OIDC_CALLOUT_SCOPES"),
+        audience: var("NATS_OIDC_CALLOUT_AUDIENCE"),
+        resource: var("NATS_OIDC_CALLOUT_RESOURCE"),
+        nats_url: None,
+        redirect_port: None,
+    })
+    .map_err(|e| e.to_string())
+}
+
+struct Args {
+    url: String,
+    subject: String,
+    source: TokenSource,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut url = "nats://127.0.0.1:4222".to_string();
+    let mut subject = "demo.>".to_string();
+    let mut source = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--url" => url = value()?,
+            "--subject" => subject = value()?,
+            "--token-file" => source = Some(TokenSource::file(value()?)),
+            "--client-credentials" => {
+                source = Some(
+                    TokenSource::client_credentials(settings_from_env()?, 60)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let source = source.ok_or("--token-file PATH or --client-credentials")?;
+    Ok(Args {
+        url,
+        subject,
+        source,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let client = options(Arc::new(args.source))
+        .event_callback(|event| async move { eprintln!("nats: {event}") })
+        .connect(args.url.as_str())
+        .await;
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot connect to {}: {e}", args.url);
+            std::process::exit(1);
+        }
+    };
+    let mut messages = match client.subscribe(args.subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot subscribe to {}: {e}", args.subject);
+            std::process::exit(1);
+        }
+    };
+    let publisher = client.clone();
+    let subject = args.subject.replace(['>', '*'], "tick");
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            // While disconnected, publishes are buffered and sent on reconnect.
+            if let Err(e) = publisher
+                .publish(subject.clone(), n.to_string().into())
+                .await
+            {
+                eprintln!("publish: {e}");
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    while let Some(m) = messages.next().await {
+        println!("{}: {}", m.subject, String::from_utf8_lossy(&m.payload));
+    }
+}

@@ -1,0 +1,114 @@
+//! The client side: getting, caching and refreshing the OIDC access tokens
+//! that people and programs present to NATS as their password.
+//!
+//! Layer 6, beside `cli` and `dev`: it talks to the identity provider (with
+//! `openidconnect`), never to the service's layers, and none of them
+//! imports it. Access tokens are never verified here (the service does
+//! that) and never logged or printed except by `token`, which is asked to.
+
+pub mod cache;
+pub mod nats_context;
+pub mod oauth;
+pub mod settings;
+pub mod source;
+
+pub use cache::{CachedToken, TokenCache};
+pub use oauth::OidcClient;
+pub use settings::{Settings, SettingsInput};
+pub use source::TokenSource;
+
+/// Why a client-side step failed: one line, never a token or a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Settings are missing or wrong (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The provider, the network or the file system said no (exit status 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ClientError {
+    pub(crate) fn failed(text: impl Into<String>) -> Self {
+        ClientError::Failed(text.into())
+    }
+}
+
+/// Text from a provider or a library, made safe for one line of output:
+/// control characters become spaces, and it is cut at 300 characters.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.chars().count() > 300 {
+        out = out.chars().take(300).collect::<String>() + "...";
+    }
+    out.trim().to_string()
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The user's home directory, from $HOME.
+pub(crate) fn home_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from)
+}
+
+/// An XDG base directory: `$<var>` if set to an absolute path, else
+/// `~/<fallback>`.
+pub(crate) fn xdg_dir(var: &str, fallback: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os(var)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| home_dir().map(|h| h.join(fallback)))
+}
+
+/// Writes `bytes` to `path` readable by its owner only (0600), replacing it
+/// atomically (a temporary file in the same directory, renamed over it), so
+/// a reader never sees half a file. Makes the directory (0700) if needed.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), ClientError> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| ClientError::failed(format!("{} has no directory", path.display())))?;
+    create_private_dir(dir)?;
+    let fail = |e: std::io::Error| {
+        ClientError::failed(format!("cannot write {}: {}", path.display(), e.kind()))
+    };
+    // tempfile creates the file with mode 0600.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.as_file().sync_all().map_err(fail)?;
+    file.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// Creates `dir` and its parents; the ones it creates are 0700.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), ClientError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| ClientError::failed(format!("cannot create {}: {}", dir.display(), e.kind())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_text_is_one_bounded_line() {
+        assert_eq!(one_line(" a\nb\r\tc "), "a b  c");
+        let long = "x".repeat(400);
+        assert_eq!(one_line(&long).len(), 303);
+    }
+}

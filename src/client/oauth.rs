@@ -1,0 +1,599 @@
+//! The OAuth 2.0 / OpenID Connect exchanges, done by `openidconnect`:
+//! discovery, the device authorization grant (RFC 8628), the authorization
+//! code flow with PKCE (S256) and a loopback redirect (RFC 8252), refresh,
+//! and client credentials. Every grant carries the configured `resource`
+//! (RFC 8707) and `audience`.
+
+use std::time::Duration;
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
+    CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
+};
+use openidconnect::{
+    AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    DeviceAuthorizationUrl, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::cache::CachedToken;
+use super::settings::Settings;
+use super::{now_secs, one_line, ClientError};
+
+/// Discovery with the one endpoint OpenID Connect Discovery leaves out.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct DeviceEndpoint {
+    #[serde(default)]
+    device_authorization_endpoint: Option<DeviceAuthorizationUrl>,
+}
+impl AdditionalProviderMetadata for DeviceEndpoint {}
+
+type Metadata = ProviderMetadata<
+    DeviceEndpoint,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// A client with only its token endpoint set: what every grant needs.
+type TokenClient =
+    CoreClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// What a person must do to approve a device login.
+pub struct DevicePrompt {
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub user_code: String,
+    pub expires_in: Duration,
+}
+
+/// How `login --browser` reaches the user's browser.
+pub struct BrowserOptions {
+    /// Try `xdg-open`/`open` on the URL (it is always printed too).
+    pub open: bool,
+    /// How long to wait for the redirect back.
+    pub timeout: Duration,
+}
+
+/// One OAuth client (id, secret, scopes, resource) at one issuer.
+pub struct OidcClient {
+    settings: Settings,
+    http: reqwest::Client,
+    metadata: tokio::sync::OnceCell<Metadata>,
+}
+
+impl OidcClient {
+    pub fn new(settings: Settings) -> Result<OidcClient, ClientError> {
+        let http = reqwest::Client::builder()
+            // Following redirects would open the token exchanges to SSRF.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("nats-oidc-callout/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::failed(format!("cannot make an HTTP client: {e}")))?;
+        Ok(OidcClient {
+            settings,
+            http,
+            metadata: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    async fn metadata(&self) -> Result<&Metadata, ClientError> {
+        self.metadata
+            .get_or_try_init(|| async {
+                let issuer = IssuerUrl::new(self.settings.issuer.clone())
+                    .map_err(|e| ClientError::Usage(format!("issuer: {e}")))?;
+                Metadata::discover_async(issuer, &self.http)
+                    .await
+                    .map_err(|e| {
+                        ClientError::failed(format!(
+                            "cannot read the discovery document of {}: {}",
+                            self.settings.issuer,
+                            error_chain(&e)
+                        ))
+                    })
+            })
+            .await
+    }
+
+    async fn token_client(&self) -> Result<TokenClient, ClientError> {
+        let metadata = self.metadata().await?;
+        let token_url = metadata.token_endpoint().cloned().ok_or_else(|| {
+            ClientError::failed(format!(
+                "{} publishes no token endpoint",
+                self.settings.issuer
+            ))
+        })?;
+        let mut client = CoreClient::new(
+            ClientId::new(self.settings.client_id.clone()),
+            metadata.issuer().clone(),
+            metadata.jwks().clone(),
+        )
+        .set_token_uri(token_url);
+        if let Some(secret) = &self.settings.client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.clone()));
+        }
+        Ok(client)
+    }
+
+    fn scopes(&self, drop: &[&str]) -> Vec<Scope> {
+        self.settings
+            .scopes
+            .iter()
+            .filter(|s| !drop.contains(&s.as_str()))
+            .map(|s| Scope::new(s.clone()))
+            .collect()
+    }
+
+    /// The RFC 8707 `resource` and the `audience` parameters, as configured.
+    fn target_params(&self) -> Vec<(&'static str, String)> {
+        let mut params = Vec::new();
+        if let Some(r) = &self.settings.resource {
+            params.push(("resource", r.clone()));
+        }
+        if let Some(a) = &self.settings.audience {
+            params.push(("audience", a.clone()));
+        }
+        params
+    }
+
+    /// The device authorization grant: asks for a user code, shows it with
+    /// `prompt`, then polls the token endpoint at the provider's interval
+    /// (slower after each `slow_down`) until the person approves or denies,
+    /// or the code expires.
+    pub async fn device_login(
+        &self,
+        prompt: impl FnOnce(&DevicePrompt),
+    ) -> Result<CachedToken, ClientError> {
+        let metadata = self.metadata().await?;
+        let device_url = metadata
+            .additional_metadata()
+            .device_authorization_endpoint
+            .clone()
+            .ok_or_else(|| {
+                ClientError::failed(format!(
+                    "{} publishes no device_authorization_endpoint: it does not offer the device flow; use login --browser",
+                    self.settings.issuer
+                ))
+            })?;
+        let client = self
+            .token_client()
+            .await?
+            .set_device_authorization_url(device_url);
+        let mut request = client.exchange_device_code().add_scopes(self.scopes(&[]));
+        for (name, value) in self.target_params() {
+            request = request.add_extra_param(name, value);
+        }
+        let details: CoreDeviceAuthorizationResponse = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.refused("the device authorization request", e))?;
+        prompt(&DevicePrompt {
+            verification_uri: details.verification_uri().to_string(),
+            verification_uri_complete: details
+                .verification_uri_complete()
+                .map(|u| u.secret().to_string()),
+            user_code: details.user_code().secret().to_string(),
+            expires_in: details.expires_in(),
+        });
+        let mut poll = client.exchange_device_access_token(&details);
+        for (name, value) in self.target_params() {
+            poll = poll.add_extra_param(name, value);
+        }
+        let response = poll
+            .request_async(&self.http, tokio::time::sleep, None)
+            .await
+            .map_err(|e| self.refused("the device login", e))?;
+        self.cached(&response, None)
+    }
+
+    /// The authorization code flow with PKCE (S256): a redirect to
+    /// `http://127.0.0.1:<port>/callback`, where this process listens for
+    /// exactly one answer carrying the state it sent.
+    pub async fn browser_login(
+        &self,
+        options: &BrowserOptions,
+        show: impl FnOnce(&str),
+    ) -> Result<CachedToken, ClientError> {
+        let metadata = self.metadata().await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.settings.redirect_port))
+            .await
+            .map_err(|e| {
+                ClientError::failed(format!(
+                    "cannot listen on 127.0.0.1:{} for the redirect: {}",
+                    self.settings.redirect_port,
+                    e.kind()
+                ))
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| ClientError::failed(format!("loopback listener: {e}")))?
+            .port();
+        let redirect = RedirectUrl::new(format!("http://127.0.0.1:{port}/callback"))
+            .map_err(|e| ClientError::failed(format!("redirect URL: {e}")))?;
+        let client = self
+            .token_client()
+            .await?
+            .set_auth_uri(metadata.authorization_endpoint().clone())
+            .set_redirect_uri(redirect.clone());
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        // openidconnect adds "openid" itself.
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scopes(self.scopes(&["openid"]))
+            .set_pkce_challenge(challenge);
+        for (name, value) in self.target_params() {
+            request = request.add_extra_param(name, value);
+        }
+        let (url, state, _nonce) = request.url();
+        show(url.as_str());
+        if options.open {
+            open_browser(url.as_str());
+        }
+        let answer = tokio::time::timeout(
+            options.timeout,
+            wait_for_redirect(&listener, state.secret()),
+        )
+        .await
+        .map_err(|_| {
+            ClientError::failed(format!(
+                "no answer from the browser within {}s; run login again",
+                options.timeout.as_secs()
+            ))
+        })??;
+        // RFC 9207: when the provider names itself, it must be this issuer.
+        if let Some(iss) = &answer.iss {
+            if iss.trim_end_matches('/') != self.settings.issuer.trim_end_matches('/') {
+                return Err(ClientError::failed(format!(
+                    "the redirect came from issuer {:?}, not {}",
+                    one_line(iss),
+                    self.settings.issuer
+                )));
+            }
+        }
+        let code = match (answer.code, answer.error) {
+            (_, Some(error)) => {
+                return Err(ClientError::failed(format!(
+                    "the login was refused by the provider: {}{}",
+                    one_line(&error),
+                    answer
+                        .error_description
+                        .map(|d| format!(" ({})", one_line(&d)))
+                        .unwrap_or_default()
+                )))
+            }
+            (Some(code), None) => code,
+            (None, None) => {
+                return Err(ClientError::failed(
+                    "the redirect carried neither a code nor an error",
+                ))
+            }
+        };
+        let mut exchange = client
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(verifier)
+            .set_redirect_uri(std::borrow::Cow::Owned(redirect));
+        for (name, value) in self.target_params() {
+            exchange = exchange.add_extra_param(name, value);
+        }
+        let response = exchange
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.refused("the code exchange", e))?;
+        self.cached(&response, None)
+    }
+
+    /// A new access token for a refresh token. Keeps the old refresh token
+    /// when the provider does not rotate it.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<CachedToken, ClientError> {
+        let client = self.token_client().await?;
+        let token = RefreshToken::new(refresh_token.to_string());
+        let mut request = client.exchange_refresh_token(&token);
+        for (name, value) in self.target_params() {
+            request = request.add_extra_param(name, value);
+        }
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.refused("the refresh", e))?;
+        self.cached(&response, Some(refresh_token))
+    }
+
+    /// Client credentials (machines): the client's own secret buys a token.
+    pub async fn client_credentials(&self) -> Result<CachedToken, ClientError> {
+        if self.settings.client_secret.is_none() {
+            return Err(ClientError::Usage(
+                "client credentials need a client secret: --client-secret-file, NATS_OIDC_CALLOUT_CLIENT_SECRET or client_secret_file in [client]".into(),
+            ));
+        }
+        let client = self.token_client().await?;
+        // User-login scopes mean nothing to a machine and some providers
+        // refuse them in this grant.
+        let mut request = client
+            .exchange_client_credentials()
+            .add_scopes(self.scopes(&["openid", "offline_access"]));
+        for (name, value) in self.target_params() {
+            request = request.add_extra_param(name, value);
+        }
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| self.refused("the client credentials grant", e))?;
+        self.cached(&response, None)
+    }
+
+    /// What the provider returned, for the cache: nothing it did not send
+    /// (the ID token is not kept: nothing here uses it).
+    fn cached(
+        &self,
+        response: &CoreTokenResponse,
+        old_refresh: Option<&str>,
+    ) -> Result<CachedToken, ClientError> {
+        let obtained_at = now_secs();
+        let access_token = response.access_token().secret().to_string();
+        let expires_at = response
+            .expires_in()
+            .map(|d| obtained_at + d.as_secs())
+            .or_else(|| jwt_exp(&access_token));
+        // Read only to reject a response without one; never verified here.
+        let _ = response.id_token();
+        Ok(CachedToken {
+            issuer: self.settings.issuer.clone(),
+            client_id: self.settings.client_id.clone(),
+            access_token,
+            token_type: response.token_type().as_ref().to_string(),
+            obtained_at,
+            expires_at,
+            refresh_token: response
+                .refresh_token()
+                .map(|t| t.secret().to_string())
+                .or_else(|| old_refresh.map(str::to_string)),
+            scope: response
+                .scopes()
+                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+        })
+    }
+
+    /// One line for a failed exchange: the provider's error code and
+    /// description, or what went wrong on the way.
+    fn refused<RE, T>(&self, what: &str, e: RequestTokenError<RE, T>) -> ClientError
+    where
+        RE: std::error::Error + 'static,
+        T: openidconnect::ErrorResponse + Serialize + 'static,
+    {
+        match e {
+            RequestTokenError::ServerResponse(r) => {
+                let value = serde_json::to_value(&r).unwrap_or_default();
+                let code = value["error"]
+                    .as_str()
+                    .unwrap_or("unknown_error")
+                    .to_string();
+                let description = value["error_description"]
+                    .as_str()
+                    .map(|d| format!(" ({})", one_line(d)))
+                    .unwrap_or_default();
+                let hint = match code.as_str() {
+                    "invalid_client" | "unauthorized_client" => format!(
+                        ": check the client id {:?} (and its secret) registered at {}",
+                        self.settings.client_id, self.settings.issuer
+                    ),
+                    "access_denied" => ": the login was denied".to_string(),
+                    "expired_token" => {
+                        ": the code expired before the login was approved; run login again"
+                            .to_string()
+                    }
+                    "invalid_grant" if what == "the refresh" => {
+                        ": the refresh token is no longer accepted; run `nats-oidc-callout login` again"
+                            .to_string()
+                    }
+                    "invalid_target" => format!(
+                        ": the provider does not know the resource {:?}",
+                        self.settings.resource.as_deref().unwrap_or("")
+                    ),
+                    "invalid_scope" => format!(
+                        ": check the scopes {:?}",
+                        self.settings.scopes.join(" ")
+                    ),
+                    _ => String::new(),
+                };
+                ClientError::failed(format!(
+                    "{} refused {what}: {code}{description}{hint}",
+                    self.settings.issuer
+                ))
+            }
+            RequestTokenError::Request(e) => ClientError::failed(format!(
+                "{what} failed: cannot reach {}: {}",
+                self.settings.issuer,
+                error_chain(&e)
+            )),
+            RequestTokenError::Parse(e, _) => ClientError::failed(format!(
+                "{what} failed: {} answered something that is not a token response ({})",
+                self.settings.issuer,
+                one_line(&e.to_string())
+            )),
+            RequestTokenError::Other(text) => {
+                ClientError::failed(format!("{what} failed: {}", one_line(&text)))
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    one_line(&text)
+}
+
+/// The `exp` of a JWT access token, read without verifying it (only to
+/// know when to refresh, when the provider sent no `expires_in`).
+fn jwt_exp(token: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
+}
+
+/// Hands the URL to the desktop's opener, if there is one; the URL was
+/// printed already, so failure here only means the person opens it.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let _ = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+/// The query of the redirect back to the loopback listener.
+struct Redirect {
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    iss: Option<String>,
+}
+
+/// Answers requests on the loopback listener until one to /callback
+/// carries `state`; others (a favicon, a stale tab) get a 404 or a 400.
+async fn wait_for_redirect(
+    listener: &tokio::net::TcpListener,
+    state: &str,
+) -> Result<Redirect, ClientError> {
+    loop {
+        let (mut socket, _) = listener
+            .accept()
+            .await
+            .map_err(|e| ClientError::failed(format!("loopback listener: {e}")))?;
+        let mut buf = Vec::with_capacity(2048);
+        let mut chunk = [0u8; 2048];
+        // The request line and headers; a browser sends them at once.
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        if read.is_err() {
+            continue;
+        }
+        let head = String::from_utf8_lossy(&buf);
+        let target = head
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("GET "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or("");
+        let Ok(url) = url::Url::parse(&format!("http://127.0.0.1{target}")) else {
+            respond(&mut socket, "400 Bad Request", "Not a login redirect.").await;
+            continue;
+        };
+        if url.path() != "/callback" {
+            respond(&mut socket, "404 Not Found", "Not found.").await;
+            continue;
+        }
+        let param = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        if param("state").as_deref() != Some(state) {
+            respond(
+                &mut socket,
+                "400 Bad Request",
+                "This answer belongs to another login attempt; it was ignored.",
+            )
+            .await;
+            continue;
+        }
+        let redirect = Redirect {
+            code: param("code"),
+            error: param("error"),
+            error_description: param("error_description"),
+            iss: param("iss"),
+        };
+        if redirect.error.is_some() {
+            respond(
+                &mut socket,
+                "200 OK",
+                "The login was not completed. You can close this window.",
+            )
+            .await;
+        } else {
+            respond(
+                &mut socket,
+                "200 OK",
+                "Logged in to NATS. You can close this window.",
+            )
+            .await;
+        }
+        return Ok(redirect);
+    }
+}
+
+async fn respond(socket: &mut tokio::net::TcpStream, status: &str, text: &str) {
+    let body = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nats-oidc-callout</title></head><body><p>{text}</p></body></html>"
+    );
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_of_a_jwt_is_read_without_verifying_it() {
+        use base64::Engine;
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let token = format!("{}.{}.sig", b64("{}"), b64("{\"exp\":1700000000}"));
+        assert_eq!(jwt_exp(&token), Some(1_700_000_000));
+        assert_eq!(jwt_exp("opaque"), None);
+    }
+}
