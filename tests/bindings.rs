@@ -61,10 +61,12 @@ sub.allow = ["orders.>"]
 [roles."gcp:exporter"]
 pub.allow = ["metrics.orders"]
 
+# The stand-in issuer's URL is not GitHub's, so repository_id pins nothing
+# here (the unit tests cover GitHub's pins); sub does.
 [[bindings]]
 name = "orders-deploy"
 issuer = "github"
-match = { repository_id = 74, ref = "refs/heads/main", job_workflow_ref = "acme/orders/.github/workflows/deploy.yml@refs/heads/main" }
+match = { sub = "repo:acme/orders:ref:refs/heads/main", repository_id = 74, ref = "refs/heads/main", job_workflow_ref = "acme/orders/.github/workflows/deploy.yml@refs/heads/main" }
 roles = ["deployer"]
 
 [[bindings]]

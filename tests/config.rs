@@ -1106,6 +1106,34 @@ broad = true
             .any(|w| w.contains("is the shared issuer of")),
         "GitHub's issuer with require_claims: {warnings:?}"
     );
+    for loose in [
+        "",
+        "require_claims = { repository_owner = \"acme*\" }\n",
+        "require_claims = { event_name = \"push\" }\n",
+    ] {
+        let open = text.replace("require_claims = { repository_owner = \"acme\" }\n", loose);
+        let warnings =
+            nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&open)).unwrap());
+        assert!(
+            warnings.iter().any(|w| w.starts_with(
+                "oidc[github]: https://token.actions.githubusercontent.com is the shared issuer of GitHub Actions: every one of its customers"
+            )),
+            "{loose:?}: {warnings:?}"
+        );
+    }
+    // A repository pinned by name only can change hands.
+    let by_name = text.replace(
+        "match = { repository_id = 123456,",
+        "match = { repository = \"acme/orders\",",
+    );
+    let warnings =
+        nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&by_name)).unwrap());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("binding github[0] pins the repository by name")),
+        "{warnings:?}"
+    );
     let open = text.replace("require_claims = { repository_owner = \"acme\" }\n", "");
     let warnings = nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&open)).unwrap());
     assert!(
@@ -1134,7 +1162,27 @@ fn bad_bindings_and_required_claims_are_config_errors() {
         (
             binding("issuer = \"github\"\nmatch = { sub = \"x\" }\nroles = [\"cluster:orders-reader\"]"),
             "bindings[0].roles",
-            "is no role of issuer \"github\"",
+            "without a namespace",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { repository_id = 74 }\nroles = [\"deployer\", \"other:x\"]"),
+            "bindings[0].roles",
+            "\"other:x\": name the issuer's roles as its tokens would",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { job_workflow_ref = \"acme/ci/.github/workflows/d.yml@refs/heads/main\" }\nroles = [\"deployer\"]"),
+            "bindings[0].match",
+            "job_workflow_ref is carried by every repository that calls the workflow",
+        ),
+        (
+            binding("issuer = \"github\"\nmatch = { sub = \"environment:prod\" }\nroles = [\"deployer\"]"),
+            "bindings[0].match",
+            "a sub in the repo:<owner>/<name>:... form",
+        ),
+        (
+            binding("issuer = \"cluster\"\nmatch = { repository_id = 74 }\nroles = [\"orders-reader\"]"),
+            "bindings[0].match",
+            "match one of [\"sub\"] exactly",
         ),
         (
             binding("issuer = \"github\"\nmatch = { repository_owner = \"acme\" }\nroles = [\"deployer\"]"),

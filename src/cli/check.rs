@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use crate::callout::Mode;
 use crate::cli::error::CliError;
 use crate::config::Config;
+use crate::policy::bindings;
 use crate::policy::roles::{Direction, Role};
 use crate::policy::subject::{names_reserved, overlaps};
 use crate::policy::users::{bcrypt_cost, Credential, Grant};
@@ -125,15 +126,40 @@ pub fn warnings(config: &Config) -> Vec<String> {
     warn_consumers_others_create(&mut out, config);
     warn_delivery_anywhere(&mut out, config);
     for issuer in &config.oidc {
-        if let Some(platform) = shared_issuer(&issuer.settings.issuer) {
-            if issuer.claims.required.is_empty() {
+        let url = &issuer.settings.issuer;
+        if let Some((platform, owners)) = shared_issuer(url) {
+            // Only an exact owner narrows a shared issuer to one customer.
+            let narrowed = issuer.claims.required.iter().any(|m| {
+                m.is_exact()
+                    && owners
+                        .iter()
+                        .any(|o| m.name == *o || m.name == format!("/{o}"))
+            });
+            if !narrowed {
                 out.push(format!(
-                    "oidc[{}]: {} is the shared issuer of {platform}: every one of its customers can mint a token for your audience; set require_claims to your organisation (repository_owner_id for GitHub), without which only the exact pins of bindings keep their tokens out",
-                    issuer.settings.name, issuer.settings.issuer
+                    "oidc[{}]: {url} is the shared issuer of {platform}: every one of its customers can mint a token for your audience; set require_claims to your organisation exactly (one of {owners:?}), without which only the exact pins of bindings keep their tokens out",
+                    issuer.settings.name
                 ));
             }
         }
-        for b in issuer.claims.bindings.iter().filter(|b| b.broad) {
+        for b in &issuer.claims.bindings {
+            let pin = b.pin(url);
+            if bindings::is_github(url)
+                && !b.broad
+                && pin.is_some_and(|p| p.name == "repository" || p.name == "/repository")
+                && !b
+                    .matches
+                    .iter()
+                    .any(|m| m.name == "repository_id" && m.is_exact())
+            {
+                out.push(format!(
+                    "binding {} pins the repository by name: after a rename or deletion someone else can take the name; pin repository_id (and require repository_owner_id on the issuer)",
+                    b.name
+                ));
+            }
+            if !b.broad {
+                continue;
+            }
             let wanted: Vec<String> = b.matches.iter().map(|m| m.wanted()).collect();
             out.push(format!(
                 "binding {} is broad: every token of issuer {} with {} gets roles {:?}{}",
@@ -141,10 +167,13 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 issuer.settings.name,
                 wanted.join(" and "),
                 b.roles,
-                if b.pin().is_some() {
-                    ""
+                if pin.is_some() {
+                    String::new()
                 } else {
-                    ", whichever workload it names (no exact sub, repository, repository_id or job_workflow_ref)"
+                    format!(
+                        ", whichever workload it names (no exact {})",
+                        bindings::pinning_claims(url).join(", ")
+                    )
                 }
             ));
         }
@@ -383,12 +412,26 @@ fn warn_delivery_anywhere(out: &mut Vec<String>, config: &Config) {
     }
 }
 
-/// Issuers that mint tokens for anyone with an account on the platform.
-fn shared_issuer(issuer: &str) -> Option<&'static str> {
+/// Issuers that mint tokens for anyone with an account on the platform,
+/// and the claims that name the customer exactly.
+fn shared_issuer(issuer: &str) -> Option<(&'static str, &'static [&'static str])> {
+    if bindings::is_github(issuer) {
+        return Some((
+            "GitHub Actions",
+            &["repository_owner_id", "repository_owner", "repository_id"],
+        ));
+    }
     match issuer.trim_end_matches('/') {
-        "https://token.actions.githubusercontent.com" => Some("GitHub Actions"),
-        "https://accounts.google.com" => Some("Google"),
-        "https://gitlab.com" => Some("GitLab.com"),
+        "https://accounts.google.com" => Some(("Google", &["sub", "email", "hd"])),
+        "https://gitlab.com" => Some((
+            "GitLab.com",
+            &[
+                "namespace_id",
+                "namespace_path",
+                "project_id",
+                "project_path",
+            ],
+        )),
         _ => None,
     }
 }

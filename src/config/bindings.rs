@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::raw::RawBinding;
 use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
-use crate::policy::bindings::{Binding, PINNING_CLAIMS};
+use crate::policy::bindings::{pinning_claims, Binding};
 use crate::policy::claim_match::{ClaimMatch, Pattern};
 use crate::policy::claims::ClaimPath;
 use crate::policy::roles::{table_names, RoleTable};
@@ -140,10 +140,21 @@ impl Validator<'_> {
             if b.roles.is_empty() {
                 return Err(self.err(&key("roles"), "lists no role"));
             }
+            // A binding names its issuer's roles as the issuer's tokens do,
+            // without a namespace; each one is checked (table_names would
+            // drop a name with ':' silently).
+            if let Some(written) = b.roles.iter().find(|r| r.is_empty() || r.contains(':')) {
+                return Err(self.err(
+                    &key("roles"),
+                    format!(
+                        "{written:?}: name the issuer's roles as its tokens would, without a namespace (roles = [\"deployer\"] means [roles.\"<namespace>:deployer\"])"
+                    ),
+                ));
+            }
             let namespace = issuer.claims.role_namespace.as_deref();
             let table = table_names(namespace, &b.roles);
             for (written, looked_up) in b.roles.iter().zip(&table) {
-                if written.contains(':') || !roles.contains(looked_up) {
+                if !roles.contains(looked_up) {
                     return Err(self.err(
                         &key("roles"),
                         format!(
@@ -159,11 +170,18 @@ impl Validator<'_> {
                 roles: table,
                 broad: b.broad.unwrap_or(false),
             };
-            if binding.pin().is_none() && !binding.broad {
+            let issuer_url = issuer.settings.issuer.clone();
+            if binding.pin(&issuer_url).is_none() && !binding.broad {
                 return Err(self.err(
                     &key("match"),
                     format!(
-                        "pins no single workload: match one of {PINNING_CLAIMS:?} exactly (no '*'), or say broad = true to admit every token these claims describe"
+                        "pins no single workload: match one of {:?} exactly (no '*'{}), or say broad = true to admit every token these claims describe",
+                        pinning_claims(&issuer_url),
+                        if crate::policy::bindings::is_github(&issuer_url) {
+                            "; a sub in the repo:<owner>/<name>:... form; job_workflow_ref is carried by every repository that calls the workflow"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }

@@ -4,12 +4,38 @@
 
 use serde_json::{Map, Value};
 
-use crate::policy::claim_match::{first_miss, ClaimMatch};
+use crate::policy::claim_match::{first_miss, ClaimMatch, Pattern};
 use crate::policy::claims::ClaimPath;
 
-/// Claims that name one workload and cannot be chosen by another: a
-/// binding must pin one of them exactly, or say `broad = true`.
-pub const PINNING_CLAIMS: [&str; 4] = ["sub", "repository", "repository_id", "job_workflow_ref"];
+/// GitHub Actions' issuer; GitHub Enterprise Cloud's per-enterprise
+/// issuers are below it.
+pub const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+/// Whether `issuer` is GitHub Actions': github.com's, an enterprise's below
+/// it, or a GitHub Enterprise Server's (`https://HOST/_services/token`).
+pub fn is_github(issuer: &str) -> bool {
+    let issuer = issuer.trim_end_matches('/');
+    issuer == GITHUB_ISSUER
+        || issuer
+            .strip_prefix(GITHUB_ISSUER)
+            .is_some_and(|rest| rest.starts_with('/'))
+        || (issuer.starts_with("https://") && issuer.ends_with("/_services/token"))
+}
+
+/// The claims that name one workload on an issuer's platform, which a
+/// binding must match exactly unless it says `broad = true`. On GitHub: the
+/// repository (its id, or its name), or a `sub` in the default
+/// `repo:<owner>/<name>:...` form; not `job_workflow_ref`, which every
+/// repository that calls the reusable workflow carries, nor a customised
+/// `sub` without the repository. Elsewhere only `sub` names a workload; a
+/// claim called `repository` there means whatever that issuer makes it mean.
+pub fn pinning_claims(issuer: &str) -> &'static [&'static str] {
+    if is_github(issuer) {
+        &["sub", "repository_id", "repository"]
+    } else {
+        &["sub"]
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
@@ -32,19 +58,33 @@ impl Binding {
         }
     }
 
-    /// The exact pin that makes this binding safe without `broad`, if any.
-    pub fn pin(&self) -> Option<&ClaimMatch> {
-        self.matches.iter().find(|m| m.is_exact() && pins(&m.path))
+    /// The exact pin that makes this binding safe without `broad`, if any,
+    /// for a binding of `issuer`.
+    pub fn pin(&self, issuer: &str) -> Option<&ClaimMatch> {
+        let claims = pinning_claims(issuer);
+        self.matches.iter().find(|m| {
+            let Some(name) = top_level(&m.path) else {
+                return false;
+            };
+            m.is_exact()
+                && claims.contains(&name)
+                && (name != "sub"
+                    || !is_github(issuer)
+                    || m.any_of.iter().all(|p| match p {
+                        Pattern::Exact(v) => v.starts_with("repo:"),
+                        Pattern::Glob(_) => false,
+                    }))
+        })
     }
 }
 
-fn pins(path: &ClaimPath) -> bool {
-    let name = match path {
-        ClaimPath::Dotted(parts) if parts.len() == 1 => parts[0].as_str(),
-        ClaimPath::Pointer(p) if p.matches('/').count() == 1 => &p[1..],
-        _ => return false,
-    };
-    PINNING_CLAIMS.contains(&name)
+/// The claim a path names when it is a top-level one.
+fn top_level(path: &ClaimPath) -> Option<&str> {
+    match path {
+        ClaimPath::Dotted(parts) if parts.len() == 1 => Some(parts[0].as_str()),
+        ClaimPath::Pointer(p) if p.matches('/').count() == 1 && !p.contains('~') => Some(&p[1..]),
+        _ => None,
+    }
 }
 
 /// The bindings an issuer's token matches.
@@ -58,7 +98,6 @@ pub fn matched<'a>(bindings: &'a [Binding], claims: &Map<String, Value>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::claim_match::Pattern;
     use serde_json::json;
 
     fn m(name: &str, values: &[&str]) -> ClaimMatch {
@@ -79,24 +118,57 @@ mod tests {
     }
 
     #[test]
-    fn only_an_exact_value_of_a_pinning_claim_pins() {
-        assert!(binding(vec![m("sub", &["system:serviceaccount:a:b"])])
-            .pin()
+    fn only_an_exact_value_of_a_pinning_claim_of_the_platform_pins() {
+        let gh = GITHUB_ISSUER;
+        let k8s = "https://kubernetes.default.svc";
+        let b = |m: ClaimMatch| binding(vec![m]);
+        assert!(b(m("sub", &["system:serviceaccount:a:b"]))
+            .pin(k8s)
             .is_some());
-        assert!(binding(vec![m("/sub", &["x"])]).pin().is_some());
-        assert!(binding(vec![m("repository_id", &["1", "2"])])
-            .pin()
+        assert!(b(m("/sub", &["x"])).pin(k8s).is_some());
+        assert!(b(m("repository_id", &["1", "2"])).pin(gh).is_some());
+        assert!(b(m("repository", &["acme/orders"])).pin(gh).is_some());
+        assert!(b(m("sub", &["repo:acme/orders:ref:refs/heads/main"]))
+            .pin(gh)
             .is_some());
-        assert!(binding(vec![m("sub", &["system:serviceaccount:a:*"])])
-            .pin()
+        assert!(
+            b(m(
+                "sub",
+                &["repo:acme/orders:ref:refs/heads/main", "environment:prod"]
+            ))
+            .pin(gh)
+            .is_none(),
+            "a customised GitHub sub without the repository names no one repository"
+        );
+        assert!(
+            b(m(
+                "job_workflow_ref",
+                &["acme/ci/.github/workflows/d.yml@refs/heads/main"]
+            ))
+            .pin(gh)
+            .is_none(),
+            "every caller of a reusable workflow carries its ref"
+        );
+        assert!(
+            b(m("repository_id", &["1"])).pin(k8s).is_none(),
+            "GitHub's claim names mean nothing elsewhere"
+        );
+        assert!(b(m("repository_id", &["1"]))
+            .pin("https://token.actions.githubusercontent.com/acme-enterprise")
+            .is_some());
+        assert!(b(m("repository_id", &["1"]))
+            .pin("https://token.actions.githubusercontent.com.evil.example")
             .is_none());
-        assert!(binding(vec![m("repository_owner", &["acme"])])
-            .pin()
+        assert!(b(m("repository_id", &["1"]))
+            .pin("https://github.acme.example/_services/token")
+            .is_some());
+        assert!(b(m("sub", &["system:serviceaccount:a:*"]))
+            .pin(k8s)
             .is_none());
-        assert!(binding(vec![m("/kubernetes.io/namespace", &["a"])])
-            .pin()
-            .is_none());
-        assert!(binding(vec![m("a.sub", &["x"])]).pin().is_none());
+        assert!(b(m("repository_owner", &["acme"])).pin(gh).is_none());
+        assert!(b(m("/kubernetes.io/namespace", &["a"])).pin(k8s).is_none());
+        assert!(b(m("a.sub", &["x"])).pin(k8s).is_none());
+        assert!(b(m("/su~0b", &["x"])).pin(k8s).is_none());
     }
 
     #[test]

@@ -137,8 +137,9 @@ impl ClaimMatch {
                 self.name,
                 self.wanted()
             ),
+            // Quoted with its own quotes escaped: the value is the token's.
             Miss::Other(value) => format!(
-                "claim {} is \"{}\" (wanted {})",
+                "claim {} is {:?} (wanted {})",
                 self.name,
                 crate::text::name(value),
                 self.wanted()
