@@ -662,3 +662,45 @@ fn systemd_unit_matches_the_package() {
         postinst.contains("adduser --system --group") && postinst.contains("nats-oidc-callout")
     );
 }
+
+/// The README's nats-server block is a config nats-server accepts, once
+/// its placeholder key is a real one (and with the xkey line switched on,
+/// as the README says to do together with callout.xkey_seed_file).
+#[test]
+fn the_readme_nats_server_block_is_a_valid_config() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("### nats-server\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("the README has a nats-server block");
+    let issuer = nkeys::KeyPair::new_account().public_key();
+    let xkey = nkeys::XKey::new().public_key();
+    assert!(block.contains("issuer: ABC..."), "{block}");
+    assert!(block.contains("# xkey: XYZ..."), "{block}");
+    for (name, text) in [
+        ("without xkey", block.replace("ABC...", &issuer)),
+        (
+            "with xkey",
+            block
+                .replace("ABC...", &issuer)
+                .replace("# xkey: XYZ...", &format!("xkey: {xkey}")),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(&conf, &text).unwrap();
+        let out = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: nats-server -t refused the README's block:\n{text}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
