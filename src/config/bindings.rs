@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::oidc::check_name;
 use super::raw::RawBinding;
 use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
@@ -107,17 +108,9 @@ impl Validator<'_> {
             };
             let name = match b.name {
                 Some(n) => {
-                    if n.is_empty()
-                        || n.len() > 64
-                        || !n
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-                    {
-                        return Err(self.err(
-                            &key("name"),
-                            "must be 1 to 64 letters, digits, '-' or '_' (it is a metrics label)",
-                        ));
-                    }
+                    check_name(&n).map_err(|r| {
+                        self.err(&key("name"), format!("{r} (it is a metrics label)"))
+                    })?;
                     n
                 }
                 None => format!("{}[{i}]", b.issuer),

@@ -290,9 +290,9 @@ impl Validator<'_> {
     }
 }
 
-/// Issuer names and role namespaces appear in role names, log fields and
-/// metric labels, so they are kept to a plain alphabet.
-fn check_name(name: &str) -> Result<(), String> {
+/// Issuer names, role namespaces and binding names appear in role names,
+/// log fields and metric labels, so they are kept to a plain alphabet.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > 64
         || !name
