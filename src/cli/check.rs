@@ -322,21 +322,10 @@ fn warn_role_grants(out: &mut Vec<String>, name: &str, role: &Role, grants_bucke
 /// any durable on it: a `consume` grant there is only as safe as every
 /// `replay` grant (and whole-bucket KV `read`) on the same stream.
 fn warn_consumers_others_create(out: &mut Vec<String>, config: &Config) {
-    let mut creators: Vec<(String, String)> = Vec::new();
-    for (name, role) in config.roles.iter() {
-        for stream in &role.jetstream.replay {
-            creators.push((stream.clone(), format!("roles.{name}.jetstream.replay")));
-        }
-        for scope in role.kv.read.iter().filter(|s| s.keys.is_none()) {
-            creators.push((
-                format!("KV_{}", scope.bucket),
-                format!("roles.{name}.kv.read"),
-            ));
-        }
-    }
+    let creators = consumer_grants(config);
     for (name, role) in config.roles.iter() {
         for c in &role.jetstream.consume {
-            for (_, by) in creators.iter().filter(|(s, _)| *s == c.stream) {
+            for (_, by, _) in creators.iter().filter(|(s, _, _)| *s == c.stream) {
                 out.push(format!(
                     "roles.{name}.jetstream.consume {}/{}: {by} may create consumers on stream {}, and a consumer create names its consumer in the request body, which subject permissions cannot check: those users can rewrite the durable {:?} (its filter, its delivery subject)",
                     c.stream, c.consumer, c.stream, c.consumer
@@ -344,6 +333,30 @@ fn warn_consumers_others_create(out: &mut Vec<String>, config: &Config) {
             }
         }
     }
+}
+
+/// The grants that create consumers on a stream (`replay`, a whole-bucket
+/// KV `read`): the stream, the role key (`roles.r.kv.read`) and what it
+/// names (`config`).
+fn consumer_grants(config: &Config) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (name, role) in config.roles.iter() {
+        for stream in &role.jetstream.replay {
+            out.push((
+                stream.clone(),
+                format!("roles.{name}.jetstream.replay"),
+                stream.clone(),
+            ));
+        }
+        for scope in role.kv.read.iter().filter(|s| s.keys.is_none()) {
+            out.push((
+                format!("KV_{}", scope.bucket),
+                format!("roles.{name}.kv.read"),
+                scope.bucket.clone(),
+            ));
+        }
+    }
+    out
 }
 
 /// Who may create consumers on which stream, and who may write into it.
@@ -360,21 +373,12 @@ fn warn_delivery_anywhere(out: &mut Vec<String>, config: &Config) {
         .flat_map(|(_, r)| r.kv.read.iter().chain(&r.kv.write))
         .map(|s| s.bucket.as_str())
         .collect();
-    let mut creators: Vec<(String, String)> = Vec::new();
+    let mut creators: Vec<(String, String)> = consumer_grants(config)
+        .into_iter()
+        .map(|(stream, key, target)| (stream, format!("{key} {target}")))
+        .collect();
     let mut writers: Vec<(String, String)> = Vec::new();
     for (name, role) in config.roles.iter() {
-        for scope in role.kv.read.iter().filter(|s| s.keys.is_none()) {
-            creators.push((
-                format!("KV_{}", scope.bucket),
-                format!("roles.{name}.kv.read {}", scope.bucket),
-            ));
-        }
-        for stream in &role.jetstream.replay {
-            creators.push((
-                stream.clone(),
-                format!("roles.{name}.jetstream.replay {stream}"),
-            ));
-        }
         for scope in &role.kv.write {
             let what = match &scope.keys {
                 Some(keys) => format!("roles.{name}.kv.write {}/{keys}", scope.bucket),
