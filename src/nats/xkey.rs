@@ -148,13 +148,11 @@ mod tests {
         let sealed = server.seal(b"request", &ours_public).unwrap();
         assert_eq!(ours.open(&from, &sealed).unwrap(), b"request");
         let answer = ours.seal(&from, b"response");
-        let server_public = nkeys::XKey::from_public_key(&server.public_key()).unwrap();
         assert_eq!(
             server.open(&answer, &ours_public).unwrap(),
             b"response",
             "and nkeys opens what we seal"
         );
-        let _ = server_public;
     }
 
     #[test]
