@@ -380,8 +380,11 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>) {
     use nats_oidc_callout::nats::user_jwt::{
         self, ConnectionLimits, Permission, Placement, UserGrant, UserLimits,
     };
-    let issuer = nkeys::KeyPair::from_seed(seed).expect("an account seed");
-    let issuer_public = issuer.public_key();
+    let issuer = nats_oidc_callout::nats::signing_key::SigningKey::new(
+        nkeys::KeyPair::from_seed(seed).expect("an account seed"),
+    )
+    .expect("a key pair with its seed");
+    let issuer_public = issuer.public_key().to_string();
     let ours = xkey_seed.map(|s| {
         nats_oidc_callout::nats::xkey::OurXkey::new(
             nkeys::XKey::from_seed(s).expect("an xkey seed"),

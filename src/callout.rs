@@ -15,6 +15,7 @@ use crate::clock::{unix_now, Deadline, Interrupted};
 use crate::metrics::Outcome;
 use crate::nats::request::{self, Addressee, AuthRequest, DecodeFailure, RequestError};
 use crate::nats::response::{self, Answer};
+use crate::nats::signing_key::SigningKey;
 use crate::nats::user_jwt::{self, Placement, ResponsePermission, UserGrant, UserLimits};
 use crate::nats::xkey::{OurXkey, ServerXkey};
 use crate::refusal::{Refusal, RefusalCode};
@@ -26,7 +27,7 @@ pub struct Keys {
     /// Signs the responses: the callout account's key, or in operator mode
     /// one of its signing keys. In server mode it also signs the user JWTs,
     /// and its public key is nats-server's `auth_callout.issuer`.
-    pub issuer: Arc<nkeys::KeyPair>,
+    pub issuer: Arc<SigningKey>,
     /// The callout account's public key: requests are addressed to it.
     pub auth_account: String,
     /// Opens sealed requests and seals the answers (`auth_callout.xkey`,
@@ -54,7 +55,7 @@ pub struct TargetAccount {
     /// Its identity key (`A...`).
     pub public_key: String,
     /// Its own key or one of its signing keys: signs its users' JWTs.
-    pub signer: Arc<nkeys::KeyPair>,
+    pub signer: Arc<SigningKey>,
 }
 
 impl TargetAccount {
@@ -384,7 +385,7 @@ impl Callout {
         &'a self,
         admission: &'a Admission,
         user_nkey: &'a str,
-    ) -> Result<(UserGrant<'a>, &'a nkeys::KeyPair), Refusal> {
+    ) -> Result<(UserGrant<'a>, &'a SigningKey), Refusal> {
         let (placement, signer) = match &self.keys.mode {
             Mode::Server => (Placement::Named(&admission.account), &self.keys.issuer),
             Mode::Operator { accounts } => {
@@ -432,7 +433,7 @@ impl Callout {
         now: u64,
     ) -> Result<serde_json::Value, Refusal> {
         let (grant, signer) = self.user_grant(admission, user_nkey)?;
-        Ok(user_jwt::claims(&grant, &signer.public_key(), now))
+        Ok(user_jwt::claims(&grant, signer.public_key(), now))
     }
 
     /// The signed response, sealed when the request came sealed.

@@ -104,7 +104,7 @@ fn a_minimal_config_gets_documented_defaults() {
     assert_eq!(c.oidc[0].settings.leeway.as_secs(), 30);
     assert_eq!(c.oidc[0].claims.user_claim.to_string(), "sub");
     assert!(c.callout.xkey.is_none());
-    assert_eq!(c.callout.issuer.seed().unwrap(), d.seed);
+    assert_eq!(c.callout.issuer.pair().seed().unwrap(), d.seed);
 }
 
 #[test]
@@ -823,7 +823,7 @@ fn the_callout_account_is_read_from_the_services_creds_when_not_given() {
     let jwt = nats_oidc_callout::nats::user_jwt::sentinel(
         &user.public_key(),
         &o.auth.public_key(),
-        &auth_signing,
+        &nats_oidc_callout::nats::signing_key::SigningKey::of(&auth_signing).unwrap(),
         1_900_000_000,
     );
     std::fs::write(

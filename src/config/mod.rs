@@ -131,7 +131,7 @@ pub struct CalloutConfig {
     /// Signs authorization responses: the callout account's key (in server
     /// mode also the user JWTs; its public key is `auth_callout.issuer`),
     /// or in operator mode one of the callout account's signing keys.
-    pub issuer: Arc<nkeys::KeyPair>,
+    pub issuer: Arc<crate::nats::signing_key::SigningKey>,
     /// The callout account's public key.
     pub auth_account: String,
     pub xkey: Option<Arc<crate::nats::xkey::OurXkey>>,

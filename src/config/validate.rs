@@ -16,6 +16,7 @@ use super::{
 };
 use crate::callout;
 use crate::nats::creds;
+use crate::nats::signing_key::SigningKey;
 use crate::policy::roles::RoleTable;
 use crate::policy::users::{ConfigUser, Grant};
 use crate::secrets::{self, SeedError, SeedKind};
@@ -356,6 +357,8 @@ impl<'a> Validator<'a> {
                 "must be between 1024 and 1048576",
             ));
         }
+        let issuer =
+            SigningKey::new(issuer).map_err(|e| self.err("callout.issuer_seed", e.to_string()))?;
         Ok(CalloutConfig {
             issuer: Arc::new(issuer),
             auth_account,
@@ -449,6 +452,8 @@ impl<'a> Validator<'a> {
                         "required: a signing key seed of this account (SA...; nsc edit account --sk generate), or its own seed",
                     )
                 })?;
+            let signer = SigningKey::new(signer)
+                .map_err(|e| self.err(&format!("{key}.signing_key_seed"), e.to_string()))?;
             let target = callout::TargetAccount {
                 public_key: account.public_key,
                 signer: Arc::new(signer),

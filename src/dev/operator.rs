@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::clock::unix_now;
 use crate::nats::jwt::{self as nats_jwt, WithJti};
+use crate::nats::signing_key::SigningKey;
 use crate::nats::{creds, user_jwt};
 
 /// An account: its identity key and one signing key.
@@ -74,7 +75,8 @@ fn sign(signer: &nkeys::KeyPair, subject: String, name: &str, nats: Value) -> St
         name: name.to_string(),
         nats,
     };
-    nats_jwt::encode(&mut claims, signer)
+    let signer = SigningKey::of(signer).expect("the setup generates its keys");
+    nats_jwt::encode(&mut claims, &signer)
 }
 
 impl OperatorSetup {
@@ -203,7 +205,7 @@ impl OperatorSetup {
         let jwt = user_jwt::sentinel(
             &user.public_key(),
             &self.auth.public_key(),
-            &self.auth.signing,
+            &SigningKey::of(&self.auth.signing).expect("the setup generates its keys"),
             unix_now(),
         );
         creds::format(&jwt, &user.seed().expect("a fresh key has a seed"))

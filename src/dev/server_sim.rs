@@ -7,6 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::nats::signing_key::SigningKey;
+
 pub struct ServerSim {
     pub key: nkeys::KeyPair,
     pub xkey: nkeys::XKey,
@@ -29,7 +31,8 @@ pub enum Answer {
 /// Signs authorization request claims with `signer`, in nats-server's
 /// format (any key: tests forge requests with the wrong kind on purpose).
 pub fn sign_request(signer: &nkeys::KeyPair, claims: &Value) -> String {
-    crate::nats::jwt::sign(&serde_json::to_vec(claims).expect("JSON"), signer)
+    let signer = SigningKey::of(signer).expect("a key pair with its seed");
+    crate::nats::jwt::sign(&serde_json::to_vec(claims).expect("JSON"), &signer)
 }
 
 impl ServerSim {

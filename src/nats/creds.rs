@@ -58,7 +58,7 @@ mod tests {
             let jwt = crate::nats::user_jwt::sentinel(
                 &user.public_key(),
                 &account.public_key(),
-                signer,
+                &crate::nats::signing_key::SigningKey::of(signer).unwrap(),
                 1_800_000_000,
             );
             let text = format(&jwt, &user.seed().unwrap());

@@ -7,5 +7,6 @@ pub mod creds;
 pub mod jwt;
 pub mod request;
 pub mod response;
+pub mod signing_key;
 pub mod user_jwt;
 pub mod xkey;

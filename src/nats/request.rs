@@ -379,7 +379,8 @@ mod tests {
 
     /// Signs request claims with `signer` the way nats-server does.
     fn request(signer: &nkeys::KeyPair, claims: Value) -> Vec<u8> {
-        nats_jwt::sign(&serde_json::to_vec(&claims).unwrap(), signer).into_bytes()
+        let signer = crate::nats::signing_key::SigningKey::of(signer).unwrap();
+        nats_jwt::sign(&serde_json::to_vec(&claims).unwrap(), &signer).into_bytes()
     }
 
     fn claims(server: &nkeys::KeyPair, issuer: &str, exp: i64) -> Value {

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::nats::jwt::{self as nats_jwt, WithJti};
 use crate::nats::request::Addressee;
+use crate::nats::signing_key::SigningKey;
 use crate::nats::xkey::{OurXkey, ServerXkey};
 
 #[derive(Serialize)]
@@ -49,7 +50,7 @@ const MAX_ERROR_CHARS: usize = 512;
 /// Who signs a response: the callout account's key, or one of its signing
 /// keys (`account` names the account then).
 pub struct Signer<'a> {
-    pub key: &'a nkeys::KeyPair,
+    pub key: &'a SigningKey,
     pub account: &'a str,
 }
 
@@ -75,7 +76,7 @@ pub fn build(
     let mut claims = ResponseClaims {
         jti: String::new(),
         iat: now,
-        iss: &issuer_key,
+        iss: issuer_key,
         sub: &to.user_nkey,
         aud: &to.server_id,
         nats: ResponseBody {

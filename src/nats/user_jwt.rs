@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::nats::jwt::{self as nats_jwt, WithJti};
+use crate::nats::signing_key::SigningKey;
 
 /// One direction of a user JWT's permissions, as nats-server reads it. A
 /// direction with neither list is unrestricted: callers must never send one
@@ -143,9 +144,8 @@ pub struct UserGrant<'a> {
 }
 
 /// Builds the user JWT and signs it with `signer`.
-pub fn issue(grant: &UserGrant<'_>, signer: &nkeys::KeyPair, now: u64) -> String {
-    let signer_key = signer.public_key();
-    let mut claims = user_claims(grant, &signer_key, now);
+pub fn issue(grant: &UserGrant<'_>, signer: &SigningKey, now: u64) -> String {
+    let mut claims = user_claims(grant, signer.public_key(), now);
     nats_jwt::encode(&mut claims, signer)
 }
 
@@ -191,14 +191,14 @@ fn user_claims<'a>(grant: &'a UserGrant<'a>, signer_key: &'a str, now: u64) -> U
 /// sign) that may neither publish nor subscribe. Clients present it only
 /// so that nats-server sends their connect to the callout, whose answer
 /// replaces it.
-pub fn sentinel(user_public: &str, account: &str, signer: &nkeys::KeyPair, now: u64) -> String {
+pub fn sentinel(user_public: &str, account: &str, signer: &SigningKey, now: u64) -> String {
     let signer_key = signer.public_key();
     let none = Permission::none();
     let anywhere = ConnectionLimits::default();
     let mut claims = UserClaims {
         jti: String::new(),
         iat: now,
-        iss: &signer_key,
+        iss: signer_key,
         sub: user_public,
         name: "sentinel",
         aud: None,
