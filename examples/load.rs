@@ -544,7 +544,12 @@ async fn main() {
         xkey_seed,
     } = &cli.mode
     {
-        null_responder(*nats_port, seed, xkey_seed.as_deref()).await;
+        // On a worker thread, as the service runs: from the main thread
+        // every message would cost a wake-up across threads.
+        let (port, seed, xkey_seed) = (*nats_port, seed.clone(), xkey_seed.clone());
+        tokio::spawn(async move { null_responder(port, &seed, xkey_seed.as_deref()).await })
+            .await
+            .expect("the null responder runs");
         return;
     }
     let bin = cli.service_bin.clone().unwrap_or_else(|| {

@@ -153,7 +153,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = load()?;
-            block_on(async { Service::new(config)?.run(shutdown_signal()).await })??;
+            block_on(async {
+                let service = Service::new(config)?;
+                match tokio::spawn(service.run(shutdown_signal())).await {
+                    Ok(outcome) => outcome.map_err(CliError::from),
+                    Err(e) => Err(CliError::Failed(format!("the service stopped: {e}"))),
+                }
+            })??;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { online } => {
