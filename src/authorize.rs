@@ -122,6 +122,39 @@ impl Admission {
     }
 }
 
+/// What a refusal for no matching role says; written out only then.
+enum Unmapped<'a> {
+    ConfigUser,
+    Token {
+        namespace: Option<&'a str>,
+        bindings: bool,
+    },
+}
+
+impl Principal<'_> {
+    fn unmapped_reason(&self) -> String {
+        let (namespace, bindings) = match self.unmapped {
+            Unmapped::ConfigUser => return format!("users.{} maps to no role", self.name),
+            Unmapped::Token {
+                namespace,
+                bindings,
+            } => (namespace, bindings),
+        };
+        let asserted = summarize(&self.asserted_roles);
+        let mut reason = match namespace {
+            None => format!("no mapped role: token roles {asserted} match no [roles.*] table"),
+            Some(ns) => format!(
+                "no mapped role: token roles {asserted} of issuer {:?} match no [roles.\"{ns}:<role>\"] table",
+                self.source
+            ),
+        };
+        if bindings {
+            reason.push_str(", and no [[bindings]] entry matched its claims");
+        }
+        reason
+    }
+}
+
 /// Who authenticated, before any role is looked up.
 struct Principal<'a> {
     name: String,
@@ -133,7 +166,7 @@ struct Principal<'a> {
     /// Scopes the token entitles the user to.
     entitled: BTreeSet<String>,
     /// Why a principal with no matching role is refused.
-    unmapped: String,
+    unmapped: Unmapped<'a>,
     /// The `[[bindings]]` its claims matched, by name.
     bindings: Vec<String>,
 }
@@ -240,7 +273,7 @@ impl Authorizer {
     /// Roles → permissions, the same steps for every kind of principal.
     fn admit(
         &self,
-        who: Principal<'_>,
+        mut who: Principal<'_>,
         requested: &[String],
         now: u64,
     ) -> Result<Admission, Refusal> {
@@ -254,7 +287,7 @@ impl Authorizer {
             (RoleSource::Table(_), Some(g)) => g.roles.clone(),
             _ => Vec::new(),
         };
-        let mut entitled = who.entitled;
+        let mut entitled = std::mem::take(&mut who.entitled);
         if let Some(g) = &stored {
             entitled.extend(g.scopes.iter().cloned());
         }
@@ -285,7 +318,7 @@ impl Authorizer {
             connection,
         } = found
             .map_err(|e| refuse(e.code(), e.to_string()))?
-            .ok_or_else(|| refuse(RefusalCode::NoMappedRole, who.unmapped.clone()))?;
+            .ok_or_else(|| refuse(RefusalCode::NoMappedRole, who.unmapped_reason()))?;
         // The shortest lifetime wins: the service's, a role's, the token's.
         let ttl = max_user_ttl.map_or(self.settings.max_user_ttl, |r| {
             r.min(self.settings.max_user_ttl)
@@ -327,7 +360,7 @@ fn from_config(user: &ConfigUser) -> Principal<'_> {
         asserted_roles,
         roles,
         entitled: BTreeSet::new(),
-        unmapped: format!("users.{} maps to no role", user.name),
+        unmapped: Unmapped::ConfigUser,
         bindings: Vec::new(),
     }
 }
@@ -362,19 +395,6 @@ fn from_token(
             .map_err(|e| refuse(RefusalCode::Scope, e.to_string()))?,
         None => BTreeSet::new(),
     };
-    let mut unmapped = match &mapping.role_namespace {
-        None => format!(
-            "no mapped role: token roles {} match no [roles.*] table",
-            summarize(&asserted)
-        ),
-        Some(ns) => format!(
-            "no mapped role: token roles {} of issuer {name:?} match no [roles.\"{ns}:<role>\"] table",
-            summarize(&asserted)
-        ),
-    };
-    if !mapping.bindings.is_empty() {
-        unmapped.push_str(", and no [[bindings]] entry matched its claims");
-    }
     let mut table = roles::table_names(mapping.role_namespace.as_deref(), &asserted);
     for b in &bound {
         table.extend(b.roles.iter().cloned());
@@ -387,6 +407,51 @@ fn from_token(
         token: Some(token),
         asserted_roles: asserted,
         entitled,
-        unmapped,
+        unmapped: Unmapped::Token {
+            namespace: mapping.role_namespace.as_deref(),
+            bindings: !mapping.bindings.is_empty(),
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(unmapped: Unmapped<'static>, source: &'static str) -> Principal<'static> {
+        Principal {
+            name: "alice".into(),
+            source,
+            token: None,
+            asserted_roles: vec!["dev".into(), "ops".into()],
+            roles: RoleSource::Table(Vec::new()),
+            entitled: BTreeSet::new(),
+            unmapped,
+            bindings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_for_no_mapped_role_says_where_roles_were_looked_for() {
+        let plain = Unmapped::Token {
+            namespace: None,
+            bindings: false,
+        };
+        assert_eq!(
+            principal(plain, "corp").unmapped_reason(),
+            r#"no mapped role: token roles ["dev", "ops"] match no [roles.*] table"#
+        );
+        let namespaced = Unmapped::Token {
+            namespace: Some("corp"),
+            bindings: true,
+        };
+        assert_eq!(
+            principal(namespaced, "corp").unmapped_reason(),
+            r#"no mapped role: token roles ["dev", "ops"] of issuer "corp" match no [roles."corp:<role>"] table, and no [[bindings]] entry matched its claims"#
+        );
+        assert_eq!(
+            principal(Unmapped::ConfigUser, CONFIG_ISSUER).unmapped_reason(),
+            "users.alice maps to no role"
+        );
+    }
 }
