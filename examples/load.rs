@@ -23,8 +23,11 @@
 //!   loop through a nats-server with auth callout, first answered by the
 //!   service, then by a null responder (a child process of this tool: the
 //!   same NATS client and signing code, an allow-all user JWT, no checks:
-//!   what any responder must do to answer). Prints connects per second and
-//!   CPU per authorization of both, and their ratios.
+//!   what any responder must do to answer), then by a checking responder
+//!   (the null responder that also verifies the request's signature and
+//!   claims and, with `--no-token-cache`, the token's signature: the crypto
+//!   every decision must do, and nothing else). Prints connects per second
+//!   and CPU per authorization of all three, and the service's ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -90,7 +93,7 @@ enum Mode {
         rounds: usize,
     },
     /// Answers authorization requests with an allow-all user JWT, checking
-    /// nothing (started by `connect-rate`).
+    /// nothing unless told to (started by `connect-rate`).
     #[command(hide = true)]
     NullResponder {
         #[arg(long)]
@@ -99,6 +102,12 @@ enum Mode {
         seed: String,
         #[arg(long)]
         xkey_seed: Option<String>,
+        /// Verify each request's signature and claims.
+        #[arg(long)]
+        verify_requests: bool,
+        /// Verify each bearer token's RS256 signature with this JWK.
+        #[arg(long)]
+        token_jwk: Option<String>,
     },
 }
 
@@ -374,7 +383,14 @@ fn report_service(service: &Service, cpu_before: f64, elapsed: Duration) {
 
 /// The null responder: open (when sealed) and read the request, sign an
 /// allow-all user JWT and the response with the crate's own code, answer.
-async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>) {
+/// What the null responder checks.
+#[derive(Clone, Default)]
+struct Checks {
+    requests: bool,
+    token_key: Option<jsonwebtoken::DecodingKey>,
+}
+
+async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>, checks: Checks) {
     use futures::StreamExt;
     use nats_oidc_callout::nats::response::{self, Answer, Signer};
     use nats_oidc_callout::nats::user_jwt::{
@@ -418,8 +434,36 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>) {
         else {
             continue;
         };
-        let to = opened.addressee_unverified();
         let now = unix_now();
+        let server_xkey = opened.server_xkey().cloned();
+        let to = if checks.requests {
+            let Ok(request) = opened.verify(&issuer_public, now as i64) else {
+                continue;
+            };
+            if let Some(key) = &checks.token_key {
+                let Some((signed, signature)) = request
+                    .claims
+                    .nats
+                    .connect_opts
+                    .bearer_token()
+                    .and_then(|t| t.rsplit_once('.'))
+                else {
+                    continue;
+                };
+                let good = jsonwebtoken::crypto::verify(
+                    signature,
+                    signed.as_bytes(),
+                    key,
+                    jsonwebtoken::Algorithm::RS256,
+                );
+                if !matches!(good, Ok(true)) {
+                    continue;
+                }
+            }
+            request.claims.addressee()
+        } else {
+            opened.addressee_unverified()
+        };
         let user = user_jwt::issue(
             &UserGrant {
                 user_nkey: &to.user_nkey,
@@ -435,7 +479,7 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>) {
             &issuer,
             now,
         );
-        let seal = ours.as_ref().zip(opened.server_xkey());
+        let seal = ours.as_ref().zip(server_xkey.as_ref());
         let body = response::build(
             &to,
             Answer::Allow { user_jwt: &user },
@@ -454,6 +498,7 @@ fn start_null_responder(
     nats_port: u16,
     account: &nkeys::KeyPair,
     xkey: Option<&nkeys::XKey>,
+    checking: Option<Option<&serde_json::Value>>,
 ) -> Service {
     use std::io::BufRead;
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -464,6 +509,12 @@ fn start_null_responder(
         .arg(account.seed().unwrap());
     if let Some(x) = xkey {
         cmd.arg("--xkey-seed").arg(x.seed().unwrap());
+    }
+    if let Some(token_jwk) = checking {
+        cmd.arg("--verify-requests");
+        if let Some(jwk) = token_jwk {
+            cmd.arg("--token-jwk").arg(jwk.to_string());
+        }
     }
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -542,14 +593,25 @@ async fn main() {
         nats_port,
         seed,
         xkey_seed,
+        verify_requests,
+        token_jwk,
     } = &cli.mode
     {
+        let checks = Checks {
+            requests: *verify_requests,
+            token_key: token_jwk.as_deref().map(|j| {
+                let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(j).expect("a JWK");
+                jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("an RSA JWK")
+            }),
+        };
         // On a worker thread, as the service runs: from the main thread
         // every message would cost a wake-up across threads.
         let (port, seed, xkey_seed) = (*nats_port, seed.clone(), xkey_seed.clone());
-        tokio::spawn(async move { null_responder(port, &seed, xkey_seed.as_deref()).await })
-            .await
-            .expect("the null responder runs");
+        tokio::spawn(
+            async move { null_responder(port, &seed, xkey_seed.as_deref(), checks).await },
+        )
+        .await
+        .expect("the null responder runs");
         return;
     }
     let bin = cli.service_bin.clone().unwrap_or_else(|| {
@@ -581,6 +643,7 @@ async fn main() {
         bin.display()
     );
     let issuer_url = issuer.issuer();
+    let token_jwk = issuer.public_jwk(&issuer.current_kid(jsonwebtoken::Algorithm::RS256));
     let start = |nats_port| {
         start_service(
             &bin,
@@ -812,10 +875,20 @@ async fn main() {
                 let (s_n, s_err, s_t, s_cpu) =
                     connect_loop(&url, &tokens, clients, d, &service).await;
                 drop(service);
-                let null = start_null_responder(nats.port, &account, xkey);
+                let null = start_null_responder(nats.port, &account, xkey, None);
                 connect_loop(&url, &tokens, clients, warm, &null).await;
                 let (n_n, n_err, n_t, n_cpu) = connect_loop(&url, &tokens, clients, d, &null).await;
                 drop(null);
+                let checking = start_null_responder(
+                    nats.port,
+                    &account,
+                    xkey,
+                    Some(cli.no_token_cache.then_some(&token_jwk)),
+                );
+                connect_loop(&url, &tokens, clients, warm, &checking).await;
+                let (c_n, c_err, c_t, c_cpu) =
+                    connect_loop(&url, &tokens, clients, d, &checking).await;
+                drop(checking);
                 let rate = |n: u64, t: Duration| n as f64 / t.as_secs_f64();
                 let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
                 println!(
@@ -829,6 +902,13 @@ async fn main() {
                     "round {round}: service ÷ null: CPU per authorization {:.2}×, connect rate {:.2}×",
                     per(s_cpu, s_n) / per(n_cpu, n_n),
                     rate(s_n, s_t) / rate(n_n, n_t)
+                );
+                println!(
+                    "round {round}: checking responder {:.0} connects/s ({c_err} errors), {:.0} µs CPU each; service ÷ checking: CPU per authorization {:.2}×, connect rate {:.2}×",
+                    rate(c_n, c_t),
+                    per(c_cpu, c_n),
+                    per(s_cpu, s_n) / per(c_cpu, c_n),
+                    rate(s_n, s_t) / rate(c_n, c_t)
                 );
             }
         }
