@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,7 +171,7 @@ impl Dispatcher {
         // An atomic read: server_info() would clone the whole INFO for
         // every request.
         let max_payload = client.max_payload();
-        Some(Box::pin(async move {
+        let work = async move {
             let started = Instant::now();
             let xkey = request
                 .headers
@@ -210,7 +211,19 @@ impl Dispatcher {
             }
             counters.record(started.elapsed());
             drop(permit);
-        }))
+        };
+        // A panic is a bug, but it must cost one request, not the service:
+        // work decided in place runs in the dispatcher's task, where a task
+        // of its own would have contained it.
+        Some(Box::pin(AssertUnwindSafe(work).catch_unwind().map(
+            |outcome| {
+                if outcome.is_err() {
+                    tracing::error!(
+                        "deciding a request panicked (a bug; please report it): it is not answered"
+                    );
+                }
+            },
+        )))
     }
 
     /// Waits until every started request is answered, for `FINISH_WAIT` at
