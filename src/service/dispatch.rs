@@ -32,6 +32,8 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// At most this many requests wait for one another here; more go to
 /// tasks that other workers take.
 const DECIDED_HERE: usize = 8;
+/// The most requests taken from the subscription in one go.
+const READ_AT_ONCE: usize = 64;
 
 /// Deciding one request and publishing its answer.
 type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -107,30 +109,42 @@ impl Dispatcher {
                     // Every request's time runs from when it is taken.
                     let mut here = VecDeque::new();
                     here.extend(self.prepare(request).await);
-                    let ended = loop {
-                        match requests.next().now_or_never() {
-                            Some(Some(next)) => {
-                                here.extend(self.prepare(next).await);
-                                if here.len() > DECIDED_HERE {
-                                    let oldest = here.pop_front().expect("more than one");
-                                    self.in_flight.spawn(oldest);
-                                }
+                    let mut ended = false;
+                    // Bounded, so that shutdown is seen in a flood too.
+                    for _ in 1..READ_AT_ONCE {
+                        let next = match requests.next().now_or_never() {
+                            Some(Some(next)) => next,
+                            Some(None) => {
+                                ended = true;
+                                break;
                             }
-                            Some(None) => break true,
-                            None => break false,
+                            None => break,
+                        };
+                        // Those waiting here must not wait for a permit too.
+                        if self.permits.available_permits() == 0 {
+                            self.decide_here(&mut here).await;
                         }
-                    };
-                    for mut work in here {
-                        // Until its first wait, then in a task.
-                        if futures::poll!(&mut work).is_pending() {
-                            self.in_flight.spawn(work);
+                        here.extend(self.prepare(next).await);
+                        if here.len() > DECIDED_HERE {
+                            let oldest = here.pop_front().expect("more than one");
+                            self.in_flight.spawn(oldest);
                         }
                     }
+                    self.decide_here(&mut here).await;
                     if ended {
                         break;
                     }
                 }
                 Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
+            }
+        }
+    }
+
+    /// Decides each of `here` until its first wait, then in a task.
+    async fn decide_here(&mut self, here: &mut VecDeque<Work>) {
+        for mut work in here.drain(..) {
+            if futures::poll!(&mut work).is_pending() {
+                self.in_flight.spawn(work);
             }
         }
     }
