@@ -490,20 +490,14 @@ authorization {{
             keys.issuer.public_key()
         ),
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"limited\"\npassword = \"limitedpw\"\n\
-             [callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
-             [oidc]\nissuer = \"{}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
-             [roles.a]\nsub.allow = [\"a\"]\n",
-            issuer.issuer()
+    let (_dir, config) = minimal_config(
+        &keys,
+        &format!(
+            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"limited\"\npassword = \"limitedpw\"\n"
         ),
-    )
-    .unwrap();
+        &issuer.issuer(),
+        "",
+    );
     let out = tokio::task::block_in_place(|| {
         callout_bin()
             .args(["check", "--online", "--config"])

@@ -356,20 +356,14 @@ async fn sigterm_stops_the_service_when_nats_was_never_reachable_or_hangs() {
     let issuer = DevIssuer::start(0).await.unwrap();
     for (case, port) in [("closed port", closed_port), ("silent server", silent_port)] {
         let keys = CalloutKeys::new();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"auth\"\npassword = \"authpw\"\n\
-                 [callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
-                 [oidc]\nissuer = \"{}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
-                 [roles.a]\nsub.allow = [\"a\"]\n",
-                issuer.issuer()
+        let (dir, config) = minimal_config(
+            &keys,
+            &format!(
+                "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"auth\"\npassword = \"authpw\"\n"
             ),
-        )
-        .unwrap();
+            &issuer.issuer(),
+            "",
+        );
         let log = dir.path().join("service.log");
         let mut child = callout_bin()
             .arg("--config")

@@ -120,16 +120,12 @@ async fn a_busy_http_port_is_a_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let keys = CalloutKeys::new();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n[oidc]\nissuer = \"http://127.0.0.1:1\"\naudience = \"nats\"\nroles_claim = \"roles\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[roles.a]\nsub.allow = [\"a\"]\n"
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = minimal_config(
+        &keys,
+        "",
+        "http://127.0.0.1:1",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .arg("--config")
         .arg(&config)

@@ -34,9 +34,6 @@ const MAX_IN_FLIGHT: usize = 4096;
 const DECIDED_HERE: usize = 8;
 /// The most requests taken from the subscription in one go.
 const READ_AT_ONCE: usize = 64;
-
-/// Deciding one request and publishing its answer.
-type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The longest an answer may wait to be handed to the NATS client.
 const PUBLISH_WAIT: Duration = Duration::from_secs(2);
 /// The longest shutdown waits for the requests in flight: a key fetch one
@@ -51,6 +48,9 @@ const _: () = assert!(
     crate::oidc::key_manager::MAX_REFETCH_WAITERS + crate::policy::passwords::MAX_ADMITTED
         < MAX_IN_FLIGHT / 2
 );
+
+/// Deciding one request and publishing its answer.
+type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub struct Dispatcher {
     client: async_nats::Client,

@@ -81,6 +81,30 @@ impl CalloutKeys {
     }
 }
 
+/// A config for a service that only has to start: the callout issuer's
+/// seed in `issuer.nk` beside `config.toml`, one role. `nats` is the
+/// `[nats]` section (empty for the defaults), `more` any further sections.
+pub fn minimal_config(
+    keys: &CalloutKeys,
+    nats: &str,
+    issuer_url: &str,
+    more: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{nats}[callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
+             [oidc]\nissuer = \"{issuer_url}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
+             [roles.a]\nsub.allow = [\"a\"]\n{more}"
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
 /// The accounts and auth callout blocks of a test nats-server: accounts
 /// AUTH (the callout's user), APP, TEAM and SYS; with `xkey`, requests sealed
 /// to that key; with a JetStream store, JetStream on for AUTH (the KV grants
