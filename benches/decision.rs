@@ -224,7 +224,13 @@ fn main() {
         )
         .unwrap())
     };
-    let ed_verify = || s.server.key.verify(req_msg.as_bytes(), &req_sig).unwrap();
+    let ed_verify = || {
+        s.server
+            .key
+            .pair()
+            .verify(req_msg.as_bytes(), &req_sig)
+            .unwrap()
+    };
     let ed_sign = || {
         black_box(account.sign(&user_jwt_like).as_ref().len());
     };

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::nats::signing_key::SigningKey;
 
 pub struct ServerSim {
-    pub key: nkeys::KeyPair,
+    /// The server's own key, loaded once: it signs every request.
+    pub key: SigningKey,
     pub xkey: nkeys::XKey,
     /// Public key of the callout issuer the requests are addressed to.
     pub callout_issuer: String,
@@ -31,14 +32,20 @@ pub enum Answer {
 /// Signs authorization request claims with `signer`, in nats-server's
 /// format (any key: tests forge requests with the wrong kind on purpose).
 pub fn sign_request(signer: &nkeys::KeyPair, claims: &Value) -> String {
-    let signer = SigningKey::of(signer).expect("a key pair with its seed");
-    crate::nats::jwt::sign(&serde_json::to_vec(claims).expect("JSON"), &signer)
+    sign_claims(
+        &SigningKey::of(signer).expect("a key pair with its seed"),
+        claims,
+    )
+}
+
+fn sign_claims(signer: &SigningKey, claims: &Value) -> String {
+    crate::nats::jwt::sign(&serde_json::to_vec(claims).expect("JSON"), signer)
 }
 
 impl ServerSim {
     pub fn new(callout_issuer: &str) -> ServerSim {
         ServerSim {
-            key: nkeys::KeyPair::new_server(),
+            key: SigningKey::new(nkeys::KeyPair::new_server()).expect("a new key has a seed"),
             xkey: nkeys::XKey::new(),
             callout_issuer: callout_issuer.to_string(),
             validity_secs: 2,
@@ -65,7 +72,7 @@ impl ServerSim {
                 "connect_opts": {"user": "x", "pass": token, "lang": "rust", "version": "0.51.0", "protocol": 1}
             }
         });
-        sign_request(&self.key, &claims).into_bytes()
+        sign_claims(&self.key, &claims).into_bytes()
     }
 
     /// The request sealed to the callout's xkey, with the header value
