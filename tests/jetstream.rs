@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, Context};
-use common::fixtures;
+use common::fixtures::{self, API};
 use common::*;
 use futures::StreamExt;
 
@@ -22,15 +22,25 @@ async fn stack() -> Stack {
 }
 
 /// A client with `roles`, and its JetStream context with a short timeout:
-/// a request the server refuses to route is never answered.
+/// a request the server refuses to route is never answered. Users in APP
+/// reach the streams of DATA through the API prefix APP imports them
+/// under; the administrator is placed in DATA itself.
 async fn js_client(stack: &Stack, user: &str, roles: &[&str]) -> (TestClient, Context) {
     let client = connect(&stack.url(), &stack.token(user, roles))
         .await
         .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-    let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build(client.client.clone());
+    let builder = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2));
+    let js = if roles == ["admin"] {
+        builder.build(client.client.clone())
+    } else {
+        builder.api_prefix(API).build(client.client.clone())
+    };
     (client, js)
+}
+
+/// `$JS.DATA.API.<rest>`: a JetStream API subject as users in APP see it.
+fn api(rest: &str) -> String {
+    format!("{API}.{rest}")
 }
 
 /// Asserts that `result` failed because nats-server refused to publish on
@@ -93,18 +103,18 @@ async fn consume_fetches_and_acks_its_durable_and_nothing_else() {
     refused(
         &mut client,
         other,
-        "$JS.API.CONSUMER.INFO.ORDERS.other",
+        &api("CONSUMER.INFO.ORDERS.other"),
         "info of another consumer",
     )
     .await;
     let next = client
         .client
-        .request("$JS.API.CONSUMER.MSG.NEXT.ORDERS.other", "1".into())
+        .request(api("CONSUMER.MSG.NEXT.ORDERS.other"), "1".into())
         .await;
     refused(
         &mut client,
         next,
-        "$JS.API.CONSUMER.MSG.NEXT.ORDERS.other",
+        &api("CONSUMER.MSG.NEXT.ORDERS.other"),
         "fetch from another consumer",
     )
     .await;
@@ -112,7 +122,7 @@ async fn consume_fetches_and_acks_its_durable_and_nothing_else() {
     refused(
         &mut client,
         delete,
-        "$JS.API.STREAM.DELETE.ORDERS",
+        &api("STREAM.DELETE.ORDERS"),
         "delete the stream",
     )
     .await;
@@ -120,7 +130,7 @@ async fn consume_fetches_and_acks_its_durable_and_nothing_else() {
     refused(
         &mut client,
         info,
-        "$JS.API.STREAM.INFO.ORDERS",
+        &api("STREAM.INFO.ORDERS"),
         "stream info is not part of consume",
     )
     .await;
@@ -146,14 +156,14 @@ async fn read_gets_messages_and_cannot_purge_or_touch_consumers() {
     assert_eq!(&last.payload[..], b"first");
 
     let purge = orders.purge().await;
-    refused(&mut client, purge, "$JS.API.STREAM.PURGE.ORDERS", "purge").await;
+    refused(&mut client, purge, &api("STREAM.PURGE.ORDERS"), "purge").await;
     let create = orders
         .create_consumer(consumer::pull::OrderedConfig::default())
         .await;
     refused(
         &mut client,
         create,
-        "$JS.API.CONSUMER.CREATE.ORDERS",
+        &api("CONSUMER.CREATE.ORDERS"),
         "read creates no consumer",
     )
     .await;
@@ -163,7 +173,7 @@ async fn read_gets_messages_and_cannot_purge_or_touch_consumers() {
     refused(
         &mut client,
         worker,
-        "$JS.API.CONSUMER.INFO.ORDERS.worker",
+        &api("CONSUMER.INFO.ORDERS.worker"),
         "read touches no consumer",
     )
     .await;
@@ -207,12 +217,12 @@ async fn replay_reads_the_stream_through_an_ordered_consumer() {
     assert_eq!(got, ["first", "second"]);
 
     let purge = orders.purge().await;
-    refused(&mut client, purge, "$JS.API.STREAM.PURGE.ORDERS", "purge").await;
+    refused(&mut client, purge, &api("STREAM.PURGE.ORDERS"), "purge").await;
     let delete = orders.delete_consumer("worker").await;
     refused(
         &mut client,
         delete,
-        "$JS.API.CONSUMER.DELETE.ORDERS.worker",
+        &api("CONSUMER.DELETE.ORDERS.worker"),
         "delete a consumer",
     )
     .await;
@@ -255,7 +265,7 @@ async fn manage_creates_and_deletes_its_stream_only() {
     refused(
         &mut client,
         other,
-        "$JS.API.STREAM.CREATE.OTHER",
+        &api("STREAM.CREATE.OTHER"),
         "create another stream",
     )
     .await;
@@ -263,7 +273,7 @@ async fn manage_creates_and_deletes_its_stream_only() {
     refused(
         &mut client,
         delete,
-        "$JS.API.STREAM.DELETE.ORDERS",
+        &api("STREAM.DELETE.ORDERS"),
         "delete another stream",
     )
     .await;
@@ -313,7 +323,7 @@ async fn kv_read_and_write_follow_buckets_and_per_user_key_patterns() {
     refused(
         &mut client,
         put,
-        "$KV.config.theme",
+        &api("$KV.config.theme"),
         "write a read-only bucket",
     )
     .await;
@@ -340,7 +350,7 @@ async fn kv_read_and_write_follow_buckets_and_per_user_key_patterns() {
     refused(
         &mut client,
         put,
-        "$KV.profiles.bob.email",
+        &api("$KV.profiles.bob.email"),
         "write another's key",
     )
     .await;
@@ -348,7 +358,7 @@ async fn kv_read_and_write_follow_buckets_and_per_user_key_patterns() {
     refused(
         &mut client,
         get,
-        "$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.bob.email",
+        &api("DIRECT.GET.KV_profiles.$KV.profiles.bob.email"),
         "read another's key",
     )
     .await;
@@ -358,7 +368,7 @@ async fn kv_read_and_write_follow_buckets_and_per_user_key_patterns() {
     refused(
         &mut client,
         keys.map(|_| ()),
-        "$JS.API.CONSUMER.CREATE.KV_profiles",
+        &api("CONSUMER.CREATE.KV_profiles"),
         "list keys of a bucket it may read only some keys of",
     )
     .await;
@@ -447,7 +457,11 @@ async fn a_key_pattern_write_can_empty_the_bucket_unless_it_refuses_rollups() {
 // here rather than in a deployment.
 
 /// A JetStream API request answered on the client's own inbox, as JSON.
-async fn api(client: &TestClient, subject: &str, body: serde_json::Value) -> serde_json::Value {
+async fn api_request(
+    client: &TestClient,
+    subject: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
     let reply = tokio::time::timeout(
         Duration::from_secs(3),
         client
@@ -473,32 +487,54 @@ async fn drain(sub: &mut async_nats::Subscriber, want: usize) -> Vec<String> {
     got
 }
 
-/// README, replay: "The body may also set a delivery subject anywhere in
-/// the account, which nats-server publishes to with its own rights".
+/// README, replay: a consumer create sets its delivery subject in the
+/// request body and nats-server delivers with its own rights, in the
+/// account holding the streams. In the recommended layout only inboxes
+/// cross into the users' account: a delivery to any other subject stays in
+/// DATA, and one to an inbox reaches that inbox in APP, whoever's it is.
 #[tokio::test]
 async fn a_consumer_create_delivers_wherever_its_body_says() {
     let stack = stack().await;
-    let (admin_client, admin) = js_client(&stack, "root", &["admin"]).await;
+    let (data_admin, admin) = js_client(&stack, "root", &["admin"]).await;
     fixtures::orders(&admin).await;
-    let mut elsewhere = admin_client
+    let (app_admin, _) = js_client(&stack, "appie", &["app-admin"]).await;
+    let mut in_data = data_admin
         .client
         .subscribe("elsewhere.orders")
         .await
         .unwrap();
-    admin_client.client.flush().await.unwrap();
+    server_has_read(&data_admin.client).await;
+    let mut in_app = app_admin
+        .client
+        .subscribe("elsewhere.orders")
+        .await
+        .unwrap();
+    let mut victim_inbox = app_admin.client.subscribe("_INBOX.victim.x").await.unwrap();
+    server_has_read(&app_admin.client).await;
     let (mut replayer, _) = js_client(&stack, "rex", &["replayer"]).await;
 
-    let created = api(
-        &replayer,
-        "$JS.API.CONSUMER.CREATE.ORDERS",
-        serde_json::json!({
-            "stream_name": "ORDERS",
-            "config": {"deliver_subject": "elsewhere.orders", "ack_policy": "none"}
-        }),
-    )
-    .await;
-    assert!(created.get("error").is_none(), "{created}");
-    assert_eq!(drain(&mut elsewhere, 2).await, ["first", "second"]);
+    for deliver in ["elsewhere.orders", "_INBOX.victim.x"] {
+        let created = api_request(
+            &replayer,
+            &api("CONSUMER.CREATE.ORDERS"),
+            serde_json::json!({
+                "stream_name": "ORDERS",
+                "config": {"deliver_subject": deliver, "ack_policy": "none"}
+            }),
+        )
+        .await;
+        assert!(created.get("error").is_none(), "{created}");
+    }
+    assert_eq!(drain(&mut in_data, 2).await, ["first", "second"]);
+    assert_eq!(
+        drain(&mut victim_inbox, 2).await,
+        ["first", "second"],
+        "an inbox of the users' account is reachable"
+    );
+    assert!(
+        drain(&mut in_app, 1).await.is_empty(),
+        "nothing but inboxes crosses into APP"
+    );
     // The replayer itself may not publish there.
     replayer
         .client
@@ -518,17 +554,18 @@ async fn a_consumer_create_delivers_wherever_its_body_says() {
 }
 
 /// README, manage: "its subjects capture any subject, mirror/sources copy
-/// any other stream".
+/// any other stream" of the account holding the streams.
 #[tokio::test]
 async fn a_managed_stream_captures_any_subject_and_copies_any_stream() {
     let stack = stack().await;
     let (admin_client, admin) = js_client(&stack, "root", &["admin"]).await;
     fixtures::orders(&admin).await;
+    let token = stack.token("olga", &["ops"]);
     let (ops, _) = js_client(&stack, "olga", &["ops"]).await;
 
-    let created = api(
+    let created = api_request(
         &ops,
-        "$JS.API.STREAM.CREATE.SCRATCH",
+        &api("STREAM.CREATE.SCRATCH"),
         serde_json::json!({
             "name": "SCRATCH",
             "subjects": ["payroll.>"],
@@ -543,20 +580,24 @@ async fn a_managed_stream_captures_any_subject_and_copies_any_stream() {
         .await
         .unwrap();
     admin_client.client.flush().await.unwrap();
-    let mut inbox = ops.client.subscribe("_INBOX.olga.scratch").await.unwrap();
-    ops.client.flush().await.unwrap();
-    let consumer = api(
+    let inbox = format!(
+        "{}.scratch",
+        nats_oidc_callout::client::inbox::of_token(&token).unwrap()
+    );
+    let mut delivered = ops.client.subscribe(inbox.clone()).await.unwrap();
+    server_has_read(&ops.client).await;
+    let consumer = api_request(
         &ops,
-        "$JS.API.CONSUMER.CREATE.SCRATCH",
+        &api("CONSUMER.CREATE.SCRATCH"),
         serde_json::json!({
             "stream_name": "SCRATCH",
-            "config": {"deliver_subject": "_INBOX.olga.scratch", "ack_policy": "none"}
+            "config": {"deliver_subject": inbox, "ack_policy": "none"}
         }),
     )
     .await;
     assert!(consumer.get("error").is_none(), "{consumer}");
     assert_eq!(
-        drain(&mut inbox, 3).await,
+        drain(&mut delivered, 3).await,
         ["first", "salaries", "second"],
         "what others published on payroll.> and everything in ORDERS"
     );
@@ -571,7 +612,7 @@ async fn a_star_permission_admits_a_literal_gt_and_stream_info_lists_every_key()
     let stack = Stack::start(ServiceOptions {
         jetstream: true,
         roles: format!(
-            "{}\n[roles.star]\nsub.allow = [\"_INBOX.>\"]\npub.allow = [\"$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.*\"]\n",
+            "{}\n[roles.star]\naccount = \"DATA\"\nsub.allow = [\"_INBOX.>\"]\npub.allow = [\"$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.*\"]\n",
             fixtures::GRANT_ROLES
         ),
         ..ServiceOptions::default()
@@ -597,9 +638,9 @@ async fn a_star_permission_admits_a_literal_gt_and_stream_info_lists_every_key()
 
     // ana may read only profiles/ana.>, yet stream info names bob's key.
     let (ana, _) = js_client(&stack, "ana", &["profile"]).await;
-    let info = api(
+    let info = api_request(
         &ana,
-        "$JS.API.STREAM.INFO.KV_profiles",
+        &api("STREAM.INFO.KV_profiles"),
         serde_json::json!({"subjects_filter": ">"}),
     )
     .await;

@@ -1,5 +1,6 @@
 //! The command line: one subcommand per job, dispatched in one place.
 
+mod accounts;
 pub mod check;
 mod error;
 mod explain;
@@ -50,6 +51,14 @@ enum Command {
     Check {
         #[arg(long)]
         online: bool,
+    },
+    /// Print what nats-server needs for the JetStream/KV grants: the
+    /// exports of the account holding the streams ([jetstream] account) and
+    /// the imports of each account users land in, as nats-server config
+    /// (server mode) or nsc commands (operator mode).
+    Accounts {
+        #[arg(long, value_enum)]
+        format: Option<accounts::Format>,
     },
     /// Validate a token as the service would and show the verdict, roles,
     /// permissions and expiry. Reads the token from stdin when --token is
@@ -183,6 +192,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             })
         }
         Command::Explain { token } => explain::run(&load()?, token),
+        Command::Accounts { format } => accounts::run(&load()?, format),
         Command::Health { url } => health::run(&load()?, &config_path(), url),
         Command::Keygen { kind, out } => keys::keygen(kind, out.as_deref()),
         Command::Pubkey { seed_file } => keys::pubkey(&seed_file),

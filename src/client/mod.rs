@@ -7,6 +7,7 @@
 //! that) and never logged or printed except by `token`, which is asked to.
 
 pub mod cache;
+pub mod inbox;
 pub mod nats_context;
 pub mod oauth;
 pub mod settings;

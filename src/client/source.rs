@@ -38,6 +38,14 @@ impl TokenSource {
         })
     }
 
+    /// The private inbox prefix of the user the current token names (for
+    /// roles that grant `{{inbox}}.>`): set it as the client's inbox
+    /// prefix (async-nats `custom_inbox_prefix`). It depends only on the
+    /// token's issuer and subject, so it stays the same across renewals.
+    pub async fn inbox_prefix(&self) -> Result<String, ClientError> {
+        super::inbox::of_token(&self.token().await?)
+    }
+
     /// A token to connect with now.
     pub async fn token(&self) -> Result<String, ClientError> {
         match self {

@@ -7,6 +7,7 @@
 //! below, and `redact` reports syntax errors without echoing values.
 
 mod bindings;
+mod jetstream;
 mod oidc;
 mod raw;
 mod redact;
@@ -25,6 +26,7 @@ use crate::oidc::discovery::FetchError;
 use crate::oidc::settings::Settings;
 use crate::oidc::Issuers;
 use crate::policy::claims::ClaimMapping;
+use crate::policy::layout::JetStreamAccount;
 use crate::policy::roles::RoleTable;
 use crate::policy::users::ConfigUser;
 use crate::secrets;
@@ -68,6 +70,8 @@ pub struct Config {
     /// `[users.*]`: service accounts and fixed identities, beside OIDC.
     pub users: Vec<ConfigUser>,
     pub grants: GrantsConfig,
+    /// `[jetstream]`: where the streams and buckets of the grants live.
+    pub jetstream: Option<JetStreamAccount>,
     /// Files holding secrets (seeds, creds), by config key, so their
     /// permissions can be reported.
     pub secret_files: Vec<(String, PathBuf)>,
@@ -137,9 +141,28 @@ pub struct CalloutConfig {
     pub xkey: Option<Arc<crate::nats::xkey::OurXkey>>,
     /// The account users land in when their roles name none.
     pub account: String,
+    /// Server mode: the callout's own account by name
+    /// (`callout.auth_account`, nats.conf's `auth_callout.account`).
+    pub auth_account_name: Option<String>,
     pub max_user_ttl: Duration,
     pub max_token_bytes: usize,
     pub mode: callout::Mode,
+}
+
+impl CalloutConfig {
+    /// Whether the account roles name `name` is the callout's own account:
+    /// `None` when the config cannot tell (server mode without
+    /// `callout.auth_account`).
+    pub fn is_callout_account(&self, name: &str) -> Option<bool> {
+        match &self.mode {
+            callout::Mode::Server => self.auth_account_name.as_deref().map(|a| a == name),
+            callout::Mode::Operator { accounts } => Some(
+                accounts
+                    .get(name)
+                    .is_some_and(|a| a.public_key == self.auth_account),
+            ),
+        }
+    }
 }
 
 /// The environment variable that overrides `[callout.accounts.<name>]`'s
@@ -212,6 +235,35 @@ impl Config {
             }
         })?;
         Validator::new(path).validate(raw)
+    }
+
+    /// Every account users may be placed in: `callout.account` and each
+    /// one a role or a `[users.*]` entry names.
+    pub fn users_accounts(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::from([self.callout.account.clone()]);
+        out.extend(self.roles.iter().filter_map(|(_, r)| r.account.clone()));
+        for user in &self.users {
+            if let crate::policy::users::Grant::Fixed(own) = &user.grant {
+                out.extend(own.iter().filter_map(|(_, r)| r.account.clone()));
+            }
+        }
+        out
+    }
+
+    /// The imports and exports that let users reach the streams of
+    /// `[jetstream]` from their own accounts.
+    pub fn layout(&self) -> Option<crate::policy::layout::Layout> {
+        let js = self.jetstream.as_ref()?;
+        let mut accounts = self.users_accounts();
+        // Never the callout's own account: nothing of the streams belongs
+        // there.
+        accounts.retain(|a| self.callout.is_callout_account(a) != Some(true));
+        Some(crate::policy::layout::Layout::of(
+            &self.roles,
+            &self.callout.account,
+            &accounts,
+            js,
+        ))
     }
 
     /// Secret files anyone on the host can read, by config key. Reported by

@@ -21,6 +21,20 @@ pub struct RawConfig {
     pub grants: Option<RawGrants>,
     #[serde(default)]
     pub bindings: Vec<RawBinding>,
+    pub jetstream: Option<RawJetStreamAccount>,
+}
+
+/// `[jetstream]`: where the streams and buckets of the grants live.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJetStreamAccount {
+    pub account: String,
+    pub public_key: Option<String>,
+    pub domain: Option<String>,
+    pub api_prefix: Option<String>,
+    pub same_account: Option<bool>,
+    #[serde(default)]
+    pub stream_subjects: Vec<String>,
 }
 
 /// `[[bindings]]`: roles for tokens whose claims match.

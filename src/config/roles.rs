@@ -13,17 +13,24 @@ use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
 use crate::policy::connection::{ConnType, ConnectionRules, Window};
 use crate::policy::roles::{Direction, Limits, Resp, Role, RoleTable};
+use crate::policy::layout::JetStreamAccount;
 use crate::policy::streams::{
-    check_bucket, check_key_pattern, check_stream_name, Consumer, JetStreamGrant, KvGrant, KvScope,
+    check_bucket, check_key_pattern, check_stream_name, Consumer, JetStreamGrant, JsHome, KvGrant,
+    KvScope, JS_API,
 };
 use crate::policy::template::Entry;
 use crate::policy::users::{bcrypt_cost, ConfigUser, Credential, Grant, MAX_BCRYPT_COST};
 
 impl Validator<'_> {
+    /// `default_account` is `callout.account`; `js` says where the streams
+    /// of the grants live, so that each role's grants compile to the
+    /// subjects its users' account sees.
     pub(super) fn roles(
         &self,
         raw: BTreeMap<String, RawRole>,
         issuers: &[IssuerConfig],
+        default_account: &str,
+        js: Option<&JetStreamAccount>,
     ) -> Result<RoleTable, ConfigError> {
         if raw.is_empty() {
             return Err(self.err(
@@ -50,13 +57,15 @@ impl Validator<'_> {
                     ));
                 }
             }
-            let role = self.role(&format!("roles.{name}"), role)?;
+            let account = role.account.as_deref().unwrap_or(default_account);
+            let home = js.map(|js| js.home(account));
+            let role = self.role(&format!("roles.{name}"), role, home.as_ref())?;
             roles.insert(name, role);
         }
         Ok(RoleTable::new(roles))
     }
 
-    fn role(&self, key: &str, role: RawRole) -> Result<Role, ConfigError> {
+    fn role(&self, key: &str, role: RawRole, home: Option<&JsHome>) -> Result<Role, ConfigError> {
         let at = |k: &str| format!("{key}.{k}");
         let publish = self.direction(&at("pub"), role.publish)?;
         let subscribe = self.direction(&at("sub"), role.subscribe)?;
@@ -103,8 +112,15 @@ impl Validator<'_> {
             .map(|k| self.kv(&at("kv"), k))
             .transpose()?
             .unwrap_or_default();
+        // Without [jetstream] the grants cannot compile; placement checks
+        // refuse such a role with a message saying what to add.
+        let home = home.cloned().unwrap_or_else(|| JsHome {
+            api: JS_API.into(),
+            domain: "_".into(),
+            account_hash: String::new(),
+        });
         let mut granted: Vec<(Entry, &'static str)> = jetstream
-            .compile()
+            .compile(&home)
             .into_iter()
             .map(|c| {
                 Entry::parse(&c.subject)
@@ -112,7 +128,7 @@ impl Validator<'_> {
                     .map_err(|r| self.err(&at("jetstream"), r))
             })
             .collect::<Result<_, _>>()?;
-        granted.extend(kv.compile().map_err(|r| self.err(&at("kv"), r))?);
+        granted.extend(kv.compile(&home).map_err(|r| self.err(&at("kv"), r))?);
         Ok(Role {
             publish,
             subscribe,
@@ -523,6 +539,7 @@ impl Validator<'_> {
                         account: user.account,
                         ..Default::default()
                     },
+                    None,
                 )?;
                 for (dir, d) in [("pub", &role.publish), ("sub", &role.subscribe)] {
                     if let Some(e) = d

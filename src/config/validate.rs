@@ -99,9 +99,11 @@ impl<'a> Validator<'a> {
         let callout = self.callout(raw.callout, &nats.auth)?;
         let mut oidc = self.issuers(raw.oidc)?;
         let http = raw.http.map(|h| self.http(h)).transpose()?;
-        let roles = self.roles(raw.roles, &oidc)?;
+        let jetstream = self.jetstream_account(raw.jetstream, &callout)?;
+        let roles = self.roles(raw.roles, &oidc, &callout.account, jetstream.as_ref())?;
         let users = self.users(raw.users, &roles)?;
         self.accounts_known(&callout, &roles, &users)?;
+        self.jetstream_placement(&callout, &roles, jetstream.as_ref())?;
         let grants = self.grants(raw.grants)?;
         self.bindings(raw.bindings, &mut oidc, &roles, grants.kv_bucket.is_some())?;
         Ok(Config {
@@ -113,6 +115,7 @@ impl<'a> Validator<'a> {
             roles: Arc::new(roles),
             users,
             grants,
+            jetstream,
             secret_files: self.secret_files.take(),
         })
     }
@@ -316,7 +319,7 @@ impl<'a> Validator<'a> {
             }
         };
         let (auth_account, mode) = if operator {
-            let auth_account = self.auth_account(raw.auth_account, &issuer, nats_auth)?;
+            let auth_account = self.auth_account(raw.auth_account.clone(), &issuer, nats_auth)?;
             let accounts = self.target_accounts(raw.accounts)?;
             if !accounts.contains_key(&raw.account) {
                 return Err(self.err(
@@ -330,18 +333,34 @@ impl<'a> Validator<'a> {
             }
             (auth_account, callout::Mode::Operator { accounts })
         } else {
-            for (set, key) in [
-                (raw.auth_account.is_some(), "callout.auth_account"),
-                (raw.accounts.is_some(), "callout.accounts"),
-            ] {
-                if set {
-                    return Err(self.err(
-                        key,
-                        "is for operator mode (callout.mode = \"operator\"); in server mode accounts are named in nats-server's config and the issuer seed is auth_callout.issuer",
-                    ));
-                }
+            if raw.accounts.is_some() {
+                return Err(self.err(
+                    "callout.accounts",
+                    "is for operator mode (callout.mode = \"operator\"); in server mode accounts are named in nats-server's config and the issuer seed is auth_callout.issuer",
+                ));
             }
             (issuer.public_key(), callout::Mode::Server)
+        };
+        // Server mode names the callout's own account (auth_callout.account
+        // in nats.conf) so that nothing risky is placed there; operator mode
+        // knows it by its key.
+        let auth_account_name = match (&raw.auth_account, operator) {
+            (Some(name), false) => {
+                if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(self.err(
+                        "callout.auth_account",
+                        "must name the callout's own account as nats-server's config does (auth_callout.account, e.g. \"AUTH\")",
+                    ));
+                }
+                if is_account_key(name) {
+                    return Err(self.err(
+                        "callout.auth_account",
+                        "in server mode this is the account's name in nats-server's config (auth_callout.account, e.g. \"AUTH\"), not a public key",
+                    ));
+                }
+                Some(name.clone())
+            }
+            _ => None,
         };
         let max_user_ttl = self.bounded_duration(
             "callout.max_user_ttl",
@@ -370,6 +389,7 @@ impl<'a> Validator<'a> {
                 })
                 .transpose()?,
             account: raw.account,
+            auth_account_name,
             max_user_ttl,
             max_token_bytes,
             mode,

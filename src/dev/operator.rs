@@ -13,6 +13,7 @@ use crate::clock::unix_now;
 use crate::nats::jwt::{self as nats_jwt, WithJti};
 use crate::nats::signing_key::SigningKey;
 use crate::nats::{creds, user_jwt};
+use crate::policy::layout::{Kind, Layout, Response};
 
 /// An account: its identity key and one signing key.
 pub struct Account {
@@ -48,6 +49,10 @@ pub struct OperatorSetup {
     pub targets: Vec<Account>,
     /// Accounts whose JWTs enable JetStream.
     pub jetstream: bool,
+    /// Exports of the account holding the streams and imports of the
+    /// users' accounts (by target name), as `nats-oidc-callout accounts`
+    /// describes them: private exports, imported with activation tokens.
+    pub layout: Option<Layout>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +95,7 @@ impl OperatorSetup {
             xkey: xkey.then(nkeys::XKey::new),
             targets: targets.iter().map(|n| Account::new(n)).collect(),
             jetstream: false,
+            layout: None,
         }
     }
 
@@ -131,7 +137,73 @@ impl OperatorSetup {
         if let Some(a) = authorization {
             nats["authorization"] = a;
         }
+        if let Some(layout) = &self.layout {
+            if layout.account == account.name {
+                nats["exports"] = self.exports_json(layout);
+            }
+            if layout.imports.contains_key(&account.name) {
+                nats["imports"] = self.imports_json(layout, account);
+            }
+        }
         sign(&self.operator, account.public_key(), &account.name, nats)
+    }
+
+    fn exports_json(&self, layout: &Layout) -> Value {
+        layout
+            .exports()
+            .into_iter()
+            .map(|e| {
+                let mut export = json!({
+                    "name": e.subject,
+                    "subject": e.subject,
+                    "token_req": true,
+                });
+                match e.kind {
+                    Kind::Stream => export["type"] = json!("stream"),
+                    Kind::Service(response) => {
+                        export["type"] = json!("service");
+                        if response == Response::Stream {
+                            export["response_type"] = json!("Stream");
+                        }
+                    }
+                }
+                export
+            })
+            .collect()
+    }
+
+    /// The imports of `account`, each with an activation token signed by
+    /// the exporting account.
+    fn imports_json(&self, layout: &Layout, account: &Account) -> Value {
+        let exporter = self
+            .target(&layout.account)
+            .expect("the account holding the streams is one of the setup's accounts");
+        layout.imports[&account.name]
+            .iter()
+            .map(|i| {
+                let kind = match i.kind {
+                    Kind::Stream => "stream",
+                    Kind::Service(_) => "service",
+                };
+                let activation = sign(
+                    &exporter.identity,
+                    account.public_key(),
+                    &i.remote,
+                    json!({"subject": i.remote, "kind": kind, "type": "activation", "version": 2}),
+                );
+                let mut import = json!({
+                    "name": i.remote,
+                    "subject": i.remote,
+                    "account": exporter.public_key(),
+                    "token": activation,
+                    "type": kind,
+                });
+                if i.local != i.remote {
+                    import["local_subject"] = json!(i.local);
+                }
+                import
+            })
+            .collect()
     }
 
     /// AUTH's account JWT: external authorization by the service's user,

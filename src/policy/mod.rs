@@ -8,6 +8,8 @@ pub mod claim_match;
 pub mod claims;
 pub mod connection;
 pub(crate) mod grants;
+pub mod inbox;
+pub mod layout;
 pub(crate) mod passwords;
 pub mod roles;
 pub(crate) mod scopes;

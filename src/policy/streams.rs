@@ -2,12 +2,69 @@
 //!
 //! Every JetStream operation is a request a client publishes (API calls,
 //! acks, flow-control replies, KV puts); the answers and deliveries come on
-//! the client's own inbox, which a role grants with `sub.allow` (usually
-//! `_INBOX.>`). A grant therefore compiles to publish subjects only, and to
-//! no more than the operations its name says. The README's grant table lists
-//! the same subjects, each with where it comes from.
+//! the client's own inbox, which a role grants with `sub.allow` (its private
+//! `{{inbox}}.>`). A grant therefore compiles to publish subjects only, and
+//! to no more than the operations its name says.
+//!
+//! A compiled subject may match only subjects nats-server routes to the
+//! stream, consumer or bucket the grant names, under every layout the
+//! server listens on: acks and flow control come in a v1 form
+//! (`$JS.ACK.<stream>.<consumer>.` + 5 numbers, exactly 9 tokens) and a v2
+//! form (`$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.` + 5
+//! numbers); nats-server does not check the names in an ack against the
+//! consumer that receives it, so a wildcard where one layout has a name and
+//! another a number would reach other consumers. Every subject here has a
+//! fixed number of tokens, and the v2 forms pin the domain and the hash of
+//! the account that holds the streams.
+//!
+//! Where the streams live in another account than the users (the layout
+//! the README recommends), the users' account imports the JetStream API
+//! under a prefix of its own (`$JS.<account>.API`): its own `$JS.API` is
+//! answered by nats-server for the account itself. Grants then compile to
+//! the subjects as the users' account sees them. The README's grant table
+//! lists the same subjects, each with where it comes from.
+
+use sha2::{Digest, Sha256};
 
 use crate::policy::template::Entry;
+
+/// The JetStream API's subjects in the account that holds the streams.
+pub const JS_API: &str = "$JS.API";
+
+/// Where a role's users reach the streams and buckets its grants name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsHome {
+    /// The JetStream API as the users' account sees it: [`JS_API`] when
+    /// the streams are in that account, else the prefix it imports the
+    /// API of the streams' account under.
+    pub api: String,
+    /// The JetStream domain as v2 ack subjects write it (`_` for none).
+    pub domain: String,
+    /// nats-server's hash of the name of the account holding the streams
+    /// (its public key in operator mode), as v2 ack subjects carry it.
+    pub account_hash: String,
+}
+
+impl JsHome {
+    /// Whether the API is imported from another account (under a prefix).
+    pub fn imported(&self) -> bool {
+        self.api != JS_API
+    }
+
+    fn api(&self, rest: &str) -> String {
+        format!("{}.{rest}", self.api)
+    }
+}
+
+/// nats-server's 8-character hash of an account name (`getHash`), which v2
+/// ack and flow-control subjects carry.
+pub fn account_hash(account: &str) -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    Sha256::digest(account.as_bytes())[..8]
+        .iter()
+        .map(|b| DIGITS[usize::from(b % 62)] as char)
+        .collect()
+}
 
 /// `[roles.<name>.jetstream]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,42 +120,58 @@ impl JetStreamGrant {
             && self.manage.is_empty()
     }
 
-    /// The publish subjects of this grant.
-    pub fn compile(&self) -> Vec<Compiled> {
+    /// The publish subjects of this grant, as users at `home` see them.
+    pub fn compile(&self, home: &JsHome) -> Vec<Compiled> {
         let mut out = Vec::new();
         for Consumer { stream, consumer } in &self.consume {
-            out.extend(consume(stream, consumer));
+            out.extend(consume(home, stream, consumer));
         }
         for stream in &self.read {
-            out.extend(read(stream));
+            out.extend(read(home, stream));
         }
         for stream in &self.replay {
-            out.extend(replay(stream));
+            out.extend(replay(home, stream));
         }
         for stream in &self.manage {
-            out.extend(manage(stream));
+            out.extend(manage(home, stream));
         }
         out
     }
+
+    /// Whether the grant lets its users have messages pushed to a delivery
+    /// subject (consumers they create, or push durables): across accounts
+    /// those deliveries need the inbox stream export.
+    pub fn pushes(&self) -> bool {
+        !self.consume.is_empty() || !self.replay.is_empty() || !self.manage.is_empty()
+    }
 }
 
+/// The five numbers an ack subject ends with (delivered count, stream and
+/// consumer sequence, timestamp, pending), one token each.
+const ACK_NUMBERS: &str = "*.*.*.*.*";
+
 /// Pull from (and ack) one durable consumer; its info.
-fn consume(stream: &str, consumer: &str) -> Vec<Compiled> {
+fn consume(home: &JsHome, stream: &str, consumer: &str) -> Vec<Compiled> {
+    let JsHome {
+        domain,
+        account_hash: hash,
+        ..
+    } = home;
     vec![
         s(
-            format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+            home.api(&format!("CONSUMER.INFO.{stream}.{consumer}")),
             "consumer info",
         ),
         s(
-            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            home.api(&format!("CONSUMER.MSG.NEXT.{stream}.{consumer}")),
             "pull fetch",
         ),
         s(
-            format!("$JS.ACK.{stream}.{consumer}.>"),
+            format!("$JS.ACK.{stream}.{consumer}.{ACK_NUMBERS}"),
             "ack, nak, term, in progress",
         ),
         s(
-            format!("$JS.ACK.*.*.{stream}.{consumer}.>"),
+            format!("$JS.ACK.{domain}.{hash}.{stream}.{consumer}.{ACK_NUMBERS}"),
             "ack, nak, term, in progress (v2 ack subjects)",
         ),
         s(
@@ -106,62 +179,71 @@ fn consume(stream: &str, consumer: &str) -> Vec<Compiled> {
             "flow control replies (push delivery)",
         ),
         s(
-            format!("$JS.FC.*.*.{stream}.{consumer}.*"),
+            format!("$JS.FC.{domain}.{hash}.{stream}.{consumer}.*"),
             "flow control replies (v2 subjects)",
         ),
     ]
 }
 
 /// Stream info and message get (by sequence or last by subject).
-fn read(stream: &str) -> Vec<Compiled> {
+fn read(home: &JsHome, stream: &str) -> Vec<Compiled> {
     vec![
-        s(format!("$JS.API.STREAM.INFO.{stream}"), "stream info"),
-        s(format!("$JS.API.STREAM.MSG.GET.{stream}"), "get message"),
-        s(format!("$JS.API.DIRECT.GET.{stream}"), "direct get"),
+        s(home.api(&format!("STREAM.INFO.{stream}")), "stream info"),
+        s(home.api(&format!("STREAM.MSG.GET.{stream}")), "get message"),
+        s(home.api(&format!("DIRECT.GET.{stream}")), "direct get"),
         s(
-            format!("$JS.API.DIRECT.GET.{stream}.>"),
+            home.api(&format!("DIRECT.GET.{stream}.>")),
             "direct get, last by subject",
         ),
     ]
 }
 
 /// Consumers the client creates itself (ephemeral, ordered), on one stream.
-fn replay(stream: &str) -> Vec<Compiled> {
+fn replay(home: &JsHome, stream: &str) -> Vec<Compiled> {
     let mut out = vec![
-        s(format!("$JS.API.STREAM.INFO.{stream}"), "stream info"),
+        s(home.api(&format!("STREAM.INFO.{stream}")), "stream info"),
         s(
-            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            home.api(&format!("CONSUMER.CREATE.{stream}")),
             "create a consumer",
         ),
         s(
-            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            home.api(&format!("CONSUMER.CREATE.{stream}.>")),
             "create a named or filtered consumer",
         ),
-        s(format!("$JS.API.CONSUMER.INFO.{stream}.*"), "consumer info"),
         s(
-            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+            home.api(&format!("CONSUMER.INFO.{stream}.*")),
+            "consumer info",
+        ),
+        s(
+            home.api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
             "pull from its consumer",
         ),
     ];
-    out.extend(flow_control(stream));
+    out.extend(flow_control(home, stream));
     out
 }
 
-fn flow_control(stream: &str) -> Vec<Compiled> {
+/// Flow-control replies of any consumer on `stream`, in both layouts.
+fn flow_control(home: &JsHome, stream: &str) -> Vec<Compiled> {
+    let JsHome {
+        domain,
+        account_hash: hash,
+        ..
+    } = home;
     vec![
         s(
             format!("$JS.FC.{stream}.*.*"),
             "flow control replies (push delivery)",
         ),
         s(
-            format!("$JS.FC.*.*.{stream}.*.*"),
+            format!("$JS.FC.{domain}.{hash}.{stream}.*.*"),
             "flow control replies (v2 subjects)",
         ),
     ]
 }
 
 /// The stream and its consumers: create, update, delete, purge.
-fn manage(stream: &str) -> Vec<Compiled> {
+fn manage(home: &JsHome, stream: &str) -> Vec<Compiled> {
     [
         ("STREAM.CREATE", "create the stream"),
         ("STREAM.UPDATE", "update the stream"),
@@ -174,31 +256,34 @@ fn manage(stream: &str) -> Vec<Compiled> {
         ("CONSUMER.NAMES", "consumer names"),
     ]
     .into_iter()
-    .map(|(op, what)| s(format!("$JS.API.{op}.{stream}"), what))
+    .map(|(op, what)| s(home.api(&format!("{op}.{stream}")), what))
     .chain([
         s(
-            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            home.api(&format!("CONSUMER.CREATE.{stream}.>")),
             "create a named or filtered consumer",
         ),
         s(
-            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.*"),
+            home.api(&format!("CONSUMER.DURABLE.CREATE.{stream}.*")),
             "create a durable consumer (older clients)",
         ),
         s(
-            format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+            home.api(&format!("CONSUMER.DELETE.{stream}.*")),
             "delete a consumer",
         ),
-        s(format!("$JS.API.CONSUMER.INFO.{stream}.*"), "consumer info"),
         s(
-            format!("$JS.API.CONSUMER.PAUSE.{stream}.*"),
+            home.api(&format!("CONSUMER.INFO.{stream}.*")),
+            "consumer info",
+        ),
+        s(
+            home.api(&format!("CONSUMER.PAUSE.{stream}.*")),
             "pause a consumer",
         ),
         s(
-            format!("$JS.API.CONSUMER.RESET.{stream}.*"),
+            home.api(&format!("CONSUMER.RESET.{stream}.*")),
             "reset a consumer (nats-server 2.14+)",
         ),
         s(
-            format!("$JS.API.CONSUMER.UNPIN.{stream}.*"),
+            home.api(&format!("CONSUMER.UNPIN.{stream}.*")),
             "unpin a priority group's client",
         ),
     ])
@@ -210,17 +295,24 @@ impl KvGrant {
         self.read.is_empty() && self.write.is_empty()
     }
 
-    /// The publish entries of this grant; key patterns may hold
-    /// placeholders, filled per connection like any subject.
-    pub fn compile(&self) -> Result<Vec<(Entry, &'static str)>, String> {
+    /// The publish entries of this grant, as users at `home` see them; key
+    /// patterns may hold placeholders, filled per connection like any
+    /// subject.
+    pub fn compile(&self, home: &JsHome) -> Result<Vec<(Entry, &'static str)>, String> {
         let mut out = Vec::new();
         for scope in &self.read {
-            out.extend(kv_read(scope)?);
+            out.extend(kv_read(home, scope)?);
         }
         for scope in &self.write {
-            out.extend(kv_write(scope)?);
+            out.extend(kv_write(home, scope)?);
         }
         Ok(out)
+    }
+
+    /// Whether the grant watches, lists keys or reads history: consumers
+    /// that push to the client's inbox.
+    pub fn pushes(&self) -> bool {
+        self.read.iter().any(|s| s.keys.is_none())
     }
 }
 
@@ -232,49 +324,49 @@ fn literal(subject: String, what: &'static str) -> Result<(Entry, &'static str),
 /// cannot be scoped to some keys (watch, keys, history, which run through
 /// consumers on the bucket's stream); a key-pattern read grants only gets
 /// of those keys.
-fn kv_read(scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
+fn kv_read(home: &JsHome, scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
     let b = &scope.bucket;
     let stream = format!("KV_{b}");
     let mut out = vec![literal(
-        format!("$JS.API.STREAM.INFO.{stream}"),
+        home.api(&format!("STREAM.INFO.{stream}")),
         "open the bucket (status)",
     )?];
     match &scope.keys {
         Some(keys) => {
             out.push(literal(
-                format!("$JS.API.DIRECT.GET.{stream}.$KV.{b}.{keys}"),
+                home.api(&format!("DIRECT.GET.{stream}.$KV.{b}.{keys}")),
                 "get these keys",
             )?);
         }
         None => {
             out.push(literal(
-                format!("$JS.API.DIRECT.GET.{stream}.$KV.{b}.>"),
+                home.api(&format!("DIRECT.GET.{stream}.$KV.{b}.>")),
                 "get any key",
             )?);
             out.push(literal(
-                format!("$JS.API.STREAM.MSG.GET.{stream}"),
+                home.api(&format!("STREAM.MSG.GET.{stream}")),
                 "get (buckets without direct get)",
             )?);
             for c in [
                 s(
-                    format!("$JS.API.CONSUMER.CREATE.{stream}"),
+                    home.api(&format!("CONSUMER.CREATE.{stream}")),
                     "watch, keys, history",
                 ),
                 s(
-                    format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+                    home.api(&format!("CONSUMER.CREATE.{stream}.>")),
                     "watch, keys, history",
                 ),
                 s(
-                    format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+                    home.api(&format!("CONSUMER.INFO.{stream}.*")),
                     "watch, keys, history (consumer info)",
                 ),
                 s(
-                    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+                    home.api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
                     "watch, keys, history (pull)",
                 ),
             ]
             .into_iter()
-            .chain(flow_control(&stream))
+            .chain(flow_control(home, &stream))
             {
                 out.push(literal(c.subject, c.what)?);
             }
@@ -284,20 +376,29 @@ fn kv_read(scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
 }
 
 /// Put, create, update, delete and purge of the keys (all are publishes on
-/// the key's subject, with headers), and opening the bucket.
-fn kv_write(scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
+/// the key's subject, with headers), and opening the bucket. Through an
+/// imported API, clients differ: nats-py publishes on `$KV.<bucket>.<key>`,
+/// async-nats, nats.go and nats.js put the API prefix in front.
+fn kv_write(home: &JsHome, scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
     let b = &scope.bucket;
     let keys = scope.keys.as_deref().unwrap_or(">");
-    Ok(vec![
+    let mut out = vec![
         literal(
-            format!("$JS.API.STREAM.INFO.KV_{b}"),
+            home.api(&format!("STREAM.INFO.KV_{b}")),
             "open the bucket (status)",
         )?,
         literal(
             format!("$KV.{b}.{keys}"),
             "put, create, update, delete, purge",
         )?,
-    ])
+    ];
+    if home.imported() {
+        out.push(literal(
+            home.api(&format!("$KV.{b}.{keys}")),
+            "put, create, update, delete, purge (clients that put through the API prefix)",
+        )?);
+    }
+    Ok(out)
 }
 
 /// A stream or consumer name as JetStream accepts it, and not made of
@@ -316,17 +417,19 @@ pub fn check_stream_name(what: &str, name: &str) -> Result<(), String> {
             crate::text::clip(name)
         ));
     }
-    // Version 2 ack subjects ($JS.ACK.<domain>.<account hash>.<stream>...)
-    // write "_" for "no domain": a stream named "_" would make
-    // $JS.ACK._.<consumer>.> reach other streams' acks.
+    // Ack subjects carry numbers and, in their v2 form, the domain ("_"
+    // for none) where other layouts carry names. Grants have fixed arity,
+    // so no subject of one layout reads as another's; names that look
+    // like those fields are refused all the same, so that no reader of a
+    // subject (a person, a log search) can confuse them either.
     if name == "_" {
         return Err(format!(
-            "{what} \"_\" is what v2 ack subjects write for \"no domain\", so its grants would reach other streams' acks"
+            "{what} \"_\" is what v2 ack subjects write for \"no domain\""
         ));
     }
     if name.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!(
-            "{what} {name:?} is all digits, which ack subjects could confuse with sequence numbers"
+            "{what} {name:?} is all digits, which ack subjects carry as sequence numbers"
         ));
     }
     Ok(())
@@ -387,6 +490,14 @@ mod tests {
         c.iter().map(|c| c.subject.as_str()).collect()
     }
 
+    fn home() -> JsHome {
+        JsHome {
+            api: JS_API.into(),
+            domain: "_".into(),
+            account_hash: account_hash("DATA"),
+        }
+    }
+
     #[test]
     fn consume_is_one_consumer_and_nothing_of_its_stream() {
         let g = JetStreamGrant {
@@ -396,7 +507,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let c = g.compile();
+        let c = g.compile(&home());
         assert!(
             subjects(&c).iter().all(|s| s.contains("ORDERS.worker")),
             "{c:?}"
@@ -405,18 +516,136 @@ mod tests {
     }
 
     #[test]
+    fn the_account_hash_is_nats_servers() {
+        // Read off a v2 ack subject nats-server 2.15.1 wrote for a consumer
+        // in the account DATA: $JS.ACK._.F0fDhRvh.ORDERS.worker.1.1.1.<ts>.2
+        assert_eq!(account_hash("DATA"), "F0fDhRvh");
+    }
+
+    /// The subscriptions nats-server makes for a consumer (acks and flow
+    /// control in both layouts, pull requests) as consumer.go writes them.
+    fn consumer_subscriptions(home: &JsHome, stream: &str, consumer: &str) -> Vec<String> {
+        let (d, h) = (&home.domain, &home.account_hash);
+        vec![
+            format!("$JS.ACK.{stream}.{consumer}.*.*.*.*.*"),
+            format!("$JS.ACK.{d}.{h}.{stream}.{consumer}.*.*.*.*.>"),
+            format!("$JS.FC.{stream}.{consumer}.*"),
+            format!("$JS.FC.{d}.{h}.{stream}.{consumer}.*"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            format!("$JS.API.CONSUMER.RESET.{stream}.{consumer}"),
+        ]
+    }
+
+    /// Class: a compiled wildcard never reaches a server-side subscription
+    /// of another target, whatever names the other streams and consumers
+    /// have (names chosen to line up with the grant's tokens).
+    #[test]
+    fn no_compiled_subject_reaches_another_consumers_subscriptions() {
+        use crate::policy::subject::overlaps;
+        let home = home();
+        let others = [
+            ("PAYROLL", "payroll-worker"),
+            ("ORDERS", "other"),
+            ("worker", "ORDERS"),
+            ("_", "ORDERS"),
+            (home.account_hash.as_str(), "ORDERS"),
+            ("x", "y"),
+        ];
+        let grant = JetStreamGrant {
+            consume: vec![Consumer {
+                stream: "ORDERS".into(),
+                consumer: "worker".into(),
+            }],
+            ..Default::default()
+        };
+        for compiled in grant.compile(&home) {
+            for (stream, consumer) in others {
+                for sub in consumer_subscriptions(&home, stream, consumer) {
+                    assert!(
+                        !overlaps(&compiled.subject, &sub),
+                        "{} reaches {sub} of {stream}/{consumer}",
+                        compiled.subject
+                    );
+                }
+            }
+            assert!(
+                consumer_subscriptions(&home, "ORDERS", "worker")
+                    .iter()
+                    .any(|sub| overlaps(&compiled.subject, sub))
+                    || compiled.subject.contains(".INFO."),
+                "{} reaches none of its own consumer's subscriptions",
+                compiled.subject
+            );
+        }
+        // The 9-token subject of the finding: a v1 ack of PAYROLL's consumer
+        // that the old v2 pattern ($JS.ACK.*.*.ORDERS.worker.>) admitted.
+        let finding = "$JS.ACK.PAYROLL.payroll-worker.ORDERS.worker.1.1.1";
+        assert!(grant
+            .compile(&home)
+            .iter()
+            .all(|c| !overlaps(&c.subject, finding)));
+        // A replay or a whole-bucket read reaches the consumers of its own
+        // stream only.
+        let replay = JetStreamGrant {
+            replay: vec!["ORDERS".into()],
+            ..Default::default()
+        };
+        for compiled in replay.compile(&home) {
+            for (stream, consumer) in others.iter().filter(|(s, _)| *s != "ORDERS") {
+                for sub in consumer_subscriptions(&home, stream, consumer) {
+                    assert!(!overlaps(&compiled.subject, &sub), "{} reaches {sub}", compiled.subject);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn through_an_imported_api_grants_use_its_prefix_and_kv_puts_both_forms() {
+        let home = JsHome {
+            api: "$JS.DATA.API".into(),
+            ..home()
+        };
+        let js = JetStreamGrant {
+            read: vec!["ORDERS".into()],
+            ..Default::default()
+        }
+        .compile(&home);
+        assert!(subjects(&js).iter().all(|s| s.starts_with("$JS.DATA.API.")), "{js:?}");
+        let kv: Vec<String> = KvGrant {
+            read: vec![],
+            write: vec![KvScope {
+                bucket: "profiles".into(),
+                keys: Some("{{sub}}.>".into()),
+            }],
+        }
+        .compile(&home)
+        .unwrap()
+        .into_iter()
+        .map(|(e, _)| e.as_str().to_string())
+        .collect();
+        assert_eq!(
+            kv,
+            [
+                "$JS.DATA.API.STREAM.INFO.KV_profiles",
+                "$KV.profiles.{{sub}}.>",
+                "$JS.DATA.API.$KV.profiles.{{sub}}.>"
+            ]
+        );
+    }
+
+    #[test]
     fn read_touches_no_consumer_and_replay_no_durable_delete() {
         let read = JetStreamGrant {
             read: vec!["ORDERS".into()],
             ..Default::default()
         }
-        .compile();
+        .compile(&home());
         assert!(!subjects(&read).iter().any(|s| s.contains("CONSUMER")));
         let replay = JetStreamGrant {
             replay: vec!["ORDERS".into()],
             ..Default::default()
         }
-        .compile();
+        .compile(&home());
         assert!(!subjects(&replay)
             .iter()
             .any(|s| s.contains("DELETE") || s.contains("PURGE")));
@@ -432,7 +661,7 @@ mod tests {
             write: vec![],
         };
         let c: Vec<String> = g
-            .compile()
+            .compile(&home())
             .unwrap()
             .into_iter()
             .map(|(e, _)| e.as_str().to_string())
@@ -470,14 +699,19 @@ mod tests {
             ));
         }
         let stream = "{stream}".to_string();
+        let home = JsHome {
+            api: "{api}".into(),
+            domain: "{domain}".into(),
+            account_hash: "{hash}".into(),
+        };
         let js = |label: &str, g: JetStreamGrant| {
-            g.compile()
+            g.compile(&home)
                 .into_iter()
                 .map(|c| (label.to_string(), c.subject, c.what.to_string()))
                 .collect::<Vec<_>>()
         };
         let kv = |label: &str, g: KvGrant| {
-            g.compile()
+            g.compile(&home)
                 .unwrap()
                 .into_iter()
                 .map(|(e, what)| (label.to_string(), e.as_str().to_string(), what.to_string()))

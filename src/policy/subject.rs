@@ -66,10 +66,90 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     }
 }
 
+/// Whether every subject `inner` matches also matches `outer` (both
+/// permission-style patterns, no placeholders).
+pub fn subsumes(outer: &str, inner: &str) -> bool {
+    let (outer, inner): (Vec<&str>, Vec<&str>) = (outer.split('.').collect(), inner.split('.').collect());
+    for (i, o) in outer.iter().enumerate() {
+        if *o == ">" {
+            return inner.len() > i;
+        }
+        match inner.get(i) {
+            None | Some(&">") => return false,
+            Some(&"*") if *o != "*" => return false,
+            Some(t) if *o != "*" && o != t => return false,
+            _ => {}
+        }
+    }
+    inner.len() == outer.len()
+}
+
+/// A pattern that matches every subject either pattern does, and little
+/// more: equal tokens stay, differing ones become `*`; where either has `>`
+/// the join has it too, and where the two differ in length `>` stands for
+/// the last token they both have.
+pub fn join(a: &str, b: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
+    let mut out: Vec<&str> = Vec::new();
+    for i in 0.. {
+        match (a.get(i), b.get(i)) {
+            (None, None) => break,
+            (Some(x), Some(y)) if *x != ">" && *y != ">" => {
+                out.push(if x == y { x } else { "*" });
+            }
+            (Some(_), Some(_)) => {
+                out.push(">");
+                break;
+            }
+            _ => {
+                out.pop();
+                out.push(">");
+                break;
+            }
+        }
+    }
+    out.join(".")
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_permission_subject as check;
-    use super::overlaps;
+    use super::{join, overlaps, subsumes};
+
+    #[test]
+    fn subsumption_and_join() {
+        for (outer, inner) in [
+            (">", "a.b"),
+            ("a.>", "a.b.>"),
+            ("a.*", "a.b"),
+            ("a.*.c", "a.b.c"),
+            ("a.b", "a.b"),
+            ("a.>", "a.*"),
+        ] {
+            assert!(subsumes(outer, inner), "{outer} {inner}");
+        }
+        for (outer, inner) in [
+            ("a.b", "a.*"),
+            ("a.*", "a.>"),
+            ("a.>", "a"),
+            ("a.*", "a.b.c"),
+            ("a.b.*", "a.b"),
+        ] {
+            assert!(!subsumes(outer, inner), "{outer} {inner}");
+        }
+        for (a, b, joined) in [
+            ("a.x.>", "a.*.y", "a.*.>"),
+            ("a.b", "a.c", "a.*"),
+            ("a.b", "a.b.c", "a.>"),
+            ("a.>", "a", ">"),
+            ("a.>", "a.*.y", "a.>"),
+            ("$KV.b.x.>", "$KV.b.*.y", "$KV.b.*.>"),
+        ] {
+            let j = join(a, b);
+            assert_eq!(j, joined);
+            assert!(subsumes(&j, a) && subsumes(&j, b), "{j}");
+        }
+    }
 
     #[test]
     fn patterns_overlap_when_one_subject_matches_both() {

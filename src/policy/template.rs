@@ -10,6 +10,7 @@
 use serde_json::{Map, Value};
 
 use crate::policy::claims::ClaimPath;
+use crate::policy::inbox;
 use crate::policy::subject::check_permission_subject;
 
 /// Values longer than this are refused: a subject token that long is not an
@@ -27,6 +28,9 @@ enum Piece {
     /// One of the scopes granted to this connection: the entry becomes one
     /// subject per granted scope, and none when no scope was granted.
     Scope,
+    /// The user's private inbox prefix (`_INBOX.<hash>`, two tokens), only
+    /// ever at the start of a subject.
+    Inbox,
 }
 
 #[derive(Clone, Copy)]
@@ -40,12 +44,16 @@ pub struct SubjectTemplate {
     pieces: Vec<Piece>,
 }
 
-/// First tokens of subjects every user of an account shares: replies
-/// (`_INBOX`), and `$`-subjects (JetStream `$JS`, KV `$KV`, object store
-/// `$O`, services `$SRV`, system `$SYS`). A value from a token never names
-/// one: as a subject's first token it would hand out everyone's.
+/// First tokens of subjects nats-server routes by, which every user of an
+/// account shares: replies (`_INBOX`, and `_R_` and `_GR_`, where
+/// nats-server routes the answers of service imports and gateways), and
+/// `$`-subjects (JetStream `$JS`, KV `$KV`, object store `$O`, services
+/// `$SRV`, system `$SYS`). A value from a token never names one: as a
+/// subject's first token it would hand out everyone's. The whole of `_`
+/// and `$` is refused, so that a namespace nats-server adds later is
+/// refused too.
 fn is_shared_namespace(first_token: &str) -> bool {
-    first_token.starts_with('$') || first_token.starts_with("_INBOX")
+    first_token.starts_with('$') || first_token.starts_with('_')
 }
 
 /// What the placeholders are filled from.
@@ -142,6 +150,7 @@ impl SubjectTemplate {
                 "name" => Piece::Name,
                 "scope" => Piece::Scope,
                 "issuer" => Piece::Issuer,
+                "inbox" => Piece::Inbox,
                 _ => match inner.strip_prefix("claim:") {
                     Some(path) => Piece::Claim(
                         inner.to_string(),
@@ -150,7 +159,7 @@ impl SubjectTemplate {
                     ),
                     None => {
                         return Err(format!(
-                            "subject {subject:?}: unknown placeholder {{{{{inner}}}}} (known: {{{{sub}}}}, {{{{name}}}}, {{{{issuer}}}}, {{{{scope}}}}, {{{{claim:<path>}}}})"
+                            "subject {subject:?}: unknown placeholder {{{{{inner}}}}} (known: {{{{sub}}}}, {{{{name}}}}, {{{{issuer}}}}, {{{{scope}}}}, {{{{inbox}}}}, {{{{claim:<path>}}}})"
                         ))
                     }
                 },
@@ -165,6 +174,23 @@ impl SubjectTemplate {
             .any(|p| matches!(p, Piece::Literal(l) if l.contains("}}")))
         {
             return Err(format!("subject {subject:?}: \"}}}}\" without \"{{{{\""));
+        }
+        // {{inbox}} is two tokens of its own: the subject's first, followed
+        // by a dot or nothing.
+        for (i, piece) in pieces.iter().enumerate() {
+            if *piece != Piece::Inbox {
+                continue;
+            }
+            let followed_well = match pieces.get(i + 1) {
+                None => true,
+                Some(Piece::Literal(l)) => l.starts_with('.'),
+                Some(_) => false,
+            };
+            if i != 0 || !followed_well {
+                return Err(format!(
+                    "subject {subject:?}: {{{{inbox}}}} is the user's private inbox prefix and must begin the subject, followed by a dot (\"{{{{inbox}}}}.>\")"
+                ));
+            }
         }
         let template = SubjectTemplate { pieces };
         check_permission_subject(&template.sample("v"))?;
@@ -191,17 +217,26 @@ impl SubjectTemplate {
             .map(|p| match p {
                 Piece::Literal(l) => l.as_str(),
                 Piece::Scope => scope,
+                Piece::Inbox => "_INBOX.v",
                 _ => "v",
             })
             .collect()
     }
 
-    /// Whether a placeholder fills (part of) the subject's first token.
+    /// Whether the subject is within the user's private inbox.
+    pub fn is_private_inbox(&self) -> bool {
+        self.pieces.first() == Some(&Piece::Inbox)
+    }
+
+    /// Whether a value from the token or the connection fills (part of)
+    /// the subject's first token. The private inbox is the service's own
+    /// value, not one a user can choose.
     pub fn fills_first_token(&self) -> bool {
         for piece in &self.pieces {
             match piece {
                 Piece::Literal(l) if l.contains('.') => return false,
                 Piece::Literal(_) => {}
+                Piece::Inbox => return false,
                 _ => return true,
             }
         }
@@ -217,6 +252,7 @@ impl SubjectTemplate {
                 Piece::Name => Some("{{name}}"),
                 Piece::Issuer => Some("{{issuer}}"),
                 Piece::Scope => Some("{{scope}}"),
+                Piece::Inbox => Some("{{inbox}}"),
                 Piece::Claim(label, _) => Some(label.as_str()),
             })
             .unwrap_or("{{...}}")
@@ -291,6 +327,10 @@ impl SubjectTemplate {
                 Piece::Claim(label, path) => {
                     (label.as_str(), path.lookup(values.claims).and_then(scalar))
                 }
+                Piece::Inbox => {
+                    out.push_str(&private_inbox(values)?);
+                    continue;
+                }
             };
             let fail = |problem: String| TemplateError {
                 placeholder: placeholder.to_string(),
@@ -306,11 +346,27 @@ impl SubjectTemplate {
             if is_shared_namespace(first) {
                 return Err(TemplateError {
                     placeholder: self.first_placeholder().to_string(),
-                    problem: "would start the subject with $ or _INBOX, a namespace every user of the account shares".into(),
+                    problem: "would start the subject with $ or _, which nats-server routes by (replies, service imports, JetStream, KV, system) for every user of the account".into(),
                 });
             }
         }
         Ok(out)
+    }
+}
+
+/// The user's private inbox prefix: from the token's `iss` and `sub`, or
+/// for a `[users.*]` identity from `config` and its name.
+fn private_inbox(values: &Values<'_>) -> Result<String, TemplateError> {
+    if values.issuer == inbox::CONFIG_ISSUER {
+        return Ok(inbox::prefix(inbox::CONFIG_ISSUER, values.name));
+    }
+    let claim = |name: &str| values.claims.get(name).and_then(Value::as_str);
+    match (claim("iss"), claim("sub")) {
+        (Some(iss), Some(sub)) if !sub.is_empty() => Ok(inbox::prefix(iss, sub)),
+        _ => Err(TemplateError {
+            placeholder: "{{inbox}}".into(),
+            problem: "needs the token's iss and a non-empty string sub".into(),
+        }),
     }
 }
 
@@ -446,9 +502,12 @@ mod tests {
             ("_{{sub}}.>", "INBOX"),
             ("{{claim:a}}{{sub}}.>", "BOX"),
             ("{{sub}}.>", "_INBOXES"),
+            ("{{sub}}.>", "_R_"),
+            ("{{sub}}.>", "_GR_"),
+            ("{{sub}}x.>", "_"),
         ] {
             let e = render(template, json!({ "sub": sub, "a": "_IN" })).expect_err(template);
-            assert!(e.to_string().contains("$ or _INBOX"), "{template}: {e}");
+            assert!(e.to_string().contains("$ or _,"), "{template}: {e}");
         }
         let e = render_as("{{name}}.>", "_INBOX", json!({})).unwrap_err();
         assert_eq!(e.placeholder, "{{name}}");
@@ -467,6 +526,51 @@ mod tests {
         assert!(!SubjectTemplate::parse("a.{{sub}}")
             .unwrap()
             .fills_first_token());
+    }
+
+    #[test]
+    fn the_private_inbox_begins_the_subject_and_is_the_users_own() {
+        let t = SubjectTemplate::parse("{{inbox}}.>").unwrap();
+        assert!(t.is_private_inbox());
+        assert!(!t.fills_first_token());
+        let claims = json!({"iss": "https://id.example.com", "sub": "ana"});
+        let claims = claims.as_object().unwrap();
+        let values = Values {
+            name: "whoever",
+            issuer: "corp",
+            claims,
+            scopes: &[],
+        };
+        assert_eq!(
+            t.render_all(&values).unwrap(),
+            ["_INBOX.ec8d71ff4bc13f98e4f07601fd36ab38.>"]
+        );
+        // A [users.*] identity: from its name.
+        let none = Map::new();
+        let config = Values {
+            name: "svc",
+            issuer: inbox::CONFIG_ISSUER,
+            claims: &none,
+            scopes: &[],
+        };
+        assert_eq!(
+            t.render_all(&config).unwrap(),
+            [format!("{}.>", inbox::prefix("config", "svc"))]
+        );
+        // No sub, no inbox: refused rather than shared.
+        let no_sub = json!({"iss": "https://id.example.com"});
+        let e = t
+            .render_all(&Values {
+                claims: no_sub.as_object().unwrap(),
+                ..values
+            })
+            .unwrap_err();
+        assert_eq!(e.placeholder, "{{inbox}}");
+        for bad in ["a.{{inbox}}.>", "{{inbox}}x", "{{inbox}}{{sub}}", "x{{inbox}}.>"] {
+            let e = SubjectTemplate::parse(bad).unwrap_err();
+            assert!(e.contains("must begin the subject"), "{bad}: {e}");
+        }
+        assert!(SubjectTemplate::parse("{{inbox}}").is_ok());
     }
 
     #[test]

@@ -4,37 +4,50 @@
 
 use async_nats::jetstream::{consumer, kv, stream, Context};
 
+/// The JetStream API as users in APP see the streams of DATA (the
+/// `[jetstream]` account of `GRANT_ROLES`): `nats-oidc-callout accounts`
+/// imports it under this prefix.
+pub const API: &str = "$JS.DATA.API";
+
 /// One role per grant of the README's grant table, and the roles the
-/// request/reply and websocket cases use.
+/// request/reply and websocket cases use, in the README's recommended
+/// layout: the streams and buckets live in DATA, where only `admin` is
+/// placed; every other role's users land in APP, which imports what the
+/// grants need, and get their replies on a private inbox.
 pub const GRANT_ROLES: &str = r#"
+[jetstream]
+account = "DATA"
+stream_subjects = ["orders.>"]
+
 [roles.admin]
+account = "DATA"
 pub.allow = [">"]
 sub.allow = [">"]
 
 [roles.worker]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 jetstream.consume = ["ORDERS/worker"]
 
 [roles.reader]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 jetstream.read = ["ORDERS"]
 
 [roles.replayer]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 jetstream.replay = ["ORDERS"]
 
 [roles.ops]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 jetstream.manage = ["SCRATCH"]
 
 [roles.profile]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 kv.read = ["config", "profiles/{{name}}.>"]
 kv.write = ["profiles/{{name}}.>"]
 
 [roles.requester]
 pub.allow = ["svc.>"]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 
 [roles.service]
 sub.allow = ["svc.echo"]
@@ -42,8 +55,12 @@ resp = { max = 1, ttl = "1m" }
 
 [roles.browser]
 pub.allow = ["web.>"]
-sub.allow = ["web.>", "_INBOX.>"]
+sub.allow = ["web.>", "{{inbox}}.>"]
 connection.types = ["WEBSOCKET"]
+
+[roles.app-admin]
+pub.allow = [">"]
+sub.allow = [">"]
 "#;
 
 /// ORDERS (orders.>, direct get on) with two messages and the durable pull

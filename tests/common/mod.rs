@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 pub use nats_oidc_callout::dev::issuer::DevIssuer;
 pub use nats_oidc_callout::dev::operator::OperatorSetup;
+pub use nats_oidc_callout::policy::layout::Layout;
 
 pub mod cluster;
 pub mod fixtures;
@@ -108,11 +109,14 @@ pub fn minimal_config(
 /// The accounts and auth callout blocks of a test nats-server: accounts
 /// AUTH (the callout's user), APP, TEAM and SYS; with `xkey`, requests sealed
 /// to that key; with a JetStream store, JetStream on for AUTH (the KV grants
-/// bucket lives there), APP and TEAM.
+/// bucket lives there), APP and TEAM, and an account DATA holding the
+/// streams of the grants, with the exports and imports `layout` says
+/// (`nats-oidc-callout accounts`).
 pub fn callout_conf(
     issuer_public: &str,
     xkey_public: Option<&str>,
     jetstream_store: Option<&Path>,
+    layout: Option<&Layout>,
 ) -> String {
     let (jetstream, auth_js) = match jetstream_store {
         Some(store) => (
@@ -128,12 +132,28 @@ pub fn callout_conf(
     // nonce, which nkey identities ([users.*] nkey) must sign. Its seed is
     // thrown away: nobody logs in as it.
     let nonce_enabler = nkeys::KeyPair::new_user().public_key();
+    let imports = |account: &str| {
+        layout
+            .map(|l| l.imports_conf(account))
+            .unwrap_or_default()
+    };
+    let data = match (jetstream_store, layout) {
+        (Some(_), Some(l)) if !l.imports.is_empty() => {
+            format!("  DATA {{ jetstream: enabled\n{}\n  }}\n", l.exports_conf())
+        }
+        (Some(_), _) => "  DATA { jetstream: enabled }\n".to_string(),
+        (None, _) => String::new(),
+    };
     format!(
         r#"{jetstream}accounts {{
   AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
-  APP {{{auth_js} }}
-  TEAM {{{auth_js} }}
-  SYS {{}}
+  APP {{{auth_js}
+{app_imports}
+  }}
+  TEAM {{{auth_js}
+{team_imports}
+  }}
+{data}  SYS {{}}
 }}
 system_account: SYS
 authorization {{
@@ -144,7 +164,9 @@ authorization {{
     account: AUTH
 {xkey_line}  }}
 }}
-"#
+"#,
+        app_imports = imports("APP"),
+        team_imports = imports("TEAM"),
     )
 }
 
@@ -170,13 +192,13 @@ impl NatsServer {
     /// APP (where users land) and SYS, with auth callout on. With `xkey`, the
     /// server seals requests to that public key.
     pub fn start(issuer_public: &str, xkey_public: Option<&str>) -> NatsServer {
-        NatsServer::start_callout(issuer_public, xkey_public, false, false)
+        NatsServer::start_callout(issuer_public, xkey_public, false, false, None)
     }
 
     /// Like `start`, with JetStream on for the callout's account (for the KV
     /// grants bucket) and the users' accounts.
     pub fn start_jetstream(issuer_public: &str) -> NatsServer {
-        NatsServer::start_callout(issuer_public, None, true, false)
+        NatsServer::start_callout(issuer_public, None, true, false, None)
     }
 
     fn start_callout(
@@ -184,6 +206,7 @@ impl NatsServer {
         xkey_public: Option<&str>,
         js: bool,
         websocket: bool,
+        layout: Option<&Layout>,
     ) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -195,7 +218,7 @@ impl NatsServer {
 max_control_line: 64KB
 {}{}"#,
             websocket_conf(ws_port),
-            callout_conf(issuer_public, xkey_public, store.as_deref())
+            callout_conf(issuer_public, xkey_public, store.as_deref(), layout)
         );
         let mut server = NatsServer::start_with(dir, port, conf);
         server.ws_port = ws_port;
@@ -362,6 +385,89 @@ pub fn default_roles() -> String {
     )
 }
 
+/// The seed files a service config names, beside it.
+fn write_seeds(dir: &Path, keys: &CalloutKeys, opts: &ServiceOptions) {
+    std::fs::write(dir.join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+    if opts.xkey {
+        std::fs::write(dir.join("xkey.nk"), keys.xkey.seed().unwrap()).unwrap();
+    }
+    for seed in ["issuer.nk", "xkey.nk"] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            dir.join(seed),
+            std::fs::Permissions::from_mode(opts.seed_mode),
+        );
+    }
+}
+
+/// The service's config file for a stack: `opts` over the defaults.
+fn service_config(nats_url: &str, issuer: &str, opts: &ServiceOptions) -> String {
+    let xkey_line = if opts.xkey {
+        "xkey_seed_file = \"xkey.nk\"\n"
+    } else {
+        ""
+    };
+    let nats = opts
+        .nats
+        .as_deref()
+        .map(|n| {
+        n.replace("{url}", nats_url)
+            .replace("{addr}", nats_url.trim_start_matches("nats://"))
+        })
+        .unwrap_or_else(|| {
+        format!("url = \"{nats_url}\"\nuser = \"auth\"\npassword = \"authpw\"")
+        });
+    format!(
+        r#"[nats]
+{nats}
+
+[callout]
+issuer_seed_file = "issuer.nk"
+{xkey_line}account = "APP"
+{extra_callout}
+{callout_tables}
+
+{oidc}
+{http}
+{roles}
+"#,
+        http = opts
+        .http_port
+        .map(|p| format!("[http]\nlisten = \"127.0.0.1:{p}\"\n"))
+        .unwrap_or_default(),
+        extra_callout = opts.extra_callout,
+        callout_tables = opts.callout_tables,
+        // `{dev_issuer}` in a whole [oidc] section is the development
+        // issuer's URL (a stack that trusts another issuer beside it).
+        oidc = opts
+        .oidc
+        .as_deref()
+        .map(|o| o.replace("{dev_issuer}", issuer))
+        .unwrap_or_else(|| format!(
+            r#"[oidc]
+issuer = "{issuer}"
+audience = ["{AUDIENCE}"]
+roles_claim = "realm_access.roles"
+user_claim = "{user_claim}"
+jwks_refetch_cooldown = "2s"
+{extra_oidc}"#,
+            user_claim = opts.user_claim,
+            extra_oidc = opts.extra_oidc,
+        )),
+        roles = opts.roles,
+    )
+}
+
+/// The exports and imports the config's JetStream grants need (None
+/// without `[jetstream]`, or for a config the service would refuse).
+fn layout_of(config: &str, keys: &CalloutKeys, opts: &ServiceOptions) -> Option<Layout> {
+    let dir = tempfile::tempdir().unwrap();
+    write_seeds(dir.path(), keys, opts);
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    nats_oidc_callout::config::Config::load(&path).ok()?.layout()
+}
+
 /// The service binary running as a child process, logging to a file.
 pub struct CalloutService {
     child: Option<Child>,
@@ -380,67 +486,8 @@ impl CalloutService {
         opts: ServiceOptions,
     ) -> CalloutService {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
-        let xkey_line = if opts.xkey {
-            std::fs::write(dir.path().join("xkey.nk"), keys.xkey.seed().unwrap()).unwrap();
-            "xkey_seed_file = \"xkey.nk\"\n"
-        } else {
-            ""
-        };
-        for seed in ["issuer.nk", "xkey.nk"] {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(
-                dir.path().join(seed),
-                std::fs::Permissions::from_mode(opts.seed_mode),
-            );
-        }
-        let nats = opts
-            .nats
-            .map(|n| {
-                n.replace("{url}", nats_url)
-                    .replace("{addr}", nats_url.trim_start_matches("nats://"))
-            })
-            .unwrap_or_else(|| {
-                format!("url = \"{nats_url}\"\nuser = \"auth\"\npassword = \"authpw\"")
-            });
-        let config = format!(
-            r#"[nats]
-{nats}
-
-[callout]
-issuer_seed_file = "issuer.nk"
-{xkey_line}account = "APP"
-{extra_callout}
-{callout_tables}
-
-{oidc}
-{http}
-{roles}
-"#,
-            http = opts
-                .http_port
-                .map(|p| format!("[http]\nlisten = \"127.0.0.1:{p}\"\n"))
-                .unwrap_or_default(),
-            extra_callout = opts.extra_callout,
-            callout_tables = opts.callout_tables,
-            // `{dev_issuer}` in a whole [oidc] section is the development
-            // issuer's URL (a stack that trusts another issuer beside it).
-            oidc = opts
-                .oidc
-                .map(|o| o.replace("{dev_issuer}", issuer))
-                .unwrap_or_else(|| format!(
-                    r#"[oidc]
-issuer = "{issuer}"
-audience = ["{AUDIENCE}"]
-roles_claim = "realm_access.roles"
-user_claim = "{user_claim}"
-jwks_refetch_cooldown = "2s"
-{extra_oidc}"#,
-                    user_claim = opts.user_claim,
-                    extra_oidc = opts.extra_oidc,
-                )),
-            roles = opts.roles,
-        );
+        write_seeds(dir.path(), keys, &opts);
+        let config = service_config(nats_url, issuer, &opts);
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("service.log");
@@ -586,11 +633,19 @@ impl TestClient {
 pub async fn connect(url: &str, token: &str) -> Result<TestClient, async_nats::ConnectError> {
     connect_with(
         url,
-        base_options(url)
-            .await
+        private_inbox(base_options(url).await, token)
             .user_and_password("anything".into(), token.into()),
     )
     .await
+}
+
+/// Replies come to the token's private inbox (`{{inbox}}`), as the
+/// README tells clients to set it.
+pub fn private_inbox(options: ConnectOptions, token: &str) -> ConnectOptions {
+    match nats_oidc_callout::client::inbox::of_token(token) {
+        Ok(prefix) => options.custom_inbox_prefix(prefix),
+        Err(_) => options,
+    }
 }
 
 /// Connects with the token sent as the connect `auth_token`.
@@ -598,7 +653,11 @@ pub async fn connect_with_token(
     url: &str,
     token: &str,
 ) -> Result<TestClient, async_nats::ConnectError> {
-    connect_with(url, base_options(url).await.token(token.into())).await
+    connect_with(
+        url,
+        private_inbox(base_options(url).await, token).token(token.into()),
+    )
+    .await
 }
 
 /// What every client of `url` starts from: the sentinel credentials when
@@ -757,7 +816,7 @@ pub fn operator_mode() -> bool {
 }
 
 /// The accounts an operator-mode stack has, as config mode's nats.conf.
-pub const OPERATOR_ACCOUNTS: &[&str] = &["APP", "TEAM", "OTHER"];
+pub const OPERATOR_ACCOUNTS: &[&str] = &["APP", "TEAM", "OTHER", "DATA"];
 
 /// Sentinel credentials by server URL: clients of an operator-mode server
 /// present them (with the token as the password) to reach the callout.
@@ -787,19 +846,37 @@ fn write_private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// Server mode: the config names the callout's own account (AUTH in the
+/// test nats.conf), as configs with JetStream grants must.
+fn name_the_callout_account(opts: &mut ServiceOptions) {
+    if !opts.extra_callout.contains("auth_account") {
+        opts.extra_callout.push_str("\nauth_account = \"AUTH\"\n");
+    }
+}
+
 impl Stack {
-    pub async fn start(opts: ServiceOptions) -> Stack {
+    pub async fn start(mut opts: ServiceOptions) -> Stack {
         if opts.operator || operator_mode() {
             return Stack::start_operator(opts).await;
         }
         let issuer = DevIssuer::start(0).await.unwrap();
         let keys = CalloutKeys::new();
         let xkey_public = keys.xkey.public_key();
+        name_the_callout_account(&mut opts);
+        // nats-server's accounts import what the config's grants need.
+        let layout = opts
+            .jetstream
+            .then(|| {
+                let config = service_config("nats://127.0.0.1:4222", &issuer.issuer(), &opts);
+                layout_of(&config, &keys, &opts)
+            })
+            .flatten();
         let nats = NatsServer::start_callout(
             &keys.issuer.public_key(),
             opts.xkey.then_some(xkey_public.as_str()),
             opts.jetstream,
             opts.websocket,
+            layout.as_ref(),
         );
         let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
         Stack {
@@ -828,31 +905,11 @@ impl Stack {
         };
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let jetstream = if opts.jetstream {
-            format!(
-                "jetstream {{ store_dir: \"{}\" }}\n",
-                dir.path().join("js").display()
-            )
-        } else {
-            String::new()
-        };
-        let ws_port = opts.websocket.then(free_port);
-        let conf = format!(
-            "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\n{jetstream}{}{}",
-            websocket_conf(ws_port),
-            setup.nats_conf()
-        );
         let creds_dir = dir.path().to_path_buf();
-        let mut nats = NatsServer::start_with(dir, port, conf);
-        nats.ws_port = ws_port;
         let service_creds = creds_dir.join("service.creds");
         write_private(&service_creds, &setup.service_creds());
         let sentinel = creds_dir.join("sentinel.creds");
         write_private(&sentinel, &setup.sentinel_creds());
-        if nats.ws_port.is_some() {
-            register_sentinel(&nats.ws_url(), sentinel.clone());
-        }
-        SENTINELS.lock().unwrap().insert(nats.url(), sentinel);
         if opts.nats.is_none() {
             opts.nats = Some(format!(
                 "url = \"{{url}}\"\ncreds_file = \"{}\"",
@@ -874,6 +931,31 @@ impl Stack {
             ));
         }
         opts.callout_tables = format!("{tables}{}", opts.callout_tables);
+        // The account JWTs carry the exports and imports the grants need.
+        if opts.jetstream {
+            let config = service_config(&format!("nats://127.0.0.1:{port}"), &issuer.issuer(), &opts);
+            setup.layout = layout_of(&config, &keys, &opts);
+        }
+        let jetstream = if opts.jetstream {
+            format!(
+                "jetstream {{ store_dir: \"{}\" }}\n",
+                dir.path().join("js").display()
+            )
+        } else {
+            String::new()
+        };
+        let ws_port = opts.websocket.then(free_port);
+        let conf = format!(
+            "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\n{jetstream}{}{}",
+            websocket_conf(ws_port),
+            setup.nats_conf()
+        );
+        let mut nats = NatsServer::start_with(dir, port, conf);
+        nats.ws_port = ws_port;
+        if nats.ws_port.is_some() {
+            register_sentinel(&nats.ws_url(), sentinel.clone());
+        }
+        SENTINELS.lock().unwrap().insert(nats.url(), sentinel);
         let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
         Stack {
             issuer,
@@ -886,7 +968,8 @@ impl Stack {
 
     /// Like `start`, on a plain nats-server (see `NatsServer::start_plain`):
     /// for tests that play the part of nats-server themselves.
-    pub async fn start_direct(opts: ServiceOptions) -> Stack {
+    pub async fn start_direct(mut opts: ServiceOptions) -> Stack {
+        name_the_callout_account(&mut opts);
         let issuer = DevIssuer::start(0).await.unwrap();
         let keys = CalloutKeys::new();
         let nats = NatsServer::start_plain();

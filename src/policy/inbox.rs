@@ -1,0 +1,49 @@
+//! Private inboxes: `{{inbox}}`, one reply namespace per user.
+//!
+//! Any subscriber of `_INBOX.>` receives every reply sent to any client of
+//! its account (request/reply answers, JetStream and KV answers). A role
+//! that grants `sub.allow = ["{{inbox}}.>"]` instead gives each user a
+//! prefix of its own, which its clients set as their inbox prefix
+//! (nats.go `CustomInboxPrefix`, nats.js `inboxPrefix`, nats-py
+//! `inbox_prefix`, async-nats `custom_inbox_prefix`, the nats CLI's
+//! `--inbox-prefix`). It is public and derived from who the user is, so a
+//! client can compute it from its own token; what keeps it private is that
+//! no other user's permissions reach it.
+//!
+//! The prefix is `_INBOX.` and the first 32 hex digits of
+//! SHA-256(`<iss>` "\n" `<sub>`): the token's `iss` and `sub` claims as
+//! they are (for `[users.*]` identities: `config` and the user's name).
+//! It stays under `_INBOX.` so that the one stream export of `_INBOX.>`
+//! carries push deliveries from the account holding the streams. The
+//! client side computes the same value (`client::inbox`); both are pinned
+//! to the README's example.
+
+use sha2::{Digest, Sha256};
+
+/// The issuer part of a `[users.*]` identity's prefix.
+pub const CONFIG_ISSUER: &str = "config";
+
+/// The private inbox prefix of the user `sub` of the issuer `iss`.
+pub fn prefix(iss: &str, sub: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(iss.as_bytes());
+    digest.update(b"\n");
+    digest.update(sub.as_bytes());
+    let hex = data_encoding::HEXLOWER.encode(&digest.finalize()[..16]);
+    format!("_INBOX.{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's example: an implementation in any language must give
+    /// the same.
+    #[test]
+    fn the_readme_example() {
+        assert_eq!(
+            prefix("https://id.example.com", "ana"),
+            "_INBOX.ec8d71ff4bc13f98e4f07601fd36ab38"
+        );
+    }
+}
