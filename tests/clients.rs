@@ -93,6 +93,11 @@ async fn every_grant_works_for_nats_py_as_for_async_nats() {
             stack.token(user, &[role]),
         );
     }
+    script.env(
+        "TOKEN_REQUESTER2",
+        stack.token("requester2", &["requester"]),
+    );
+    script.env("JS_API_PREFIX", fixtures::API);
     if let Some(creds) = sentinel_for(&stack.url()) {
         script.env("SENTINEL_CREDS", creds);
     }
@@ -119,6 +124,8 @@ async fn every_grant_works_for_nats_py_as_for_async_nats() {
         "kv: keys of a bucket it may read only some keys of",
         "resp: a second answer is refused",
         "resp: no other inbox",
+        "inbox: another user cannot subscribe to mine",
+        "inbox: its own answers still come",
         "websocket: a websocket-only role is refused over TCP",
         "websocket: admitted over websocket",
     ] {

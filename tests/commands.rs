@@ -10,6 +10,7 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
     let token = stack
         .issuer
         .token("rita", AUDIENCE, &["reader", "guest"], 600);
+    let inbox = nats_oidc_callout::client::inbox::of_token(&token).unwrap();
     let config = stack.service.config.clone();
     let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
         .await
@@ -21,7 +22,7 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
         "roles:    [\"reader\", \"guest\"]",
         "mapped:   [\"reader\"]",
         "account:  APP",
-        "  allow:  _INBOX.>, orders.>",
+        &format!("  allow:  {inbox}.>, orders.>"),
         "  deny:   $SYS.>, orders.secret.>",
         "verdict:  ALLOWED",
     ] {
@@ -224,6 +225,7 @@ password = "authpw"
 [callout]
 issuer_seed_file = "issuer.nk"
 account = "APP"
+auth_account = "AUTH"
 
 [oidc]
 issuer = "https://idp.example.com/realms/demo"
@@ -233,25 +235,34 @@ roles_claim = "realm_access.roles"
 [grants]
 kv_bucket = "grants"
 
+[jetstream]
+account = "DATA"
+
+[roles.eavesdropper]
+sub.allow = ["_INBOX.>"]
+
+[roles.private]
+sub.allow = ["{{inbox}}.>", "users.{{sub}}.>"]
+
 [roles.echo]
 sub.allow = ["svc.echo"]
 pub.allow = ["_INBOX.>"]
 resp = {}
 
 [roles.owner]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 jetstream.manage = ["A", "B", "C", "D"]
 
 [roles.granter]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 pub.allow = ["$KV.*.>"]
 
 [roles.worker]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 jetstream.consume = ["ORDERS/worker"]
 
 [roles.tail]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 jetstream.replay = ["ORDERS"]
 
 [roles.embedded]
@@ -270,11 +281,11 @@ connection.types = ["MQTT", "MQTT_WS"]
 kv.read = ["config"]
 
 [roles.profile]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 kv.write = ["profiles/{{sub}}.>", "scratch"]
 
 [roles.watcher]
-sub.allow = ["_INBOX.>"]
+sub.allow = ["{{inbox}}.>"]
 kv.read = ["profiles", "config"]
 
 [roles.editor]
@@ -290,7 +301,8 @@ pub.allow = ["$KV.config.theme"]
     let t = output_text(&out);
     assert!(out.status.success(), "{t}");
     for expected in [
-        "warning: roles.echo: pub.allow \"_INBOX.>\" reaches every client's _INBOX next to resp",
+        "warning: roles.echo.pub.allow \"_INBOX.>\" reaches other users' inboxes: its users can forge replies",
+        "warning: roles.eavesdropper.sub.allow \"_INBOX.>\" reaches other users' inboxes: a subscriber of _INBOX.> receives every reply",
         "warning: roles.owner.jetstream.manage [\"A\", \"B\", \"C\", \"D\"]: a stream's config reaches the whole account",
         "warning: roles.tail.jetstream.replay ORDERS: a consumer's delivery subject is set in the request body",
         "warning: roles.watcher.kv.read profiles creates consumers on KV_profiles and roles.profile.kv.write profiles/{{sub}}.> writes into it",
@@ -301,12 +313,13 @@ pub.allow = ["$KV.config.theme"]
         "warning: roles.embedded.connection.types lists MQTT_WS without MQTT: nats-server does not tell the two apart",
         "warning: roles.leaf.connection.types lists LEAFNODE without LEAFNODE_WS",
         "warning: roles.profile.kv.write profiles/{{sub}}.>: a put of these keys with the header Nats-Rollup: all empties the whole bucket",
-        "warning: roles.deaf: jetstream and kv answer on the client's inbox, and sub.allow has no _INBOX subject",
+        "warning: roles.deaf: jetstream and kv answer on the client's inbox, and sub.allow has no inbox",
     ] {
         assert!(t.contains(expected), "missing {expected:?} in\n{t}");
     }
     for quiet in [
         "warning: roles.worker: ",
+        "warning: roles.private",
         "warning: roles.tail: ",
         "warning: roles.watcher: ",
         "KV_scratch",
@@ -322,8 +335,11 @@ pub.allow = ["$KV.config.theme"]
 async fn explain_shows_the_whole_user_jwt_of_a_role() {
     let stack = Stack::start(ServiceOptions {
         roles: r#"
+[jetstream]
+account = "DATA"
+
 [roles.orders-service]
-sub.allow = ["orders.requests", "_INBOX.>"]
+sub.allow = ["orders.requests", "{{inbox}}.>"]
 resp = { max = 1, ttl = "1m" }
 max_user_ttl = "15m"
 limits = { subs = 100, payload = "64KiB", data = "10MiB" }
@@ -363,8 +379,9 @@ write = ["profiles/{{name}}.>"]
         "(in 900s;",
         "max_user_ttl 900s from a role's max_user_ttl",
         "user JWT claims (sub is the connecting client's nkey):",
-        "\"$JS.API.CONSUMER.MSG.NEXT.ORDERS.worker\"",
+        "\"$JS.DATA.API.CONSUMER.MSG.NEXT.ORDERS.worker\"",
         "\"$KV.profiles.svc.>\"",
+        "\"$JS.DATA.API.$KV.profiles.svc.>\"",
         "\"allowed_connection_types\": [",
         "\"times_location\": \"Europe/Berlin\"",
         "\"ttl\": 60000000000",

@@ -39,6 +39,7 @@ password = "authpw"
 [callout]
 issuer_seed_file = "issuer.nk"
 account = "APP"
+auth_account = "AUTH"
 
 [oidc]
 issuer = "https://idp.example.com/realms/demo"
@@ -48,6 +49,10 @@ roles_claim = "realm_access.roles"
 [roles.reader]
 sub.allow = ["orders.>"]
 "#;
+
+/// Where the streams of the grants live: an account users are not placed
+/// in (the README's recommended layout).
+const JETSTREAM: &str = "\n[jetstream]\naccount = \"DATA\"\n";
 
 fn error_for(text: &str) -> String {
     let d = Dir::new();
@@ -430,7 +435,12 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
         .replace(
             "sub.allow = [\"partner.>\"]",
             "sub.allow = [\"users.{{name}}.>\"]\nkv.write = [\"profiles/{{name}}.>\"]",
-        );
+        )
+        .replace(
+            "account = \"APP\"",
+            "account = \"APP\"\nauth_account = \"AUTH\"",
+        )
+        + JETSTREAM;
     let warnings =
         nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&risky)).unwrap());
     for w in [
@@ -742,7 +752,7 @@ impl Operator {
     }
 
     fn text(&self) -> String {
-        GOOD.replace(
+        GOOD.replace("auth_account = \"AUTH\"\n", "").replace(
             "account = \"APP\"",
             &format!(
                 "account = \"APP\"\nmode = \"operator\"\nauth_account = \"{}\"\n\n[callout.accounts.APP]\npublic_key = \"{}\"\nsigning_key_seed_file = \"app-sk.nk\"",
@@ -787,9 +797,9 @@ fn operator_mode_configs_are_checked_and_errors_name_the_key() {
             "required",
         ),
         (
-            GOOD.replace("account = \"APP\"", "account = \"APP\"\nauth_account = \"AXYZ\""),
+            GOOD.replace("auth_account = \"AUTH\"", &format!("auth_account = \"{}\"", o.app.public_key())),
             "callout.auth_account",
-            "is for operator mode",
+            "not a public key",
         ),
         (
             format!(
@@ -970,7 +980,7 @@ jetstream.consume = ["ORDERS/worker"]
 jetstream.read = ["ORDERS"]
 kv.read = ["config", "profiles/{{sub}}.>"]
 kv.write = ["profiles/{{sub}}.>"]"#,
-    );
+    ) + JETSTREAM;
     let config = Config::load(&d.write(&text)).expect("valid");
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .args(["check", "--config"])
@@ -997,7 +1007,8 @@ fn the_examples_commented_role_is_valid() {
         .map(|l| l.strip_prefix("# ").unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n");
-    let config = Config::load(&d.write(&format!("{}{uncommented}\n", &example[..at])))
+    let head = example[..at].replace("# auth_account = \"AUTH\"", "auth_account = \"AUTH\"");
+    let config = Config::load(&d.write(&format!("{head}{uncommented}\n")))
         .expect("the uncommented role is valid");
     let role = config
         .roles

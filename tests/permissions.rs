@@ -344,7 +344,9 @@ async fn hostile_claim_values_in_subject_templates_are_refused() {
 
 /// A value that fills a subject's first token never names a namespace every
 /// user shares: a user named `_INBOX` with `{{name}}.>` would receive every
-/// client's replies, one named `$JS` would run the account's JetStream.
+/// client's replies, one named `_R_` every service import's answers in the
+/// exporting account (`_GR_` across gateways), one named `$JS` would run
+/// the account's JetStream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_value_never_opens_a_shared_namespace() {
     let stack = Stack::start(ServiceOptions {
@@ -352,12 +354,22 @@ async fn a_token_value_never_opens_a_shared_namespace() {
         ..Default::default()
     })
     .await;
-    for name in ["_INBOX", "$JS", "$KV", "$SRV", "$O"] {
+    let names = [
+        "_INBOX",
+        "_R_",
+        "_GR_",
+        "_anything",
+        "$JS",
+        "$KV",
+        "$SRV",
+        "$O",
+    ];
+    for name in names {
         assert_refused(&stack.url(), &stack.token(name, &["own"]), name).await;
     }
     assert_eq!(
-        count_in_log(&stack.service.log, "$ or _INBOX"),
-        5,
+        count_in_log(&stack.service.log, "$ or _,"),
+        names.len(),
         "{}",
         stack.service.log_text()
     );

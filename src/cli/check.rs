@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::policy::bindings;
 use crate::policy::roles::{Direction, Role};
 use crate::policy::subject::{names_reserved, overlaps};
+use crate::policy::template::Entry;
 use crate::policy::users::{bcrypt_cost, Credential, Grant};
 
 /// `check`: prints the warnings and says the config is valid.
@@ -123,6 +124,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
             ));
         }
     }
+    warn_accounts(&mut out, config);
     warn_consumers_others_create(&mut out, config);
     warn_delivery_anywhere(&mut out, config);
     for issuer in &config.oidc {
@@ -190,6 +192,19 @@ pub fn warnings(config: &Config) -> Vec<String> {
         }
     }
     for user in &config.users {
+        if let Grant::Fixed(own) = &user.grant {
+            for (_, role) in own.iter() {
+                for (dir_name, dir) in [("pub", &role.publish), ("sub", &role.subscribe)] {
+                    for entry in dir.allow.iter().filter(|e| reaches_others_inboxes(e)) {
+                        out.push(format!(
+                            "users.{}.{dir_name}.allow {:?} reaches other users' inboxes (every reply sent to any client of the account); grant \"{{{{inbox}}}}.>\" (this user's private inbox) instead",
+                            user.name,
+                            entry.as_str()
+                        ));
+                    }
+                }
+            }
+        }
         if let Credential::Bcrypt(hash) = &user.credential {
             let cost = bcrypt_cost(hash).unwrap_or(0);
             if cost < 10 {
@@ -214,6 +229,22 @@ pub fn warnings(config: &Config) -> Vec<String> {
     out
 }
 
+/// Whether an allow entry reaches inboxes other than the user's own: it
+/// overlaps `_INBOX.>` and is not `{{inbox}}...` (a placeholder that fills
+/// the first token cannot start with `_`).
+fn reaches_others_inboxes(entry: &Entry) -> bool {
+    // ">" is warned about as every subject, inboxes included.
+    if entry.as_str() == ">" {
+        return false;
+    }
+    if let Some(t) = entry.template() {
+        if t.is_private_inbox() || t.fills_first_token() {
+            return false;
+        }
+    }
+    overlaps(entry.as_str(), "_INBOX.x.y")
+}
+
 fn warn_direction(out: &mut Vec<String>, role: &str, dir_name: &str, dir: &Direction) {
     for entry in dir
         .allow
@@ -221,14 +252,27 @@ fn warn_direction(out: &mut Vec<String>, role: &str, dir_name: &str, dir: &Direc
         .filter(|e| e.template().is_some_and(|t| t.fills_first_token()))
     {
         out.push(format!(
-            "roles.{role}.{dir_name}.allow: {:?} lets a value from the token choose the subject's first token; values starting with $ or _INBOX are refused, but any other namespace of the account can be named by whoever controls that value; start with a fixed token (\"users.{{{{name}}}}.>\")",
+            "roles.{role}.{dir_name}.allow: {:?} lets a value from the token choose the subject's first token; values starting with $ or _ are refused, but any other namespace of the account can be named by whoever controls that value; start with a fixed token (\"users.{{{{name}}}}.>\")",
             entry.as_str()
         ));
+    }
+    for entry in dir.allow.iter().filter(|e| reaches_others_inboxes(e)) {
+        out.push(if dir_name == "sub" {
+            format!(
+                "roles.{role}.sub.allow {:?} reaches other users' inboxes: a subscriber of _INBOX.> receives every reply sent to any client of the account (request/reply answers, JetStream and KV answers, a KV get of someone else's key); grant the private inbox \"{{{{inbox}}}}.>\" instead and set the clients' inbox prefix",
+                entry.as_str()
+            )
+        } else {
+            format!(
+                "roles.{role}.pub.allow {:?} reaches other users' inboxes: its users can forge replies (and JetStream answers) to requests they never saw; answering requests needs resp, and its own requests need no publish right on inboxes",
+                entry.as_str()
+            )
+        });
     }
     for subject in dir.allow.iter().map(|e| e.as_str()) {
         if subject == ">" {
             out.push(format!(
-                "roles.{role}.{dir_name}.allow grants \">\" (every subject{})",
+                "roles.{role}.{dir_name}.allow grants \">\" (every subject{}, every user's inbox included)",
                 if dir.deny.is_empty() {
                     ""
                 } else {
@@ -251,19 +295,6 @@ fn warn_role_grants(out: &mut Vec<String>, name: &str, role: &Role, grants_bucke
             .map(|e| e.as_str())
             .chain(role.granted.iter().map(|(e, _)| e.as_str()))
     };
-    if role.resp.is_some() {
-        if let Some(inbox) = role
-            .publish
-            .allow
-            .iter()
-            .find(|e| overlaps(e.as_str(), "_INBOX.>"))
-        {
-            out.push(format!(
-                "roles.{name}: pub.allow {:?} reaches every client's _INBOX next to resp: resp already lets it answer the requests it receives; publishing into other inboxes lets it forge replies to requests it never saw",
-                inbox.as_str()
-            ));
-        }
-    }
     if !role.jetstream.manage.is_empty() {
         out.push(format!(
             "roles.{name}.jetstream.manage {:?}: a stream's config reaches the whole account (its subjects capture any subject, mirror and sources copy any stream or bucket, republish writes to any subject), and each stream can be deleted or purged: manage is read and write of the whole account; give it only to the account's administrators",
@@ -312,8 +343,54 @@ fn warn_role_grants(out: &mut Vec<String>, name: &str, role: &Role, grants_bucke
             .any(|e| overlaps(e.as_str(), "_INBOX.x.y"))
     {
         out.push(format!(
-            "roles.{name}: jetstream and kv answer on the client's inbox, and sub.allow has no _INBOX subject; unless another role of its users grants one (or clients use a custom inbox prefix that sub.allow covers), every JetStream and KV call times out"
+            "roles.{name}: jetstream and kv answer on the client's inbox, and sub.allow has no inbox; unless another role of its users grants one, every JetStream and KV call times out: grant \"{{{{inbox}}}}.>\" (the user's private inbox) and set the clients' inbox prefix"
         ));
+    }
+}
+
+/// Users placed where JetStream's answers or the callout's requests are:
+/// the account holding the streams, and the callout's own account.
+fn warn_accounts(out: &mut Vec<String>, config: &Config) {
+    let default = config.callout.account.as_str();
+    if config.callout.is_callout_account(default) == Some(true) {
+        out.push(format!(
+            "callout.account {default:?} is the callout's own account: users placed there can reach what the service's own connection reaches (the authorization requests on $SYS.REQ.USER.AUTH, which carry every login's token, and the grants bucket) as far as their permissions go; place users in another account"
+        ));
+    }
+    for (name, role) in config.roles.iter() {
+        let account = role.account.as_deref().unwrap_or(default);
+        if role.account.is_some()
+            && matches!(config.callout.mode, Mode::Server)
+            && config.callout.is_callout_account(account) == Some(true)
+        {
+            out.push(format!(
+                "roles.{name}.account {account:?} is the callout's own account: its users can reach the authorization requests (every login's token) and the grants bucket as far as their permissions go; place them in another account"
+            ));
+        }
+        let Some(js) = config.jetstream.as_ref().filter(|js| js.name == account) else {
+            continue;
+        };
+        let home = js.home(account);
+        for (entry, what) in &role.granted {
+            out.push(format!(
+                "roles.{name}: {:?} ({what}) is granted in {account:?}, the account holding the streams (jetstream.same_account): JetStream will publish its answers, and the messages it serves, to any subject of the account the user names, with its own rights: into any stream or bucket there, the grants of other users included",
+                entry.as_str()
+            ));
+        }
+        if role.granted.is_empty() {
+            let api = format!("{}.>", home.api);
+            if let Some(p) = role
+                .publish
+                .allow
+                .iter()
+                .map(|e| e.as_str())
+                .find(|p| overlaps(p, &api) || overlaps(p, "$KV.>"))
+            {
+                out.push(format!(
+                    "roles.{name} places its users in {account:?}, the account holding the streams (jetstream.account), and pub.allow {p:?} reaches its JetStream API or KV subjects: JetStream publishes its answers to any subject they name there, with its own rights, so they can write into every stream and bucket of the account; give this only to its administrators"
+                ));
+            }
+        }
     }
 }
 
@@ -403,14 +480,14 @@ fn warn_delivery_anywhere(out: &mut Vec<String>, config: &Config) {
     for (stream, creator) in &creators {
         for (_, writer) in writers.iter().filter(|(s, _)| s == stream) {
             out.push(format!(
-                "{creator} creates consumers on {stream} and {writer} writes into it: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so a user holding both can make what it writes appear on any subject of the account, past its publish permissions; keep the two grants for one stream apart, or in roles no one holds together"
+                "{creator} creates consumers on {stream} and {writer} writes into it: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so a user holding both can make what it writes appear on any subject of the account holding the stream (and on any inbox of the users' account, through the inbox import), past its publish permissions; keep the two grants for one stream apart, or in roles no one holds together"
             ));
         }
     }
     for (name, role) in config.roles.iter() {
         for stream in &role.jetstream.replay {
             out.push(format!(
-                "roles.{name}.jetstream.replay {stream}: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so its users can have {stream}'s messages re-sent to any subject of the account, and any of them who may also publish into {stream}'s subjects can make any content appear anywhere; grant replay only where that is acceptable"
+                "roles.{name}.jetstream.replay {stream}: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so its users can have {stream}'s messages re-sent to any subject of the account holding it (and to any inbox of the users' account, through the inbox import), and any of them who may also publish into {stream}'s subjects can make any content appear there; grant replay only where that is acceptable"
             ));
         }
     }

@@ -49,12 +49,10 @@ impl Validator<'_> {
             ));
         }
         let public_key = match (&callout.mode, raw.public_key) {
-            (callout::Mode::Server, Some(_)) => {
-                return Err(self.err(
-                    "jetstream.public_key",
-                    "is for operator mode; in server mode nats-server knows the account by its name",
-                ))
-            }
+            (callout::Mode::Server, Some(_)) => return Err(self.err(
+                "jetstream.public_key",
+                "is for operator mode; in server mode nats-server knows the account by its name",
+            )),
             (callout::Mode::Server, None) => None,
             (callout::Mode::Operator { accounts }, key) => {
                 let declared = accounts.get(&name).map(|a| a.public_key.clone());

@@ -12,8 +12,8 @@ use super::raw::{
 use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
 use crate::policy::connection::{ConnType, ConnectionRules, Window};
-use crate::policy::roles::{Direction, Limits, Resp, Role, RoleTable};
 use crate::policy::layout::JetStreamAccount;
+use crate::policy::roles::{Direction, Limits, Resp, Role, RoleTable};
 use crate::policy::streams::{
     check_bucket, check_key_pattern, check_stream_name, Consumer, JetStreamGrant, JsHome, KvGrant,
     KvScope, JS_API,
@@ -112,13 +112,18 @@ impl Validator<'_> {
             .map(|k| self.kv(&at("kv"), k))
             .transpose()?
             .unwrap_or_default();
-        // Without [jetstream] the grants cannot compile; placement checks
-        // refuse such a role with a message saying what to add.
-        let home = home.cloned().unwrap_or_else(|| JsHome {
-            api: JS_API.into(),
-            domain: "_".into(),
-            account_hash: String::new(),
-        });
+        let home = match home {
+            Some(home) => home.clone(),
+            None if jetstream.is_empty() && kv.is_empty() => JsHome {
+                api: JS_API.into(),
+                domain: "_".into(),
+                account_hash: "none".into(),
+            },
+            None => return Err(self.err(
+                key,
+                "has JetStream/KV grants, but no [jetstream] table says where the streams and buckets live: set jetstream.account to the account that holds them (one users are never placed in; `nats-oidc-callout accounts` prints the imports its users' accounts need)",
+            )),
+        };
         let mut granted: Vec<(Entry, &'static str)> = jetstream
             .compile(&home)
             .into_iter()

@@ -35,8 +35,7 @@ pub.allow = [">"]
 sub.allow = [">"]
 
 [roles.reader]
-pub.allow = ["_INBOX.>"]
-sub.allow = ["orders.>", "_INBOX.>"]
+sub.allow = ["orders.>", "{{inbox}}.>"]
 sub.deny  = ["orders.secret.>"]
 "#;
 

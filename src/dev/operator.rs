@@ -270,6 +270,25 @@ impl OperatorSetup {
         )
     }
 
+    /// The `.creds` of a user of the system account (monitoring requests
+    /// such as `$SYS.REQ.SERVER.PING.SUBSZ`), signed by its signing key.
+    pub fn system_creds(&self) -> String {
+        let user = nkeys::KeyPair::new_user();
+        let jwt = sign(
+            &self.system.signing,
+            user.public_key(),
+            "system",
+            json!({
+                "pub": {}, "sub": {},
+                "subs": -1, "data": -1, "payload": -1,
+                "issuer_account": self.system.public_key(),
+                "type": "user",
+                "version": 2,
+            }),
+        );
+        creds::format(&jwt, &user.seed().expect("a fresh key has a seed"))
+    }
+
     /// The sentinel clients present: a bearer user of AUTH with no
     /// permissions.
     pub fn sentinel_creds(&self) -> String {

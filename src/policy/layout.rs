@@ -278,11 +278,14 @@ impl Layout {
                 Kind::Service(Response::Stream) => "--service --response-type Stream".to_string(),
                 Kind::Stream => String::new(),
             };
-            out.push_str(&format!(
-                "nsc add export --account {} --private {kind} --subject {}\n",
-                shell_word(&self.account),
-                shell_word(&e.subject)
-            ).replace("  ", " "));
+            out.push_str(
+                &format!(
+                    "nsc add export --account {} --private {kind} --subject {}\n",
+                    shell_word(&self.account),
+                    shell_word(&e.subject)
+                )
+                .replace("  ", " "),
+            );
         }
         let mut n = 0;
         for (account, imports) in &self.imports {
@@ -333,7 +336,9 @@ fn remote_of(local: &str, prefix: &str) -> String {
 /// Requests that are answered more than once: pulls, batched direct gets
 /// and acks (`+NXT` asks for more messages).
 fn response_for(remote: &str) -> Response {
-    if remote.contains(".MSG.NEXT.") || remote.contains(".DIRECT.GET.") || remote.starts_with("$JS.ACK.")
+    if remote.contains(".MSG.NEXT.")
+        || remote.contains(".DIRECT.GET.")
+        || remote.starts_with("$JS.ACK.")
     {
         Response::Stream
     } else {
@@ -374,7 +379,15 @@ fn reduce(mut list: Vec<Import>, prefix: &str) -> Vec<Import> {
                 } else {
                     remote_of(&local, prefix)
                 };
-                merged = Some((i, j, Import { kind, remote, local }));
+                merged = Some((
+                    i,
+                    j,
+                    Import {
+                        kind,
+                        remote,
+                        local,
+                    },
+                ));
                 break 'scan;
             }
         }
@@ -397,7 +410,10 @@ fn quote(subject: &str) -> String {
 
 /// An account name in nats-server's config: bare when it is a plain word.
 fn conf_name(name: &str) -> String {
-    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         name.to_string()
     } else {
         quote(name)
@@ -432,10 +448,16 @@ mod tests {
     #[test]
     fn the_prefix_maps_to_the_api_and_kv_puts_through_it_to_kv() {
         let p = "$JS.DATA.API";
-        assert_eq!(remote_of("$JS.DATA.API.STREAM.INFO.X", p), "$JS.API.STREAM.INFO.X");
+        assert_eq!(
+            remote_of("$JS.DATA.API.STREAM.INFO.X", p),
+            "$JS.API.STREAM.INFO.X"
+        );
         assert_eq!(remote_of("$JS.DATA.API.$KV.b.>", p), "$KV.b.>");
         assert_eq!(remote_of("$KV.b.>", p), "$KV.b.>");
-        assert_eq!(remote_of("$JS.ACK.S.C.*.*.*.*.*", p), "$JS.ACK.S.C.*.*.*.*.*");
+        assert_eq!(
+            remote_of("$JS.ACK.S.C.*.*.*.*.*", p),
+            "$JS.ACK.S.C.*.*.*.*.*"
+        );
         assert_eq!(
             response_for("$JS.API.CONSUMER.MSG.NEXT.S.C"),
             Response::Stream

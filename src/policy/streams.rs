@@ -593,7 +593,11 @@ mod tests {
         for compiled in replay.compile(&home) {
             for (stream, consumer) in others.iter().filter(|(s, _)| *s != "ORDERS") {
                 for sub in consumer_subscriptions(&home, stream, consumer) {
-                    assert!(!overlaps(&compiled.subject, &sub), "{} reaches {sub}", compiled.subject);
+                    assert!(
+                        !overlaps(&compiled.subject, &sub),
+                        "{} reaches {sub}",
+                        compiled.subject
+                    );
                 }
             }
         }
@@ -610,7 +614,10 @@ mod tests {
             ..Default::default()
         }
         .compile(&home);
-        assert!(subjects(&js).iter().all(|s| s.starts_with("$JS.DATA.API.")), "{js:?}");
+        assert!(
+            subjects(&js).iter().all(|s| s.starts_with("$JS.DATA.API.")),
+            "{js:?}"
+        );
         let kv: Vec<String> = KvGrant {
             read: vec![],
             write: vec![KvScope {

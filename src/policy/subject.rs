@@ -69,7 +69,8 @@ pub fn overlaps(a: &str, b: &str) -> bool {
 /// Whether every subject `inner` matches also matches `outer` (both
 /// permission-style patterns, no placeholders).
 pub fn subsumes(outer: &str, inner: &str) -> bool {
-    let (outer, inner): (Vec<&str>, Vec<&str>) = (outer.split('.').collect(), inner.split('.').collect());
+    let (outer, inner): (Vec<&str>, Vec<&str>) =
+        (outer.split('.').collect(), inner.split('.').collect());
     for (i, o) in outer.iter().enumerate() {
         if *o == ">" {
             return inner.len() > i;

@@ -566,7 +566,12 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(e.placeholder, "{{inbox}}");
-        for bad in ["a.{{inbox}}.>", "{{inbox}}x", "{{inbox}}{{sub}}", "x{{inbox}}.>"] {
+        for bad in [
+            "a.{{inbox}}.>",
+            "{{inbox}}x",
+            "{{inbox}}{{sub}}",
+            "x{{inbox}}.>",
+        ] {
             let e = SubjectTemplate::parse(bad).unwrap_err();
             assert!(e.contains("must begin the subject"), "{bad}: {e}");
         }

@@ -1,13 +1,19 @@
 """The role grants of tests/clients.rs, exercised with nats-py.
 
 Usage: grants.py <nats-url> <ws-url>, with the tokens in the environment
-(TOKEN_<ROLE>) and, for an operator-mode server, the sentinel credentials
-in SENTINEL_CREDS. The streams, consumers and buckets exist already.
+(TOKEN_<ROLE>), the JetStream API prefix the users' account imports the
+streams under in JS_API_PREFIX and, for an operator-mode server, the
+sentinel credentials in SENTINEL_CREDS. The streams, consumers and buckets
+exist already. Every client sets its private inbox prefix ({{inbox}}),
+computed from its token as the README says.
 Prints one "PASS <case>" or "FAIL <case>: <why>" line per case and exits
 non-zero when any case failed.
 """
 
 import asyncio
+import base64
+import hashlib
+import json
 import os
 import sys
 
@@ -15,7 +21,17 @@ import nats
 from nats.errors import NoServersError
 
 URL, WS_URL = sys.argv[1], sys.argv[2]
+API = os.environ.get("JS_API_PREFIX", "$JS.API")
 FAILED = []
+
+
+def inbox_prefix(token):
+    """The private inbox of the token's user: _INBOX. and the first 32 hex
+    digits of SHA-256(iss "\\n" sub)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    digest = hashlib.sha256(f"{claims['iss']}\n{claims['sub']}".encode()).hexdigest()
+    return "_INBOX." + digest[:32]
 
 
 def report(case, ok, why=""):
@@ -38,11 +54,13 @@ class Client:
             self.errors.append(str(e).lower())
 
         token = os.environ[f"TOKEN_{role.upper().replace('-', '_')}"]
+        self.inbox = inbox_prefix(token)
         options = dict(
             error_cb=on_error,
             allow_reconnect=False,
             connect_timeout=5,
             max_reconnect_attempts=0,
+            inbox_prefix=self.inbox.encode(),
         )
         if os.environ.get("SENTINEL_CREDS"):
             # With credentials nats-py sends a token, never a password,
@@ -51,10 +69,10 @@ class Client:
         else:
             options.update(user="anyone", password=token)
         self.nc = await nats.connect(url, **options)
-        self.js = self.nc.jetstream(timeout=1.5)
+        self.js = self.nc.jetstream(timeout=1.5, prefix=API)
         return self
 
-    async def denied(self, case, attempt, subject):
+    async def denied(self, case, attempt, subject, what="publish to"):
         """`attempt` fails, because the server refused a publish on `subject`."""
         try:
             await attempt
@@ -63,7 +81,7 @@ class Client:
         else:
             report(case, False, "allowed")
             return
-        needle = f'permissions violation for publish to "{subject.lower()}"'
+        needle = f'permissions violation for {what} "{subject.lower()}"'
         for _ in range(50):
             if any(needle in e for e in self.errors):
                 report(case, True)
@@ -93,8 +111,8 @@ async def consume():
     for m in msgs or []:
         await allowed("consume: ack", m.ack_sync(timeout=3))
     other = await c.js.pull_subscribe_bind("other", stream="ORDERS")
-    await c.denied("consume: fetch another durable", other.fetch(1, timeout=1.5), "$JS.API.CONSUMER.MSG.NEXT.ORDERS.other")
-    await c.denied("consume: delete the stream", c.js.delete_stream("ORDERS"), "$JS.API.STREAM.DELETE.ORDERS")
+    await c.denied("consume: fetch another durable", other.fetch(1, timeout=1.5), f"{API}.CONSUMER.MSG.NEXT.ORDERS.other")
+    await c.denied("consume: delete the stream", c.js.delete_stream("ORDERS"), f"{API}.STREAM.DELETE.ORDERS")
     await c.close()
 
 
@@ -108,7 +126,7 @@ async def read():
         c.js.get_last_msg("ORDERS", "orders.new", direct=True),
         lambda m: m.data == b"first",
     )
-    await c.denied("read: purge", c.js.purge_stream("ORDERS"), "$JS.API.STREAM.PURGE.ORDERS")
+    await c.denied("read: purge", c.js.purge_stream("ORDERS"), f"{API}.STREAM.PURGE.ORDERS")
     await c.close()
 
 
@@ -135,7 +153,7 @@ async def replay():
     pull = await allowed("replay: ephemeral pull consumer", c.js.pull_subscribe("orders.>", stream="ORDERS"))
     if pull is not None:
         await allowed("replay: pull from it", pull.fetch(2, timeout=3), lambda m: len(m) == 2)
-    await c.denied("replay: purge", c.js.purge_stream("ORDERS"), "$JS.API.STREAM.PURGE.ORDERS")
+    await c.denied("replay: purge", c.js.purge_stream("ORDERS"), f"{API}.STREAM.PURGE.ORDERS")
     await c.close()
 
 
@@ -148,9 +166,9 @@ async def manage():
     await c.denied(
         "manage: create another stream",
         c.js.add_stream(name="OTHER", subjects=["other.>"]),
-        "$JS.API.STREAM.CREATE.OTHER",
+        f"{API}.STREAM.CREATE.OTHER",
     )
-    await c.denied("manage: delete another stream", c.js.delete_stream("ORDERS"), "$JS.API.STREAM.DELETE.ORDERS")
+    await c.denied("manage: delete another stream", c.js.delete_stream("ORDERS"), f"{API}.STREAM.DELETE.ORDERS")
     await c.close()
 
 
@@ -175,12 +193,12 @@ async def kv():
         await c.denied(
             "kv: get another's key",
             profiles.get("bob.email"),
-            "$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.bob.email",
+            f"{API}.DIRECT.GET.KV_profiles.$KV.profiles.bob.email",
         )
         await c.denied(
             "kv: keys of a bucket it may read only some keys of",
             profiles.keys(),
-            "$JS.API.CONSUMER.CREATE.KV_profiles",
+            f"{API}.CONSUMER.CREATE.KV_profiles",
         )
     await c.close()
 
@@ -214,8 +232,28 @@ async def resp():
         await asyncio.sleep(0.05)
     report("resp: a second answer is refused", any("permissions violation for publish" in e for e in service.errors), repr(service.errors))
     await service.denied("resp: no other inbox", service.nc.request("_INBOX.forged", b"x", timeout=1), "_INBOX.forged")
+    # Another user of the same role cannot read the requester's replies.
+    other = await Client().connect("requester2")
+    await other.denied(
+        "inbox: another user cannot subscribe to mine",
+        subscribe_and_wait(other, requester.inbox + ".>"),
+        requester.inbox + ".>",
+        "subscription to",
+    )
+    await allowed("inbox: its own answers still come", request(), lambda m: m.data == b"pong")
+    await other.close()
     await service.close()
     await requester.close()
+
+
+async def subscribe_and_wait(client, subject):
+    """Subscribes and fails when the server refuses the subscription."""
+    await client.nc.subscribe(subject)
+    await client.nc.flush()
+    for _ in range(40):
+        if client.errors:
+            raise RuntimeError(client.errors[-1])
+        await asyncio.sleep(0.05)
 
 
 async def websocket():

@@ -132,11 +132,7 @@ pub fn callout_conf(
     // nonce, which nkey identities ([users.*] nkey) must sign. Its seed is
     // thrown away: nobody logs in as it.
     let nonce_enabler = nkeys::KeyPair::new_user().public_key();
-    let imports = |account: &str| {
-        layout
-            .map(|l| l.imports_conf(account))
-            .unwrap_or_default()
-    };
+    let imports = |account: &str| layout.map(|l| l.imports_conf(account)).unwrap_or_default();
     let data = match (jetstream_store, layout) {
         (Some(_), Some(l)) if !l.imports.is_empty() => {
             format!("  DATA {{ jetstream: enabled\n{}\n  }}\n", l.exports_conf())
@@ -153,14 +149,14 @@ pub fn callout_conf(
   TEAM {{{auth_js}
 {team_imports}
   }}
-{data}  SYS {{}}
+{data}  SYS {{ users: [ {{ user: sys, password: sys }} ] }}
 }}
 system_account: SYS
 authorization {{
   timeout: 2
   auth_callout {{
     issuer: {issuer_public}
-    auth_users: [ auth ]
+    auth_users: [ auth, sys ]
     account: AUTH
 {xkey_line}  }}
 }}
@@ -411,12 +407,10 @@ fn service_config(nats_url: &str, issuer: &str, opts: &ServiceOptions) -> String
         .nats
         .as_deref()
         .map(|n| {
-        n.replace("{url}", nats_url)
-            .replace("{addr}", nats_url.trim_start_matches("nats://"))
+            n.replace("{url}", nats_url)
+                .replace("{addr}", nats_url.trim_start_matches("nats://"))
         })
-        .unwrap_or_else(|| {
-        format!("url = \"{nats_url}\"\nuser = \"auth\"\npassword = \"authpw\"")
-        });
+        .unwrap_or_else(|| format!("url = \"{nats_url}\"\nuser = \"auth\"\npassword = \"authpw\""));
     format!(
         r#"[nats]
 {nats}
@@ -432,28 +426,28 @@ issuer_seed_file = "issuer.nk"
 {roles}
 "#,
         http = opts
-        .http_port
-        .map(|p| format!("[http]\nlisten = \"127.0.0.1:{p}\"\n"))
-        .unwrap_or_default(),
+            .http_port
+            .map(|p| format!("[http]\nlisten = \"127.0.0.1:{p}\"\n"))
+            .unwrap_or_default(),
         extra_callout = opts.extra_callout,
         callout_tables = opts.callout_tables,
         // `{dev_issuer}` in a whole [oidc] section is the development
         // issuer's URL (a stack that trusts another issuer beside it).
         oidc = opts
-        .oidc
-        .as_deref()
-        .map(|o| o.replace("{dev_issuer}", issuer))
-        .unwrap_or_else(|| format!(
-            r#"[oidc]
+            .oidc
+            .as_deref()
+            .map(|o| o.replace("{dev_issuer}", issuer))
+            .unwrap_or_else(|| format!(
+                r#"[oidc]
 issuer = "{issuer}"
 audience = ["{AUDIENCE}"]
 roles_claim = "realm_access.roles"
 user_claim = "{user_claim}"
 jwks_refetch_cooldown = "2s"
 {extra_oidc}"#,
-            user_claim = opts.user_claim,
-            extra_oidc = opts.extra_oidc,
-        )),
+                user_claim = opts.user_claim,
+                extra_oidc = opts.extra_oidc,
+            )),
         roles = opts.roles,
     )
 }
@@ -465,7 +459,9 @@ fn layout_of(config: &str, keys: &CalloutKeys, opts: &ServiceOptions) -> Option<
     write_seeds(dir.path(), keys, opts);
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    nats_oidc_callout::config::Config::load(&path).ok()?.layout()
+    nats_oidc_callout::config::Config::load(&path)
+        .ok()?
+        .layout()
 }
 
 /// The service binary running as a child process, logging to a file.
@@ -933,7 +929,8 @@ impl Stack {
         opts.callout_tables = format!("{tables}{}", opts.callout_tables);
         // The account JWTs carry the exports and imports the grants need.
         if opts.jetstream {
-            let config = service_config(&format!("nats://127.0.0.1:{port}"), &issuer.issuer(), &opts);
+            let config =
+                service_config(&format!("nats://127.0.0.1:{port}"), &issuer.issuer(), &opts);
             setup.layout = layout_of(&config, &keys, &opts);
         }
         let jetstream = if opts.jetstream {
@@ -1117,6 +1114,39 @@ impl Stack {
                 .connect(self.url())
                 .await
                 .expect("the service's user connects"),
+        }
+    }
+
+    /// A client of the system account (monitoring requests): user `sys`,
+    /// or in operator mode a user of the operator's system account.
+    pub async fn system_client(&self) -> async_nats::Client {
+        match &self.operator {
+            None => ConnectOptions::with_user_and_password("sys".into(), "sys".into())
+                .connect(self.url())
+                .await
+                .expect("the system user connects"),
+            Some(setup) => {
+                let creds = self.nats.dir().join("system.creds");
+                write_private(&creds, &setup.system_creds());
+                ConnectOptions::with_credentials_file(creds)
+                    .await
+                    .expect("system creds")
+                    .connect(self.url())
+                    .await
+                    .expect("the system user connects")
+            }
+        }
+    }
+
+    /// How nats-server names the account `name`: the name itself, or in
+    /// operator mode its public key.
+    pub fn account_id(&self, name: &str) -> String {
+        match &self.operator {
+            None => name.to_string(),
+            Some(setup) => setup
+                .target(name)
+                .unwrap_or_else(|| panic!("no account {name}"))
+                .public_key(),
         }
     }
 
