@@ -32,9 +32,13 @@ use nats_oidc_callout::client::{Settings, SettingsInput, TokenSource};
 
 /// Connect options that ask `source` for a token on every connect attempt.
 /// The token goes as the password (any user name; nats.go, nats.js and
-/// nats.py clients do the same, see the README).
-pub fn options(source: Arc<TokenSource>) -> ConnectOptions {
-    ConnectOptions::with_auth_callback(move |_nonce| {
+/// nats.py clients do the same, see the README). Replies come to the
+/// user's private inbox (`{{inbox}}` in the roles), which the token's
+/// issuer and subject name: it is read from the first token, when one is
+/// there yet.
+pub async fn options(source: Arc<TokenSource>) -> ConnectOptions {
+    let inbox = source.inbox_prefix().await.ok();
+    let options = ConnectOptions::with_auth_callback(move |_nonce| {
         let source = source.clone();
         async move {
             let token = source
@@ -49,7 +53,11 @@ pub fn options(source: Arc<TokenSource>) -> ConnectOptions {
     })
     // Keep reconnecting (the default) and retry the first connect too, so a
     // token that is not there yet (a sidecar starting) is not fatal.
-    .retry_on_initial_connect()
+    .retry_on_initial_connect();
+    match inbox {
+        Some(prefix) => options.custom_inbox_prefix(prefix),
+        None => options,
+    }
 }
 
 /// Settings for client credentials from the environment and the client
@@ -115,6 +123,7 @@ async fn main() {
         }
     };
     let client = options(Arc::new(args.source))
+        .await
         .event_callback(|event| async move { eprintln!("nats: {event}") })
         .connect(args.url.as_str())
         .await;

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, Context};
-use common::fixtures::{self, API};
+use common::fixtures;
 use common::*;
 use futures::StreamExt;
 
@@ -23,24 +23,21 @@ async fn stack() -> Stack {
 
 /// A client with `roles`, and its JetStream context with a short timeout:
 /// a request the server refuses to route is never answered. Users in APP
-/// reach the streams of DATA through the API prefix APP imports them
-/// under; the administrator is placed in DATA itself.
+/// reach the streams of DATA through APP's import of its JetStream API; the
+/// administrator is placed in DATA itself.
 async fn js_client(stack: &Stack, user: &str, roles: &[&str]) -> (TestClient, Context) {
     let client = connect(&stack.url(), &stack.token(user, roles))
         .await
         .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-    let builder = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2));
-    let js = if roles == ["admin"] {
-        builder.build(client.client.clone())
-    } else {
-        builder.api_prefix(API).build(client.client.clone())
-    };
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client.client.clone());
     (client, js)
 }
 
-/// `$JS.DATA.API.<rest>`: a JetStream API subject as users in APP see it.
+/// `$JS.API.<rest>`.
 fn api(rest: &str) -> String {
-    format!("{API}.{rest}")
+    format!("$JS.API.{rest}")
 }
 
 /// Asserts that `result` failed because nats-server refused to publish on
@@ -323,7 +320,7 @@ async fn kv_read_and_write_follow_buckets_and_per_user_key_patterns() {
     refused(
         &mut client,
         put,
-        &api("$KV.config.theme"),
+        "$KV.config.theme",
         "write a read-only bucket",
     )
     .await;
@@ -350,7 +347,7 @@ async fn kv_read_and_write_follow_buckets_and_per_user_key_patterns() {
     refused(
         &mut client,
         put,
-        &api("$KV.profiles.bob.email"),
+        "$KV.profiles.bob.email",
         "write another's key",
     )
     .await;
@@ -649,5 +646,706 @@ async fn a_star_permission_admits_a_literal_gt_and_stream_info_lists_every_key()
             .get("$KV.profiles.bob.email")
             .is_some(),
         "{info}"
+    );
+}
+
+/// A stream or a consumer: what a JetStream subscription serves.
+#[derive(Debug, PartialEq)]
+enum Target {
+    Stream(String),
+    Consumer(String, String),
+    /// nats-server's API dispatcher (`$JS.API.>`), which reads the stream
+    /// and consumer from fixed tokens of the subject it is sent.
+    Api,
+}
+
+/// Whom nats-server routes a subscription's messages to, read from the
+/// subject the way consumer.go and stream.go write their subscriptions.
+fn owner(subject: &str, stream_subjects: &[(&str, &str)]) -> Option<Target> {
+    let t: Vec<&str> = subject.split('.').collect();
+    let consumer = |s: usize, c: usize| Some(Target::Consumer(t[s].into(), t[c].into()));
+    match t.as_slice() {
+        ["$JS", "ACK", ..] if t.len() == 9 => consumer(2, 3),
+        ["$JS", "ACK", ..] if t.len() >= 11 => consumer(4, 5),
+        ["$JS", "FC", ..] if t.len() == 5 => consumer(2, 3),
+        ["$JS", "FC", ..] if t.len() == 7 => consumer(4, 5),
+        ["$JS", "API", ">"] => Some(Target::Api),
+        ["$JS", "API", "CONSUMER", "MSG", "NEXT", _, _] => consumer(5, 6),
+        ["$JS", "API", "CONSUMER", "RESET", _, _] => consumer(4, 5),
+        ["$JS", "API", "DIRECT", "GET", s, ..] => Some(Target::Stream(s.to_string())),
+        ["$KV", bucket, ">"] => Some(Target::Stream(format!("KV_{bucket}"))),
+        _ => stream_subjects
+            .iter()
+            .find(|(subjects, _)| *subjects == subject)
+            .map(|(_, stream)| Target::Stream(stream.to_string())),
+    }
+}
+
+/// Class: a compiled subject never reaches a server-side subscription of
+/// another stream, consumer or bucket, under any layout nats-server listens
+/// on (v1 and v2 acks and flow control, pull requests, direct get, KV,
+/// stream subjects). The subscriptions are nats-server's own, listed by the
+/// system account for the account holding the streams, with several
+/// streams, pull and push consumers and buckets side by side.
+#[tokio::test]
+async fn every_grant_reaches_only_its_own_targets_subscriptions() {
+    use nats_oidc_callout::policy::streams::{
+        account_hash, Consumer, JetStreamGrant, JsHome, KvGrant, KvScope,
+    };
+    use nats_oidc_callout::policy::subject::overlaps;
+    let stack = stack().await;
+    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    fixtures::buckets(&admin).await;
+    let payroll = admin
+        .create_stream(stream::Config {
+            name: "PAYROLL".into(),
+            subjects: vec!["payroll.>".into()],
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    payroll
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("payroll-worker".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    payroll
+        .create_consumer(consumer::push::Config {
+            durable_name: Some("pusher".into()),
+            deliver_subject: "deliveries.payroll".into(),
+            flow_control: true,
+            idle_heartbeat: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let data = stack.account_id("DATA");
+    let system = stack.system_client().await;
+    let answer = system
+        .request(
+            "$SYS.REQ.SERVER.PING.SUBSZ",
+            serde_json::json!({"account": data, "subscriptions": true, "limit": 100000})
+                .to_string()
+                .into(),
+        )
+        .await
+        .expect("SUBSZ answers");
+    let subsz: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    let subscriptions: Vec<String> = subsz["data"]["subscriptions_list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{subsz}"))
+        .iter()
+        .map(|s| s["subject"].as_str().unwrap().to_string())
+        .collect();
+    for layout in [
+        "$JS.ACK.PAYROLL.payroll-worker.*.*.*.*.*",
+        "$JS.FC.PAYROLL.pusher.*",
+        "$JS.API.CONSUMER.MSG.NEXT.PAYROLL.payroll-worker",
+        "$KV.profiles.>",
+    ] {
+        assert!(
+            subscriptions.iter().any(|s| s == layout),
+            "nats-server no longer subscribes {layout}: {subscriptions:?}"
+        );
+    }
+    let stream_subjects = [("orders.>", "ORDERS"), ("payroll.>", "PAYROLL")];
+
+    // The grants as the account holding the streams sees them (users'
+    // accounts import exactly these, under the API prefix).
+    let home = JsHome {
+        domain: "_".into(),
+        account_hash: account_hash(&data),
+    };
+    let consumer = |s: &str, c: &str| Consumer {
+        stream: s.into(),
+        consumer: c.into(),
+    };
+    let js = |g: JetStreamGrant| -> Vec<String> {
+        g.compile(&home).into_iter().map(|c| c.subject).collect()
+    };
+    let kv = |g: KvGrant| -> Vec<String> {
+        g.compile(&home)
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| e.as_str().to_string())
+            .collect()
+    };
+    let scope = |bucket: &str, keys: Option<&str>| KvScope {
+        bucket: bucket.into(),
+        keys: keys.map(str::to_string),
+    };
+    let stream = |s: &str| Target::Stream(s.into());
+    let grants: Vec<(&str, Target, Vec<String>)> = vec![
+        (
+            "consume ORDERS/worker",
+            Target::Consumer("ORDERS".into(), "worker".into()),
+            js(JetStreamGrant {
+                consume: vec![consumer("ORDERS", "worker")],
+                ..Default::default()
+            }),
+        ),
+        (
+            "consume PAYROLL/pusher",
+            Target::Consumer("PAYROLL".into(), "pusher".into()),
+            js(JetStreamGrant {
+                consume: vec![consumer("PAYROLL", "pusher")],
+                ..Default::default()
+            }),
+        ),
+        (
+            "read ORDERS",
+            stream("ORDERS"),
+            js(JetStreamGrant {
+                read: vec!["ORDERS".into()],
+                ..Default::default()
+            }),
+        ),
+        (
+            "replay ORDERS",
+            stream("ORDERS"),
+            js(JetStreamGrant {
+                replay: vec!["ORDERS".into()],
+                ..Default::default()
+            }),
+        ),
+        (
+            "manage ORDERS",
+            stream("ORDERS"),
+            js(JetStreamGrant {
+                manage: vec!["ORDERS".into()],
+                ..Default::default()
+            }),
+        ),
+        (
+            "kv read config",
+            stream("KV_config"),
+            kv(KvGrant {
+                read: vec![scope("config", None)],
+                write: vec![],
+            }),
+        ),
+        (
+            "kv read and write profiles/{{sub}}.>",
+            stream("KV_profiles"),
+            kv(KvGrant {
+                read: vec![scope("profiles", Some("{{sub}}.>"))],
+                write: vec![scope("profiles", Some("{{sub}}.>"))],
+            }),
+        ),
+    ];
+    let mut reached_own = 0;
+    for (grant, target, subjects) in &grants {
+        for subject in subjects {
+            for sub in subscriptions.iter().filter(|s| overlaps(subject, s)) {
+                let owner = owner(sub, &stream_subjects);
+                let own = match (&owner, target) {
+                    (Some(Target::Api), _) => true,
+                    (Some(o), t) if o == t => {
+                        reached_own += 1;
+                        true
+                    }
+                    (Some(Target::Consumer(s, _)), Target::Stream(t)) if s == t => true,
+                    _ => false,
+                };
+                assert!(
+                    own,
+                    "{grant}: {subject} reaches {sub}, which serves {owner:?}, not {target:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        reached_own >= grants.len(),
+        "the grants reach their own targets' subscriptions ({reached_own})"
+    );
+}
+
+/// The finding: a consume grant's ack subjects once admitted the 9-token
+/// v1 ack subject of another stream's consumer, whose `+NXT` pull
+/// delivered that stream's messages. Now the publish is refused and
+/// nothing arrives.
+#[tokio::test]
+async fn an_ack_subject_of_another_consumer_is_refused() {
+    let stack = stack().await;
+    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    let payroll = admin
+        .create_stream(stream::Config {
+            name: "PAYROLL".into(),
+            subjects: vec!["payroll.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    payroll
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("payroll-worker".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .publish("payroll.jan", "salaries".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut worker, _) = js_client(&stack, "wanda", &["worker"]).await;
+    let inbox = worker.client.new_inbox();
+    let mut replies = worker.client.subscribe(inbox.clone()).await.unwrap();
+    server_has_read(&worker.client).await;
+    let forged = "$JS.ACK.PAYROLL.payroll-worker.ORDERS.worker.1.1.1";
+    worker
+        .client
+        .publish_with_reply(forged, inbox, "+NXT {\"batch\":3}".into())
+        .await
+        .unwrap();
+    worker.client.flush().await.unwrap();
+    assert!(
+        worker
+            .wait_event(
+                &format!("permissions violation for publish to \"{forged}\""),
+                Duration::from_secs(3)
+            )
+            .await,
+        "{:?}",
+        worker.events()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), replies.next())
+            .await
+            .is_err(),
+        "no PAYROLL message arrives"
+    );
+    let info = admin
+        .get_consumer_from_stream::<consumer::pull::Config, _, _>("payroll-worker", "PAYROLL")
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(info.delivered.stream_sequence, 0, "nothing was delivered");
+}
+
+/// Every grant kind's requests, each with its answer redirected (reply-to)
+/// into another user's key, another bucket, a stream's subject, the grants
+/// bucket, a JetStream API call and a service's subject. JetStream publishes the answers with
+/// its own rights, so subject permissions cannot stop them; in the
+/// recommended layout nats-server answers an imported request on a reply
+/// of its own in DATA and maps it back, so every answer lands in APP (seen
+/// there by a subscriber) and none is stored in DATA or AUTH.
+#[tokio::test]
+async fn redirected_answers_land_only_in_the_users_own_account() {
+    let stack = Stack::start(ServiceOptions {
+        jetstream: true,
+        roles: format!(
+            "{}\n[grants]\nkv_bucket = \"callout-grants\"\n",
+            fixtures::GRANT_ROLES
+        ),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let (data_admin, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    fixtures::buckets(&admin).await;
+    let (app_admin, _) = js_client(&stack, "appie", &["app-admin"]).await;
+    let targets = [
+        "$KV.profiles.bob.email",
+        "$JS.API.STREAM.PURGE.ORDERS",
+        "$KV.config.theme",
+        "orders.redirected",
+        "$KV.callout-grants.default.ana",
+        "billing.charge",
+    ];
+    let mut seen_in_app = Vec::new();
+    for t in targets {
+        seen_in_app.push(app_admin.client.subscribe(t.to_string()).await.unwrap());
+    }
+    server_has_read(&app_admin.client).await;
+    let mut billing_in_data = data_admin.client.subscribe("billing.charge").await.unwrap();
+    server_has_read(&data_admin.client).await;
+
+    let bob_before = admin
+        .get_key_value("profiles")
+        .await
+        .unwrap()
+        .entry("bob.email")
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    let (ana, ana_js) = js_client(&stack, "ana", &["profile"]).await;
+    ana_js
+        .get_key_value("profiles")
+        .await
+        .unwrap()
+        .put("ana.email", "ana@example.com".into())
+        .await
+        .expect("its own put works");
+    let (rita, _) = js_client(&stack, "rita", &["reader"]).await;
+    let (wanda, _) = js_client(&stack, "wanda", &["worker"]).await;
+    let (remy, _) = js_client(&stack, "remy", &["replayer"]).await;
+    let (olga, _) = js_client(&stack, "olga", &["ops"]).await;
+    let own_get = api("DIRECT.GET.KV_profiles.$KV.profiles.ana.email");
+    // (who, request subject, body, where its answer is sent)
+    let redirects: Vec<(&TestClient, String, &str, &str)> = vec![
+        // kv read: into another user's key, another bucket, the grants bucket
+        (&ana, own_get.clone(), "", targets[0]),
+        (&ana, own_get.clone(), "", targets[1]),
+        (&ana, own_get.clone(), "", targets[2]),
+        (&ana, own_get.clone(), "", targets[4]),
+        // kv write: the put's acknowledgement
+        (&ana, "$KV.profiles.ana.note".into(), "x", targets[0]),
+        // read: stream info into a stream's subject and a key
+        (&rita, api("STREAM.INFO.ORDERS"), "", targets[3]),
+        (&rita, api("STREAM.INFO.ORDERS"), "", targets[0]),
+        // consume: a pull whose messages go to a service's subject
+        (
+            &wanda,
+            api("CONSUMER.MSG.NEXT.ORDERS.worker"),
+            "{\"batch\":1}",
+            targets[5],
+        ),
+        // replay: a consumer create's answer
+        (
+            &remy,
+            api("CONSUMER.CREATE.ORDERS"),
+            "{\"stream_name\":\"ORDERS\",\"config\":{\"ack_policy\":\"none\"}}",
+            targets[2],
+        ),
+        // manage: its stream's info (an error: there is none)
+        (&olga, api("STREAM.INFO.SCRATCH"), "", targets[0]),
+    ];
+    for (client, subject, body, reply) in &redirects {
+        client
+            .client
+            .publish_with_reply(subject.clone(), reply.to_string(), body.to_string().into())
+            .await
+            .unwrap();
+        client.client.flush().await.unwrap();
+    }
+    // Answers arrive in APP, where the user is: the redirects ran. (On
+    // subjects APP imports from DATA, nats-server 2.11+ drops a redirected
+    // answer and 2.10 delivers it in APP; either way it goes no further.)
+    let imported = ["$KV.profiles.", "$JS.API.", "orders."];
+    for (t, sub) in targets.iter().zip(seen_in_app.iter_mut()) {
+        if imported.iter().any(|i| t.starts_with(i)) {
+            continue;
+        }
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+        assert!(
+            matches!(got, Ok(Some(_))),
+            "no redirected answer arrived on {t} in APP"
+        );
+    }
+    // None was stored, in DATA or in AUTH, and none reached DATA's service.
+    let profiles = admin.get_key_value("profiles").await.unwrap();
+    let bob = profiles.entry("bob.email").await.unwrap().unwrap();
+    assert_eq!(
+        (&bob.value[..], bob.revision),
+        (&b"bob@example.com"[..], bob_before)
+    );
+    let config = admin.get_key_value("config").await.unwrap();
+    let theme = config.entry("theme").await.unwrap().unwrap();
+    assert_eq!(&theme.value[..], b"dark");
+    let mut orders = admin.get_stream("ORDERS").await.unwrap();
+    assert_eq!(orders.info().await.unwrap().state.messages, 2);
+    let auth = jetstream::new(stack.callout_account_client().await);
+    let grants = auth.get_key_value("callout-grants").await.unwrap();
+    assert_eq!(grants.get("default.ana").await.unwrap(), None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), billing_in_data.next())
+            .await
+            .is_err(),
+        "DATA's billing service saw nothing"
+    );
+}
+
+/// With `jetstream.same_account`, the streams live where the users are: the
+/// same redirects are stored (what `check` warns about with the true reach
+/// of each grant). This pins nats-server's behaviour behind that warning.
+#[tokio::test]
+async fn in_the_same_account_a_redirect_writes_into_any_bucket_and_check_says_so() {
+    let roles = fixtures::GRANT_ROLES
+        .replace(
+            "account = \"DATA\"\nstream_subjects = [\"orders.>\"]",
+            "account = \"APP\"\nsame_account = true",
+        )
+        .replace("[roles.admin]\naccount = \"DATA\"", "[roles.admin]");
+    let stack = Stack::start(ServiceOptions {
+        jetstream: true,
+        roles,
+        ..ServiceOptions::default()
+    })
+    .await;
+    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::buckets(&admin).await;
+    let client = connect(&stack.url(), &stack.token("ana", &["profile"]))
+        .await
+        .unwrap();
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client.client.clone());
+    js.get_key_value("profiles")
+        .await
+        .unwrap()
+        .put("ana.email", "ana@example.com".into())
+        .await
+        .unwrap();
+    client
+        .client
+        .publish_with_reply(
+            "$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.ana.email",
+            "$KV.profiles.bob.email",
+            "".into(),
+        )
+        .await
+        .unwrap();
+    client.client.flush().await.unwrap();
+    let profiles = admin.get_key_value("profiles").await.unwrap();
+    let mut overwritten = false;
+    for _ in 0..50 {
+        if profiles.get("bob.email").await.unwrap().as_deref() == Some(&b"ana@example.com"[..]) {
+            overwritten = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(overwritten, "the redirect stored ana's value as bob's");
+
+    let config = stack.service.config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        callout_bin()
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let t = output_text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("roles.profile: \"$JS.API.DIRECT.GET.KV_profiles.$KV.profiles.{{name}}.>\" (get these keys) is granted in \"APP\", the account holding the streams (jetstream.same_account): JetStream will publish its answers, and the messages it serves, to any subject of the account the user names"),
+        "{t}"
+    );
+    // Without the opt-in, the same config is refused.
+    let text = std::fs::read_to_string(&stack.service.config)
+        .unwrap()
+        .replace("same_account = true", "");
+    std::fs::write(&stack.service.config, text).unwrap();
+    let config = stack.service.config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        callout_bin()
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let t = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("the account holding the streams (jetstream.account): JetStream publishes its answers to any subject a user names"),
+        "{t}"
+    );
+}
+
+/// nats-server 2.14+ can write v2 ack and flow-control subjects
+/// (`$JS.ACK.<domain>.<account hash>.<stream>.<consumer>...`, behind its
+/// `js_ack_fc_v2` feature flag): the consume grant's v2 forms, pinned to
+/// the domain and the hash of the account holding the streams, serve them
+/// through the import.
+#[tokio::test]
+async fn consume_acks_in_the_v2_layout() {
+    if nats_server_version() < (2, 14, 0) {
+        println!(
+            "NOTICE: nats-server {:?} has no v2 ack subjects; skipped",
+            nats_server_version()
+        );
+        return;
+    }
+    let stack = Stack::start(ServiceOptions {
+        jetstream: true,
+        roles: fixtures::GRANT_ROLES.into(),
+        nats_extra: "feature_flags { js_ack_fc_v2: true }".into(),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    let (_c, js) = js_client(&stack, "ana", &["worker"]).await;
+    let worker: consumer::PullConsumer = js
+        .get_consumer_from_stream("worker", "ORDERS")
+        .await
+        .unwrap();
+    let mut batch = worker
+        .fetch()
+        .max_messages(2)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    let hash = nats_oidc_callout::policy::streams::account_hash(&stack.account_id("DATA"));
+    let mut got = 0;
+    while let Some(m) = batch.next().await {
+        let m = m.unwrap();
+        let reply = m.reply.clone().unwrap().to_string();
+        assert!(
+            reply.starts_with(&format!("$JS.ACK._.{hash}.ORDERS.worker.")),
+            "{reply}"
+        );
+        m.double_ack().await.expect("the v2 ack is confirmed");
+        got += 1;
+    }
+    assert_eq!(got, 2);
+    let info = admin
+        .get_consumer_from_stream::<consumer::pull::Config, _, _>("worker", "ORDERS")
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(info.ack_floor.stream_sequence, 2);
+}
+
+/// `{{inbox}}`: each user's replies, request/reply and JetStream alike, come
+/// to a prefix only that user may subscribe to. Another user of the same
+/// role is refused it (and `_INBOX.>`), and a client that keeps the default
+/// inbox gets no answer at all rather than a shared one.
+#[tokio::test]
+async fn a_private_inbox_gets_its_answers_and_no_other_user_can_subscribe_to_it() {
+    let stack = stack().await;
+    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    let service = connect(&stack.url(), &stack.token("svc", &["service"]))
+        .await
+        .unwrap();
+    let mut requests = service.client.subscribe("svc.echo").await.unwrap();
+    tokio::spawn({
+        let client = service.client.clone();
+        async move {
+            while let Some(m) = requests.next().await {
+                if let Some(reply) = m.reply {
+                    let _ = client.publish(reply, "pong".into()).await;
+                }
+            }
+        }
+    });
+    server_has_read(&service.client).await;
+
+    let ana_token = stack.token("ana", &["requester", "reader"]);
+    let ana_inbox = nats_oidc_callout::client::inbox::of_token(&ana_token).unwrap();
+    let ana = connect(&stack.url(), &ana_token).await.unwrap();
+    let (mut bob, _) = js_client(&stack, "bob", &["requester"]).await;
+    let mut eavesdrop = Vec::new();
+    for subject in [format!("{ana_inbox}.>"), "_INBOX.>".to_string()] {
+        eavesdrop.push(bob.client.subscribe(subject.clone()).await.unwrap());
+        assert!(
+            bob.wait_event(
+                &format!("permissions violation for subscription to \"{subject}\""),
+                Duration::from_secs(3)
+            )
+            .await,
+            "{subject}: {:?}",
+            bob.events()
+        );
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        ana.client.request("svc.echo", "ping".into()),
+    )
+    .await
+    .expect("answered")
+    .expect("answered");
+    assert_eq!(&answer.payload[..], b"pong");
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(ana.client.clone());
+    let mut orders = js.get_stream("ORDERS").await.expect("a JetStream answer");
+    assert_eq!(orders.info().await.unwrap().state.messages, 2);
+    for sub in eavesdrop.iter_mut() {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sub.next())
+                .await
+                .map_or(true, |m| m.is_none()),
+            "bob read one of ana's answers"
+        );
+    }
+
+    // The default inbox is nobody's: no answer comes.
+    let mut plain = connect_with(
+        &stack.url(),
+        base_options(&stack.url())
+            .await
+            .user_and_password("anything".into(), ana_token.clone()),
+    )
+    .await
+    .unwrap();
+    let unanswered = tokio::time::timeout(
+        Duration::from_secs(2),
+        plain.client.request("svc.echo", "ping".into()),
+    )
+    .await;
+    assert!(!matches!(unanswered, Ok(Ok(_))), "{unanswered:?}");
+    assert!(
+        plain
+            .wait_event(
+                "permissions violation for subscription to \"_inbox.",
+                Duration::from_secs(3)
+            )
+            .await,
+        "{:?}",
+        plain.events()
+    );
+}
+
+/// `check --online` with a system-account login compares nats-server's
+/// imports with what the grants need: the stack's (from `accounts`) pass,
+/// and a grant added to the config without its import is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_compares_the_servers_imports_with_the_grants() {
+    let stack = stack().await;
+    // In operator mode nats-server loads an account when it is first used.
+    let _worker = js_client(&stack, "wanda", &["worker"]).await;
+    let run = |config: std::path::PathBuf| {
+        let creds = stack.system_creds();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = callout_bin();
+            cmd.args(["check", "--online", "--config"]).arg(&config);
+            match creds {
+                Some(c) => {
+                    cmd.arg("--system-creds").arg(c);
+                }
+                None => {
+                    cmd.args(["--system-user", "sys"])
+                        .env("NATS_OIDC_CALLOUT_SYSTEM_PASSWORD", "sys");
+                }
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let out = run(stack.service.config.clone()).await.unwrap();
+    let t = output_text(&out);
+    assert!(
+        t.contains("ok: account APP imports what its users' grants need from DATA"),
+        "{t}"
+    );
+    assert!(!t.contains("lacks imports"), "{t}");
+
+    let drifted = stack.service.config.with_file_name("drifted.toml");
+    let text = std::fs::read_to_string(&stack.service.config).unwrap()
+        + "\n[roles.notes]\nsub.allow = [\"{{inbox}}.>\"]\nkv.write = [\"notes/{{name}}.>\"]\n";
+    std::fs::write(&drifted, text).unwrap();
+    let out = run(drifted).await.unwrap();
+    let t = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("error: account APP lacks imports from DATA that its users' grants need: service $KV.notes.*.>"),
+        "{t}"
     );
 }

@@ -528,6 +528,12 @@ async fn a_device_login_gives_tokens_that_connect_through_the_callout() {
         .as_str()
         .unwrap()
         .contains("valid until"));
+    // The token user's private inbox ({{inbox}}), where the CLI reads it,
+    // and from `token --inbox-prefix` for other clients.
+    let inbox = nats_oidc_callout::client::inbox::of_token(&access_token).unwrap();
+    assert_eq!(context["inbox_prefix"], inbox.as_str());
+    let (status, printed, stderr) = token(&home, &["--inbox-prefix"]);
+    assert_eq!((status, printed.trim()), (0, inbox.as_str()), "{stderr}");
     // What `nats --context dev` sends: the context's user and password.
     let by_context = async_nats::ConnectOptions::with_user_and_password(
         context["user"].as_str().unwrap().into(),
@@ -785,6 +791,7 @@ async fn example_client(
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     let client = token_client::options(Arc::new(source))
+        .await
         .event_callback(move |e| {
             sink.lock().unwrap().push(e.to_string());
             async {}

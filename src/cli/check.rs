@@ -357,8 +357,23 @@ fn warn_accounts(out: &mut Vec<String>, config: &Config) {
             "callout.account {default:?} is the callout's own account: users placed there can reach what the service's own connection reaches (the authorization requests on $SYS.REQ.USER.AUTH, which carry every login's token, and the grants bucket) as far as their permissions go; place users in another account"
         ));
     }
+    let layout = config.layout().unwrap_or_default();
     for (name, role) in config.roles.iter() {
         let account = role.account.as_deref().unwrap_or(default);
+        if layout.imports.contains_key(account) {
+            for p in role
+                .publish
+                .allow
+                .iter()
+                .map(|e| e.as_str())
+                .filter(|p| overlaps(p, "$JS.API.>") || overlaps(p, "$KV.>"))
+            {
+                out.push(format!(
+                    "roles.{name}.pub.allow {p:?} reaches JetStream subjects in {account:?}, which imports the whole JetStream API of {} (jetstream.account): its users can do there whatever that subject allows, beyond what the role's grants name (delete and purge streams, read any bucket); grant jetstream/kv instead",
+                    layout.account
+                ));
+            }
+        }
         if role.account.is_some()
             && matches!(config.callout.mode, Mode::Server)
             && config.callout.is_callout_account(account) == Some(true)
@@ -367,10 +382,13 @@ fn warn_accounts(out: &mut Vec<String>, config: &Config) {
                 "roles.{name}.account {account:?} is the callout's own account: its users can reach the authorization requests (every login's token) and the grants bucket as far as their permissions go; place them in another account"
             ));
         }
-        let Some(js) = config.jetstream.as_ref().filter(|js| js.name == account) else {
+        if config
+            .jetstream
+            .as_ref()
+            .is_none_or(|js| js.name != account)
+        {
             continue;
-        };
-        let home = js.home(account);
+        }
         for (entry, what) in &role.granted {
             out.push(format!(
                 "roles.{name}: {:?} ({what}) is granted in {account:?}, the account holding the streams (jetstream.same_account): JetStream will publish its answers, and the messages it serves, to any subject of the account the user names, with its own rights: into any stream or bucket there, the grants of other users included",
@@ -378,13 +396,12 @@ fn warn_accounts(out: &mut Vec<String>, config: &Config) {
             ));
         }
         if role.granted.is_empty() {
-            let api = format!("{}.>", home.api);
             if let Some(p) = role
                 .publish
                 .allow
                 .iter()
                 .map(|e| e.as_str())
-                .find(|p| overlaps(p, &api) || overlaps(p, "$KV.>"))
+                .find(|p| overlaps(p, "$JS.API.>") || overlaps(p, "$KV.>"))
             {
                 out.push(format!(
                     "roles.{name} places its users in {account:?}, the account holding the streams (jetstream.account), and pub.allow {p:?} reaches its JetStream API or KV subjects: JetStream publishes its answers to any subject they name there, with its own rights, so they can write into every stream and bucket of the account; give this only to its administrators"

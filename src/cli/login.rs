@@ -10,7 +10,7 @@ use clap::Args;
 use crate::cli::error::CliError;
 use crate::client::oauth::{BrowserOptions, DevicePrompt};
 use crate::client::{
-    nats_context, CachedToken, ClientError, OidcClient, Settings, SettingsInput, TokenCache,
+    inbox, nats_context, CachedToken, ClientError, OidcClient, Settings, SettingsInput, TokenCache,
 };
 
 /// Who to log in as, where: flags, else environment, else the `[client]`
@@ -102,6 +102,11 @@ pub struct TokenArgs {
     /// what is left (e.g. 1h) renews it now.
     #[arg(long, value_parser = humantime::parse_duration)]
     min_valid: Option<Duration>,
+    /// Print the token user's private inbox prefix (what roles grant as
+    /// `{{inbox}}`) instead of the token: for the client's inbox prefix
+    /// option (nats --inbox-prefix, nats.go CustomInboxPrefix, ...).
+    #[arg(long, conflicts_with = "nats_context")]
+    inbox_prefix: bool,
 }
 
 /// `token` renews a token with less than this left (or less than half its
@@ -229,6 +234,10 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
     };
     match &args.client.nats_context {
         Some(name) => write_context(name, &settings, &token)?,
+        None if args.inbox_prefix => println!(
+            "{}",
+            inbox::of_token(&token.access_token).map_err(cli_error)?
+        ),
         None => println!("{}", token.access_token),
     }
     Ok(ExitCode::SUCCESS)
@@ -240,10 +249,14 @@ fn write_context(name: &str, settings: &Settings, token: &CachedToken) -> Result
         "OIDC login of {} at {} (nats-oidc-callout; the password is an access token valid until {until})",
         settings.client_id, settings.issuer
     );
+    // Roles that grant {{inbox}} expect replies there; a token that names
+    // no user (no iss or sub) leaves the context's inbox prefix alone.
+    let inbox = inbox::of_token(&token.access_token).ok();
     let path = nats_context::write(
         name,
         settings.nats_url.as_deref(),
         &token.access_token,
+        inbox.as_deref(),
         &description,
     )
     .map_err(cli_error)?;

@@ -51,6 +51,14 @@ enum Command {
     Check {
         #[arg(long)]
         online: bool,
+        /// With --online: a .creds file of a system-account user, to
+        /// compare nats-server's imports with what [jetstream] needs.
+        #[arg(long, requires = "online", conflicts_with = "system_user")]
+        system_creds: Option<PathBuf>,
+        /// With --online: a system-account user (its password in
+        /// $NATS_OIDC_CALLOUT_SYSTEM_PASSWORD), as --system-creds.
+        #[arg(long, requires = "online")]
+        system_user: Option<String>,
     },
     /// Print what nats-server needs for the JetStream/KV grants: the
     /// exports of the account holding the streams ([jetstream] account) and
@@ -141,6 +149,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// The system-account password of `check --online --system-user`.
+const SYSTEM_PASSWORD_ENV: &str = "NATS_OIDC_CALLOUT_SYSTEM_PASSWORD";
+
 /// Runs the command the line asks for.
 pub fn run(cli: Cli) -> ExitCode {
     match dispatch(cli) {
@@ -171,13 +182,29 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             })??;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { online } => {
+        Command::Check {
+            online,
+            system_creds,
+            system_user,
+        } => {
             let config = load()?;
             let code = check::run(&config, &config_path())?;
             if !online {
                 return Ok(code);
             }
-            let report = block_on(online::run(&config))?;
+            let system = match (system_creds, system_user) {
+                (Some(creds), _) => Some(config::NatsAuth::CredsFile(creds)),
+                (None, Some(user)) => Some(config::NatsAuth::UserPassword {
+                    user,
+                    password: std::env::var(SYSTEM_PASSWORD_ENV).map_err(|_| {
+                        CliError::Usage(format!(
+                            "--system-user needs the password in ${SYSTEM_PASSWORD_ENV} (never a flag: it would show in ps)"
+                        ))
+                    })?,
+                }),
+                (None, None) => None,
+            };
+            let report = block_on(online::run(&config, system))?;
             println!(
                 "online check: {} error{}, {} warning{}",
                 report.errors,

@@ -13,10 +13,11 @@ use futures::StreamExt;
 
 use crate::callout::{Mode, XkeyMismatch};
 use crate::clock::unix_now;
-use crate::config::Config;
+use crate::config::{Config, NatsAuth};
 use crate::nats::request::{self, RequestError, CALLOUT_SUBJECT, XKEY_HEADER};
 use crate::oidc::discovery::IssuerClient;
 use crate::oidc::jwks::KeySet;
+use crate::policy::layout::Kind;
 
 /// The user name of the probe connect (it shows in the service's and
 /// nats-server's logs as a refused connect).
@@ -45,13 +46,131 @@ impl Report {
     }
 }
 
-pub async fn run(config: &Config) -> Report {
+pub async fn run(config: &Config, system: Option<NatsAuth>) -> Report {
     let mut report = Report::default();
     for oidc in &config.oidc {
         issuer(&mut report, &oidc.settings).await;
     }
     nats(&mut report, config).await;
+    imports(&mut report, config, system).await;
     report
+}
+
+/// The imports `[jetstream]` needs, compared with what nats-server has:
+/// only the system account may see other accounts' imports (ACCOUNTZ), so
+/// this step needs a login of its own.
+async fn imports(report: &mut Report, config: &Config, system: Option<NatsAuth>) {
+    let Some(layout) = config.layout().filter(|l| !l.is_empty()) else {
+        return;
+    };
+    let Some(auth) = system else {
+        println!(
+            "note: the imports of [jetstream] are not checked: nats-server shows accounts' imports only to its system account; pass --system-creds FILE or --system-user NAME (password in $NATS_OIDC_CALLOUT_SYSTEM_PASSWORD)"
+        );
+        return;
+    };
+    let nats = crate::config::NatsConfig {
+        auth,
+        ..config.nats.clone()
+    };
+    let client = match crate::service::connect_once(&nats, |_| {}).await {
+        Ok(c) => c,
+        Err(e) => return report.error(format!("system account login: {e}")),
+    };
+    let id = |name: &str| -> String {
+        match &config.callout.mode {
+            Mode::Server => name.to_string(),
+            Mode::Operator { accounts } => accounts
+                .get(name)
+                .map(|a| a.public_key.clone())
+                .unwrap_or_else(|| name.to_string()),
+        }
+    };
+    let js_id = config
+        .jetstream
+        .as_ref()
+        .map(|js| js.id.clone())
+        .unwrap_or_default();
+    for (account, wanted) in &layout.imports {
+        let detail = match accountz(&client, &id(account)).await {
+            Ok(d) => d,
+            // Operator mode: nats-server loads an account from the resolver
+            // only when a client or an import first needs it.
+            Err(e)
+                if e.contains("does not exist")
+                    && matches!(config.callout.mode, Mode::Operator { .. }) =>
+            {
+                report.warn(format!(
+                    "account {account} is not loaded on this nats-server yet (no client has used it): its imports cannot be checked until one has"
+                ));
+                continue;
+            }
+            Err(e) => {
+                report.error(format!("account {account}: {e}"));
+                continue;
+            }
+        };
+        if detail["jetstream_enabled"] == true {
+            report.error(format!(
+                "account {account} has JetStream of its own: its $JS.API answers race the import of {}'s (two answers to every request); switch it off there (jetstream: disabled, or nsc edit account --js-disable)",
+                layout.account
+            ));
+        }
+        let have: Vec<&serde_json::Value> = detail["imports"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let mut missing = Vec::new();
+        for import in wanted {
+            let kind = match import.kind {
+                Kind::Stream => "stream",
+                Kind::Service(_) => "service",
+            };
+            let found = have.iter().any(|h| {
+                h["type"] == kind
+                    && h["account"] == js_id.as_str()
+                    && h["local_subject"] == import.local.as_str()
+                    && h["invalid"] != true
+            });
+            if !found {
+                missing.push(format!("{kind} {}", import.local));
+            }
+        }
+        if missing.is_empty() {
+            report.ok(format!(
+                "account {account} imports what its users' grants need from {}",
+                layout.account
+            ));
+        } else {
+            report.error(format!(
+                "account {account} lacks imports from {} that its users' grants need: {}; `nats-oidc-callout accounts` prints them",
+                layout.account,
+                missing.join(", ")
+            ));
+        }
+    }
+}
+
+/// One server's ACCOUNTZ detail of `account`.
+async fn accountz(client: &async_nats::Client, account: &str) -> Result<serde_json::Value, String> {
+    let body = serde_json::json!({ "account": account }).to_string();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request("$SYS.REQ.SERVER.PING.ACCOUNTZ", body.into()),
+    )
+    .await
+    .map_err(|_| "no answer to ACCOUNTZ: is this login a user of the system account?".to_string())?
+    .map_err(|e| format!("ACCOUNTZ: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&answer.payload)
+        .map_err(|_| "ACCOUNTZ answered with something that is not JSON".to_string())?;
+    if let Some(e) = value.get("error") {
+        return Err(format!("ACCOUNTZ: {}", crate::text::reason(&e.to_string())));
+    }
+    let detail = &value["data"]["account_detail"];
+    if detail.is_null() {
+        return Err("nats-server knows no such account".into());
+    }
+    Ok(detail.clone())
 }
 
 async fn issuer(report: &mut Report, settings: &crate::oidc::settings::Settings) {

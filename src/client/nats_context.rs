@@ -1,7 +1,8 @@
 //! `nats` CLI contexts: `$XDG_CONFIG_HOME/nats/context/NAME.json` (else
 //! `~/.config/nats/context/NAME.json`), the JSON the CLI itself reads
 //! (nats-io/jsm.go `natscontext`: "description", "url", "user",
-//! "password", "token", "creds", "nkey", ...). With "user" set the CLI
+//! "password", "token", "creds", "nkey", "inbox_prefix",
+//! "jetstream_api_prefix", ...). With "user" set the CLI
 //! logs in with user and password, which is how the token reaches the
 //! callout.
 
@@ -28,13 +29,16 @@ pub fn path(name: &str) -> Result<PathBuf, ClientError> {
 }
 
 /// Writes or updates the context `name`: its user and password (the
-/// token), its description, and its URL when one is given. Every other
-/// setting of an existing context (TLS files, JetStream domain, creds...)
-/// stays; the CLI uses user and password before any creds, nkey or token.
+/// token), its inbox prefix (the token user's private inbox, when known),
+/// its description, and its URL when one is given. Every other setting of
+/// an existing context (TLS files, JetStream domain or API prefix,
+/// creds...) stays; the CLI uses user and password before any creds, nkey
+/// or token.
 pub fn write(
     name: &str,
     url: Option<&str>,
     access_token: &str,
+    inbox_prefix: Option<&str>,
     description: &str,
 ) -> Result<PathBuf, ClientError> {
     let path = path(name)?;
@@ -74,6 +78,9 @@ pub fn write(
     context.insert("description".into(), description.into());
     context.insert("user".into(), NATS_USER.into());
     context.insert("password".into(), access_token.into());
+    if let Some(prefix) = inbox_prefix {
+        context.insert("inbox_prefix".into(), prefix.into());
+    }
     let mut text = serde_json::to_vec_pretty(&serde_json::Value::Object(context))
         .map_err(|e| ClientError::failed(format!("cannot encode the context: {e}")))?;
     text.push(b'\n');

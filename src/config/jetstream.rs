@@ -9,8 +9,8 @@ use crate::policy::layout::{JetStreamAccount, INBOXES};
 use crate::policy::roles::RoleTable;
 use crate::policy::subject::{check_permission_subject, overlaps};
 
-/// Subjects nats-server or this service route by, which an API prefix or a
-/// stream subject must not reach into.
+/// Subjects nats-server or this service route by, which a stream subject
+/// must not reach into.
 const ROUTED: &[&str] = &[
     "$JS.API.>",
     "$JS.ACK.>",
@@ -113,31 +113,10 @@ impl Validator<'_> {
                 }
             })
             .transpose()?;
-        let api_prefix = match raw.api_prefix {
-            Some(p) => p,
-            None if name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
-            {
-                JetStreamAccount::default_api_prefix(&name)
-            }
-            None => {
-                return Err(self.err(
-                    "jetstream.api_prefix",
-                    format!("required: the account name {name:?} cannot be a subject token of the default prefix $JS.<account>.API"),
-                ))
-            }
-        };
-        self.api_prefix(&api_prefix, domain.as_deref())?;
         for subject in &raw.stream_subjects {
             check_permission_subject(subject)
                 .map_err(|r| self.err("jetstream.stream_subjects", r))?;
-            if let Some(routed) = ROUTED
-                .iter()
-                .copied()
-                .chain([format!("{api_prefix}.>").as_str()])
-                .find(|r| overlaps(subject, r))
-            {
+            if let Some(routed) = ROUTED.iter().find(|r| overlaps(subject, r)) {
                 return Err(self.err(
                     "jetstream.stream_subjects",
                     format!("{subject:?} reaches {routed}, which the grants (or nats-server) route by themselves; list the subjects your streams store"),
@@ -150,38 +129,9 @@ impl Validator<'_> {
             id,
             public_key,
             domain,
-            api_prefix,
             same_account: raw.same_account.unwrap_or(false),
             stream_subjects: raw.stream_subjects,
         }))
-    }
-
-    /// A literal subject of its own: starting with `$` (no value from a
-    /// token names a `$` first token), reaching nothing nats-server routes
-    /// by itself, and not the form nats-server maps for its own domain.
-    fn api_prefix(&self, prefix: &str, domain: Option<&str>) -> Result<(), ConfigError> {
-        let key = "jetstream.api_prefix";
-        check_permission_subject(prefix).map_err(|r| self.err(key, r))?;
-        if prefix.split('.').any(|t| t == "*" || t == ">") || !prefix.starts_with('$') {
-            return Err(self.err(
-                key,
-                format!("{prefix:?} must be a literal subject starting with $ (like $JS.DATA.API)"),
-            ));
-        }
-        let under = format!("{prefix}.x");
-        if let Some(routed) = ROUTED.iter().find(|r| overlaps(&under, r)) {
-            return Err(self.err(
-                key,
-                format!("{prefix:?} lies in {routed}, which nats-server routes by itself"),
-            ));
-        }
-        if let Some(d) = domain.filter(|d| prefix == format!("$JS.{d}.API")) {
-            return Err(self.err(
-                key,
-                format!("{prefix:?} is the API of nats-server's own domain {d:?}, which nats-server maps to each account's own JetStream; choose another prefix"),
-            ));
-        }
-        Ok(())
     }
 
     /// Users with JetStream/KV grants are never placed in the callout's

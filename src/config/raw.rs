@@ -31,7 +31,6 @@ pub struct RawJetStreamAccount {
     pub account: String,
     pub public_key: Option<String>,
     pub domain: Option<String>,
-    pub api_prefix: Option<String>,
     pub same_account: Option<bool>,
     #[serde(default)]
     pub stream_subjects: Vec<String>,

@@ -16,20 +16,18 @@ use crate::policy::layout::JetStreamAccount;
 use crate::policy::roles::{Direction, Limits, Resp, Role, RoleTable};
 use crate::policy::streams::{
     check_bucket, check_key_pattern, check_stream_name, Consumer, JetStreamGrant, JsHome, KvGrant,
-    KvScope, JS_API,
+    KvScope,
 };
 use crate::policy::template::Entry;
 use crate::policy::users::{bcrypt_cost, ConfigUser, Credential, Grant, MAX_BCRYPT_COST};
 
 impl Validator<'_> {
-    /// `default_account` is `callout.account`; `js` says where the streams
-    /// of the grants live, so that each role's grants compile to the
-    /// subjects its users' account sees.
+    /// `js` says where the streams of the grants live (what their v2 ack
+    /// subjects carry).
     pub(super) fn roles(
         &self,
         raw: BTreeMap<String, RawRole>,
         issuers: &[IssuerConfig],
-        default_account: &str,
         js: Option<&JetStreamAccount>,
     ) -> Result<RoleTable, ConfigError> {
         if raw.is_empty() {
@@ -57,8 +55,7 @@ impl Validator<'_> {
                     ));
                 }
             }
-            let account = role.account.as_deref().unwrap_or(default_account);
-            let home = js.map(|js| js.home(account));
+            let home = js.map(JetStreamAccount::home);
             let role = self.role(&format!("roles.{name}"), role, home.as_ref())?;
             roles.insert(name, role);
         }
@@ -115,7 +112,6 @@ impl Validator<'_> {
         let home = match home {
             Some(home) => home.clone(),
             None if jetstream.is_empty() && kv.is_empty() => JsHome {
-                api: JS_API.into(),
                 domain: "_".into(),
                 account_hash: "none".into(),
             },

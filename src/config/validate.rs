@@ -100,7 +100,7 @@ impl<'a> Validator<'a> {
         let mut oidc = self.issuers(raw.oidc)?;
         let http = raw.http.map(|h| self.http(h)).transpose()?;
         let jetstream = self.jetstream_account(raw.jetstream, &callout)?;
-        let roles = self.roles(raw.roles, &oidc, &callout.account, jetstream.as_ref())?;
+        let roles = self.roles(raw.roles, &oidc, jetstream.as_ref())?;
         let users = self.users(raw.users, &roles)?;
         self.accounts_known(&callout, &roles, &users)?;
         self.jetstream_placement(&callout, &roles, jetstream.as_ref())?;

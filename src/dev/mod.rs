@@ -412,12 +412,14 @@ Tokens (valid 1h; NATS drops the connection when they expire):
 ADMIN_TOKEN={admin}
 
 READER_TOKEN={reader}
+READER_INBOX={reader_inbox}   # rita's private inbox ({{{{inbox}}}}): her replies come only there
 
 Try them with the nats CLI ({mode}):
   nats --server {nats_url} {login}--user ana  --password "$ADMIN_TOKEN"  sub 'orders.>'
   nats --server {nats_url} {login}--user ana  --password "$ADMIN_TOKEN"  pub orders.new hello
   nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" sub 'orders.>'
   nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" pub orders.new nope   # refused: reader may not publish
+  nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" --inbox-prefix "$READER_INBOX" ...   # requests and JetStream
 
 More tokens:
   curl '{iss}/token?user=bo&roles=reader'
@@ -425,5 +427,6 @@ More tokens:
 Ctrl-C stops everything.
 "#,
         dir = dir.display(),
+        reader_inbox = crate::client::inbox::of_token(reader).unwrap_or_default(),
     )
 }

@@ -121,8 +121,14 @@ impl OperatorSetup {
             "subs": -1, "data": -1, "payload": -1,
             "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
         });
-        // nats-server refuses to start with JetStream in the system account.
-        if self.jetstream && account.public_key() != self.system.public_key() {
+        // nats-server refuses to start with JetStream in the system account;
+        // an account that imports another's JetStream API has none of its
+        // own (it would answer beside the import).
+        let imports_api = self
+            .layout
+            .as_ref()
+            .is_some_and(|l| l.imports.contains_key(&account.name));
+        if self.jetstream && account.public_key() != self.system.public_key() && !imports_api {
             for k in ["mem_storage", "disk_storage", "streams", "consumer"] {
                 limits[k] = json!(-1);
             }

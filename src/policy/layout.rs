@@ -8,17 +8,29 @@
 //! any stream or bucket there. So the streams live in an account users are
 //! never placed in, and the users' accounts import what the grants need:
 //! nats-server answers an imported request on a reply of its own making in
-//! the exporting account and maps the answer back, so a redirected answer
-//! can only land in the user's own account. This module computes those
-//! imports from the role table; `accounts` prints them as nats-server
-//! config or `nsc` commands, and the operator-mode test harness signs them
-//! into account JWTs.
+//! the exporting account and maps it back, so a redirected answer can only
+//! land in the user's own account.
+//!
+//! The users' account imports the whole JetStream API (`$JS.API.>`, as it
+//! is: an import of exactly that subject takes the place of nats-server's
+//! own "JetStream not enabled" answer, which any narrower import would race
+//! with, and so that account must not have JetStream of its own); KV key
+//! subjects, ack and flow-control subjects and the streams' own subjects
+//! are imported as the grants compile them. No import renames a subject:
+//! nats-server before 2.10.28 (and 2.11.0) crashes when an answer a user
+//! redirects meets an import that rewrites wildcard tokens. This module
+//! computes the imports from the role table; `accounts` prints them as
+//! nats-server config or `nsc` commands, and the operator-mode test harness
+//! signs them into account JWTs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::policy::roles::RoleTable;
 use crate::policy::streams::{account_hash, JsHome, JS_API};
 use crate::policy::subject::{join, overlaps, subsumes};
+
+/// The whole JetStream API, as the users' accounts import it.
+pub const API_IMPORT: &str = "$JS.API.>";
 
 /// Where push consumers deliver: the clients' inboxes, private ones
 /// (`{{inbox}}`) included.
@@ -37,8 +49,6 @@ pub struct JetStreamAccount {
     pub public_key: Option<String>,
     /// nats-server's `jetstream.domain`, if it has one.
     pub domain: Option<String>,
-    /// The subject prefix under which users' accounts import its API.
-    pub api_prefix: String,
     /// Users may be placed in this account itself (JetStream's answers can
     /// then be redirected into any of its streams and buckets).
     pub same_account: bool,
@@ -48,22 +58,9 @@ pub struct JetStreamAccount {
 }
 
 impl JetStreamAccount {
-    /// The default prefix users' accounts import the API of `account`
-    /// under. Not `$JS.API` (nats-server answers that in every account
-    /// for the account itself); a `$` first token, which no value from a
-    /// token can name.
-    pub fn default_api_prefix(account: &str) -> String {
-        format!("$JS.{account}.API")
-    }
-
-    /// How users placed in `users_account` reach the streams.
-    pub fn home(&self, users_account: &str) -> JsHome {
+    /// What the v2 ack and flow-control subjects of its consumers carry.
+    pub fn home(&self) -> JsHome {
         JsHome {
-            api: if users_account == self.name {
-                JS_API.to_string()
-            } else {
-                self.api_prefix.clone()
-            },
             domain: self.domain.clone().unwrap_or_else(|| "_".to_string()),
             account_hash: account_hash(&self.id),
         }
@@ -141,13 +138,20 @@ impl Layout {
                 continue;
             }
             let list = wanted.entry(account.to_string()).or_default();
+            list.push(Import {
+                kind: Kind::Service(Response::Stream),
+                remote: API_IMPORT.to_string(),
+                local: API_IMPORT.to_string(),
+            });
             for (entry, _) in &role.granted {
-                let local = wildcard_placeholders(entry.as_str());
-                let remote = remote_of(&local, &js.api_prefix);
+                let subject = wildcard_placeholders(entry.as_str());
+                if subject.starts_with(&format!("{JS_API}.")) {
+                    continue;
+                }
                 list.push(Import {
-                    kind: Kind::Service(response_for(&remote)),
-                    remote,
-                    local,
+                    kind: Kind::Service(response_for(&subject)),
+                    remote: subject.clone(),
+                    local: subject,
                 });
             }
             if role.jetstream.pushes() || role.kv.pushes() {
@@ -160,7 +164,7 @@ impl Layout {
         }
         let imports = wanted
             .into_iter()
-            .map(|(account, list)| (account, reduce(list, &js.api_prefix)))
+            .map(|(account, list)| (account, reduce(list)))
             .filter(|(_, list)| !list.is_empty())
             .collect();
         Layout {
@@ -229,13 +233,12 @@ impl Layout {
         };
         let mut out = String::from("imports: [\n");
         for i in imports {
-            let (kind, to) = match i.kind {
-                Kind::Stream => ("stream", String::new()),
-                Kind::Service(_) if i.local == i.remote => ("service", String::new()),
-                Kind::Service(_) => ("service", format!(", to: {}", quote(&i.local))),
+            let kind = match i.kind {
+                Kind::Stream => "stream",
+                Kind::Service(_) => "service",
             };
             out.push_str(&format!(
-                "  {{ {kind}: {{ account: {}, subject: {} }}{to} }}\n",
+                "  {{ {kind}: {{ account: {}, subject: {} }} }}\n",
                 conf_name(&self.account),
                 quote(&i.remote)
             ));
@@ -258,6 +261,8 @@ impl Layout {
         out.push_str("  }\n");
         for account in self.imports.keys() {
             out.push_str(&format!("  {} {{\n", conf_name(account)));
+            out.push_str("    # its own JetStream would answer $JS.API beside the import\n");
+            out.push_str("    jetstream: disabled\n");
             out.push_str(&indent(self.imports_conf(account), "    "));
             out.push_str("  }\n");
         }
@@ -287,6 +292,13 @@ impl Layout {
                 .replace("  ", " "),
             );
         }
+        for account in self.imports.keys() {
+            out.push_str(&format!(
+                "# {}: no JetStream of its own (nsc edit account --name {} --js-disable, if it has some)\n",
+                account,
+                shell_word(account)
+            ));
+        }
         let mut n = 0;
         for (account, imports) in &self.imports {
             for i in imports {
@@ -298,13 +310,8 @@ impl Layout {
                     shell_word(&i.remote),
                     shell_word(account)
                 ));
-                let local = if i.local == i.remote || i.kind == Kind::Stream {
-                    String::new()
-                } else {
-                    format!(" --local-subject {}", shell_word(&i.local))
-                };
                 out.push_str(&format!(
-                    "nsc add import --account {} --token {file}{local}\n",
+                    "nsc add import --account {} --token {file}\n",
                     shell_word(account)
                 ));
             }
@@ -322,21 +329,11 @@ fn wildcard_placeholders(subject: &str) -> String {
         .join(".")
 }
 
-/// The subject in the JetStream account that a users' account subject
-/// maps to: the API prefix becomes `$JS.API`, except in front of `$KV`
-/// (puts through the prefix), where it goes.
-fn remote_of(local: &str, prefix: &str) -> String {
-    match local.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
-        Some(rest) if rest.starts_with("$KV.") => rest.to_string(),
-        Some(rest) => format!("{JS_API}.{rest}"),
-        None => local.to_string(),
-    }
-}
-
 /// Requests that are answered more than once: pulls, batched direct gets
 /// and acks (`+NXT` asks for more messages).
 fn response_for(remote: &str) -> Response {
-    if remote.contains(".MSG.NEXT.")
+    if remote == API_IMPORT
+        || remote.contains(".MSG.NEXT.")
         || remote.contains(".DIRECT.GET.")
         || remote.starts_with("$JS.ACK.")
     {
@@ -351,7 +348,7 @@ fn response_for(remote: &str) -> Response {
 /// Subsumed imports go; two that overlap otherwise are replaced by their
 /// join (an import only routes: what a user may publish stays what its
 /// permissions say).
-fn reduce(mut list: Vec<Import>, prefix: &str) -> Vec<Import> {
+fn reduce(mut list: Vec<Import>) -> Vec<Import> {
     list.sort();
     list.dedup();
     loop {
@@ -374,17 +371,12 @@ fn reduce(mut list: Vec<Import>, prefix: &str) -> Vec<Import> {
                 } else {
                     join(&a.local, &b.local)
                 };
-                let remote = if kind == Kind::Stream {
-                    local.clone()
-                } else {
-                    remote_of(&local, prefix)
-                };
                 merged = Some((
                     i,
                     j,
                     Import {
                         kind,
-                        remote,
+                        remote: local.clone(),
                         local,
                     },
                 ));
@@ -436,51 +428,38 @@ fn shell_word(word: &str) -> String {
 mod tests {
     use super::*;
 
-    fn import(local: &str, prefix: &str) -> Import {
-        let remote = remote_of(local, prefix);
+    fn import(subject: &str) -> Import {
         Import {
-            kind: Kind::Service(response_for(&remote)),
-            remote,
-            local: local.to_string(),
+            kind: Kind::Service(response_for(subject)),
+            remote: subject.to_string(),
+            local: subject.to_string(),
         }
     }
 
     #[test]
-    fn the_prefix_maps_to_the_api_and_kv_puts_through_it_to_kv() {
-        let p = "$JS.DATA.API";
-        assert_eq!(
-            remote_of("$JS.DATA.API.STREAM.INFO.X", p),
-            "$JS.API.STREAM.INFO.X"
-        );
-        assert_eq!(remote_of("$JS.DATA.API.$KV.b.>", p), "$KV.b.>");
-        assert_eq!(remote_of("$KV.b.>", p), "$KV.b.>");
-        assert_eq!(
-            remote_of("$JS.ACK.S.C.*.*.*.*.*", p),
-            "$JS.ACK.S.C.*.*.*.*.*"
-        );
-        assert_eq!(
-            response_for("$JS.API.CONSUMER.MSG.NEXT.S.C"),
-            Response::Stream
-        );
-        assert_eq!(response_for("$JS.API.STREAM.INFO.S"), Response::Singleton);
+    fn pulls_acks_and_direct_gets_are_answered_more_than_once() {
+        for many in [
+            API_IMPORT,
+            "$JS.API.CONSUMER.MSG.NEXT.S.C",
+            "$JS.ACK.S.C.*.*.*.*.*",
+        ] {
+            assert_eq!(response_for(many), Response::Stream, "{many}");
+        }
+        assert_eq!(response_for("$KV.b.>"), Response::Singleton);
     }
 
     #[test]
     fn imports_of_one_account_never_overlap() {
-        let p = "$JS.DATA.API";
-        let list = reduce(
-            vec![
-                import("$KV.b.*.>", p),
-                import("$KV.b.>", p),
-                import("$KV.c.x.>", p),
-                import("$KV.c.*.y", p),
-                import("$JS.DATA.API.STREAM.INFO.KV_b", p),
-                import("$JS.DATA.API.STREAM.INFO.KV_b", p),
-                import("$JS.ACK.S.C.*.*.*.*.*", p),
-                import("$JS.ACK._.h.S.C.*.*.*.*.*", p),
-            ],
-            p,
-        );
+        let list = reduce(vec![
+            import("$KV.b.*.>"),
+            import("$KV.b.>"),
+            import("$KV.c.x.>"),
+            import("$KV.c.*.y"),
+            import(API_IMPORT),
+            import(API_IMPORT),
+            import("$JS.ACK.S.C.*.*.*.*.*"),
+            import("$JS.ACK._.h.S.C.*.*.*.*.*"),
+        ]);
         for (i, a) in list.iter().enumerate() {
             for b in &list[i + 1..] {
                 assert!(!overlaps(&a.local, &b.local), "{a:?} {b:?}");
@@ -489,8 +468,13 @@ mod tests {
         let locals: Vec<&str> = list.iter().map(|i| i.local.as_str()).collect();
         assert!(locals.contains(&"$KV.b.>"), "{locals:?}");
         assert!(locals.contains(&"$KV.c.*.>"), "{locals:?}");
+        assert!(locals.contains(&API_IMPORT), "{locals:?}");
         // The two ack layouts stay apart, each exact.
         assert!(locals.contains(&"$JS.ACK.S.C.*.*.*.*.*"), "{locals:?}");
         assert!(locals.contains(&"$JS.ACK._.h.S.C.*.*.*.*.*"), "{locals:?}");
+        assert!(
+            list.iter().all(|i| i.local == i.remote),
+            "nothing is renamed"
+        );
     }
 }

@@ -18,11 +18,11 @@
 //! the account that holds the streams.
 //!
 //! Where the streams live in another account than the users (the layout
-//! the README recommends), the users' account imports the JetStream API
-//! under a prefix of its own (`$JS.<account>.API`): its own `$JS.API` is
-//! answered by nats-server for the account itself. Grants then compile to
-//! the subjects as the users' account sees them. The README's grant table
-//! lists the same subjects, each with where it comes from.
+//! the README recommends), the users' account imports the whole JetStream
+//! API of that account (`$JS.API.>`, which takes the place of nats-server's
+//! own answer for an account without JetStream), so grants compile to the
+//! same subjects in either layout. The README's grant table lists them,
+//! each with where it comes from.
 
 use sha2::{Digest, Sha256};
 
@@ -31,13 +31,10 @@ use crate::policy::template::Entry;
 /// The JetStream API's subjects in the account that holds the streams.
 pub const JS_API: &str = "$JS.API";
 
-/// Where a role's users reach the streams and buckets its grants name.
+/// What nats-server writes into the v2 ack and flow-control subjects of
+/// the account holding the streams a role's grants name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JsHome {
-    /// The JetStream API as the users' account sees it: [`JS_API`] when
-    /// the streams are in that account, else the prefix it imports the
-    /// API of the streams' account under.
-    pub api: String,
     /// The JetStream domain as v2 ack subjects write it (`_` for none).
     pub domain: String,
     /// nats-server's hash of the name of the account holding the streams
@@ -45,15 +42,9 @@ pub struct JsHome {
     pub account_hash: String,
 }
 
-impl JsHome {
-    /// Whether the API is imported from another account (under a prefix).
-    pub fn imported(&self) -> bool {
-        self.api != JS_API
-    }
-
-    fn api(&self, rest: &str) -> String {
-        format!("{}.{rest}", self.api)
-    }
+/// `$JS.API.<rest>`.
+fn api(rest: &str) -> String {
+    format!("{JS_API}.{rest}")
 }
 
 /// nats-server's 8-character hash of an account name (`getHash`), which v2
@@ -120,20 +111,21 @@ impl JetStreamGrant {
             && self.manage.is_empty()
     }
 
-    /// The publish subjects of this grant, as users at `home` see them.
+    /// The publish subjects of this grant; `home` says what ack and
+    /// flow-control subjects carry.
     pub fn compile(&self, home: &JsHome) -> Vec<Compiled> {
         let mut out = Vec::new();
         for Consumer { stream, consumer } in &self.consume {
             out.extend(consume(home, stream, consumer));
         }
         for stream in &self.read {
-            out.extend(read(home, stream));
+            out.extend(read(stream));
         }
         for stream in &self.replay {
             out.extend(replay(home, stream));
         }
         for stream in &self.manage {
-            out.extend(manage(home, stream));
+            out.extend(manage(stream));
         }
         out
     }
@@ -159,11 +151,11 @@ fn consume(home: &JsHome, stream: &str, consumer: &str) -> Vec<Compiled> {
     } = home;
     vec![
         s(
-            home.api(&format!("CONSUMER.INFO.{stream}.{consumer}")),
+            api(&format!("CONSUMER.INFO.{stream}.{consumer}")),
             "consumer info",
         ),
         s(
-            home.api(&format!("CONSUMER.MSG.NEXT.{stream}.{consumer}")),
+            api(&format!("CONSUMER.MSG.NEXT.{stream}.{consumer}")),
             "pull fetch",
         ),
         s(
@@ -186,13 +178,13 @@ fn consume(home: &JsHome, stream: &str, consumer: &str) -> Vec<Compiled> {
 }
 
 /// Stream info and message get (by sequence or last by subject).
-fn read(home: &JsHome, stream: &str) -> Vec<Compiled> {
+fn read(stream: &str) -> Vec<Compiled> {
     vec![
-        s(home.api(&format!("STREAM.INFO.{stream}")), "stream info"),
-        s(home.api(&format!("STREAM.MSG.GET.{stream}")), "get message"),
-        s(home.api(&format!("DIRECT.GET.{stream}")), "direct get"),
+        s(api(&format!("STREAM.INFO.{stream}")), "stream info"),
+        s(api(&format!("STREAM.MSG.GET.{stream}")), "get message"),
+        s(api(&format!("DIRECT.GET.{stream}")), "direct get"),
         s(
-            home.api(&format!("DIRECT.GET.{stream}.>")),
+            api(&format!("DIRECT.GET.{stream}.>")),
             "direct get, last by subject",
         ),
     ]
@@ -201,21 +193,18 @@ fn read(home: &JsHome, stream: &str) -> Vec<Compiled> {
 /// Consumers the client creates itself (ephemeral, ordered), on one stream.
 fn replay(home: &JsHome, stream: &str) -> Vec<Compiled> {
     let mut out = vec![
-        s(home.api(&format!("STREAM.INFO.{stream}")), "stream info"),
+        s(api(&format!("STREAM.INFO.{stream}")), "stream info"),
         s(
-            home.api(&format!("CONSUMER.CREATE.{stream}")),
+            api(&format!("CONSUMER.CREATE.{stream}")),
             "create a consumer",
         ),
         s(
-            home.api(&format!("CONSUMER.CREATE.{stream}.>")),
+            api(&format!("CONSUMER.CREATE.{stream}.>")),
             "create a named or filtered consumer",
         ),
+        s(api(&format!("CONSUMER.INFO.{stream}.*")), "consumer info"),
         s(
-            home.api(&format!("CONSUMER.INFO.{stream}.*")),
-            "consumer info",
-        ),
-        s(
-            home.api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
+            api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
             "pull from its consumer",
         ),
     ];
@@ -243,7 +232,7 @@ fn flow_control(home: &JsHome, stream: &str) -> Vec<Compiled> {
 }
 
 /// The stream and its consumers: create, update, delete, purge.
-fn manage(home: &JsHome, stream: &str) -> Vec<Compiled> {
+fn manage(stream: &str) -> Vec<Compiled> {
     [
         ("STREAM.CREATE", "create the stream"),
         ("STREAM.UPDATE", "update the stream"),
@@ -256,34 +245,31 @@ fn manage(home: &JsHome, stream: &str) -> Vec<Compiled> {
         ("CONSUMER.NAMES", "consumer names"),
     ]
     .into_iter()
-    .map(|(op, what)| s(home.api(&format!("{op}.{stream}")), what))
+    .map(|(op, what)| s(api(&format!("{op}.{stream}")), what))
     .chain([
         s(
-            home.api(&format!("CONSUMER.CREATE.{stream}.>")),
+            api(&format!("CONSUMER.CREATE.{stream}.>")),
             "create a named or filtered consumer",
         ),
         s(
-            home.api(&format!("CONSUMER.DURABLE.CREATE.{stream}.*")),
+            api(&format!("CONSUMER.DURABLE.CREATE.{stream}.*")),
             "create a durable consumer (older clients)",
         ),
         s(
-            home.api(&format!("CONSUMER.DELETE.{stream}.*")),
+            api(&format!("CONSUMER.DELETE.{stream}.*")),
             "delete a consumer",
         ),
+        s(api(&format!("CONSUMER.INFO.{stream}.*")), "consumer info"),
         s(
-            home.api(&format!("CONSUMER.INFO.{stream}.*")),
-            "consumer info",
-        ),
-        s(
-            home.api(&format!("CONSUMER.PAUSE.{stream}.*")),
+            api(&format!("CONSUMER.PAUSE.{stream}.*")),
             "pause a consumer",
         ),
         s(
-            home.api(&format!("CONSUMER.RESET.{stream}.*")),
+            api(&format!("CONSUMER.RESET.{stream}.*")),
             "reset a consumer (nats-server 2.14+)",
         ),
         s(
-            home.api(&format!("CONSUMER.UNPIN.{stream}.*")),
+            api(&format!("CONSUMER.UNPIN.{stream}.*")),
             "unpin a priority group's client",
         ),
     ])
@@ -295,16 +281,15 @@ impl KvGrant {
         self.read.is_empty() && self.write.is_empty()
     }
 
-    /// The publish entries of this grant, as users at `home` see them; key
-    /// patterns may hold placeholders, filled per connection like any
-    /// subject.
+    /// The publish entries of this grant; key patterns may hold
+    /// placeholders, filled per connection like any subject.
     pub fn compile(&self, home: &JsHome) -> Result<Vec<(Entry, &'static str)>, String> {
         let mut out = Vec::new();
         for scope in &self.read {
             out.extend(kv_read(home, scope)?);
         }
         for scope in &self.write {
-            out.extend(kv_write(home, scope)?);
+            out.extend(kv_write(scope)?);
         }
         Ok(out)
     }
@@ -328,40 +313,40 @@ fn kv_read(home: &JsHome, scope: &KvScope) -> Result<Vec<(Entry, &'static str)>,
     let b = &scope.bucket;
     let stream = format!("KV_{b}");
     let mut out = vec![literal(
-        home.api(&format!("STREAM.INFO.{stream}")),
+        api(&format!("STREAM.INFO.{stream}")),
         "open the bucket (status)",
     )?];
     match &scope.keys {
         Some(keys) => {
             out.push(literal(
-                home.api(&format!("DIRECT.GET.{stream}.$KV.{b}.{keys}")),
+                api(&format!("DIRECT.GET.{stream}.$KV.{b}.{keys}")),
                 "get these keys",
             )?);
         }
         None => {
             out.push(literal(
-                home.api(&format!("DIRECT.GET.{stream}.$KV.{b}.>")),
+                api(&format!("DIRECT.GET.{stream}.$KV.{b}.>")),
                 "get any key",
             )?);
             out.push(literal(
-                home.api(&format!("STREAM.MSG.GET.{stream}")),
+                api(&format!("STREAM.MSG.GET.{stream}")),
                 "get (buckets without direct get)",
             )?);
             for c in [
                 s(
-                    home.api(&format!("CONSUMER.CREATE.{stream}")),
+                    api(&format!("CONSUMER.CREATE.{stream}")),
                     "watch, keys, history",
                 ),
                 s(
-                    home.api(&format!("CONSUMER.CREATE.{stream}.>")),
+                    api(&format!("CONSUMER.CREATE.{stream}.>")),
                     "watch, keys, history",
                 ),
                 s(
-                    home.api(&format!("CONSUMER.INFO.{stream}.*")),
+                    api(&format!("CONSUMER.INFO.{stream}.*")),
                     "watch, keys, history (consumer info)",
                 ),
                 s(
-                    home.api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
+                    api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
                     "watch, keys, history (pull)",
                 ),
             ]
@@ -376,29 +361,20 @@ fn kv_read(home: &JsHome, scope: &KvScope) -> Result<Vec<(Entry, &'static str)>,
 }
 
 /// Put, create, update, delete and purge of the keys (all are publishes on
-/// the key's subject, with headers), and opening the bucket. Through an
-/// imported API, clients differ: nats-py publishes on `$KV.<bucket>.<key>`,
-/// async-nats, nats.go and nats.js put the API prefix in front.
-fn kv_write(home: &JsHome, scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
+/// the key's subject, with headers), and opening the bucket.
+fn kv_write(scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
     let b = &scope.bucket;
     let keys = scope.keys.as_deref().unwrap_or(">");
-    let mut out = vec![
+    Ok(vec![
         literal(
-            home.api(&format!("STREAM.INFO.KV_{b}")),
+            api(&format!("STREAM.INFO.KV_{b}")),
             "open the bucket (status)",
         )?,
         literal(
             format!("$KV.{b}.{keys}"),
             "put, create, update, delete, purge",
         )?,
-    ];
-    if home.imported() {
-        out.push(literal(
-            home.api(&format!("$KV.{b}.{keys}")),
-            "put, create, update, delete, purge (clients that put through the API prefix)",
-        )?);
-    }
-    Ok(out)
+    ])
 }
 
 /// A stream or consumer name as JetStream accepts it, and not made of
@@ -492,7 +468,6 @@ mod tests {
 
     fn home() -> JsHome {
         JsHome {
-            api: JS_API.into(),
             domain: "_".into(),
             account_hash: account_hash("DATA"),
         }
@@ -604,43 +579,6 @@ mod tests {
     }
 
     #[test]
-    fn through_an_imported_api_grants_use_its_prefix_and_kv_puts_both_forms() {
-        let home = JsHome {
-            api: "$JS.DATA.API".into(),
-            ..home()
-        };
-        let js = JetStreamGrant {
-            read: vec!["ORDERS".into()],
-            ..Default::default()
-        }
-        .compile(&home);
-        assert!(
-            subjects(&js).iter().all(|s| s.starts_with("$JS.DATA.API.")),
-            "{js:?}"
-        );
-        let kv: Vec<String> = KvGrant {
-            read: vec![],
-            write: vec![KvScope {
-                bucket: "profiles".into(),
-                keys: Some("{{sub}}.>".into()),
-            }],
-        }
-        .compile(&home)
-        .unwrap()
-        .into_iter()
-        .map(|(e, _)| e.as_str().to_string())
-        .collect();
-        assert_eq!(
-            kv,
-            [
-                "$JS.DATA.API.STREAM.INFO.KV_profiles",
-                "$KV.profiles.{{sub}}.>",
-                "$JS.DATA.API.$KV.profiles.{{sub}}.>"
-            ]
-        );
-    }
-
-    #[test]
     fn read_touches_no_consumer_and_replay_no_durable_delete() {
         let read = JetStreamGrant {
             read: vec!["ORDERS".into()],
@@ -707,7 +645,6 @@ mod tests {
         }
         let stream = "{stream}".to_string();
         let home = JsHome {
-            api: "{api}".into(),
             domain: "{domain}".into(),
             account_hash: "{hash}".into(),
         };

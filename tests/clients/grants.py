@@ -1,9 +1,8 @@
 """The role grants of tests/clients.rs, exercised with nats-py.
 
 Usage: grants.py <nats-url> <ws-url>, with the tokens in the environment
-(TOKEN_<ROLE>), the JetStream API prefix the users' account imports the
-streams under in JS_API_PREFIX and, for an operator-mode server, the
-sentinel credentials in SENTINEL_CREDS. The streams, consumers and buckets
+(TOKEN_<ROLE>) and, for an operator-mode server, the sentinel credentials
+in SENTINEL_CREDS. The streams, consumers and buckets
 exist already. Every client sets its private inbox prefix ({{inbox}}),
 computed from its token as the README says.
 Prints one "PASS <case>" or "FAIL <case>: <why>" line per case and exits
@@ -21,7 +20,7 @@ import nats
 from nats.errors import NoServersError
 
 URL, WS_URL = sys.argv[1], sys.argv[2]
-API = os.environ.get("JS_API_PREFIX", "$JS.API")
+API = "$JS.API"
 FAILED = []
 
 
@@ -69,7 +68,7 @@ class Client:
         else:
             options.update(user="anyone", password=token)
         self.nc = await nats.connect(url, **options)
-        self.js = self.nc.jetstream(timeout=1.5, prefix=API)
+        self.js = self.nc.jetstream(timeout=1.5)
         return self
 
     async def denied(self, case, attempt, subject, what="publish to"):

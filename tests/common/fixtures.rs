@@ -4,11 +4,6 @@
 
 use async_nats::jetstream::{consumer, kv, stream, Context};
 
-/// The JetStream API as users in APP see the streams of DATA (the
-/// `[jetstream]` account of `GRANT_ROLES`): `nats-oidc-callout accounts`
-/// imports it under this prefix.
-pub const API: &str = "$JS.DATA.API";
-
 /// One role per grant of the README's grant table, and the roles the
 /// request/reply and websocket cases use, in the README's recommended
 /// layout: the streams and buckets live in DATA, where only `admin` is

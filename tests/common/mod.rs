@@ -37,6 +37,25 @@ pub fn nats_server_bin() -> PathBuf {
     .clone()
 }
 
+/// nats-server's version as (major, minor, patch).
+pub fn nats_server_version() -> (u32, u32, u32) {
+    let out = Command::new(nats_server_bin())
+        .arg("--version")
+        .output()
+        .expect("nats-server --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('v'))
+        .unwrap_or_else(|| panic!("no version in {text:?}"));
+    let mut n = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -133,6 +152,11 @@ pub fn callout_conf(
     // thrown away: nobody logs in as it.
     let nonce_enabler = nkeys::KeyPair::new_user().public_key();
     let imports = |account: &str| layout.map(|l| l.imports_conf(account)).unwrap_or_default();
+    // An account that imports DATA's JetStream API has none of its own.
+    let js_of = |account: &str| match layout {
+        Some(l) if l.imports.contains_key(account) => "",
+        _ => auth_js,
+    };
     let data = match (jetstream_store, layout) {
         (Some(_), Some(l)) if !l.imports.is_empty() => {
             format!("  DATA {{ jetstream: enabled\n{}\n  }}\n", l.exports_conf())
@@ -143,10 +167,10 @@ pub fn callout_conf(
     format!(
         r#"{jetstream}accounts {{
   AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
-  APP {{{auth_js}
+  APP {{{app_js}
 {app_imports}
   }}
-  TEAM {{{auth_js}
+  TEAM {{{team_js}
 {team_imports}
   }}
 {data}  SYS {{ users: [ {{ user: sys, password: sys }} ] }}
@@ -163,6 +187,8 @@ authorization {{
 "#,
         app_imports = imports("APP"),
         team_imports = imports("TEAM"),
+        app_js = js_of("APP"),
+        team_js = js_of("TEAM"),
     )
 }
 
@@ -188,13 +214,13 @@ impl NatsServer {
     /// APP (where users land) and SYS, with auth callout on. With `xkey`, the
     /// server seals requests to that public key.
     pub fn start(issuer_public: &str, xkey_public: Option<&str>) -> NatsServer {
-        NatsServer::start_callout(issuer_public, xkey_public, false, false, None)
+        NatsServer::start_callout(issuer_public, xkey_public, false, false, None, "")
     }
 
     /// Like `start`, with JetStream on for the callout's account (for the KV
     /// grants bucket) and the users' accounts.
     pub fn start_jetstream(issuer_public: &str) -> NatsServer {
-        NatsServer::start_callout(issuer_public, None, true, false, None)
+        NatsServer::start_callout(issuer_public, None, true, false, None, "")
     }
 
     fn start_callout(
@@ -203,6 +229,7 @@ impl NatsServer {
         js: bool,
         websocket: bool,
         layout: Option<&Layout>,
+        extra: &str,
     ) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -212,6 +239,7 @@ impl NatsServer {
             r#"listen: 127.0.0.1:{port}
 # OIDC tokens are often larger than the 4 KiB default control line.
 max_control_line: 64KB
+{extra}
 {}{}"#,
             websocket_conf(ws_port),
             callout_conf(issuer_public, xkey_public, store.as_deref(), layout)
@@ -348,6 +376,8 @@ pub struct ServiceOptions {
     pub operator: bool,
     /// More `[callout]` tables, after every `[callout]` key.
     pub callout_tables: String,
+    /// More nats-server config lines (`feature_flags { ... }`).
+    pub nats_extra: String,
 }
 
 impl Default for ServiceOptions {
@@ -369,6 +399,7 @@ impl Default for ServiceOptions {
             rust_log: None,
             operator: false,
             callout_tables: String::new(),
+            nats_extra: String::new(),
         }
     }
 }
@@ -873,6 +904,7 @@ impl Stack {
             opts.jetstream,
             opts.websocket,
             layout.as_ref(),
+            &opts.nats_extra,
         );
         let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
         Stack {
@@ -943,7 +975,8 @@ impl Stack {
         };
         let ws_port = opts.websocket.then(free_port);
         let conf = format!(
-            "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\n{jetstream}{}{}",
+            "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\n{}\n{jetstream}{}{}",
+            opts.nats_extra,
             websocket_conf(ws_port),
             setup.nats_conf()
         );
@@ -1120,22 +1153,29 @@ impl Stack {
     /// A client of the system account (monitoring requests): user `sys`,
     /// or in operator mode a user of the operator's system account.
     pub async fn system_client(&self) -> async_nats::Client {
-        match &self.operator {
+        match self.system_creds() {
             None => ConnectOptions::with_user_and_password("sys".into(), "sys".into())
                 .connect(self.url())
                 .await
                 .expect("the system user connects"),
-            Some(setup) => {
-                let creds = self.nats.dir().join("system.creds");
-                write_private(&creds, &setup.system_creds());
-                ConnectOptions::with_credentials_file(creds)
-                    .await
-                    .expect("system creds")
-                    .connect(self.url())
-                    .await
-                    .expect("the system user connects")
-            }
+            Some(creds) => ConnectOptions::with_credentials_file(creds)
+                .await
+                .expect("system creds")
+                .connect(self.url())
+                .await
+                .expect("the system user connects"),
         }
+    }
+
+    /// In operator mode, a `.creds` file of a system-account user (server
+    /// mode has the user `sys`, password `sys`).
+    pub fn system_creds(&self) -> Option<PathBuf> {
+        let setup = self.operator.as_ref()?;
+        let creds = self.nats.dir().join("system.creds");
+        if !creds.exists() {
+            write_private(&creds, &setup.system_creds());
+        }
+        Some(creds)
     }
 
     /// How nats-server names the account `name`: the name itself, or in
