@@ -288,7 +288,7 @@ pod_checks() {
   local cfg=$STATE/config/config.toml
   [ -f "$cfg" ] || die "no $cfg"
   cp "$cfg" "$cfg.orig"
-  { cat "$cfg.orig"; printf '\n[roles.auditor]\npub.allow = ["_INBOX.>"]\nsub.allow = ["audit.>"]\n'; } > "$cfg.new"
+  { cat "$cfg.orig"; printf '\n[roles.auditor]\nsub.allow = ["audit.>", "{{inbox}}.>"]\n'; } > "$cfg.new"
   mv "$cfg.new" "$cfg"
   for _ in $(seq 1 20); do
     podman logs "$POD-callout" 2>&1 | grep -q 'config reloaded' && break

@@ -379,9 +379,8 @@ write = ["profiles/{{name}}.>"]
         "(in 900s;",
         "max_user_ttl 900s from a role's max_user_ttl",
         "user JWT claims (sub is the connecting client's nkey):",
-        "\"$JS.DATA.API.CONSUMER.MSG.NEXT.ORDERS.worker\"",
+        "\"$JS.API.CONSUMER.MSG.NEXT.ORDERS.worker\"",
         "\"$KV.profiles.svc.>\"",
-        "\"$JS.DATA.API.$KV.profiles.svc.>\"",
         "\"allowed_connection_types\": [",
         "\"times_location\": \"Europe/Berlin\"",
         "\"ttl\": 60000000000",
@@ -533,4 +532,98 @@ authorization {{
         "{t}"
     );
     assert!(!t.contains("limitedpw"), "{t}");
+}
+
+/// `accounts` prints what nats-server needs for the grants, as the README
+/// says to merge it: the block, with the callout's own accounts beside
+/// it, is a config nats-server accepts (`nats-server -t`); `--format nsc`
+/// prints private exports, activations and imports.
+#[test]
+fn accounts_prints_a_config_nats_server_accepts_and_nsc_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = CalloutKeys::new();
+    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[callout]
+issuer_seed_file = "issuer.nk"
+account = "APP"
+auth_account = "AUTH"
+
+[oidc]
+issuer = "https://idp.example.com"
+audience = "nats"
+roles_claim = "roles"
+{}"#,
+            fixtures::GRANT_ROLES
+        ),
+    )
+    .unwrap();
+    let out = callout_bin()
+        .args(["accounts", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let block = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", output_text(&out));
+    for expected in [
+        "{ service: \"$JS.API.>\", accounts: [APP], response_type: stream }",
+        "{ service: \"$JS.ACK.ORDERS.worker.*.*.*.*.*\", accounts: [APP], response_type: stream }",
+        "{ service: \"$KV.profiles.*.>\", accounts: [APP] }",
+        "{ service: \"orders.>\", accounts: [APP] }",
+        "{ stream: \"_INBOX.>\", accounts: [APP] }",
+        "jetstream: disabled",
+        "{ service: { account: DATA, subject: \"$JS.API.>\" } }",
+    ] {
+        assert!(block.contains(expected), "missing {expected:?} in\n{block}");
+    }
+    // Merged as the README says: the users and the callout beside it.
+    let merged = block
+        .replace(
+            "accounts {",
+            "accounts {\n  AUTH { users: [ { user: auth, password: authpw } ] }\n  SYS {}",
+        )
+        .replace(
+            "    # users: [ ... ]   # administrators only: never users of the callout\n",
+            "    users: [ { user: admin, password: admin } ]\n",
+        );
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:-1\njetstream {{ store_dir: \"{}\" }}\n{merged}\nsystem_account: SYS\nauthorization {{ auth_callout {{ issuer: {}, auth_users: [ auth ], account: AUTH }} }}\n",
+            dir.path().join("js").display(),
+            keys.issuer.public_key()
+        ),
+    )
+    .unwrap();
+    let checked = std::process::Command::new(nats_server_bin())
+        .args(["-t", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "nats-server refuses the merged config: {}\n{merged}",
+        output_text(&checked)
+    );
+
+    let out = callout_bin()
+        .args(["accounts", "--format", "nsc", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let nsc = String::from_utf8_lossy(&out.stdout).to_string();
+    for expected in [
+        "nsc edit account --name DATA --js-enable 0",
+        "nsc add export --account DATA --private --service --response-type Stream --subject '$JS.API.>'",
+        "nsc add export --account DATA --private --subject '_INBOX.>'",
+        "nsc generate activation --account DATA --subject '$JS.API.>' --target-account APP --output-file activation-",
+        "nsc add import --account APP --token activation-",
+    ] {
+        assert!(nsc.contains(expected), "missing {expected:?} in\n{nsc}");
+    }
 }

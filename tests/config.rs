@@ -1281,3 +1281,101 @@ fn bad_bindings_and_required_claims_are_config_errors() {
         assert!(msg.contains(detail), "the message says {detail:?}: {msg}");
     }
 }
+
+/// Where users with JetStream/KV grants may be placed: never in the
+/// callout's account, never (without `same_account`) in the account
+/// holding the streams; and the `[jetstream]` table itself is checked.
+#[test]
+fn jetstream_grants_need_an_account_users_are_not_placed_in() {
+    let grant = "sub.allow = [\"orders.>\"]\nkv.read = [\"config\"]";
+    let with = |role_extra: &str, tables: &str| {
+        GOOD.replace(
+            "sub.allow = [\"orders.>\"]",
+            &format!("{grant}\n{role_extra}"),
+        ) + tables
+    };
+    let cases = [
+        (
+            with("", ""),
+            "roles.reader",
+            "no [jetstream] table says where the streams and buckets live",
+        ),
+        (
+            with("account = \"AUTH\"", JETSTREAM),
+            "roles.reader.account",
+            "the callout's own account",
+        ),
+        (
+            with("account = \"DATA\"", JETSTREAM),
+            "roles.reader.account",
+            "set jetstream.same_account = true to accept that",
+        ),
+        (
+            with("", "\n[jetstream]\naccount = \"AUTH\"\n"),
+            "jetstream.account",
+            "is the callout's own account",
+        ),
+        (
+            with("", JETSTREAM).replace("auth_account = \"AUTH\"\n", ""),
+            "callout.auth_account",
+            "required with [jetstream]",
+        ),
+        (
+            with(
+                "",
+                "\n[jetstream]\naccount = \"DATA\"\nstream_subjects = [\"$KV.>\"]\n",
+            ),
+            "jetstream.stream_subjects",
+            "reaches $KV.>",
+        ),
+        (
+            with(
+                "",
+                "\n[jetstream]\naccount = \"DATA\"\nstream_subjects = [\">\"]\n",
+            ),
+            "jetstream.stream_subjects",
+            "which the grants (or nats-server) route by themselves",
+        ),
+        (
+            with("", "\n[jetstream]\naccount = \"DATA\"\ndomain = \"a.b\"\n"),
+            "jetstream.domain",
+            "letters, digits",
+        ),
+        (
+            with(
+                "",
+                "\n[jetstream]\naccount = \"DATA\"\npublic_key = \"AXYZ\"\n",
+            ),
+            "jetstream.public_key",
+            "is for operator mode",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let msg = error_for(&text);
+        assert!(
+            msg.contains(key) && msg.contains(reason),
+            "expected {key:?} and {reason:?} in: {msg}"
+        );
+    }
+    // Knowingly beside the streams: valid, and check says what it means.
+    let d = Dir::new();
+    let text = with(
+        "account = \"DATA\"",
+        "\n[jetstream]\naccount = \"DATA\"\nsame_account = true\n",
+    );
+    let config = Config::load(&d.write(&text)).expect("same_account is explicit");
+    let warnings = nats_oidc_callout::cli::check::warnings(&config);
+    assert!(
+        warnings.iter().any(|w| w.contains(
+            "is granted in \"DATA\", the account holding the streams (jetstream.same_account): JetStream will publish its answers"
+        )),
+        "{warnings:?}"
+    );
+    // Placeholders never put `_` or `$` first, and {{inbox}} begins a
+    // subject or is refused.
+    let msg = error_for(&GOOD.replace(
+        "sub.allow = [\"orders.>\"]",
+        "sub.allow = [\"users.{{inbox}}.>\"]",
+    ));
+    assert!(msg.contains("must begin the subject"), "{msg}");
+}

@@ -132,7 +132,13 @@ async fn a_well_formed_request_is_answered_with_the_tokens_grants_only() {
     let user_jwt = claims["nats"]["jwt"].as_str().expect("a user JWT");
     let user = response_claims(user_jwt.as_bytes());
     assert_eq!(user["name"], json!("rita"));
-    assert_eq!(user["nats"]["pub"]["allow"], json!(["_INBOX.>"]));
+    let inbox = nats_oidc_callout::client::inbox::of_token(&token).unwrap();
+    assert_eq!(user["nats"]["pub"]["allow"], json!(null));
+    assert_eq!(user["nats"]["pub"]["deny"], json!([">"]));
+    assert_eq!(
+        user["nats"]["sub"]["allow"],
+        json!([format!("{inbox}.>"), "orders.>"])
+    );
     assert_eq!(
         user["nats"]["sub"]["deny"],
         json!(["$SYS.>", "orders.secret.>"])
