@@ -126,7 +126,8 @@ async fn roles_combine_and_messages_flow_between_users() {
     assert!(delivered(&both.client, &reader.client, "orders.created").await);
     assert!(delivered(&both.client, &both.client, "orders.created").await);
 
-    // Request/reply across users: the reader may publish replies to _INBOX.
+    // Request/reply across users: the reader answers the requests it
+    // receives (resp), onto the asker's private inbox.
     let mut service = reader.client.subscribe("orders.lookup").await.unwrap();
     server_has_read(&reader.client).await;
     let responder = reader.client.clone();

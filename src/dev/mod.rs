@@ -37,6 +37,8 @@ sub.allow = [">"]
 [roles.reader]
 sub.allow = ["orders.>", "{{inbox}}.>"]
 sub.deny  = ["orders.secret.>"]
+resp = { max = 1 }
+
 "#;
 
 pub async fn run(
