@@ -504,7 +504,13 @@ fn warn_delivery_anywhere(out: &mut Vec<String>, config: &Config) {
     for (name, role) in config.roles.iter() {
         for stream in &role.jetstream.replay {
             out.push(format!(
-                "roles.{name}.jetstream.replay {stream}: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so its users can have {stream}'s messages re-sent to any subject of the account holding it (and to any inbox of the users' account, through the inbox import), and any of them who may also publish into {stream}'s subjects can make any content appear there; grant replay only where that is acceptable"
+                "roles.{name}.jetstream.replay {stream}: a consumer's delivery subject is set in the request body and nats-server delivers with its own rights, so its users can have {stream}'s messages re-sent to any subject of the account holding it (and to any inbox of the users' account, through the inbox import), another consumer's pull or reset subject included, which drives that consumer (its messages go where no one receives them, or it starts over); any of them who may also publish into {stream}'s subjects can make any content appear there; grant replay only where that is acceptable"
+            ));
+        }
+        for scope in role.kv.read.iter().filter(|s| s.keys.is_none()) {
+            out.push(format!(
+                "roles.{name}.kv.read {}: watch, keys and history create consumers, whose delivery subject is set in the request body and delivered to with nats-server's own rights: its users can have the bucket's entries sent to any subject of the account holding it, another consumer's pull or reset subject included (which drives that consumer), and to any inbox of the users' account; grant whole-bucket reads only where that is acceptable",
+                scope.bucket
             ));
         }
     }
