@@ -195,17 +195,6 @@ async fn every_grant_works_for_nats_py_as_for_async_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_grant_works_for_nats_js_as_for_async_nats() {
-    // nats.js presents a sentinel's creds with their nkey, which the
-    // service refuses as an unknown [users.*] nkey (issue 24, item 0).
-    let skip = || {
-        println!(
-            "NOTICE: nats.js is skipped in operator mode until it can log in with \
-             sentinel credentials (issue 24, item 0)"
-        );
-    };
-    if operator_mode() {
-        return skip();
-    }
     let dir = tokio::task::spawn_blocking(nats_js).await.unwrap();
     let stack = Stack::start(ServiceOptions {
         jetstream: true,
@@ -214,9 +203,6 @@ async fn every_grant_works_for_nats_js_as_for_async_nats() {
         ..ServiceOptions::default()
     })
     .await;
-    if sentinel_for(&stack.url()).is_some() {
-        return skip();
-    }
     let admin_client = connect(&stack.url(), &stack.token("root", &["admin"]))
         .await
         .unwrap();
@@ -248,6 +234,11 @@ async fn every_grant_works_for_nats_js_as_for_async_nats() {
         "TOKEN_REQUESTER2",
         stack.token("requester2", &["requester"]),
     );
+    // Operator mode: the sentinel's creds beside the token, as browsers and
+    // nats.js programs connect (nats.js sends the sentinel's nkey too).
+    if let Some(creds) = sentinel_for(&stack.url()) {
+        script.env("SENTINEL_CREDS", creds);
+    }
     let out = tokio::task::spawn_blocking(move || script.output().unwrap())
         .await
         .unwrap();

@@ -810,6 +810,15 @@ fn operator_mode_configs_are_checked_and_errors_name_the_key() {
             "callout.accounts.TEAM.public_key",
             "is also the public key of callout.accounts.APP",
         ),
+        (
+            format!(
+                "{}\n[users.sensor]\nnkey = \"{}\"\npub.allow = [\"sensors.>\"]\n",
+                o.text(),
+                nkeys::KeyPair::new_user().public_key()
+            ),
+            "users.sensor.nkey",
+            "in operator mode clients present the sentinel's JWT",
+        ),
     ];
     for (text, key, reason) in cases {
         let path = o.d.write(&text);

@@ -103,6 +103,7 @@ impl<'a> Validator<'a> {
         let roles = self.roles(raw.roles, &oidc, jetstream.as_ref())?;
         let users = self.users(raw.users, &roles)?;
         self.accounts_known(&callout, &roles, &users)?;
+        self.nkey_users_need_server_mode(&callout, &users)?;
         self.jetstream_placement(&callout, &roles, jetstream.as_ref())?;
         let grants = self.grants(raw.grants)?;
         self.bindings(raw.bindings, &mut oidc, &roles, grants.kv_bucket.is_some())?;
@@ -534,6 +535,29 @@ impl<'a> Validator<'a> {
             }
         }
         Ok(())
+    }
+
+    /// In operator mode every client presents the sentinel's JWT and signs
+    /// nats-server's nonce with the sentinel's key: no connect can prove a
+    /// `[users.*]` nkey there.
+    fn nkey_users_need_server_mode(
+        &self,
+        callout: &CalloutConfig,
+        users: &[ConfigUser],
+    ) -> Result<(), ConfigError> {
+        if !matches!(callout.mode, callout::Mode::Operator { .. }) {
+            return Ok(());
+        }
+        match users
+            .iter()
+            .find(|u| matches!(u.credential, crate::policy::users::Credential::Nkey(_)))
+        {
+            Some(user) => Err(self.err(
+                &format!("users.{}.nkey", user.name),
+                "in operator mode clients present the sentinel's JWT and sign nats-server's nonce with its key, so no connect can prove another nkey; give this user password_bcrypt",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// One seed: the environment variable if set (it overrides the file, so

@@ -113,6 +113,10 @@ pub struct ConnectOpts {
     pub nkey: Option<String>,
     #[serde(default)]
     pub sig: Option<String>,
+    /// The user JWT the client presented (in operator mode the sentinel's,
+    /// which nats-server checked together with `nkey` and `sig`).
+    #[serde(default)]
+    pub jwt: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOpts {
@@ -126,6 +130,7 @@ impl std::fmt::Debug for ConnectOpts {
             )
             .field("name", &self.name)
             .field("nkey", &self.nkey)
+            .field("jwt", &self.jwt.as_ref().map(|_| "<present>"))
             .finish()
     }
 }

@@ -4,8 +4,10 @@
 //! role table or a fixed permission set of their own.
 //!
 //! A connect is decided here, and never by the OIDC path, when it presents
-//! an nkey or uses the name of a configured user: an explicit rule is never
-//! bypassed by also sending a token.
+//! an nkey alone or uses the name of a configured user: an explicit rule is
+//! never bypassed by also sending a token. An nkey presented with a user
+//! JWT is that JWT's (in operator mode the sentinel's, which nats-server
+//! checked with the nonce signature), never a `[users.*]` identity.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,7 +81,7 @@ impl ConfigUsers {
         deadline: &Deadline,
     ) -> Option<Result<&ConfigUser, Refusal>> {
         let opts = &request.connect_opts;
-        if let Some(nkey) = opts.nkey.as_deref() {
+        if let Some(nkey) = opts.nkey.as_deref().filter(|_| opts.jwt.is_none()) {
             return Some(self.by_nkey_proof(nkey, request));
         }
         let user = self.by_name.get(opts.user.as_deref()?)?;
@@ -268,6 +270,17 @@ mod tests {
             ask(with(&pk, &other_sig, Some("nonce-1"))).await,
             "identity_credentials",
             "someone else's signature"
+        );
+        // Beside a user JWT (operator mode's sentinel, as nats.js sends it)
+        // the nkey is the JWT's: the connect goes by name or token.
+        let sentinel = |o: serde_json::Value| request(o, Some("nonce-1"));
+        assert_eq!(
+            ask(sentinel(json!({"jwt": "e30.e30.x", "nkey": other.public_key(), "sig": other_sig, "pass": "token"}))).await,
+            "oidc"
+        );
+        assert_eq!(
+            ask(sentinel(json!({"jwt": "e30.e30.x", "nkey": other.public_key(), "sig": other_sig, "user": "svc-billing", "pass": "s3cret"}))).await,
+            "ok"
         );
     }
 

@@ -78,8 +78,8 @@ class Client {
     };
     if (process.env.SENTINEL_CREDS) {
       // nats.js sends the creds' JWT, nkey and signature next to user and
-      // pass; the service refuses that nkey for now (issue 24, item 0),
-      // so tests/clients.rs skips nats.js in operator mode.
+      // pass (the token): the nkey is the sentinel's, which nats-server
+      // checked, and the service decides by the token.
       options.authenticator = credsAuthenticator(readFileSync(process.env.SENTINEL_CREDS));
     }
     this.nc = await connect(options);
