@@ -890,3 +890,111 @@ async fn the_example_client_reconnects_with_a_fresh_token_after_expiry() {
     assert!(admissions("ana") >= 2, "{log}");
     assert!(admissions("nats-machine-short") >= 2, "{log}");
 }
+
+/// A provider on loopback that answers the device flow with text meant for
+/// a terminal (escape sequences that clear the screen and set its title)
+/// and a polling interval of 0: `login` prints the text escaped, polls no
+/// faster than every 5 s (RFC 8628), and names the provider's error code
+/// escaped too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_provider_cannot_paint_the_terminal_or_make_login_poll_in_a_loop() {
+    use axum::routing::{get, post};
+    let polls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let metadata = serde_json::json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/token"),
+        "device_authorization_endpoint": format!("{base}/device"),
+        "jwks_uri": format!("{base}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    });
+    let device = serde_json::json!({
+        "device_code": "dc",
+        "user_code": "WDJB\u{1b}[2J\u{1b}]0;owned\u{7}",
+        "verification_uri": format!("{base}/verify\u{1b}[31m"),
+        "verification_uri_complete": format!("{base}/verify?c=1\u{202e}"),
+        "expires_in": 60,
+        "interval": 0,
+    });
+    let seen = polls.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(metadata) }),
+        )
+        .route(
+            "/jwks",
+            get(|| async { axum::Json(serde_json::json!({"keys": []})) }),
+        )
+        .route("/device", post(move || async move { axum::Json(device) }))
+        .route(
+            "/token",
+            post(move || {
+                let seen = seen.clone();
+                async move {
+                    let n = {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(Instant::now());
+                        seen.len()
+                    };
+                    let error = if n < 2 {
+                        "authorization_pending"
+                    } else {
+                        "access_denied\u{1b}[2J"
+                    };
+                    (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(serde_json::json!({ "error": error })),
+                    )
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let home = tempfile::tempdir().unwrap();
+    let out = {
+        let mut c = callout_bin();
+        c.args(["login", "--issuer", &base, "--client-id", "nats-cli"])
+            .env("HOME", home.path())
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NATS_OIDC_CALLOUT_") || k == "NATS_URL" {
+                c.env_remove(k);
+            }
+        }
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !stderr.contains(raw) && !String::from_utf8_lossy(&out.stdout).contains(raw),
+            "{raw:?} reached the terminal: {stderr:?}"
+        );
+    }
+    for shown in [
+        "WDJB\\u{1b}[2J\\u{1b}]0;owned\\u{7}",
+        "/verify\\u{1b}[31m",
+        "/verify?c=1\\u{202e}",
+        "access_denied\\u{1b}[2J",
+    ] {
+        assert!(stderr.contains(shown), "{shown:?} not in {stderr:?}");
+    }
+    // Two polls, at least RFC 8628's 5 s apart (a busy machine only
+    // makes the gap longer).
+    let polls = polls.lock().unwrap().clone();
+    assert_eq!(polls.len(), 2, "{stderr}");
+    assert!(
+        polls[1] - polls[0] >= Duration::from_millis(4900),
+        "polled again after {:?}",
+        polls[1] - polls[0]
+    );
+}

@@ -143,7 +143,8 @@ pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
                 client
                     .browser_login(&options, |url| {
                         eprintln!(
-                            "To log in, open this URL in a browser on this machine:\n  {url}"
+                            "To log in, open this URL in a browser on this machine:\n  {}",
+                            crate::text::printable(url, 4096)
                         );
                         eprintln!("Waiting for the browser...");
                     })
@@ -171,13 +172,16 @@ pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The provider's URL and code, escaped: a provider's text never paints
+/// the terminal.
 fn show_device_prompt(p: &DevicePrompt) {
     eprintln!(
         "To log in, open {} and enter the code {}",
-        p.verification_uri, p.user_code
+        crate::text::printable(&p.verification_uri, 512),
+        crate::text::printable(&p.user_code, 64)
     );
     if let Some(complete) = &p.verification_uri_complete {
-        eprintln!("  (or open {complete})");
+        eprintln!("  (or open {})", crate::text::printable(complete, 512));
     }
     eprintln!(
         "Waiting for the login (the code expires in {}s)...",

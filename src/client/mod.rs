@@ -36,16 +36,11 @@ impl ClientError {
 }
 
 /// Text from a provider or a library, made safe for one line of output:
-/// control characters become spaces, and it is cut at 300 characters.
+/// control characters (escape sequences, newlines) and invisible or
+/// reordering characters written as escapes (`\u{1b}`), cut at 300
+/// characters. A provider's text never paints the terminal.
 pub(crate) fn one_line(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if out.chars().count() > 300 {
-        out = out.chars().take(300).collect::<String>() + "...";
-    }
-    out.trim().to_string()
+    crate::text::printable(text.trim(), 300)
 }
 
 /// Seconds since the Unix epoch.
@@ -107,8 +102,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn provider_text_is_one_bounded_line() {
-        assert_eq!(one_line(" a\nb\r\tc "), "a b  c");
+    fn provider_text_is_one_bounded_escaped_line() {
+        assert_eq!(one_line(" a\nb\r\tc "), "a\\nb\\r\\tc");
+        assert_eq!(one_line("x\u{1b}[2J\u{202e}"), "x\\u{1b}[2J\\u{202e}");
         let long = "x".repeat(400);
         assert_eq!(one_line(&long).len(), 303);
     }

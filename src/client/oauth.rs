@@ -53,6 +53,10 @@ type TokenClient =
     CoreClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 /// What a person must do to approve a device login.
+/// The device flow polls no faster than this (RFC 8628's default),
+/// whatever interval the provider names.
+pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct DevicePrompt {
     pub verification_uri: String,
     pub verification_uri_complete: Option<String>,
@@ -197,8 +201,14 @@ impl OidcClient {
         for (name, value) in self.target_params() {
             poll = poll.add_extra_param(name, value);
         }
+        // RFC 8628's 5 s whatever the provider says (an interval of 0
+        // would make this a tight loop); slow_down adds to it.
         let response = poll
-            .request_async(&self.http, tokio::time::sleep, None)
+            .request_async(
+                &self.http,
+                |interval| tokio::time::sleep(interval.max(MIN_POLL_INTERVAL)),
+                None,
+            )
             .await
             .map_err(|e| self.refused("the device login", e))?;
         self.cached(&response, None)
@@ -418,8 +428,9 @@ impl OidcClient {
                     _ => String::new(),
                 };
                 ClientError::failed(format!(
-                    "{} refused {what}: {code}{description}{hint}",
-                    self.settings.issuer
+                    "{} refused {what}: {}{description}{hint}",
+                    self.settings.issuer,
+                    crate::text::printable(&code, 64)
                 ))
             }
             RequestTokenError::Request(e) => ClientError::failed(format!(
