@@ -998,3 +998,73 @@ async fn a_hostile_provider_cannot_paint_the_terminal_or_make_login_poll_in_a_lo
         polls[1] - polls[0]
     );
 }
+
+/// Secrets go only through directories this user alone controls (issue
+/// 24, item 1): a token directory opened to everyone is made private
+/// again, one that is a symlink or belongs to someone else is refused with
+/// what to fix, and nothing is read from or written into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_cache_is_used_only_through_directories_of_this_user() {
+    let provider = Provider::start();
+    let home = Home::new(&provider, "nats-cli");
+    device_login(&provider, &home, "pia", &[]).await;
+    let tokens = home.cache_file().unwrap().parent().unwrap().to_path_buf();
+    let app = tokens.parent().unwrap().to_path_buf();
+
+    // Opened to everyone (by hand, or an old tool): repaired, then used.
+    for d in [&app, &tokens] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let (status, _, stderr) = token(&home, &[]);
+    assert_eq!(status, 0, "{stderr}");
+    for d in [&app, &tokens] {
+        let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+
+    // A symlink to a directory someone else may write: refused, not read.
+    let planted = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(planted.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    for entry in std::fs::read_dir(&tokens).unwrap() {
+        std::fs::copy(
+            entry.as_ref().unwrap().path(),
+            planted.path().join(entry.unwrap().file_name()),
+        )
+        .unwrap();
+    }
+    std::fs::rename(&tokens, tokens.with_extension("moved")).unwrap();
+    std::os::unix::fs::symlink(planted.path(), &tokens).unwrap();
+    let (status, stdout, stderr) = token(&home, &[]);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stdout.is_empty(), "a token came out of a planted cache");
+    assert!(stderr.contains("is a symlink"), "{stderr}");
+    assert!(stderr.contains(&tokens.display().to_string()), "{stderr}");
+    std::fs::remove_file(&tokens).unwrap();
+    std::fs::rename(tokens.with_extension("moved"), &tokens).unwrap();
+
+    // Someone else's directory (only root can make one here).
+    if unsafe_is_root() {
+        let status = Command::new("chown")
+            .args(["65534"])
+            .arg(&tokens)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (status, stdout, stderr) = token(&home, &[]);
+        assert_eq!(status, 1, "{stderr}");
+        assert!(stdout.is_empty());
+        assert!(
+            stderr.contains("is owned by uid 65534, not by you"),
+            "{stderr}"
+        );
+    } else {
+        println!("NOTICE: not root: the someone-else's-directory case needs chown; skipped");
+    }
+}
+
+/// Whether the tests run as root (they can then chown).
+fn unsafe_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}

@@ -67,8 +67,10 @@ impl CachedToken {
     }
 }
 
-/// The cache directory of one user.
+/// The cache directory of one user, below a base directory the user is
+/// trusted with (its cache directory).
 pub struct TokenCache {
+    base: PathBuf,
     dir: PathBuf,
 }
 
@@ -78,11 +80,16 @@ impl TokenCache {
         let dir = super::xdg_dir("XDG_CACHE_HOME", ".cache").ok_or_else(|| {
             ClientError::Usage("no cache directory: set HOME or XDG_CACHE_HOME".into())
         })?;
-        Ok(TokenCache::at(dir.join("nats-oidc-callout").join("tokens")))
+        Ok(TokenCache {
+            dir: dir.join("nats-oidc-callout").join("tokens"),
+            base: dir,
+        })
     }
 
+    /// A cache in `dir`, whose parent is trusted.
     pub fn at(dir: PathBuf) -> TokenCache {
-        TokenCache { dir }
+        let base = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        TokenCache { base, dir }
     }
 
     /// The file of one issuer and client id: a digest of both, so any
@@ -97,16 +104,8 @@ impl TokenCache {
     /// as one is an error (it names the file), not silently replaced.
     pub fn load(&self, issuer: &str, client_id: &str) -> Result<Option<CachedToken>, ClientError> {
         let path = self.path(issuer, client_id);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(ClientError::failed(format!(
-                    "cannot read the token cache {}: {}",
-                    path.display(),
-                    e.kind()
-                )))
-            }
+        let Some(text) = super::read_private(&self.base, &path)? else {
+            return Ok(None);
         };
         let token: CachedToken = serde_json::from_str(&text).map_err(|_| {
             ClientError::failed(format!(
@@ -125,7 +124,7 @@ impl TokenCache {
         let path = self.path(&token.issuer, &token.client_id);
         let text = serde_json::to_vec_pretty(token)
             .map_err(|e| ClientError::failed(format!("cannot encode the token cache: {e}")))?;
-        super::write_private(&path, &text)?;
+        super::write_private(&self.base, &path, &text)?;
         Ok(path)
     }
 

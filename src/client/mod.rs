@@ -10,6 +10,7 @@ pub mod cache;
 pub mod inbox;
 pub mod nats_context;
 pub mod oauth;
+mod private_dir;
 pub mod settings;
 pub mod source;
 
@@ -69,13 +70,18 @@ pub(crate) fn xdg_dir(var: &str, fallback: &str) -> Option<std::path::PathBuf> {
 
 /// Writes `bytes` to `path` readable by its owner only (0600), replacing it
 /// atomically (a temporary file in the same directory, renamed over it), so
-/// a reader never sees half a file. Makes the directory (0700) if needed.
-pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), ClientError> {
+/// a reader never sees half a file. Every directory below `base` on the way
+/// is made, or checked to be, this user's alone (see `private_dir`).
+pub(crate) fn write_private(
+    base: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(), ClientError> {
     use std::io::Write;
     let dir = path
         .parent()
         .ok_or_else(|| ClientError::failed(format!("{} has no directory", path.display())))?;
-    create_private_dir(dir)?;
+    private_dir::secure_dir(base, dir, true)?;
     let fail = |e: std::io::Error| {
         ClientError::failed(format!("cannot write {}: {}", path.display(), e.kind()))
     };
@@ -87,14 +93,27 @@ pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// Creates `dir` and its parents; the ones it creates are 0700.
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), ClientError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| ClientError::failed(format!("cannot create {}: {}", dir.display(), e.kind())))
+/// Reads a secret file, when it is there, through directories below `base`
+/// that are this user's alone.
+pub(crate) fn read_private(
+    base: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<Option<String>, ClientError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| ClientError::failed(format!("{} has no directory", path.display())))?;
+    if !private_dir::secure_dir(base, dir, false)? || !private_dir::check_file(path)? {
+        return Ok(None);
+    }
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ClientError::failed(format!(
+            "cannot read {}: {}",
+            path.display(),
+            e.kind()
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,11 @@ use super::ClientError;
 /// Where the `nats` CLI keeps the context `name`. Names follow the CLI's
 /// own rule: not empty, no `..`, no `/`.
 pub fn path(name: &str) -> Result<PathBuf, ClientError> {
+    Ok(located(name)?.1)
+}
+
+/// The user's config directory (trusted) and the context's file below it.
+fn located(name: &str) -> Result<(PathBuf, PathBuf), ClientError> {
     if name.is_empty() || name.contains("..") || name.contains('/') {
         return Err(ClientError::Usage(format!(
             "invalid nats context name {name:?}"
@@ -22,10 +27,11 @@ pub fn path(name: &str) -> Result<PathBuf, ClientError> {
     let parent = super::xdg_dir("XDG_CONFIG_HOME", ".config").ok_or_else(|| {
         ClientError::Usage("no config directory: set HOME or XDG_CONFIG_HOME".into())
     })?;
-    Ok(parent
+    let file = parent
         .join("nats")
         .join("context")
-        .join(format!("{name}.json")))
+        .join(format!("{name}.json"));
+    Ok((parent, file))
 }
 
 /// Writes or updates the context `name`: its user and password (the
@@ -41,9 +47,9 @@ pub fn write(
     inbox_prefix: Option<&str>,
     description: &str,
 ) -> Result<PathBuf, ClientError> {
-    let path = path(name)?;
-    let mut context = match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+    let (base, path) = located(name)?;
+    let mut context = match super::read_private(&base, &path)? {
+        Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => {
                 return Err(ClientError::failed(format!(
@@ -52,14 +58,7 @@ pub fn write(
                 )))
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Map::new(),
-        Err(e) => {
-            return Err(ClientError::failed(format!(
-                "cannot read {}: {}",
-                path.display(),
-                e.kind()
-            )))
-        }
+        None => serde_json::Map::new(),
     };
     match url {
         Some(url) => {
@@ -84,6 +83,6 @@ pub fn write(
     let mut text = serde_json::to_vec_pretty(&serde_json::Value::Object(context))
         .map_err(|e| ClientError::failed(format!("cannot encode the context: {e}")))?;
     text.push(b'\n');
-    super::write_private(&path, &text)?;
+    super::write_private(&base, &path, &text)?;
     Ok(path)
 }
