@@ -139,6 +139,23 @@ struct Home {
     dir: tempfile::TempDir,
 }
 
+/// The binary with `home` as its HOME, cache and config directories, and
+/// none of the caller's client settings.
+fn in_home(home: &Path, args: &[&str]) -> Command {
+    let mut c = callout_bin();
+    c.args(args)
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NATS_OIDC_CALLOUT_") || k == "NATS_URL" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
 impl Home {
     fn new(provider: &Provider, client_id: &str) -> Home {
         let dir = tempfile::tempdir().unwrap();
@@ -161,18 +178,8 @@ impl Home {
 
     /// The command with this home's environment and nothing of the caller's.
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = callout_bin();
-        c.args(args)
-            .env("HOME", self.path())
-            .env("XDG_CACHE_HOME", self.path().join("cache"))
-            .env("XDG_CONFIG_HOME", self.path().join("config"))
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("NATS_OIDC_CALLOUT_") || k == "NATS_URL" {
-                c.env_remove(k);
-            }
-        }
+        let mut c = in_home(self.path(), args);
+        c.env("RUST_LOG", "debug");
         c
     }
 
@@ -956,22 +963,13 @@ async fn a_hostile_provider_cannot_paint_the_terminal_or_make_login_poll_in_a_lo
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let home = tempfile::tempdir().unwrap();
-    let out = {
-        let mut c = callout_bin();
-        c.args(["login", "--issuer", &base, "--client-id", "nats-cli"])
-            .env("HOME", home.path())
-            .env("XDG_CACHE_HOME", home.path().join("cache"))
-            .env("XDG_CONFIG_HOME", home.path().join("config"))
-            .stdin(Stdio::null());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("NATS_OIDC_CALLOUT_") || k == "NATS_URL" {
-                c.env_remove(k);
-            }
-        }
-        tokio::task::spawn_blocking(move || c.output().unwrap())
-            .await
-            .unwrap()
-    };
+    let mut login = in_home(
+        home.path(),
+        &["login", "--issuer", &base, "--client-id", "nats-cli"],
+    );
+    let out = tokio::task::spawn_blocking(move || login.output().unwrap())
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
