@@ -129,11 +129,11 @@ async fn imports(report: &mut Report, config: &Config, system: Option<NatsAuth>)
             let found = have.iter().any(|h| {
                 h["type"] == kind
                     && h["account"] == js_id.as_str()
-                    && h["local_subject"] == import.local.as_str()
+                    && h["local_subject"] == import.subject.as_str()
                     && h["invalid"] != true
             });
             if !found {
-                missing.push(format!("{kind} {}", import.local));
+                missing.push(format!("{kind} {}", import.subject));
             }
         }
         if missing.is_empty() {

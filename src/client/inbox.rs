@@ -3,25 +3,14 @@
 //! SHA-256(`<iss>` "\n" `<sub>`), from the token's own claims. Clients set
 //! it as their inbox prefix so that replies (request/reply answers,
 //! JetStream and KV answers) come where only this user may subscribe. The
-//! service computes the same value (its `{{inbox}}` placeholder); both are
-//! pinned to the README's example.
+//! formula is the one the service's `{{inbox}}` placeholder fills, pinned
+//! to the README's example.
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use super::ClientError;
 
-/// The private inbox prefix of the user `sub` of the issuer `iss`.
-pub fn prefix(iss: &str, sub: &str) -> String {
-    let mut digest = Sha256::new();
-    digest.update(iss.as_bytes());
-    digest.update(b"\n");
-    digest.update(sub.as_bytes());
-    format!(
-        "_INBOX.{}",
-        data_encoding::HEXLOWER.encode(&digest.finalize()[..16])
-    )
-}
+pub use crate::policy::inbox::prefix;
 
 /// The private inbox prefix of the user a token names, read from its
 /// (unverified: the service verifies) `iss` and `sub` claims.

@@ -84,6 +84,24 @@ fn sign(signer: &nkeys::KeyPair, subject: String, name: &str, nats: Value) -> St
     nats_jwt::encode(&mut claims, &signer)
 }
 
+/// The `.creds` of `user`, a user of `account` without permission limits,
+/// signed by the account's signing key.
+fn user_creds(account: &Account, user: &nkeys::KeyPair, name: &str) -> String {
+    let jwt = sign(
+        &account.signing,
+        user.public_key(),
+        name,
+        json!({
+            "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1,
+            "issuer_account": account.public_key(),
+            "type": "user",
+            "version": 2,
+        }),
+    );
+    creds::format(&jwt, &user.seed().expect("a fresh key has a seed"))
+}
+
 impl OperatorSetup {
     /// Fresh keys for an operator, SYS, AUTH and the named target accounts.
     pub fn new(targets: &[&str], xkey: bool) -> Self {
@@ -194,20 +212,16 @@ impl OperatorSetup {
                 let activation = sign(
                     &exporter.identity,
                     account.public_key(),
-                    &i.remote,
-                    json!({"subject": i.remote, "kind": kind, "type": "activation", "version": 2}),
+                    &i.subject,
+                    json!({"subject": i.subject, "kind": kind, "type": "activation", "version": 2}),
                 );
-                let mut import = json!({
-                    "name": i.remote,
-                    "subject": i.remote,
+                json!({
+                    "name": i.subject,
+                    "subject": i.subject,
                     "account": exporter.public_key(),
                     "token": activation,
                     "type": kind,
-                });
-                if i.local != i.remote {
-                    import["local_subject"] = json!(i.local);
-                }
-                import
+                })
             })
             .collect()
     }
@@ -258,41 +272,13 @@ impl OperatorSetup {
     /// The `.creds` of the service's own user: a user of AUTH, signed by
     /// AUTH's signing key, that may publish answers and read requests.
     pub fn service_creds(&self) -> String {
-        let jwt = sign(
-            &self.auth.signing,
-            self.service_user.public_key(),
-            "nats-oidc-callout",
-            json!({
-                "pub": {}, "sub": {},
-                "subs": -1, "data": -1, "payload": -1,
-                "issuer_account": self.auth.public_key(),
-                "type": "user",
-                "version": 2,
-            }),
-        );
-        creds::format(
-            &jwt,
-            &self.service_user.seed().expect("a fresh key has a seed"),
-        )
+        user_creds(&self.auth, &self.service_user, "nats-oidc-callout")
     }
 
     /// The `.creds` of a user of the system account (monitoring requests
     /// such as `$SYS.REQ.SERVER.PING.SUBSZ`), signed by its signing key.
     pub fn system_creds(&self) -> String {
-        let user = nkeys::KeyPair::new_user();
-        let jwt = sign(
-            &self.system.signing,
-            user.public_key(),
-            "system",
-            json!({
-                "pub": {}, "sub": {},
-                "subs": -1, "data": -1, "payload": -1,
-                "issuer_account": self.system.public_key(),
-                "type": "user",
-                "version": 2,
-            }),
-        );
-        creds::format(&jwt, &user.seed().expect("a fresh key has a seed"))
+        user_creds(&self.system, &nkeys::KeyPair::new_user(), "system")
     }
 
     /// The sentinel clients present: a bearer user of AUTH with no

@@ -86,13 +86,12 @@ pub enum Kind {
     Stream,
 }
 
-/// One import of a users' account: `remote` in the JetStream account,
-/// seen as `local` in the users' account.
+/// One import of a users' account: `subject` of the JetStream account,
+/// under the same subject in the users' account (no import renames one).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Import {
     pub kind: Kind,
-    pub remote: String,
-    pub local: String,
+    pub subject: String,
 }
 
 /// One export of the JetStream account, to the accounts listed.
@@ -127,8 +126,7 @@ impl Layout {
             for subject in &js.stream_subjects {
                 list.push(Import {
                     kind: Kind::Service(Response::Singleton),
-                    remote: subject.clone(),
-                    local: subject.clone(),
+                    subject: subject.clone(),
                 });
             }
         }
@@ -140,8 +138,7 @@ impl Layout {
             let list = wanted.entry(account.to_string()).or_default();
             list.push(Import {
                 kind: Kind::Service(Response::Stream),
-                remote: API_IMPORT.to_string(),
-                local: API_IMPORT.to_string(),
+                subject: API_IMPORT.to_string(),
             });
             for (entry, _) in &role.granted {
                 let subject = wildcard_placeholders(entry.as_str());
@@ -150,15 +147,13 @@ impl Layout {
                 }
                 list.push(Import {
                     kind: Kind::Service(response_for(&subject)),
-                    remote: subject.clone(),
-                    local: subject,
+                    subject,
                 });
             }
             if role.jetstream.pushes() || role.kv.pushes() {
                 list.push(Import {
                     kind: Kind::Stream,
-                    remote: INBOXES.to_string(),
-                    local: INBOXES.to_string(),
+                    subject: INBOXES.to_string(),
                 });
             }
         }
@@ -183,7 +178,7 @@ impl Layout {
         let mut by: BTreeMap<(Kind, String), Vec<String>> = BTreeMap::new();
         for (account, imports) in &self.imports {
             for i in imports {
-                let accounts = by.entry((i.kind, i.remote.clone())).or_default();
+                let accounts = by.entry((i.kind, i.subject.clone())).or_default();
                 if !accounts.contains(account) {
                     accounts.push(account.clone());
                 }
@@ -240,7 +235,7 @@ impl Layout {
             out.push_str(&format!(
                 "  {{ {kind}: {{ account: {}, subject: {} }} }}\n",
                 conf_name(&self.account),
-                quote(&i.remote)
+                quote(&i.subject)
             ));
         }
         out.push(']');
@@ -307,7 +302,7 @@ impl Layout {
                 out.push_str(&format!(
                     "nsc generate activation --account {} --subject {} --target-account {} --output-file {file}\n",
                     shell_word(&self.account),
-                    shell_word(&i.remote),
+                    shell_word(&i.subject),
                     shell_word(account)
                 ));
                 out.push_str(&format!(
@@ -331,11 +326,11 @@ fn wildcard_placeholders(subject: &str) -> String {
 
 /// Requests that are answered more than once: pulls, batched direct gets
 /// and acks (`+NXT` asks for more messages).
-fn response_for(remote: &str) -> Response {
-    if remote == API_IMPORT
-        || remote.contains(".MSG.NEXT.")
-        || remote.contains(".DIRECT.GET.")
-        || remote.starts_with("$JS.ACK.")
+fn response_for(subject: &str) -> Response {
+    if subject == API_IMPORT
+        || subject.contains(".MSG.NEXT.")
+        || subject.contains(".DIRECT.GET.")
+        || subject.starts_with("$JS.ACK.")
     {
         Response::Stream
     } else {
@@ -355,7 +350,7 @@ fn reduce(mut list: Vec<Import>) -> Vec<Import> {
         let mut merged = None;
         'scan: for i in 0..list.len() {
             for j in 0..list.len() {
-                if i == j || !overlaps(&list[i].local, &list[j].local) {
+                if i == j || !overlaps(&list[i].subject, &list[j].subject) {
                     continue;
                 }
                 let (a, b) = (&list[i], &list[j]);
@@ -366,20 +361,12 @@ fn reduce(mut list: Vec<Import>) -> Vec<Import> {
                     // share subjects (config validation keeps them apart).
                     _ => continue,
                 };
-                let local = if subsumes(&a.local, &b.local) {
-                    a.local.clone()
+                let subject = if subsumes(&a.subject, &b.subject) {
+                    a.subject.clone()
                 } else {
-                    join(&a.local, &b.local)
+                    join(&a.subject, &b.subject)
                 };
-                merged = Some((
-                    i,
-                    j,
-                    Import {
-                        kind,
-                        remote: local.clone(),
-                        local,
-                    },
-                ));
+                merged = Some((i, j, Import { kind, subject }));
                 break 'scan;
             }
         }
@@ -431,8 +418,7 @@ mod tests {
     fn import(subject: &str) -> Import {
         Import {
             kind: Kind::Service(response_for(subject)),
-            remote: subject.to_string(),
-            local: subject.to_string(),
+            subject: subject.to_string(),
         }
     }
 
@@ -462,19 +448,18 @@ mod tests {
         ]);
         for (i, a) in list.iter().enumerate() {
             for b in &list[i + 1..] {
-                assert!(!overlaps(&a.local, &b.local), "{a:?} {b:?}");
+                assert!(!overlaps(&a.subject, &b.subject), "{a:?} {b:?}");
             }
         }
-        let locals: Vec<&str> = list.iter().map(|i| i.local.as_str()).collect();
-        assert!(locals.contains(&"$KV.b.>"), "{locals:?}");
-        assert!(locals.contains(&"$KV.c.*.>"), "{locals:?}");
-        assert!(locals.contains(&API_IMPORT), "{locals:?}");
+        let subjects: Vec<&str> = list.iter().map(|i| i.subject.as_str()).collect();
+        assert!(subjects.contains(&"$KV.b.>"), "{subjects:?}");
+        assert!(subjects.contains(&"$KV.c.*.>"), "{subjects:?}");
+        assert!(subjects.contains(&API_IMPORT), "{subjects:?}");
         // The two ack layouts stay apart, each exact.
-        assert!(locals.contains(&"$JS.ACK.S.C.*.*.*.*.*"), "{locals:?}");
-        assert!(locals.contains(&"$JS.ACK._.h.S.C.*.*.*.*.*"), "{locals:?}");
+        assert!(subjects.contains(&"$JS.ACK.S.C.*.*.*.*.*"), "{subjects:?}");
         assert!(
-            list.iter().all(|i| i.local == i.remote),
-            "nothing is renamed"
+            subjects.contains(&"$JS.ACK._.h.S.C.*.*.*.*.*"),
+            "{subjects:?}"
         );
     }
 }
