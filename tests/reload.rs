@@ -185,3 +185,57 @@ async fn a_reload_that_failed_on_a_missing_seed_applies_once_the_seed_is_back() 
         "said once, however often it was tried"
     );
 }
+
+/// A writer that pauses halfway with the file open has not finished: a
+/// valid prefix (a role's allow list without the deny list after it) must
+/// not apply however long the pause, and the whole file applies once the
+/// writer closes it. Linux only: elsewhere the file is polled, and a
+/// settle check cannot see a writer that pauses.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_held_open_by_a_slow_writer_applies_only_once_closed() {
+    use std::io::Write;
+    /// How often the service polls the config file (`CONFIG_POLL`).
+    const SERVICE_POLL: Duration = Duration::from_secs(2);
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let old = std::fs::read_to_string(&stack.service.config).unwrap();
+    let first = format!("{old}\n[roles.guest]\nsub.allow = [\"public.>\"]\n");
+    let rest = "sub.deny  = [\"public.secret.>\"]\n";
+    let mut file = std::fs::File::create(&stack.service.config).unwrap();
+    file.write_all(first.as_bytes()).unwrap();
+    file.flush().unwrap();
+
+    // Long enough for a poll and a settle check several times over.
+    tokio::time::sleep(SERVICE_POLL * 3).await;
+    assert_refused(
+        &stack.url(),
+        &stack.token("gus", &["guest"]),
+        "the half-written file is not applied",
+    )
+    .await;
+    assert_eq!(count_in_log(&stack.service.log, "config reloaded"), 0);
+    assert!(
+        stack.service.log_text().contains("still open for writing"),
+        "the hold is said"
+    );
+
+    file.write_all(rest.as_bytes()).unwrap();
+    drop(file);
+    wait_for_log(
+        &stack.service.log,
+        "config reloaded",
+        Duration::from_secs(5),
+    )
+    .await;
+    let guest = connect(&stack.url(), &stack.token("gus", &["guest"]))
+        .await
+        .expect("the finished file applies");
+    let admin = connect(&stack.url(), &stack.token("ana", &["admin"]))
+        .await
+        .unwrap();
+    assert!(delivered(&admin.client, &guest.client, "public.news").await);
+    assert!(
+        not_delivered(&admin.client, &guest.client, "public.secret.plans").await,
+        "the deny list written last is in force"
+    );
+}

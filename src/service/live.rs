@@ -7,7 +7,7 @@
 //! nothing is dropped. An issuer's keys are kept when its verification
 //! settings are unchanged.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 use crate::oidc::key_manager::KeyManager;
 use crate::policy::grants::GrantStore;
 use crate::service::ServiceError;
+
+use super::config_file::{digest, settled_content, Hold, Watcher};
 
 pub struct Live {
     callout: ArcSwap<Callout>,
@@ -123,7 +125,13 @@ impl Live {
     /// Re-reads the config file and applies it if it is valid. Returns the
     /// digest of the content it read.
     pub async fn reload(&self) -> Result<[u8; 32], ServiceError> {
-        let text = settled_content(&self.path).await.map_err(|reason| {
+        let text = settled_content(&self.path).await;
+        self.apply(text)
+    }
+
+    /// Applies the content `settled_content` read, if it is a valid config.
+    fn apply(&self, text: Result<String, String>) -> Result<[u8; 32], ServiceError> {
+        let text = text.map_err(|reason| {
             ServiceError::Config(crate::config::ConfigError {
                 file: self.path.clone(),
                 key: "(file)".into(),
@@ -165,20 +173,54 @@ impl Live {
         Ok(read)
     }
 
-    /// Reloads on SIGHUP and whenever the file's content changes (checked
-    /// every `poll`; content, not mtime, so symlink swaps of mounted config
-    /// maps count too). A failed reload keeps the running config and is
-    /// tried again at every poll (a seed file it names may be back by
-    /// then), but said once until the content or the error changes. Runs
-    /// until dropped.
+    /// Reloads on SIGHUP (at once: an operator asked) and whenever the
+    /// file's content changes, but never while a writer that changed the
+    /// file still holds it open: a writer that pauses halfway leaves a valid
+    /// prefix (a role's allow list without the deny list after it) that no
+    /// settle check can tell from a finished file. On Linux the file's
+    /// directory is watched, so close-after-write, renames onto the file and
+    /// ConfigMap `..data` swaps are seen as they happen; the content is
+    /// still compared every `poll` (content, not mtime, so symlink swaps
+    /// count too) for what events miss, and that is all there is where
+    /// inotify is not. A failed reload keeps the running config and is
+    /// tried again at every poll and directory change (a seed file it names
+    /// may be back by then), but said once until the content or the error
+    /// changes. Runs until dropped.
     pub async fn watch(self: Arc<Self>, poll: Duration) {
         let mut applied = digest(&self.path);
         let mut failing: Option<String> = None;
+        let mut hold = Hold::new();
+        let mut events = match Watcher::start(&self.path) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let path = self.path.display();
+                if cfg!(target_os = "linux") {
+                    tracing::warn!(%path, "cannot watch the config file ({e}); polling it every {poll:?}, where a writer that pauses mid-write can have a valid prefix applied");
+                } else {
+                    tracing::info!(%path, "config file polled every {poll:?}");
+                }
+                None
+            }
+        };
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        enum Wake {
+            Hangup,
+            Tick,
+            Events,
+            Quiet,
+        }
         loop {
+            if events.as_ref().is_some_and(Watcher::lost) {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "lost the watch on the config file's directory; polling it every {poll:?}"
+                );
+                events = None;
+                hold = Hold::new();
+            }
             #[cfg(unix)]
             let hangup = async {
                 match hup.as_mut() {
@@ -190,22 +232,69 @@ impl Live {
             };
             #[cfg(not(unix))]
             let hangup = std::future::pending::<()>();
-            let asked = tokio::select! {
-                _ = hangup => {
+            let (ready, quiet_until) = (hold.ready(), hold.quiet_until);
+            let wake = tokio::select! {
+                _ = hangup => Wake::Hangup,
+                _ = tick.tick() => Wake::Tick,
+                _ = async {
+                    match events.as_mut() {
+                        Some(w) => w.next(&mut hold).await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::Events,
+                _ = tokio::time::sleep_until(quiet_until), if ready => Wake::Quiet,
+            };
+            let result = match wake {
+                Wake::Hangup => {
                     tracing::info!("SIGHUP: reloading the config");
                     failing = None;
-                    true
+                    self.reload().await
                 }
-                _ = tick.tick() => false,
+                Wake::Events => continue,
+                Wake::Tick | Wake::Quiet => {
+                    if matches!(wake, Wake::Quiet) {
+                        hold.due = false;
+                    }
+                    if let Some(w) = events.as_mut() {
+                        w.drain(&mut hold);
+                    }
+                    let now = digest(&self.path);
+                    if hold.writing {
+                        if now != applied && !hold.said {
+                            tracing::info!(
+                                path = %self.path.display(),
+                                "config file changed but is still open for writing; applied once its writer closes it"
+                            );
+                            hold.said = true;
+                        }
+                        continue;
+                    }
+                    // Events still coming: the quiet wake-up follows.
+                    if hold.due || now == applied {
+                        if now == applied {
+                            failing = None;
+                        }
+                        continue;
+                    }
+                    if failing.is_none() {
+                        tracing::info!("config file changed: reloading");
+                    }
+                    let touches = hold.touches;
+                    let text = settled_content(&self.path).await;
+                    if let Some(w) = events.as_mut() {
+                        w.drain(&mut hold);
+                    }
+                    // A write before the first read would otherwise pass for
+                    // a settled file; the events it left decide what comes
+                    // next (its close, or a rename).
+                    if hold.touches != touches {
+                        tracing::debug!("config file written while it was read; read again when its writer is done");
+                        continue;
+                    }
+                    self.apply(text)
+                }
             };
-            if !asked && digest(&self.path) == applied {
-                failing = None;
-                continue;
-            }
-            if !asked && failing.is_none() {
-                tracing::info!("config file changed: reloading");
-            }
-            match self.reload().await {
+            match result {
                 Ok(read) => {
                     applied = Some(read);
                     failing = None;
@@ -228,52 +317,5 @@ impl Live {
 pub fn report_exposed_secrets(config: &Config) {
     for exposure in config.exposed_secrets() {
         tracing::warn!("secret file exposed: {exposure}");
-    }
-}
-
-fn digest(path: &Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|b| Sha256::digest(b).into())
-}
-
-/// How long a config file must stay the same before it is applied.
-const SETTLE: Duration = Duration::from_millis(250);
-
-/// The file's content once two reads `SETTLE` apart agree. A file written
-/// in place is half written for a moment, and a valid prefix of a config
-/// (a role's allow list without the deny list after it) must never apply.
-async fn settled_content(path: &Path) -> Result<String, String> {
-    let read = || std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"));
-    let first = read()?;
-    tokio::time::sleep(SETTLE).await;
-    let second = read()?;
-    if first == second {
-        Ok(second)
-    } else {
-        Err("the file is still being written; it is read again when it has settled".into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_file_being_written_is_not_read_until_it_settles() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "a").unwrap();
-        let writer = {
-            let path = path.clone();
-            tokio::spawn(async move {
-                for i in 0..20 {
-                    std::fs::write(&path, "a".repeat(i + 2)).unwrap();
-                    tokio::time::sleep(Duration::from_millis(40)).await;
-                }
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(settled_content(&path).await.is_err(), "read while written");
-        writer.await.unwrap();
-        assert_eq!(settled_content(&path).await.unwrap(), "a".repeat(21));
     }
 }

@@ -2,6 +2,7 @@
 //! authorization requests concurrently in a queue group, keeps the issuer
 //! keys and the config fresh, and drains in-flight answers on shutdown.
 
+mod config_file;
 mod dispatch;
 mod drain;
 mod http;
