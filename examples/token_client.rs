@@ -17,7 +17,14 @@
 //! # from NATS_OIDC_CALLOUT_ISSUER, _CLIENT_ID, _CLIENT_SECRET(_FILE), _RESOURCE,
 //! # _AUDIENCE, _SCOPES or the [client] table of the client config file
 //! cargo run --example token_client -- --url nats://127.0.0.1:4222 --client-credentials
+//!
+//! # operator mode: the sentinel credentials too
+//! cargo run --example token_client -- --url nats://127.0.0.1:4222 --token-file token --creds sentinel.creds
 //! ```
+//!
+//! In operator mode every connect also presents the sentinel credentials
+//! (`--creds sentinel.creds`): nats-server needs a user JWT before it asks
+//! the callout, whose answer then replaces the sentinel.
 //!
 //! It subscribes to `--subject` (default `demo.>`), prints what arrives and
 //! every connection event, and publishes a message every 5 seconds.
@@ -29,17 +36,42 @@ use async_nats::{Auth, AuthError, ConnectOptions};
 use futures::StreamExt;
 use nats_oidc_callout::client::settings::NATS_USER;
 use nats_oidc_callout::client::{Settings, SettingsInput, TokenSource};
+use nats_oidc_callout::nats::creds;
+
+/// Operator mode's sentinel: the user JWT and nkey of a `.creds` file.
+pub struct Sentinel {
+    jwt: String,
+    key: nkeys::KeyPair,
+}
+
+impl Sentinel {
+    pub fn from_file(path: &std::path::Path) -> Result<Sentinel, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
+        let (Some(jwt), Some(seed)) = (creds::user_jwt(&text), creds::user_seed(&text)) else {
+            return Err(format!("{} is not a .creds file", path.display()));
+        };
+        let key = nkeys::KeyPair::from_seed(seed)
+            .map_err(|e| format!("{}: the seed: {e}", path.display()))?;
+        Ok(Sentinel {
+            jwt: jwt.to_string(),
+            key,
+        })
+    }
+}
 
 /// Connect options that ask `source` for a token on every connect attempt.
 /// The token goes as the password (any user name; nats.go, nats.js and
-/// nats.py clients do the same, see the README). Replies come to the
-/// user's private inbox (`{{inbox}}` in the roles), which the token's
-/// issuer and subject name: it is read from the first token, when one is
-/// there yet.
-pub async fn options(source: Arc<TokenSource>) -> ConnectOptions {
+/// nats.py clients do the same, see the README), beside the sentinel's
+/// JWT and its signature of the server's nonce in operator mode. Replies
+/// come to the user's private inbox (`{{inbox}}` in the roles), which the
+/// token's issuer and subject name: it is read from the first token, when
+/// one is there yet.
+pub async fn options(source: Arc<TokenSource>, sentinel: Option<Arc<Sentinel>>) -> ConnectOptions {
     let inbox = source.inbox_prefix().await.ok();
-    let options = ConnectOptions::with_auth_callback(move |_nonce| {
+    let options = ConnectOptions::with_auth_callback(move |nonce| {
         let source = source.clone();
+        let sentinel = sentinel.clone();
         async move {
             let token = source
                 .token()
@@ -48,6 +80,15 @@ pub async fn options(source: Arc<TokenSource>) -> ConnectOptions {
             let mut auth = Auth::new();
             auth.username = Some(NATS_USER.to_string());
             auth.password = Some(token);
+            if let Some(sentinel) = sentinel {
+                auth.jwt = Some(sentinel.jwt.clone());
+                auth.signature = Some(
+                    sentinel
+                        .key
+                        .sign(&nonce)
+                        .map_err(|e| AuthError::new(e.to_string()))?,
+                );
+            }
             Ok(auth)
         }
     })
@@ -74,6 +115,7 @@ fn settings_from_env() -> Result<Settings, String> {
         audience: var("NATS_OIDC_CALLOUT_AUDIENCE"),
         resource: var("NATS_OIDC_CALLOUT_RESOURCE"),
         nats_url: None,
+        nats_creds: None,
         redirect_port: None,
     })
     .map_err(|e| e.to_string())
@@ -83,12 +125,14 @@ struct Args {
     url: String,
     subject: String,
     source: TokenSource,
+    sentinel: Option<Sentinel>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut url = "nats://127.0.0.1:4222".to_string();
     let mut subject = "demo.>".to_string();
     let mut source = None;
+    let mut sentinel = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -96,6 +140,7 @@ fn parse_args() -> Result<Args, String> {
             "--url" => url = value()?,
             "--subject" => subject = value()?,
             "--token-file" => source = Some(TokenSource::file(value()?)),
+            "--creds" => sentinel = Some(Sentinel::from_file(value()?.as_ref())?),
             "--client-credentials" => {
                 source = Some(
                     TokenSource::client_credentials(settings_from_env()?, 60)
@@ -110,6 +155,7 @@ fn parse_args() -> Result<Args, String> {
         url,
         subject,
         source,
+        sentinel,
     })
 }
 
@@ -122,7 +168,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let client = options(Arc::new(args.source))
+    let client = options(Arc::new(args.source), args.sentinel.map(Arc::new))
         .await
         .event_callback(|event| async move { eprintln!("nats: {event}") })
         .connect(args.url.as_str())

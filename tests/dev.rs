@@ -63,6 +63,7 @@ async fn dev_works(operator: bool) {
     let (mut admin, mut reader, mut curl) = (None, None, None);
     let mut generated = None;
     let mut sentinel = None;
+    let mut commands = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while admin.is_none() || reader.is_none() || curl.is_none() {
         let line = rx
@@ -76,8 +77,11 @@ async fn dev_works(operator: bool) {
             generated = Some(std::path::PathBuf::from(d.trim()));
         } else if let Some(u) = line.trim().strip_prefix("curl '") {
             curl = Some(u.trim_end_matches('\'').to_string());
-        } else if let Some((_, rest)) = line.split_once("--creds ") {
-            sentinel = rest.split_whitespace().next().map(std::path::PathBuf::from);
+        } else if line.trim().starts_with("nats --server") {
+            if let Some((_, rest)) = line.split_once("--creds ") {
+                sentinel = rest.split_whitespace().next().map(std::path::PathBuf::from);
+            }
+            commands.push(line.split('#').next().unwrap().trim().to_string());
         }
     }
     let url = format!("nats://127.0.0.1:{port}");
@@ -90,6 +94,27 @@ async fn dev_works(operator: bool) {
     if let Some(creds) = sentinel {
         register_sentinel(&url, creds);
     }
+    // The printed commands, read as the nats CLI reads its flags (in
+    // operator mode it drops --creds beside --user and --password).
+    let vars = [
+        ("ADMIN_TOKEN", admin.as_deref().unwrap()),
+        ("READER_TOKEN", reader.as_deref().unwrap()),
+    ];
+    let admin_pub = commands
+        .iter()
+        .find(|c| c.ends_with("pub orders.new hello"))
+        .expect("a printed admin command");
+    let reader_sub = commands
+        .iter()
+        .find(|c| c.ends_with("sub 'orders.>'") && c.contains("READER_TOKEN"))
+        .expect("a printed reader command");
+    let cli_admin = connect_as_nats_cli(&nats_cli_context(admin_pub, &vars))
+        .await
+        .expect("the printed admin command is admitted");
+    let cli_reader = connect_as_nats_cli(&nats_cli_context(reader_sub, &vars))
+        .await
+        .expect("the printed reader command is admitted");
+    assert!(delivered(&cli_admin, &cli_reader, "orders.cli").await);
     let admin = connect(&url, &admin.unwrap())
         .await
         .expect("printed admin token works");

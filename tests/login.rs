@@ -55,6 +55,11 @@ struct Provider {
 
 impl Provider {
     fn start() -> Provider {
+        Provider::start_with(&[])
+    }
+
+    /// With provider.mjs's extra arguments (e.g. "no-revocation").
+    fn start_with(extra: &[&str]) -> Provider {
         let dir = provider_dir();
         let logs = tempfile::tempdir().unwrap();
         let log = logs.path().join("provider.log");
@@ -63,6 +68,7 @@ impl Provider {
         let child = Command::new("node")
             .arg(dir.join("provider.mjs"))
             .arg(port.to_string())
+            .args(extra)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
@@ -108,7 +114,11 @@ impl Drop for Provider {
 /// the resource urn:nats (roles from the "roles" claim) and, for the
 /// tests' own observers, the development issuer's.
 async fn stack_for(provider: &Provider) -> Stack {
-    Stack::start(ServiceOptions {
+    Stack::start(provider_options(provider)).await
+}
+
+fn provider_options(provider: &Provider) -> ServiceOptions {
+    ServiceOptions {
         oidc: Some(format!(
             r#"[[oidc]]
 name = "provider"
@@ -129,8 +139,7 @@ role_namespace = ""
             provider.issuer()
         )),
         ..ServiceOptions::default()
-    })
-    .await
+    }
 }
 
 /// One person's machine: a home with XDG cache and config directories and
@@ -453,8 +462,7 @@ fn assert_cache_is_private_and_minimal(home: &Home, secret: Option<&str>) {
     assert_eq!(dir_mode, 0o700);
     let cache = home.cache();
     let allowed = [
-        "issuer",
-        "client_id",
+        "for",
         "access_token",
         "token_type",
         "obtained_at",
@@ -542,13 +550,9 @@ async fn a_device_login_gives_tokens_that_connect_through_the_callout() {
     let (status, printed, stderr) = token(&home, &["--inbox-prefix"]);
     assert_eq!((status, printed.trim()), (0, inbox.as_str()), "{stderr}");
     // What `nats --context dev` sends: the context's user and password.
-    let by_context = async_nats::ConnectOptions::with_user_and_password(
-        context["user"].as_str().unwrap().into(),
-        context["password"].as_str().unwrap().into(),
-    )
-    .connect(context["url"].as_str().unwrap())
-    .await
-    .expect("the context's credentials are admitted");
+    let by_context = connect_as_nats_cli(&context)
+        .await
+        .expect("the context's credentials are admitted");
     by_context.flush().await.unwrap();
 
     // `token --nats-context` refreshes it, keeping the other settings.
@@ -630,6 +634,36 @@ async fn a_browser_login_uses_pkce_and_a_loopback_redirect() {
     assert_eq!(query["resource"], RESOURCE);
     assert!(query["redirect_uri"].starts_with("http://127.0.0.1:"));
     assert!(query["redirect_uri"].ends_with("/callback"));
+    // Connections that say nothing delay no other: a request after 40 of
+    // them is answered while the newest are still open (one at a time, it
+    // would wait out each one's read deadline), and beyond 32 the oldest
+    // are closed to make room.
+    let port = reqwest::Url::parse(&query["redirect_uri"])
+        .unwrap()
+        .port()
+        .unwrap();
+    let silent: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let stale = reqwest::get(format!(
+        "http://127.0.0.1:{port}/callback?state=stale&code=x"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(stale.status(), 400, "another login's answer is refused");
+    let closed = |s: &std::net::TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        match s.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            other => panic!("a silent connection: {other:?}"),
+        }
+    };
+    assert!(
+        !closed(&silent[39]),
+        "the newest silent connection was closed before a later request was answered"
+    );
+    assert!(closed(&silent[0]), "the oldest was not closed to make room");
     let page = Browser::new(&provider).approve(&url, "ana", false).await;
     assert!(page.url.starts_with("http://127.0.0.1:"), "{}", page.url);
     assert!(page.body.contains("Logged in to NATS"), "{}", page.body);
@@ -797,7 +831,7 @@ async fn example_client(
 ) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let client = token_client::options(Arc::new(source))
+    let client = token_client::options(Arc::new(source), None)
         .await
         .event_callback(move |e| {
             sink.lock().unwrap().push(e.to_string());
@@ -1065,4 +1099,279 @@ fn unsafe_is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
+}
+
+/// A home whose client config also names the client secret (confidential
+/// clients: a person's login and a machine's client credentials).
+fn home_with_secret(provider: &Provider, client_id: &str, secret: &str) -> Home {
+    let home = Home::new(provider, client_id);
+    let config = home.path().join("config/nats-oidc-callout");
+    std::fs::write(config.join("secret"), secret).unwrap();
+    std::fs::set_permissions(
+        config.join("secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mut text = std::fs::read_to_string(config.join("client.toml")).unwrap();
+    text.push_str("client_secret_file = \"secret\"\n");
+    std::fs::write(config.join("client.toml"), text).unwrap();
+    home
+}
+
+fn subject_of(token: &str) -> String {
+    jwt_claims(token).unwrap()["sub"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// One client id used for a person's login and for a machine's client
+/// credentials: each gets its own token, and a token asked for with other
+/// scopes finds no cached login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_serves_only_the_grant_and_settings_that_obtained_it() {
+    let provider = Provider::start();
+    let home = home_with_secret(&provider, "nats-both", "both-secret");
+    device_login(&provider, &home, "ana", &[]).await;
+    let (status, person, stderr) = token(&home, &[]);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(subject_of(&person), "ana");
+
+    let (status, machine, stderr) = token(&home, &["--client-credentials"]);
+    assert_eq!(status, 0, "{stderr}");
+    assert_ne!(machine, person, "the person's token answered the machine");
+    assert_eq!(subject_of(&machine), "nats-both");
+    assert!(
+        provider
+            .log_text()
+            .contains("grant.success client_credentials"),
+        "the machine's token came from the provider"
+    );
+
+    let (status, again, stderr) = token(&home, &[]);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(again, person, "the machine's token answered the person");
+    let (status, machine_again, _) = token(&home, &["--client-credentials"]);
+    assert_eq!(status, 0);
+    assert_eq!(machine_again, machine, "the machine's own token is cached");
+
+    // Other scopes (or another resource): no cached login, said plainly.
+    let (status, stdout, stderr) = token(&home, &["--scopes", "openid nats"]);
+    assert_eq!(status, 1, "{stdout}");
+    assert!(stdout.is_empty());
+    assert_one_line_error(
+        &stderr,
+        &["no token for client nats-both", "other settings"],
+    );
+    let (status, _, stderr) = token(&home, &["--resource", "urn:other"]);
+    assert_eq!(status, 1);
+    assert_one_line_error(&stderr, &["resource urn:other", "other settings"]);
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `logout` revokes the refresh token at the provider, deletes the cache
+/// and takes the token out of the nats context it wrote; it changes no
+/// context it did not write, and a provider it cannot reach leaves
+/// everything in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_deletes_and_empties_the_context() {
+    let provider = Provider::start();
+    let home = Home::new(&provider, "nats-cli");
+    device_login(
+        &provider,
+        &home,
+        "ana",
+        &[
+            "--nats-context",
+            "dev",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+        ],
+    )
+    .await;
+    let cache_file = home.cache_file().unwrap();
+    let saved = std::fs::read(&cache_file).unwrap();
+    let context_path = home.path().join("config/nats/context/dev.json");
+    std::fs::write(
+        home.path().join("config/nats/context/other.json"),
+        r#"{"url": "nats://x:4222", "user": "bob", "password": "p"}"#,
+    )
+    .unwrap();
+
+    // A context this client did not write is refused, before anything else.
+    let out = home.run(&["logout", "--nats-context", "other"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(
+        &String::from_utf8_lossy(&out.stderr),
+        &["not written by nats-oidc-callout", "not changed"],
+    );
+    let other = read_json(&home.path().join("config/nats/context/other.json"));
+    assert_eq!(other["password"], "p", "not changed");
+    assert!(cache_file.exists(), "nothing was done");
+
+    let out = home.run(&["logout"]);
+    let out_err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{out_err}");
+    assert!(!cache_file.exists(), "the cache is gone");
+    assert!(
+        out_err.contains("The refresh token was revoked at"),
+        "{out_err}"
+    );
+
+    // The refresh token is dead at the provider: put the old cache back
+    // and ask for a refresh.
+    std::fs::write(&cache_file, &saved).unwrap();
+    std::fs::set_permissions(&cache_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (status, _, stderr) = token(&home, &["--min-valid", "1h"]);
+    assert_eq!(status, 1);
+    assert_one_line_error(&stderr, &["invalid_grant", "no longer accepted"]);
+
+    // The context: the token goes, the rest stays.
+    device_login(&provider, &home, "ana", &["--nats-context", "dev"]).await;
+    assert!(read_json(&context_path)["password"].is_string());
+    let out = home.run(&["logout", "--nats-context", "dev"]);
+    assert_eq!(out.status.code(), Some(0));
+    let context = read_json(&context_path);
+    assert!(context.get("password").is_none(), "{context}");
+    assert!(context.get("user").is_none(), "{context}");
+    assert!(context.get("token").is_none(), "{context}");
+    assert_eq!(context["url"], "nats://127.0.0.1:4222");
+    assert!(context["description"]
+        .as_str()
+        .unwrap()
+        .contains("logged out"));
+    let out = home.run(&["logout"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No cached tokens"));
+
+    // A provider that cannot be reached: nothing is deleted, and
+    // --local-only forgets the tokens here.
+    device_login(&provider, &home, "ana", &[]).await;
+    drop(provider);
+    let out = home.run(&["logout"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(
+        &String::from_utf8_lossy(&out.stderr),
+        &["nothing was deleted", "--local-only"],
+    );
+    assert!(home.cache_file().is_some());
+    let out = home.run(&["logout", "--local-only"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(home.cache_file().is_none());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not revoked"));
+}
+
+/// A provider without a revocation endpoint: the tokens are deleted here
+/// and the user is told the refresh token still works at the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_says_when_the_provider_cannot_revoke() {
+    let provider = Provider::start_with(&["no-revocation"]);
+    let home = Home::new(&provider, "nats-cli");
+    device_login(&provider, &home, "ana", &[]).await;
+    let out = home.run(&["logout"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("publishes no revocation_endpoint"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("accepts it until it expires"), "{stderr}");
+    assert!(home.cache_file().is_none());
+}
+
+/// Operator mode: a context written with --nats-creds logs in as the nats
+/// CLI reads it (creds plus token), `token --nats-context` keeps the creds,
+/// and the example program presents the sentinel at every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_mode_contexts_and_programs_present_the_sentinel() {
+    let provider = Provider::start();
+    let stack = Stack::start_operator(provider_options(&provider)).await;
+    let sentinel = sentinel_for(&stack.url()).expect("an operator stack has a sentinel");
+    let home = Home::new(&provider, "nats-cli");
+    device_login(
+        &provider,
+        &home,
+        "ana",
+        &[
+            "--nats-context",
+            "op",
+            "--nats-url",
+            &stack.url(),
+            "--nats-creds",
+            sentinel.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let context_path = home.path().join("config/nats/context/op.json");
+    let context = read_json(&context_path);
+    assert_eq!(context["creds"], sentinel.to_str().unwrap());
+    assert_eq!(context["token"], home.cache()["access_token"]);
+    assert!(context.get("user").is_none(), "{context}");
+    assert!(context.get("password").is_none(), "{context}");
+
+    let observer = connect(&stack.url(), &stack.token("root", &["admin"]))
+        .await
+        .unwrap();
+    let cli = connect_as_nats_cli(&context)
+        .await
+        .expect("the operator-mode context is admitted");
+    assert!(delivered(&cli, &observer.client, "orders.op").await);
+
+    // The server-mode shape beside creds: the CLI drops the creds for the
+    // user and password, and an operator-mode server refuses that.
+    let mut both = context.clone();
+    both["user"] = "oidc".into();
+    both["password"] = both["token"].clone();
+    both.as_object_mut().unwrap().remove("token");
+    assert!(connect_as_nats_cli(&both).await.is_err());
+
+    // Renewing keeps the creds.
+    let (status, _, stderr) = token(&home, &["--nats-context", "op", "--min-valid", "1h"]);
+    assert_eq!(status, 0, "{stderr}");
+    let renewed = read_json(&context_path);
+    assert_eq!(renewed["creds"], context["creds"]);
+    assert_ne!(renewed["token"], context["token"]);
+    assert!(renewed.get("password").is_none());
+    connect_as_nats_cli(&renewed)
+        .await
+        .expect("the renewed context is admitted");
+
+    // The example program with the sentinel: 6 s client-credentials tokens,
+    // a reconnect after each expiry.
+    let mut settings =
+        nats_oidc_callout::client::Settings::resolve(nats_oidc_callout::client::SettingsInput {
+            issuer: Some(provider.issuer()),
+            client_id: Some("nats-machine-short".into()),
+            client_secret: Some("machine-secret".into()),
+            resource: Some(RESOURCE.into()),
+            config: Some(PathBuf::from("/dev/null")),
+            ..Default::default()
+        })
+        .unwrap();
+    settings.scopes.clear();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let program = token_client::options(
+        Arc::new(TokenSource::client_credentials(settings, 60).unwrap()),
+        Some(Arc::new(
+            token_client::Sentinel::from_file(&sentinel).unwrap(),
+        )),
+    )
+    .await
+    .event_callback(move |e| {
+        sink.lock().unwrap().push(e.to_string());
+        async {}
+    })
+    .connect(stack.url())
+    .await
+    .expect("the example program is admitted in operator mode");
+    assert!(
+        reconnected(&events, Duration::from_secs(20)).await,
+        "{:?}",
+        events.lock().unwrap()
+    );
+    assert!(delivered(&program, &observer.client, "orders.program").await);
 }

@@ -119,7 +119,7 @@ pub fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError> {
     secrets::write_private(out, &text)
         .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
     eprintln!(
-        "sentinel for account {} written to {}\nclients: nats --creds {} --password \"$TOKEN\" ...",
+        "sentinel for account {} written to {}\nclients: nats --creds {} --token \"$TOKEN\" ... (the nats CLI drops --creds beside --user/--password)",
         config.callout.auth_account,
         out.display(),
         out.display()

@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::error::CliError;
-use crate::client::oauth::{BrowserOptions, DevicePrompt};
+use crate::client::oauth::{BrowserOptions, DevicePrompt, Revocable};
 use crate::client::{
-    inbox, nats_context, CachedToken, ClientError, OidcClient, Settings, SettingsInput, TokenCache,
+    inbox, nats_context, CachedToken, ClientError, Grant, LoginKey, OidcClient, Settings,
+    SettingsInput, TokenCache,
 };
 
 /// Who to log in as, where: flags, else environment, else the `[client]`
@@ -48,6 +49,10 @@ pub struct ClientArgs {
     /// The NATS server URL(s) for a new --nats-context.
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
+    /// Operator mode: the sentinel credentials file the --nats-context
+    /// logs in with (with the token as its connect token).
+    #[arg(long, value_name = "FILE", env = "NATS_OIDC_CALLOUT_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -64,6 +69,7 @@ impl ClientArgs {
             audience: self.audience.clone(),
             resource: self.resource.clone(),
             nats_url: self.nats_url.clone(),
+            nats_creds: self.nats_creds.clone(),
             redirect_port,
         };
         Settings::resolve(input).map_err(cli_error)
@@ -157,8 +163,8 @@ pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
     cache.store(&token).map_err(cli_error)?;
     eprintln!(
         "Logged in to {} as client {}; the access token is valid until {}{}.",
-        token.issuer,
-        token.client_id,
+        token.key.issuer,
+        token.key.client_id,
         timestamp(token.valid_until()),
         if token.refresh_token.is_some() {
             " and `nats-oidc-callout token` renews it with the refresh token"
@@ -198,9 +204,13 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
         Some(d) => t.valid_for(d.as_secs()),
         None => t.fresh_for(DEFAULT_MIN_VALID_SECS),
     };
-    let cached = cache
-        .load(&settings.issuer, &settings.client_id)
-        .map_err(cli_error)?;
+    let grant = if args.client_credentials {
+        Grant::ClientCredentials
+    } else {
+        Grant::Login
+    };
+    let key = LoginKey::new(&settings, grant);
+    let cached = cache.load(&key).map_err(cli_error)?;
     let token = match cached {
         Some(t) if fresh(&t) => t,
         cached => {
@@ -213,22 +223,18 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
                 if let Err(ClientError::Failed(text)) = &result {
                     // A refused refresh token is useless: forget the login.
                     if text.contains("refused the refresh: invalid_grant") {
-                        let _ = cache.remove(&settings.issuer, &settings.client_id);
+                        let _ = cache.remove(&key);
                     }
                 }
                 result
             } else {
                 Err(ClientError::Failed(match cached {
                     Some(t) => format!(
-                        "the token of client {} at {} expired at {} and there is no refresh token: run `nats-oidc-callout login`",
-                        settings.client_id,
-                        settings.issuer,
+                        "the token of {} expired at {} and there is no refresh token: run `nats-oidc-callout login`",
+                        key.describe(),
                         timestamp(t.valid_until())
                     ),
-                    None => format!(
-                        "not logged in as client {} at {}: run `nats-oidc-callout login` (or `token --client-credentials` for a machine client)",
-                        settings.client_id, settings.issuer
-                    ),
+                    None => not_logged_in(&cache, &key),
                 }))
             })
             .map_err(cli_error)?;
@@ -247,21 +253,44 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why `token` has nothing to give: no login of this client at all, or
+/// one obtained for other scopes, another resource or audience, or the
+/// other grant (a token serves only what obtained it).
+fn not_logged_in(cache: &TokenCache, key: &LoginKey) -> String {
+    let others = cache
+        .logins_of(&key.issuer, &key.client_id)
+        .map(|l| l.len())
+        .unwrap_or(0);
+    let hint = match key.grant {
+        Grant::Login => "run `nats-oidc-callout login` with the same settings (or `token --client-credentials` for a machine client)",
+        Grant::ClientCredentials => "check the client secret settings",
+    };
+    if others > 0 {
+        format!(
+            "no token for {}: the cached login of this client was obtained with other settings (scopes, resource, audience or grant), and a token serves only those; {hint}",
+            key.describe()
+        )
+    } else {
+        format!("not logged in as {}: {hint}", key.describe())
+    }
+}
+
 fn write_context(name: &str, settings: &Settings, token: &CachedToken) -> Result<(), CliError> {
     let until = timestamp(token.valid_until());
-    let description = format!(
-        "OIDC login of {} at {} (nats-oidc-callout; the password is an access token valid until {until})",
-        settings.client_id, settings.issuer
-    );
+    let who = format!("{} at {}", settings.client_id, settings.issuer);
+    let description = nats_context::description(&who, &until);
     // Roles that grant {{inbox}} expect replies there; a token that names
     // no user (no iss or sub) leaves the context's inbox prefix alone.
     let inbox = inbox::of_token(&token.access_token).ok();
     let path = nats_context::write(
         name,
-        settings.nats_url.as_deref(),
-        &token.access_token,
-        inbox.as_deref(),
-        &description,
+        &nats_context::ContextLogin {
+            url: settings.nats_url.as_deref(),
+            access_token: &token.access_token,
+            inbox_prefix: inbox.as_deref(),
+            creds: settings.nats_creds.as_deref(),
+            description: &description,
+        },
     )
     .map_err(cli_error)?;
     eprintln!(
@@ -269,6 +298,98 @@ fn write_context(name: &str, settings: &Settings, token: &CachedToken) -> Result
         path.display()
     );
     Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Only forget the tokens here; do not ask the provider to revoke the
+    /// refresh token (when it cannot be reached).
+    #[arg(long)]
+    local_only: bool,
+}
+
+/// `logout`: revokes the refresh tokens of this client's logins at the
+/// provider (RFC 7009, when discovery names a revocation endpoint),
+/// deletes the cached tokens, and takes the token out of the named `nats`
+/// context. A revocation that fails leaves everything in place (exit 1),
+/// so running it again can still revoke.
+pub fn logout(args: LogoutArgs) -> Result<ExitCode, CliError> {
+    let settings = args.client.settings(None)?;
+    if let Some(name) = &args.client.nats_context {
+        // Refused before anything is revoked or deleted.
+        nats_context::check_forget(name).map_err(cli_error)?;
+    }
+    let cache = TokenCache::open_default().map_err(cli_error)?;
+    let logins = cache
+        .logins_of(&settings.issuer, &settings.client_id)
+        .map_err(cli_error)?;
+    let who = format!("client {} at {}", settings.client_id, settings.issuer);
+    let mut unrevoked = false;
+    let mut last_valid = None::<u64>;
+    if !args.local_only && !logins.is_empty() {
+        let client = OidcClient::new(settings.clone()).map_err(cli_error)?;
+        let runtime = runtime()?;
+        for login in &logins {
+            // A machine's client credentials have no refresh token: its
+            // access token expires on its own.
+            let Some(refresh) = login.refresh_token.as_deref() else {
+                continue;
+            };
+            match runtime.block_on(client.revoke(Revocable::Refresh(refresh))) {
+                Ok(true) => {}
+                Ok(false) => unrevoked = true,
+                Err(e) => {
+                    return Err(CliError::Failed(format!(
+                        "{e}; nothing was deleted: run logout again, or logout --local-only to only forget the tokens here"
+                    )))
+                }
+            }
+        }
+    }
+    for login in &logins {
+        cache.delete(login).map_err(cli_error)?;
+        last_valid = last_valid.max(login.valid_until);
+    }
+    let had_refresh = logins.iter().any(|l| l.refresh_token.is_some());
+    match logins.len() {
+        0 => eprintln!("No cached tokens of {who}."),
+        n => eprintln!(
+            "Deleted the cached tokens of {who} ({n} login{}).",
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+    if had_refresh {
+        if args.local_only {
+            eprintln!("The refresh token was not revoked (--local-only): the provider accepts it until it expires.");
+        } else if unrevoked {
+            eprintln!(
+                "{} publishes no revocation_endpoint, so the refresh token could not be revoked: the provider accepts it until it expires; end the session at the provider (its account page) to stop it now.",
+                settings.issuer
+            );
+        } else {
+            eprintln!("The refresh token was revoked at {}.", settings.issuer);
+        }
+    }
+    if let Some(until) = last_valid {
+        if until > crate::client::now_secs() {
+            eprintln!(
+                "An access token already handed out (to a nats context or a program) is accepted by NATS until it expires, at {}.",
+                timestamp(until)
+            );
+        }
+    }
+    if let Some(name) = &args.client.nats_context {
+        match nats_context::forget(name).map_err(cli_error)? {
+            Some(path) => eprintln!(
+                "Took the token out of the nats context {name} ({}).",
+                path.display()
+            ),
+            None => eprintln!("There is no nats context {name}."),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn timestamp(secs: u64) -> String {

@@ -122,6 +122,10 @@ enum Command {
     /// by --client-credentials), for `nats --user oidc --password "$(...)"`;
     /// or write it into a nats context with --nats-context.
     Token(login::TokenArgs),
+    /// Log out: revoke the refresh token at the provider (RFC 7009, where it
+    /// offers revocation), delete this client's cached tokens, and with
+    /// --nats-context take the token out of that context.
+    Logout(login::LogoutArgs),
     /// Run a throwaway local stack (development issuer, nats-server, this
     /// service) and print tokens to try. Never for production.
     Dev {
@@ -227,6 +231,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::HashPassword { cost } => keys::hash_password(cost),
         Command::Login(args) => login::login(args),
         Command::Token(args) => login::token(args),
+        Command::Logout(args) => login::logout(args),
         Command::DevIssuer { port } => {
             block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
                 .map(|()| ExitCode::SUCCESS)

@@ -14,7 +14,7 @@ mod private_dir;
 pub mod settings;
 pub mod source;
 
-pub use cache::{CachedToken, TokenCache};
+pub use cache::{CachedToken, Grant, LoginKey, TokenCache};
 pub use oauth::OidcClient;
 pub use settings::{Settings, SettingsInput};
 pub use source::TokenSource;
@@ -45,7 +45,7 @@ pub(crate) fn one_line(text: &str) -> String {
 }
 
 /// Seconds since the Unix epoch.
-pub(crate) fn now_secs() -> u64 {
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -114,6 +114,20 @@ pub(crate) fn read_private(
             e.kind()
         ))),
     }
+}
+
+/// The entries of a directory of secrets, when it is there, checked as
+/// `read_private` checks the directories on the way.
+pub(crate) fn list_private(
+    base: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, ClientError> {
+    if !private_dir::secure_dir(base, dir, false)? {
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ClientError::failed(format!("cannot read {}: {}", dir.display(), e.kind())))?;
+    Ok(entries.filter_map(Result::ok).map(|e| e.path()).collect())
 }
 
 #[cfg(test)]

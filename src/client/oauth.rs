@@ -15,26 +15,29 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
     DeviceAuthorizationUrl, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    TokenResponse,
+    PkceCodeChallenge, ProviderMetadata, RedirectUrl, RefreshToken, RequestTokenError,
+    RevocationUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cache::CachedToken;
+use super::cache::{CachedToken, Grant, LoginKey};
 use super::settings::Settings;
 use super::{now_secs, one_line, ClientError};
 
-/// Discovery with the one endpoint OpenID Connect Discovery leaves out.
+/// Discovery with the endpoints OpenID Connect Discovery leaves out (RFC
+/// 8628's and RFC 7009's, from RFC 8414 metadata).
 #[derive(Clone, Debug, Deserialize, Serialize)]
-struct DeviceEndpoint {
+struct ExtraEndpoints {
     #[serde(default)]
     device_authorization_endpoint: Option<DeviceAuthorizationUrl>,
+    #[serde(default)]
+    revocation_endpoint: Option<RevocationUrl>,
 }
-impl AdditionalProviderMetadata for DeviceEndpoint {}
+impl AdditionalProviderMetadata for ExtraEndpoints {}
 
 type Metadata = ProviderMetadata<
-    DeviceEndpoint,
+    ExtraEndpoints,
     CoreAuthDisplay,
     CoreClientAuthMethod,
     CoreClaimName,
@@ -52,16 +55,22 @@ type Metadata = ProviderMetadata<
 type TokenClient =
     CoreClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
-/// What a person must do to approve a device login.
 /// The device flow polls no faster than this (RFC 8628's default),
 /// whatever interval the provider names.
 pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What a person must do to approve a device login.
 pub struct DevicePrompt {
     pub verification_uri: String,
     pub verification_uri_complete: Option<String>,
     pub user_code: String,
     pub expires_in: Duration,
+}
+
+/// A token to revoke.
+pub enum Revocable<'a> {
+    Refresh(&'a str),
+    Access(&'a str),
 }
 
 /// How `login --browser` reaches the user's browser.
@@ -137,12 +146,13 @@ impl OidcClient {
         Ok(client)
     }
 
-    fn scopes(&self, drop: &[&str]) -> Vec<Scope> {
+    /// The scopes `grant` asks for, less `drop`.
+    fn scopes(&self, grant: Grant, drop: &[&str]) -> Vec<Scope> {
         self.settings
-            .scopes
-            .iter()
+            .scopes_for(grant)
+            .into_iter()
             .filter(|s| !drop.contains(&s.as_str()))
-            .map(|s| Scope::new(s.clone()))
+            .map(Scope::new)
             .collect()
     }
 
@@ -181,7 +191,9 @@ impl OidcClient {
             .token_client()
             .await?
             .set_device_authorization_url(device_url);
-        let mut request = client.exchange_device_code().add_scopes(self.scopes(&[]));
+        let mut request = client
+            .exchange_device_code()
+            .add_scopes(self.scopes(Grant::Login, &[]));
         for (name, value) in self.target_params() {
             request = request.add_extra_param(name, value);
         }
@@ -211,7 +223,7 @@ impl OidcClient {
             )
             .await
             .map_err(|e| self.refused("the device login", e))?;
-        self.cached(&response, None)
+        self.cached(&response, Grant::Login, None)
     }
 
     /// The authorization code flow with PKCE (S256): a redirect to
@@ -251,7 +263,7 @@ impl OidcClient {
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
-            .add_scopes(self.scopes(&["openid"]))
+            .add_scopes(self.scopes(Grant::Login, &["openid"]))
             .set_pkce_challenge(challenge);
         for (name, value) in self.target_params() {
             request = request.add_extra_param(name, value);
@@ -311,7 +323,7 @@ impl OidcClient {
             .request_async(&self.http)
             .await
             .map_err(|e| self.refused("the code exchange", e))?;
-        self.cached(&response, None)
+        self.cached(&response, Grant::Login, None)
     }
 
     /// A new access token for a refresh token. Keeps the old refresh token
@@ -327,7 +339,7 @@ impl OidcClient {
             .request_async(&self.http)
             .await
             .map_err(|e| self.refused("the refresh", e))?;
-        self.cached(&response, Some(refresh_token))
+        self.cached(&response, Grant::Login, Some(refresh_token))
     }
 
     /// Client credentials (machines): the client's own secret buys a token.
@@ -338,11 +350,9 @@ impl OidcClient {
             ));
         }
         let client = self.token_client().await?;
-        // User-login scopes mean nothing to a machine and some providers
-        // refuse them in this grant.
         let mut request = client
             .exchange_client_credentials()
-            .add_scopes(self.scopes(&["openid", "offline_access"]));
+            .add_scopes(self.scopes(Grant::ClientCredentials, &[]));
         for (name, value) in self.target_params() {
             request = request.add_extra_param(name, value);
         }
@@ -350,7 +360,70 @@ impl OidcClient {
             .request_async(&self.http)
             .await
             .map_err(|e| self.refused("the client credentials grant", e))?;
-        self.cached(&response, None)
+        self.cached(&response, Grant::ClientCredentials, None)
+    }
+
+    /// Revokes a token at the provider (RFC 7009): a refresh token, or an
+    /// access token. Ok(false) when the provider publishes no revocation
+    /// endpoint (nothing was sent). A token the provider no longer knows
+    /// counts as revoked (RFC 7009 answers 200 for those too).
+    ///
+    /// The request is made here rather than by `oauth2`, which refuses an
+    /// http endpoint even on loopback, where this client allows an issuer.
+    pub async fn revoke(&self, token: Revocable<'_>) -> Result<bool, ClientError> {
+        let metadata = self.metadata().await?;
+        let Some(url) = metadata.additional_metadata().revocation_endpoint.clone() else {
+            return Ok(false);
+        };
+        super::settings::check_endpoint(url.as_str()).map_err(|reason| {
+            ClientError::failed(format!(
+                "{} names the revocation endpoint {}: {reason}",
+                self.settings.issuer,
+                one_line(url.as_str())
+            ))
+        })?;
+        let (value, hint) = match token {
+            Revocable::Refresh(t) => (t, "refresh_token"),
+            Revocable::Access(t) => (t, "access_token"),
+        };
+        let mut form = vec![("token", value), ("token_type_hint", hint)];
+        let mut request = self.http.post(url.url().clone());
+        match &self.settings.client_secret {
+            // client_secret_basic: each part form-encoded (RFC 6749 2.3.1).
+            Some(secret) => {
+                let encode = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                request =
+                    request.basic_auth(encode(&self.settings.client_id), Some(encode(secret)));
+            }
+            // A public client names itself in the body (RFC 7009 2.1).
+            None => form.push(("client_id", &self.settings.client_id)),
+        }
+        let response = request.form(&form).send().await.map_err(|e| {
+            ClientError::failed(format!(
+                "the revocation failed: cannot reach {}: {}",
+                self.settings.issuer,
+                error_chain(&e)
+            ))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let code = body["error"].as_str().unwrap_or("no error code");
+        let description = body["error_description"]
+            .as_str()
+            .map(|d| format!(" ({})", one_line(d)))
+            .unwrap_or_default();
+        Err(ClientError::failed(format!(
+            "{} refused the revocation: HTTP {}, {}{description}",
+            self.settings.issuer,
+            status.as_u16(),
+            crate::text::printable(code, 64)
+        )))
     }
 
     /// What the provider returned, for the cache: nothing it did not send
@@ -358,6 +431,7 @@ impl OidcClient {
     fn cached(
         &self,
         response: &CoreTokenResponse,
+        grant: Grant,
         old_refresh: Option<&str>,
     ) -> Result<CachedToken, ClientError> {
         let obtained_at = now_secs();
@@ -369,8 +443,7 @@ impl OidcClient {
         // Read only to reject a response without one; never verified here.
         let _ = response.id_token();
         Ok(CachedToken {
-            issuer: self.settings.issuer.clone(),
-            client_id: self.settings.client_id.clone(),
+            key: LoginKey::new(&self.settings, grant),
             access_token,
             token_type: response.token_type().as_ref().to_string(),
             obtained_at,
@@ -503,84 +576,110 @@ struct Redirect {
     iss: Option<String>,
 }
 
+/// How many connections to the loopback listener are served at once; a
+/// new one beyond that closes the oldest, so a connection never waits for
+/// another.
+const MAX_OPEN_CONNECTIONS: usize = 32;
+
+/// How long a connection to the loopback listener has to send its request
+/// head (a browser sends it at once).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Answers requests on the loopback listener until one to /callback
 /// carries `state`; others (a favicon, a stale tab) get a 404 or a 400.
+/// Connections are served concurrently, each within `REQUEST_DEADLINE`,
+/// at most `MAX_OPEN_CONNECTIONS` at a time: a connection that says
+/// nothing delays no other.
 async fn wait_for_redirect(
     listener: &tokio::net::TcpListener,
     state: &str,
 ) -> Result<Redirect, ClientError> {
+    let (found, mut answers) = tokio::sync::mpsc::channel::<Redirect>(1);
+    let mut open = tokio::task::JoinSet::new();
+    let mut order = std::collections::VecDeque::new();
     loop {
-        let (mut socket, _) = listener
-            .accept()
-            .await
-            .map_err(|e| ClientError::failed(format!("loopback listener: {e}")))?;
-        let mut buf = Vec::with_capacity(2048);
-        let mut chunk = [0u8; 2048];
-        // The request line and headers; a browser sends them at once.
-        let read = tokio::time::timeout(Duration::from_secs(10), async {
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        tokio::select! {
+            Some(redirect) = answers.recv() => return Ok(redirect),
+            accepted = listener.accept() => {
+                let (socket, _) = accepted
+                    .map_err(|e| ClientError::failed(format!("loopback listener: {e}")))?;
+                while open.try_join_next().is_some() {}
+                order.retain(|t: &tokio::task::AbortHandle| !t.is_finished());
+                if order.len() >= MAX_OPEN_CONNECTIONS {
+                    if let Some(oldest) = order.pop_front() {
+                        oldest.abort();
+                    }
                 }
+                let found = found.clone();
+                let state = state.to_string();
+                order.push_back(open.spawn(async move {
+                    if let Some(redirect) = serve_redirect(socket, &state).await {
+                        let _ = found.send(redirect).await;
+                    }
+                }));
             }
-        })
-        .await;
-        if read.is_err() {
-            continue;
         }
-        let head = String::from_utf8_lossy(&buf);
-        let target = head
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("GET "))
-            .and_then(|l| l.split(' ').next())
-            .unwrap_or("");
-        let Ok(url) = url::Url::parse(&format!("http://127.0.0.1{target}")) else {
-            respond(&mut socket, "400 Bad Request", "Not a login redirect.").await;
-            continue;
-        };
-        if url.path() != "/callback" {
-            respond(&mut socket, "404 Not Found", "Not found.").await;
-            continue;
-        }
-        let param = |name: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        };
-        if param("state").as_deref() != Some(state) {
-            respond(
-                &mut socket,
-                "400 Bad Request",
-                "This answer belongs to another login attempt; it was ignored.",
-            )
-            .await;
-            continue;
-        }
-        let redirect = Redirect {
-            code: param("code"),
-            error: param("error"),
-            error_description: param("error_description"),
-            iss: param("iss"),
-        };
-        if redirect.error.is_some() {
-            respond(
-                &mut socket,
-                "200 OK",
-                "The login was not completed. You can close this window.",
-            )
-            .await;
-        } else {
-            respond(
-                &mut socket,
-                "200 OK",
-                "Logged in to NATS. You can close this window.",
-            )
-            .await;
-        }
-        return Ok(redirect);
     }
+}
+
+/// Reads one request and answers it; the login's redirect when it is one.
+async fn serve_redirect(mut socket: tokio::net::TcpStream, state: &str) -> Option<Redirect> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 2048];
+    let read = tokio::time::timeout(REQUEST_DEADLINE, async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return None;
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let target = head
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("GET "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or("");
+    let Ok(url) = url::Url::parse(&format!("http://127.0.0.1{target}")) else {
+        respond(&mut socket, "400 Bad Request", "Not a login redirect.").await;
+        return None;
+    };
+    if url.path() != "/callback" {
+        respond(&mut socket, "404 Not Found", "Not found.").await;
+        return None;
+    }
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if param("state").as_deref() != Some(state) {
+        respond(
+            &mut socket,
+            "400 Bad Request",
+            "This answer belongs to another login attempt; it was ignored.",
+        )
+        .await;
+        return None;
+    }
+    let redirect = Redirect {
+        code: param("code"),
+        error: param("error"),
+        error_description: param("error_description"),
+        iss: param("iss"),
+    };
+    let text = if redirect.error.is_some() {
+        "The login was not completed. You can close this window."
+    } else {
+        "Logged in to NATS. You can close this window."
+    };
+    respond(&mut socket, "200 OK", text).await;
+    Some(redirect)
 }
 
 async fn respond(socket: &mut tokio::net::TcpStream, status: &str, text: &str) {

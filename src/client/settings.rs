@@ -32,6 +32,9 @@ pub struct Settings {
     pub resource: Option<String>,
     /// The NATS server URL(s) written into `nats` contexts.
     pub nats_url: Option<String>,
+    /// The sentinel credentials written into `nats` contexts for an
+    /// operator-mode deployment (see `nats_context`).
+    pub nats_creds: Option<PathBuf>,
     /// Loopback port for `login --browser` (0: any free port).
     pub redirect_port: u16,
 }
@@ -48,6 +51,7 @@ impl std::fmt::Debug for Settings {
             .field("scopes", &self.scopes)
             .field("audience", &self.audience)
             .field("resource", &self.resource)
+            .field("nats_creds", &self.nats_creds)
             .finish()
     }
 }
@@ -67,6 +71,7 @@ pub struct SettingsInput {
     pub audience: Option<String>,
     pub resource: Option<String>,
     pub nats_url: Option<String>,
+    pub nats_creds: Option<PathBuf>,
     pub redirect_port: Option<u16>,
 }
 
@@ -81,6 +86,7 @@ struct FileClient {
     audience: Option<String>,
     resource: Option<String>,
     nats_url: Option<String>,
+    nats_creds: Option<PathBuf>,
     redirect_port: Option<u16>,
 }
 
@@ -158,8 +164,26 @@ impl Settings {
             audience: input.audience.or(file.audience),
             resource: input.resource.or(file.resource),
             nats_url: input.nats_url.or(file.nats_url),
+            nats_creds: input.nats_creds.or(file.nats_creds.map(relative)),
             redirect_port: input.redirect_port.or(file.redirect_port).unwrap_or(0),
         })
+    }
+}
+
+impl Settings {
+    /// The scopes a grant asks for: all of them for a person's login; for
+    /// client credentials, not `openid` and `offline_access` (they mean
+    /// nothing to a machine and some providers refuse them there).
+    pub fn scopes_for(&self, grant: super::cache::Grant) -> Vec<String> {
+        let machine_drops: &[&str] = match grant {
+            super::cache::Grant::Login => &[],
+            super::cache::Grant::ClientCredentials => &["openid", "offline_access"],
+        };
+        self.scopes
+            .iter()
+            .filter(|s| !machine_drops.contains(&s.as_str()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -202,8 +226,14 @@ fn read_secret(path: &Path) -> Result<String, ClientError> {
 /// An issuer must be https, except on loopback (where http is allowed for
 /// local providers and tests), as the service requires.
 fn check_issuer(issuer: &str) -> Result<(), ClientError> {
-    let url = url::Url::parse(issuer)
-        .map_err(|e| ClientError::Usage(format!("issuer {issuer:?} is not a URL: {e}")))?;
+    check_endpoint(issuer)
+        .map_err(|reason| ClientError::Usage(format!("issuer {issuer:?} {reason}")))
+}
+
+/// The same rule for an endpoint the provider names: https, or http on
+/// loopback. Err says why not.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = url::Url::parse(endpoint).map_err(|e| format!("is not a URL: {e}"))?;
     let loopback = match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
@@ -213,9 +243,7 @@ fn check_issuer(issuer: &str) -> Result<(), ClientError> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err(ClientError::Usage(format!(
-            "issuer {issuer:?} must be https (http only on loopback)"
-        ))),
+        _ => Err("must be https (http only on loopback)".into()),
     }
 }
 

@@ -20,7 +20,7 @@ pub enum TokenSource {
     /// than `min_valid` seconds of it remain (at most half its lifetime).
     ClientCredentials {
         client: Box<OidcClient>,
-        current: tokio::sync::Mutex<Option<CachedToken>>,
+        current: tokio::sync::Mutex<Option<Box<CachedToken>>>,
         min_valid: u64,
     },
 }
@@ -70,7 +70,7 @@ impl TokenSource {
                 }
                 let fresh = client.client_credentials().await?;
                 let token = fresh.access_token.clone();
-                *current = Some(fresh);
+                *current = Some(Box::new(fresh));
                 Ok(token)
             }
         }

@@ -397,13 +397,28 @@ fn instructions(
     layout: &Layout,
 ) -> String {
     let iss = issuer.issuer();
-    let (login, mode) = match &layout.sentinel {
-        None => (String::new(), "any user name; the token is the password"),
-        Some(creds) => (
-            format!("--creds {} ", creds.display()),
-            "operator mode: the sentinel credentials route the connect to the callout, the token is the password",
-        ),
+    // The nats CLI drops --creds when --user is set (natscontext: user and
+    // password win), so operator mode sends the token as --token.
+    let operator = layout.sentinel.is_some();
+    let login = |user: &str, var: &str| {
+        if operator {
+            format!("--token \"${var}\"")
+        } else {
+            format!("--user {user:<4} --password \"${var}\"")
+        }
     };
+    let mode = if operator {
+        "operator mode: the sentinel credentials route the connect to the callout, the token goes beside them"
+    } else {
+        "any user name; the token is the password"
+    };
+    let creds = layout
+        .sentinel
+        .as_ref()
+        .map(|c| format!("--creds {} ", c.display()))
+        .unwrap_or_default();
+    let ana = format!("{creds}{}", login("ana", "ADMIN_TOKEN"));
+    let rita = format!("{creds}{}", login("rita", "READER_TOKEN"));
     format!(
         r#"
 nats-oidc-callout is answering auth callouts for {nats_url}
@@ -417,11 +432,11 @@ READER_TOKEN={reader}
 READER_INBOX={reader_inbox}   # rita's private inbox ({{{{inbox}}}}): her replies come only there
 
 Try them with the nats CLI ({mode}):
-  nats --server {nats_url} {login}--user ana  --password "$ADMIN_TOKEN"  sub 'orders.>'
-  nats --server {nats_url} {login}--user ana  --password "$ADMIN_TOKEN"  pub orders.new hello
-  nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" sub 'orders.>'
-  nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" pub orders.new nope   # refused: reader may not publish
-  nats --server {nats_url} {login}--user rita --password "$READER_TOKEN" --inbox-prefix "$READER_INBOX" ...   # requests and JetStream
+  nats --server {nats_url} {ana} sub 'orders.>'
+  nats --server {nats_url} {ana} pub orders.new hello
+  nats --server {nats_url} {rita} sub 'orders.>'
+  nats --server {nats_url} {rita} pub orders.new nope   # refused: reader may not publish
+  nats --server {nats_url} {rita} --inbox-prefix "$READER_INBOX" ...   # requests and JetStream
 
 More tokens:
   curl '{iss}/token?user=bo&roles=reader'

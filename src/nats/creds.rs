@@ -23,6 +23,13 @@ pub fn user_jwt(text: &str) -> Option<&str> {
     lines.next().filter(|l| l.starts_with("eyJ"))
 }
 
+/// The user's nkey seed in a `.creds` file's text.
+pub fn user_seed(text: &str) -> Option<&str> {
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|l| l.starts_with("-----BEGIN USER NKEY SEED"))?;
+    lines.next().filter(|l| l.starts_with("SU"))
+}
+
 /// The account a user JWT belongs to: its `issuer_account` when a signing
 /// key signed it, else its signer. Read without verifying anything.
 pub fn account_of(user_jwt: &str) -> Option<String> {

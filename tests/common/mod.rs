@@ -866,6 +866,83 @@ pub fn sentinel_jwt(url: &str) -> Option<String> {
     nats_oidc_callout::nats::creds::user_jwt(&text).map(str::to_string)
 }
 
+/// Connects as the nats CLI does with a context (nats-io/jsm.go
+/// `natscontext.NATSOptions`): `user` set, user and password, and `creds`
+/// is ignored; else `creds`; `token` is sent whatever else is set.
+pub async fn connect_as_nats_cli(
+    context: &serde_json::Value,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let text = |key: &str| context[key].as_str().filter(|s| !s.is_empty());
+    let mut options = if let Some(user) = text("user") {
+        async_nats::ConnectOptions::with_user_and_password(
+            user.into(),
+            text("password").unwrap_or("").into(),
+        )
+    } else if let Some(creds) = text("creds") {
+        async_nats::ConnectOptions::with_credentials_file(creds)
+            .await
+            .expect("the context's creds file")
+    } else {
+        async_nats::ConnectOptions::new()
+    };
+    if let Some(token) = text("token") {
+        options = options.token(token.into());
+    }
+    if let Some(prefix) = text("inbox_prefix") {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    options
+        .connection_timeout(Duration::from_secs(5))
+        .connect(text("url").unwrap())
+        .await
+}
+
+/// The context the nats CLI makes of its flags (natscli `cli/util.go`):
+/// `--user` without `--password` is a token; `$NAME` in a value is taken
+/// from `vars`.
+pub fn nats_cli_context(command: &str, vars: &[(&str, &str)]) -> serde_json::Value {
+    let words: Vec<String> = command
+        .split_whitespace()
+        .map(|w| {
+            let mut w = w.trim_matches('"').trim_matches('\'').to_string();
+            for (name, value) in vars {
+                w = w.replace(&format!("${name}"), value);
+            }
+            w
+        })
+        .collect();
+    let flag = |name: &str| {
+        words
+            .iter()
+            .position(|w| w == name)
+            .and_then(|i| words.get(i + 1))
+            .cloned()
+    };
+    let mut context = serde_json::json!({});
+    for (flag_name, key) in [
+        ("--server", "url"),
+        ("--creds", "creds"),
+        ("--token", "token"),
+        ("--inbox-prefix", "inbox_prefix"),
+    ] {
+        if let Some(v) = flag(flag_name) {
+            context[key] = v.into();
+        }
+    }
+    match (flag("--user"), flag("--password")) {
+        (Some(user), None) => context["token"] = user.into(),
+        (user, password) => {
+            if let Some(u) = user {
+                context["user"] = u.into();
+            }
+            if let Some(p) = password {
+                context["password"] = p.into();
+            }
+        }
+    }
+    context
+}
+
 /// Writes a secret the way an operator would: readable by its owner only.
 fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;

@@ -6,12 +6,14 @@
 // "roles" claim. Logins and consent are oidc-provider's devInteractions
 // forms (any login name, any password), driven over HTTP by the tests.
 //
-// usage: node provider.mjs PORT
+// usage: node provider.mjs PORT [no-revocation]
+// ("no-revocation": the provider offers no RFC 7009 revocation endpoint)
 // Prints "listening http://127.0.0.1:PORT" once it answers, and one line
 // "grant.error <error>" / "grant.success <grant_type>" per token request.
 import Provider from 'oidc-provider';
 
 const port = Number(process.argv[2]);
+const revocation = process.argv[3] !== 'no-revocation';
 const issuer = `http://127.0.0.1:${port}`;
 const RESOURCE = 'urn:nats';
 
@@ -50,6 +52,20 @@ const configuration = {
       response_types: [],
       redirect_uris: [],
     },
+    {
+      // One client id for a person's login and a machine's client
+      // credentials: their cached tokens must never answer for each other.
+      client_id: 'nats-both',
+      client_secret: 'both-secret',
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: [
+        'urn:ietf:params:oauth:grant-type:device_code',
+        'refresh_token',
+        'client_credentials',
+      ],
+      response_types: [],
+      redirect_uris: [],
+    },
     ...['nats-machine', 'nats-machine-short'].map((clientId) => ({
       // Machines: client credentials only.
       client_id: clientId,
@@ -70,7 +86,7 @@ const configuration = {
   features: {
     devInteractions: { enabled: true },
     deviceFlow: { enabled: true },
-    revocation: { enabled: true },
+    revocation: { enabled: revocation },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
