@@ -4,13 +4,18 @@
 //! the calls each library makes (nats-py's KV watch, keys and history ask
 //! for consumer info, which async-nats does not; its ephemeral pull
 //! consumers are named in the create subject; nats.js looks a durable up
-//! before it fetches and puts KV values through the API prefix).
+//! before it fetches and puts KV values through the API prefix). And the
+//! README's reconnect recipes for nats-py and nats.js
+//! (examples/recipes/reconnect.py, reconnect.mjs) as long-running programs
+//! whose tokens expire every few seconds.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use common::*;
@@ -271,4 +276,245 @@ async fn every_grant_works_for_nats_js_as_for_async_nats() {
         config.get("theme").await.unwrap().as_deref(),
         Some(&b"dark"[..])
     );
+}
+
+/// The lifetime of the reconnect recipes' tokens (seconds).
+const SHORT_TTL: u64 = 4;
+
+/// What a reconnect recipe may do: answer requests on `svc.echo`.
+const ECHO_ROLE: &str = r#"
+[roles.echo]
+sub.allow = ["svc.echo"]
+resp = { max = 1 }
+"#;
+
+/// A recipe of examples/recipes/ running as a child process, its stdout and
+/// stderr in one file; killed when dropped.
+struct Recipe {
+    child: std::process::Child,
+    output: PathBuf,
+}
+
+impl Recipe {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+
+    /// Panics, with what it printed, once it has exited: it must run on.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("the recipe exited ({status}):\n{}", self.output());
+        }
+    }
+}
+
+impl Drop for Recipe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- recipe output ----\n{}", self.output());
+        }
+    }
+}
+
+/// Runs a reconnect recipe (`recipe`: the interpreter and script) as a
+/// program whose token lives SHORT_TTL seconds: a token file that a
+/// sidecar task renews every half second from the development issuer, as
+/// `nats-oidc-callout token` would. After each expiry (nats-server sends
+/// `-ERR 'User Authentication Expired'` and closes the connection) the
+/// program must log in again (a new admission of its user in the service's
+/// log) and answer a request sent after that. Four expiries: two with the
+/// file fresh; one while the sidecar is stopped, so that the program's
+/// attempts are refused (`token_expired`) at least twice before a fresh
+/// token comes; one more with the file fresh. No step is timed: each wait
+/// is bounded only so that a program that stopped working fails the test
+/// instead of hanging it.
+async fn the_recipe_outlives_its_tokens(mut recipe: Command, user: &str) {
+    let stack = Stack::start(ServiceOptions {
+        roles: format!("{}{ECHO_ROLE}", default_roles()),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+
+    // The sidecar: a new token every 500 ms while `renewing`, written
+    // whole (a new file renamed over the old).
+    let renewing = Arc::new(AtomicBool::new(true));
+    let mint = format!("/token?user={user}&roles=echo&aud={AUDIENCE}&ttl={SHORT_TTL}");
+    let issuer_port = stack.issuer.addr().port();
+    let renew = {
+        let token_file = token_file.clone();
+        move || {
+            let (token_file, mint) = (token_file.clone(), mint.clone());
+            async move {
+                let (status, token) = http_get(issuer_port, &mint).await;
+                assert_eq!(status, 200, "{token}");
+                std::fs::write(token_file.with_extension("new"), token).unwrap();
+                std::fs::rename(token_file.with_extension("new"), &token_file).unwrap();
+            }
+        }
+    };
+    renew().await;
+    let sidecar = tokio::spawn({
+        let renewing = renewing.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if renewing.load(Ordering::SeqCst) {
+                    renew().await;
+                }
+            }
+        }
+    });
+
+    recipe.arg(stack.url()).arg(&token_file).arg("svc.echo");
+    if let Some(creds) = sentinel_for(&stack.url()) {
+        recipe.arg(creds);
+    }
+    let output = dir.path().join("output");
+    let out = std::fs::File::create(&output).unwrap();
+    recipe
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(std::process::Stdio::null());
+    let mut program = Recipe {
+        child: recipe.spawn().expect("the recipe starts"),
+        output,
+    };
+    let admin = connect(&stack.url(), &stack.token("root", &["admin"]))
+        .await
+        .unwrap();
+
+    let lines_with = |needles: &[&str]| {
+        log_lines(&stack.service.log)
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    };
+    let user_field = format!("user={user} ");
+    let admissions = || lines_with(&["result=\"allowed\"", &user_field]);
+    let refusals = || lines_with(&["code=\"token_expired\""]);
+
+    answers(&admin, &mut program, "before the first expiry").await;
+    let mut logins = admissions();
+    for expiry in ["first", "second"] {
+        let when = format!("after the {expiry} expiry");
+        logins = logged_in_again(&mut program, logins, admissions, &when).await;
+        answers(&admin, &mut program, &when).await;
+    }
+
+    // The sidecar stops: the file's token expires too, and the program's
+    // attempts with it are refused until the sidecar runs again.
+    renewing.store(false, Ordering::SeqCst);
+    let refused = refusals();
+    wait_for(
+        &mut program,
+        "two refused attempts with the stale token",
+        || refusals() >= refused + 2,
+    )
+    .await;
+    renewing.store(true, Ordering::SeqCst);
+    let when = "once the file is fresh again";
+    logins = logged_in_again(&mut program, admissions(), admissions, when).await;
+    answers(&admin, &mut program, when).await;
+
+    let when = "after the last expiry";
+    logged_in_again(&mut program, logins, admissions, when).await;
+    answers(&admin, &mut program, when).await;
+    sidecar.abort();
+    program.assert_running();
+    println!("{}", program.output());
+}
+
+/// Waits (bounded only as a hang guard) until `done`, failing as soon as
+/// the recipe has exited.
+async fn wait_for(program: &mut Recipe, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        program.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no {what} after 60 s; the recipe printed:\n{}",
+            program.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the service has admitted the recipe's user more than
+/// `before` times (its connection expired and it logged in again); the
+/// count now.
+async fn logged_in_again(
+    program: &mut Recipe,
+    before: usize,
+    admissions: impl Fn() -> usize,
+    when: &str,
+) -> usize {
+    wait_for(program, &format!("login {when}"), || admissions() > before).await;
+    admissions()
+}
+
+/// A request sent now is answered with its own data (retried, as the
+/// program may be between two connections).
+async fn answers(admin: &TestClient, program: &mut Recipe, when: &str) {
+    let payload = format!("ping {when}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        program.assert_running();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            admin.client.request("svc.echo", payload.clone().into()),
+        )
+        .await;
+        match reply {
+            Ok(Ok(m)) => {
+                assert_eq!(m.payload, payload.as_bytes(), "{when}");
+                return;
+            }
+            Ok(Err(e)) => assert!(
+                Instant::now() < deadline,
+                "no answer {when} after 60 s: {e}; the recipe printed:\n{}",
+                program.output()
+            ),
+            Err(_) => assert!(
+                Instant::now() < deadline,
+                "no answer {when} after 60 s; the recipe printed:\n{}",
+                program.output()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_reconnect_recipe_outlives_its_tokens() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let mut recipe = Command::new(python);
+    recipe.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/recipes/reconnect.py"
+    ));
+    the_recipe_outlives_its_tokens(recipe, "py-recipe").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_reconnect_recipe_outlives_its_tokens() {
+    let js = tokio::task::spawn_blocking(nats_js).await.unwrap();
+    // Node resolves a module's imports from the module's own directory:
+    // the recipe runs from a copy beside a link to the installed nats.js.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/recipes/reconnect.mjs"
+        ),
+        dir.path().join("reconnect.mjs"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(js.join("node_modules"), dir.path().join("node_modules")).unwrap();
+    let mut recipe = Command::new("node");
+    recipe.arg(dir.path().join("reconnect.mjs"));
+    the_recipe_outlives_its_tokens(recipe, "js-recipe").await;
 }
