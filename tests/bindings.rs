@@ -199,7 +199,6 @@ async fn start() -> (Platforms, Stack, u16) {
     };
     let keys = CalloutKeys::new();
     let nats = NatsServer::start(&keys.issuer.public_key(), None);
-    let port = free_port();
     let service = CalloutService::start(
         &nats.url(),
         "unused",
@@ -207,11 +206,12 @@ async fn start() -> (Platforms, Stack, u16) {
         ServiceOptions {
             oidc: Some(config(&p)),
             roles: ROLES.into(),
-            http_port: Some(port),
+            http_port: Some(0),
             ..Default::default()
         },
     )
     .await;
+    let port = service.http_port();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while count_in_log(&service.log, "issuer keys loaded") < 3 {
         assert!(std::time::Instant::now() < deadline, "the issuers' keys");

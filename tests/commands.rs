@@ -132,6 +132,7 @@ fn check_warns_about_risky_choices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_readiness_of_the_running_service() {
+    // `health --config` probes the port the config names: a fixed one.
     let port = free_port();
     let stack = Stack::start(ServiceOptions {
         http_port: Some(port),

@@ -241,12 +241,12 @@ forged!(
 /// token's unknown kid, no answer; counted as `result="dropped"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_expired_request_is_dropped_without_work() {
-    let port = free_port();
     let stack = Stack::start_direct(ServiceOptions {
-        http_port: Some(port),
+        http_port: Some(0),
         ..Default::default()
     })
     .await;
+    let port = stack.service.http_port();
     let client = forger(&stack).await;
     let fetches = stack.issuer.jwks_requests();
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"never-published"}"#);

@@ -416,7 +416,6 @@ async fn xkey_mismatch_case(
     kind: &str,
     refused: bool,
 ) {
-    let port = free_port();
     let issuer = DevIssuer::start(0).await.unwrap();
     let nats = NatsServer::start(&keys.issuer.public_key(), server_xkey);
     let service = CalloutService::start(
@@ -425,11 +424,12 @@ async fn xkey_mismatch_case(
         &keys,
         ServiceOptions {
             xkey: service_xkey,
-            http_port: Some(port),
+            http_port: Some(0),
             ..Default::default()
         },
     )
     .await;
+    let port = service.http_port();
     let (status, body) = http_get(port, "/readyz").await;
     assert_eq!(status, 200, "ready before any request: {body}");
     assert!(body.contains("\"xkey\":\"ok\""), "{body}");

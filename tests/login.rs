@@ -219,8 +219,11 @@ struct Login {
 
 impl Login {
     fn start(home: &Home, args: &[&str]) -> Login {
-        let mut child = home
-            .command(args)
+        Login::spawn(home.command(args))
+    }
+
+    fn spawn(mut command: Command) -> Login {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -502,8 +505,10 @@ async fn a_device_login_gives_tokens_that_connect_through_the_callout() {
     )
     .await;
     assert!(
-        lines.iter().any(|l| l.starts_with("Logged in to ")),
-        "{lines:?}"
+        lines
+            .iter()
+            .any(|l| l.starts_with("Logged in to ") && l.contains(" as ana (client nats-cli)")),
+        "login says whose login it got: {lines:?}"
     );
     assert!(!lines.join("\n").contains("eyJ"), "login printed a token");
     // The provider was polled at its interval: never told to slow down.
@@ -558,6 +563,7 @@ async fn a_device_login_gives_tokens_that_connect_through_the_callout() {
     // `token --nats-context` refreshes it, keeping the other settings.
     let mut edited = context.clone();
     edited["jetstream_domain"] = "hub".into();
+    edited["nkey"] = "/home/someone/user.nk".into();
     std::fs::write(&context_path, edited.to_string()).unwrap();
     let (status, stdout, stderr) = token(&home, &["--nats-context", "dev", "--min-valid", "1h"]);
     assert_eq!(status, 0, "{stderr}");
@@ -565,6 +571,10 @@ async fn a_device_login_gives_tokens_that_connect_through_the_callout() {
     let context: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&context_path).unwrap()).unwrap();
     assert_eq!(context["jetstream_domain"], "hub");
+    assert!(
+        context.get("nkey").is_none() && stderr.contains("removed nkey"),
+        "a second kind of login is removed, and said: {stderr}"
+    );
     assert_ne!(context["password"], access_token.as_str(), "refreshed");
     assert_eq!(context["password"], home.cache()["access_token"]);
 }
@@ -1374,4 +1384,62 @@ async fn operator_mode_contexts_and_programs_present_the_sentinel() {
         events.lock().unwrap()
     );
     assert!(delivered(&program, &observer.client, "orders.program").await);
+}
+
+/// `login --browser` opens the browser at a one-time local address that
+/// redirects to the provider: the state and the PKCE challenge never show
+/// in the opener's command line (which every local user can read in
+/// /proc), and a second visit of that address gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_is_opened_without_the_login_secrets_in_its_command_line() {
+    let provider = Provider::start();
+    let home = Home::new(&provider, "nats-cli");
+    // An opener that records its arguments.
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let argv = home.path().join("opener-argv");
+    std::fs::write(
+        bin.join("xdg-open"),
+        format!(
+            "#!/bin/sh\nprintf '%s' \"$*\" > {}.new && mv {0}.new {0}\n",
+            argv.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("xdg-open"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = home.command(&["login", "--browser"]);
+    command.env("PATH", path);
+    let login = Login::spawn(command);
+    let url = login.line_with("/auth?").await.trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !argv.exists() {
+        assert!(Instant::now() < deadline, "the opener never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let opened = std::fs::read_to_string(&argv).unwrap();
+    assert!(opened.starts_with("http://127.0.0.1:"), "{opened}");
+    for secret in ["state", "code_challenge", "nonce", "client_id"] {
+        assert!(
+            !opened.contains(secret),
+            "{secret} in the opener's argv: {opened}"
+        );
+    }
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let first = http.get(&opened).send().await.unwrap();
+    assert_eq!(first.status(), 302);
+    assert_eq!(first.headers()["location"].to_str().unwrap(), url);
+    let second = http.get(&opened).send().await.unwrap();
+    assert_eq!(second.status(), 404, "the start address is used once");
+    let page = Browser::new(&provider).approve(&url, "ana", false).await;
+    assert!(page.body.contains("Logged in to NATS"), "{}", page.body);
+    let (status, _, lines) = login.finish().await;
+    assert_eq!(status, 0, "{lines:?}");
 }

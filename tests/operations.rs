@@ -8,12 +8,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_reflect_what_happened() {
-    let port = free_port();
     let stack = Stack::start(ServiceOptions {
-        http_port: Some(port),
+        http_port: Some(0),
         ..Default::default()
     })
     .await;
+    let port = stack.service.http_port();
     assert_eq!(http_get(port, "/healthz").await, (200, "ok\n".to_string()));
     let (status, body) = http_get(port, "/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -49,17 +49,17 @@ async fn health_readiness_and_metrics_reflect_what_happened() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_without_issuer_keys_then_ready() {
-    let port = free_port();
     let issuer = DevIssuer::start(0).await.unwrap();
     issuer.set_available(false);
     let keys = CalloutKeys::new();
     let nats = NatsServer::start(&keys.issuer.public_key(), None);
     let opts = ServiceOptions {
-        http_port: Some(port),
+        http_port: Some(0),
         wait_for_keys: false,
         ..Default::default()
     };
     let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
+    let port = service.http_port();
 
     let (status, body) = http_get(port, "/readyz").await;
     assert_eq!(status, 503, "{body}");
@@ -87,12 +87,12 @@ async fn not_ready_without_issuer_keys_then_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_while_nats_is_down() {
-    let port = free_port();
     let mut stack = Stack::start(ServiceOptions {
-        http_port: Some(port),
+        http_port: Some(0),
         ..Default::default()
     })
     .await;
+    let port = stack.service.http_port();
     assert_eq!(http_get(port, "/readyz").await.0, 200);
     stack.nats.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -239,13 +239,13 @@ async fn sigterm_finishes_the_decisions_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_with_the_same_token_is_answered_from_the_token_cache() {
     for (cache, expected_hits) in [("", 2), ("token_cache_bytes = 0", 0)] {
-        let port = free_port();
         let stack = Stack::start(ServiceOptions {
-            http_port: Some(port),
+            http_port: Some(0),
             extra_oidc: cache.into(),
             ..Default::default()
         })
         .await;
+        let port = stack.service.http_port();
         let reader = stack.token("ana", &["reader"]);
         let writer = connect(&stack.url(), &stack.token("bob", &["writer"]))
             .await
@@ -294,12 +294,12 @@ async fn a_remembered_token_is_refused_once_it_expires() {
 /// installed: `apt-get install prometheus`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_in_the_format_asked_for_and_pass_promtool() {
-    let port = free_port();
     let stack = Stack::start(ServiceOptions {
-        http_port: Some(port),
+        http_port: Some(0),
         ..Default::default()
     })
     .await;
+    let port = stack.service.http_port();
     connect(&stack.url(), &stack.token("ana", &["admin"]))
         .await
         .unwrap();

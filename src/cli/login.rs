@@ -161,8 +161,13 @@ pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
         })
         .map_err(cli_error)?;
     cache.store(&token).map_err(cli_error)?;
+    // Whose login this is, as the token says: a login finished by someone
+    // else's browser shows here.
+    let holder = crate::client::oauth::holder_of(&token.access_token)
+        .map(|h| format!(" as {h}"))
+        .unwrap_or_default();
     eprintln!(
-        "Logged in to {} as client {}; the access token is valid until {}{}.",
+        "Logged in to {}{holder} (client {}); the access token is valid until {}{}.",
         token.key.issuer,
         token.key.client_id,
         timestamp(token.valid_until()),
@@ -257,14 +262,17 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
 /// one obtained for other scopes, another resource or audience, or the
 /// other grant (a token serves only what obtained it).
 fn not_logged_in(cache: &TokenCache, key: &LoginKey) -> String {
-    let others = cache
+    let logins = cache
         .logins_of(&key.issuer, &key.client_id)
-        .map(|l| l.len())
-        .unwrap_or(0);
-    let hint = match key.grant {
-        Grant::Login => "run `nats-oidc-callout login` with the same settings (or `token --client-credentials` for a machine client)",
-        Grant::ClientCredentials => "check the client secret settings",
-    };
+        .unwrap_or_default();
+    if logins.iter().any(|l| l.grant.is_none()) && logins.iter().all(|l| l.grant.is_none()) {
+        return format!(
+            "the cached login of {} was made by an older version, which kept no record of its scopes and resource: run `nats-oidc-callout login` again",
+            key.describe()
+        );
+    }
+    let others = logins.len();
+    let hint = "run `nats-oidc-callout login` with the same settings (or `token --client-credentials` for a machine client)";
     if others > 0 {
         format!(
             "no token for {}: the cached login of this client was obtained with other settings (scopes, resource, audience or grant), and a token serves only those; {hint}",
@@ -282,7 +290,7 @@ fn write_context(name: &str, settings: &Settings, token: &CachedToken) -> Result
     // Roles that grant {{inbox}} expect replies there; a token that names
     // no user (no iss or sub) leaves the context's inbox prefix alone.
     let inbox = inbox::of_token(&token.access_token).ok();
-    let path = nats_context::write(
+    let (path, removed) = nats_context::write(
         name,
         &nats_context::ContextLogin {
             url: settings.nats_url.as_deref(),
@@ -297,6 +305,12 @@ fn write_context(name: &str, settings: &Settings, token: &CachedToken) -> Result
         "Wrote the nats context {name} ({}); its token is valid until {until}: `nats-oidc-callout token --nats-context {name}` renews it.",
         path.display()
     );
+    if !removed.is_empty() {
+        eprintln!(
+            "The context logged in another way too, which the nats CLI refuses beside the token: removed {}.",
+            removed.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -331,6 +345,7 @@ pub fn logout(args: LogoutArgs) -> Result<ExitCode, CliError> {
     if !args.local_only && !logins.is_empty() {
         let client = OidcClient::new(settings.clone()).map_err(cli_error)?;
         let runtime = runtime()?;
+        let mut revoked = 0;
         for login in &logins {
             // A machine's client credentials have no refresh token: its
             // access token expires on its own.
@@ -338,12 +353,19 @@ pub fn logout(args: LogoutArgs) -> Result<ExitCode, CliError> {
                 continue;
             };
             match runtime.block_on(client.revoke(Revocable::Refresh(refresh))) {
-                Ok(true) => {}
+                Ok(true) => revoked += 1,
                 Ok(false) => unrevoked = true,
                 Err(e) => {
+                    let done = match revoked {
+                        0 => String::new(),
+                        n => format!(
+                            " ({n} other refresh token{} revoked already)",
+                            if n == 1 { "" } else { "s" }
+                        ),
+                    };
                     return Err(CliError::Failed(format!(
-                        "{e}; nothing was deleted: run logout again, or logout --local-only to only forget the tokens here"
-                    )))
+                        "{e}; nothing was deleted{done}: run logout again, or logout --local-only to only forget the tokens here"
+                    )));
                 }
             }
         }

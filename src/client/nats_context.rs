@@ -64,7 +64,8 @@ const OTHER_LOGINS: &[&str] = &["nkey", "user_jwt", "user_seed", "nsc"];
 /// Other logins (an nkey, a user JWT, an nsc lookup) are removed: the CLI
 /// refuses a context with two kinds. Every other setting of an existing
 /// context (TLS files, JetStream domain or API prefix...) stays.
-pub fn write(name: &str, login: &ContextLogin<'_>) -> Result<PathBuf, ClientError> {
+/// Returns the file and the other logins it removed (for the message).
+pub fn write(name: &str, login: &ContextLogin<'_>) -> Result<(PathBuf, Vec<String>), ClientError> {
     let (base, path) = located(name)?;
     let mut context = read(&base, &path)?.unwrap_or_default();
     match login.url {
@@ -88,9 +89,15 @@ pub fn write(name: &str, login: &ContextLogin<'_>) -> Result<PathBuf, ClientErro
         .get("creds")
         .and_then(|c| c.as_str())
         .is_some_and(|c| !c.is_empty());
-    for key in OTHER_LOGINS {
-        context.remove(*key);
-    }
+    let removed: Vec<String> = OTHER_LOGINS
+        .iter()
+        .filter(|key| {
+            context
+                .remove(**key)
+                .is_some_and(|v| v != "" && !v.is_null())
+        })
+        .map(|key| key.to_string())
+        .collect();
     if has_creds {
         context.remove("user");
         context.remove("password");
@@ -104,7 +111,7 @@ pub fn write(name: &str, login: &ContextLogin<'_>) -> Result<PathBuf, ClientErro
     if let Some(prefix) = login.inbox_prefix {
         context.insert("inbox_prefix".into(), prefix.into());
     }
-    save(&base, &path, context)
+    Ok((save(&base, &path, context)?, removed))
 }
 
 /// Takes the token out of a context this client wrote (`logout`): its

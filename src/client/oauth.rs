@@ -270,12 +270,20 @@ impl OidcClient {
         }
         let (url, state, _nonce) = request.url();
         show(url.as_str());
+        // The browser is sent to a one-time local address that redirects to
+        // the provider: the URL with the state and PKCE challenge never
+        // shows in the opener's argv, which every local user can read.
+        let start = Start {
+            path: format!("/start/{}", CsrfToken::new_random().secret()),
+            target: url.to_string(),
+            used: std::sync::atomic::AtomicBool::new(false),
+        };
         if options.open {
-            open_browser(url.as_str());
+            open_browser(&format!("http://127.0.0.1:{port}{}", start.path));
         }
         let answer = tokio::time::timeout(
             options.timeout,
-            wait_for_redirect(&listener, state.secret()),
+            wait_for_redirect(&listener, state.secret(), std::sync::Arc::new(start)),
         )
         .await
         .map_err(|_| {
@@ -411,7 +419,15 @@ impl OidcClient {
         if status.is_success() {
             return Ok(true);
         }
-        let bytes = response.bytes().await.unwrap_or_default();
+        // An error body is read up to 64 KiB: enough for any error JSON.
+        let mut bytes = Vec::new();
+        let mut response = response;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > 64 * 1024 {
+                break;
+            }
+        }
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let code = body["error"].as_str().unwrap_or("no error code");
         let description = body["error_description"]
@@ -436,6 +452,26 @@ impl OidcClient {
     ) -> Result<CachedToken, ClientError> {
         let obtained_at = now_secs();
         let access_token = response.access_token().secret().to_string();
+        // `token` prints it and contexts store it: only what a bearer token
+        // may hold (RFC 6750 b64token), so a provider cannot hide terminal
+        // escapes or a second line in it.
+        for (what, t) in [
+            ("access", Some(access_token.as_str())),
+            (
+                "refresh",
+                response.refresh_token().map(|t| t.secret().as_str()),
+            ),
+        ] {
+            if let Some(t) = t {
+                if !is_b64token(t) {
+                    return Err(ClientError::failed(format!(
+                        "{} returned a{} {what} token with characters a bearer token cannot have; it was not kept",
+                        self.settings.issuer,
+                        if what == "access" { "n" } else { "" }
+                    )));
+                }
+            }
+        }
         let expires_at = response
             .expires_in()
             .map(|d| obtained_at + d.as_secs())
@@ -523,6 +559,16 @@ impl OidcClient {
     }
 }
 
+/// RFC 6750's b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+"
+/// / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 /// An error and its causes on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -538,18 +584,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     one_line(&text)
 }
 
-/// The `exp` of a JWT access token, read without verifying it (only to
-/// know when to refresh, when the provider sent no `expires_in`).
-fn jwt_exp(token: &str) -> Option<u64> {
+/// The claims of a JWT, read without verifying anything.
+fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `exp` of a JWT access token, read without verifying it (only to
+/// know when to refresh, when the provider sent no `expires_in`).
+fn jwt_exp(token: &str) -> Option<u64> {
+    jwt_claims(token)?.get("exp")?.as_u64()
+}
+
+/// Who an access token names (its `preferred_username`, else `sub`), read
+/// without verifying it: for the person to see whose login they got.
+/// Escaped (it is the provider's text).
+pub fn holder_of(token: &str) -> Option<String> {
+    let claims = jwt_claims(token)?;
+    ["preferred_username", "sub"]
+        .iter()
+        .find_map(|c| claims.get(*c)?.as_str().map(one_line))
 }
 
 /// Hands the URL to the desktop's opener, if there is one; the URL was
@@ -566,6 +624,13 @@ fn open_browser(url: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
+}
+
+/// The one-time local address the opened browser starts at.
+struct Start {
+    path: String,
+    target: String,
+    used: std::sync::atomic::AtomicBool,
 }
 
 /// The query of the redirect back to the loopback listener.
@@ -593,6 +658,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 async fn wait_for_redirect(
     listener: &tokio::net::TcpListener,
     state: &str,
+    start: std::sync::Arc<Start>,
 ) -> Result<Redirect, ClientError> {
     let (found, mut answers) = tokio::sync::mpsc::channel::<Redirect>(1);
     let mut open = tokio::task::JoinSet::new();
@@ -612,18 +678,27 @@ async fn wait_for_redirect(
                 }
                 let found = found.clone();
                 let state = state.to_string();
+                let start = start.clone();
                 order.push_back(open.spawn(async move {
-                    if let Some(redirect) = serve_redirect(socket, &state).await {
+                    if let Some(redirect) = serve_redirect(socket, &state, &start).await {
                         let _ = found.send(redirect).await;
                     }
                 }));
+                // Each connection is read at least once before the next is
+                // accepted: a backlog of connections cannot evict a
+                // redirect that has not been looked at.
+                tokio::task::yield_now().await;
             }
         }
     }
 }
 
 /// Reads one request and answers it; the login's redirect when it is one.
-async fn serve_redirect(mut socket: tokio::net::TcpStream, state: &str) -> Option<Redirect> {
+async fn serve_redirect(
+    mut socket: tokio::net::TcpStream,
+    state: &str,
+    start: &Start,
+) -> Option<Redirect> {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 2048];
     let read = tokio::time::timeout(REQUEST_DEADLINE, async {
@@ -649,6 +724,10 @@ async fn serve_redirect(mut socket: tokio::net::TcpStream, state: &str) -> Optio
         respond(&mut socket, "400 Bad Request", "Not a login redirect.").await;
         return None;
     };
+    if url.path() == start.path && !start.used.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        redirect_to(&mut socket, &start.target).await;
+        return None;
+    }
     if url.path() != "/callback" {
         respond(&mut socket, "404 Not Found", "Not found.").await;
         return None;
@@ -682,6 +761,14 @@ async fn serve_redirect(mut socket: tokio::net::TcpStream, state: &str) -> Optio
     Some(redirect)
 }
 
+async fn redirect_to(socket: &mut tokio::net::TcpStream, location: &str) {
+    let response = format!(
+        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
 async fn respond(socket: &mut tokio::net::TcpStream, status: &str, text: &str) {
     let body = format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nats-oidc-callout</title></head><body><p>{text}</p></body></html>"
@@ -697,6 +784,16 @@ async fn respond(socket: &mut tokio::net::TcpStream, status: &str, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bearer_token_characters_are_kept() {
+        assert!(is_b64token("eyJhbGciOi.eyJzdWIi.c2ln"));
+        assert!(is_b64token("abc+/~-._=="));
+        assert!(!is_b64token("abc\u{1b}]0;title\u{7}"));
+        assert!(!is_b64token("abc\ndef"));
+        assert!(!is_b64token("a b"));
+        assert!(!is_b64token("=="));
+    }
 
     #[test]
     fn the_expiry_of_a_jwt_is_read_without_verifying_it() {

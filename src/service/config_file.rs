@@ -32,6 +32,9 @@ pub(super) async fn settled_content(path: &Path) -> Result<String, String> {
     }
 }
 
+/// The longest a burst of events puts a reload off.
+const LONGEST_BURST: Duration = Duration::from_secs(2);
+
 /// What a file-system event says about the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // no events: polled
@@ -61,8 +64,12 @@ pub(super) struct Hold {
     /// reads of a settle check means the read is not to be trusted.
     pub(super) touches: u64,
     /// Events come in bursts (a rename, then the new file's write); the
-    /// reload waits for the burst to end rather than reading between them.
+    /// reload waits for the burst to end rather than reading between them,
+    /// but no longer than `LONGEST_BURST` after its first event: files
+    /// beside the config that change all the time must not put it off for
+    /// ever.
     pub(super) quiet_until: tokio::time::Instant,
+    burst_began: Option<tokio::time::Instant>,
     /// The held-back change was logged (once per writer).
     pub(super) said: bool,
 }
@@ -74,8 +81,15 @@ impl Hold {
             due: false,
             touches: 0,
             quiet_until: tokio::time::Instant::now(),
+            burst_began: None,
             said: false,
         }
+    }
+
+    /// The quiet moment came: what was due is being looked at.
+    pub(super) fn looked(&mut self) {
+        self.due = false;
+        self.burst_began = None;
     }
 
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -92,7 +106,9 @@ impl Hold {
             }
             Seen::Changed => self.due = true,
         }
-        self.quiet_until = tokio::time::Instant::now() + SETTLE;
+        let now = tokio::time::Instant::now();
+        let began = *self.burst_began.get_or_insert(now);
+        self.quiet_until = (now + SETTLE).min(began + LONGEST_BURST);
     }
 
     /// A change may be read now: there is one, and no writer holds the file.
@@ -336,7 +352,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    pub(super) async fn a_file_being_written_is_not_read_until_it_settles() {
+    async fn a_file_being_written_is_not_read_until_it_settles() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, "a").unwrap();
@@ -355,7 +371,7 @@ mod tests {
         assert_eq!(settled_content(&path).await.unwrap(), "a".repeat(21));
     }
 
-    pub(super) fn hold_after(seen: &[Seen]) -> Hold {
+    fn hold_after(seen: &[Seen]) -> Hold {
         let mut hold = Hold::new();
         for s in seen {
             hold.see(*s);
@@ -364,7 +380,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn a_written_file_waits_for_its_writer_to_close_it() {
+    fn a_written_file_waits_for_its_writer_to_close_it() {
         assert!(!hold_after(&[Seen::Written]).ready());
         assert!(!hold_after(&[Seen::Written, Seen::Changed]).ready());
         assert!(!hold_after(&[Seen::Closed, Seen::Written]).ready());
@@ -372,15 +388,34 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn a_new_file_at_the_path_or_lost_events_end_the_wait() {
+    fn a_new_file_at_the_path_or_lost_events_end_the_wait() {
         assert!(hold_after(&[Seen::Written, Seen::Replaced]).ready());
         assert!(hold_after(&[Seen::Written, Seen::Overflow]).ready());
         assert!(hold_after(&[Seen::Changed]).ready());
         assert!(!Hold::new().ready());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn changes_beside_the_file_put_a_reload_off_for_two_seconds_at_most() {
+        let mut hold = Hold::new();
+        let first = tokio::time::Instant::now();
+        for _ in 0..30 {
+            hold.see(Seen::Changed);
+            assert!(hold.quiet_until <= first + LONGEST_BURST);
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert!(hold.ready() && hold.quiet_until <= tokio::time::Instant::now());
+        hold.looked();
+        hold.see(Seen::Changed);
+        assert_eq!(
+            hold.quiet_until,
+            tokio::time::Instant::now() + SETTLE,
+            "a new burst waits its own quiet moment"
+        );
+    }
+
     #[test]
-    pub(super) fn only_events_on_the_file_itself_void_a_read() {
+    fn only_events_on_the_file_itself_void_a_read() {
         assert_eq!(hold_after(&[Seen::Changed, Seen::Changed]).touches, 0);
         let all = [Seen::Written, Seen::Closed, Seen::Replaced, Seen::Overflow];
         assert_eq!(hold_after(&all).touches, 4);
@@ -388,7 +423,7 @@ mod tests {
 
     /// Feeds `hold` every event that comes within a moment.
     #[cfg(target_os = "linux")]
-    pub(super) async fn events(watcher: &mut Watcher, hold: &mut Hold) {
+    async fn events(watcher: &mut Watcher, hold: &mut Hold) {
         while tokio::time::timeout(Duration::from_millis(300), watcher.next(hold))
             .await
             .is_ok()
@@ -398,7 +433,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    pub(super) async fn inotify_holds_a_file_while_its_writer_keeps_it_open() {
+    async fn inotify_holds_a_file_while_its_writer_keeps_it_open() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
@@ -423,7 +458,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    pub(super) async fn inotify_sees_writes_and_swaps_through_configmap_symlinks() {
+    async fn inotify_sees_writes_and_swaps_through_configmap_symlinks() {
         use std::io::Write;
         use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
@@ -472,7 +507,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    pub(super) async fn inotify_applies_a_file_renamed_onto_the_path_at_once() {
+    async fn inotify_applies_a_file_renamed_onto_the_path_at_once() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
@@ -501,7 +536,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    pub(super) async fn a_write_is_seen_at_once_without_waiting_for_the_reactor() {
+    async fn a_write_is_seen_at_once_without_waiting_for_the_reactor() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, "a = 1\n").unwrap();

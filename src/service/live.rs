@@ -253,7 +253,7 @@ impl Live {
                 Wake::Events => continue,
                 Wake::Tick | Wake::Quiet => {
                     if matches!(wake, Wake::Quiet) {
-                        hold.due = false;
+                        hold.looked();
                     }
                     if let Some(w) = events.as_mut() {
                         w.drain(&mut hold);

@@ -164,7 +164,9 @@ impl Service {
             return Ok(None);
         };
         let listener = http::bind(h.listen).await?;
-        tracing::info!(listen = %h.listen, "serving /healthz, /readyz, /metrics");
+        // The bound address: port 0 in the config picks a free one.
+        let bound = listener.local_addr().unwrap_or(h.listen);
+        tracing::info!(listen = %bound, "serving /healthz, /readyz, /metrics");
         let state = http::HttpState {
             metrics: self.metrics.clone(),
             live: self.live.clone(),
