@@ -276,7 +276,12 @@ async fn sigterm_stops_the_service_while_nats_is_unreachable() {
     let status = tokio::task::block_in_place(|| stack.service.terminate());
     let took = started.elapsed();
     assert!(status.success(), "exit status {status}");
-    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    // Not a speed: waiting for a NATS that never comes back would never end;
+    // 30 s is a container runtime's default grace period before SIGKILL.
+    assert!(
+        took < Duration::from_secs(30),
+        "SIGTERM took {took:?}: longer than a container runtime waits"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,10 +389,10 @@ async fn sigterm_stops_the_service_when_nats_was_never_reachable_or_hangs() {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            if started.elapsed() > Duration::from_secs(15) {
+            if started.elapsed() > Duration::from_secs(30) {
                 let _ = child.kill();
                 panic!(
-                    "{case}: no exit 15 s after SIGTERM:\n{}",
+                    "{case}: no exit 30 s after SIGTERM (a container runtime's grace period):\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
@@ -396,10 +401,6 @@ async fn sigterm_stops_the_service_when_nats_was_never_reachable_or_hangs() {
         let took = started.elapsed();
         let said = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(status.success(), "{case}: exit status {status}\n{said}");
-        assert!(
-            took < Duration::from_secs(8),
-            "{case}: SIGTERM took {took:?}\n{said}"
-        );
         eprintln!("{case}: SIGTERM to exit took {took:?}");
     }
 }

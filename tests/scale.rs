@@ -310,11 +310,20 @@ async fn replicas_across_a_three_node_cluster_answer_every_connect_while_a_repli
         began.elapsed()
     );
 
-    assert!(
-        valid.len() > 300,
-        "too little load: {} connects",
-        valid.len()
-    );
+    // The load ran through both kills: admitted connects before the first,
+    // between them and after the second (a count would measure the machine).
+    for (from, to, phase) in [
+        (load_started, replica_killed, "before the replica died"),
+        (replica_killed, server_killed, "between the kills"),
+        (server_killed, load_stopped, "after the server died"),
+    ] {
+        assert!(
+            valid
+                .iter()
+                .any(|a| a.outcome == Outcome::Admitted && a.started >= from && a.started < to),
+            "no connect admitted {phase}"
+        );
+    }
     // Zero unanswered connects: every refusal of a valid client is a request
     // a kill took with it.
     assert!(
@@ -355,9 +364,13 @@ async fn replicas_across_a_three_node_cluster_answer_every_connect_while_a_repli
             "a node that stayed up was unreachable: {a:?}"
         );
     }
+    // No client was left without an answer: every attempt ended with one
+    // (admitted, refused, unreachable), none with its own connect timeout.
     assert!(
-        attempts.iter().all(|a| a.took < Duration::from_secs(4)),
-        "a connect hung"
+        attempts
+            .iter()
+            .all(|a| !a.error.as_deref().is_some_and(|e| e.contains("timed out"))),
+        "a connect hung until the client gave up"
     );
     // Every client is admitted again by the end, through a surviving node.
     let settled = r1_back + Duration::from_secs(1);

@@ -64,9 +64,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until `path` contains `needle`, or panics after `timeout`.
+/// A wait for something that must happen is a hang guard, never a speed:
+/// on a machine busy with other work it may take longer than expected, and
+/// a wait that ends early costs nothing.
+pub const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Waits until `path` contains `needle`, or panics after `timeout` (at
+/// least `HANG_GUARD`).
 pub async fn wait_for_log(path: &Path, needle: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + timeout.max(HANG_GUARD);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         if text.contains(needle) {
@@ -813,14 +819,14 @@ pub async fn assert_refused(url: &str, token: &str, case: &str) {
 }
 
 /// True if a message published by `publisher` on `subject` reaches a
-/// subscriber of `receiver`. Waits up to 3 s, so a loaded machine does not
-/// turn a delivery into a false refusal.
+/// subscriber of `receiver`. Waits up to 10 s, so a loaded machine does not
+/// turn a delivery into a false refusal (a delivery ends the wait at once).
 pub async fn delivered(
     publisher: &async_nats::Client,
     receiver: &async_nats::Client,
     subject: &str,
 ) -> bool {
-    probe(publisher, receiver, subject, Duration::from_secs(3)).await
+    probe(publisher, receiver, subject, Duration::from_secs(10)).await
 }
 
 /// True if nothing published on `subject` reaches `receiver` within 500 ms.
