@@ -409,15 +409,14 @@ impl Callout {
             placement,
             publish: &admission.publish,
             subscribe: &admission.subscribe,
-            resp: admission.resp.map(|r| ResponsePermission {
-                max: r.max,
-                ttl: r.ttl.map(|t| t.as_nanos().min(i64::MAX as u128) as i64),
-            }),
-            limits: UserLimits {
-                subs: admission.limits.subs.unwrap_or(-1),
-                data: admission.limits.data.unwrap_or(-1),
-                payload: admission.limits.payload.unwrap_or(-1),
-            },
+            resp: admission
+                .resp
+                .map(|r| ResponsePermission::new(r.max, r.ttl)),
+            limits: UserLimits::new(
+                admission.limits.subs,
+                admission.limits.data,
+                admission.limits.payload,
+            ),
             connection: &admission.jwt_rules,
             expires: admission.expires,
         };

@@ -5,7 +5,7 @@
 //!
 //! 0. `text`, [`clock`], `backoff`, `secrets`, [`refusal`], [`metrics`],
 //!    and [`nats`] (the wire formats of the callout protocol).
-//! 1. [`policy`] (claims → roles → permissions, no I/O) and [`oidc`]
+//! 1. [`policy`] (claims → roles → permissions, no network or file I/O) and [`oidc`]
 //!    (bearer token → verified claims: discovery, keys, signature, rules).
 //! 2. [`authorize`]: a verified request → an admission or a refusal.
 //! 3. [`callout`]: request bytes → decode → `authorize` → user JWT →

@@ -117,7 +117,7 @@ fn unknown_keys_are_errors() {
     let msg = error_for(&GOOD.replace("account = \"APP\"", "account = \"APP\"\nacount = \"typo\""));
     assert!(msg.contains("unknown field `acount`"), "{msg}");
     assert!(
-        msg.contains("line 10, column 1 (acount)"),
+        msg.contains("line 10, column 1 (callout.acount)"),
         "the message gives the line: {msg}"
     );
 }

@@ -10,7 +10,8 @@ use super::{ConfigError, IssuerConfig, DEFAULT_TOKEN_CACHE_BYTES, MAX_TOKEN_CACH
 use crate::oidc::algorithms::{parse_algorithm, DEFAULT_ALGORITHMS};
 use crate::oidc::discovery::check_http_url;
 use crate::oidc::settings::Settings;
-use crate::policy::claims::{ClaimMapping, ClaimPath, EmailVerified};
+use crate::policy::claims::{ClaimPath, EmailVerified};
+use crate::policy::mapping::ClaimMapping;
 use crate::policy::users::CONFIG_ISSUER;
 use jsonwebtoken::Algorithm;
 

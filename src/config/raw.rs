@@ -82,10 +82,38 @@ pub struct RawNats {
     pub name: Option<String>,
 }
 
+/// `callout.mode`: where nats-server keeps its accounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawMode {
+    /// In nats-server's config (`auth_callout` there).
+    Server,
+    /// As JWTs (the callout switched on in the callout account's JWT).
+    Operator,
+}
+
+impl<'de> Deserialize<'de> for RawMode {
+    /// By hand, for a message that says what each mode means.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "server" => Ok(RawMode::Server),
+            "operator" => Ok(RawMode::Operator),
+            other => Err(serde::de::Error::custom(format!(
+                "{} is not \"server\" (accounts in nats-server's config) or \"operator\" (accounts as JWTs)",
+                if crate::secrets::has_seed_shape(other) {
+                    "the value".to_string()
+                } else {
+                    format!("{:?}", crate::text::clip(other))
+                }
+            ))),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCallout {
-    pub mode: Option<String>,
+    pub mode: Option<RawMode>,
     pub issuer_seed_file: Option<PathBuf>,
     pub issuer_seed: Option<String>,
     pub auth_account: Option<String>,

@@ -23,9 +23,22 @@ pub fn describe_toml_error(e: &toml::de::Error, text: &str) -> (String, String) 
         .filter(|k| !k.is_empty() && k.len() <= 60)
         .or_else(|| Some(line.trim()).filter(|l| l.starts_with('[') && l.len() <= 60))
         .filter(|k| !secrets::has_seed_shape(k));
-    let place = match key {
-        Some(k) => format!("line {line_no}, column {column} ({k})"),
-        None => format!("line {line_no}, column {column}"),
+    // Under the nearest table header above, the key reads as the docs
+    // name it (`callout.mode`).
+    let table = text
+        .lines()
+        .take(line_no - 1)
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .last()
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|t| !t.is_empty() && t.len() <= 60 && !secrets::has_seed_shape(t));
+    let place = match (table, key) {
+        (Some(t), Some(k)) if !k.starts_with('[') => {
+            format!("line {line_no}, column {column} ({t}.{k})")
+        }
+        (_, Some(k)) => format!("line {line_no}, column {column} ({k})"),
+        (_, None) => format!("line {line_no}, column {column}"),
     };
     (place, redact_values(e.message()))
 }

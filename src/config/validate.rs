@@ -306,19 +306,7 @@ impl<'a> Validator<'a> {
                 "must name the NATS account users are placed in",
             ));
         }
-        let operator = match raw.mode.as_deref() {
-            None | Some("server") => false,
-            Some("operator") => true,
-            Some(other) => {
-                return Err(self.err(
-                    "callout.mode",
-                    format!(
-                        "{:?} is not \"server\" (accounts in nats-server's config) or \"operator\" (accounts as JWTs)",
-                        crate::text::clip(other)
-                    ),
-                ))
-            }
-        };
+        let operator = raw.mode == Some(super::raw::RawMode::Operator);
         let (auth_account, mode) = if operator {
             let auth_account = self.auth_account(raw.auth_account.clone(), &issuer, nats_auth)?;
             let accounts = self.target_accounts(raw.accounts)?;

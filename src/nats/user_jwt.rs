@@ -46,6 +46,28 @@ pub struct UserLimits {
     pub payload: i64,
 }
 
+impl UserLimits {
+    /// Each limit as set, -1 (unlimited) where none is.
+    pub fn new(subs: Option<i64>, data: Option<i64>, payload: Option<i64>) -> UserLimits {
+        UserLimits {
+            subs: subs.unwrap_or(-1),
+            data: data.unwrap_or(-1),
+            payload: payload.unwrap_or(-1),
+        }
+    }
+}
+
+impl ResponsePermission {
+    /// At most `max` replies, each within `ttl` (nats-server reads it in
+    /// nanoseconds).
+    pub fn new(max: i64, ttl: Option<std::time::Duration>) -> ResponsePermission {
+        ResponsePermission {
+            max,
+            ttl: ttl.map(|t| t.as_nanos().min(i64::MAX as u128) as i64),
+        }
+    }
+}
+
 impl Default for UserLimits {
     fn default() -> Self {
         UserLimits {

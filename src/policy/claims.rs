@@ -68,27 +68,6 @@ fn split_pointer_head(ptr: &str) -> Option<(String, &str)> {
     Some((head.replace("~1", "/").replace("~0", "~"), rest))
 }
 
-/// How one issuer's verified claims name the user, its roles and the
-/// scopes it is entitled to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClaimMapping {
-    pub user_claim: ClaimPath,
-    /// `None` for an issuer whose tokens get roles only from bindings (or
-    /// the KV bucket).
-    pub roles_claim: Option<ClaimPath>,
-    /// Claims every token of this issuer must carry (`require_claims`).
-    pub required: Vec<crate::policy::claim_match::ClaimMatch>,
-    /// `[[bindings]]` naming this issuer, in file order.
-    pub bindings: Vec<crate::policy::bindings::Binding>,
-    pub email_verified: EmailVerified,
-    /// The claim listing the scopes a user is entitled to, if any.
-    pub scopes_claim: Option<ClaimPath>,
-    /// Token roles of this issuer are looked up as `[roles."<namespace>:<role>"]`;
-    /// `None` looks them up as written. Separate namespaces keep one identity
-    /// provider from minting another's roles.
-    pub role_namespace: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimError {
     #[error("identity claim {0} is missing")]
