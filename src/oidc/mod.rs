@@ -26,6 +26,10 @@ use key_manager::KeyManager;
 use settings::Settings;
 use token::TokenVerifier;
 
+/// How many verifications, for all issuers together, may wait for a key
+/// set refetch; the rest are refused at once (a documented bound).
+pub use key_manager::MAX_REFETCH_WAITERS;
+
 /// One trusted issuer: its settings, keys and verifier, and what the layer
 /// above attaches to it (`T`: how its claims are read).
 pub struct Issuer<T> {
