@@ -1388,3 +1388,17 @@ fn jetstream_grants_need_an_account_users_are_not_placed_in() {
     ));
     assert!(msg.contains("must begin the subject"), "{msg}");
 }
+
+/// A config knows the digest of the text it was read from, which the
+/// reload watch starts from (not the file's content when the watch
+/// begins, which an edit in between would already have changed).
+#[test]
+fn a_config_remembers_the_digest_of_its_text() {
+    use sha2::Digest;
+    let d = Dir::new();
+    let c = Config::load(&d.write(GOOD)).unwrap();
+    let expected: [u8; 32] = sha2::Sha256::digest(GOOD.as_bytes()).into();
+    assert_eq!(c.digest, expected);
+    let other = Config::load(&d.write(&format!("{GOOD}\n# edited\n"))).unwrap();
+    assert_ne!(other.digest, c.digest);
+}

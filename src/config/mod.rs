@@ -27,6 +27,7 @@ use crate::oidc::settings::Settings;
 use crate::oidc::Issuers;
 use crate::policy::layout::JetStreamAccount;
 use crate::policy::mapping::ClaimMapping;
+use sha2::Digest;
 use crate::policy::roles::RoleTable;
 use crate::policy::users::ConfigUser;
 use crate::secrets;
@@ -60,6 +61,10 @@ pub struct ConfigError {
 #[derive(Clone)]
 pub struct Config {
     pub source: PathBuf,
+    /// SHA-256 of the text this config was parsed from: a reload compares
+    /// the file with what is running, not with what the file held when the
+    /// watch began (an edit between the two would never apply).
+    pub digest: [u8; 32],
     pub nats: NatsConfig,
     pub callout: CalloutConfig,
     /// The trusted issuers, in config order: one `[oidc]` table or several
@@ -234,7 +239,9 @@ impl Config {
                 reason,
             }
         })?;
-        Validator::new(path).validate(raw)
+        let mut config = Validator::new(path).validate(raw)?;
+        config.digest = sha2::Sha256::digest(text.as_bytes()).into();
+        Ok(config)
     }
 
     /// Every account users may be placed in: `callout.account` and each

@@ -109,6 +109,8 @@ impl<'a> Validator<'a> {
         self.bindings(raw.bindings, &mut oidc, &roles, grants.kv_bucket.is_some())?;
         Ok(Config {
             source: self.path.to_path_buf(),
+            // Set by `Config::parse`, which has the text.
+            digest: [0; 32],
             nats,
             callout,
             oidc,

@@ -187,7 +187,9 @@ impl Live {
     /// may be back by then), but said once until the content or the error
     /// changes. Runs until dropped.
     pub async fn watch(self: Arc<Self>, poll: Duration) {
-        let mut applied = digest(&self.path);
+        // What is running, not what the file holds now: an edit made since
+        // the config was read at start-up is a change to apply.
+        let mut applied = Some(self.config().digest);
         let mut failing: Option<String> = None;
         let mut hold = Hold::new();
         let mut events = match Watcher::start(&self.path) {
