@@ -27,11 +27,11 @@ use crate::oidc::settings::Settings;
 use crate::oidc::Issuers;
 use crate::policy::layout::JetStreamAccount;
 use crate::policy::mapping::ClaimMapping;
-use sha2::Digest;
 use crate::policy::roles::RoleTable;
 use crate::policy::users::ConfigUser;
 use crate::secrets;
 use raw::RawConfig;
+use sha2::Digest;
 use validate::Validator;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nats-oidc-callout/config.toml";
