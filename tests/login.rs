@@ -836,6 +836,23 @@ async fn reconnected(events: &Mutex<Vec<String>>, within: Duration) -> bool {
     false
 }
 
+/// Client-credentials settings of the provider's machine client with 6 s
+/// tokens, as a program would resolve them (no scopes).
+fn machine_short_settings(provider: &Provider) -> nats_oidc_callout::client::Settings {
+    let mut settings =
+        nats_oidc_callout::client::Settings::resolve(nats_oidc_callout::client::SettingsInput {
+            issuer: Some(provider.issuer()),
+            client_id: Some("nats-machine-short".into()),
+            client_secret: Some("machine-secret".into()),
+            resource: Some(RESOURCE.into()),
+            config: Some(PathBuf::from("/dev/null")),
+            ..Default::default()
+        })
+        .unwrap();
+    settings.scopes.clear();
+    settings
+}
+
 async fn example_client(
     url: &str,
     source: TokenSource,
@@ -889,17 +906,7 @@ async fn the_example_client_reconnects_with_a_fresh_token_after_expiry() {
     let (by_file, file_events) = example_client(&stack.url(), TokenSource::file(&token_file)).await;
 
     // A machine: client credentials in the program itself (6 s tokens).
-    let mut settings =
-        nats_oidc_callout::client::Settings::resolve(nats_oidc_callout::client::SettingsInput {
-            issuer: Some(provider.issuer()),
-            client_id: Some("nats-machine-short".into()),
-            client_secret: Some("machine-secret".into()),
-            resource: Some(RESOURCE.into()),
-            config: Some(PathBuf::from("/dev/null")),
-            ..Default::default()
-        })
-        .unwrap();
-    settings.scopes.clear();
+    let settings = machine_short_settings(&provider);
     let (by_cc, cc_events) = example_client(
         &stack.url(),
         TokenSource::client_credentials(settings, 60).unwrap(),
@@ -1352,17 +1359,7 @@ async fn operator_mode_contexts_and_programs_present_the_sentinel() {
 
     // The example program with the sentinel: 6 s client-credentials tokens,
     // a reconnect after each expiry.
-    let mut settings =
-        nats_oidc_callout::client::Settings::resolve(nats_oidc_callout::client::SettingsInput {
-            issuer: Some(provider.issuer()),
-            client_id: Some("nats-machine-short".into()),
-            client_secret: Some("machine-secret".into()),
-            resource: Some(RESOURCE.into()),
-            config: Some(PathBuf::from("/dev/null")),
-            ..Default::default()
-        })
-        .unwrap();
-    settings.scopes.clear();
+    let settings = machine_short_settings(&provider);
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     let program = token_client::options(

@@ -265,7 +265,7 @@ fn not_logged_in(cache: &TokenCache, key: &LoginKey) -> String {
     let logins = cache
         .logins_of(&key.issuer, &key.client_id)
         .unwrap_or_default();
-    if logins.iter().any(|l| l.grant.is_none()) && logins.iter().all(|l| l.grant.is_none()) {
+    if !logins.is_empty() && logins.iter().all(|l| l.grant.is_none()) {
         return format!(
             "the cached login of {} was made by an older version, which kept no record of its scopes and resource: run `nats-oidc-callout login` again",
             key.describe()

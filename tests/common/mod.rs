@@ -286,28 +286,6 @@ authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
         server
     }
 
-    /// The port its [http] listener bound (`http_port: Some(0)` lets it
-    /// pick a free one, so no other test can take it in between), as its
-    /// last start logged it.
-    pub fn http_port(&self) -> u16 {
-        let text = self.log_text();
-        text.lines()
-            .rev()
-            .filter(|l| l.contains("serving /healthz"))
-            .find_map(|l| {
-                // Text logs say listen=ADDR, JSON logs "listen":"ADDR".
-                let at = l
-                    .find("listen=")
-                    .map(|i| i + "listen=".len())
-                    .or_else(|| l.find("\"listen\":").map(|i| i + "\"listen\":".len()))?;
-                let addr = l[at..]
-                    .split([' ', '"', ',', '}'])
-                    .find(|s| !s.is_empty())?;
-                addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
-            })
-            .unwrap_or_else(|| panic!("the service logged no http listener:\n{text}"))
-    }
-
     fn spawn(&mut self) {
         let log = File::options()
             .create(true)
