@@ -1025,7 +1025,7 @@ fn the_examples_commented_role_is_valid() {
         .find(|(n, _)| *n == "orders-service")
         .unwrap()
         .1;
-    assert!(role.resp.is_some() && role.connection.is_some() && !role.granted.is_empty());
+    assert!(role.resp.is_some() && role.connection.is_some() && !role.grants.is_empty());
 }
 
 /// The README's example of everything a role can say loads as written.

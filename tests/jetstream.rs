@@ -768,13 +768,8 @@ async fn every_grant_reaches_only_its_own_targets_subscriptions() {
     let js = |g: JetStreamGrant| -> Vec<String> {
         g.compile(&home).into_iter().map(|c| c.subject).collect()
     };
-    let kv = |g: KvGrant| -> Vec<String> {
-        g.compile(&home)
-            .unwrap()
-            .into_iter()
-            .map(|(e, _)| e.as_str().to_string())
-            .collect()
-    };
+    let kv =
+        |g: KvGrant| -> Vec<String> { g.compile(&home).into_iter().map(|c| c.subject).collect() };
     let scope = |bucket: &str, keys: Option<&str>| KvScope {
         bucket: bucket.into(),
         keys: keys.map(str::to_string),

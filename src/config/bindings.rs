@@ -7,9 +7,10 @@ use super::oidc::check_name;
 use super::raw::RawBinding;
 use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
-use crate::policy::bindings::{pinning_claims, Binding};
+use crate::policy::bindings::Binding;
 use crate::policy::claim_match::{ClaimMatch, Pattern};
 use crate::policy::claims::ClaimPath;
+use crate::policy::platforms::{is_github, pinning_claims};
 use crate::policy::roles::{table_names, RoleTable};
 
 /// The longest value or pattern a match may name; claims are short.
@@ -170,7 +171,7 @@ impl Validator<'_> {
                     format!(
                         "pins no single workload: match one of {:?} exactly (no '*'{}), or say broad = true to admit every token these claims describe",
                         pinning_claims(&issuer_url),
-                        if crate::policy::bindings::is_github(&issuer_url) {
+                        if is_github(&issuer_url) {
                             "; a sub in the repo:<owner>/<name>:... form; job_workflow_ref is carried by every repository that calls the workflow"
                         } else {
                             ""

@@ -144,7 +144,7 @@ impl Validator<'_> {
         roles: &RoleTable,
         js: Option<&JetStreamAccount>,
     ) -> Result<(), ConfigError> {
-        let granting = || roles.iter().filter(|(_, r)| !r.granted.is_empty());
+        let granting = || roles.iter().filter(|(_, r)| !r.grants.is_empty());
         if let (None, Some((name, _))) = (js, granting().next()) {
             return Err(self.err(
                 &format!("roles.{name}"),

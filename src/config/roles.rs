@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    RawConnection, RawDirection, RawJetStream, RawKv, RawLimits, RawResp, RawRole, RawUser, Size,
+    RawConnection, RawDirection, RawJetStream, RawKv, RawLimits, RawResp, RawRole, RawUser,
+    RawWindow, Size,
 };
 use super::validate::Validator;
 use super::{ConfigError, IssuerConfig};
-use crate::policy::connection::{ConnType, ConnectionRules, Window};
+use crate::policy::connection::{parse_source, parse_zone, ConnType, ConnectionRules, Window};
 use crate::policy::layout::JetStreamAccount;
 use crate::policy::roles::{Direction, Limits, Resp, Role, RoleTable};
 use crate::policy::streams::{
-    check_bucket, check_key_pattern, check_stream_name, Consumer, JetStreamGrant, JsHome, KvGrant,
-    KvScope,
+    check_bucket, check_key_pattern, check_stream_name, Consumer, GrantError, JetStreamGrant,
+    JsHome, KvGrant, KvScope, StreamGrants,
 };
 use crate::policy::template::Entry;
 use crate::policy::users::{bcrypt_cost, ConfigUser, Credential, Grant, MAX_BCRYPT_COST};
@@ -109,27 +110,13 @@ impl Validator<'_> {
             .map(|k| self.kv(&at("kv"), k))
             .transpose()?
             .unwrap_or_default();
-        let home = match home {
-            Some(home) => home.clone(),
-            None if jetstream.is_empty() && kv.is_empty() => JsHome {
-                domain: "_".into(),
-                account_hash: "none".into(),
-            },
-            None => return Err(self.err(
+        let grants = StreamGrants::new(jetstream, kv, home).map_err(|e| match e {
+            GrantError::NoHome => self.err(
                 key,
                 "has JetStream/KV grants, but no [jetstream] table says where the streams and buckets live: set jetstream.account to the account that holds them (one users are never placed in; `nats-oidc-callout accounts` prints the imports its users' accounts need)",
-            )),
-        };
-        let mut granted: Vec<(Entry, &'static str)> = jetstream
-            .compile(&home)
-            .into_iter()
-            .map(|c| {
-                Entry::parse(&c.subject)
-                    .map(|e| (e, c.what))
-                    .map_err(|r| self.err(&at("jetstream"), r))
-            })
-            .collect::<Result<_, _>>()?;
-        granted.extend(kv.compile(&home).map_err(|r| self.err(&at("kv"), r))?);
+            ),
+            GrantError::Subject { kind, reason } => self.err(&at(kind), reason),
+        })?;
         Ok(Role {
             publish,
             subscribe,
@@ -138,9 +125,7 @@ impl Validator<'_> {
             max_user_ttl,
             limits,
             connection,
-            jetstream,
-            kv,
-            granted,
+            grants,
         })
     }
 
@@ -216,130 +201,14 @@ impl Validator<'_> {
 
     fn connection(&self, key: &str, raw: RawConnection) -> Result<ConnectionRules, ConfigError> {
         let at = |k: &str| format!("{key}.{k}");
-        let types = raw
-            .types
-            .map(|t| {
-                if t.is_empty() {
-                    return Err(self.err(&at("types"), "lists no type; leave it out to allow any"));
-                }
-                t.iter()
-                    .map(|n| ConnType::parse(n).map_err(|r| self.err(&at("types"), r)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let sources = raw
-            .sources
-            .map(|list| {
-                if list.is_empty() {
-                    return Err(self.err(&at("sources"), "lists no network; leave it out to allow any"));
-                }
-                list.iter()
-                    .map(|n| {
-                        let net = n
-                            .parse::<ipnet::IpNet>()
-                            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                            .map_err(|_| {
-                                self.err(
-                                    &at("sources"),
-                                    format!(
-                                        "{:?} is not a network like \"10.0.0.0/8\" or an address",
-                                        crate::text::clip(n)
-                                    ),
-                                )
-                            })?;
-                        // "10.0.0.1/8" is either a typo for one address or
-                        // for the whole network; which is not for us to guess.
-                        // Clients are checked by their canonical address
-                        // (an IPv4 client seen through an IPv6 socket is
-                        // IPv4), so an IPv4-mapped network never matches.
-                        if let ipnet::IpNet::V6(v6) = net {
-                            if let Some(v4) = v6.addr().to_ipv4_mapped() {
-                                let prefix = v6.prefix_len().saturating_sub(96);
-                                return Err(self.err(
-                                    &at("sources"),
-                                    format!(
-                                        "{n:?} is an IPv4-mapped IPv6 network, which no client address is compared with; write the IPv4 network {v4}/{prefix}"
-                                    ),
-                                ));
-                            }
-                        }
-                        if net.trunc() != net {
-                            return Err(self.err(
-                                &at("sources"),
-                                format!(
-                                    "{n:?} has bits set past its prefix: write the network {} or the address {}/{}",
-                                    net.trunc(),
-                                    net.addr(),
-                                    net.max_prefix_len()
-                                ),
-                            ));
-                        }
-                        Ok(net)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let times = raw
-            .times
-            .map(|list| {
-                if list.is_empty() {
-                    return Err(self.err(
-                        &at("times"),
-                        "lists no window; leave it out to allow any time",
-                    ));
-                }
-                list.iter()
-                    .map(|w| {
-                        // nats-server reads the user JWT's times with Go's
-                        // "15:04:05" layout: exactly HH:MM:SS, nothing looser.
-                        let time = |v: &str| {
-                            strict_time(v).ok_or_else(|| {
-                                self.err(
-                                    &at("times"),
-                                    format!(
-                                        "{:?} is not a time of day like \"08:00:00\"",
-                                        crate::text::clip(v)
-                                    ),
-                                )
-                            })
-                        };
-                        let window = Window {
-                            start: time(&w.start)?,
-                            end: time(&w.end)?,
-                        };
-                        if window.start == window.end {
-                            return Err(self
-                                .err(&at("times"), "a window that starts when it ends is empty"));
-                        }
-                        Ok(window)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        let zone_name = raw.time_zone.unwrap_or_else(|| "UTC".into());
-        let zone = jiff::tz::TimeZone::get(&zone_name).map_err(|_| {
-            self.err(
-                &at("time_zone"),
-                format!(
-                    "{:?} is not an IANA time zone (like \"Europe/Berlin\" or \"UTC\")",
-                    crate::text::clip(&zone_name)
-                ),
-            )
+        let types = self.rule_list(&at("types"), raw.types, "type", |n| ConnType::parse(n))?;
+        let sources =
+            self.rule_list(&at("sources"), raw.sources, "network", |n| parse_source(n))?;
+        let times = self.rule_list(&at("times"), raw.times, "window", |w: &RawWindow| {
+            Window::parse(&w.start, &w.end)
         })?;
-        // nats-server looks the zone up by the name written into the user
-        // JWT, case-sensitively: only the exact IANA name works there.
-        if zone.iana_name() != Some(zone_name.as_str()) {
-            return Err(self.err(
-                &at("time_zone"),
-                format!(
-                    "{:?} must be written as its IANA name{}",
-                    crate::text::clip(&zone_name),
-                    zone.iana_name()
-                        .map(|n| format!(" ({n:?})"))
-                        .unwrap_or_default()
-                ),
-            ));
-        }
+        let zone = parse_zone(raw.time_zone.as_deref().unwrap_or("UTC"))
+            .map_err(|r| self.err(&at("time_zone"), r))?;
         if types.is_none() && sources.is_none() && times.is_none() {
             return Err(self.err(key, "sets no rule: types, sources or times"));
         }
@@ -347,8 +216,28 @@ impl Validator<'_> {
             types,
             sources,
             times,
-            zone: (zone_name, zone),
+            zone,
         })
+    }
+
+    /// A connection rule's list: absent allows any; present, it must name
+    /// at least one `what`, each parsed by the rule's own parser.
+    fn rule_list<T, U>(
+        &self,
+        key: &str,
+        list: Option<Vec<T>>,
+        what: &str,
+        parse: impl Fn(&T) -> Result<U, String>,
+    ) -> Result<Option<Vec<U>>, ConfigError> {
+        let Some(list) = list else { return Ok(None) };
+        if list.is_empty() {
+            let any = if what == "window" { "any time" } else { "any" };
+            return Err(self.err(key, format!("lists no {what}; leave it out to allow {any}")));
+        }
+        list.iter()
+            .map(|x| parse(x).map_err(|r| self.err(key, r)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     fn jetstream(&self, key: &str, raw: RawJetStream) -> Result<JetStreamGrant, ConfigError> {
@@ -564,17 +453,4 @@ impl Validator<'_> {
             )),
         }
     }
-}
-
-/// `HH:MM:SS`, two digits each, as nats-server parses it.
-fn strict_time(v: &str) -> Option<jiff::civil::Time> {
-    let b = v.as_bytes();
-    let digits = |i: usize| -> Option<i8> {
-        let (h, l) = (*b.get(i)?, *b.get(i + 1)?);
-        (h.is_ascii_digit() && l.is_ascii_digit()).then(|| ((h - b'0') * 10 + (l - b'0')) as i8)
-    };
-    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
-        return None;
-    }
-    jiff::civil::Time::new(digits(0)?, digits(3)?, digits(6)?, 0).ok()
 }

@@ -6,36 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::policy::claim_match::{first_miss, ClaimMatch, Pattern};
 use crate::policy::claims::ClaimPath;
-
-/// GitHub Actions' issuer; GitHub Enterprise Cloud's per-enterprise
-/// issuers are below it.
-pub const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
-
-/// Whether `issuer` is GitHub Actions': github.com's, an enterprise's below
-/// it, or a GitHub Enterprise Server's (`https://HOST/_services/token`).
-pub fn is_github(issuer: &str) -> bool {
-    let issuer = issuer.trim_end_matches('/');
-    issuer == GITHUB_ISSUER
-        || issuer
-            .strip_prefix(GITHUB_ISSUER)
-            .is_some_and(|rest| rest.starts_with('/'))
-        || (issuer.starts_with("https://") && issuer.ends_with("/_services/token"))
-}
-
-/// The claims that name one workload on an issuer's platform, which a
-/// binding must match exactly unless it says `broad = true`. On GitHub: the
-/// repository (its id, or its name), or a `sub` in the default
-/// `repo:<owner>/<name>:...` form; not `job_workflow_ref`, which every
-/// repository that calls the reusable workflow carries, nor a customised
-/// `sub` without the repository. Elsewhere only `sub` names a workload; a
-/// claim called `repository` there means whatever that issuer makes it mean.
-pub fn pinning_claims(issuer: &str) -> &'static [&'static str] {
-    if is_github(issuer) {
-        &["sub", "repository_id", "repository"]
-    } else {
-        &["sub"]
-    }
-}
+use crate::policy::platforms::{is_github, pinning_claims};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
@@ -100,6 +71,7 @@ pub fn matched<'a>(bindings: &'a [Binding], claims: &Map<String, Value>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::platforms::GITHUB_ISSUER;
     use serde_json::json;
 
     fn m(name: &str, values: &[&str]) -> ClaimMatch {

@@ -100,6 +100,97 @@ pub struct Window {
     pub end: Time,
 }
 
+impl Window {
+    /// A window from its `HH:MM:SS` ends. nats-server reads the user JWT's
+    /// times with Go's "15:04:05" layout: exactly that, nothing looser.
+    pub fn parse(start: &str, end: &str) -> Result<Window, String> {
+        let time = |v: &str| {
+            strict_time(v).ok_or_else(|| {
+                format!(
+                    "{:?} is not a time of day like \"08:00:00\"",
+                    crate::text::clip(v)
+                )
+            })
+        };
+        let window = Window {
+            start: time(start)?,
+            end: time(end)?,
+        };
+        if window.start == window.end {
+            return Err("a window that starts when it ends is empty".into());
+        }
+        Ok(window)
+    }
+}
+
+fn strict_time(v: &str) -> Option<Time> {
+    let b = v.as_bytes();
+    let digits = |i: usize| -> Option<i8> {
+        let (h, l) = (*b.get(i)?, *b.get(i + 1)?);
+        (h.is_ascii_digit() && l.is_ascii_digit()).then(|| ((h - b'0') * 10 + (l - b'0')) as i8)
+    };
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    Time::new(digits(0)?, digits(3)?, digits(6)?, 0).ok()
+}
+
+/// A source network: a network or one address, written canonically.
+pub fn parse_source(n: &str) -> Result<IpNet, String> {
+    let net = n
+        .parse::<IpNet>()
+        .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "{:?} is not a network like \"10.0.0.0/8\" or an address",
+                crate::text::clip(n)
+            )
+        })?;
+    // Clients are checked by their canonical address (an IPv4 client seen
+    // through an IPv6 socket is IPv4), so an IPv4-mapped network never
+    // matches.
+    if let IpNet::V6(v6) = net {
+        if let Some(v4) = v6.addr().to_ipv4_mapped() {
+            let prefix = v6.prefix_len().saturating_sub(96);
+            return Err(format!(
+                "{n:?} is an IPv4-mapped IPv6 network, which no client address is compared with; write the IPv4 network {v4}/{prefix}"
+            ));
+        }
+    }
+    // "10.0.0.1/8" is either a typo for one address or for the whole
+    // network; which is not for us to guess.
+    if net.trunc() != net {
+        return Err(format!(
+            "{n:?} has bits set past its prefix: write the network {} or the address {}/{}",
+            net.trunc(),
+            net.addr(),
+            net.max_prefix_len()
+        ));
+    }
+    Ok(net)
+}
+
+/// A time zone by its exact IANA name: nats-server looks the zone up by
+/// the name written into the user JWT, case-sensitively.
+pub fn parse_zone(name: &str) -> Result<(String, TimeZone), String> {
+    let zone = TimeZone::get(name).map_err(|_| {
+        format!(
+            "{:?} is not an IANA time zone (like \"Europe/Berlin\" or \"UTC\")",
+            crate::text::clip(name)
+        )
+    })?;
+    if zone.iana_name() != Some(name) {
+        return Err(format!(
+            "{:?} must be written as its IANA name{}",
+            crate::text::clip(name),
+            zone.iana_name()
+                .map(|n| format!(" ({n:?})"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok((name.to_string(), zone))
+}
+
 /// One role's rules.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionRules {

@@ -33,6 +33,12 @@ pub fn prefix(iss: &str, sub: &str) -> String {
     format!("_INBOX.{hex}")
 }
 
+/// Whether a subject reaches some user's inbox: it overlaps `_INBOX.>`
+/// (private inboxes included, which are two tokens below it).
+pub fn reaches_inboxes(subject: &str) -> bool {
+    crate::policy::subject::overlaps(subject, "_INBOX.x.y")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,7 +132,7 @@ impl Layout {
         }
         for (_, role) in roles.iter() {
             let account = role.account.as_deref().unwrap_or(default_account);
-            if account == js.name || role.granted.is_empty() {
+            if account == js.name || role.grants.is_empty() {
                 continue;
             }
             let list = wanted.entry(account.to_string()).or_default();
@@ -140,7 +140,7 @@ impl Layout {
                 kind: Kind::Service(Response::Stream),
                 subject: API_IMPORT.to_string(),
             });
-            for (entry, _) in &role.granted {
+            for (entry, _) in role.grants.entries() {
                 let subject = wildcard_placeholders(entry.as_str());
                 if subject.starts_with(&format!("{JS_API}.")) {
                     continue;
@@ -150,7 +150,7 @@ impl Layout {
                     subject,
                 });
             }
-            if role.jetstream.pushes() || role.kv.pushes() {
+            if role.grants.pushes() {
                 list.push(Import {
                     kind: Kind::Stream,
                     subject: INBOXES.to_string(),

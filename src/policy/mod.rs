@@ -2,7 +2,8 @@
 //! and roles from verified claims (`claims`, `mapping`, and binding roles
 //! to claims), subject syntax and templates, the role table with its
 //! JetStream/KV grants (`streams`) and connection rules (`connection`),
-//! scopes, identities from the config and the KV grants store. The one
+//! scopes, identities from the config, the KV grants store, and what is
+//! known about shared identity platforms (`platforms`). The one
 //! thing here that is scheduled rather than computed in place is the
 //! bcrypt check of `passwords`: CPU-bound, so it runs on blocking threads
 //! behind a bound (a semaphore), and no other client waits for it.
@@ -16,6 +17,7 @@ pub mod inbox;
 pub mod layout;
 pub mod mapping;
 pub(crate) mod passwords;
+pub mod platforms;
 pub mod roles;
 pub(crate) mod scopes;
 pub mod streams;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::nats::user_jwt::Permission;
 use crate::policy::connection::ConnectionRules;
-use crate::policy::streams::{JetStreamGrant, KvGrant};
+use crate::policy::streams::StreamGrants;
 use crate::policy::subject::{names_reserved, RESERVED};
 use crate::policy::template::{Entry, TemplateError, Values};
 use crate::refusal::RefusalCode;
@@ -38,11 +38,8 @@ pub struct Role {
     pub max_user_ttl: Option<Duration>,
     pub limits: Limits,
     pub connection: Option<ConnectionRules>,
-    pub jetstream: JetStreamGrant,
-    pub kv: KvGrant,
-    /// The publish subjects `jetstream` and `kv` compile to, parsed once,
-    /// with what each is for.
-    pub granted: Vec<(Entry, &'static str)>,
+    /// `jetstream` and `kv`, with the publish entries they compile to.
+    pub grants: StreamGrants,
 }
 
 /// What nats-server makes of a `resp` without `ttl`.
@@ -180,7 +177,7 @@ impl RoleTable {
         let publish = merge(
             matched
                 .iter()
-                .map(|(_, r)| (&r.publish, r.granted.iter().map(|(e, _)| e))),
+                .map(|(_, r)| (&r.publish, r.grants.entries().iter().map(|(e, _)| e))),
             values,
         )?;
         let subscribe = merge(

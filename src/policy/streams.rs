@@ -26,6 +26,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::policy::subject::overlaps;
 use crate::policy::template::Entry;
 
 /// The JetStream API's subjects in the account that holds the streams.
@@ -45,6 +46,41 @@ pub struct JsHome {
 /// `$JS.API.<rest>`.
 fn api(rest: &str) -> String {
     format!("{JS_API}.{rest}")
+}
+
+/// The stream that holds a KV bucket.
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The subject space of a bucket's keys: a publish there is a put,
+/// delete or purge.
+pub fn kv_keys(bucket: &str) -> String {
+    format!("$KV.{bucket}.>")
+}
+
+/// Publish subjects that change a bucket's contents or configuration:
+/// its keys, the stream API calls on its stream, and deletes of its
+/// messages.
+pub fn bucket_changers(bucket: &str) -> [String; 3] {
+    let stream = kv_stream(bucket);
+    [
+        kv_keys(bucket),
+        api(&format!("STREAM.*.{stream}")),
+        api(&format!("STREAM.MSG.DELETE.{stream}")),
+    ]
+}
+
+/// The subject a consumer of `stream` is created on without a name in the
+/// subject (the name is in the request body).
+pub fn consumer_create(stream: &str) -> String {
+    api(&format!("CONSUMER.CREATE.{stream}"))
+}
+
+/// Whether publishing `subject` reaches the JetStream API or KV subjects
+/// of the account: anything JetStream does on its own rights.
+pub fn reaches_jetstream(subject: &str) -> bool {
+    overlaps(subject, &format!("{JS_API}.>")) || overlaps(subject, "$KV.>")
 }
 
 /// nats-server's 8-character hash of an account name (`getHash`), which v2
@@ -281,17 +317,17 @@ impl KvGrant {
         self.read.is_empty() && self.write.is_empty()
     }
 
-    /// The publish entries of this grant; key patterns may hold
+    /// The publish subjects of this grant; key patterns may hold
     /// placeholders, filled per connection like any subject.
-    pub fn compile(&self, home: &JsHome) -> Result<Vec<(Entry, &'static str)>, String> {
+    pub fn compile(&self, home: &JsHome) -> Vec<Compiled> {
         let mut out = Vec::new();
         for scope in &self.read {
-            out.extend(kv_read(home, scope)?);
+            out.extend(kv_read(home, scope));
         }
         for scope in &self.write {
-            out.extend(kv_write(scope)?);
+            out.extend(kv_write(scope));
         }
-        Ok(out)
+        out
     }
 
     /// Whether the grant watches, lists keys or reads history: consumers
@@ -301,80 +337,145 @@ impl KvGrant {
     }
 }
 
-fn literal(subject: String, what: &'static str) -> Result<(Entry, &'static str), String> {
-    Entry::parse(&subject).map(|e| (e, what))
-}
-
 /// A bucket read grants what can be scoped to it (get by key) and what
 /// cannot be scoped to some keys (watch, keys, history, which run through
 /// consumers on the bucket's stream); a key-pattern read grants only gets
 /// of those keys.
-fn kv_read(home: &JsHome, scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
+fn kv_read(home: &JsHome, scope: &KvScope) -> Vec<Compiled> {
     let b = &scope.bucket;
-    let stream = format!("KV_{b}");
-    let mut out = vec![literal(
+    let stream = kv_stream(b);
+    let mut out = vec![s(
         api(&format!("STREAM.INFO.{stream}")),
         "open the bucket (status)",
-    )?];
+    )];
     match &scope.keys {
         Some(keys) => {
-            out.push(literal(
+            out.push(s(
                 api(&format!("DIRECT.GET.{stream}.$KV.{b}.{keys}")),
                 "get these keys",
-            )?);
+            ));
         }
         None => {
-            out.push(literal(
+            out.push(s(
                 api(&format!("DIRECT.GET.{stream}.$KV.{b}.>")),
                 "get any key",
-            )?);
-            out.push(literal(
+            ));
+            out.push(s(
                 api(&format!("STREAM.MSG.GET.{stream}")),
                 "get (buckets without direct get)",
-            )?);
-            for c in [
-                s(
-                    api(&format!("CONSUMER.CREATE.{stream}")),
-                    "watch, keys, history",
-                ),
-                s(
-                    api(&format!("CONSUMER.CREATE.{stream}.>")),
-                    "watch, keys, history",
-                ),
-                s(
-                    api(&format!("CONSUMER.INFO.{stream}.*")),
-                    "watch, keys, history (consumer info)",
-                ),
-                s(
-                    api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
-                    "watch, keys, history (pull)",
-                ),
-            ]
-            .into_iter()
-            .chain(flow_control(home, &stream))
-            {
-                out.push(literal(c.subject, c.what)?);
-            }
+            ));
+            out.extend(
+                [
+                    s(consumer_create(&stream), "watch, keys, history"),
+                    s(
+                        api(&format!("CONSUMER.CREATE.{stream}.>")),
+                        "watch, keys, history",
+                    ),
+                    s(
+                        api(&format!("CONSUMER.INFO.{stream}.*")),
+                        "watch, keys, history (consumer info)",
+                    ),
+                    s(
+                        api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
+                        "watch, keys, history (pull)",
+                    ),
+                ]
+                .into_iter()
+                .chain(flow_control(home, &stream)),
+            );
         }
     }
-    Ok(out)
+    out
 }
 
 /// Put, create, update, delete and purge of the keys (all are publishes on
 /// the key's subject, with headers), and opening the bucket.
-fn kv_write(scope: &KvScope) -> Result<Vec<(Entry, &'static str)>, String> {
+fn kv_write(scope: &KvScope) -> Vec<Compiled> {
     let b = &scope.bucket;
     let keys = scope.keys.as_deref().unwrap_or(">");
-    Ok(vec![
-        literal(
-            api(&format!("STREAM.INFO.KV_{b}")),
+    vec![
+        s(
+            api(&format!("STREAM.INFO.{}", kv_stream(b))),
             "open the bucket (status)",
-        )?,
-        literal(
+        ),
+        s(
             format!("$KV.{b}.{keys}"),
             "put, create, update, delete, purge",
-        )?,
-    ])
+        ),
+    ]
+}
+
+/// A role's JetStream and KV grants with the publish entries they compile
+/// to, parsed once: the entries are computed here and nowhere else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamGrants {
+    jetstream: JetStreamGrant,
+    kv: KvGrant,
+    entries: Vec<(Entry, &'static str)>,
+}
+
+/// Why a role's grants cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantError {
+    /// Grants, but no `[jetstream]` table says where the streams live.
+    NoHome,
+    /// A compiled subject is not a valid entry; `kind` is `jetstream` or
+    /// `kv`, the key of the grant under the role.
+    Subject { kind: &'static str, reason: String },
+}
+
+impl StreamGrants {
+    /// `home` is where the streams live (`None` without a `[jetstream]`
+    /// table, which only a role without grants may do).
+    pub fn new(
+        jetstream: JetStreamGrant,
+        kv: KvGrant,
+        home: Option<&JsHome>,
+    ) -> Result<StreamGrants, GrantError> {
+        if jetstream.is_empty() && kv.is_empty() {
+            return Ok(StreamGrants::default());
+        }
+        let home = home.ok_or(GrantError::NoHome)?;
+        let parse = |kind: &'static str, compiled: Vec<Compiled>| {
+            compiled
+                .into_iter()
+                .map(|c| {
+                    Entry::parse(&c.subject)
+                        .map(|e| (e, c.what))
+                        .map_err(|reason| GrantError::Subject { kind, reason })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut entries = parse("jetstream", jetstream.compile(home))?;
+        entries.extend(parse("kv", kv.compile(home))?);
+        Ok(StreamGrants {
+            jetstream,
+            kv,
+            entries,
+        })
+    }
+
+    pub fn jetstream(&self) -> &JetStreamGrant {
+        &self.jetstream
+    }
+
+    pub fn kv(&self) -> &KvGrant {
+        &self.kv
+    }
+
+    /// The publish entries, with what each is for.
+    pub fn entries(&self) -> &[(Entry, &'static str)] {
+        &self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether the grants have messages pushed to the client's inbox.
+    pub fn pushes(&self) -> bool {
+        self.jetstream.pushes() || self.kv.pushes()
+    }
 }
 
 /// A stream or consumer name as JetStream accepts it, and not made of
@@ -605,12 +706,7 @@ mod tests {
             }],
             write: vec![],
         };
-        let c: Vec<String> = g
-            .compile(&home())
-            .unwrap()
-            .into_iter()
-            .map(|(e, _)| e.as_str().to_string())
-            .collect();
+        let c: Vec<String> = g.compile(&home()).into_iter().map(|c| c.subject).collect();
         assert_eq!(
             c,
             [
@@ -656,9 +752,8 @@ mod tests {
         };
         let kv = |label: &str, g: KvGrant| {
             g.compile(&home)
-                .unwrap()
                 .into_iter()
-                .map(|(e, what)| (label.to_string(), e.as_str().to_string(), what.to_string()))
+                .map(|c| (label.to_string(), c.subject, c.what.to_string()))
                 .collect::<Vec<_>>()
         };
         let scope = |keys: Option<&str>| KvScope {

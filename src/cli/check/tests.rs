@@ -1,0 +1,130 @@
+//! Each lint against its own example, and the base config against all.
+
+use std::path::Path;
+
+use super::{warnings, LINTS};
+use crate::config::Config;
+
+const NATS: &str =
+    "[nats]\nurl = \"nats://127.0.0.1:4222\"\nuser = \"auth\"\npassword = \"authpw\"\n\n";
+const CALLOUT: &str = "[callout]\naccount = \"APP\"\nauth_account = \"AUTH\"\nissuer_seed_file = \"issuer.nk\"\nxkey_seed_file = \"xkey.nk\"\n\n";
+const OIDC: &str = "[oidc]\nissuer = \"https://idp.example.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\n";
+const ROLE: &str = "[roles.reader]\nsub.allow = [\"orders.>\"]\n\n";
+
+/// The files and keys the examples name.
+struct Files {
+    dir: tempfile::TempDir,
+    vars: Vec<(&'static str, String)>,
+}
+
+impl Files {
+    fn new() -> Files {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let issuer = nkeys::KeyPair::new_account();
+        let app = nkeys::KeyPair::new_account();
+        write("issuer.nk", &issuer.seed().unwrap(), 0o600);
+        write("exposed.nk", &issuer.seed().unwrap(), 0o644);
+        write("xkey.nk", &nkeys::XKey::new().seed().unwrap(), 0o600);
+        write("app.nk", &app.seed().unwrap(), 0o600);
+        write(
+            "app-sk.nk",
+            &nkeys::KeyPair::new_account().seed().unwrap(),
+            0o600,
+        );
+        let vars = vec![
+            ("{issuer_pub}", issuer.public_key()),
+            ("{auth_pub}", nkeys::KeyPair::new_account().public_key()),
+            ("{app_pub}", app.public_key()),
+            ("{app_seed_file}", "app.nk".into()),
+            ("{app_signing_file}", "app-sk.nk".into()),
+            ("{exposed_file}", "exposed.nk".into()),
+        ];
+        Files { dir, vars }
+    }
+
+    /// The example, completed with the base config's tables it leaves out.
+    fn config(&self, example: &str) -> Result<Config, String> {
+        let mut text = NATS.to_string();
+        if !example.contains("[callout]") {
+            text.push_str(CALLOUT);
+        }
+        if !example.contains("[oidc]") && !example.contains("[[oidc]]") {
+            text.push_str(OIDC);
+        }
+        if !example.contains("[roles.reader]") {
+            text.push_str(ROLE);
+        }
+        text.push_str(example);
+        for (name, value) in &self.vars {
+            text = text.replace(name, value);
+        }
+        let path = self.dir.path().join("config.toml");
+        Config::parse(&text, &path).map_err(|e| format!("{e}\n{text}"))
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+#[test]
+fn the_base_config_draws_no_warning() {
+    let files = Files::new();
+    let config = files.config("").unwrap();
+    assert_eq!(
+        warnings(&config),
+        Vec::<String>::new(),
+        "in {:?}",
+        files.path()
+    );
+}
+
+#[test]
+fn every_lint_fires_on_its_example() {
+    let files = Files::new();
+    for lint in LINTS {
+        let config = files
+            .config(lint.example)
+            .unwrap_or_else(|e| panic!("lint {}: its example does not load: {e}", lint.name));
+        let found = (lint.find)(&config);
+        assert!(
+            !found.is_empty(),
+            "lint {} is silent on its example",
+            lint.name
+        );
+        let all = warnings(&config);
+        for w in &found {
+            assert!(
+                all.contains(w),
+                "lint {}: {w:?} not in check's warnings",
+                lint.name
+            );
+        }
+    }
+}
+
+#[test]
+fn lints_have_unique_kebab_case_names_and_docs() {
+    let mut names = std::collections::BTreeSet::new();
+    for lint in LINTS {
+        assert!(names.insert(lint.name), "{} is listed twice", lint.name);
+        assert!(
+            lint.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{} is not kebab-case",
+            lint.name
+        );
+        assert!(
+            lint.doc.ends_with('.'),
+            "lint {} has no doc sentence",
+            lint.name
+        );
+    }
+}
