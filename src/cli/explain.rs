@@ -7,15 +7,16 @@ use std::fmt::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::authorize::Authorizer;
-use crate::callout::Mode;
+use crate::authorize::{Admission, Authorizer};
+use crate::callout::{Callout, Mode};
 use crate::cli::error::CliError;
 use crate::clock::{unix_now, Deadline};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::nats::request::{ConnectOpts, RequestBody};
 use crate::nats::user_jwt::Permission;
-use crate::refusal::RefusalCode;
+use crate::policy::mapping::ClaimMapping;
+use crate::refusal::{Refusal, RefusalCode};
 use crate::text;
 
 /// Stands in for the nkey each connection brings.
@@ -86,25 +87,14 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
     };
     let now = unix_now();
     let authorizer = config.authorizer(issuers, Default::default());
-    let (user_from, roles_from) = mapping
-        .as_ref()
-        .map(|m| {
-            (
-                format!(" (from {})", m.user_claim),
-                match &m.roles_claim {
-                    Some(path) => format!(" (from {path})"),
-                    None => " (no roles_claim: roles come from bindings)".into(),
-                },
-            )
-        })
-        .unwrap_or_default();
+    let sources = Sources::of(mapping.as_ref());
     // The connection's own facts (type, address) are not known here: the
     // rules that need them are shown, not checked.
     let admission = match authorizer.decide(&request, now, &Deadline::none()).await {
         Ok(a) => a,
         Err(refusal) => {
             if let Some(user) = &refusal.user {
-                let _ = writeln!(out, "user:     {}{user_from}", text::name(user));
+                let _ = writeln!(out, "user:     {}{}", text::name(user), sources.user);
             }
             if refusal.code == RefusalCode::NoMappedRole {
                 write_bindings(&mut out, &authorizer, token, now).await;
@@ -112,31 +102,95 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
             return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
         }
     };
-    let _ = writeln!(out, "user:     {}{user_from}", text::name(&admission.user));
-    let _ = writeln!(out, "roles:    {:?}{roles_from}", admission.asserted_roles);
-    if let Some(ns) = mapping.as_ref().and_then(|m| m.role_namespace.as_ref()) {
+    write_identity(&mut out, &admission, &sources, mapping.as_ref());
+    write_bindings(&mut out, &authorizer, token, now).await;
+    write_account(&mut out, config, &admission);
+    write_permissions(&mut out, &admission);
+    write_connection(&mut out, &admission);
+    write_expiry(&mut out, &admission, now);
+    let callout = config.callout(authorizer);
+    if let Err(refusal) = write_user_jwt(&mut out, &callout, &admission, now) {
+        return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
+    }
+    let _ = writeln!(out, "verdict:  ALLOWED");
+    Explanation {
+        allowed: true,
+        text: out,
+    }
+}
+
+/// Where the token's issuer reads the user and the roles from, as a
+/// suffix of the lines that show them (empty for an unknown issuer).
+#[derive(Default)]
+struct Sources {
+    user: String,
+    roles: String,
+}
+
+impl Sources {
+    fn of(mapping: Option<&ClaimMapping>) -> Sources {
+        let Some(m) = mapping else {
+            return Sources::default();
+        };
+        Sources {
+            user: format!(" (from {})", m.user_claim),
+            roles: match &m.roles_claim {
+                Some(path) => format!(" (from {path})"),
+                None => " (no roles_claim: roles come from bindings)".into(),
+            },
+        }
+    }
+}
+
+fn write_identity(
+    out: &mut String,
+    admission: &Admission,
+    sources: &Sources,
+    mapping: Option<&ClaimMapping>,
+) {
+    let _ = writeln!(
+        out,
+        "user:     {}{}",
+        text::name(&admission.user),
+        sources.user
+    );
+    let _ = writeln!(
+        out,
+        "roles:    {:?}{}",
+        admission.asserted_roles, sources.roles
+    );
+    if let Some(ns) = mapping.and_then(|m| m.role_namespace.as_ref()) {
         let _ = writeln!(
             out,
             "namespace: {ns} (roles looked up as [roles.\"{ns}:<role>\"])"
         );
     }
-    write_bindings(&mut out, &authorizer, token, now).await;
+}
+
+/// The mapped roles and the account they place the user in; in operator
+/// mode, the account's key and what signs its user JWTs.
+fn write_account(out: &mut String, config: &Config, admission: &Admission) {
     let _ = writeln!(out, "mapped:   {:?}", admission.roles);
     let _ = writeln!(out, "account:  {}", admission.account);
-    if let Mode::Operator { accounts } = &config.callout.mode {
-        if let Some(target) = accounts.get(&admission.account) {
-            let signer = target.signer.public_key();
-            let kind = if target.signs_with_identity_key() {
-                "the account's own key"
-            } else {
-                "a signing key"
-            };
-            let _ = writeln!(out, "          public key {}", target.public_key);
-            let _ = writeln!(out, "          user JWT signed by {signer} ({kind})");
-        }
+    let Mode::Operator { accounts } = &config.callout.mode else {
+        return;
+    };
+    if let Some(target) = accounts.get(&admission.account) {
+        let signer = target.signer.public_key();
+        let kind = if target.signs_with_identity_key() {
+            "the account's own key"
+        } else {
+            "a signing key"
+        };
+        let _ = writeln!(out, "          public key {}", target.public_key);
+        let _ = writeln!(out, "          user JWT signed by {signer} ({kind})");
     }
-    write_direction(&mut out, "publish", &admission.publish);
-    write_direction(&mut out, "subscribe", &admission.subscribe);
+}
+
+/// Publish and subscribe lists, responses and limits.
+fn write_permissions(out: &mut String, admission: &Admission) {
+    write_direction(out, "publish", &admission.publish);
+    write_direction(out, "subscribe", &admission.subscribe);
     let _ = match &admission.resp {
         Some(r) => writeln!(
             out,
@@ -156,56 +210,60 @@ pub async fn explain(config: &Config, token: &str) -> Explanation {
         limit(admission.limits.payload),
         limit(admission.limits.data)
     );
+}
+
+fn write_connection(out: &mut String, admission: &Admission) {
     if admission.connection.is_empty() {
         let _ = writeln!(out, "connection: any type, address and time");
-    } else {
-        let _ = writeln!(
-            out,
-            "connection (checked at connect; every role's must hold):"
-        );
-        for (role, rules) in &admission.connection {
-            let _ = writeln!(out, "  {}: {}", text::name(role), rules.describe());
-        }
+        return;
     }
     let _ = writeln!(
         out,
-        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s{}{})",
+        "connection (checked at connect; every role's must hold):"
+    );
+    for (role, rules) in &admission.connection {
+        let _ = writeln!(out, "  {}: {}", text::name(role), rules.describe());
+    }
+}
+
+fn write_expiry(out: &mut String, admission: &Admission, now: u64) {
+    let capped = if admission.role_capped {
+        " from a role's max_user_ttl"
+    } else {
+        ""
+    };
+    let windowed = if admission.connection.iter().any(|(_, r)| r.times.is_some()) {
+        "; or sooner, where a connect window closes"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "expires:  {} (in {}s; token exp {}, max_user_ttl {}s{capped}{windowed})",
         humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(admission.expires)
         ),
         admission.expires.saturating_sub(now),
         admission.token_expires.unwrap_or_default(),
         admission.max_user_ttl.as_secs(),
-        if admission.role_capped {
-            " from a role's max_user_ttl"
-        } else {
-            ""
-        },
-        if admission.connection.iter().any(|(_, r)| r.times.is_some()) {
-            "; or sooner, where a connect window closes"
-        } else {
-            ""
-        }
     );
-    let callout = config.callout(authorizer);
-    match callout.user_claims(&admission, PLACEHOLDER_USER, now) {
-        Ok(claims) => {
-            let json = serde_json::to_string_pretty(&claims).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "user JWT claims (sub is the connecting client's nkey):"
-            );
-            let _ = writeln!(out, "{}", text::block(&json));
-        }
-        Err(refusal) => {
-            return refused(out, &format!("{} [{}]", refusal.reason, refusal.code));
-        }
-    }
-    let _ = writeln!(out, "verdict:  ALLOWED");
-    Explanation {
-        allowed: true,
-        text: out,
-    }
+}
+
+/// The claims of the user JWT the service would sign, as JSON.
+fn write_user_jwt(
+    out: &mut String,
+    callout: &Callout,
+    admission: &Admission,
+    now: u64,
+) -> Result<(), Refusal> {
+    let claims = callout.user_claims(admission, PLACEHOLDER_USER, now)?;
+    let json = serde_json::to_string_pretty(&claims).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "user JWT claims (sub is the connecting client's nkey):"
+    );
+    let _ = writeln!(out, "{}", text::block(&json));
+    Ok(())
 }
 
 /// Each `[[bindings]]` entry of the token's issuer: matched, or the first

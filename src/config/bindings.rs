@@ -10,7 +10,6 @@ use super::{ConfigError, IssuerConfig};
 use crate::policy::bindings::Binding;
 use crate::policy::claim_match::{ClaimMatch, Pattern};
 use crate::policy::claims::ClaimPath;
-use crate::policy::platforms::{is_github, pinning_claims};
 use crate::policy::roles::{table_names, RoleTable};
 
 /// The longest value or pattern a match may name; claims are short.
@@ -95,91 +94,8 @@ impl Validator<'_> {
         kv_grants: bool,
     ) -> Result<(), ConfigError> {
         for (i, b) in raw.into_iter().enumerate() {
-            let at = format!("bindings[{i}]");
-            let key = |k: &str| format!("{at}.{k}");
-            let Some(at_issuer) = issuers.iter().position(|o| o.settings.name == b.issuer) else {
-                let names: Vec<&str> = issuers.iter().map(|o| o.settings.name.as_str()).collect();
-                return Err(self.err(
-                    &key("issuer"),
-                    format!(
-                        "{:?} names no [oidc] issuer (issuers: {names:?})",
-                        crate::text::clip(&b.issuer)
-                    ),
-                ));
-            };
-            let name = match b.name {
-                Some(n) => {
-                    check_name(&n).map_err(|r| {
-                        self.err(&key("name"), format!("{r} (it is a metrics label)"))
-                    })?;
-                    n
-                }
-                None => format!("{}[{i}]", b.issuer),
-            };
-            if let Some(other) = issuers
-                .iter()
-                .flat_map(|o| &o.claims.bindings)
-                .find(|o| o.name == name)
-            {
-                return Err(self.err(&key("name"), format!("{:?} names two bindings", other.name)));
-            }
-            let issuer = &mut issuers[at_issuer];
-            if b.matches.is_empty() {
-                return Err(self.err(
-                    &key("match"),
-                    "names no claim: a binding that matches every token of the issuer is what require_claims and a roles claim are for",
-                ));
-            }
-            let matches = self.claim_matches(&key("match"), &b.matches)?;
-            if b.roles.is_empty() {
-                return Err(self.err(&key("roles"), "lists no role"));
-            }
-            // A binding names its issuer's roles as the issuer's tokens do,
-            // without a namespace; each one is checked (table_names would
-            // drop a name with ':' silently).
-            if let Some(written) = b.roles.iter().find(|r| r.is_empty() || r.contains(':')) {
-                return Err(self.err(
-                    &key("roles"),
-                    format!(
-                        "{written:?}: name the issuer's roles as its tokens would, without a namespace (roles = [\"deployer\"] means [roles.\"<namespace>:deployer\"])"
-                    ),
-                ));
-            }
-            let namespace = issuer.claims.role_namespace.as_deref();
-            let table = table_names(namespace, &b.roles);
-            for (written, looked_up) in b.roles.iter().zip(&table) {
-                if !roles.contains(looked_up) {
-                    return Err(self.err(
-                        &key("roles"),
-                        format!(
-                            "{written:?} is no role of issuer {:?}: it would be [roles.{looked_up:?}], which is not defined",
-                            issuer.settings.name
-                        ),
-                    ));
-                }
-            }
-            let binding = Binding {
-                name,
-                matches,
-                roles: table,
-                broad: b.broad.unwrap_or(false),
-            };
-            let issuer_url = issuer.settings.issuer.clone();
-            if binding.pin(&issuer_url).is_none() && !binding.broad {
-                return Err(self.err(
-                    &key("match"),
-                    format!(
-                        "pins no single workload: match one of {:?} exactly (no '*'{}), or say broad = true to admit every token these claims describe",
-                        pinning_claims(&issuer_url),
-                        if is_github(&issuer_url) {
-                            "; a sub in the repo:<owner>/<name>:... form; job_workflow_ref is carried by every repository that calls the workflow"
-                        } else {
-                            ""
-                        }
-                    ),
-                ));
-            }
-            issuer.claims.bindings.push(binding);
+            let (at_issuer, binding) = self.binding(i, b, issuers, roles)?;
+            issuers[at_issuer].claims.bindings.push(binding);
         }
         for o in issuers.iter() {
             if o.claims.roles_claim.is_none() && o.claims.bindings.is_empty() && !kv_grants {
@@ -195,5 +111,110 @@ impl Validator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `bindings[i]`, and the index of the issuer it belongs to.
+    fn binding(
+        &self,
+        i: usize,
+        b: RawBinding,
+        issuers: &[IssuerConfig],
+        roles: &RoleTable,
+    ) -> Result<(usize, Binding), ConfigError> {
+        let key = |k: &str| format!("bindings[{i}].{k}");
+        let Some(at_issuer) = issuers.iter().position(|o| o.settings.name == b.issuer) else {
+            let names: Vec<&str> = issuers.iter().map(|o| o.settings.name.as_str()).collect();
+            return Err(self.err(
+                &key("issuer"),
+                format!(
+                    "{:?} names no [oidc] issuer (issuers: {names:?})",
+                    crate::text::clip(&b.issuer)
+                ),
+            ));
+        };
+        let issuer = &issuers[at_issuer];
+        let name = self.binding_name(i, &b, issuers)?;
+        if b.matches.is_empty() {
+            return Err(self.err(
+                &key("match"),
+                "names no claim: a binding that matches every token of the issuer is what require_claims and a roles claim are for",
+            ));
+        }
+        let matches = self.claim_matches(&key("match"), &b.matches)?;
+        let binding = Binding {
+            name,
+            matches,
+            roles: self.binding_roles(&key("roles"), &b.roles, issuer, roles)?,
+            broad: b.broad.unwrap_or(false),
+        };
+        binding
+            .check_pinned(&issuer.settings.issuer)
+            .map_err(|r| self.err(&key("match"), r))?;
+        Ok((at_issuer, binding))
+    }
+
+    /// The binding's name (a metrics label), unique among all bindings;
+    /// `<issuer>[<i>]` when the file gives none.
+    fn binding_name(
+        &self,
+        i: usize,
+        b: &RawBinding,
+        issuers: &[IssuerConfig],
+    ) -> Result<String, ConfigError> {
+        let key = format!("bindings[{i}].name");
+        let name = match &b.name {
+            Some(n) => {
+                check_name(n)
+                    .map_err(|r| self.err(&key, format!("{r} (it is a metrics label)")))?;
+                n.clone()
+            }
+            None => format!("{}[{i}]", b.issuer),
+        };
+        match issuers
+            .iter()
+            .flat_map(|o| &o.claims.bindings)
+            .find(|o| o.name == name)
+        {
+            Some(other) => Err(self.err(&key, format!("{:?} names two bindings", other.name))),
+            None => Ok(name),
+        }
+    }
+
+    /// The role table names of the roles a binding gives, each a role of
+    /// its issuer.
+    fn binding_roles(
+        &self,
+        key: &str,
+        written: &[String],
+        issuer: &IssuerConfig,
+        roles: &RoleTable,
+    ) -> Result<Vec<String>, ConfigError> {
+        if written.is_empty() {
+            return Err(self.err(key, "lists no role"));
+        }
+        // A binding names its issuer's roles as the issuer's tokens do,
+        // without a namespace; each one is checked (table_names would
+        // drop a name with ':' silently).
+        if let Some(w) = written.iter().find(|r| r.is_empty() || r.contains(':')) {
+            return Err(self.err(
+                key,
+                format!(
+                    "{w:?}: name the issuer's roles as its tokens would, without a namespace (roles = [\"deployer\"] means [roles.\"<namespace>:deployer\"])"
+                ),
+            ));
+        }
+        let table = table_names(issuer.claims.role_namespace.as_deref(), written);
+        for (w, looked_up) in written.iter().zip(&table) {
+            if !roles.contains(looked_up) {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "{w:?} is no role of issuer {:?}: it would be [roles.{looked_up:?}], which is not defined",
+                        issuer.settings.name
+                    ),
+                ));
+            }
+        }
+        Ok(table)
     }
 }

@@ -16,8 +16,7 @@ use crate::policy::connection::{parse_source, parse_zone, ConnType, ConnectionRu
 use crate::policy::layout::JetStreamAccount;
 use crate::policy::roles::{Direction, Limits, Resp, Role, RoleTable};
 use crate::policy::streams::{
-    check_bucket, check_key_pattern, check_stream_name, Consumer, GrantError, JetStreamGrant,
-    JsHome, KvGrant, KvScope, StreamGrants,
+    check_stream_name, Consumer, GrantError, JetStreamGrant, JsHome, KvGrant, KvScope, StreamGrants,
 };
 use crate::policy::template::Entry;
 use crate::policy::users::{bcrypt_cost, ConfigUser, Credential, Grant, MAX_BCRYPT_COST};
@@ -250,27 +249,11 @@ impl Validator<'_> {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let at = format!("{key}.consume");
         let consume = raw
             .consume
-            .into_iter()
-            .map(|entry| {
-                let at = format!("{key}.consume");
-                let (stream, consumer) = entry.split_once('/').ok_or_else(|| {
-                    self.err(
-                        &at,
-                        format!(
-                            "{:?} is not stream/consumer (a durable consumer of a stream)",
-                            crate::text::clip(&entry)
-                        ),
-                    )
-                })?;
-                check_stream_name("stream", stream).map_err(|r| self.err(&at, r))?;
-                check_stream_name("consumer", consumer).map_err(|r| self.err(&at, r))?;
-                Ok(Consumer {
-                    stream: stream.to_string(),
-                    consumer: consumer.to_string(),
-                })
-            })
+            .iter()
+            .map(|entry| Consumer::parse(entry).map_err(|r| self.err(&at, r)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let grant = JetStreamGrant {
             consume,
@@ -288,19 +271,7 @@ impl Validator<'_> {
         let scopes = |k: &str, list: Vec<String>| {
             let at = format!("{key}.{k}");
             list.into_iter()
-                .map(|entry| {
-                    let (bucket, keys) = match entry.split_once('/') {
-                        Some((b, k)) => (b.to_string(), Some(k.to_string())),
-                        None => (entry.clone(), None),
-                    };
-                    check_bucket(&bucket).map_err(|r| self.err(&at, r))?;
-                    if let Some(k) = &keys {
-                        check_key_pattern(k).map_err(|r| self.err(&at, r))?;
-                        // Placeholders follow the subject rules.
-                        Entry::parse(&format!("$KV.{bucket}.{k}")).map_err(|r| self.err(&at, r))?;
-                    }
-                    Ok(KvScope { bucket, keys })
-                })
+                .map(|entry| KvScope::parse(&entry).map_err(|r| self.err(&at, r)))
                 .collect::<Result<Vec<_>, ConfigError>>()
         };
         let grant = KvGrant {

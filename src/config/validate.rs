@@ -279,112 +279,149 @@ impl<'a> Validator<'a> {
     }
 
     fn callout(&self, raw: RawCallout, nats_auth: &NatsAuth) -> Result<CalloutConfig, ConfigError> {
-        let issuer = self
+        let issuer = self.issuer_seed(&raw)?;
+        let xkey = self
             .seed(
-                "callout.issuer_seed",
-                raw.issuer_seed_file.as_deref(),
-                raw.issuer_seed.as_deref(),
-                ISSUER_SEED_ENV,
-                |s| secrets::key_pair(s, SeedKind::Account),
-                |f| secrets::key_pair_file(f, SeedKind::Account),
+                "callout.xkey_seed",
+                raw.xkey_seed_file.as_deref(),
+                raw.xkey_seed.as_deref(),
+                XKEY_SEED_ENV,
+                secrets::curve_key,
+                secrets::curve_key_file,
             )?
-            .ok_or_else(|| {
-                self.err(
-                    "callout.issuer_seed_file",
-                    format!("required: the account seed (SA...) whose public key is auth_callout.issuer in nats-server (or set {ISSUER_SEED_ENV})"),
-                )
-            })?;
-        let xkey = self.seed(
-            "callout.xkey_seed",
-            raw.xkey_seed_file.as_deref(),
-            raw.xkey_seed.as_deref(),
-            XKEY_SEED_ENV,
-            secrets::curve_key,
-            secrets::curve_key_file,
-        )?;
+            .map(|x| {
+                crate::nats::xkey::OurXkey::new(x)
+                    .map(Arc::new)
+                    .map_err(|e| self.err("callout.xkey_seed", e.to_string()))
+            })
+            .transpose()?;
         if raw.account.is_empty() || raw.account.contains(char::is_whitespace) {
             return Err(self.err(
                 "callout.account",
                 "must name the NATS account users are placed in",
             ));
         }
-        let operator = raw.mode == Some(super::raw::RawMode::Operator);
-        let (auth_account, mode) = if operator {
-            let auth_account = self.auth_account(raw.auth_account.clone(), &issuer, nats_auth)?;
-            let accounts = self.target_accounts(raw.accounts)?;
-            if !accounts.contains_key(&raw.account) {
-                return Err(self.err(
-                    "callout.account",
-                    format!(
-                        "{:?} is not in [callout.accounts] (accounts: {:?})",
-                        raw.account,
-                        accounts.keys().collect::<Vec<_>>()
-                    ),
-                ));
-            }
-            (auth_account, callout::Mode::Operator { accounts })
-        } else {
-            if raw.accounts.is_some() {
-                return Err(self.err(
-                    "callout.accounts",
-                    "is for operator mode (callout.mode = \"operator\"); in server mode accounts are named in nats-server's config and the issuer seed is auth_callout.issuer",
-                ));
-            }
-            (issuer.public_key(), callout::Mode::Server)
-        };
-        // Server mode names the callout's own account (auth_callout.account
-        // in nats.conf) so that nothing risky is placed there; operator mode
-        // knows it by its key.
-        let auth_account_name = match (&raw.auth_account, operator) {
-            (Some(name), false) => {
-                if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(self.err(
-                        "callout.auth_account",
-                        "must name the callout's own account as nats-server's config does (auth_callout.account, e.g. \"AUTH\")",
-                    ));
-                }
-                if is_account_key(name) {
-                    return Err(self.err(
-                        "callout.auth_account",
-                        "in server mode this is the account's name in nats-server's config (auth_callout.account, e.g. \"AUTH\"), not a public key",
-                    ));
-                }
-                Some(name.clone())
-            }
-            _ => None,
-        };
-        let max_user_ttl = self.bounded_duration(
-            "callout.max_user_ttl",
-            raw.max_user_ttl.as_deref(),
-            Duration::from_secs(3600),
-            Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600),
-            "must be between 1s and 30 days",
+        let auth_account_name_check = self.auth_account_name(&raw);
+        let (auth_account, mode) = self.mode(
+            &raw.account,
+            raw.mode,
+            raw.auth_account,
+            raw.accounts,
+            &issuer,
+            nats_auth,
         )?;
-        let max_token_bytes = raw.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
-        if !(1024..=1024 * 1024).contains(&max_token_bytes) {
-            return Err(self.err(
-                "callout.max_token_bytes",
-                "must be between 1024 and 1048576",
-            ));
-        }
+        let auth_account_name = auth_account_name_check?;
+        let (max_user_ttl, max_token_bytes) =
+            self.callout_limits(raw.max_user_ttl.as_deref(), raw.max_token_bytes)?;
         let issuer =
             SigningKey::new(issuer).map_err(|e| self.err("callout.issuer_seed", e.to_string()))?;
         Ok(CalloutConfig {
             issuer: Arc::new(issuer),
             auth_account,
-            xkey: xkey
-                .map(|x| {
-                    crate::nats::xkey::OurXkey::new(x)
-                        .map(Arc::new)
-                        .map_err(|e| self.err("callout.xkey_seed", e.to_string()))
-                })
-                .transpose()?,
+            xkey,
             account: raw.account,
             auth_account_name,
             max_user_ttl,
             max_token_bytes,
             mode,
         })
+    }
+
+    /// The seed the callout signs user JWTs and responses with.
+    fn issuer_seed(&self, raw: &RawCallout) -> Result<nkeys::KeyPair, ConfigError> {
+        self.seed(
+            "callout.issuer_seed",
+            raw.issuer_seed_file.as_deref(),
+            raw.issuer_seed.as_deref(),
+            ISSUER_SEED_ENV,
+            |s| secrets::key_pair(s, SeedKind::Account),
+            |f| secrets::key_pair_file(f, SeedKind::Account),
+        )?
+        .ok_or_else(|| {
+            self.err(
+                "callout.issuer_seed_file",
+                format!("required: the account seed (SA...) whose public key is auth_callout.issuer in nats-server (or set {ISSUER_SEED_ENV})"),
+            )
+        })
+    }
+
+    /// Server or operator mode, and the callout account's public key.
+    fn mode(
+        &self,
+        account: &str,
+        mode: Option<super::raw::RawMode>,
+        auth_account: Option<String>,
+        accounts: Option<BTreeMap<String, super::raw::RawAccount>>,
+        issuer: &nkeys::KeyPair,
+        nats_auth: &NatsAuth,
+    ) -> Result<(String, callout::Mode), ConfigError> {
+        if mode != Some(super::raw::RawMode::Operator) {
+            if accounts.is_some() {
+                return Err(self.err(
+                    "callout.accounts",
+                    "is for operator mode (callout.mode = \"operator\"); in server mode accounts are named in nats-server's config and the issuer seed is auth_callout.issuer",
+                ));
+            }
+            return Ok((issuer.public_key(), callout::Mode::Server));
+        }
+        let auth_account = self.auth_account(auth_account, issuer, nats_auth)?;
+        let accounts = self.target_accounts(accounts)?;
+        if !accounts.contains_key(account) {
+            return Err(self.err(
+                "callout.account",
+                format!(
+                    "{account:?} is not in [callout.accounts] (accounts: {:?})",
+                    accounts.keys().collect::<Vec<_>>()
+                ),
+            ));
+        }
+        Ok((auth_account, callout::Mode::Operator { accounts }))
+    }
+
+    /// Server mode names the callout's own account (auth_callout.account
+    /// in nats.conf) so that nothing risky is placed there; operator mode
+    /// knows it by its key.
+    fn auth_account_name(&self, raw: &RawCallout) -> Result<Option<String>, ConfigError> {
+        let operator = raw.mode == Some(super::raw::RawMode::Operator);
+        let Some(name) = raw.auth_account.as_ref().filter(|_| !operator) else {
+            return Ok(None);
+        };
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.err(
+                "callout.auth_account",
+                "must name the callout's own account as nats-server's config does (auth_callout.account, e.g. \"AUTH\")",
+            ));
+        }
+        if is_account_key(name) {
+            return Err(self.err(
+                "callout.auth_account",
+                "in server mode this is the account's name in nats-server's config (auth_callout.account, e.g. \"AUTH\"), not a public key",
+            ));
+        }
+        Ok(Some(name.clone()))
+    }
+
+    /// `callout.max_user_ttl` and `callout.max_token_bytes`.
+    fn callout_limits(
+        &self,
+        max_user_ttl: Option<&str>,
+        max_token_bytes: Option<usize>,
+    ) -> Result<(Duration, usize), ConfigError> {
+        let max_user_ttl = self.bounded_duration(
+            "callout.max_user_ttl",
+            max_user_ttl,
+            Duration::from_secs(3600),
+            Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600),
+            "must be between 1s and 30 days",
+        )?;
+        let max_token_bytes = max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+        if !(1024..=1024 * 1024).contains(&max_token_bytes) {
+            return Err(self.err(
+                "callout.max_token_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        Ok((max_user_ttl, max_token_bytes))
     }
 
     /// The callout account's public key in operator mode: as configured,

@@ -29,6 +29,22 @@ impl Binding {
         }
     }
 
+    /// A binding of `issuer` must pin one workload exactly, or say `broad`.
+    pub fn check_pinned(&self, issuer: &str) -> Result<(), String> {
+        if self.broad || self.pin(issuer).is_some() {
+            return Ok(());
+        }
+        Err(format!(
+            "pins no single workload: match one of {:?} exactly (no '*'{}), or say broad = true to admit every token these claims describe",
+            pinning_claims(issuer),
+            if is_github(issuer) {
+                "; a sub in the repo:<owner>/<name>:... form; job_workflow_ref is carried by every repository that calls the workflow"
+            } else {
+                ""
+            }
+        ))
+    }
+
     /// The exact pin that makes this binding safe without `broad`, if any,
     /// for a binding of `issuer`.
     pub fn pin(&self, issuer: &str) -> Option<&ClaimMatch> {

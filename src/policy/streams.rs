@@ -113,6 +113,24 @@ pub struct Consumer {
     pub consumer: String,
 }
 
+impl Consumer {
+    /// `stream/consumer`, each a name JetStream accepts.
+    pub fn parse(entry: &str) -> Result<Consumer, String> {
+        let (stream, consumer) = entry.split_once('/').ok_or_else(|| {
+            format!(
+                "{:?} is not stream/consumer (a durable consumer of a stream)",
+                crate::text::clip(entry)
+            )
+        })?;
+        check_stream_name("stream", stream)?;
+        check_stream_name("consumer", consumer)?;
+        Ok(Consumer {
+            stream: stream.to_string(),
+            consumer: consumer.to_string(),
+        })
+    }
+}
+
 /// `[roles.<name>.kv]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvGrant {
@@ -126,6 +144,23 @@ pub struct KvScope {
     pub bucket: String,
     /// A key pattern (`profiles.{{sub}}.>`), or `None` for the whole bucket.
     pub keys: Option<String>,
+}
+
+impl KvScope {
+    /// `bucket` or `bucket/<key pattern>`.
+    pub fn parse(entry: &str) -> Result<KvScope, String> {
+        let (bucket, keys) = match entry.split_once('/') {
+            Some((b, k)) => (b.to_string(), Some(k.to_string())),
+            None => (entry.to_string(), None),
+        };
+        check_bucket(&bucket)?;
+        if let Some(k) = &keys {
+            check_key_pattern(k)?;
+            // Placeholders follow the subject rules.
+            Entry::parse(&format!("$KV.{bucket}.{k}"))?;
+        }
+        Ok(KvScope { bucket, keys })
+    }
 }
 
 /// A compiled subject and the operation it is for.
