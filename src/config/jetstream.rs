@@ -48,80 +48,19 @@ impl Validator<'_> {
                 format!("{name:?} is the callout's own account: keep streams users reach out of it (the authorization requests and the grants bucket live there)"),
             ));
         }
-        let public_key = match (&callout.mode, raw.public_key) {
-            (callout::Mode::Server, Some(_)) => return Err(self.err(
+        let public_key = match &callout.mode {
+            callout::Mode::Server if raw.public_key.is_some() => return Err(self.err(
                 "jetstream.public_key",
                 "is for operator mode; in server mode nats-server knows the account by its name",
             )),
-            (callout::Mode::Server, None) => None,
-            (callout::Mode::Operator { accounts }, key) => {
-                let declared = accounts.get(&name).map(|a| a.public_key.clone());
-                let key = match (key, declared) {
-                    (Some(k), Some(d)) if k != d => {
-                        return Err(self.err(
-                            "jetstream.public_key",
-                            format!("is not the public key of callout.accounts.{name} ({d})"),
-                        ))
-                    }
-                    (Some(k), _) => k,
-                    (None, Some(d)) => d,
-                    (None, None) => {
-                        return Err(self.err(
-                            "jetstream.public_key",
-                            format!("required in operator mode: the public key of the account {name:?} (nsc describe account --name {name} --field sub)"),
-                        ))
-                    }
-                };
-                if !(key.starts_with('A') && nkeys::KeyPair::from_public_key(&key).is_ok()) {
-                    return Err(self.err(
-                        "jetstream.public_key",
-                        "must be the account's public key (A..., 56 characters); never put a seed here",
-                    ));
-                }
-                if key == callout.auth_account {
-                    return Err(self.err(
-                        "jetstream.public_key",
-                        "is the callout's own account: keep streams users reach out of it (the authorization requests and the grants bucket live there)",
-                    ));
-                }
-                if let Some((other, _)) = accounts
-                    .iter()
-                    .find(|(n, a)| a.public_key == key && **n != name)
-                {
-                    return Err(self.err(
-                        "jetstream.account",
-                        format!("the account with this public key is callout.accounts.{other}: use that name here"),
-                    ));
-                }
-                Some(key)
+            callout::Mode::Server => None,
+            callout::Mode::Operator { accounts } => {
+                Some(self.streams_account_key(&name, raw.public_key, accounts, callout)?)
             }
         };
-        let domain = raw
-            .domain
-            .map(|d| {
-                if d.is_empty()
-                    || !d
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    Err(self.err(
-                        "jetstream.domain",
-                        "must be nats-server's jetstream domain: letters, digits, '-' and '_'",
-                    ))
-                } else {
-                    Ok(d)
-                }
-            })
-            .transpose()?;
+        let domain = raw.domain.map(|d| self.domain(d)).transpose()?;
         for subject in &raw.stream_subjects {
-            check_permission_subject(subject)
-                .map_err(|r| self.err("jetstream.stream_subjects", r))?;
-            if let Some(routed) = ROUTED.iter().find(|r| overlaps(subject, r)) {
-                return Err(self.err(
-                    "jetstream.stream_subjects",
-                    format!("{subject:?} reaches {routed}, which the grants (or nats-server) route by themselves; list the subjects your streams store"),
-                ));
-            }
+            self.stream_subject(subject)?;
         }
         let id = public_key.clone().unwrap_or_else(|| name.clone());
         Ok(Some(JetStreamAccount {
@@ -132,6 +71,83 @@ impl Validator<'_> {
             same_account: raw.same_account.unwrap_or(false),
             stream_subjects: raw.stream_subjects,
         }))
+    }
+
+    /// Operator mode: the public key of the account holding the streams,
+    /// as written or as `callout.accounts` declares it.
+    fn streams_account_key(
+        &self,
+        name: &str,
+        written: Option<String>,
+        accounts: &std::collections::BTreeMap<String, callout::TargetAccount>,
+        callout: &CalloutConfig,
+    ) -> Result<String, ConfigError> {
+        let declared = accounts.get(name).map(|a| a.public_key.clone());
+        let key = match (written, declared) {
+            (Some(k), Some(d)) if k != d => {
+                return Err(self.err(
+                    "jetstream.public_key",
+                    format!("is not the public key of callout.accounts.{name} ({d})"),
+                ))
+            }
+            (Some(k), _) => k,
+            (None, Some(d)) => d,
+            (None, None) => {
+                return Err(self.err(
+                    "jetstream.public_key",
+                    format!("required in operator mode: the public key of the account {name:?} (nsc describe account --name {name} --field sub)"),
+                ))
+            }
+        };
+        if !(key.starts_with('A') && nkeys::KeyPair::from_public_key(&key).is_ok()) {
+            return Err(self.err(
+                "jetstream.public_key",
+                "must be the account's public key (A..., 56 characters); never put a seed here",
+            ));
+        }
+        if key == callout.auth_account {
+            return Err(self.err(
+                "jetstream.public_key",
+                "is the callout's own account: keep streams users reach out of it (the authorization requests and the grants bucket live there)",
+            ));
+        }
+        if let Some((other, _)) = accounts
+            .iter()
+            .find(|(n, a)| a.public_key == key && n.as_str() != name)
+        {
+            return Err(self.err(
+                "jetstream.account",
+                format!("the account with this public key is callout.accounts.{other}: use that name here"),
+            ));
+        }
+        Ok(key)
+    }
+
+    fn domain(&self, d: String) -> Result<String, ConfigError> {
+        if d.is_empty()
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.err(
+                "jetstream.domain",
+                "must be nats-server's jetstream domain: letters, digits, '-' and '_'",
+            ));
+        }
+        Ok(d)
+    }
+
+    /// A subject the streams store, which must not reach into what
+    /// nats-server or the grants route by.
+    fn stream_subject(&self, subject: &str) -> Result<(), ConfigError> {
+        check_permission_subject(subject).map_err(|r| self.err("jetstream.stream_subjects", r))?;
+        if let Some(routed) = ROUTED.iter().find(|r| overlaps(subject, r)) {
+            return Err(self.err(
+                "jetstream.stream_subjects",
+                format!("{subject:?} reaches {routed}, which the grants (or nats-server) route by themselves; list the subjects your streams store"),
+            ));
+        }
+        Ok(())
     }
 
     /// Users with JetStream/KV grants are never placed in the callout's

@@ -187,41 +187,26 @@ impl Live {
     /// may be back by then), but said once until the content or the error
     /// changes. Runs until dropped.
     pub async fn watch(self: Arc<Self>, poll: Duration) {
-        // What is running, not what the file holds now: an edit made since
-        // the config was read at start-up is a change to apply.
-        let mut applied = Some(self.config().digest);
-        let mut failing: Option<String> = None;
-        let mut hold = Hold::new();
-        let mut events = match Watcher::start(&self.path) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                let path = self.path.display();
-                if cfg!(target_os = "linux") {
-                    tracing::warn!(%path, "cannot watch the config file ({e}); polling it every {poll:?}, where a writer that pauses mid-write can have a valid prefix applied");
-                } else {
-                    tracing::info!(%path, "config file polled every {poll:?}");
-                }
-                None
-            }
+        let mut state = WatchState {
+            // What is running, not what the file holds now: an edit made
+            // since the config was read at start-up is a change to apply.
+            applied: Some(self.config().digest),
+            failing: None,
+            hold: Hold::new(),
+            events: self.start_watcher(poll),
         };
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        enum Wake {
-            Hangup,
-            Tick,
-            Events,
-            Quiet,
-        }
         loop {
-            if events.as_ref().is_some_and(Watcher::lost) {
+            if state.events.as_ref().is_some_and(Watcher::lost) {
                 tracing::warn!(
                     path = %self.path.display(),
                     "lost the watch on the config file's directory; polling it every {poll:?}"
                 );
-                events = None;
-                hold = Hold::new();
+                state.events = None;
+                state.hold = Hold::new();
             }
             #[cfg(unix)]
             let hangup = async {
@@ -234,13 +219,13 @@ impl Live {
             };
             #[cfg(not(unix))]
             let hangup = std::future::pending::<()>();
-            let (ready, quiet_until) = (hold.ready(), hold.quiet_until);
+            let (ready, quiet_until) = (state.hold.ready(), state.hold.quiet_until);
             let wake = tokio::select! {
                 _ = hangup => Wake::Hangup,
                 _ = tick.tick() => Wake::Tick,
                 _ = async {
-                    match events.as_mut() {
-                        Some(w) => w.next(&mut hold).await,
+                    match state.events.as_mut() {
+                        Some(w) => w.next(&mut state.hold).await,
                         None => std::future::pending().await,
                     }
                 } => Wake::Events,
@@ -249,66 +234,122 @@ impl Live {
             let result = match wake {
                 Wake::Hangup => {
                     tracing::info!("SIGHUP: reloading the config");
-                    failing = None;
+                    state.failing = None;
                     self.reload().await
                 }
                 Wake::Events => continue,
-                Wake::Tick | Wake::Quiet => {
-                    if matches!(wake, Wake::Quiet) {
-                        hold.looked();
-                    }
-                    if let Some(w) = events.as_mut() {
-                        w.drain(&mut hold);
-                    }
-                    let now = digest(&self.path);
-                    if hold.writing {
-                        if now != applied && !hold.said {
-                            tracing::info!(
-                                path = %self.path.display(),
-                                "config file changed but is still open for writing; applied once its writer closes it"
-                            );
-                            hold.said = true;
-                        }
-                        continue;
-                    }
-                    // Events still coming: the quiet wake-up follows.
-                    if hold.due || now == applied {
-                        if now == applied {
-                            failing = None;
-                        }
-                        continue;
-                    }
-                    if failing.is_none() {
-                        tracing::info!("config file changed: reloading");
-                    }
-                    let touches = hold.touches;
-                    let text = settled_content(&self.path).await;
-                    if let Some(w) = events.as_mut() {
-                        w.drain(&mut hold);
-                    }
-                    // A write before the first read would otherwise pass for
-                    // a settled file; the events it left decide what comes
-                    // next (its close, or a rename).
-                    if hold.touches != touches {
-                        tracing::debug!("config file written while it was read; read again when its writer is done");
-                        continue;
-                    }
-                    self.apply(text)
-                }
+                Wake::Tick | Wake::Quiet => match self.look(&mut state, wake).await {
+                    Some(result) => result,
+                    None => continue,
+                },
             };
-            match result {
-                Ok(read) => {
-                    applied = Some(read);
-                    failing = None;
+            state.record(result, poll);
+        }
+    }
+
+    /// The watch on the file's directory, or `None` where the file is
+    /// only polled.
+    fn start_watcher(&self, poll: Duration) -> Option<Watcher> {
+        match Watcher::start(&self.path) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let path = self.path.display();
+                if cfg!(target_os = "linux") {
+                    tracing::warn!(%path, "cannot watch the config file ({e}); polling it every {poll:?}, where a writer that pauses mid-write can have a valid prefix applied");
+                } else {
+                    tracing::info!(%path, "config file polled every {poll:?}");
                 }
-                Err(e) => {
-                    let said = e.to_string();
-                    if failing.as_ref() != Some(&said) {
-                        tracing::error!(
-                            "config reload failed; keeping the running config (tried again every {poll:?}): {said}"
-                        );
-                        failing = Some(said);
-                    }
+                None
+            }
+        }
+    }
+
+    /// A poll tick or the end of a burst of events: applies the file if it
+    /// changed and no writer holds it; `None` when there is nothing to do
+    /// yet.
+    async fn look(
+        &self,
+        state: &mut WatchState,
+        wake: Wake,
+    ) -> Option<Result<[u8; 32], ServiceError>> {
+        let hold = &mut state.hold;
+        if matches!(wake, Wake::Quiet) {
+            hold.looked();
+        }
+        if let Some(w) = state.events.as_mut() {
+            w.drain(hold);
+        }
+        let now = digest(&self.path);
+        if hold.writing {
+            if now != state.applied && !hold.said {
+                tracing::info!(
+                    path = %self.path.display(),
+                    "config file changed but is still open for writing; applied once its writer closes it"
+                );
+                hold.said = true;
+            }
+            return None;
+        }
+        // Events still coming: the quiet wake-up follows.
+        if hold.due || now == state.applied {
+            if now == state.applied {
+                state.failing = None;
+            }
+            return None;
+        }
+        if state.failing.is_none() {
+            tracing::info!("config file changed: reloading");
+        }
+        let touches = hold.touches;
+        let text = settled_content(&self.path).await;
+        if let Some(w) = state.events.as_mut() {
+            w.drain(&mut state.hold);
+        }
+        // A write before the first read would otherwise pass for a settled
+        // file; the events it left decide what comes next (its close, or a
+        // rename).
+        if state.hold.touches != touches {
+            tracing::debug!(
+                "config file written while it was read; read again when its writer is done"
+            );
+            return None;
+        }
+        Some(self.apply(text))
+    }
+}
+
+/// What woke the watch.
+enum Wake {
+    Hangup,
+    Tick,
+    Events,
+    Quiet,
+}
+
+/// What the watch knows between wake-ups.
+struct WatchState {
+    /// The digest of the text running now.
+    applied: Option<[u8; 32]>,
+    /// The error of the last failed reload, said once until it changes.
+    failing: Option<String>,
+    hold: Hold,
+    events: Option<Watcher>,
+}
+
+impl WatchState {
+    fn record(&mut self, result: Result<[u8; 32], ServiceError>, poll: Duration) {
+        match result {
+            Ok(read) => {
+                self.applied = Some(read);
+                self.failing = None;
+            }
+            Err(e) => {
+                let said = e.to_string();
+                if self.failing.as_ref() != Some(&said) {
+                    tracing::error!(
+                        "config reload failed; keeping the running config (tried again every {poll:?}): {said}"
+                    );
+                    self.failing = Some(said);
                 }
             }
         }
