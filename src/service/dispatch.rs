@@ -19,7 +19,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::callout::{Arrival, Verdict, XkeyMismatch};
+use crate::callout::{Arrival, Callout, Decision, Verdict, XkeyMismatch};
 use crate::metrics::{Metrics, XkeyLabels};
 use crate::nats::request::XKEY_HEADER;
 use crate::service::live::Live;
@@ -64,6 +64,78 @@ pub struct Dispatcher {
     taken: u64,
     /// Turned true at shutdown: every request still waiting stops waiting.
     stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// What deciding and answering one request needs: the callout running
+/// when it arrived, and where to record and publish.
+struct Answerer {
+    callout: Arc<Callout>,
+    metrics: Arc<Metrics>,
+    counters: Arc<EndpointCounters>,
+    readiness: Arc<Readiness>,
+    client: async_nats::Client,
+}
+
+impl Answerer {
+    /// Decides, records the outcome, and publishes the answer (unless the
+    /// request is dropped unanswered).
+    async fn answer(
+        self,
+        request: async_nats::Message,
+        reply: async_nats::Subject,
+        arrival: Arrival,
+    ) {
+        let started = Instant::now();
+        let xkey = request
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(XKEY_HEADER))
+            .map(|v| v.as_str());
+        // An atomic read: server_info() would clone the whole INFO for
+        // every request.
+        let max_payload = self.client.max_payload();
+        let decision = self
+            .callout
+            .decide(&request.payload, xkey, max_payload, arrival)
+            .await;
+        self.record(&decision, started);
+        if matches!(decision.verdict, Verdict::Dropped { .. }) {
+            self.counters.record(started.elapsed());
+            return;
+        }
+        // With nats-server gone the client's outbound queue fills and a
+        // publish would wait for the reconnect; an answer that late is
+        // useless anyway.
+        let published = tokio::time::timeout(
+            PUBLISH_WAIT,
+            self.client.publish(reply, decision.body.into()),
+        )
+        .await;
+        let failed = match published {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("not sent within {PUBLISH_WAIT:?}")),
+        };
+        if let Some(e) = failed {
+            tracing::error!(error = %e, "cannot publish the authorization response");
+            self.counters.record_error(e);
+        }
+        self.counters.record(started.elapsed());
+    }
+
+    /// The decision's metrics, and a report of an xkey mismatch.
+    fn record(&self, decision: &Decision, started: Instant) {
+        let metrics = &self.metrics;
+        metrics.record_decision(decision.verdict.outcome(), started.elapsed().as_secs_f64());
+        if let Verdict::Allowed { bindings, .. } = &decision.verdict {
+            for b in bindings {
+                metrics.record_binding(b);
+            }
+        }
+        if let Some(mismatch) = decision.xkey {
+            report_xkey(mismatch, &self.callout, metrics, &self.readiness);
+        }
+    }
 }
 
 impl Dispatcher {
@@ -177,53 +249,15 @@ impl Dispatcher {
             .acquire_owned()
             .await
             .expect("semaphore open");
-        let callout = self.live.callout();
-        let metrics = self.metrics.clone();
-        let counters = self.counters.clone();
-        let readiness = self.readiness.clone();
-        let client = self.client.clone();
-        // An atomic read: server_info() would clone the whole INFO for
-        // every request.
-        let max_payload = client.max_payload();
+        let answerer = Answerer {
+            callout: self.live.callout(),
+            metrics: self.metrics.clone(),
+            counters: self.counters.clone(),
+            readiness: self.readiness.clone(),
+            client: self.client.clone(),
+        };
         let work = async move {
-            let started = Instant::now();
-            let xkey = request
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(XKEY_HEADER))
-                .map(|v| v.as_str());
-            let decision = callout
-                .decide(&request.payload, xkey, max_payload, arrival)
-                .await;
-            metrics.record_decision(decision.verdict.outcome(), started.elapsed().as_secs_f64());
-            if let Verdict::Allowed { bindings, .. } = &decision.verdict {
-                for b in bindings {
-                    metrics.record_binding(b);
-                }
-            }
-            if let Some(mismatch) = decision.xkey {
-                report_xkey(mismatch, &callout, &metrics, &readiness);
-            }
-            if matches!(decision.verdict, Verdict::Dropped { .. }) {
-                counters.record(started.elapsed());
-                return;
-            }
-            // With nats-server gone the client's outbound queue fills and a
-            // publish would wait for the reconnect; an answer that late is
-            // useless anyway.
-            let published =
-                tokio::time::timeout(PUBLISH_WAIT, client.publish(reply, decision.body.into()))
-                    .await;
-            let failed = match published {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("not sent within {PUBLISH_WAIT:?}")),
-            };
-            if let Some(e) = failed {
-                tracing::error!(error = %e, "cannot publish the authorization response");
-                counters.record_error(e);
-            }
-            counters.record(started.elapsed());
+            answerer.answer(request, reply, arrival).await;
             drop(permit);
         };
         // A panic is a bug, but it must cost one request, not the service:
