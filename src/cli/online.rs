@@ -17,7 +17,7 @@ use crate::config::{Config, NatsAuth};
 use crate::nats::request::{self, RequestError, CALLOUT_SUBJECT, XKEY_HEADER};
 use crate::oidc::discovery::IssuerClient;
 use crate::oidc::jwks::KeySet;
-use crate::policy::layout::Kind;
+use crate::policy::layout::{Import, Kind};
 
 /// The user name of the probe connect (it shows in the service's and
 /// nats-server's logs as a refused connect).
@@ -110,44 +110,54 @@ async fn imports(report: &mut Report, config: &Config, system: Option<NatsAuth>)
                 continue;
             }
         };
-        if detail["jetstream_enabled"] == true {
-            report.error(format!(
-                "account {account} has JetStream of its own: its $JS.API answers race the import of {}'s (two answers to every request); switch it off there (jetstream: disabled, or nsc edit account --js-disable)",
-                layout.account
-            ));
+        compare_imports(report, account, &detail, wanted, &js_id, &layout.account);
+    }
+}
+
+/// One users' account's imports as nats-server has them (its ACCOUNTZ
+/// detail), against the ones its users' grants need from `js_id`.
+fn compare_imports(
+    report: &mut Report,
+    account: &str,
+    detail: &serde_json::Value,
+    wanted: &[Import],
+    js_id: &str,
+    js_name: &str,
+) {
+    if detail["jetstream_enabled"] == true {
+        report.error(format!(
+            "account {account} has JetStream of its own: its $JS.API answers race the import of {js_name}'s (two answers to every request); switch it off there (jetstream: disabled, or nsc edit account --js-disable)"
+        ));
+    }
+    let have: Vec<&serde_json::Value> = detail["imports"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut missing = Vec::new();
+    for import in wanted {
+        let kind = match import.kind {
+            Kind::Stream => "stream",
+            Kind::Service(_) => "service",
+        };
+        let found = have.iter().any(|h| {
+            h["type"] == kind
+                && h["account"] == js_id
+                && h["local_subject"] == import.subject.as_str()
+                && h["invalid"] != true
+        });
+        if !found {
+            missing.push(format!("{kind} {}", import.subject));
         }
-        let have: Vec<&serde_json::Value> = detail["imports"]
-            .as_array()
-            .map(|a| a.iter().collect())
-            .unwrap_or_default();
-        let mut missing = Vec::new();
-        for import in wanted {
-            let kind = match import.kind {
-                Kind::Stream => "stream",
-                Kind::Service(_) => "service",
-            };
-            let found = have.iter().any(|h| {
-                h["type"] == kind
-                    && h["account"] == js_id.as_str()
-                    && h["local_subject"] == import.subject.as_str()
-                    && h["invalid"] != true
-            });
-            if !found {
-                missing.push(format!("{kind} {}", import.subject));
-            }
-        }
-        if missing.is_empty() {
-            report.ok(format!(
-                "account {account} imports what its users' grants need from {}",
-                layout.account
-            ));
-        } else {
-            report.error(format!(
-                "account {account} lacks imports from {} that its users' grants need: {}; `nats-oidc-callout accounts` prints them",
-                layout.account,
-                missing.join(", ")
-            ));
-        }
+    }
+    if missing.is_empty() {
+        report.ok(format!(
+            "account {account} imports what its users' grants need from {js_name}"
+        ));
+    } else {
+        report.error(format!(
+            "account {account} lacks imports from {js_name} that its users' grants need: {}; `nats-oidc-callout accounts` prints them",
+            missing.join(", ")
+        ));
     }
 }
 
