@@ -13,15 +13,19 @@
 //! 4. [`config`]: TOML → the settings of the layers above, and the
 //!    callout they describe.
 //! 5. [`service`]: running it (NATS, dispatch, drain, reload, HTTP).
-//! 6. [`cli`] (the commands), [`dev`] (the local development stack) and
-//!    [`client`] (the client side: getting, caching and refreshing tokens
-//!    for `login`, `token` and programs; none of the layers above use it).
+//! 6. [`cli`] (the commands) and [`dev`] (the local development stack).
+//!
+//! The client side (getting, caching and refreshing tokens for `login`,
+//! `token`, `logout` and programs) is a crate of its own,
+//! `nats-oidc-client` (crates/nats-oidc-client), which `cli` uses. It
+//! depends on nothing here; the few helpers both sides need (text escaping,
+//! the inbox prefix, `.creds` reading, XDG directories) live there, and the
+//! layers here import them from it.
 
 pub mod authorize;
 mod backoff;
 pub mod callout;
 pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dev;

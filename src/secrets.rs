@@ -138,7 +138,7 @@ pub fn curve_key_file(path: &Path) -> Result<nkeys::XKey, SeedError> {
 }
 
 /// Writes a new file readable only by its owner; never replaces one.
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn create_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -3,17 +3,16 @@
 //! a message, and escaped, so that it cannot forge a log line or hide a
 //! verdict behind terminal escapes.
 
+/// `clip_to(s, max)`: at most `max` characters of `s`, with "..." when
+/// more were cut. `printable(s, max)`: the same, with control characters
+/// (newlines, escape sequences) and bidirectional overrides written as
+/// escapes (`\n`, `\u{1b}`). The client crate prints a provider's text by
+/// the same rules, so these two are its, imported here.
+pub use nats_oidc_client::text::{clip_to, printable};
+
 /// At most 64 characters of `s`, with "..." when more were cut.
 pub fn clip(s: &str) -> String {
     clip_to(s, 64)
-}
-
-/// At most `max` characters of `s`, with "..." when more were cut.
-pub fn clip_to(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        None => s.to_string(),
-        Some((cut, _)) => format!("{}...", &s[..cut]),
-    }
 }
 
 /// One line of at most `max` characters: control characters become spaces.
@@ -23,18 +22,6 @@ pub fn one_line(s: &str, max: usize) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     clip_to(&flat, max)
-}
-
-/// A value from a token or a request as a log line or a terminal may show
-/// it: at most `max` characters, with control characters (newlines, escape
-/// sequences) and bidirectional overrides written as escapes (`\n`,
-/// `\u{1b}`).
-pub fn printable(s: &str, max: usize) -> String {
-    let clipped = clip_to(s, max);
-    if !clipped.chars().any(needs_escape) {
-        return clipped;
-    }
-    escape_where(&clipped, needs_escape)
 }
 
 /// A name (user, host, server) for a log line: `printable`, 256 characters.
@@ -57,29 +44,10 @@ pub fn reason(s: &str) -> String {
 /// Several lines meant for a terminal (a JSON document `explain` prints):
 /// each line as `printable` escapes it, whatever its length.
 pub fn block(s: &str) -> String {
-    escape_where(s, |c| c != '\n' && needs_escape(c))
-}
-
-/// `s` with each character `escape` picks written as its escape.
-fn escape_where(s: &str, escape: impl Fn(char) -> bool) -> String {
-    s.chars()
-        .map(|c| {
-            if escape(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// Control characters, and every character Rust's `Debug` would not print
-/// as itself (format characters such as zero-width spaces and
-/// bidirectional overrides, line and paragraph separators, unassigned
-/// code points): what a terminal or a log viewer might render invisibly
-/// or use to reorder the text around it.
-fn needs_escape(c: char) -> bool {
-    !matches!(c, '"' | '\'' | '\\') && c.escape_debug().next() == Some('\\')
+    s.split('\n')
+        .map(|line| printable(line, usize::MAX))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A list for a message, at most ten items shown.

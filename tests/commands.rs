@@ -10,7 +10,7 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
     let token = stack
         .issuer
         .token("rita", AUDIENCE, &["reader", "guest"], 600);
-    let inbox = nats_oidc_callout::client::inbox::of_token(&token).unwrap();
+    let inbox = nats_oidc_client::inbox::of_token(&token).unwrap();
     let config = stack.service.config.clone();
     let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
         .await

@@ -132,7 +132,7 @@ async fn a_well_formed_request_is_answered_with_the_tokens_grants_only() {
     let user_jwt = claims["nats"]["jwt"].as_str().expect("a user JWT");
     let user = response_claims(user_jwt.as_bytes());
     assert_eq!(user["name"], json!("rita"));
-    let inbox = nats_oidc_callout::client::inbox::of_token(&token).unwrap();
+    let inbox = nats_oidc_client::inbox::of_token(&token).unwrap();
     assert_eq!(user["nats"]["pub"]["allow"], json!(null));
     assert_eq!(user["nats"]["pub"]["deny"], json!([">"]));
     assert_eq!(

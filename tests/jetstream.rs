@@ -579,7 +579,7 @@ async fn a_managed_stream_captures_any_subject_and_copies_any_stream() {
     admin_client.client.flush().await.unwrap();
     let inbox = format!(
         "{}.scratch",
-        nats_oidc_callout::client::inbox::of_token(&token).unwrap()
+        nats_oidc_client::inbox::of_token(&token).unwrap()
     );
     let mut delivered = ops.client.subscribe(inbox.clone()).await.unwrap();
     server_has_read(&ops.client).await;
@@ -1234,7 +1234,7 @@ async fn a_private_inbox_gets_its_answers_and_no_other_user_can_subscribe_to_it(
     server_has_read(&service.client).await;
 
     let ana_token = stack.token("ana", &["requester", "reader"]);
-    let ana_inbox = nats_oidc_callout::client::inbox::of_token(&ana_token).unwrap();
+    let ana_inbox = nats_oidc_client::inbox::of_token(&ana_token).unwrap();
     let ana = connect(&stack.url(), &ana_token).await.unwrap();
     let (mut bob, _) = js_client(&stack, "bob", &["requester"]).await;
     let mut eavesdrop = Vec::new();

@@ -7,7 +7,7 @@
 
 mod common;
 
-#[path = "../examples/token_client.rs"]
+#[path = "../crates/nats-oidc-client/examples/token_client.rs"]
 #[allow(dead_code)]
 mod token_client;
 
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::*;
-use nats_oidc_callout::client::TokenSource;
+use nats_oidc_client::TokenSource;
 
 const RESOURCE: &str = "urn:nats";
 
@@ -550,7 +550,7 @@ async fn a_device_login_gives_tokens_that_connect_through_the_callout() {
         .contains("valid until"));
     // The token user's private inbox ({{inbox}}), where the CLI reads it,
     // and from `token --inbox-prefix` for other clients.
-    let inbox = nats_oidc_callout::client::inbox::of_token(&access_token).unwrap();
+    let inbox = nats_oidc_client::inbox::of_token(&access_token).unwrap();
     assert_eq!(context["inbox_prefix"], inbox.as_str());
     let (status, printed, stderr) = token(&home, &["--inbox-prefix"]);
     assert_eq!((status, printed.trim()), (0, inbox.as_str()), "{stderr}");
@@ -838,17 +838,16 @@ async fn reconnected(events: &Mutex<Vec<String>>, within: Duration) -> bool {
 
 /// Client-credentials settings of the provider's machine client with 6 s
 /// tokens, as a program would resolve them (no scopes).
-fn machine_short_settings(provider: &Provider) -> nats_oidc_callout::client::Settings {
-    let mut settings =
-        nats_oidc_callout::client::Settings::resolve(nats_oidc_callout::client::SettingsInput {
-            issuer: Some(provider.issuer()),
-            client_id: Some("nats-machine-short".into()),
-            client_secret: Some("machine-secret".into()),
-            resource: Some(RESOURCE.into()),
-            config: Some(PathBuf::from("/dev/null")),
-            ..Default::default()
-        })
-        .unwrap();
+fn machine_short_settings(provider: &Provider) -> nats_oidc_client::Settings {
+    let mut settings = nats_oidc_client::Settings::resolve(nats_oidc_client::SettingsInput {
+        issuer: Some(provider.issuer()),
+        client_id: Some("nats-machine-short".into()),
+        client_secret: Some("machine-secret".into()),
+        resource: Some(RESOURCE.into()),
+        config: Some(PathBuf::from("/dev/null")),
+        ..Default::default()
+    })
+    .unwrap();
     settings.scopes.clear();
     settings
 }

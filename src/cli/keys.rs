@@ -41,7 +41,7 @@ pub fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<ExitCode, CliError> {
                     path.display()
                 )));
             }
-            secrets::write_private(path, &format!("{seed}\n"))
+            secrets::create_private(path, &format!("{seed}\n"))
                 .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
         }
     }
@@ -116,7 +116,7 @@ pub fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError> {
         unix_now(),
     );
     let text = creds::format(&jwt, &user.seed().expect("fresh key has a seed"));
-    secrets::write_private(out, &text)
+    secrets::create_private(out, &text)
         .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
     eprintln!(
         "sentinel for account {} written to {}\nclients: nats --creds {} --token \"$TOKEN\" ... (the nats CLI drops --creds beside --user/--password)",

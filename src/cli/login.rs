@@ -1,5 +1,5 @@
-//! `login` and `token`: the client side, for people and scripts (see
-//! `crate::client`).
+//! `login` and `token`: the client side, for people and scripts (see the
+//! `nats_oidc_client` crate).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::error::CliError;
-use crate::client::oauth::{BrowserOptions, DevicePrompt, Revocable};
-use crate::client::{
+use nats_oidc_client::oauth::{BrowserOptions, DevicePrompt, Revocable};
+use nats_oidc_client::{
     inbox, nats_context, CachedToken, ClientError, Grant, LoginKey, OidcClient, Settings,
     SettingsInput, TokenCache,
 };
@@ -163,7 +163,7 @@ pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
     cache.store(&token).map_err(cli_error)?;
     // Whose login this is, as the token says: a login finished by someone
     // else's browser shows here.
-    let holder = crate::client::oauth::holder_of(&token.access_token)
+    let holder = nats_oidc_client::oauth::holder_of(&token.access_token)
         .map(|h| format!(" as {h}"))
         .unwrap_or_default();
     eprintln!(
@@ -395,7 +395,7 @@ pub fn logout(args: LogoutArgs) -> Result<ExitCode, CliError> {
         }
     }
     if let Some(until) = last_valid {
-        if until > crate::client::now_secs() {
+        if until > crate::clock::unix_now() {
             eprintln!(
                 "An access token already handed out (to a nats context or a program) is accepted by NATS until it expires, at {}.",
                 timestamp(until)

@@ -260,9 +260,7 @@ fn default_tools_dir() -> PathBuf {
     if local.join("bin").join("nats-server").exists() {
         return local;
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+    let cache = nats_oidc_client::dirs::xdg_dir("XDG_CACHE_HOME", ".cache")
         .unwrap_or_else(std::env::temp_dir);
     cache.join("nats-oidc-callout")
 }

@@ -231,7 +231,7 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<(), String> {
-    secrets::write_private(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    secrets::create_private(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The same shape as infrastructure's nats.conf: accounts AUTH (the callout's
@@ -444,6 +444,6 @@ More tokens:
 Ctrl-C stops everything.
 "#,
         dir = dir.display(),
-        reader_inbox = crate::client::inbox::of_token(reader).unwrap_or_default(),
+        reader_inbox = nats_oidc_client::inbox::of_token(reader).unwrap_or_default(),
     )
 }

@@ -16,19 +16,9 @@ pub fn format(user_jwt: &str, user_seed: &str) -> String {
     )
 }
 
-/// The user JWT in a `.creds` file's text.
-pub fn user_jwt(text: &str) -> Option<&str> {
-    let mut lines = text.lines().map(str::trim);
-    lines.find(|l| l.starts_with("-----BEGIN NATS USER JWT"))?;
-    lines.next().filter(|l| l.starts_with("eyJ"))
-}
-
-/// The user's nkey seed in a `.creds` file's text.
-pub fn user_seed(text: &str) -> Option<&str> {
-    let mut lines = text.lines().map(str::trim);
-    lines.find(|l| l.starts_with("-----BEGIN USER NKEY SEED"))?;
-    lines.next().filter(|l| l.starts_with("SU"))
-}
+/// The user JWT and the nkey seed in a `.creds` file's text: the client
+/// crate's (programs read their sentinel's file with them).
+pub use nats_oidc_client::creds::{user_jwt, user_seed};
 
 /// The account a user JWT belongs to: its `issuer_account` when a signing
 /// key signed it, else its signer. Read without verifying anything.

@@ -14,24 +14,16 @@
 //! SHA-256(`<iss>` "\n" `<sub>`): the token's `iss` and `sub` claims as
 //! they are (for `[users.*]` identities: `config` and the user's name).
 //! It stays under `_INBOX.` so that the one stream export of `_INBOX.>`
-//! carries push deliveries from the account holding the streams. The
-//! client side computes the same value (`client::inbox`); both are pinned
-//! to the README's example.
-
-use sha2::{Digest, Sha256};
+//! carries push deliveries from the account holding the streams. Clients
+//! compute it from their token with the client crate's
+//! `nats_oidc_client::inbox`, whose `prefix` this is: one function for
+//! both sides, pinned to the README's example.
 
 /// The issuer part of a `[users.*]` identity's prefix.
 pub const CONFIG_ISSUER: &str = "config";
 
 /// The private inbox prefix of the user `sub` of the issuer `iss`.
-pub fn prefix(iss: &str, sub: &str) -> String {
-    let mut digest = Sha256::new();
-    digest.update(iss.as_bytes());
-    digest.update(b"\n");
-    digest.update(sub.as_bytes());
-    let hex = data_encoding::HEXLOWER.encode(&digest.finalize()[..16]);
-    format!("_INBOX.{hex}")
-}
+pub use nats_oidc_client::inbox::prefix;
 
 /// Whether a subject reaches some user's inbox: it overlaps `_INBOX.>`
 /// (private inboxes included, which are two tokens below it).

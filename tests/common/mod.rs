@@ -697,7 +697,7 @@ pub async fn connect(url: &str, token: &str) -> Result<TestClient, async_nats::C
 /// Replies come to the token's private inbox (`{{inbox}}`), as the
 /// README tells clients to set it.
 pub fn private_inbox(options: ConnectOptions, token: &str) -> ConnectOptions {
-    match nats_oidc_callout::client::inbox::of_token(token) {
+    match nats_oidc_client::inbox::of_token(token) {
         Ok(prefix) => options.custom_inbox_prefix(prefix),
         Err(_) => options,
     }

@@ -23,7 +23,7 @@ fn located(name: &str) -> Result<(PathBuf, PathBuf), ClientError> {
             "invalid nats context name {name:?}"
         )));
     }
-    let parent = super::xdg_dir("XDG_CONFIG_HOME", ".config").ok_or_else(|| {
+    let parent = super::dirs::xdg_dir("XDG_CONFIG_HOME", ".config").ok_or_else(|| {
         ClientError::Usage("no config directory: set HOME or XDG_CONFIG_HOME".into())
     })?;
     let file = parent
@@ -185,7 +185,7 @@ fn save(base: &Path, path: &Path, context: Object) -> Result<PathBuf, ClientErro
     let mut text = serde_json::to_vec_pretty(&serde_json::Value::Object(context))
         .map_err(|e| ClientError::failed(format!("cannot encode the context: {e}")))?;
     text.push(b'\n');
-    super::write_private(base, path, &text)?;
+    super::replace_private(base, path, &text)?;
     Ok(path.to_path_buf())
 }
 

@@ -11,15 +11,15 @@
 //! # a file another process keeps fresh: a Kubernetes projected
 //! # service-account token, or a sidecar running
 //! #   while sleep 30; do nats-oidc-callout token > t.new && mv t.new token; done
-//! cargo run --example token_client -- --url nats://127.0.0.1:4222 --token-file /var/run/secrets/nats/token
+//! cargo run -p nats-oidc-client --example token_client -- --url nats://127.0.0.1:4222 --token-file /var/run/secrets/nats/token
 //!
 //! # client credentials (machines): settings as for `nats-oidc-callout token`,
 //! # from NATS_OIDC_CALLOUT_ISSUER, _CLIENT_ID, _CLIENT_SECRET(_FILE), _RESOURCE,
 //! # _AUDIENCE, _SCOPES or the [client] table of the client config file
-//! cargo run --example token_client -- --url nats://127.0.0.1:4222 --client-credentials
+//! cargo run -p nats-oidc-client --example token_client -- --url nats://127.0.0.1:4222 --client-credentials
 //!
 //! # operator mode: the sentinel credentials too
-//! cargo run --example token_client -- --url nats://127.0.0.1:4222 --token-file token --creds sentinel.creds
+//! cargo run -p nats-oidc-client --example token_client -- --url nats://127.0.0.1:4222 --token-file token --creds sentinel.creds
 //! ```
 //!
 //! In operator mode every connect also presents the sentinel credentials
@@ -34,9 +34,8 @@ use std::time::Duration;
 
 use async_nats::{Auth, AuthError, ConnectOptions};
 use futures::StreamExt;
-use nats_oidc_callout::client::settings::NATS_USER;
-use nats_oidc_callout::client::{Settings, SettingsInput, TokenSource};
-use nats_oidc_callout::nats::creds;
+use nats_oidc_client::settings::NATS_USER;
+use nats_oidc_client::{creds, Settings, SettingsInput, TokenSource};
 
 /// Operator mode's sentinel: the user JWT and nkey of a `.creds` file.
 pub struct Sentinel {

@@ -13,11 +13,11 @@
 
 use std::path::{Path, PathBuf};
 
+use jsonwebtoken::get_current_timestamp;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::settings::Settings;
-use super::{now_secs, ClientError};
+use super::ClientError;
 
 /// Tokens whose expiry the provider did not state (no `expires_in`, no
 /// readable `exp`) are taken again for at most this long.
@@ -67,9 +67,7 @@ impl LoginKey {
     /// client id or scope makes a safe file name.
     fn file_name(&self) -> String {
         let canonical = serde_json::to_string(self).unwrap_or_default();
-        let digest = Sha256::digest(canonical.as_bytes());
-        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{name}.json")
+        format!("{}.json", super::short_digest(&[canonical.as_bytes()]))
     }
 
     /// What it is, for messages: "client C at I (grant, scopes ...)".
@@ -143,7 +141,7 @@ impl CachedToken {
 
     /// Whether it is still valid `secs` seconds from now (no cap).
     pub fn valid_for(&self, secs: u64) -> bool {
-        self.valid_until() > now_secs() + secs
+        self.valid_until() > get_current_timestamp() + secs
     }
 }
 
@@ -157,7 +155,7 @@ pub struct TokenCache {
 impl TokenCache {
     /// The default directory (see the module doc).
     pub fn open_default() -> Result<TokenCache, ClientError> {
-        let dir = super::xdg_dir("XDG_CACHE_HOME", ".cache").ok_or_else(|| {
+        let dir = super::dirs::xdg_dir("XDG_CACHE_HOME", ".cache").ok_or_else(|| {
             ClientError::Usage("no cache directory: set HOME or XDG_CACHE_HOME".into())
         })?;
         Ok(TokenCache {
@@ -202,7 +200,7 @@ impl TokenCache {
         let path = self.path(&token.key);
         let text = serde_json::to_vec_pretty(token)
             .map_err(|e| ClientError::failed(format!("cannot encode the token cache: {e}")))?;
-        super::write_private(&self.base, &path, &text)?;
+        super::replace_private(&self.base, &path, &text)?;
         Ok(path)
     }
 
@@ -358,8 +356,8 @@ mod tests {
             key: key("cli", Grant::Login),
             access_token: "at".into(),
             token_type: "Bearer".into(),
-            obtained_at: now_secs(),
-            expires_at: expires_in.map(|s| now_secs() + s),
+            obtained_at: get_current_timestamp(),
+            expires_at: expires_in.map(|s| get_current_timestamp() + s),
             refresh_token: Some("rt".into()),
             scope: None,
         }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use jsonwebtoken::get_current_timestamp;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
     CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType, CoreJsonWebKey,
@@ -19,11 +20,12 @@ use openidconnect::{
     RevocationUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cache::{CachedToken, Grant, LoginKey};
+use super::loopback::{self, Start};
 use super::settings::Settings;
-use super::{now_secs, one_line, ClientError};
+use super::text::{escaped_line, printable};
+use super::ClientError;
 
 /// Discovery with the endpoints OpenID Connect Discovery leaves out (RFC
 /// 8628's and RFC 7009's, from RFC 8414 metadata).
@@ -273,17 +275,16 @@ impl OidcClient {
         // The browser is sent to a one-time local address that redirects to
         // the provider: the URL with the state and PKCE challenge never
         // shows in the opener's argv, which every local user can read.
-        let start = Start {
-            path: format!("/start/{}", CsrfToken::new_random().secret()),
-            target: url.to_string(),
-            used: std::sync::atomic::AtomicBool::new(false),
-        };
+        let start = Start::new(
+            format!("/start/{}", CsrfToken::new_random().secret()),
+            url.to_string(),
+        );
         if options.open {
             open_browser(&format!("http://127.0.0.1:{port}{}", start.path));
         }
         let answer = tokio::time::timeout(
             options.timeout,
-            wait_for_redirect(&listener, state.secret(), std::sync::Arc::new(start)),
+            loopback::wait_for_redirect(&listener, state.secret(), std::sync::Arc::new(start)),
         )
         .await
         .map_err(|_| {
@@ -297,7 +298,7 @@ impl OidcClient {
             if iss.trim_end_matches('/') != self.settings.issuer.trim_end_matches('/') {
                 return Err(ClientError::failed(format!(
                     "the redirect came from issuer {:?}, not {}",
-                    one_line(iss),
+                    escaped_line(iss),
                     self.settings.issuer
                 )));
             }
@@ -306,10 +307,10 @@ impl OidcClient {
             (_, Some(error)) => {
                 return Err(ClientError::failed(format!(
                     "the login was refused by the provider: {}{}",
-                    one_line(&error),
+                    escaped_line(&error),
                     answer
                         .error_description
-                        .map(|d| format!(" ({})", one_line(&d)))
+                        .map(|d| format!(" ({})", escaped_line(&d)))
                         .unwrap_or_default()
                 )))
             }
@@ -387,7 +388,7 @@ impl OidcClient {
             ClientError::failed(format!(
                 "{} names the revocation endpoint {}: {reason}",
                 self.settings.issuer,
-                one_line(url.as_str())
+                escaped_line(url.as_str())
             ))
         })?;
         let (value, hint) = match token {
@@ -432,13 +433,13 @@ impl OidcClient {
         let code = body["error"].as_str().unwrap_or("no error code");
         let description = body["error_description"]
             .as_str()
-            .map(|d| format!(" ({})", one_line(d)))
+            .map(|d| format!(" ({})", escaped_line(d)))
             .unwrap_or_default();
         Err(ClientError::failed(format!(
             "{} refused the revocation: HTTP {}, {}{description}",
             self.settings.issuer,
             status.as_u16(),
-            crate::text::printable(code, 64)
+            printable(code, 64)
         )))
     }
 
@@ -450,7 +451,7 @@ impl OidcClient {
         grant: Grant,
         old_refresh: Option<&str>,
     ) -> Result<CachedToken, ClientError> {
-        let obtained_at = now_secs();
+        let obtained_at = get_current_timestamp();
         let access_token = response.access_token().secret().to_string();
         // `token` prints it and contexts store it: only what a bearer token
         // may hold (RFC 6750 b64token), so a provider cannot hide terminal
@@ -510,7 +511,7 @@ impl OidcClient {
                     .to_string();
                 let description = value["error_description"]
                     .as_str()
-                    .map(|d| format!(" ({})", one_line(d)))
+                    .map(|d| format!(" ({})", escaped_line(d)))
                     .unwrap_or_default();
                 let hint = match code.as_str() {
                     "invalid_client" | "unauthorized_client" => format!(
@@ -539,7 +540,7 @@ impl OidcClient {
                 ClientError::failed(format!(
                     "{} refused {what}: {}{description}{hint}",
                     self.settings.issuer,
-                    crate::text::printable(&code, 64)
+                    printable(&code, 64)
                 ))
             }
             RequestTokenError::Request(e) => ClientError::failed(format!(
@@ -550,10 +551,10 @@ impl OidcClient {
             RequestTokenError::Parse(e, _) => ClientError::failed(format!(
                 "{what} failed: {} answered something that is not a token response ({})",
                 self.settings.issuer,
-                one_line(&e.to_string())
+                escaped_line(&e.to_string())
             )),
             RequestTokenError::Other(text) => {
-                ClientError::failed(format!("{what} failed: {}", one_line(&text)))
+                ClientError::failed(format!("{what} failed: {}", escaped_line(&text)))
             }
         }
     }
@@ -581,33 +582,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    one_line(&text)
-}
-
-/// The claims of a JWT, read without verifying anything.
-fn jwt_claims(token: &str) -> Option<serde_json::Value> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    escaped_line(&text)
 }
 
 /// The `exp` of a JWT access token, read without verifying it (only to
 /// know when to refresh, when the provider sent no `expires_in`).
 fn jwt_exp(token: &str) -> Option<u64> {
-    jwt_claims(token)?.get("exp")?.as_u64()
+    super::claims::unverified(token).ok()?.get("exp")?.as_u64()
 }
 
 /// Who an access token names (its `preferred_username`, else `sub`), read
 /// without verifying it: for the person to see whose login they got.
 /// Escaped (it is the provider's text).
 pub fn holder_of(token: &str) -> Option<String> {
-    let claims = jwt_claims(token)?;
+    let claims = super::claims::unverified(token).ok()?;
     ["preferred_username", "sub"]
         .iter()
-        .find_map(|c| claims.get(*c)?.as_str().map(one_line))
+        .find_map(|c| claims.get(*c)?.as_str().map(escaped_line))
 }
 
 /// Hands the URL to the desktop's opener, if there is one; the URL was
@@ -624,161 +615,6 @@ fn open_browser(url: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-}
-
-/// The one-time local address the opened browser starts at.
-struct Start {
-    path: String,
-    target: String,
-    used: std::sync::atomic::AtomicBool,
-}
-
-/// The query of the redirect back to the loopback listener.
-struct Redirect {
-    code: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-    iss: Option<String>,
-}
-
-/// How many connections to the loopback listener are served at once; a
-/// new one beyond that closes the oldest, so a connection never waits for
-/// another.
-const MAX_OPEN_CONNECTIONS: usize = 32;
-
-/// How long a connection to the loopback listener has to send its request
-/// head (a browser sends it at once).
-const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Answers requests on the loopback listener until one to /callback
-/// carries `state`; others (a favicon, a stale tab) get a 404 or a 400.
-/// Connections are served concurrently, each within `REQUEST_DEADLINE`,
-/// at most `MAX_OPEN_CONNECTIONS` at a time: a connection that says
-/// nothing delays no other.
-async fn wait_for_redirect(
-    listener: &tokio::net::TcpListener,
-    state: &str,
-    start: std::sync::Arc<Start>,
-) -> Result<Redirect, ClientError> {
-    let (found, mut answers) = tokio::sync::mpsc::channel::<Redirect>(1);
-    let mut open = tokio::task::JoinSet::new();
-    let mut order = std::collections::VecDeque::new();
-    loop {
-        tokio::select! {
-            Some(redirect) = answers.recv() => return Ok(redirect),
-            accepted = listener.accept() => {
-                let (socket, _) = accepted
-                    .map_err(|e| ClientError::failed(format!("loopback listener: {e}")))?;
-                while open.try_join_next().is_some() {}
-                order.retain(|t: &tokio::task::AbortHandle| !t.is_finished());
-                if order.len() >= MAX_OPEN_CONNECTIONS {
-                    if let Some(oldest) = order.pop_front() {
-                        oldest.abort();
-                    }
-                }
-                let found = found.clone();
-                let state = state.to_string();
-                let start = start.clone();
-                order.push_back(open.spawn(async move {
-                    if let Some(redirect) = serve_redirect(socket, &state, &start).await {
-                        let _ = found.send(redirect).await;
-                    }
-                }));
-                // Each connection is read at least once before the next is
-                // accepted: a backlog of connections cannot evict a
-                // redirect that has not been looked at.
-                tokio::task::yield_now().await;
-            }
-        }
-    }
-}
-
-/// Reads one request and answers it; the login's redirect when it is one.
-async fn serve_redirect(
-    mut socket: tokio::net::TcpStream,
-    state: &str,
-    start: &Start,
-) -> Option<Redirect> {
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 2048];
-    let read = tokio::time::timeout(REQUEST_DEADLINE, async {
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    if read.is_err() {
-        return None;
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let target = head
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("GET "))
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or("");
-    let Ok(url) = url::Url::parse(&format!("http://127.0.0.1{target}")) else {
-        respond(&mut socket, "400 Bad Request", "Not a login redirect.").await;
-        return None;
-    };
-    if url.path() == start.path && !start.used.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        redirect_to(&mut socket, &start.target).await;
-        return None;
-    }
-    if url.path() != "/callback" {
-        respond(&mut socket, "404 Not Found", "Not found.").await;
-        return None;
-    }
-    let param = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    if param("state").as_deref() != Some(state) {
-        respond(
-            &mut socket,
-            "400 Bad Request",
-            "This answer belongs to another login attempt; it was ignored.",
-        )
-        .await;
-        return None;
-    }
-    let redirect = Redirect {
-        code: param("code"),
-        error: param("error"),
-        error_description: param("error_description"),
-        iss: param("iss"),
-    };
-    let text = if redirect.error.is_some() {
-        "The login was not completed. You can close this window."
-    } else {
-        "Logged in to NATS. You can close this window."
-    };
-    respond(&mut socket, "200 OK", text).await;
-    Some(redirect)
-}
-
-async fn redirect_to(socket: &mut tokio::net::TcpStream, location: &str) {
-    let response = format!(
-        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
-    );
-    let _ = socket.write_all(response.as_bytes()).await;
-    let _ = socket.shutdown().await;
-}
-
-async fn respond(socket: &mut tokio::net::TcpStream, status: &str, text: &str) {
-    let body = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nats-oidc-callout</title></head><body><p>{text}</p></body></html>"
-    );
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = socket.write_all(response.as_bytes()).await;
-    let _ = socket.shutdown().await;
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ struct FileRoot {
 /// `$XDG_CONFIG_HOME/nats-oidc-callout/client.toml`, else
 /// `~/.config/nats-oidc-callout/client.toml`.
 pub fn default_config_path() -> Option<PathBuf> {
-    super::xdg_dir("XDG_CONFIG_HOME", ".config")
+    super::dirs::xdg_dir("XDG_CONFIG_HOME", ".config")
         .map(|d| d.join("nats-oidc-callout").join("client.toml"))
 }
 
@@ -199,7 +199,7 @@ fn read_file(path: &Path) -> Result<FileClient, ClientError> {
         ClientError::Usage(format!(
             "{}: {}",
             path.display(),
-            super::one_line(e.message())
+            super::text::escaped_line(e.message())
         ))
     })?;
     Ok(root.client)
