@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use nats_oidc_callout::callout::{Arrival, Callout, Verdict};
-use nats_oidc_callout::clock::{unix_now, Deadline};
 use nats_oidc_callout::config::Config;
-use nats_oidc_callout::dev::issuer::DevIssuer;
 use nats_oidc_callout::dev::server_sim::ServerSim;
-use nats_oidc_callout::metrics::Metrics;
-use nats_oidc_callout::nats::request::{self, RequestBody};
+use nats_oidc_callout::dev::DevIssuer;
+use nats_oidc_callout::nats::{decode_request, RequestBody};
+use nats_oidc_callout::Metrics;
+use nats_oidc_callout::{unix_now, Deadline};
+use nats_oidc_callout::{Arrival, Callout, Verdict};
 
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -179,7 +179,7 @@ fn main() {
     }
 
     let verified =
-        request::decode(&plain, None, None, &s.server.callout_issuer, now as i64).unwrap();
+        decode_request(&plain, None, None, &s.server.callout_issuer, now as i64).unwrap();
     let body = &verified.claims.nats;
     assert!(
         s.authorize(body),
@@ -194,14 +194,12 @@ fn main() {
     let req_sig =
         base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, req_sig).unwrap();
     // Signed as the service signs (nats::signing_key: aws-lc's Ed25519).
-    let account =
-        nats_oidc_callout::nats::signing_key::SigningKey::new(nkeys::KeyPair::new_account())
-            .unwrap();
+    let account = nats_oidc_callout::nats::SigningKey::new(nkeys::KeyPair::new_account()).unwrap();
     let user_jwt_like = vec![b'x'; 700];
     let response_like = vec![b'y'; 1200];
     // With the agreement per server key done once (nats::xkey), opening and
     // sealing are one XSalsa20-Poly1305 pass each: those are the primitives.
-    let ours = nats_oidc_callout::nats::xkey::OurXkey::new(s.callout_xkey.clone()).unwrap();
+    let ours = nats_oidc_callout::nats::OurXkey::new(s.callout_xkey.clone()).unwrap();
     let from_server = ours.server(&s.server.xkey.public_key()).unwrap();
     let other_xkey = ours.server(&nkeys::XKey::new().public_key()).unwrap();
     let sealed_response = ours.seal(&other_xkey, &response_like);

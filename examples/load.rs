@@ -36,9 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use nats_oidc_callout::clock::unix_now;
-use nats_oidc_callout::dev::issuer::DevIssuer;
 use nats_oidc_callout::dev::server_sim::{Answer, ServerSim};
+use nats_oidc_callout::dev::DevIssuer;
+use nats_oidc_callout::unix_now;
 
 #[derive(Parser)]
 struct Cli {
@@ -191,7 +191,7 @@ fn free_port() -> u16 {
 }
 
 fn start_nats(callout: Option<(&str, Option<&str>)>) -> NatsServer {
-    let bin = nats_oidc_callout::dev::nats_server::locate_or_install(
+    let bin = nats_oidc_callout::dev::locate_or_install(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
     )
     .unwrap_or_else(|e| panic!("no nats-server: {e}"));
@@ -392,20 +392,18 @@ struct Checks {
 
 async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>, checks: Checks) {
     use futures::StreamExt;
-    use nats_oidc_callout::nats::response::{self, Answer, Signer};
-    use nats_oidc_callout::nats::user_jwt::{
-        self, ConnectionLimits, Permission, Placement, UserGrant, UserLimits,
+    use nats_oidc_callout::nats::{
+        build_response, issue_user_jwt, Answer, ConnectionLimits, Permission, Placement, Signer,
+        UserGrant, UserLimits,
     };
-    let issuer = nats_oidc_callout::nats::signing_key::SigningKey::new(
+    let issuer = nats_oidc_callout::nats::SigningKey::new(
         nkeys::KeyPair::from_seed(seed).expect("an account seed"),
     )
     .expect("a key pair with its seed");
     let issuer_public = issuer.public_key().to_string();
     let ours = xkey_seed.map(|s| {
-        nats_oidc_callout::nats::xkey::OurXkey::new(
-            nkeys::XKey::from_seed(s).expect("an xkey seed"),
-        )
-        .expect("an xkey with its seed")
+        nats_oidc_callout::nats::OurXkey::new(nkeys::XKey::from_seed(s).expect("an xkey seed"))
+            .expect("an xkey with its seed")
     });
     let client = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
         .connect(format!("nats://127.0.0.1:{nats_port}"))
@@ -429,8 +427,7 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>, che
             .as_ref()
             .and_then(|h| h.get("Nats-Server-Xkey"))
             .map(|v| v.as_str());
-        let Ok(opened) =
-            nats_oidc_callout::nats::request::open(&msg.payload, header, ours.as_ref())
+        let Ok(opened) = nats_oidc_callout::nats::open_request(&msg.payload, header, ours.as_ref())
         else {
             continue;
         };
@@ -464,7 +461,7 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>, che
         } else {
             opened.addressee_unverified()
         };
-        let user = user_jwt::issue(
+        let user = issue_user_jwt(
             &UserGrant {
                 user_nkey: &to.user_nkey,
                 name: "null",
@@ -480,7 +477,7 @@ async fn null_responder(nats_port: u16, seed: &str, xkey_seed: Option<&str>, che
             now,
         );
         let seal = ours.as_ref().zip(server_xkey.as_ref());
-        let body = response::build(
+        let body = build_response(
             &to,
             Answer::Allow { user_jwt: &user },
             &Signer {

@@ -32,7 +32,7 @@ use crate::refusal::{Refusal, RefusalCode};
 use crate::text::summarize;
 
 /// The trusted issuers, each with how its claims are read.
-pub type TrustedIssuers = Issuers<ClaimMapping>;
+pub(crate) type TrustedIssuers = Issuers<ClaimMapping>;
 
 /// Settings of the decision beyond issuers, roles and users.
 #[derive(Clone, Debug, PartialEq, Eq)]

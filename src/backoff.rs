@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 /// Waits that double from `first` up to `max`, back to `first` on `reset`.
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Self {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
         Backoff {
             first,
             max,
@@ -19,13 +19,13 @@ impl Backoff {
     }
 
     /// The wait before the next attempt.
-    pub fn next_wait(&mut self) -> Duration {
+    pub(crate) fn next_wait(&mut self) -> Duration {
         let wait = self.next;
         self.next = (self.next * 2).min(self.max);
         wait
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.first;
     }
 }

@@ -142,7 +142,7 @@ pub enum XkeyMismatch {
     SealedWithoutXkey,
     /// A sealed request `callout.xkey_seed` cannot open: every client
     /// refused.
-    WrongXkey,
+    SealedToAnotherKey,
     /// An unsealed request although `callout.xkey_seed` is set: answered,
     /// but the tokens crossed NATS in clear. A nats-server in FIPS mode
     /// never seals, whatever its config says.
@@ -152,7 +152,7 @@ pub enum XkeyMismatch {
 impl XkeyMismatch {
     pub const ALL: [XkeyMismatch; 3] = [
         XkeyMismatch::SealedWithoutXkey,
-        XkeyMismatch::WrongXkey,
+        XkeyMismatch::SealedToAnotherKey,
         XkeyMismatch::UnsealedWithXkey,
     ];
 
@@ -161,7 +161,7 @@ impl XkeyMismatch {
     pub fn as_str(self) -> &'static str {
         match self {
             XkeyMismatch::SealedWithoutXkey => "sealed_without_xkey",
-            XkeyMismatch::WrongXkey => "wrong_xkey",
+            XkeyMismatch::SealedToAnotherKey => "wrong_xkey",
             XkeyMismatch::UnsealedWithXkey => "unsealed_with_xkey",
         }
     }
@@ -185,7 +185,7 @@ impl XkeyMismatch {
                  to the curve seed (SX...) whose public key is {server_key} (`nats-oidc-callout pubkey <file>` prints it), \
                  or remove the xkey from nats-server"
             ),
-            XkeyMismatch::WrongXkey => format!(
+            XkeyMismatch::SealedToAnotherKey => format!(
                 "nats-server seals its authorization requests to an xkey that callout.xkey_seed does not open: every \
                  client is refused, and nats-server logs \"no reason supplied\". Fix: make {server_key} the public key \
                  of callout.xkey_seed (`nats-oidc-callout pubkey <seed file>` prints it)"
@@ -335,7 +335,7 @@ impl Callout {
         };
         let xkey = match failure.error {
             RequestError::SealedWithoutXkey => Some(XkeyMismatch::SealedWithoutXkey),
-            RequestError::Unseal => Some(XkeyMismatch::WrongXkey),
+            RequestError::Unseal => Some(XkeyMismatch::SealedToAnotherKey),
             _ => None,
         };
         Decision {

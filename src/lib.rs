@@ -3,17 +3,18 @@
 //!
 //! Layers, each importing only the ones above it in this list:
 //!
-//! 0. `text`, [`clock`], `backoff`, `secrets`, [`refusal`], [`metrics`],
-//!    and [`nats`] (the wire formats of the callout protocol).
-//! 1. [`policy`] (claims → roles → permissions, no network or file I/O) and [`oidc`]
-//!    (bearer token → verified claims: discovery, keys, signature, rules).
-//! 2. [`authorize`]: a verified request → an admission or a refusal.
-//! 3. [`callout`]: request bytes → decode → `authorize` → user JWT →
+//! 0. `text`, `clock`, `backoff`, `secrets`, `refusal`, `metrics`, and
+//!    [`nats`] (the wire formats of the callout protocol).
+//! 1. [`policy`] (claims → roles → permissions, no network I/O) and
+//!    [`oidc`] (bearer token → verified claims: discovery, keys,
+//!    signature, rules).
+//! 2. `authorize`: a verified request → an admission or a refusal.
+//! 3. `callout`: request bytes → decode → `authorize` → user JWT →
 //!    response bytes, logged.
 //! 4. [`config`]: TOML → the settings of the layers above, and the
 //!    callout they describe.
-//! 5. [`service`]: running it (NATS, dispatch, drain, reload, HTTP).
-//! 6. [`cli`] (the commands) and [`dev`] (the local development stack).
+//! 5. `service`: running it (NATS, dispatch, drain, reload, HTTP).
+//! 6. `cli` (the commands) and [`dev`] (the local development stack).
 //!
 //! The client side (getting, caching and refreshing tokens for `login`,
 //! `token`, `logout` and programs) is a crate of its own,
@@ -21,19 +22,47 @@
 //! depends on nothing here; the few helpers both sides need (text escaping,
 //! the inbox prefix, `.creds` reading, XDG directories) live there, and the
 //! layers here import them from it.
+//!
+//! Modules are private to the crate; what other code may use is declared
+//! below (`pub use`) and in the facades of [`nats`], [`oidc`], [`policy`]
+//! and [`dev`], each a short list in its `mod.rs`. Inside the crate,
+//! `pub(crate)` is the default.
 
-pub mod authorize;
+#![warn(unreachable_pub)]
+
+mod authorize;
 mod backoff;
-pub mod callout;
-pub mod cli;
-pub mod clock;
+mod callout;
+mod cli;
+mod clock;
 pub mod config;
 pub mod dev;
-pub mod metrics;
+mod metrics;
 pub mod nats;
 pub mod oidc;
 pub mod policy;
-pub mod refusal;
+mod refusal;
 mod secrets;
-pub mod service;
+mod service;
 mod text;
+
+// The API: what the binary, the tests, the benchmarks, the fuzzers, the
+// examples and the test-support crate use. Everything else is the crate's
+// own; `unreachable_pub` says when an item claims more.
+
+/// The binary: parse the command line, set up logging, run a command.
+pub use cli::{init_logging, run, Cli};
+
+/// The decision in-process: a config builds a `Callout`, which decides an
+/// authorization request's bytes (or, without the wire, `explain`'s
+/// `Admission`).
+pub use authorize::Admission;
+pub use callout::{Arrival, Callout, Decision, Verdict};
+pub use clock::{unix_now, Deadline};
+pub use metrics::Metrics;
+pub use refusal::{Refusal, RefusalCode};
+
+/// `check`'s lints: what it warns about in a valid config.
+pub mod check {
+    pub use crate::cli::check::{warnings, Lint, LINTS};
+}

@@ -1,8 +1,8 @@
 use clap::Parser;
-use nats_oidc_callout::cli::{self, Cli};
+use nats_oidc_callout::{init_logging, run, Cli};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(cli.log_format);
-    cli::run(cli)
+    init_logging(cli.log_format);
+    run(cli)
 }

@@ -52,7 +52,7 @@ pub struct XkeyLabels {
 /// The `kind` label values of `xkey_mismatches_total`: a sealed request
 /// with no `callout.xkey_seed`, a sealed request the seed cannot open, an
 /// unsealed request although the seed is set.
-pub const XKEY_MISMATCH_KINDS: [&str; 3] =
+pub(crate) const XKEY_MISMATCH_KINDS: [&str; 3] =
     ["sealed_without_xkey", "wrong_xkey", "unsealed_with_xkey"];
 
 /// What became of one authorization request.
@@ -224,15 +224,15 @@ impl Metrics {
 }
 
 /// The content type of [`Metrics::render`].
-pub const OPENMETRICS_CONTENT_TYPE: &str =
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The content type of [`Metrics::render_prometheus`].
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Whether a request's `Accept` header prefers OpenMetrics over the
 /// Prometheus text format (as Prometheus itself asks); anything else,
 /// no header included, gets the Prometheus text format.
-pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+pub(crate) fn wants_openmetrics(accept: Option<&str>) -> bool {
     let Some(accept) = accept else { return false };
     let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
     for range in accept.split(',') {

@@ -4,14 +4,14 @@
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SeedKind {
+pub(crate) enum SeedKind {
     Account,
     Curve,
     User,
 }
 
 impl SeedKind {
-    pub fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             SeedKind::Account => "SA",
             SeedKind::Curve => "SX",
@@ -19,7 +19,7 @@ impl SeedKind {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SeedKind::Account => "an account seed",
             SeedKind::Curve => "a curve (xkey) seed",
@@ -31,7 +31,7 @@ impl SeedKind {
 /// A path for messages. A seed pasted where a file path belongs would be
 /// echoed by "No such file" errors, so a path with a seed-shaped component
 /// is never shown.
-pub fn shown(path: &Path) -> String {
+pub(crate) fn shown(path: &Path) -> String {
     if has_seed_shape(&path.to_string_lossy()) {
         "(a value shaped like an nkey seed where a file path belongs; put the seed in a file and name the file here)".into()
     } else {
@@ -44,7 +44,7 @@ pub fn shown(path: &Path) -> String {
 /// the ones error messages show: everything from the scheme to the last
 /// `@` goes (a password may hold `/`, `?` or `#` unencoded), and each
 /// comma-separated part is redacted on its own.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     if url.contains(',') {
         return url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
     }
@@ -60,14 +60,14 @@ pub fn redact_url(url: &str) -> String {
 
 /// Whether `text` holds a word shaped like an nkey seed (`S` and 49 or
 /// more characters of the base32 alphabet): such text is never echoed.
-pub fn has_seed_shape(text: &str) -> bool {
+pub(crate) fn has_seed_shape(text: &str) -> bool {
     text.split(|c: char| !(c.is_ascii_uppercase() || ('2'..='7').contains(&c)))
         .any(|w| w.len() >= 50 && w.starts_with('S'))
 }
 
 /// Why a seed cannot be used. The message never contains the seed.
 #[derive(Debug, thiserror::Error)]
-pub enum SeedError {
+pub(crate) enum SeedError {
     #[error("{file}: {reason}")]
     Unreadable { file: String, reason: String },
     #[error("{file}: no nkey seed found (expected {}, starting with {})", .kind.name(), .kind.prefix())]
@@ -112,7 +112,7 @@ fn in_file(path: &Path) -> impl FnOnce(SeedError) -> SeedError + '_ {
 }
 
 /// An account (`SA...`) or user (`SU...`) key pair from its seed.
-pub fn key_pair(seed: &str, kind: SeedKind) -> Result<nkeys::KeyPair, SeedError> {
+pub(crate) fn key_pair(seed: &str, kind: SeedKind) -> Result<nkeys::KeyPair, SeedError> {
     if kind == SeedKind::Curve || !seed.starts_with(kind.prefix()) {
         return Err(SeedError::WrongKind(kind));
     }
@@ -120,7 +120,7 @@ pub fn key_pair(seed: &str, kind: SeedKind) -> Result<nkeys::KeyPair, SeedError>
 }
 
 /// A curve (xkey, `SX...`) key from its seed.
-pub fn curve_key(seed: &str) -> Result<nkeys::XKey, SeedError> {
+pub(crate) fn curve_key(seed: &str) -> Result<nkeys::XKey, SeedError> {
     if !seed.starts_with(SeedKind::Curve.prefix()) {
         return Err(SeedError::WrongKind(SeedKind::Curve));
     }
@@ -128,17 +128,17 @@ pub fn curve_key(seed: &str) -> Result<nkeys::XKey, SeedError> {
 }
 
 /// The key pair whose seed is in `path`.
-pub fn key_pair_file(path: &Path, kind: SeedKind) -> Result<nkeys::KeyPair, SeedError> {
+pub(crate) fn key_pair_file(path: &Path, kind: SeedKind) -> Result<nkeys::KeyPair, SeedError> {
     seed_in_file(path, kind).and_then(|s| key_pair(&s, kind).map_err(in_file(path)))
 }
 
 /// The curve key whose seed is in `path`.
-pub fn curve_key_file(path: &Path) -> Result<nkeys::XKey, SeedError> {
+pub(crate) fn curve_key_file(path: &Path) -> Result<nkeys::XKey, SeedError> {
     seed_in_file(path, SeedKind::Curve).and_then(|s| curve_key(&s).map_err(in_file(path)))
 }
 
 /// Writes a new file readable only by its owner; never replaces one.
-pub fn create_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn create_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -149,7 +149,7 @@ pub fn create_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Says so when a secret file can be read by every user of the host: a seed
 /// lets its reader sign any NATS user into the account.
-pub fn exposure(path: &Path) -> Option<String> {
+pub(crate) fn exposure(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     (mode & 0o004 != 0).then(|| {

@@ -8,15 +8,15 @@
 /// (newlines, escape sequences) and bidirectional overrides written as
 /// escapes (`\n`, `\u{1b}`). The client crate prints a provider's text by
 /// the same rules, so these two are its, imported here.
-pub use nats_oidc_client::text::{clip_to, printable};
+pub(crate) use nats_oidc_client::text::{clip_to, printable};
 
 /// At most 64 characters of `s`, with "..." when more were cut.
-pub fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     clip_to(s, 64)
 }
 
 /// One line of at most `max` characters: control characters become spaces.
-pub fn one_line(s: &str, max: usize) -> String {
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     let flat: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -25,25 +25,25 @@ pub fn one_line(s: &str, max: usize) -> String {
 }
 
 /// A name (user, host, server) for a log line: `printable`, 256 characters.
-pub fn name(s: &str) -> String {
+pub(crate) fn name(s: &str) -> String {
     printable(s, 256)
 }
 
 /// A list of names (roles, scopes) for a log line: a JSON array of
 /// strings, each `name`, so that JSON logs can carry it as an array.
-pub fn list(items: &[String]) -> String {
+pub(crate) fn list(items: &[String]) -> String {
     let shown: Vec<String> = items.iter().map(|s| name(s)).collect();
     serde_json::to_string(&shown).expect("strings serialize")
 }
 
 /// A reason for a log line or `explain`: `printable`, 1024 characters.
-pub fn reason(s: &str) -> String {
+pub(crate) fn reason(s: &str) -> String {
     printable(s, 1024)
 }
 
 /// Several lines meant for a terminal (a JSON document `explain` prints):
 /// each line as `printable` escapes it, whatever its length.
-pub fn block(s: &str) -> String {
+pub(crate) fn block(s: &str) -> String {
     s.split('\n')
         .map(|line| printable(line, usize::MAX))
         .collect::<Vec<_>>()
@@ -51,7 +51,7 @@ pub fn block(s: &str) -> String {
 }
 
 /// A list for a message, at most ten items shown.
-pub fn summarize(items: &[String]) -> String {
+pub(crate) fn summarize(items: &[String]) -> String {
     const MAX: usize = 10;
     if items.is_empty() {
         return "[] (none)".into();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use jsonwebtoken::{Algorithm, Header};
-use nats_oidc_callout::dev::issuer::DevIssuer;
+use nats_oidc_callout::dev::DevIssuer;
 use serde_json::{json, Value};
 
 struct Platforms {

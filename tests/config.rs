@@ -408,8 +408,7 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
     assert_eq!(c.oidc[1].claims.user_claim.to_string(), "email");
     // A role without a namespace is unreachable when every issuer has one.
     let orphan = format!("{TWO_ISSUERS}\n[roles.reader]\nsub.allow = [\"x\"]\n");
-    let warnings =
-        nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&orphan)).unwrap());
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&orphan)).unwrap());
     assert!(
         warnings
             .iter()
@@ -417,7 +416,7 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
         "{warnings:?}"
     );
     assert!(
-        !nats_oidc_callout::cli::check::warnings(&c)
+        !nats_oidc_callout::check::warnings(&c)
             .iter()
             .any(|w| w.contains("without a namespace")),
         "namespaced roles are reachable"
@@ -441,8 +440,7 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
             "account = \"APP\"\nauth_account = \"AUTH\"",
         )
         + JETSTREAM;
-    let warnings =
-        nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&risky)).unwrap());
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&risky)).unwrap());
     for w in [
         "share the plain [roles.*] table",
         "roles.reader: \"users.{{name}}.>\" is per user but not per issuer",
@@ -661,7 +659,7 @@ fn check_warns_when_a_token_value_picks_the_first_token_of_a_subject() {
         "sub.allow = [\"orders.>\"]",
         "sub.allow = [\"orders.>\", \"{{name}}.>\"]\npub.allow = [\"users.{{name}}.>\"]",
     );
-    let warnings = nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&text)).unwrap());
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&text)).unwrap());
     let first_token: Vec<_> = warnings
         .iter()
         .filter(|w| w.contains("choose the subject's first token"))
@@ -839,15 +837,15 @@ fn the_callout_account_is_read_from_the_services_creds_when_not_given() {
     let o = Operator::new();
     let user = nkeys::KeyPair::new_user();
     let auth_signing = nkeys::KeyPair::new_account();
-    let jwt = nats_oidc_callout::nats::user_jwt::sentinel(
+    let jwt = nats_oidc_callout::nats::sentinel(
         &user.public_key(),
         &o.auth.public_key(),
-        &nats_oidc_callout::nats::signing_key::SigningKey::of(&auth_signing).unwrap(),
+        &nats_oidc_callout::nats::SigningKey::of(&auth_signing).unwrap(),
         1_900_000_000,
     );
     std::fs::write(
         o.d.path().join("service.creds"),
-        nats_oidc_callout::nats::creds::format(&jwt, &user.seed().unwrap()),
+        nats_oidc_callout::nats::creds_file(&jwt, &user.seed().unwrap()),
     )
     .unwrap();
     let text = o
@@ -867,8 +865,7 @@ fn check_warns_about_identity_seeds_in_operator_mode() {
     std::fs::write(o.d.path().join("app-sk.nk"), o.app.seed().unwrap()).unwrap();
     let issuer_public = nkeys::KeyPair::from_seed(&o.d.seed).unwrap().public_key();
     let text = o.text().replace(&o.auth.public_key(), &issuer_public);
-    let warnings =
-        nats_oidc_callout::cli::check::warnings(&Config::load(&o.d.write(&text)).unwrap());
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&o.d.write(&text)).unwrap());
     for w in [
         "callout.accounts.APP: the seed is the account's own key, not a signing key",
         "callout.issuer_seed is the callout account's own key",
@@ -888,8 +885,7 @@ fn check_warns_when_users_may_land_in_the_callout_account() {
         nkeys::KeyPair::new_account().seed().unwrap(),
     )
     .unwrap();
-    let quiet =
-        nats_oidc_callout::cli::check::warnings(&Config::load(&o.d.write(&o.text())).unwrap());
+    let quiet = nats_oidc_callout::check::warnings(&Config::load(&o.d.write(&o.text())).unwrap());
     assert!(
         !quiet
             .iter()
@@ -901,8 +897,7 @@ fn check_warns_when_users_may_land_in_the_callout_account() {
         o.text(),
         o.auth.public_key()
     );
-    let warnings =
-        nats_oidc_callout::cli::check::warnings(&Config::load(&o.d.write(&text)).unwrap());
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&o.d.write(&text)).unwrap());
     let expected = format!(
         "callout.accounts.AUTH is the callout's own account ({})",
         o.auth.public_key()
@@ -1109,7 +1104,7 @@ broad = true
     let cluster = &c.oidc[1].claims;
     assert_eq!(cluster.bindings[0].name, "orders-pods");
     assert_eq!(cluster.bindings[0].roles, ["cluster:orders-reader"]);
-    let warnings = nats_oidc_callout::cli::check::warnings(&c);
+    let warnings = nats_oidc_callout::check::warnings(&c);
     assert!(
         warnings.iter().any(|w| w.starts_with(
             "binding orders-pods is broad: every token of issuer cluster with /kubernetes.io/namespace = \"orders\" and sub = \"system:serviceaccount:orders:*\" gets roles [\"cluster:orders-reader\"], whichever workload it names"
@@ -1132,8 +1127,7 @@ broad = true
         "require_claims = { event_name = \"push\" }\n",
     ] {
         let open = text.replace("require_claims = { repository_owner = \"acme\" }\n", loose);
-        let warnings =
-            nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&open)).unwrap());
+        let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&open)).unwrap());
         assert!(
             warnings.iter().any(|w| w.starts_with(
                 "oidc[github]: https://token.actions.githubusercontent.com is the shared issuer of GitHub Actions: every one of its customers"
@@ -1146,8 +1140,7 @@ broad = true
         "match = { repository_id = 123456,",
         "match = { repository = \"acme/orders\",",
     );
-    let warnings =
-        nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&by_name)).unwrap());
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&by_name)).unwrap());
     assert!(
         warnings
             .iter()
@@ -1155,7 +1148,7 @@ broad = true
         "{warnings:?}"
     );
     let open = text.replace("require_claims = { repository_owner = \"acme\" }\n", "");
-    let warnings = nats_oidc_callout::cli::check::warnings(&Config::load(&d.write(&open)).unwrap());
+    let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&open)).unwrap());
     assert!(
         warnings.iter().any(|w| w.starts_with(
             "oidc[github]: https://token.actions.githubusercontent.com is the shared issuer of GitHub Actions: every one of its customers"
@@ -1373,7 +1366,7 @@ fn jetstream_grants_need_an_account_users_are_not_placed_in() {
         "\n[jetstream]\naccount = \"DATA\"\nsame_account = true\n",
     );
     let config = Config::load(&d.write(&text)).expect("same_account is explicit");
-    let warnings = nats_oidc_callout::cli::check::warnings(&config);
+    let warnings = nats_oidc_callout::check::warnings(&config);
     assert!(
         warnings.iter().any(|w| w.contains(
             "is granted in \"DATA\", the account holding the streams (jetstream.same_account): JetStream will publish its answers"

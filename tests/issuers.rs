@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use jsonwebtoken::Algorithm;
-use nats_oidc_callout::dev::issuer::DevIssuer;
+use nats_oidc_callout::dev::DevIssuer;
 use serde_json::{json, Value};
 
 const PARTNER_AUDIENCE: &str = "partner-nats";

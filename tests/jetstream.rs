@@ -689,10 +689,10 @@ fn owner(subject: &str, stream_subjects: &[(&str, &str)]) -> Option<Target> {
 /// streams, pull and push consumers and buckets side by side.
 #[tokio::test]
 async fn every_grant_reaches_only_its_own_targets_subscriptions() {
-    use nats_oidc_callout::policy::streams::{
+    use nats_oidc_callout::policy::overlaps;
+    use nats_oidc_callout::policy::{
         account_hash, Consumer, JetStreamGrant, JsHome, KvGrant, KvScope,
     };
-    use nats_oidc_callout::policy::subject::overlaps;
     let stack = stack().await;
     let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
     fixtures::orders(&admin).await;
@@ -1186,7 +1186,7 @@ async fn consume_acks_in_the_v2_layout() {
         .messages()
         .await
         .unwrap();
-    let hash = nats_oidc_callout::policy::streams::account_hash(&stack.account_id("DATA"));
+    let hash = nats_oidc_callout::policy::account_hash(&stack.account_id("DATA"));
     let mut got = 0;
     while let Some(m) = batch.next().await {
         let m = m.unwrap();

@@ -212,7 +212,7 @@ async fn the_sentinel_command_writes_working_credentials() {
         .expect("the command's sentinel gets a token in");
     let _ = client;
     let text = std::fs::read_to_string(&out).unwrap();
-    let jwt = nats_oidc_callout::nats::creds::user_jwt(&text).unwrap();
+    let jwt = nats_oidc_client::creds::user_jwt(&text).unwrap();
     let claims = claims_of(jwt);
     assert_eq!(claims["nats"]["bearer_token"], true);
     assert_eq!(claims["nats"]["pub"]["deny"][0], ">");

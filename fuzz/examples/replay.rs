@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use nats_oidc_callout::callout::Arrival;
-use nats_oidc_callout::clock::Deadline;
+use nats_oidc_callout::Arrival;
+use nats_oidc_callout::Deadline;
 use nats_oidc_callout::config::Config;
 use nats_oidc_callout_fuzz::{
     fixture, request_claims, sealed, server_signed, CALLOUT_XKEY_PUBLIC, NOW, SERVER_XKEY_PUBLIC,

@@ -33,11 +33,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::callout::{Arrival, Verdict};
-use nats_oidc_callout::clock::unix_now;
-use nats_oidc_callout::nats::jwt::decode_verified;
+use nats_oidc_callout::{Arrival, Verdict};
+use nats_oidc_callout::unix_now;
+use nats_oidc_callout::nats::decode_verified;
 use nats_oidc_callout::nats::request as auth_request;
-use nats_oidc_callout::policy::subject::names_reserved;
+use nats_oidc_callout::policy::names_reserved;
 use nats_oidc_callout_fuzz::{
     fixture, request_claims, sealed, server_signed, Permission, Response, User, ACCOUNT,
     CALLOUT_XKEY_PUBLIC, ISSUER_PUBLIC, SERVER_XKEY_PUBLIC, SERVER_XKEY_SEED,

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::policy::claim_match::Pattern;
+use nats_oidc_callout::policy::Pattern;
 
 fn reference(pattern: &[char], value: &[char]) -> bool {
     // m[i][j]: pattern[..i] matches value[..j].

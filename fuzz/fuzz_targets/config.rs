@@ -30,11 +30,11 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use nats_oidc_callout::config::Config;
-use nats_oidc_callout::oidc::algorithms::DEFAULT_ALGORITHMS;
-use nats_oidc_callout::oidc::discovery::check_http_url;
-use nats_oidc_callout::policy::roles::Role;
-use nats_oidc_callout::policy::streams::{check_bucket, check_stream_name};
-use nats_oidc_callout::policy::subject::check_permission_subject;
+use nats_oidc_callout::oidc::DEFAULT_ALGORITHMS;
+use nats_oidc_callout::oidc::check_http_url;
+use nats_oidc_callout::policy::Role;
+use nats_oidc_callout::policy::{check_bucket, check_stream_name};
+use nats_oidc_callout::policy::check_permission_subject;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -22,12 +22,12 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::authorize::Admission;
-use nats_oidc_callout::clock::Deadline;
-use nats_oidc_callout::nats::request::{ConnectOpts, RequestBody};
-use nats_oidc_callout::nats::user_jwt::Permission;
-use nats_oidc_callout::oidc::algorithms::parse_algorithm;
-use nats_oidc_callout::policy::subject::names_reserved;
+use nats_oidc_callout::Admission;
+use nats_oidc_callout::Deadline;
+use nats_oidc_callout::nats::{ConnectOpts, RequestBody};
+use nats_oidc_callout::nats::Permission;
+use nats_oidc_callout::oidc::parse_algorithm;
+use nats_oidc_callout::policy::names_reserved;
 use nats_oidc_callout_fuzz::{fixture, ACCOUNT, NOW};
 use serde_json::{Map, Value};
 

@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use nats_oidc_callout::callout::Callout;
+use nats_oidc_callout::Callout;
 use nats_oidc_callout::config::{Config, ISSUER_SEED_ENV, XKEY_SEED_ENV};
 use nats_oidc_callout::dev::SAMPLE_ROLES;
-use nats_oidc_callout::metrics::Metrics;
-use nats_oidc_callout::nats::jwt::Issued;
-use nats_oidc_callout::oidc::jwks::KeySet;
-use nats_oidc_callout::oidc::token::TokenVerifier;
+use nats_oidc_callout::Metrics;
+use nats_oidc_callout::nats::Issued;
+use nats_oidc_callout::oidc::KeySet;
+use nats_oidc_callout::oidc::TokenVerifier;
 use serde::Deserialize;
 
 /// The time the token target verifies at. Seed tokens are valid at this time

@@ -11,14 +11,14 @@ use crate::cli::error::CliError;
 use crate::config::Config;
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     /// An `accounts { ... }` block for nats-server's config.
     Server,
     /// `nsc` commands for operator mode.
     Nsc,
 }
 
-pub fn run(config: &Config, format: Option<Format>) -> Result<ExitCode, CliError> {
+pub(super) fn run(config: &Config, format: Option<Format>) -> Result<ExitCode, CliError> {
     let Some(js) = &config.jetstream else {
         return Err(CliError::Failed(
             "the config has no [jetstream] table: no role has JetStream/KV grants, so no account needs imports".into(),

@@ -7,7 +7,7 @@ use crate::service::ServiceError;
 
 /// Why a command failed; printed once, at the top.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -21,7 +21,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Config(_) | CliError::Usage(_) => ExitCode::from(2),
             CliError::Service(_) | CliError::Failed(_) => ExitCode::FAILURE,

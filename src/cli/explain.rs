@@ -22,13 +22,13 @@ use crate::text;
 /// Stands in for the nkey each connection brings.
 const PLACEHOLDER_USER: &str = "U(the connecting client's nkey)";
 
-pub struct Explanation {
+pub(super) struct Explanation {
     pub allowed: bool,
     pub text: String,
 }
 
 /// `explain`: the token from `--token`, else from stdin.
-pub fn run(config: &Config, token: Option<String>) -> Result<ExitCode, CliError> {
+pub(super) fn run(config: &Config, token: Option<String>) -> Result<ExitCode, CliError> {
     let token = match token.filter(|t| t != "-") {
         Some(t) => t,
         None => {
@@ -49,7 +49,7 @@ pub fn run(config: &Config, token: Option<String>) -> Result<ExitCode, CliError>
     })
 }
 
-pub async fn explain(config: &Config, token: &str) -> Explanation {
+pub(super) async fn explain(config: &Config, token: &str) -> Explanation {
     let token = token.trim();
     let metrics = Arc::new(Metrics::new());
     let issuers = match config.issuers(None, &metrics) {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::cli::error::CliError;
 use crate::config::Config;
 
-pub fn run(config: &Config, path: &Path, url: Option<String>) -> Result<ExitCode, CliError> {
+pub(super) fn run(config: &Config, path: &Path, url: Option<String>) -> Result<ExitCode, CliError> {
     let url = url
         .or_else(|| {
             config

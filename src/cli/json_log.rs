@@ -17,7 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 /// Fields whose text is a JSON array of strings (see `text::list`).
 const LIST_FIELDS: &[&str] = &["roles", "scopes", "bindings"];
 
-pub struct JsonLines;
+pub(super) struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
 where

@@ -14,14 +14,14 @@ use crate::policy::passwords::MAX_PASSWORD_BYTES;
 use crate::secrets::{self, SeedKind};
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum KeyKind {
+pub(super) enum KeyKind {
     Account,
     Curve,
 }
 
 /// A fresh seed to `out` (never replacing a file) or stdout; its public
 /// key to stderr.
-pub fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<ExitCode, CliError> {
+pub(super) fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<ExitCode, CliError> {
     let (seed, public) = match kind {
         KeyKind::Account => {
             let kp = nkeys::KeyPair::new_account();
@@ -50,7 +50,7 @@ pub fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<ExitCode, CliError> {
 }
 
 /// The public key of an account (`SA...`) or curve (`SX...`) seed file.
-pub fn pubkey(seed_file: &Path) -> Result<ExitCode, CliError> {
+pub(super) fn pubkey(seed_file: &Path) -> Result<ExitCode, CliError> {
     let text = std::fs::read_to_string(seed_file)
         .map_err(|e| CliError::Usage(format!("{}: {e}", secrets::shown(seed_file))))?;
     // The kind is in the seed's prefix (SA account, SX curve).
@@ -70,7 +70,7 @@ pub fn pubkey(seed_file: &Path) -> Result<ExitCode, CliError> {
 }
 
 /// A bcrypt hash of the password on stdin.
-pub fn hash_password(cost: u32) -> Result<ExitCode, CliError> {
+pub(super) fn hash_password(cost: u32) -> Result<ExitCode, CliError> {
     let mut password = String::new();
     std::io::stdin()
         .read_line(&mut password)
@@ -95,7 +95,7 @@ pub fn hash_password(cost: u32) -> Result<ExitCode, CliError> {
 
 /// The sentinel's `.creds`, signed with the config's callout issuer seed
 /// for the callout account.
-pub fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError> {
+pub(super) fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError> {
     if !matches!(config.callout.mode, Mode::Operator { .. }) {
         return Err(CliError::Usage(
             "a sentinel is for operator mode (callout.mode = \"operator\"); in server mode clients connect with any user name and the token as the password".into(),

@@ -17,7 +17,7 @@ use nats_oidc_client::{
 /// Who to log in as, where: flags, else environment, else the `[client]`
 /// table of the client config file.
 #[derive(Args, Clone, Debug)]
-pub struct ClientArgs {
+pub(super) struct ClientArgs {
     /// Client config file with a [client] table
     /// [default: ~/.config/nats-oidc-callout/client.toml, if it exists].
     #[arg(long, env = "NATS_OIDC_CALLOUT_CLIENT_CONFIG")]
@@ -77,7 +77,7 @@ impl ClientArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct LoginArgs {
+pub(super) struct LoginArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Log in in a browser on this machine (authorization code + PKCE,
@@ -96,7 +96,7 @@ pub struct LoginArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct TokenArgs {
+pub(super) struct TokenArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Get the token with the client credentials grant (machines; needs
@@ -135,7 +135,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// `login`: the device flow (or --browser), the tokens into the cache, and
 /// optionally a `nats` context.
-pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
+pub(super) fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
     let settings = args.client.settings(args.redirect_port)?;
     let cache = TokenCache::open_default().map_err(cli_error)?;
     let client = OidcClient::new(settings).map_err(cli_error)?;
@@ -202,7 +202,7 @@ fn show_device_prompt(p: &DevicePrompt) {
 
 /// `token`: a currently valid access token on stdout (or into a `nats`
 /// context), from the cache, refreshed, or by client credentials.
-pub fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
+pub(super) fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
     let settings = args.client.settings(None)?;
     let cache = TokenCache::open_default().map_err(cli_error)?;
     let fresh = |t: &CachedToken| match args.min_valid {
@@ -315,7 +315,7 @@ fn write_context(name: &str, settings: &Settings, token: &CachedToken) -> Result
 }
 
 #[derive(Args, Debug)]
-pub struct LogoutArgs {
+pub(super) struct LogoutArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Only forget the tokens here; do not ask the provider to revoke the
@@ -329,7 +329,7 @@ pub struct LogoutArgs {
 /// deletes the cached tokens, and takes the token out of the named `nats`
 /// context. A revocation that fails leaves everything in place (exit 1),
 /// so running it again can still revoke.
-pub fn logout(args: LogoutArgs) -> Result<ExitCode, CliError> {
+pub(super) fn logout(args: LogoutArgs) -> Result<ExitCode, CliError> {
     let settings = args.client.settings(None)?;
     if let Some(name) = &args.client.nats_context {
         // Refused before anything is revoked or deleted.

@@ -1,7 +1,7 @@
 //! The command line: one subcommand per job, dispatched in one place.
 
 mod accounts;
-pub mod check;
+pub(crate) mod check;
 mod error;
 mod explain;
 mod health;
@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 use crate::service::Service;
-pub use error::CliError;
+pub(crate) use error::CliError;
 
 /// Log in to NATS with OIDC tokens: an auth callout service.
 #[derive(Parser)]

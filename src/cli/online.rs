@@ -21,13 +21,13 @@ use crate::policy::layout::{Import, Kind};
 
 /// The user name of the probe connect (it shows in the service's and
 /// nats-server's logs as a refused connect).
-pub const PROBE_USER: &str = "nats-oidc-callout-check";
+pub(super) const PROBE_USER: &str = "nats-oidc-callout-check";
 /// How long the probe's authorization request may take to show up.
 const PROBE_WAIT: Duration = Duration::from_secs(4);
 
 /// What the steps found: printed as they go.
 #[derive(Default)]
-pub struct Report {
+pub(super) struct Report {
     pub errors: usize,
     pub warnings: usize,
 }
@@ -46,7 +46,7 @@ impl Report {
     }
 }
 
-pub async fn run(config: &Config, system: Option<NatsAuth>) -> Report {
+pub(super) async fn run(config: &Config, system: Option<NatsAuth>) -> Report {
     let mut report = Report::default();
     for oidc in &config.oidc {
         issuer(&mut report, &oidc.settings).await;
@@ -348,7 +348,7 @@ async fn probe(report: &mut Report, config: &Config, requests: &mut async_nats::
             RequestError::SealedWithoutXkey => {
                 report.error(XkeyMismatch::SealedWithoutXkey.explain(mode))
             }
-            RequestError::Unseal => report.error(XkeyMismatch::WrongXkey.explain(mode)),
+            RequestError::Unseal => report.error(XkeyMismatch::SealedToAnotherKey.explain(mode)),
             RequestError::WrongIssuer { got, expected } => report.error(format!(
                 "nats-server's auth_callout.issuer is {got}, but callout.issuer_seed's public key is {expected}: every client would be refused; make them the same key (`nats-oidc-callout pubkey <seed file>` prints it)"
             )),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
     pub nats: RawNats,
     pub callout: RawCallout,
@@ -27,7 +27,7 @@ pub struct RawConfig {
 /// `[jetstream]`: where the streams and buckets of the grants live.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJetStreamAccount {
+pub(super) struct RawJetStreamAccount {
     pub account: String,
     pub public_key: Option<String>,
     pub domain: Option<String>,
@@ -39,7 +39,7 @@ pub struct RawJetStreamAccount {
 /// `[[bindings]]`: roles for tokens whose claims match.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBinding {
+pub(super) struct RawBinding {
     pub name: Option<String>,
     pub issuer: String,
     #[serde(rename = "match")]
@@ -50,7 +50,7 @@ pub struct RawBinding {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGrants {
+pub(super) struct RawGrants {
     pub kv_bucket: Option<String>,
     pub max_requested_scopes: Option<usize>,
 }
@@ -58,7 +58,7 @@ pub struct RawGrants {
 /// `[users.<name>]`: an identity defined here rather than by an issuer.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawUser {
+pub(super) struct RawUser {
     pub password_bcrypt: Option<String>,
     pub nkey: Option<String>,
     pub roles: Option<Vec<String>>,
@@ -71,7 +71,7 @@ pub struct RawUser {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawNats {
+pub(super) struct RawNats {
     pub url: Option<OneOrMany>,
     pub user: Option<String>,
     pub password: Option<String>,
@@ -84,7 +84,7 @@ pub struct RawNats {
 
 /// `callout.mode`: where nats-server keeps its accounts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RawMode {
+pub(super) enum RawMode {
     /// In nats-server's config (`auth_callout` there).
     Server,
     /// As JWTs (the callout switched on in the callout account's JWT).
@@ -112,7 +112,7 @@ impl<'de> Deserialize<'de> for RawMode {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCallout {
+pub(super) struct RawCallout {
     pub mode: Option<RawMode>,
     pub issuer_seed_file: Option<PathBuf>,
     pub issuer_seed: Option<String>,
@@ -128,7 +128,7 @@ pub struct RawCallout {
 /// `[callout.accounts.<name>]`: a target account in operator mode.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAccount {
+pub(super) struct RawAccount {
     pub public_key: String,
     pub signing_key_seed_file: Option<PathBuf>,
     pub signing_key_seed: Option<String>,
@@ -137,7 +137,7 @@ pub struct RawAccount {
 /// `[oidc]` (one issuer) or `[[oidc]]` (several). Dispatching on the TOML
 /// shape by hand, instead of `serde(untagged)`, keeps the precise message
 /// and position of an error inside a block.
-pub enum RawOidcs {
+pub(super) enum RawOidcs {
     One(Box<RawOidc>),
     Many(Vec<RawOidc>),
 }
@@ -165,7 +165,7 @@ impl<'de> Deserialize<'de> for RawOidcs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawOidc {
+pub(super) struct RawOidc {
     pub name: Option<String>,
     pub role_namespace: Option<String>,
     pub issuer: String,
@@ -187,13 +187,13 @@ pub struct RawOidc {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHttp {
+pub(super) struct RawHttp {
     pub listen: String,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawRole {
+pub(super) struct RawRole {
     #[serde(rename = "pub", default)]
     pub publish: RawDirection,
     #[serde(rename = "sub", default)]
@@ -209,14 +209,14 @@ pub struct RawRole {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawResp {
+pub(super) struct RawResp {
     pub max: Option<i64>,
     pub ttl: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     pub subs: Option<i64>,
     pub payload: Option<Size>,
     pub data: Option<Size>,
@@ -225,14 +225,14 @@ pub struct RawLimits {
 /// A byte count: a number, or a string with a unit ("64KiB", "10MB").
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub enum Size {
+pub(super) enum Size {
     Bytes(i64),
     Text(String),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConnection {
+pub(super) struct RawConnection {
     pub types: Option<Vec<String>>,
     pub sources: Option<Vec<String>>,
     pub times: Option<Vec<RawWindow>>,
@@ -241,14 +241,14 @@ pub struct RawConnection {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWindow {
+pub(super) struct RawWindow {
     pub start: String,
     pub end: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJetStream {
+pub(super) struct RawJetStream {
     #[serde(default)]
     pub consume: Vec<String>,
     #[serde(default)]
@@ -261,7 +261,7 @@ pub struct RawJetStream {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKv {
+pub(super) struct RawKv {
     #[serde(default)]
     pub read: Vec<String>,
     #[serde(default)]
@@ -270,7 +270,7 @@ pub struct RawKv {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawDirection {
+pub(super) struct RawDirection {
     #[serde(default)]
     pub allow: Vec<String>,
     #[serde(default)]
@@ -279,13 +279,13 @@ pub struct RawDirection {
 
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(super) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub(super) fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,

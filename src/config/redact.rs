@@ -7,7 +7,7 @@ use crate::secrets;
 /// line) and why, without ever echoing a value: the value at fault may be a
 /// seed, a password or a token (an unquoted seed is a syntax error whose
 /// span is the seed itself).
-pub fn describe_toml_error(e: &toml::de::Error, text: &str) -> (String, String) {
+pub(super) fn describe_toml_error(e: &toml::de::Error, text: &str) -> (String, String) {
     let Some(span) = e.span() else {
         return ("(syntax)".into(), redact_values(e.message()));
     };

@@ -52,7 +52,7 @@ pub struct DevIssuer {
 }
 
 /// `dev-issuer`: runs the issuer on `127.0.0.1:port` until `shutdown`.
-pub async fn run_standalone(
+pub(crate) async fn run_standalone(
     port: u16,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {

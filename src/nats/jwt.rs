@@ -37,7 +37,7 @@ struct Header {
 
 /// Signs claims with an nkey and returns the compact JWT. `jti` is derived from
 /// the claims (as nats-io/jwt does) so it is unique per issued JWT.
-pub fn encode<T: Serialize + WithJti>(claims: &mut T, signer: &SigningKey) -> String {
+pub(crate) fn encode<T: Serialize + WithJti>(claims: &mut T, signer: &SigningKey) -> String {
     claims.set_jti(String::new());
     let unique = serde_json::to_vec(claims).expect("claims serialize");
     let digest = Sha512_256::digest(&unique);
@@ -59,7 +59,7 @@ pub fn sign(payload: &[u8], signer: &SigningKey) -> String {
 }
 
 /// Claims types that carry a `jti`.
-pub trait WithJti {
+pub(crate) trait WithJti {
     fn set_jti(&mut self, jti: String);
 }
 
@@ -80,14 +80,16 @@ pub fn decode_verified<T: DeserializeOwned + Issued>(
 
 /// A NATS JWT whose claims are read but whose signature is not checked yet:
 /// they may be looked at only to decide whether checking is worth the work.
-pub struct Unverified<T> {
+pub(crate) struct Unverified<T> {
     pub claims: T,
     signed_len: usize,
     signature: Vec<u8>,
 }
 
 /// Reads a NATS JWT without checking its signature.
-pub fn decode_unverified<T: DeserializeOwned>(jwt: &[u8]) -> Result<Unverified<T>, NatsJwtError> {
+pub(crate) fn decode_unverified<T: DeserializeOwned>(
+    jwt: &[u8],
+) -> Result<Unverified<T>, NatsJwtError> {
     let mut parts = jwt.splitn(4, |b| *b == b'.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -125,7 +127,7 @@ pub fn decode_unverified<T: DeserializeOwned>(jwt: &[u8]) -> Result<Unverified<T
 impl<T: Issued> Unverified<T> {
     /// Checks the signature of `jwt`, the JWT these claims were read from,
     /// against the key in its `iss`.
-    pub fn verify(self, jwt: &[u8], issuer_prefix: char) -> Result<T, NatsJwtError> {
+    pub(crate) fn verify(self, jwt: &[u8], issuer_prefix: char) -> Result<T, NatsJwtError> {
         let issuer = self.claims.issuer();
         if !issuer.starts_with(issuer_prefix) {
             return Err(NatsJwtError::Issuer(clip(issuer)));
@@ -166,7 +168,7 @@ static VERIFIED_SIGNERS: std::sync::LazyLock<
 /// Whether a string is a well-formed public nkey (checksum included) with
 /// the given prefix letter. The point itself is not decoded: a key that only
 /// has to be named in a user JWT needs no more.
-pub fn is_public_key(key: &str, prefix: char) -> bool {
+pub(crate) fn is_public_key(key: &str, prefix: char) -> bool {
     key.starts_with(prefix) && nkeys::from_public_key(key).is_ok()
 }
 

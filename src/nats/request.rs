@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::nats::jwt::{self as nats_jwt, Issued, NatsJwtError, Unverified};
 use crate::nats::xkey::{OurXkey, ServerXkey};
 
-pub const CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
-pub const XKEY_HEADER: &str = "Nats-Server-Xkey";
+pub(crate) const CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
+pub(crate) const XKEY_HEADER: &str = "Nats-Server-Xkey";
 const REQUEST_AUDIENCE: &str = "nats-authorization-request";
 const REQUEST_TYPE: &str = "authorization_request";
 /// nats-server gives a request `exp` = now + auth timeout, in whole

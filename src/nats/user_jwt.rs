@@ -172,7 +172,7 @@ pub fn issue(grant: &UserGrant<'_>, signer: &SigningKey, now: u64) -> String {
 }
 
 /// The claims `issue` would sign with `signer_key`, as JSON (no `jti`).
-pub fn claims(grant: &UserGrant<'_>, signer_key: &str, now: u64) -> serde_json::Value {
+pub(crate) fn claims(grant: &UserGrant<'_>, signer_key: &str, now: u64) -> serde_json::Value {
     let mut value =
         serde_json::to_value(user_claims(grant, signer_key, now)).expect("claims serialize");
     if let Some(map) = value.as_object_mut() {

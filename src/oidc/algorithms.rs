@@ -18,7 +18,7 @@ pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[
 ];
 
 /// What an RSA key may verify.
-pub const RSA: &[Algorithm] = &[
+pub(crate) const RSA: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -44,7 +44,7 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
 }
 
 /// The signature algorithm a JWK's `alg` names, if it names one.
-pub fn of_key(alg: KeyAlgorithm) -> Option<Algorithm> {
+pub(crate) fn of_key(alg: KeyAlgorithm) -> Option<Algorithm> {
     Some(match alg {
         KeyAlgorithm::HS256 => Algorithm::HS256,
         KeyAlgorithm::HS384 => Algorithm::HS384,

@@ -26,7 +26,7 @@ pub struct VerifiedToken {
 /// memory a burst of distinct tokens can hold.
 const TIME_TO_LIVE: Duration = Duration::from_secs(600);
 
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     entries: Option<moka::sync::Cache<[u8; 32], Arc<Entry>>>,
 }
 
@@ -36,12 +36,12 @@ struct Entry {
     weight: u32,
 }
 
-pub type TokenKey = [u8; 32];
+pub(crate) type TokenKey = [u8; 32];
 
 impl TokenCache {
     /// Holds up to `capacity_bytes` of tokens, counted by their length (the
     /// parsed claims take roughly twice that in memory); 0 turns it off.
-    pub fn new(capacity_bytes: u64) -> Self {
+    pub(crate) fn new(capacity_bytes: u64) -> Self {
         let entries = (capacity_bytes > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(capacity_bytes)
@@ -52,23 +52,34 @@ impl TokenCache {
         TokenCache { entries }
     }
 
-    pub fn key(token: &str) -> TokenKey {
+    pub(crate) fn key(token: &str) -> TokenKey {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.entries.is_some()
     }
 
     /// The verified token, if it verified under key-set `generation` and has
     /// not expired at `now`.
-    pub fn get(&self, key: &TokenKey, generation: u64, now: u64) -> Option<Arc<VerifiedToken>> {
+    pub(crate) fn get(
+        &self,
+        key: &TokenKey,
+        generation: u64,
+        now: u64,
+    ) -> Option<Arc<VerifiedToken>> {
         let entry = self.entries.as_ref()?.get(key)?;
         (entry.generation == generation && entry.token.exp > now).then(|| entry.token.clone())
     }
 
     /// `len` is the token's length, its weight against the capacity.
-    pub fn insert(&self, key: TokenKey, len: usize, generation: u64, token: Arc<VerifiedToken>) {
+    pub(crate) fn insert(
+        &self,
+        key: TokenKey,
+        len: usize,
+        generation: u64,
+        token: Arc<VerifiedToken>,
+    ) {
         if let Some(entries) = &self.entries {
             let weight = u32::try_from(len).unwrap_or(u32::MAX);
             entries.insert(

@@ -28,7 +28,7 @@ pub enum FetchError {
 }
 
 #[derive(Clone)]
-pub struct IssuerClient {
+pub(crate) struct IssuerClient {
     http: reqwest::Client,
     issuer: String,
     discovery_url: String,
@@ -44,7 +44,7 @@ struct Discovery {
 }
 
 impl IssuerClient {
-    pub fn new(oidc: &Settings) -> Result<IssuerClient, FetchError> {
+    pub(crate) fn new(oidc: &Settings) -> Result<IssuerClient, FetchError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(oidc.http_timeout)
@@ -63,7 +63,7 @@ impl IssuerClient {
     /// Reads the discovery document, checks that it names the configured
     /// issuer exactly (OpenID Connect Discovery §4.3), and returns its
     /// `jwks_uri`.
-    pub async fn discover_jwks_uri(&self) -> Result<String, FetchError> {
+    pub(crate) async fn discover_jwks_uri(&self) -> Result<String, FetchError> {
         let body = self.get(&self.discovery_url).await?;
         let metadata: Discovery =
             serde_json::from_slice(&body).map_err(|e| FetchError::Discovery {
@@ -86,7 +86,7 @@ impl IssuerClient {
     }
 
     /// Fetches the raw JWKS document.
-    pub async fn fetch_jwks(&self, jwks_uri: &str) -> Result<Vec<u8>, FetchError> {
+    pub(crate) async fn fetch_jwks(&self, jwks_uri: &str) -> Result<Vec<u8>, FetchError> {
         self.get(jwks_uri).await
     }
 

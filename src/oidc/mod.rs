@@ -6,15 +6,21 @@
 //! is refused right there: no discovery, no JWKS fetch, no key lookup
 //! happens on its behalf.
 
-pub mod algorithms;
+pub(crate) mod algorithms;
 pub(crate) mod cache;
-pub mod discovery;
+pub(crate) mod discovery;
 pub(crate) mod error;
-pub mod jwks;
+pub(crate) mod jwks;
 pub(crate) mod key_manager;
 mod registered;
 pub(crate) mod settings;
-pub mod token;
+pub(crate) mod token;
+
+// What the fuzzers and the tests use of token verification.
+pub use algorithms::{parse_algorithm, DEFAULT_ALGORITHMS};
+pub use discovery::check_http_url;
+pub use jwks::KeySet;
+pub use token::TokenVerifier;
 
 use std::sync::Arc;
 
@@ -24,7 +30,6 @@ use discovery::FetchError;
 use error::TokenError;
 use key_manager::KeyManager;
 use settings::Settings;
-use token::TokenVerifier;
 
 /// How many verifications, for all issuers together, may wait for a key
 /// set refetch; the rest are refused at once (a documented bound).

@@ -9,7 +9,7 @@ use crate::oidc::error::TokenError;
 use crate::oidc::settings::Settings;
 
 /// The `iss` claim, typed strictly.
-pub fn issuer_claim(iss: Option<&Value>) -> Result<&str, TokenError> {
+pub(super) fn issuer_claim(iss: Option<&Value>) -> Result<&str, TokenError> {
     match iss {
         Some(Value::String(iss)) => Ok(iss),
         Some(_) => Err(TokenError::ClaimType {
@@ -44,7 +44,7 @@ fn numeric_date(
 }
 
 /// Checks the registered claims at `now`; returns `exp`.
-pub fn check_claims(
+pub(super) fn check_claims(
     claims: &Map<String, Value>,
     oidc: &Settings,
     now: u64,

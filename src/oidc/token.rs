@@ -195,7 +195,7 @@ fn signature_verifies(
 /// The checks that depend on no issuer: compact JWS form and a header that
 /// names no key source, extension, nesting or unexpected type. Returns the
 /// header.
-pub fn check_shape(token: &str) -> Result<Map<String, Value>, TokenError> {
+pub(crate) fn check_shape(token: &str) -> Result<Map<String, Value>, TokenError> {
     if token.trim_start().starts_with('{') {
         return Err(TokenError::JsonSerialization);
     }
@@ -258,7 +258,7 @@ pub fn check_shape(token: &str) -> Result<Map<String, Value>, TokenError> {
 /// The `iss` a token claims, read without verifying anything: it only
 /// chooses which issuer's keys and rules will then verify the token. The
 /// rest of the payload is skipped, not built.
-pub fn claimed_issuer(token: &str) -> Result<String, TokenError> {
+pub(crate) fn claimed_issuer(token: &str) -> Result<String, TokenError> {
     #[derive(serde::Deserialize)]
     struct Iss {
         iss: Option<Value>,

@@ -77,7 +77,10 @@ fn top_level(path: &ClaimPath) -> Option<&str> {
 /// The bindings an issuer's token matches. Runs on every connect, so no
 /// explanation of a miss is written (`Binding::check` does that, for
 /// `explain`).
-pub fn matched<'a>(bindings: &'a [Binding], claims: &Map<String, Value>) -> Vec<&'a Binding> {
+pub(crate) fn matched<'a>(
+    bindings: &'a [Binding],
+    claims: &Map<String, Value>,
+) -> Vec<&'a Binding> {
     bindings
         .iter()
         .filter(|b| first_miss(&b.matches, claims).is_none())

@@ -162,7 +162,7 @@ fn scalar_text(v: &Value) -> Result<String, Miss> {
 }
 
 /// Every match must hold; the first that does not, with why.
-pub fn first_miss<'a>(
+pub(crate) fn first_miss<'a>(
     matches: &'a [ClaimMatch],
     claims: &Map<String, Value>,
 ) -> Option<(&'a ClaimMatch, Miss)> {

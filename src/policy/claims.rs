@@ -69,7 +69,7 @@ fn split_pointer_head(ptr: &str) -> Option<(String, &str)> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimError {
+pub(crate) enum ClaimError {
     #[error("identity claim {0} is missing")]
     MissingUser(String),
     #[error("identity claim {0} must be a non-empty string")]
@@ -109,7 +109,7 @@ impl EmailVerified {
 
 /// Whether the identity claim is the email address, the case that needs
 /// `email_verified`.
-pub fn names_by_email(path: &ClaimPath) -> bool {
+pub(crate) fn names_by_email(path: &ClaimPath) -> bool {
     match path {
         ClaimPath::Dotted(parts) => parts.len() == 1 && parts[0] == "email",
         ClaimPath::Pointer(p) => p == "/email",
@@ -117,7 +117,7 @@ pub fn names_by_email(path: &ClaimPath) -> bool {
 }
 
 /// Checks `email_verified` when the identity comes from `email`.
-pub fn check_email_verified(
+pub(crate) fn check_email_verified(
     claims: &Map<String, Value>,
     user_claim: &ClaimPath,
     policy: EmailVerified,
@@ -148,7 +148,10 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// The user's name for NATS, from the configured identity claim.
-pub fn user_name(claims: &Map<String, Value>, path: &ClaimPath) -> Result<String, ClaimError> {
+pub(crate) fn user_name(
+    claims: &Map<String, Value>,
+    path: &ClaimPath,
+) -> Result<String, ClaimError> {
     match path.lookup(claims) {
         None => Err(ClaimError::MissingUser(path.to_string())),
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -159,7 +162,10 @@ pub fn user_name(claims: &Map<String, Value>, path: &ClaimPath) -> Result<String
 /// The token's roles. A missing claim is no roles (the token is then refused
 /// for having no mapped role); a claim of the wrong type is an error, because
 /// a provider sending something unexpected must not be read loosely.
-pub fn roles(claims: &Map<String, Value>, path: &ClaimPath) -> Result<Vec<String>, ClaimError> {
+pub(crate) fn roles(
+    claims: &Map<String, Value>,
+    path: &ClaimPath,
+) -> Result<Vec<String>, ClaimError> {
     match path.lookup(claims) {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![s.clone()]),

@@ -136,7 +136,7 @@ fn strict_time(v: &str) -> Option<Time> {
 }
 
 /// A source network: a network or one address, written canonically.
-pub fn parse_source(n: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_source(n: &str) -> Result<IpNet, String> {
     let net = n
         .parse::<IpNet>()
         .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
@@ -172,7 +172,7 @@ pub fn parse_source(n: &str) -> Result<IpNet, String> {
 
 /// A time zone by its exact IANA name: nats-server looks the zone up by
 /// the name written into the user JWT, case-sensitively.
-pub fn parse_zone(name: &str) -> Result<(String, TimeZone), String> {
+pub(crate) fn parse_zone(name: &str) -> Result<(String, TimeZone), String> {
     let zone = TimeZone::get(name).map_err(|_| {
         format!(
             "{:?} is not an IANA time zone (like \"Europe/Berlin\" or \"UTC\")",
@@ -356,7 +356,7 @@ fn names(types: &[ConnType]) -> String {
 /// The rules of all roles that set any, as the user JWT says them: every
 /// role's must hold, so types and sources are intersected, and times are
 /// written when one zone holds them all.
-pub fn jwt_rules<'a>(rules: impl IntoIterator<Item = &'a ConnectionRules>) -> JwtRules {
+pub(crate) fn jwt_rules<'a>(rules: impl IntoIterator<Item = &'a ConnectionRules>) -> JwtRules {
     let mut types: Option<Vec<ConnType>> = None;
     let mut sources: Option<Vec<IpNet>> = None;
     let mut times: Option<(String, Vec<(u32, u32)>)> = None;

@@ -31,10 +31,10 @@ pub struct GrantStore {
     loaded: AtomicBool,
 }
 
-pub type Grants = HashMap<String, Arc<StoredGrant>>;
+pub(crate) type Grants = HashMap<String, Arc<StoredGrant>>;
 
 /// The key of a user's grant.
-pub fn key(issuer: &str, user: &str) -> String {
+pub(crate) fn key(issuer: &str, user: &str) -> String {
     format!("{issuer}.{user}")
 }
 
@@ -86,7 +86,7 @@ impl GrantStore {
 }
 
 /// Puts (`Some`) or removes (`None`) one grant.
-pub fn apply(map: &mut Grants, key: String, grant: Option<StoredGrant>) {
+pub(crate) fn apply(map: &mut Grants, key: String, grant: Option<StoredGrant>) {
     match grant {
         Some(g) => {
             map.insert(key, Arc::new(g));
@@ -98,7 +98,7 @@ pub fn apply(map: &mut Grants, key: String, grant: Option<StoredGrant>) {
 }
 
 /// A stored value; one that does not parse grants nothing.
-pub fn parse(key: &str, value: &[u8]) -> Option<StoredGrant> {
+pub(crate) fn parse(key: &str, value: &[u8]) -> Option<StoredGrant> {
     match serde_json::from_slice(value) {
         Ok(grant) => Some(grant),
         Err(e) => {

@@ -20,14 +20,14 @@
 //! both sides, pinned to the README's example.
 
 /// The issuer part of a `[users.*]` identity's prefix.
-pub const CONFIG_ISSUER: &str = "config";
+pub(crate) const CONFIG_ISSUER: &str = "config";
 
 /// The private inbox prefix of the user `sub` of the issuer `iss`.
-pub use nats_oidc_client::inbox::prefix;
+pub(crate) use nats_oidc_client::inbox::prefix;
 
 /// Whether a subject reaches some user's inbox: it overlaps `_INBOX.>`
 /// (private inboxes included, which are two tokens below it).
-pub fn reaches_inboxes(subject: &str) -> bool {
+pub(crate) fn reaches_inboxes(subject: &str) -> bool {
     crate::policy::subject::overlaps(subject, "_INBOX.x.y")
 }
 

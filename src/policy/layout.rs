@@ -30,11 +30,11 @@ use crate::policy::streams::{account_hash, JsHome, JS_API};
 use crate::policy::subject::{join, overlaps, subsumes};
 
 /// The whole JetStream API, as the users' accounts import it.
-pub const API_IMPORT: &str = "$JS.API.>";
+pub(crate) const API_IMPORT: &str = "$JS.API.>";
 
 /// Where push consumers deliver: the clients' inboxes, private ones
 /// (`{{inbox}}`) included.
-pub const INBOXES: &str = "_INBOX.>";
+pub(crate) const INBOXES: &str = "_INBOX.>";
 
 /// `[jetstream]`: the account holding the streams and buckets every grant
 /// names.

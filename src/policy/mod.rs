@@ -8,19 +8,29 @@
 //! bcrypt check of `passwords`: CPU-bound, so it runs on blocking threads
 //! behind a bound (a semaphore), and no other client waits for it.
 
-pub mod bindings;
-pub mod claim_match;
-pub mod claims;
-pub mod connection;
+pub(crate) mod bindings;
+pub(crate) mod claim_match;
+pub(crate) mod claims;
+pub(crate) mod connection;
 pub(crate) mod grants;
-pub mod inbox;
-pub mod layout;
-pub mod mapping;
+pub(crate) mod inbox;
+pub(crate) mod layout;
+pub(crate) mod mapping;
 pub(crate) mod passwords;
-pub mod platforms;
-pub mod roles;
+pub(crate) mod platforms;
+pub(crate) mod roles;
 pub(crate) mod scopes;
-pub mod streams;
-pub mod subject;
+pub(crate) mod streams;
+pub(crate) mod subject;
 pub(crate) mod template;
 pub(crate) mod users;
+
+// What the tests and the test-support crate use of the rules.
+pub use claim_match::Pattern;
+pub use layout::Layout;
+pub use roles::Role;
+pub use streams::{
+    account_hash, check_bucket, check_stream_name, Consumer, JetStreamGrant, JsHome, KvGrant,
+    KvScope,
+};
+pub use subject::{check_permission_subject, names_reserved, overlaps};

@@ -19,7 +19,7 @@ use crate::refusal::{Refusal, RefusalCode};
 
 /// The longest password bcrypt checks whole: its 72-byte block holds the
 /// password and a terminating zero byte.
-pub const MAX_PASSWORD_BYTES: usize = 71;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 71;
 /// Admitted checks per core: about what bcrypt at cost 11 finishes within
 /// nats-server's default 2 s auth timeout.
 const QUEUE_PER_CORE: usize = 16;
@@ -29,7 +29,7 @@ const PER_NAME_PER_CORE: usize = 2;
 /// Admitted checks at most, however many cores: together with the other
 /// bounded waits it must stay well below the requests the service keeps in
 /// flight (see `service::dispatch`).
-pub const MAX_ADMITTED: usize = 256;
+pub(crate) const MAX_ADMITTED: usize = 256;
 /// Passwords already checked against their hash are remembered this long,
 /// by a digest of user, hash and password, so reconnect storms do not pay
 /// bcrypt again and again.

@@ -6,11 +6,11 @@
 
 /// GitHub Actions' issuer; GitHub Enterprise Cloud's per-enterprise
 /// issuers are below it.
-pub const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+pub(crate) const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
 
 /// Whether `issuer` is GitHub Actions': github.com's, an enterprise's below
 /// it, or a GitHub Enterprise Server's (`https://HOST/_services/token`).
-pub fn is_github(issuer: &str) -> bool {
+pub(crate) fn is_github(issuer: &str) -> bool {
     let issuer = issuer.trim_end_matches('/');
     issuer == GITHUB_ISSUER
         || issuer
@@ -26,7 +26,7 @@ pub fn is_github(issuer: &str) -> bool {
 /// repository that calls the reusable workflow carries, nor a customised
 /// `sub` without the repository. Elsewhere only `sub` names a workload; a
 /// claim called `repository` there means whatever that issuer makes it mean.
-pub fn pinning_claims(issuer: &str) -> &'static [&'static str] {
+pub(crate) fn pinning_claims(issuer: &str) -> &'static [&'static str] {
     if is_github(issuer) {
         &["sub", "repository_id", "repository"]
     } else {
@@ -37,13 +37,13 @@ pub fn pinning_claims(issuer: &str) -> &'static [&'static str] {
 /// A platform whose issuer mints tokens for anyone with an account there:
 /// its name and the claims that name one customer exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SharedIssuer {
+pub(crate) struct SharedIssuer {
     pub platform: &'static str,
     pub owner_claims: &'static [&'static str],
 }
 
 /// The shared platform behind `issuer`, if it is one.
-pub fn shared_issuer(issuer: &str) -> Option<SharedIssuer> {
+pub(crate) fn shared_issuer(issuer: &str) -> Option<SharedIssuer> {
     let (platform, owner_claims): (_, &'static [&'static str]) = if is_github(issuer) {
         (
             "GitHub Actions",

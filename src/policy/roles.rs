@@ -128,7 +128,7 @@ pub struct RoleTable {
 /// namespace, role `r` is `"<namespace>:r"`. Without one, roles containing
 /// `:` are dropped: they would otherwise reach another issuer's namespaced
 /// roles, letting one identity provider mint another's grants.
-pub fn table_names(namespace: Option<&str>, token_roles: &[String]) -> Vec<String> {
+pub(crate) fn table_names(namespace: Option<&str>, token_roles: &[String]) -> Vec<String> {
     match namespace {
         Some(ns) => token_roles.iter().map(|r| format!("{ns}:{r}")).collect(),
         None => token_roles

@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 
 use crate::policy::claims::ClaimPath;
 
-pub const PREFIX: &str = "scope=";
+pub(crate) const PREFIX: &str = "scope=";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScopeError {
+pub(crate) enum ScopeError {
     #[error(
         "the connect name asks for {asked} scopes, more than grants.max_requested_scopes ({max})"
     )]
@@ -30,7 +30,7 @@ pub enum ScopeError {
 }
 
 /// The scopes a connect name asks for, in the order asked, without repeats.
-pub fn requested(connect_name: Option<&str>, max: usize) -> Result<Vec<String>, ScopeError> {
+pub(crate) fn requested(connect_name: Option<&str>, max: usize) -> Result<Vec<String>, ScopeError> {
     let Some(name) = connect_name else {
         return Ok(Vec::new());
     };
@@ -64,7 +64,7 @@ pub fn requested(connect_name: Option<&str>, max: usize) -> Result<Vec<String>, 
 }
 
 /// What the verified token entitles its user to, from `oidc.scopes_claim`.
-pub fn entitled_by_claim(
+pub(crate) fn entitled_by_claim(
     claims: &Map<String, Value>,
     path: &ClaimPath,
 ) -> Result<BTreeSet<String>, ScopeError> {
@@ -84,7 +84,7 @@ pub fn entitled_by_claim(
 }
 
 /// Asked ∩ entitled, in the order asked.
-pub fn grant(requested: &[String], entitled: &BTreeSet<String>) -> Vec<String> {
+pub(crate) fn grant(requested: &[String], entitled: &BTreeSet<String>) -> Vec<String> {
     requested
         .iter()
         .filter(|s| entitled.contains(*s))

@@ -30,7 +30,7 @@ use crate::policy::subject::overlaps;
 use crate::policy::template::Entry;
 
 /// The JetStream API's subjects in the account that holds the streams.
-pub const JS_API: &str = "$JS.API";
+pub(crate) const JS_API: &str = "$JS.API";
 
 /// What nats-server writes into the v2 ack and flow-control subjects of
 /// the account holding the streams a role's grants name.
@@ -49,20 +49,20 @@ fn api(rest: &str) -> String {
 }
 
 /// The stream that holds a KV bucket.
-pub fn kv_stream(bucket: &str) -> String {
+pub(crate) fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
 /// The subject space of a bucket's keys: a publish there is a put,
 /// delete or purge.
-pub fn kv_keys(bucket: &str) -> String {
+pub(crate) fn kv_keys(bucket: &str) -> String {
     format!("$KV.{bucket}.>")
 }
 
 /// Publish subjects that change a bucket's contents or configuration:
 /// its keys, the stream API calls on its stream, and deletes of its
 /// messages.
-pub fn bucket_changers(bucket: &str) -> [String; 3] {
+pub(crate) fn bucket_changers(bucket: &str) -> [String; 3] {
     let stream = kv_stream(bucket);
     [
         kv_keys(bucket),
@@ -73,13 +73,13 @@ pub fn bucket_changers(bucket: &str) -> [String; 3] {
 
 /// The subject a consumer of `stream` is created on without a name in the
 /// subject (the name is in the request body).
-pub fn consumer_create(stream: &str) -> String {
+pub(crate) fn consumer_create(stream: &str) -> String {
     api(&format!("CONSUMER.CREATE.{stream}"))
 }
 
 /// Whether publishing `subject` reaches the JetStream API or KV subjects
 /// of the account: anything JetStream does on its own rights.
-pub fn reaches_jetstream(subject: &str) -> bool {
+pub(crate) fn reaches_jetstream(subject: &str) -> bool {
     overlaps(subject, &format!("{JS_API}.>")) || overlaps(subject, "$KV.>")
 }
 
@@ -566,7 +566,7 @@ pub fn check_bucket(name: &str) -> Result<(), String> {
 /// (letters, digits, `-/_=`) or a final `>`, and placeholders. No `*`:
 /// nats-server lets a client publish a subject holding a literal `>`, which
 /// an allowed `*` matches, and a direct get or purge reads it as a wildcard.
-pub fn check_key_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn check_key_pattern(pattern: &str) -> Result<(), String> {
     let mut literal_part = String::new();
     let mut rest = pattern;
     while let Some(open) = rest.find("{{") {

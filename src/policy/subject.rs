@@ -38,7 +38,7 @@ pub fn check_permission_subject(subject: &str) -> Result<(), String> {
 /// Subjects no wildcard grant reaches: the account's system subjects (server
 /// and account internals, and the auth callout subject). Only an allow entry
 /// that names `$SYS` itself grants them.
-pub const RESERVED: &str = "$SYS.>";
+pub(crate) const RESERVED: &str = "$SYS.>";
 
 /// Whether an allow entry names the reserved subjects explicitly.
 pub fn names_reserved(subject: &str) -> bool {
@@ -68,7 +68,7 @@ pub fn overlaps(a: &str, b: &str) -> bool {
 
 /// Whether every subject `inner` matches also matches `outer` (both
 /// permission-style patterns, no placeholders).
-pub fn subsumes(outer: &str, inner: &str) -> bool {
+pub(crate) fn subsumes(outer: &str, inner: &str) -> bool {
     let (outer, inner): (Vec<&str>, Vec<&str>) =
         (outer.split('.').collect(), inner.split('.').collect());
     for (i, o) in outer.iter().enumerate() {
@@ -89,7 +89,7 @@ pub fn subsumes(outer: &str, inner: &str) -> bool {
 /// more: equal tokens stay, differing ones become `*`; where either has `>`
 /// the join has it too, and where the two differ in length `>` stands for
 /// the last token they both have.
-pub fn join(a: &str, b: &str) -> String {
+pub(crate) fn join(a: &str, b: &str) -> String {
     let (a, b): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
     let mut out: Vec<&str> = Vec::new();
     for i in 0.. {

@@ -23,7 +23,7 @@ use crate::refusal::{Refusal, RefusalCode};
 
 /// The issuer name of identities from `[users.*]`: in logs, in `{{issuer}}`
 /// and in their KV grant keys. No `[oidc]` block may take it.
-pub const CONFIG_ISSUER: &str = "config";
+pub(crate) const CONFIG_ISSUER: &str = "config";
 
 #[derive(Clone, Debug)]
 pub struct ConfigUser {
@@ -48,7 +48,7 @@ pub enum Grant {
     Fixed(Arc<RoleTable>),
 }
 
-pub struct ConfigUsers {
+pub(crate) struct ConfigUsers {
     by_name: HashMap<String, ConfigUser>,
     by_nkey: HashMap<String, String>,
     passwords: Arc<PasswordChecks>,
@@ -57,7 +57,7 @@ pub struct ConfigUsers {
 impl ConfigUsers {
     /// The users, checking passwords with `passwords` (shared across
     /// config reloads: its bounds and remembered logins are the process's).
-    pub fn new(users: &[ConfigUser], passwords: Arc<PasswordChecks>) -> Self {
+    pub(crate) fn new(users: &[ConfigUser], passwords: Arc<PasswordChecks>) -> Self {
         let by_nkey = users
             .iter()
             .filter_map(|u| match &u.credential {
@@ -75,7 +75,7 @@ impl ConfigUsers {
     /// `None`: the connect is not for a config identity (the OIDC path
     /// decides it). Otherwise the authenticated user, or why not (a reason
     /// that never contains the password).
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         request: &RequestBody,
         deadline: &Deadline,
@@ -157,10 +157,10 @@ impl ConfigUsers {
 }
 
 /// The highest bcrypt cost accepted: about 4 s a check on a current core.
-pub const MAX_BCRYPT_COST: u32 = 16;
+pub(crate) const MAX_BCRYPT_COST: u32 = 16;
 
 /// A bcrypt hash as nats-server and `htpasswd -B` write it; returns its cost.
-pub fn bcrypt_cost(hash: &str) -> Result<u32, String> {
+pub(crate) fn bcrypt_cost(hash: &str) -> Result<u32, String> {
     let parts: Option<bcrypt::HashParts> = hash.parse().ok().filter(|p: &bcrypt::HashParts| {
         hash.len() == 60
             && ["$2a$", "$2b$", "$2y$"].iter().any(|v| hash.starts_with(v))

@@ -52,7 +52,7 @@ const _: () = assert!(
 /// Deciding one request and publishing its answer.
 type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-pub struct Dispatcher {
+pub(super) struct Dispatcher {
     client: async_nats::Client,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
@@ -139,7 +139,7 @@ impl Answerer {
 }
 
 impl Dispatcher {
-    pub fn new(
+    pub(super) fn new(
         client: async_nats::Client,
         live: Arc<Live>,
         metrics: Arc<Metrics>,
@@ -159,16 +159,16 @@ impl Dispatcher {
         }
     }
 
-    pub fn taken(&self) -> u64 {
+    pub(super) fn taken(&self) -> u64 {
         self.taken
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
     /// Takes requests until `shutdown` resolves or the subscription ends.
-    pub async fn serve(
+    pub(super) async fn serve(
         &mut self,
         requests: &mut async_nats::Subscriber,
         shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
@@ -223,7 +223,7 @@ impl Dispatcher {
 
     /// Starts deciding one request in a task of its own; waits while
     /// `MAX_IN_FLIGHT` are running.
-    pub async fn dispatch(&mut self, request: async_nats::Message) {
+    pub(super) async fn dispatch(&mut self, request: async_nats::Message) {
         if let Some(work) = self.prepare(request).await {
             self.in_flight.spawn(work);
         }
@@ -276,7 +276,7 @@ impl Dispatcher {
 
     /// Waits until every started request is answered, for `FINISH_WAIT` at
     /// most; requests waiting for a password check stop waiting now.
-    pub async fn finish(&mut self) {
+    pub(super) async fn finish(&mut self) {
         let _ = self.stop.send(true);
         let all = async { while self.in_flight.join_next().await.is_some() {} };
         if tokio::time::timeout(FINISH_WAIT, all).await.is_err() {

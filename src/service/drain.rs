@@ -34,7 +34,10 @@ const DRAIN_TOTAL: Duration = Duration::from_secs(3);
 const STOP_STEP: Duration = Duration::from_secs(1);
 
 /// Runs one shutdown step, giving up after `STOP_STEP`.
-pub async fn bounded<T>(step: &str, work: impl std::future::Future<Output = T>) -> Option<T> {
+pub(super) async fn bounded<T>(
+    step: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
     let done = tokio::time::timeout(STOP_STEP, work).await.ok();
     if done.is_none() {
         tracing::warn!("shutdown: {step} did not finish within {STOP_STEP:?}; going on");
@@ -44,7 +47,7 @@ pub async fn bounded<T>(step: &str, work: impl std::future::Future<Output = T>) 
 
 /// Answers what is still on its way to this process, then ends the
 /// subscription.
-pub async fn drain(requests: &mut async_nats::Subscriber, dispatcher: &mut Dispatcher) {
+pub(super) async fn drain(requests: &mut async_nats::Subscriber, dispatcher: &mut Dispatcher) {
     while let Some(Some(request)) = requests.next().now_or_never() {
         dispatcher.dispatch(request).await;
     }

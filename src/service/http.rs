@@ -17,13 +17,13 @@ use crate::service::readiness::Readiness;
 use crate::service::ServiceError;
 
 #[derive(Clone)]
-pub struct HttpState {
+pub(super) struct HttpState {
     pub metrics: Arc<Metrics>,
     pub live: Arc<Live>,
     pub readiness: Arc<Readiness>,
 }
 
-pub fn router(state: HttpState) -> Router {
+pub(super) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -32,13 +32,13 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Binds first, so a busy port is a startup error rather than a log line.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
+pub(super) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ServiceError::Http(format!("http.listen {addr}: {e}")))
 }
 
-pub async fn serve(
+pub(super) async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

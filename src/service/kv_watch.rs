@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::policy::grants::{self, GrantStore, Grants};
 
 /// Watches `bucket` until the task is dropped.
-pub async fn run(store: Arc<GrantStore>, bucket: String, client: async_nats::Client) {
+pub(super) async fn run(store: Arc<GrantStore>, bucket: String, client: async_nats::Client) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         let Err(e) = watch(&store, &bucket, &client).await;

@@ -25,7 +25,7 @@ use crate::service::ServiceError;
 
 use super::config_file::{digest, settled_content, Hold, Watcher};
 
-pub struct Live {
+pub(super) struct Live {
     callout: ArcSwap<Callout>,
     config: ArcSwap<Config>,
     /// One background key refresher per issuer, with the keys it refreshes.
@@ -39,7 +39,7 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Live>, ServiceError> {
+    pub(super) fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Live>, ServiceError> {
         let bucket = config.grants.kv_bucket.clone();
         let shared = Shared {
             grants: bucket.as_ref().map(|_| GrantStore::new()),
@@ -58,22 +58,22 @@ impl Live {
         }))
     }
 
-    pub fn config(&self) -> Arc<Config> {
+    pub(super) fn config(&self) -> Arc<Config> {
         self.config.load_full()
     }
 
     /// The callout deciding requests now.
-    pub fn callout(&self) -> Arc<Callout> {
+    pub(super) fn callout(&self) -> Arc<Callout> {
         self.callout.load_full()
     }
 
     /// The grants bucket and its store, when `grants.kv_bucket` is set.
-    pub fn grants(&self) -> Option<(&str, &Arc<GrantStore>)> {
+    pub(super) fn grants(&self) -> Option<(&str, &Arc<GrantStore>)> {
         self.bucket.as_deref().zip(self.shared.grants.as_ref())
     }
 
     /// Each issuer's name and whether its keys are loaded.
-    pub fn issuer_keys(&self) -> Vec<(String, bool)> {
+    pub(super) fn issuer_keys(&self) -> Vec<(String, bool)> {
         self.callout
             .load()
             .authorizer()
@@ -86,7 +86,7 @@ impl Live {
     /// Runs a key refresher for every current issuer and for no other: keys
     /// that already have one keep it (no extra fetch), keys no longer in use
     /// lose theirs.
-    pub fn start_refreshers(&self) {
+    pub(super) fn start_refreshers(&self) {
         let current: Vec<Arc<KeyManager>> = self
             .callout
             .load()
@@ -111,7 +111,7 @@ impl Live {
         }
     }
 
-    pub fn stop_refreshers(&self) {
+    pub(super) fn stop_refreshers(&self) {
         for (_, task) in self
             .refreshers
             .lock()
@@ -124,7 +124,7 @@ impl Live {
 
     /// Re-reads the config file and applies it if it is valid. Returns the
     /// digest of the content it read.
-    pub async fn reload(&self) -> Result<[u8; 32], ServiceError> {
+    pub(super) async fn reload(&self) -> Result<[u8; 32], ServiceError> {
         let text = settled_content(&self.path).await;
         self.apply(text)
     }
@@ -186,7 +186,7 @@ impl Live {
     /// tried again at every poll and directory change (a seed file it names
     /// may be back by then), but said once until the content or the error
     /// changes. Runs until dropped.
-    pub async fn watch(self: Arc<Self>, poll: Duration) {
+    pub(super) async fn watch(self: Arc<Self>, poll: Duration) {
         let mut state = WatchState {
             // What is running, not what the file holds now: an edit made
             // since the config was read at start-up is a change to apply.
@@ -357,7 +357,7 @@ impl WatchState {
 }
 
 /// Logs secret files any user of the host can read (at startup and reload).
-pub fn report_exposed_secrets(config: &Config) {
+pub(super) fn report_exposed_secrets(config: &Config) {
     for exposure in config.exposed_secrets() {
         tracing::warn!("secret file exposed: {exposure}");
     }

@@ -18,7 +18,7 @@ use crate::service::ServiceError;
 
 /// What `nats micro stats` shows for the one endpoint.
 #[derive(Default)]
-pub struct EndpointCounters {
+pub(super) struct EndpointCounters {
     requests: AtomicU64,
     errors: AtomicU64,
     processing_nanos: AtomicU64,
@@ -26,19 +26,19 @@ pub struct EndpointCounters {
 }
 
 impl EndpointCounters {
-    pub fn record(&self, processing: Duration) {
+    pub(super) fn record(&self, processing: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.processing_nanos
             .fetch_add(processing.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    pub fn record_error(&self, error: String) {
+    pub(super) fn record_error(&self, error: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 }
 
-pub struct Announcement {
+pub(super) struct Announcement {
     pub name: &'static str,
     pub version: &'static str,
     pub description: &'static str,
@@ -48,7 +48,7 @@ pub struct Announcement {
 }
 
 /// Answers the micro-service verbs until the returned task is aborted.
-pub async fn announce(
+pub(super) async fn announce(
     client: async_nats::Client,
     what: Announcement,
     counters: Arc<EndpointCounters>,

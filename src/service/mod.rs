@@ -26,15 +26,15 @@ use live::Live;
 use micro::{Announcement, EndpointCounters};
 use readiness::Readiness;
 
-pub use nats::connect_once;
+pub(crate) use nats::connect_once;
 
-pub const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
+pub(crate) const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
 /// How often the config file is checked for changes.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
 /// Why the service cannot start or go on.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("issuer client: {0}")]
@@ -47,7 +47,7 @@ pub enum ServiceError {
     Subscribe(String),
 }
 
-pub struct Service {
+pub(crate) struct Service {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
@@ -80,7 +80,7 @@ impl Background {
 }
 
 impl Service {
-    pub fn new(config: Config) -> Result<Service, ServiceError> {
+    pub(crate) fn new(config: Config) -> Result<Service, ServiceError> {
         let metrics = Arc::new(Metrics::new());
         let live = Live::new(config, metrics.clone())?;
         Ok(Service {
@@ -92,7 +92,7 @@ impl Service {
 
     /// Runs until `shutdown` resolves, then stops taking requests and
     /// answers the ones already routed here.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServiceError> {

@@ -48,7 +48,7 @@ fn servers(nats: &NatsConfig) -> Result<Vec<async_nats::ServerAddr>, ServiceErro
 /// One attempt to connect as the service would, for `check --online`:
 /// no retries, no reconnects; `on_error` hears what the server says later
 /// (a permissions violation, say).
-pub async fn connect_once(
+pub(crate) async fn connect_once(
     nats: &NatsConfig,
     on_error: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<async_nats::Client, ServiceError> {
@@ -76,7 +76,7 @@ pub async fn connect_once(
     })
 }
 
-pub async fn connect(
+pub(super) async fn connect(
     nats: &NatsConfig,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,

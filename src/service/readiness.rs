@@ -11,12 +11,12 @@ use crate::callout::XkeyMismatch;
 
 /// How long a mismatch counts as current after the last request that
 /// showed it (readiness, and when a new episode is logged again).
-pub const XKEY_WINDOW: Duration = Duration::from_secs(60);
+pub(super) const XKEY_WINDOW: Duration = Duration::from_secs(60);
 /// While a mismatch goes on, it is logged again this often at most.
 const XKEY_REMINDER: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
-pub struct Readiness {
+pub(super) struct Readiness {
     nats_connected: AtomicBool,
     xkey: Mutex<HashMap<XkeyMismatch, Episode>>,
 }
@@ -31,7 +31,7 @@ struct Episode {
 
 /// What to say about a mismatch a request showed (at most one line per
 /// episode, and a reminder every `XKEY_REMINDER`).
-pub enum XkeyReport {
+pub(super) enum XkeyReport {
     /// Started (or started again after `XKEY_WINDOW` without it).
     New,
     /// Still going on: this many requests since it was last said.
@@ -40,16 +40,16 @@ pub enum XkeyReport {
 }
 
 impl Readiness {
-    pub fn set_nats_connected(&self, up: bool) {
+    pub(super) fn set_nats_connected(&self, up: bool) {
         self.nats_connected.store(up, Ordering::Release);
     }
 
-    pub fn nats_connected(&self) -> bool {
+    pub(super) fn nats_connected(&self) -> bool {
         self.nats_connected.load(Ordering::Acquire)
     }
 
     /// A request showed `mismatch` at `now`.
-    pub fn xkey_seen(&self, mismatch: XkeyMismatch, now: Instant) -> XkeyReport {
+    pub(super) fn xkey_seen(&self, mismatch: XkeyMismatch, now: Instant) -> XkeyReport {
         let mut seen = self.xkey.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get_mut(&mismatch) {
             Some(e) if now.duration_since(e.last_seen) < XKEY_WINDOW => {
@@ -77,7 +77,7 @@ impl Readiness {
     }
 
     /// The mismatches seen within `XKEY_WINDOW` of `now`.
-    pub fn xkey_current(&self, now: Instant) -> Vec<XkeyMismatch> {
+    pub(super) fn xkey_current(&self, now: Instant) -> Vec<XkeyMismatch> {
         let seen = self.xkey.lock().unwrap_or_else(|e| e.into_inner());
         XkeyMismatch::ALL
             .into_iter()
@@ -120,7 +120,7 @@ mod tests {
         assert!(r.xkey_current(t + XKEY_WINDOW).is_empty());
         assert!(matches!(r.xkey_seen(m, t + XKEY_WINDOW), XkeyReport::New));
         assert!(matches!(
-            r.xkey_seen(XkeyMismatch::WrongXkey, t + XKEY_WINDOW),
+            r.xkey_seen(XkeyMismatch::SealedToAnotherKey, t + XKEY_WINDOW),
             XkeyReport::New
         ));
     }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use async_nats::{ConnectOptions, Event};
 use tokio::sync::mpsc;
 
-pub use nats_oidc_callout::dev::issuer::DevIssuer;
-pub use nats_oidc_callout::dev::operator::OperatorSetup;
-pub use nats_oidc_callout::policy::layout::Layout;
+pub use nats_oidc_callout::dev::DevIssuer;
+pub use nats_oidc_callout::dev::OperatorSetup;
+pub use nats_oidc_callout::policy::Layout;
 
 pub mod cluster;
 pub mod fixtures;
@@ -31,7 +31,7 @@ fn project_root() -> PathBuf {
 pub fn nats_server_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        nats_oidc_callout::dev::nats_server::locate_or_install(&project_root().join(".tools"))
+        nats_oidc_callout::dev::locate_or_install(&project_root().join(".tools"))
             .unwrap_or_else(|e| panic!("no nats-server for the tests: {e}"))
     })
     .clone()
@@ -891,7 +891,7 @@ pub fn sentinel_for(url: &str) -> Option<PathBuf> {
 /// The sentinel's user JWT, for clients that build their own CONNECT.
 pub fn sentinel_jwt(url: &str) -> Option<String> {
     let text = std::fs::read_to_string(sentinel_for(url)?).ok()?;
-    nats_oidc_callout::nats::creds::user_jwt(&text).map(str::to_string)
+    nats_oidc_client::creds::user_jwt(&text).map(str::to_string)
 }
 
 /// Connects as the nats CLI does with a context (nats-io/jsm.go

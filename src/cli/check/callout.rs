@@ -5,14 +5,14 @@ use super::Lint;
 use crate::callout::Mode;
 use crate::config::Config;
 
-pub const EXPOSED_SECRETS: Lint = Lint {
+pub(super) const EXPOSED_SECRETS: Lint = Lint {
     name: "exposed-secrets",
     doc: "A seed or password file that every user on the host can read.",
     find: |config| config.exposed_secrets(),
     example: "[callout]\naccount = \"APP\"\nauth_account = \"AUTH\"\nissuer_seed_file = \"{exposed_file}\"\nxkey_seed_file = \"xkey.nk\"\n",
 };
 
-pub const XKEY_UNSET: Lint = Lint {
+pub(super) const XKEY_UNSET: Lint = Lint {
     name: "xkey-unset",
     doc: "No xkey: the authorization requests, which carry bearer tokens, travel unencrypted \
           to whoever may subscribe to $SYS.REQ.USER.AUTH in the callout's account.",
@@ -37,7 +37,7 @@ fn xkey_unset(config: &Config) -> Vec<String> {
     )]
 }
 
-pub const ISSUER_IS_ACCOUNT_KEY: Lint = Lint {
+pub(super) const ISSUER_IS_ACCOUNT_KEY: Lint = Lint {
     name: "issuer-is-account-key",
     doc: "Operator mode: the callout signs with the callout account's identity key, which \
           cannot be rotated without reissuing the account.",
@@ -55,7 +55,7 @@ pub const ISSUER_IS_ACCOUNT_KEY: Lint = Lint {
     example: "[callout]\nmode = \"operator\"\naccount = \"APP\"\nauth_account = \"{issuer_pub}\"\nissuer_seed_file = \"issuer.nk\"\nxkey_seed_file = \"xkey.nk\"\n\n[callout.accounts.APP]\npublic_key = \"{app_pub}\"\nsigning_key_seed_file = \"{app_signing_file}\"\n",
 };
 
-pub const ACCOUNT_IDENTITY_KEY: Lint = Lint {
+pub(super) const ACCOUNT_IDENTITY_KEY: Lint = Lint {
     name: "account-identity-key",
     doc: "Operator mode: a users' account signs with its identity key, whose user JWTs \
           nats-server refuses under strict_signing_key_usage.",
@@ -76,7 +76,7 @@ pub const ACCOUNT_IDENTITY_KEY: Lint = Lint {
 
 const CALLOUT_ACCOUNT_REACH: &str = "can reach what the service's own connection reaches (the authorization requests on $SYS.REQ.USER.AUTH, which carry every login's token, and the grants bucket) as far as their permissions go";
 
-pub const USERS_IN_CALLOUT_ACCOUNT: Lint = Lint {
+pub(super) const USERS_IN_CALLOUT_ACCOUNT: Lint = Lint {
     name: "users-in-callout-account",
     doc: "Users placed in the callout's own account, where the authorization requests \
           (every login's token) and the grants bucket are.",
@@ -120,7 +120,7 @@ fn users_in_callout_account(config: &Config) -> Vec<String> {
     out
 }
 
-pub const LONG_USER_TTL: Lint = Lint {
+pub(super) const LONG_USER_TTL: Lint = Lint {
     name: "long-user-ttl",
     doc: "User JWTs that live longer than a day: a connection outlives a revoked token \
           that long.",

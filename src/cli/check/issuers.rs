@@ -16,7 +16,7 @@ pub(super) fn sharing_plain_roles(config: &Config) -> Vec<&str> {
         .collect()
 }
 
-pub const SHARED_ROLE_TABLE: Lint = Lint {
+pub(super) const SHARED_ROLE_TABLE: Lint = Lint {
     name: "shared-role-table",
     doc: "Several issuers look roles up in the plain [roles.*] table: each can grant the \
           other's roles.",
@@ -32,7 +32,7 @@ pub const SHARED_ROLE_TABLE: Lint = Lint {
     example: "[[oidc]]\nname = \"a\"\nissuer = \"https://a.example.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\nrole_namespace = \"\"\n\n[[oidc]]\nname = \"b\"\nissuer = \"https://b.example.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\nrole_namespace = \"\"\n",
 };
 
-pub const SHARED_ISSUER: Lint = Lint {
+pub(super) const SHARED_ISSUER: Lint = Lint {
     name: "shared-issuer",
     doc: "An issuer that mints tokens for every customer of its platform (GitHub Actions, \
           Google, GitLab.com) without require_claims pinning your organisation exactly.",
@@ -63,7 +63,7 @@ pub const SHARED_ISSUER: Lint = Lint {
     example: "[oidc]\nissuer = \"https://accounts.google.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\n",
 };
 
-pub const REPOSITORY_BY_NAME: Lint = Lint {
+pub(super) const REPOSITORY_BY_NAME: Lint = Lint {
     name: "repository-by-name",
     doc: "A GitHub binding pins the repository by name, which someone else can take after a \
           rename or deletion.",
@@ -92,7 +92,7 @@ pub const REPOSITORY_BY_NAME: Lint = Lint {
     example: "[[oidc]]\nname = \"gh\"\nissuer = \"https://token.actions.githubusercontent.com\"\naudience = \"nats\"\nrequire_claims = { repository_owner_id = \"42\" }\n\n[roles.\"gh:reader\"]\nsub.allow = [\"orders.>\"]\n\n[[bindings]]\nissuer = \"gh\"\nmatch = { repository = \"acme/app\" }\nroles = [\"reader\"]\n",
 };
 
-pub const BROAD_BINDING: Lint = Lint {
+pub(super) const BROAD_BINDING: Lint = Lint {
     name: "broad-binding",
     doc: "A binding with broad = true: every token of its issuer that matches gets its \
           roles, whichever workload it names.",
@@ -123,7 +123,7 @@ pub const BROAD_BINDING: Lint = Lint {
     example: "[[oidc]]\nname = \"k8s\"\nissuer = \"https://k8s.example.com\"\naudience = \"nats\"\n\n[roles.\"k8s:reader\"]\nsub.allow = [\"orders.>\"]\n\n[[bindings]]\nissuer = \"k8s\"\nmatch = { \"/kubernetes.io/namespace\" = \"orders\" }\nroles = [\"reader\"]\nbroad = true\n",
 };
 
-pub const BCRYPT_COST: Lint = Lint {
+pub(super) const BCRYPT_COST: Lint = Lint {
     name: "bcrypt-cost",
     doc: "A [users.*] bcrypt hash that is cheap to guess (cost below 10) or too slow for \
           nats-server's auth timeout (cost 14 or more).",

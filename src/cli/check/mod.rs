@@ -70,7 +70,7 @@ pub const LINTS: &[Lint] = &[
 ];
 
 /// `check`: prints the warnings and says the config is valid.
-pub fn run(config: &Config, path: &Path) -> Result<ExitCode, CliError> {
+pub(crate) fn run(config: &Config, path: &Path) -> Result<ExitCode, CliError> {
     let warnings = warnings(config);
     for w in &warnings {
         println!("warning: {w}");

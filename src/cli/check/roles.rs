@@ -18,7 +18,7 @@ fn directions(config: &Config) -> impl Iterator<Item = (&str, &'static str, &Dir
     })
 }
 
-pub const PER_USER_NOT_PER_ISSUER: Lint = Lint {
+pub(super) const PER_USER_NOT_PER_ISSUER: Lint = Lint {
     name: "per-user-not-per-issuer",
     doc: "With several identity sources, a subject filled per user but not per issuer: two \
           sources can name the same user and share it.",
@@ -48,7 +48,7 @@ pub const PER_USER_NOT_PER_ISSUER: Lint = Lint {
     example: "[users.svc]\npassword_bcrypt = \"$2b$10$C001kiHOPehbP4wWw.nyb.Cpsl9Bkm.pP4YXK4Vj50QnUdwexHlmy\"\nroles = [\"reader\"]\n\n[roles.reader]\nsub.allow = [\"users.{{sub}}.>\"]\n",
 };
 
-pub const UNREACHABLE_ROLE: Lint = Lint {
+pub(super) const UNREACHABLE_ROLE: Lint = Lint {
     name: "unreachable-role",
     doc: "A role no token can reach: every issuer has a role namespace, and the role is \
           named without one (and no [users.*] or grants bucket names it).",
@@ -76,7 +76,7 @@ pub const UNREACHABLE_ROLE: Lint = Lint {
     example: "[oidc]\nissuer = \"https://idp.example.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\nrole_namespace = \"idp\"\n\n[roles.\"idp:reader\"]\nsub.allow = [\"orders.>\"]\n\n[roles.orphan]\nsub.allow = [\"orders.>\"]\n",
 };
 
-pub const TOKEN_CHOOSES_NAMESPACE: Lint = Lint {
+pub(super) const TOKEN_CHOOSES_NAMESPACE: Lint = Lint {
     name: "token-chooses-namespace",
     doc: "A subject whose first token is filled from the token: whoever controls that value \
           can name any namespace of the account.",
@@ -115,7 +115,7 @@ fn reaches_others_inboxes(entry: &Entry) -> bool {
     reaches_inboxes(entry.as_str())
 }
 
-pub const OTHERS_INBOXES: Lint = Lint {
+pub(super) const OTHERS_INBOXES: Lint = Lint {
     name: "others-inboxes",
     doc: "A grant that reaches other users' inboxes: a subscriber reads every reply in the \
           account, a publisher forges replies.",
@@ -157,7 +157,7 @@ pub const OTHERS_INBOXES: Lint = Lint {
     example: "[roles.reader]\nsub.allow = [\"_INBOX.>\"]\n",
 };
 
-pub const EVERY_SUBJECT: Lint = Lint {
+pub(super) const EVERY_SUBJECT: Lint = Lint {
     name: "every-subject",
     doc: "A grant of \">\": every subject, every user's inbox included.",
     find: |config| {
@@ -174,7 +174,7 @@ pub const EVERY_SUBJECT: Lint = Lint {
     example: "[roles.reader]\nsub.allow = [\">\"]\n",
 };
 
-pub const SYSTEM_SUBJECTS: Lint = Lint {
+pub(super) const SYSTEM_SUBJECTS: Lint = Lint {
     name: "system-subjects",
     doc: "A grant naming $SYS subjects, which lifts the automatic deny of $SYS.> for every \
           user holding the role.",
@@ -194,7 +194,7 @@ pub const SYSTEM_SUBJECTS: Lint = Lint {
     example: "[roles.reader]\nsub.allow = [\"$SYS.ACCOUNT.>\"]\n",
 };
 
-pub const SYSTEM_ACCOUNT: Lint = Lint {
+pub(super) const SYSTEM_ACCOUNT: Lint = Lint {
     name: "system-account",
     doc: "A role that places its users in an account named like nats-server's system account.",
     find: |config| {
@@ -215,7 +215,7 @@ pub const SYSTEM_ACCOUNT: Lint = Lint {
     example: "[roles.reader]\nsub.allow = [\"orders.>\"]\naccount = \"SYS\"\n",
 };
 
-pub const CONNECTION_TYPE_TWIN: Lint = Lint {
+pub(super) const CONNECTION_TYPE_TWIN: Lint = Lint {
     name: "connection-type-twin",
     doc: "connection.types lists MQTT, MQTT_WS, LEAFNODE or LEAFNODE_WS without its twin, \
           which nats-server does not tell apart: such connections are refused.",
@@ -249,7 +249,7 @@ fn allows_nothing(role: &Role) -> bool {
         && role.resp.is_none()
 }
 
-pub const ALLOWS_NOTHING: Lint = Lint {
+pub(super) const ALLOWS_NOTHING: Lint = Lint {
     name: "allows-nothing",
     doc: "A role whose users can connect but neither publish nor subscribe.",
     find: |config| {

@@ -12,7 +12,7 @@ use crate::policy::streams::{
 };
 use crate::policy::subject::overlaps;
 
-pub const MANAGE_IS_THE_ACCOUNT: Lint = Lint {
+pub(super) const MANAGE_IS_THE_ACCOUNT: Lint = Lint {
     name: "manage-is-the-account",
     doc: "jetstream.manage: a stream's config reaches the whole account, so manage is read \
           and write of all of it.",
@@ -30,7 +30,7 @@ pub const MANAGE_IS_THE_ACCOUNT: Lint = Lint {
     example: "[jetstream]\naccount = \"DATA\"\n\n[roles.reader]\nsub.allow = [\"{{inbox}}.>\"]\njetstream.manage = [\"ORDERS\"]\n",
 };
 
-pub const GRANTS_BUCKET_WRITABLE: Lint = Lint {
+pub(super) const GRANTS_BUCKET_WRITABLE: Lint = Lint {
     name: "grants-bucket-writable",
     doc: "A role that can publish into the grants bucket (grants.kv_bucket), so its users \
           can give anyone any role.",
@@ -58,7 +58,7 @@ pub const GRANTS_BUCKET_WRITABLE: Lint = Lint {
     example: "[grants]\nkv_bucket = \"grants\"\n\n[roles.reader]\npub.allow = [\"$KV.*.>\"]\n",
 };
 
-pub const KV_ROLLUP: Lint = Lint {
+pub(super) const KV_ROLLUP: Lint = Lint {
     name: "kv-rollup",
     doc: "kv.write of some keys: a put with Nats-Rollup: all empties the whole bucket, which \
           subject permissions cannot see.",
@@ -79,7 +79,7 @@ pub const KV_ROLLUP: Lint = Lint {
     example: "[jetstream]\naccount = \"DATA\"\n\n[roles.reader]\nsub.allow = [\"{{inbox}}.>\"]\nkv.write = [\"profiles/{{sub}}.>\"]\n",
 };
 
-pub const NO_INBOX_FOR_ANSWERS: Lint = Lint {
+pub(super) const NO_INBOX_FOR_ANSWERS: Lint = Lint {
     name: "no-inbox-for-answers",
     doc: "A role with JetStream or KV grants and no inbox to subscribe to: every call times \
           out unless another role grants one.",
@@ -99,7 +99,7 @@ pub const NO_INBOX_FOR_ANSWERS: Lint = Lint {
     example: "[jetstream]\naccount = \"DATA\"\n\n[roles.reader]\nkv.read = [\"config\"]\n",
 };
 
-pub const JETSTREAM_API_BY_HAND: Lint = Lint {
+pub(super) const JETSTREAM_API_BY_HAND: Lint = Lint {
     name: "jetstream-api-by-hand",
     doc: "pub.allow reaching JetStream API or KV subjects in a users' account that imports \
           the whole JetStream API of the streams' account: more than any grant names.",
@@ -123,7 +123,7 @@ pub const JETSTREAM_API_BY_HAND: Lint = Lint {
     example: "[jetstream]\naccount = \"DATA\"\n\n[roles.reader]\nsub.allow = [\"{{inbox}}.>\"]\npub.allow = [\"$JS.API.STREAM.INFO.ORDERS\"]\nkv.read = [\"config\"]\n",
 };
 
-pub const GRANTS_IN_STREAMS_ACCOUNT: Lint = Lint {
+pub(super) const GRANTS_IN_STREAMS_ACCOUNT: Lint = Lint {
     name: "grants-in-streams-account",
     doc: "Users placed in the account holding the streams (jetstream.same_account) with \
           grants or JetStream subjects: JetStream answers to any subject they name there.",
@@ -176,7 +176,7 @@ fn consumer_creators(config: &Config) -> Vec<(String, String)> {
     out
 }
 
-pub const CONSUMER_REWRITE: Lint = Lint {
+pub(super) const CONSUMER_REWRITE: Lint = Lint {
     name: "consumer-rewrite",
     doc: "A durable that users who may create consumers on its stream can rewrite: a \
           consumer create names its consumer in the request body.",
@@ -200,7 +200,7 @@ pub const CONSUMER_REWRITE: Lint = Lint {
     example: "[jetstream]\naccount = \"DATA\"\n\n[roles.worker]\nsub.allow = [\"{{inbox}}.>\"]\njetstream.consume = [\"ORDERS/worker\"]\n\n[roles.tail]\nsub.allow = [\"{{inbox}}.>\"]\njetstream.replay = [\"ORDERS\"]\n",
 };
 
-pub const DELIVERY_ANYWHERE: Lint = Lint {
+pub(super) const DELIVERY_ANYWHERE: Lint = Lint {
     name: "delivery-anywhere",
     doc: "Grants that create consumers on a bucket's stream and grants that write into it: \
           together they make what a user writes appear on any subject of the account.",
@@ -249,7 +249,7 @@ pub const DELIVERY_ANYWHERE: Lint = Lint {
     example: "[jetstream]\naccount = \"DATA\"\n\n[roles.watcher]\nsub.allow = [\"{{inbox}}.>\"]\nkv.read = [\"profiles\"]\n\n[roles.profile]\nsub.allow = [\"{{inbox}}.>\"]\nkv.write = [\"profiles/{{sub}}.>\"]\n",
 };
 
-pub const REDIRECTED_REPLAY: Lint = Lint {
+pub(super) const REDIRECTED_REPLAY: Lint = Lint {
     name: "redirected-replay",
     doc: "replay and whole-bucket KV reads create consumers whose delivery subject the user \
           sets: messages re-sent to any subject of the account, other consumers driven.",
