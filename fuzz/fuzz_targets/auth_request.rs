@@ -89,11 +89,10 @@ fuzz_target!(|data: &[u8]| {
         1024 * 1024
     };
     let f = fixture();
-    let decision =
-        f.runtime.block_on(
-            f.callout
-                .decide(payload, header, max_payload, Arrival::now()),
-        );
+    let decision = f.block_on(
+        f.callout
+            .decide(payload, header, max_payload, Arrival::now()),
+    );
 
     let xkey = f.config.callout.xkey.as_deref();
     // Dropped: nothing answered, and only for a request whose time was up.

@@ -46,15 +46,12 @@ fuzz_target!(|data: &[u8]| {
         },
         ..RequestBody::default()
     };
-    let decided = f.runtime.block_on(f.callout.authorizer().authorize(
-        &request,
-        NOW,
-        &Deadline::none(),
-    ));
-    match f
-        .runtime
-        .block_on(f.verifier.verify(token, NOW, &Deadline::none()))
-    {
+    let decided = f.block_on(
+        f.callout
+            .authorizer()
+            .authorize(&request, NOW, &Deadline::none()),
+    );
+    match f.block_on(f.verifier.verify(token, NOW, &Deadline::none())) {
         Ok(verified) => {
             accepted(token, &verified.claims, verified.exp);
             if let Ok(admission) = decided {

@@ -12,7 +12,6 @@ use std::time::Duration;
 pub mod issuer;
 pub mod nats_server;
 pub mod operator;
-pub mod server_sim;
 
 use crate::config::Config;
 use crate::secrets;
