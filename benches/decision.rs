@@ -7,131 +7,82 @@
 //! Set `DECISION_QUICK=1` to skip criterion and print only the ratio table.
 
 use std::hint::black_box;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use nats_oidc_callout::config::Config;
-use nats_oidc_callout::dev::server_sim::ServerSim;
-use nats_oidc_callout::dev::DevIssuer;
 use nats_oidc_callout::nats::{decode_request, RequestBody};
-use nats_oidc_callout::Metrics;
-use nats_oidc_callout::{unix_now, Deadline};
-use nats_oidc_callout::{Arrival, Callout, Verdict};
+use nats_oidc_callout::unix_now;
+use nats_oidc_callout::Verdict;
+use nats_oidc_callout_test_support::{ConfigToml, Fixture, Oidc};
 
 struct Setup {
-    rt: tokio::runtime::Runtime,
-    _issuer: DevIssuer,
     /// Token cache off: every decision verifies the token's signature.
-    callout: Callout,
+    fixture: Fixture,
     /// Token cache on (the default): the same token again is a cache hit.
-    cached: Callout,
-    server: ServerSim,
-    callout_xkey: nkeys::XKey,
+    cached: Fixture,
     rs_token: String,
     es_token: String,
+    /// The cached fixture's own token (another issuer).
+    cached_token: String,
     rs_key: DecodingKey,
     es_key: DecodingKey,
 }
 
-fn setup() -> Setup {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let issuer = rt.block_on(DevIssuer::start(0)).unwrap();
-    let account = nkeys::KeyPair::new_account();
-    let callout_xkey = nkeys::XKey::new();
-    let config = |cache: &str| {
-        Config::parse(
-            &format!(
-                r#"
-[callout]
-issuer_seed = "{seed}"
-xkey_seed = "{xseed}"
-account = "APP"
-
-[oidc]
-issuer = "{iss}"
-audience = ["nats"]
-roles_claim = "realm_access.roles"
-user_claim = "preferred_username"
-{cache}
-
-[roles.reader]
-pub.allow = ["_INBOX.>"]
-sub.allow = ["orders.>", "_INBOX.>"]
-sub.deny  = ["orders.secret.>"]
-"#,
-                seed = account.seed().unwrap(),
-                xseed = callout_xkey.seed().unwrap(),
-                iss = issuer.issuer()
-            ),
-            Path::new("bench.toml"),
+/// The decision's config: one issuer, a reader role, xkey on.
+fn config(issuer: &str, token_cache: bool) -> ConfigToml {
+    let oidc = Oidc::dev(issuer).unset("jwks_refetch_cooldown");
+    let oidc = match token_cache {
+        true => oidc,
+        false => oidc.set("token_cache_bytes", "0"),
+    };
+    ConfigToml::new()
+        .xkey_seed(&nkeys::XKey::new().seed().unwrap())
+        .oidc(oidc)
+        .role(
+            "reader",
+            "pub.allow = [\"_INBOX.>\"]\nsub.allow = [\"orders.>\", \"_INBOX.>\"]\nsub.deny  = [\"orders.secret.>\"]",
         )
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let callout_with = |config: Config| {
-        let issuers = config.issuers(None, &Arc::new(Metrics::new())).unwrap();
-        for issuer in issuers.iter() {
-            rt.block_on(issuer.keys.refresh()).unwrap();
-        }
-        config.callout(config.authorizer(issuers, Default::default()))
-    };
-    let callout = callout_with(config("token_cache_bytes = 0"));
-    let cached = callout_with(config(""));
+}
+
+fn setup() -> Setup {
+    let fixture = Fixture::new(|issuer| config(issuer, false)).quiet();
+    let cached = Fixture::new(|issuer| config(issuer, true)).quiet();
+    let issuer = fixture.issuer();
     let rs_kid = issuer.current_kid(Algorithm::RS256);
     let es_kid = issuer.current_kid(Algorithm::ES256);
     let claims = issuer.claims("ana", "nats", &["reader"], 3600);
     let rs_token = issuer.sign(&rs_kid, &claims);
     let es_token = issuer.sign(&es_kid, &claims);
+    let cached_token = cached.issuer().token("ana", "nats", &["reader"], 3600);
     let jwk = |kid: &str| {
         DecodingKey::from_jwk(&serde_json::from_value(issuer.public_jwk(kid)).unwrap()).unwrap()
     };
     Setup {
         rs_key: jwk(&rs_kid),
         es_key: jwk(&es_kid),
-        server: ServerSim::new(&account.public_key()),
-        rt,
-        _issuer: issuer,
-        callout,
+        fixture,
         cached,
-        callout_xkey,
         rs_token,
         es_token,
+        cached_token,
     }
 }
 
 impl Setup {
     fn decide(&self, payload: &[u8], header: Option<&str>) -> Verdict {
-        self.rt
-            .block_on(
-                self.callout
-                    .decide(payload, header, usize::MAX, Arrival::now()),
-            )
+        self.fixture
+            .decide_with(payload, header, usize::MAX)
             .verdict
     }
 
     /// The decision without the wire: the verified request → admission.
     fn authorize(&self, request: &RequestBody) -> bool {
-        self.rt
-            .block_on(
-                self.callout
-                    .authorizer()
-                    .authorize(request, unix_now(), &Deadline::none()),
-            )
-            .is_ok()
+        self.fixture.authorize(request).is_ok()
     }
 
     fn decide_cached(&self, payload: &[u8]) -> Verdict {
-        self.rt
-            .block_on(
-                self.cached
-                    .decide(payload, None, usize::MAX, Arrival::now()),
-            )
-            .verdict
+        self.cached.decide_with(payload, None, usize::MAX).verdict
     }
 }
 
@@ -165,12 +116,16 @@ fn main() {
     let mut s = setup();
     // One request is replayed for minutes: keep it valid that long, so every
     // measured decision is the allow checked below, not an expiry refusal.
-    s.server.validity_secs = 86_400;
+    s.fixture.server.validity_secs = 86_400;
+    s.cached.server.validity_secs = 86_400;
     let s = s;
     let now = unix_now();
-    let plain = s.server.request(&s.rs_token, now);
-    let plain_es = s.server.request(&s.es_token, now);
-    let (sealed, server_xkey) = s.server.sealed_request(&s.rs_token, now, &s.callout_xkey);
+    let server = &s.fixture.server;
+    let callout_xkey = s.fixture.callout_xkey.as_ref().expect("xkey on");
+    let plain = server.request(&s.rs_token, now);
+    let plain_es = server.request(&s.es_token, now);
+    let plain_cached = s.cached.server.request(&s.cached_token, now);
+    let (sealed, server_xkey) = server.sealed_request(&s.rs_token, now, callout_xkey);
     for (payload, header) in [(&plain, None), (&sealed, Some(server_xkey.as_str()))] {
         assert!(
             matches!(s.decide(payload, header), Verdict::Allowed { .. }),
@@ -178,8 +133,7 @@ fn main() {
         );
     }
 
-    let verified =
-        decode_request(&plain, None, None, &s.server.callout_issuer, now as i64).unwrap();
+    let verified = decode_request(&plain, None, None, &server.callout_issuer, now as i64).unwrap();
     let body = &verified.claims.nats;
     assert!(
         s.authorize(body),
@@ -199,8 +153,8 @@ fn main() {
     let response_like = vec![b'y'; 1200];
     // With the agreement per server key done once (nats::xkey), opening and
     // sealing are one XSalsa20-Poly1305 pass each: those are the primitives.
-    let ours = nats_oidc_callout::nats::OurXkey::new(s.callout_xkey.clone()).unwrap();
-    let from_server = ours.server(&s.server.xkey.public_key()).unwrap();
+    let ours = s.fixture.config.callout.xkey.clone().expect("xkey on");
+    let from_server = ours.server(&server.xkey.public_key()).unwrap();
     let other_xkey = ours.server(&nkeys::XKey::new().public_key()).unwrap();
     let sealed_response = ours.seal(&other_xkey, &response_like);
 
@@ -223,7 +177,7 @@ fn main() {
         .unwrap())
     };
     let ed_verify = || {
-        s.server
+        server
             .key
             .pair()
             .verify(req_msg.as_bytes(), &req_sig)
@@ -251,7 +205,9 @@ fn main() {
         g.bench_function("rs256_token_xkey", |b| {
             b.iter(|| s.decide(&sealed, Some(&server_xkey)))
         });
-        g.bench_function("rs256_token_cached", |b| b.iter(|| s.decide_cached(&plain)));
+        g.bench_function("rs256_token_cached", |b| {
+            b.iter(|| s.decide_cached(&plain_cached))
+        });
         g.bench_function("authorize_rs256_token", |b| b.iter(|| s.authorize(body)));
         g.finish();
         let mut g = c.benchmark_group("primitive");
@@ -276,7 +232,7 @@ fn main() {
         black_box(s.decide(&sealed, Some(&server_xkey)));
     });
     let d_cached = median(|| {
-        black_box(s.decide_cached(&plain));
+        black_box(s.decide_cached(&plain_cached));
     });
     let d_authorize = median(|| {
         black_box(s.authorize(body));
@@ -285,7 +241,7 @@ fn main() {
         s.decide(&plain, None),
         s.decide(&plain_es, None),
         s.decide(&sealed, Some(&server_xkey)),
-        s.decide_cached(&plain),
+        s.decide_cached(&plain_cached),
     ] {
         assert!(
             matches!(verdict, Verdict::Allowed { .. }),

@@ -36,9 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use nats_oidc_callout::dev::server_sim::{Answer, ServerSim};
 use nats_oidc_callout::dev::DevIssuer;
 use nats_oidc_callout::unix_now;
+use nats_oidc_callout_test_support::server_sim::{Answer, ServerSim};
+use nats_oidc_callout_test_support::{ConfigToml, Oidc};
 
 #[derive(Parser)]
 struct Cli {
@@ -242,40 +243,23 @@ async fn start_service(
 ) -> (Service, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
-    let xkey_line = xkey
-        .map(|x| format!("xkey_seed = \"{}\"\n", x.seed().unwrap()))
-        .unwrap_or_default();
-    let cache_line = if token_cache {
-        ""
-    } else {
-        "token_cache_bytes = 0\n"
-    };
-    let config = format!(
-        r#"[nats]
-url = "nats://127.0.0.1:{nats_port}"
-user = "auth"
-password = "authpw"
-
-[callout]
-issuer_seed = "{seed}"
-{xkey_line}account = "APP"
-
-[oidc]
-issuer = "{issuer}"
-audience = ["nats"]
-roles_claim = "realm_access.roles"
-user_claim = "preferred_username"
-{cache_line}
-[http]
-listen = "127.0.0.1:{http_port}"
-
-[roles.reader]
-pub.allow = ["_INBOX.>"]
-sub.allow = ["orders.>", "_INBOX.>"]
-sub.deny  = ["orders.secret.>"]
-"#,
-        seed = account.seed().unwrap()
-    );
+    let mut oidc = Oidc::dev(issuer).unset("jwks_refetch_cooldown");
+    if !token_cache {
+        oidc = oidc.set("token_cache_bytes", "0");
+    }
+    let mut config = ConfigToml::new()
+        .nats_login(&format!("nats://127.0.0.1:{nats_port}"))
+        .issuer_seed(&account.seed().unwrap())
+        .oidc(oidc)
+        .section(&format!("[http]\nlisten = \"127.0.0.1:{http_port}\""))
+        .role(
+            "reader",
+            "pub.allow = [\"_INBOX.>\"]\nsub.allow = [\"orders.>\", \"_INBOX.>\"]\nsub.deny  = [\"orders.secret.>\"]",
+        );
+    if let Some(x) = xkey {
+        config = config.xkey_seed(&x.seed().unwrap());
+    }
+    let config = config.to_string();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
     let log = std::fs::File::create(dir.path().join("service.log")).unwrap();

@@ -6,12 +6,10 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
-    let stack = Stack::start(ServiceOptions::default()).await;
-    let token = stack
-        .issuer
-        .token("rita", AUDIENCE, &["reader", "guest"], 600);
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let (_dir, config) = write_config(&ConfigToml::dev(&issuer.issuer()));
+    let token = issuer.token("rita", AUDIENCE, &["reader", "guest"], 600);
     let inbox = nats_oidc_client::inbox::of_token(&token).unwrap();
-    let config = stack.service.config.clone();
     let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
         .await
         .unwrap();
@@ -33,10 +31,10 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_names_the_reason_for_a_refusal() {
-    let stack = Stack::start(ServiceOptions::default()).await;
-    let config = stack.service.config.clone();
-    let unmapped = stack.issuer.token("gus", AUDIENCE, &["guest"], 600);
-    let wrong_aud = stack.issuer.token("gus", "other-api", &["admin"], 600);
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let (_dir, config) = write_config(&ConfigToml::dev(&issuer.issuer()));
+    let unmapped = issuer.token("gus", AUDIENCE, &["guest"], 600);
+    let wrong_aud = issuer.token("gus", "other-api", &["admin"], 600);
     let (a, b) = tokio::task::spawn_blocking(move || {
         let a = callout_bin()
             .args(["explain", "--config"])
@@ -210,35 +208,12 @@ fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
 
 #[test]
 fn check_warns_about_risky_grants_and_connection_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let seed = dir.path().join("issuer.nk");
-    std::fs::write(&seed, nkeys::KeyPair::new_account().seed().unwrap()).unwrap();
-    std::fs::set_permissions(&seed, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        r#"
-[nats]
-url = "nats://127.0.0.1:4222"
-user = "auth"
-password = "authpw"
-
-[callout]
-issuer_seed_file = "issuer.nk"
-account = "APP"
-auth_account = "AUTH"
-
-[oidc]
-issuer = "https://idp.example.com/realms/demo"
-audience = "nats"
-roles_claim = "realm_access.roles"
-
-[grants]
-kv_bucket = "grants"
-
-[jetstream]
-account = "DATA"
-
+    let (_dir, config) = write_config(
+        &ConfigToml::deployment()
+            .section("[grants]\nkv_bucket = \"grants\"")
+            .section("[jetstream]\naccount = \"DATA\"")
+            .roles(
+                r#"
 [roles.eavesdropper]
 sub.allow = ["_INBOX.>"]
 
@@ -292,8 +267,8 @@ kv.read = ["profiles", "config"]
 [roles.editor]
 pub.allow = ["$KV.config.theme"]
 "#,
-    )
-    .unwrap();
+            ),
+    );
     let out = callout_bin()
         .args(["check", "--config"])
         .arg(&config)
@@ -334,11 +309,14 @@ pub.allow = ["$KV.config.theme"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_whole_user_jwt_of_a_role() {
-    let stack = Stack::start(ServiceOptions {
-        roles: r#"
-[jetstream]
-account = "DATA"
-
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let (_dir, config) = write_config(
+        &ConfigToml::dev(&issuer.issuer())
+            .callout("auth_account", "\"AUTH\"")
+            .section("[jetstream]\naccount = \"DATA\"")
+            .no_roles()
+            .roles(
+                r#"
 [roles.orders-service]
 sub.allow = ["orders.requests", "{{inbox}}.>"]
 resp = { max = 1, ttl = "1m" }
@@ -354,15 +332,10 @@ consume = ["ORDERS/worker"]
 
 [roles.orders-service.kv]
 write = ["profiles/{{name}}.>"]
-"#
-        .into(),
-        ..ServiceOptions::default()
-    })
-    .await;
-    let token = stack
-        .issuer
-        .token("svc", AUDIENCE, &["orders-service"], 3600);
-    let config = stack.service.config.clone();
+"#,
+            ),
+    );
+    let token = issuer.token("svc", AUDIENCE, &["orders-service"], 3600);
     let out = tokio::task::spawn_blocking(move || explain_stdin(&config, &token))
         .await
         .unwrap();
@@ -507,14 +480,11 @@ authorization {{
             keys.issuer.public_key()
         ),
     );
-    let (_dir, config) = minimal_config(
-        &keys,
-        &format!(
-            "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"limited\"\npassword = \"limitedpw\"\n"
-        ),
-        &issuer.issuer(),
-        "",
-    );
+    let (_dir, config) = minimal_config(&keys, &issuer.issuer(), |c| {
+        c.nats(&format!(
+            "url = \"nats://127.0.0.1:{port}\"\nuser = \"limited\"\npassword = \"limitedpw\""
+        ))
+    });
     let out = tokio::task::block_in_place(|| {
         callout_bin()
             .args(["check", "--online", "--config"])
@@ -541,28 +511,12 @@ authorization {{
 /// prints private exports, activations and imports.
 #[test]
 fn accounts_prints_a_config_nats_server_accepts_and_nsc_commands() {
-    let dir = tempfile::tempdir().unwrap();
     let keys = CalloutKeys::new();
-    std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[callout]
-issuer_seed_file = "issuer.nk"
-account = "APP"
-auth_account = "AUTH"
-
-[oidc]
-issuer = "https://idp.example.com"
-audience = "nats"
-roles_claim = "roles"
-{}"#,
-            fixtures::GRANT_ROLES
-        ),
-    )
-    .unwrap();
+    let (dir, config) = minimal_config(&keys, "https://idp.example.com", |c| {
+        c.callout("auth_account", "\"AUTH\"")
+            .no_roles()
+            .roles(fixtures::GRANT_ROLES)
+    });
     let out = callout_bin()
         .args(["accounts", "--config"])
         .arg(&config)

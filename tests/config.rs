@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nats_oidc_callout::config::{Config, NatsAuth};
+use nats_oidc_callout_test_support::{ConfigToml, Oidc};
 
 struct Dir {
     dir: tempfile::TempDir,
@@ -30,25 +31,12 @@ impl Dir {
     }
 }
 
-const GOOD: &str = r#"
-[nats]
-url = "nats://127.0.0.1:4222"
-user = "auth"
-password = "authpw"
-
-[callout]
-issuer_seed_file = "issuer.nk"
-account = "APP"
-auth_account = "AUTH"
-
-[oidc]
-issuer = "https://idp.example.com/realms/demo"
-audience = "nats"
-roles_claim = "realm_access.roles"
-
-[roles.reader]
-sub.allow = ["orders.>"]
-"#;
+/// A deployment's config with one role: the text the error cases edit.
+fn good() -> String {
+    ConfigToml::deployment()
+        .role("reader", "sub.allow = [\"orders.>\"]")
+        .to_string()
+}
 
 /// Where the streams of the grants live: an account users are not placed
 /// in (the README's recommended layout).
@@ -101,7 +89,7 @@ fn the_shipped_example_is_valid() {
 #[test]
 fn a_minimal_config_gets_documented_defaults() {
     let d = Dir::new();
-    let c = Config::load(&d.write(GOOD)).unwrap();
+    let c = Config::load(&d.write(&good())).unwrap();
     assert_eq!(c.nats.queue_group, "nats-oidc-callout");
     assert_eq!(c.callout.max_user_ttl.as_secs(), 3600);
     assert_eq!(c.callout.max_token_bytes, 64 * 1024);
@@ -114,31 +102,32 @@ fn a_minimal_config_gets_documented_defaults() {
 
 #[test]
 fn unknown_keys_are_errors() {
-    let msg = error_for(&GOOD.replace("account = \"APP\"", "account = \"APP\"\nacount = \"typo\""));
+    let msg =
+        error_for(&good().replace("account = \"APP\"", "account = \"APP\"\nacount = \"typo\""));
     assert!(msg.contains("unknown field `acount`"), "{msg}");
     assert!(
-        msg.contains("line 10, column 1 (callout.acount)"),
+        msg.contains("line 9, column 1 (callout.acount)"),
         "the message gives the line: {msg}"
     );
 }
 
 #[test]
 fn bad_subjects_name_the_role_and_list() {
-    let msg = error_for(&GOOD.replace("orders.>", "orders.>.x"));
+    let msg = error_for(&good().replace("orders.>", "orders.>.x"));
     assert!(msg.contains("roles.reader.sub.allow"), "{msg}");
     assert!(msg.contains("'>' may only be the last token"), "{msg}");
 }
 
 #[test]
 fn bad_durations_name_the_key() {
-    let msg = error_for(&GOOD.replace("roles_claim", "leeway = \"soon\"\nroles_claim"));
+    let msg = error_for(&good().replace("roles_claim", "leeway = \"soon\"\nroles_claim"));
     assert!(msg.contains("oidc.leeway"), "{msg}");
     assert!(msg.contains("\"soon\""), "{msg}");
 }
 
 #[test]
 fn missing_seed_file_names_the_key_and_path() {
-    let msg = error_for(&GOOD.replace("issuer.nk", "missing.nk"));
+    let msg = error_for(&good().replace("issuer.nk", "missing.nk"));
     assert!(msg.contains("callout.issuer_seed_file"), "{msg}");
     assert!(msg.contains("missing.nk"), "{msg}");
 }
@@ -148,11 +137,11 @@ fn missing_seed_file_names_the_key_and_path() {
 #[test]
 fn a_seed_pasted_as_a_seed_file_path_is_never_echoed() {
     let seed = nkeys::KeyPair::new_account().seed().unwrap();
-    let msg = error_for(&GOOD.replace("\"issuer.nk\"", &format!("\"{seed}\"")));
+    let msg = error_for(&good().replace("\"issuer.nk\"", &format!("\"{seed}\"")));
     assert!(msg.contains("callout.issuer_seed_file"), "{msg}");
     assert!(!msg.contains(&seed), "{msg}");
     let user = nkeys::KeyPair::new_user().seed().unwrap();
-    let msg = error_for(&GOOD.replace(
+    let msg = error_for(&good().replace(
         "user = \"auth\"\npassword = \"authpw\"",
         &format!("nkey_seed_file = \"{user}\""),
     ));
@@ -165,7 +154,7 @@ fn a_user_seed_is_not_an_issuer_seed() {
     let d = Dir::new();
     let user_seed = nkeys::KeyPair::new_user().seed().unwrap();
     std::fs::write(d.path().join("issuer.nk"), &user_seed).unwrap();
-    let path = d.write(GOOD);
+    let path = d.write(&good());
     let msg = Config::load(&path).err().unwrap().to_string();
     assert!(msg.contains("must start with SA"), "{msg}");
     assert!(!msg.contains(&user_seed), "{msg}");
@@ -173,7 +162,7 @@ fn a_user_seed_is_not_an_issuer_seed() {
 
 #[test]
 fn hmac_and_none_are_never_accepted_algorithms() {
-    let msg = error_for(&GOOD.replace(
+    let msg = error_for(&good().replace(
         "roles_claim",
         "algorithms = [\"RS256\", \"HS256\"]\nroles_claim",
     ));
@@ -181,27 +170,27 @@ fn hmac_and_none_are_never_accepted_algorithms() {
         msg.contains("oidc.algorithms") && msg.contains("HMAC"),
         "{msg}"
     );
-    let msg = error_for(&GOOD.replace("roles_claim", "algorithms = [\"none\"]\nroles_claim"));
+    let msg = error_for(&good().replace("roles_claim", "algorithms = [\"none\"]\nroles_claim"));
     assert!(msg.contains("never accepted"), "{msg}");
 }
 
 #[test]
 fn plain_http_issuers_are_only_allowed_on_loopback() {
-    let msg = error_for(&GOOD.replace("https://idp.example.com", "http://idp.example.com"));
+    let msg = error_for(&good().replace("https://idp.example.com", "http://idp.example.com"));
     assert!(
         msg.contains("oidc.issuer") && msg.contains("https"),
         "{msg}"
     );
     let d = Dir::new();
     assert!(Config::load(
-        &d.write(&GOOD.replace("https://idp.example.com", "http://127.0.0.1:8080"))
+        &d.write(&good().replace("https://idp.example.com", "http://127.0.0.1:8080"))
     )
     .is_ok());
 }
 
 #[test]
 fn a_config_without_roles_is_an_error() {
-    let msg = error_for(&GOOD.replace("[roles.reader]\nsub.allow = [\"orders.>\"]", ""));
+    let msg = error_for(&good().replace("[roles.reader]\nsub.allow = [\"orders.>\"]", ""));
     assert!(
         msg.contains("roles") && msg.contains("no roles defined"),
         "{msg}"
@@ -210,7 +199,7 @@ fn a_config_without_roles_is_an_error() {
 
 #[test]
 fn two_ways_to_authenticate_to_nats_is_an_error() {
-    let msg = error_for(&GOOD.replace(
+    let msg = error_for(&good().replace(
         "password = \"authpw\"",
         "password = \"authpw\"\ntoken = \"t\"",
     ));
@@ -220,7 +209,7 @@ fn two_ways_to_authenticate_to_nats_is_an_error() {
 #[test]
 fn the_binary_reports_config_errors_and_exits_2() {
     let d = Dir::new();
-    let path = d.write(&GOOD.replace("audience = \"nats\"", "audience = []"));
+    let path = d.write(&good().replace("audience = \"nats\"", "audience = []"));
     let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .args(["check", "--config"])
         .arg(&path)
@@ -230,7 +219,7 @@ fn the_binary_reports_config_errors_and_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("oidc.audience"), "{stderr}");
 
-    let good = d.write(GOOD);
+    let good = d.write(&good());
     let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .args(["check", "--config"])
         .arg(&good)
@@ -246,7 +235,7 @@ fn the_binary_reports_config_errors_and_exits_2() {
 #[test]
 fn the_config_path_comes_from_the_environment_when_no_flag_is_given() {
     let d = Dir::new();
-    let good = d.write(GOOD);
+    let good = d.write(&good());
     let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .arg("check")
         .env("NATS_OIDC_CALLOUT_CONFIG", &good)
@@ -300,7 +289,7 @@ fn toml_errors_never_echo_secret_values() {
 #[test]
 fn subject_templates_are_checked_when_the_config_loads() {
     let d = Dir::new();
-    let with_role = |allow: &str| format!("{GOOD}\n[roles.member]\nsub.allow = [{allow:?}]\n");
+    let with_role = |allow: &str| format!("{}\n[roles.member]\nsub.allow = [{allow:?}]\n", good());
     Config::load(&d.write(&with_role("users.{{sub}}.>"))).expect("a good template");
     for (bad, says) in [
         ("users.{{who}}.>", "unknown placeholder"),
@@ -320,7 +309,10 @@ fn subject_templates_are_checked_when_the_config_loads() {
 fn a_role_account_must_be_a_name() {
     let d = Dir::new();
     let with = |account: &str| {
-        format!("{GOOD}\n[roles.team]\naccount = {account:?}\nsub.allow = [\"x\"]\n")
+        format!(
+            "{}\n[roles.team]\naccount = {account:?}\nsub.allow = [\"x\"]\n",
+            good()
+        )
     };
     let c = Config::load(&d.write(&with("TEAM"))).unwrap();
     assert!(c
@@ -336,7 +328,7 @@ fn a_role_account_must_be_a_name() {
 #[test]
 fn the_token_cache_is_bounded_and_can_be_turned_off() {
     let d = Dir::new();
-    let off = GOOD.replace("roles_claim", "token_cache_bytes = 0\nroles_claim");
+    let off = good().replace("roles_claim", "token_cache_bytes = 0\nroles_claim");
     assert_eq!(
         Config::load(&d.write(&off)).unwrap().oidc[0]
             .settings
@@ -344,59 +336,60 @@ fn the_token_cache_is_bounded_and_can_be_turned_off() {
         0
     );
     let msg =
-        error_for(&GOOD.replace("roles_claim", "token_cache_bytes = 4294967296\nroles_claim"));
+        error_for(&good().replace("roles_claim", "token_cache_bytes = 4294967296\nroles_claim"));
     assert!(
         msg.contains("oidc.token_cache_bytes") && msg.contains("at most"),
         "{msg}"
     );
-    let msg = error_for(&GOOD.replace("roles_claim", "token_cache_bytes = -1\nroles_claim"));
+    let msg = error_for(&good().replace("roles_claim", "token_cache_bytes = -1\nroles_claim"));
     assert!(msg.contains("token_cache_bytes"), "{msg}");
 }
 
 #[test]
 fn key_refetches_cannot_be_made_unlimited() {
     let msg =
-        error_for(&GOOD.replace("roles_claim", "jwks_refetch_cooldown = \"0s\"\nroles_claim"));
+        error_for(&good().replace("roles_claim", "jwks_refetch_cooldown = \"0s\"\nroles_claim"));
     assert!(
         msg.contains("oidc.jwks_refetch_cooldown") && msg.contains("between 1s and 1h"),
         "{msg}"
     );
-    let msg = error_for(&GOOD.replace(
+    let msg = error_for(&good().replace(
         "account = \"APP\"",
         "account = \"APP\"\nmax_user_ttl = \"100000d\"",
     ));
     assert!(msg.contains("callout.max_user_ttl"), "{msg}");
 }
 
-const TWO_ISSUERS: &str = r#"
-[callout]
-issuer_seed_file = "issuer.nk"
-account = "APP"
+/// Two issuers, each in its own role namespace.
+fn two_issuers() -> String {
+    two_issuers_with(|partner| partner)
+}
 
-[[oidc]]
-name = "corp"
-issuer = "https://corp.example.com"
-audience = "nats"
-roles_claim = "realm_access.roles"
-
-[[oidc]]
-name = "partner"
-issuer = "https://partner.example.com"
-audience = "partner-nats"
-roles_claim = "groups"
-user_claim = "email"
-
-[roles."corp:admin"]
-pub.allow = [">"]
-
-[roles."partner:reader"]
-sub.allow = ["partner.>"]
-"#;
+/// [`two_issuers`] with the partner's block changed by `partner`.
+fn two_issuers_with(partner: impl FnOnce(Oidc) -> Oidc) -> String {
+    ConfigToml::new()
+        .issuer_seed_file("issuer.nk")
+        .oidc(
+            Oidc::new("https://corp.example.com")
+                .name("corp")
+                .roles_claim("realm_access.roles"),
+        )
+        .oidc(partner(
+            Oidc::new("https://partner.example.com")
+                .name("partner")
+                .audience("partner-nats")
+                .roles_claim("groups")
+                .user_claim("email"),
+        ))
+        .role("corp:admin", "pub.allow = [\">\"]")
+        .role("partner:reader", "sub.allow = [\"partner.>\"]")
+        .to_string()
+}
 
 #[test]
 fn several_issuers_each_keep_their_own_settings_and_namespace() {
     let d = Dir::new();
-    let c = Config::load(&d.write(TWO_ISSUERS)).unwrap();
+    let c = Config::load(&d.write(&two_issuers())).unwrap();
     let names: Vec<_> = c.oidc.iter().map(|o| o.settings.name.as_str()).collect();
     assert_eq!(names, ["corp", "partner"]);
     assert_eq!(c.oidc[0].claims.role_namespace.as_deref(), Some("corp"));
@@ -407,7 +400,7 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
     );
     assert_eq!(c.oidc[1].claims.user_claim.to_string(), "email");
     // A role without a namespace is unreachable when every issuer has one.
-    let orphan = format!("{TWO_ISSUERS}\n[roles.reader]\nsub.allow = [\"x\"]\n");
+    let orphan = format!("{}\n[roles.reader]\nsub.allow = [\"x\"]\n", two_issuers());
     let warnings = nats_oidc_callout::check::warnings(&Config::load(&d.write(&orphan)).unwrap());
     assert!(
         warnings
@@ -423,7 +416,7 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
     );
     // Per-user subjects without {{issuer}} and a shared table across issuers
     // are valid but risky with several identity sources.
-    let risky = TWO_ISSUERS
+    let risky = two_issuers()
         .replace(
             "user_claim = \"email\"",
             "user_claim = \"email\"\nrole_namespace = \"\"",
@@ -452,7 +445,7 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
         );
     }
     // A single [oidc] table is one issuer named "default" with no namespace.
-    let single = Config::load(&d.write(GOOD)).unwrap();
+    let single = Config::load(&d.write(&good())).unwrap();
     assert_eq!(single.oidc.len(), 1);
     assert_eq!(single.oidc[0].settings.name, "default");
     assert_eq!(single.oidc[0].claims.role_namespace, None);
@@ -460,55 +453,50 @@ fn several_issuers_each_keep_their_own_settings_and_namespace() {
 
 #[test]
 fn issuer_blocks_are_checked_and_errors_name_the_block() {
+    let partner = |edit: fn(Oidc) -> Oidc| two_issuers_with(edit);
     let cases = [
         (
-            TWO_ISSUERS.replace("name = \"partner\"\n", ""),
+            two_issuers().replace("name = \"partner\"\n", ""),
             "oidc[1].name",
             "required in [[oidc]] blocks",
         ),
         (
-            TWO_ISSUERS.replace("\"partner\"", "\"corp\""),
+            partner(|p| p.name("corp")),
             "oidc[corp].name",
             "names two [[oidc]] blocks",
         ),
         (
-            TWO_ISSUERS.replace("https://partner.example.com", "https://corp.example.com"),
+            partner(|p| p.set("issuer", "\"https://corp.example.com\"")),
             "oidc[partner].issuer",
             "route to exactly one block",
         ),
         (
-            TWO_ISSUERS.replace("audience = \"partner-nats\"", "audience = []"),
+            partner(|p| p.set("audience", "[]")),
             "oidc[partner].audience",
             "at least one non-empty audience",
         ),
         (
-            TWO_ISSUERS.replace(
-                "name = \"partner\"",
-                "name = \"partner\"\nrole_namespace = \"corp\"",
-            ),
+            partner(|p| p.set("role_namespace", "\"corp\"")),
             "oidc[partner].role_namespace",
             "also the role namespace of oidc[corp]",
         ),
         (
-            TWO_ISSUERS.replace("name = \"partner\"", "name = \"config\""),
+            partner(|p| p.name("config")),
             "oidc[1].name",
             "names the [users.*] identities",
         ),
         (
-            TWO_ISSUERS.replace("name = \"partner\"", "name = \"part ner\""),
+            partner(|p| p.name("part ner")),
             "oidc[1].name",
             "letters, digits",
         ),
         (
-            TWO_ISSUERS.replace("[roles.\"partner:reader\"]", "[roles.\"parnter:reader\"]"),
+            two_issuers().replace("[roles.\"partner:reader\"]", "[roles.\"parnter:reader\"]"),
             "roles.parnter:reader",
             "role_namespace of no [oidc] issuer",
         ),
         (
-            TWO_ISSUERS.replace(
-                "user_claim = \"email\"",
-                "user_claim = \"email\"\nbogus = 1",
-            ),
+            partner(|p| p.set("bogus", "1")),
             "bogus",
             "unknown field `bogus`",
         ),
@@ -528,7 +516,8 @@ fn config_users_need_one_credential_and_one_grant() {
     let nkey = nkeys::KeyPair::new_user();
     let seed = nkey.seed().unwrap();
     let good = format!(
-        "{GOOD}\n[users.svc]\npassword_bcrypt = \"{hash}\"\nroles = [\"reader\"]\n\n[users.mon]\nnkey = \"{}\"\nsub.allow = [\"metrics.>\"]\n",
+        "{}\n[users.svc]\npassword_bcrypt = \"{hash}\"\nroles = [\"reader\"]\n\n[users.mon]\nnkey = \"{}\"\nsub.allow = [\"metrics.>\"]\n",
+        good(),
         nkey.public_key()
     );
     let d = Dir::new();
@@ -616,7 +605,7 @@ fn grants_settings_are_checked() {
     let d = Dir::new();
     let good = format!(
         "{}\n[grants]\nkv_bucket = \"callout-grants\"\nmax_requested_scopes = 16\n",
-        GOOD.replace("roles_claim", "scopes_claim = \"rooms\"\nroles_claim")
+        good().replace("roles_claim", "scopes_claim = \"rooms\"\nroles_claim")
     );
     let c = Config::load(&d.write(&good)).unwrap();
     assert_eq!(c.grants.kv_bucket.as_deref(), Some("callout-grants"));
@@ -626,7 +615,7 @@ fn grants_settings_are_checked() {
         "rooms"
     );
     assert_eq!(
-        Config::load(&d.write(GOOD))
+        Config::load(&d.write(&self::good()))
             .unwrap()
             .grants
             .max_requested_scopes,
@@ -655,7 +644,7 @@ fn grants_settings_are_checked() {
 #[test]
 fn check_warns_when_a_token_value_picks_the_first_token_of_a_subject() {
     let d = Dir::new();
-    let text = GOOD.replace(
+    let text = good().replace(
         "sub.allow = [\"orders.>\"]",
         "sub.allow = [\"orders.>\", \"{{name}}.>\"]\npub.allow = [\"users.{{name}}.>\"]",
     );
@@ -674,7 +663,7 @@ fn check_warns_when_a_token_value_picks_the_first_token_of_a_subject() {
 fn urls_are_parsed_as_the_service_uses_them_and_shown_without_credentials() {
     let d = Dir::new();
     let with_url = |url: &str| {
-        GOOD.replace(
+        good().replace(
             "url = \"nats://127.0.0.1:4222\"\nuser = \"auth\"\npassword = \"authpw\"",
             &format!("url = \"{url}\""),
         )
@@ -706,17 +695,17 @@ fn urls_are_parsed_as_the_service_uses_them_and_shown_without_credentials() {
     );
     let c = Config::load(&d.write(&with_url("tok3n@127.0.0.1"))).unwrap();
     assert!(matches!(&c.nats.auth, NatsAuth::Token(t) if t == "tok3n"));
-    let both = GOOD.replace(
+    let both = good().replace(
         "url = \"nats://127.0.0.1:4222\"",
         "url = \"nats://other:pw@127.0.0.1:4222\"",
     );
     assert!(error_for(&both).contains("credentials in nats.url and another method"));
-    let two = GOOD.replace(
+    let two = good().replace(
         "url = \"nats://127.0.0.1:4222\"\nuser = \"auth\"\npassword = \"authpw\"",
         "url = [\"nats://a:b@h1:4222\", \"nats://a:c@h2:4222\"]",
     );
     assert!(error_for(&two).contains("different credentials"));
-    let e = error_for(&GOOD.replace(
+    let e = error_for(&good().replace(
         "https://idp.example.com/realms/demo",
         "https://client:s3cret@idp.example.com/realms/demo",
     ));
@@ -750,7 +739,7 @@ impl Operator {
     }
 
     fn text(&self) -> String {
-        GOOD.replace("auth_account = \"AUTH\"\n", "").replace(
+        good().replace("auth_account = \"AUTH\"\n", "").replace(
             "account = \"APP\"",
             &format!(
                 "account = \"APP\"\nmode = \"operator\"\nauth_account = \"{}\"\n\n[callout.accounts.APP]\npublic_key = \"{}\"\nsigning_key_seed_file = \"app-sk.nk\"",
@@ -795,7 +784,7 @@ fn operator_mode_configs_are_checked_and_errors_name_the_key() {
             "required",
         ),
         (
-            GOOD.replace("auth_account = \"AUTH\"", &format!("auth_account = \"{}\"", o.app.public_key())),
+            good().replace("auth_account = \"AUTH\"", &format!("auth_account = \"{}\"", o.app.public_key())),
             "callout.auth_account",
             "not a public key",
         ),
@@ -954,7 +943,7 @@ fn role_grants_limits_and_connection_rules_are_checked_at_load() {
         ("kv.read = [\"profiles/\"]", "roles.reader.kv.read", ""),
     ];
     for (line, key, detail) in cases {
-        let text = GOOD.replace(
+        let text = good().replace(
             "sub.allow = [\"orders.>\"]",
             &format!("sub.allow = [\"orders.>\"]\n{line}"),
         );
@@ -970,7 +959,7 @@ fn role_grants_limits_and_connection_rules_are_checked_at_load() {
 #[test]
 fn role_grants_limits_and_connection_rules_load() {
     let d = Dir::new();
-    let text = GOOD.replace(
+    let text = good().replace(
         "sub.allow = [\"orders.>\"]",
         r#"sub.allow = ["orders.>", "_INBOX.>"]
 resp = { max = 2, ttl = "1m" }
@@ -1037,7 +1026,7 @@ fn the_readme_role_example_is_valid() {
         .and_then(|b| b.split("```").next())
         .expect("the section starts with a TOML example");
     let d = Dir::new();
-    let config = Config::load(&d.write(&format!("{GOOD}\n{block}")))
+    let config = Config::load(&d.write(&format!("{}\n{block}", good())))
         .unwrap_or_else(|e| panic!("the README's example is valid: {e}"));
     for role in ["orders-service", "browser", "orders-worker", "profile-user"] {
         assert!(config.roles.iter().any(|(n, _)| n == role), "{role}");
@@ -1046,34 +1035,26 @@ fn the_readme_role_example_is_valid() {
 
 /// Two issuers, GitHub's (roles only through bindings) and a cluster's,
 /// each with its own role namespace.
-const WORKLOADS: &str = r#"
-[nats]
-url = "nats://127.0.0.1:4222"
-user = "auth"
-password = "authpw"
-
-[callout]
-issuer_seed_file = "issuer.nk"
-account = "APP"
-
-[[oidc]]
-name = "github"
-issuer = "https://token.actions.githubusercontent.com"
-audience = "nats"
-require_claims = { repository_owner = "acme" }
-
-[[oidc]]
-name = "cluster"
-issuer = "https://kubernetes.default.svc.cluster.local"
-audience = "nats"
-roles_claim = "groups"
-
-[roles."github:deployer"]
-pub.allow = ["deploy.>"]
-
-[roles."cluster:orders-reader"]
-sub.allow = ["orders.>"]
-"#;
+/// Two issuers, GitHub's (roles only through bindings) and a cluster's,
+/// each with its own role namespace.
+fn workloads() -> String {
+    ConfigToml::new()
+        .nats_login("nats://127.0.0.1:4222")
+        .issuer_seed_file("issuer.nk")
+        .oidc(
+            Oidc::new("https://token.actions.githubusercontent.com")
+                .name("github")
+                .set("require_claims", "{ repository_owner = \"acme\" }"),
+        )
+        .oidc(
+            Oidc::new("https://kubernetes.default.svc.cluster.local")
+                .name("cluster")
+                .roles_claim("groups"),
+        )
+        .role("github:deployer", "pub.allow = [\"deploy.>\"]")
+        .role("cluster:orders-reader", "sub.allow = [\"orders.>\"]")
+        .to_string()
+}
 
 const DEPLOYER: &str = r#"
 [[bindings]]
@@ -1086,14 +1067,15 @@ roles = ["deployer"]
 fn bindings_load_into_their_issuer_with_its_roles() {
     let d = Dir::new();
     let text = format!(
-        "{WORKLOADS}{DEPLOYER}
+        "{}{DEPLOYER}
 [[bindings]]
 name = \"orders-pods\"
 issuer = \"cluster\"
 match = {{ \"/kubernetes.io/namespace\" = \"orders\", sub = \"system:serviceaccount:orders:*\" }}
 roles = [\"orders-reader\"]
 broad = true
-"
+",
+        workloads()
     );
     let c = Config::load(&d.write(&text)).unwrap();
     let github = &c.oidc[0].claims;
@@ -1160,7 +1142,7 @@ broad = true
 /// Each bad binding or required claim is refused at load, naming where.
 #[test]
 fn bad_bindings_and_required_claims_are_config_errors() {
-    let binding = |body: &str| format!("{WORKLOADS}\n[[bindings]]\n{body}\n");
+    let binding = |body: &str| format!("{}\n[[bindings]]\n{body}\n", workloads());
     let cases: Vec<(String, &str, &str)> = vec![
         (
             binding("issuer = \"gitlab\"\nmatch = { sub = \"x\" }\nroles = [\"deployer\"]"),
@@ -1248,7 +1230,7 @@ fn bad_bindings_and_required_claims_are_config_errors() {
             "metrics label",
         ),
         (
-            format!("{WORKLOADS}{DEPLOYER}{DEPLOYER}").replace(
+            format!("{}{DEPLOYER}{DEPLOYER}", workloads()).replace(
                 "roles = [\"deployer\"]",
                 "name = \"twice\"\nroles = [\"deployer\"]",
             ),
@@ -1256,12 +1238,12 @@ fn bad_bindings_and_required_claims_are_config_errors() {
             "\"twice\" names two bindings",
         ),
         (
-            WORKLOADS.to_string(),
+            workloads(),
             "oidc[github].roles_claim",
             "required unless [[bindings]] name this issuer",
         ),
         (
-            format!("{WORKLOADS}{DEPLOYER}").replace(
+            format!("{}{DEPLOYER}", workloads()).replace(
                 "require_claims = { repository_owner = \"acme\" }",
                 "require_claims = {}",
             ),
@@ -1269,7 +1251,7 @@ fn bad_bindings_and_required_claims_are_config_errors() {
             "names no claim",
         ),
         (
-            format!("{WORKLOADS}{DEPLOYER}").replace(
+            format!("{}{DEPLOYER}", workloads()).replace(
                 "require_claims = { repository_owner = \"acme\" }",
                 "require_claims = { repository_owner = { name = \"acme\" } }",
             ),
@@ -1291,7 +1273,7 @@ fn bad_bindings_and_required_claims_are_config_errors() {
 fn jetstream_grants_need_an_account_users_are_not_placed_in() {
     let grant = "sub.allow = [\"orders.>\"]\nkv.read = [\"config\"]";
     let with = |role_extra: &str, tables: &str| {
-        GOOD.replace(
+        good().replace(
             "sub.allow = [\"orders.>\"]",
             &format!("{grant}\n{role_extra}"),
         ) + tables
@@ -1375,7 +1357,7 @@ fn jetstream_grants_need_an_account_users_are_not_placed_in() {
     );
     // Placeholders never put `_` or `$` first, and {{inbox}} begins a
     // subject or is refused.
-    let msg = error_for(&GOOD.replace(
+    let msg = error_for(&good().replace(
         "sub.allow = [\"orders.>\"]",
         "sub.allow = [\"users.{{inbox}}.>\"]",
     ));
@@ -1389,9 +1371,9 @@ fn jetstream_grants_need_an_account_users_are_not_placed_in() {
 fn a_config_remembers_the_digest_of_its_text() {
     use sha2::Digest;
     let d = Dir::new();
-    let c = Config::load(&d.write(GOOD)).unwrap();
-    let expected: [u8; 32] = sha2::Sha256::digest(GOOD.as_bytes()).into();
+    let c = Config::load(&d.write(&good())).unwrap();
+    let expected: [u8; 32] = sha2::Sha256::digest(good().as_bytes()).into();
     assert_eq!(c.digest, expected);
-    let other = Config::load(&d.write(&format!("{GOOD}\n# edited\n"))).unwrap();
+    let other = Config::load(&d.write(&format!("{}\n# edited\n", good()))).unwrap();
     assert_ne!(other.digest, c.digest);
 }

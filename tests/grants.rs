@@ -99,11 +99,6 @@ async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
         not_delivered(&admin.client, &mia.client, "chat.room-x.msg").await,
         "asked for but not entitled"
     );
-    let log = stack.service.log_text();
-    assert!(
-        log.contains("user=mia issuer=default roles=[\"member\"] scopes=[\"room-7\",\"room-42\"]"),
-        "{log}"
-    );
 
     // A scoped deny holds for every scope: asking for none does not lift it
     // while another role allows all of chat.
@@ -129,23 +124,8 @@ async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
         .expect("connects");
     assert!(not_delivered(&admin.client, &idle.client, "chat.room-7.msg").await);
 
-    let too_many: Vec<String> = rooms[..9].to_vec();
-    assert_refused_as(
-        &stack,
-        "scope",
-        "nine scopes with max_requested_scopes = 8",
-        connect_named(&stack, &token, &format!("scope={}", too_many.join(","))),
-    )
-    .await;
-    // An entitlement that would widen a subject is refused, not granted.
-    let hostile = member_token(&stack, "eve", &["a.>".to_string()]);
-    assert_refused_as(
-        &stack,
-        "subject_template",
-        "a hostile scope value",
-        connect_named(&stack, &hostile, "scope=a.>"),
-    )
-    .await;
+    // Too many scopes, and entitlements that would widen a subject, are
+    // decided in-process (`decisions.rs`).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

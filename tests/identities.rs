@@ -55,7 +55,7 @@ fn password(user: &str, password: &str) -> ConnectOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_accounts_and_people_share_one_callout() {
+async fn service_accounts_and_people_share_one_callout_at_the_server() {
     let u = users();
     let stack = Stack::start(ServiceOptions {
         roles: format!("{}\n{}", default_roles(), u.config),
@@ -101,46 +101,13 @@ async fn service_accounts_and_people_share_one_callout() {
         "{{name}} is the config user's name"
     );
 
-    let log = stack.service.log_text();
-    for line in [
-        "user=svc-billing issuer=config",
-        "user=monitor issuer=config roles=[\"monitor\"] scopes=[] account=TEAM",
-        "user=sensor-7 issuer=config",
-    ] {
-        assert!(log.contains(line), "missing {line:?} in\n{log}");
-    }
-
-    // Wrong or borrowed credentials.
+    // A wrong password is refused by nats-server for the service's reason
+    // (borrowed and unknown credentials are decided in `decisions.rs`).
     assert_refused_as(
         &stack,
         "identity_credentials",
         "wrong password",
         connect_with(&url, password("svc-billing", "guess")),
-    )
-    .await;
-    assert_refused_as(
-        &stack,
-        "identity_credentials",
-        "a person's token under a service account's name",
-        connect_with(
-            &url,
-            password("svc-billing", &stack.token("ana", &["admin"])),
-        ),
-    )
-    .await;
-    assert_refused_as(
-        &stack,
-        "identity_credentials",
-        "an nkey identity with a password",
-        connect_with(&url, password("sensor-7", u.billing_password)),
-    )
-    .await;
-    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
-    assert_refused_as(
-        &stack,
-        "unknown_nkey",
-        "an nkey nobody configured",
-        connect_with(&url, ConnectOptions::with_nkey(stranger)),
     )
     .await;
     let log = stack.service.log_text();

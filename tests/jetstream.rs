@@ -35,6 +35,37 @@ async fn js_client(stack: &Stack, user: &str, roles: &[&str]) -> (TestClient, Co
     (client, js)
 }
 
+/// A stack with the grant roles, its administrator (placed in DATA, where
+/// the streams live) and the ORDERS stream.
+async fn orders_stack() -> (Stack, TestClient, Context) {
+    let stack = stack().await;
+    let (a, admin) = js_client(&stack, "root", &["admin"]).await;
+    fixtures::orders(&admin).await;
+    (stack, a, admin)
+}
+
+/// The PAYROLL stream (payroll.>) with the durable pull consumer
+/// `payroll-worker`, beside ORDERS.
+async fn payroll(admin: &Context, allow_direct: bool) -> stream::Stream {
+    let payroll = admin
+        .create_stream(stream::Config {
+            name: "PAYROLL".into(),
+            subjects: vec!["payroll.>".into()],
+            allow_direct,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    payroll
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("payroll-worker".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    payroll
+}
+
 /// `$JS.API.<rest>`.
 fn api(rest: &str) -> String {
     format!("$JS.API.{rest}")
@@ -60,9 +91,7 @@ async fn refused<T, E: std::fmt::Debug>(
 
 #[tokio::test]
 async fn consume_fetches_and_acks_its_durable_and_nothing_else() {
-    let stack = stack().await;
-    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
-    fixtures::orders(&admin).await;
+    let (stack, _a, admin) = orders_stack().await;
     let (mut client, js) = js_client(&stack, "ana", &["worker"]).await;
 
     let worker: consumer::PullConsumer = js
@@ -135,9 +164,7 @@ async fn consume_fetches_and_acks_its_durable_and_nothing_else() {
 
 #[tokio::test]
 async fn read_gets_messages_and_cannot_purge_or_touch_consumers() {
-    let stack = stack().await;
-    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
-    fixtures::orders(&admin).await;
+    let (stack, _a, admin) = orders_stack().await;
     let (mut client, js) = js_client(&stack, "rita", &["reader"]).await;
 
     let mut orders = js.get_stream("ORDERS").await.expect("stream info");
@@ -191,9 +218,7 @@ async fn read_gets_messages_and_cannot_purge_or_touch_consumers() {
 
 #[tokio::test]
 async fn replay_reads_the_stream_through_an_ordered_consumer() {
-    let stack = stack().await;
-    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
-    fixtures::orders(&admin).await;
+    let (stack, _a, _admin) = orders_stack().await;
     let (mut client, js) = js_client(&stack, "remy", &["replayer"]).await;
 
     let orders = js.get_stream("ORDERS").await.expect("stream info");
@@ -227,9 +252,7 @@ async fn replay_reads_the_stream_through_an_ordered_consumer() {
 
 #[tokio::test]
 async fn manage_creates_and_deletes_its_stream_only() {
-    let stack = stack().await;
-    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
-    fixtures::orders(&admin).await;
+    let (stack, _a, admin) = orders_stack().await;
     let (mut client, js) = js_client(&stack, "olga", &["ops"]).await;
 
     let scratch = js
@@ -693,26 +716,9 @@ async fn every_grant_reaches_only_its_own_targets_subscriptions() {
     use nats_oidc_callout::policy::{
         account_hash, Consumer, JetStreamGrant, JsHome, KvGrant, KvScope,
     };
-    let stack = stack().await;
-    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
-    fixtures::orders(&admin).await;
+    let (stack, _a, admin) = orders_stack().await;
     fixtures::buckets(&admin).await;
-    let payroll = admin
-        .create_stream(stream::Config {
-            name: "PAYROLL".into(),
-            subjects: vec!["payroll.>".into()],
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    payroll
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("payroll-worker".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let payroll = payroll(&admin, true).await;
     payroll
         .create_consumer(consumer::push::Config {
             durable_name: Some("pusher".into()),
@@ -775,47 +781,44 @@ async fn every_grant_reaches_only_its_own_targets_subscriptions() {
         keys: keys.map(str::to_string),
     };
     let stream = |s: &str| Target::Stream(s.into());
+    // Each grant kind alone on one stream (or consumer).
+    let consume = |s: &str, c: &str| {
+        js(JetStreamGrant {
+            consume: vec![consumer(s, c)],
+            ..Default::default()
+        })
+    };
+    let on = |kind: &str, s: &str| {
+        let names = vec![s.to_string()];
+        js(match kind {
+            "read" => JetStreamGrant {
+                read: names,
+                ..Default::default()
+            },
+            "replay" => JetStreamGrant {
+                replay: names,
+                ..Default::default()
+            },
+            _ => JetStreamGrant {
+                manage: names,
+                ..Default::default()
+            },
+        })
+    };
     let grants: Vec<(&str, Target, Vec<String>)> = vec![
         (
             "consume ORDERS/worker",
             Target::Consumer("ORDERS".into(), "worker".into()),
-            js(JetStreamGrant {
-                consume: vec![consumer("ORDERS", "worker")],
-                ..Default::default()
-            }),
+            consume("ORDERS", "worker"),
         ),
         (
             "consume PAYROLL/pusher",
             Target::Consumer("PAYROLL".into(), "pusher".into()),
-            js(JetStreamGrant {
-                consume: vec![consumer("PAYROLL", "pusher")],
-                ..Default::default()
-            }),
+            consume("PAYROLL", "pusher"),
         ),
-        (
-            "read ORDERS",
-            stream("ORDERS"),
-            js(JetStreamGrant {
-                read: vec!["ORDERS".into()],
-                ..Default::default()
-            }),
-        ),
-        (
-            "replay ORDERS",
-            stream("ORDERS"),
-            js(JetStreamGrant {
-                replay: vec!["ORDERS".into()],
-                ..Default::default()
-            }),
-        ),
-        (
-            "manage ORDERS",
-            stream("ORDERS"),
-            js(JetStreamGrant {
-                manage: vec!["ORDERS".into()],
-                ..Default::default()
-            }),
-        ),
+        ("read ORDERS", stream("ORDERS"), on("read", "ORDERS")),
+        ("replay ORDERS", stream("ORDERS"), on("replay", "ORDERS")),
+        ("manage ORDERS", stream("ORDERS"), on("manage", "ORDERS")),
         (
             "kv read config",
             stream("KV_config"),
@@ -866,24 +869,8 @@ async fn every_grant_reaches_only_its_own_targets_subscriptions() {
 /// nothing arrives.
 #[tokio::test]
 async fn an_ack_subject_of_another_consumer_is_refused() {
-    let stack = stack().await;
-    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
-    fixtures::orders(&admin).await;
-    let payroll = admin
-        .create_stream(stream::Config {
-            name: "PAYROLL".into(),
-            subjects: vec!["payroll.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    payroll
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("payroll-worker".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (stack, _a, admin) = orders_stack().await;
+    payroll(&admin, false).await;
     admin
         .publish("payroll.jan", "salaries".into())
         .await
@@ -1214,9 +1201,7 @@ async fn consume_acks_in_the_v2_layout() {
 /// inbox gets no answer at all rather than a shared one.
 #[tokio::test]
 async fn a_private_inbox_gets_its_answers_and_no_other_user_can_subscribe_to_it() {
-    let stack = stack().await;
-    let (_a, admin) = js_client(&stack, "root", &["admin"]).await;
-    fixtures::orders(&admin).await;
+    let (stack, _a, _admin) = orders_stack().await;
     let service = connect(&stack.url(), &stack.token("svc", &["service"]))
         .await
         .unwrap();

@@ -361,14 +361,9 @@ async fn sigterm_stops_the_service_when_nats_was_never_reachable_or_hangs() {
     let issuer = DevIssuer::start(0).await.unwrap();
     for (case, port) in [("closed port", closed_port), ("silent server", silent_port)] {
         let keys = CalloutKeys::new();
-        let (dir, config) = minimal_config(
-            &keys,
-            &format!(
-                "[nats]\nurl = \"nats://127.0.0.1:{port}\"\nuser = \"auth\"\npassword = \"authpw\"\n"
-            ),
-            &issuer.issuer(),
-            "",
-        );
+        let (dir, config) = minimal_config(&keys, &issuer.issuer(), |c| {
+            c.nats_login(&format!("nats://127.0.0.1:{port}"))
+        });
         let log = dir.path().join("service.log");
         let mut child = callout_bin()
             .arg("--config")

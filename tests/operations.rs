@@ -120,12 +120,9 @@ async fn a_busy_http_port_is_a_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let keys = CalloutKeys::new();
-    let (_dir, config) = minimal_config(
-        &keys,
-        "",
-        "http://127.0.0.1:1",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (_dir, config) = minimal_config(&keys, "http://127.0.0.1:1", |c| {
+        c.section(&format!("[http]\nlisten = \"127.0.0.1:{port}\""))
+    });
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .arg("--config")
         .arg(&config)

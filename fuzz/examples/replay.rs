@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
+use nats_oidc_callout::config::Config;
 use nats_oidc_callout::Arrival;
 use nats_oidc_callout::Deadline;
-use nats_oidc_callout::config::Config;
 use nats_oidc_callout_fuzz::{
     fixture, request_claims, sealed, server_signed, CALLOUT_XKEY_PUBLIC, NOW, SERVER_XKEY_PUBLIC,
 };
@@ -25,10 +25,7 @@ fn main() {
             "token" => {
                 let f = fixture();
                 let token = String::from_utf8_lossy(&data);
-                match f
-                    .runtime
-                    .block_on(f.verifier.verify(&token, NOW, &Deadline::none()))
-                {
+                match f.block_on(f.verifier.verify(&token, NOW, &Deadline::none())) {
                     Ok(v) => format!("ok, exp {}", v.exp),
                     Err(e) => format!("{}: {e}", e.code()),
                 }
@@ -55,9 +52,7 @@ fn main() {
                     payload
                 };
                 let max = if mode & 2 != 0 { 1024 } else { 1024 * 1024 };
-                let d = f
-                    .runtime
-                    .block_on(f.callout.decide(payload, header, max, Arrival::now()));
+                let d = f.block_on(f.callout.decide(payload, header, max, Arrival::now()));
                 format!("mode {mode}, {} byte body, {:?}", d.body.len(), d.verdict)
             }
             "config" => {

@@ -17,7 +17,7 @@
 //! Asserts, besides "never panics":
 //! * a request is dropped (no answer) only when its time was up (its budget
 //!   by `exp` - `iat` at most a second);
-//! * otherwise `decide` answers exactly when `auth_request::decode` verified the request
+//! * otherwise `decide` answers exactly when `decode_request` verified the request
 //!   (a request whose signature does not verify is never answered, since the
 //!   answer would be signed by the callout issuer);
 //! * an answer is a response JWT signed by the callout issuer, addressed to the
@@ -33,11 +33,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::{Arrival, Verdict};
-use nats_oidc_callout::unix_now;
 use nats_oidc_callout::nats::decode_verified;
-use nats_oidc_callout::nats::request as auth_request;
+use nats_oidc_callout::nats::{decode_request, open_request};
 use nats_oidc_callout::policy::names_reserved;
+use nats_oidc_callout::unix_now;
+use nats_oidc_callout::{Arrival, Verdict};
 use nats_oidc_callout_fuzz::{
     fixture, request_claims, sealed, server_signed, Permission, Response, User, ACCOUNT,
     CALLOUT_XKEY_PUBLIC, ISSUER_PUBLIC, SERVER_XKEY_PUBLIC, SERVER_XKEY_SEED,
@@ -89,17 +89,16 @@ fuzz_target!(|data: &[u8]| {
         1024 * 1024
     };
     let f = fixture();
-    let decision =
-        f.runtime.block_on(
-            f.callout
-                .decide(payload, header, max_payload, Arrival::now()),
-        );
+    let decision = f.block_on(
+        f.callout
+            .decide(payload, header, max_payload, Arrival::now()),
+    );
 
     let xkey = f.config.callout.xkey.as_deref();
     // Dropped: nothing answered, and only for a request whose time was up.
     if let Verdict::Dropped { .. } = decision.verdict {
         assert!(decision.body.is_empty(), "answered a dropped request");
-        let budget = auth_request::open(payload, header, xkey)
+        let budget = open_request(payload, header, xkey)
             .map(|o| o.budget(unix_now() as i64))
             .unwrap_or_default();
         assert!(
@@ -110,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // The same request, decoded on its own: was it verified, and from whom?
     let (addressee, sealed) =
-        match auth_request::decode(payload, header, xkey, ISSUER_PUBLIC, unix_now() as i64) {
+        match decode_request(payload, header, xkey, ISSUER_PUBLIC, unix_now() as i64) {
             Ok(r) => (
                 Some((r.claims.nats.user_nkey, r.claims.nats.server_id.id)),
                 r.server_xkey.is_some(),

@@ -30,11 +30,11 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use nats_oidc_callout::config::Config;
-use nats_oidc_callout::oidc::DEFAULT_ALGORITHMS;
 use nats_oidc_callout::oidc::check_http_url;
+use nats_oidc_callout::oidc::DEFAULT_ALGORITHMS;
+use nats_oidc_callout::policy::check_permission_subject;
 use nats_oidc_callout::policy::Role;
 use nats_oidc_callout::policy::{check_bucket, check_stream_name};
-use nats_oidc_callout::policy::check_permission_subject;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -154,7 +154,7 @@ fn accepted_role(r: &Role) {
             .as_ref()
             .is_none_or(|w| !w.is_empty() && w.iter().all(|w| w.start != w.end)));
     }
-    let js = &r.jetstream;
+    let js = r.grants.jetstream();
     let names = js
         .read
         .iter()
@@ -164,12 +164,13 @@ fn accepted_role(r: &Role) {
     for name in names {
         check_stream_name("name", name).expect("a checked name");
     }
-    for scope in r.kv.read.iter().chain(&r.kv.write) {
+    let kv = r.grants.kv();
+    for scope in kv.read.iter().chain(&kv.write) {
         check_bucket(&scope.bucket).expect("a checked bucket");
     }
     // Every compiled subject is a permission subject; none reaches past
     // JetStream's and KV's own namespaces.
-    for (entry, _) in &r.granted {
+    for (entry, _) in r.grants.entries() {
         let s = entry.as_str();
         assert!(
             s.starts_with("$JS.API.")

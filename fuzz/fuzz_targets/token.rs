@@ -22,12 +22,12 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use nats_oidc_callout::Admission;
-use nats_oidc_callout::Deadline;
-use nats_oidc_callout::nats::{ConnectOpts, RequestBody};
 use nats_oidc_callout::nats::Permission;
+use nats_oidc_callout::nats::{ConnectOpts, RequestBody};
 use nats_oidc_callout::oidc::parse_algorithm;
 use nats_oidc_callout::policy::names_reserved;
+use nats_oidc_callout::Admission;
+use nats_oidc_callout::Deadline;
 use nats_oidc_callout_fuzz::{fixture, ACCOUNT, NOW};
 use serde_json::{Map, Value};
 
@@ -46,15 +46,12 @@ fuzz_target!(|data: &[u8]| {
         },
         ..RequestBody::default()
     };
-    let decided = f.runtime.block_on(f.callout.authorizer().authorize(
-        &request,
-        NOW,
-        &Deadline::none(),
-    ));
-    match f
-        .runtime
-        .block_on(f.verifier.verify(token, NOW, &Deadline::none()))
-    {
+    let decided = f.block_on(
+        f.callout
+            .authorizer()
+            .authorize(&request, NOW, &Deadline::none()),
+    );
+    match f.block_on(f.verifier.verify(token, NOW, &Deadline::none())) {
         Ok(verified) => {
             accepted(token, &verified.claims, verified.exp);
             if let Ok(admission) = decided {

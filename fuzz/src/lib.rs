@@ -5,16 +5,11 @@
 //! none of them is used anywhere else. The seed corpus is signed with them, so
 //! changing any of them means regenerating the corpus.
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use nats_oidc_callout::Callout;
-use nats_oidc_callout::config::{Config, ISSUER_SEED_ENV, XKEY_SEED_ENV};
 use nats_oidc_callout::dev::SAMPLE_ROLES;
-use nats_oidc_callout::Metrics;
 use nats_oidc_callout::nats::Issued;
-use nats_oidc_callout::oidc::KeySet;
-use nats_oidc_callout::oidc::TokenVerifier;
+pub use nats_oidc_callout_test_support::Fixture;
 use serde::Deserialize;
 
 /// The time the token target verifies at. Seed tokens are valid at this time
@@ -100,62 +95,12 @@ kv.write = ["profiles/{{{{name}}}}.>"]
     )
 }
 
-pub fn config() -> Config {
-    for var in [ISSUER_SEED_ENV, XKEY_SEED_ENV] {
-        assert!(
-            std::env::var_os(var).is_none(),
-            "unset {var}: it would replace the fuzzing config's fixed seed"
-        );
-    }
-    Config::parse(&config_text(), Path::new("fuzz.toml")).expect("the fuzzing config is valid")
-}
-
-/// Everything a target needs, built once per process.
-pub struct Fixture {
-    pub runtime: tokio::runtime::Runtime,
-    pub config: Config,
-    pub verifier: TokenVerifier,
-    /// The service's decision, wire edge and all; its `authorizer()` is
-    /// the decision alone.
-    pub callout: Callout,
-}
-
+/// Everything a target needs, built once per process: the shared decision
+/// fixture (`nats_oidc_callout_test_support::Fixture`) over the fuzzing
+/// config, the committed JWKS installed (no fetch), log lines not kept.
 pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let config = config();
-        let metrics = Arc::new(Metrics::new());
-        let issuers = {
-            let _in_runtime = runtime.enter();
-            config.issuers(None, &metrics).expect("issuers")
-        };
-        let issuer = issuers.iter().next().expect("one issuer");
-        let set = KeySet::parse(JWKS, &issuer.settings).expect("the fuzzing JWKS parses");
-        assert!(
-            set.skipped.is_empty(),
-            "JWKS entries skipped: {:?}",
-            set.skipped
-        );
-        assert_eq!(set.len(), 3);
-        issuer.keys.install(set);
-        let verifier = TokenVerifier::new(
-            issuer.settings.clone(),
-            issuer.keys.clone(),
-            config.callout.max_token_bytes,
-            metrics,
-        );
-        let callout = config.callout(config.authorizer(issuers, Default::default()));
-        Fixture {
-            runtime,
-            config,
-            verifier,
-            callout,
-        }
-    })
+    FIXTURE.get_or_init(|| Fixture::offline(&config_text(), &[JWKS]).quiet())
 }
 
 /// The authorization response as nats-server reads it.

@@ -12,7 +12,6 @@ use std::time::Duration;
 pub(crate) mod issuer;
 pub(crate) mod nats_server;
 pub(crate) mod operator;
-pub mod server_sim;
 
 pub use issuer::DevIssuer;
 pub use nats_server::locate_or_install;

@@ -1,6 +1,6 @@
 //! What the grant suites (`jetstream.rs` with async-nats, `clients.rs` with
 //! nats-py) start from: one role per grant, and the streams and buckets
-//! they are tried on.
+//! they are tried on; the workload identities' roles and bindings.
 
 use async_nats::jetstream::{consumer, kv, stream, Context};
 
@@ -56,6 +56,49 @@ connection.types = ["WEBSOCKET"]
 [roles.app-admin]
 pub.allow = [">"]
 sub.allow = [">"]
+"#;
+
+/// The roles of the workload identities (`bindings.rs`, `decisions.rs`):
+/// GitHub Actions, a Kubernetes cluster and Google Cloud, each issuer in its
+/// own namespace, with the `[[bindings]]` that give them.
+pub const WORKLOAD_ROLES: &str = r#"
+[roles."github:deployer"]
+pub.allow = ["deploy.orders"]
+
+[roles."cluster:orders-worker"]
+pub.allow = ["orders.>"]
+sub.allow = ["orders.>", "deploy.>", "metrics.>"]
+
+[roles."cluster:orders-reader"]
+sub.allow = ["orders.>"]
+
+[roles."gcp:exporter"]
+pub.allow = ["metrics.orders"]
+
+# The stand-in issuer's URL is not GitHub's, so repository_id pins nothing
+# here (the unit tests cover GitHub's pins); sub does.
+[[bindings]]
+name = "orders-deploy"
+issuer = "github"
+match = { sub = "repo:acme/orders:ref:refs/heads/main", repository_id = 74, ref = "refs/heads/main", job_workflow_ref = "acme/orders/.github/workflows/deploy.yml@refs/heads/main" }
+roles = ["deployer"]
+
+[[bindings]]
+issuer = "cluster"
+match = { sub = "system:serviceaccount:orders:worker" }
+roles = ["orders-worker"]
+
+[[bindings]]
+name = "orders-pods"
+issuer = "cluster"
+match = { "/kubernetes.io/namespace" = "orders", sub = "system:serviceaccount:orders:*" }
+roles = ["orders-reader"]
+broad = true
+
+[[bindings]]
+issuer = "gcp"
+match = { sub = "110011223344556677889" }
+roles = ["exporter"]
 "#;
 
 /// ORDERS (orders.>, direct get on) with two messages and the durable pull

@@ -16,11 +16,12 @@ use tokio::sync::mpsc;
 pub use nats_oidc_callout::dev::DevIssuer;
 pub use nats_oidc_callout::dev::OperatorSetup;
 pub use nats_oidc_callout::policy::Layout;
+pub use nats_oidc_callout_test_support::{ConfigToml, Oidc};
 
 pub mod cluster;
 pub mod fixtures;
 
-pub const AUDIENCE: &str = "nats";
+pub use nats_oidc_callout_test_support::config::AUDIENCE;
 
 fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -108,27 +109,33 @@ impl CalloutKeys {
 }
 
 /// A config for a service that only has to start: the callout issuer's
-/// seed in `issuer.nk` beside `config.toml`, one role. `nats` is the
-/// `[nats]` section (empty for the defaults), `more` any further sections.
+/// seed in `issuer.nk` beside `config.toml`, the issuer at `issuer_url`
+/// (roles in `roles`), one role; `more` adds the rest (`[nats]`, `[http]`).
 pub fn minimal_config(
     keys: &CalloutKeys,
-    nats: &str,
     issuer_url: &str,
-    more: &str,
+    more: impl FnOnce(ConfigToml) -> ConfigToml,
 ) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
+    let config = ConfigToml::new()
+        .issuer_seed_file("issuer.nk")
+        .oidc(Oidc::new(issuer_url).roles_claim("roles"))
+        .role("a", "sub.allow = [\"a\"]");
+    let (dir, path) = write_config(&more(config));
     std::fs::write(dir.path().join("issuer.nk"), keys.issuer.seed().unwrap()).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{nats}[callout]\nissuer_seed_file = \"issuer.nk\"\naccount = \"APP\"\n\
-             [oidc]\nissuer = \"{issuer_url}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\
-             [roles.a]\nsub.allow = [\"a\"]\n{more}"
-        ),
-    )
-    .unwrap();
-    (dir, config)
+    (dir, path)
+}
+
+/// `config` as `config.toml` in a directory of its own, beside a fresh
+/// account seed in `issuer.nk` (mode 0600) for configs that name the file.
+pub fn write_config(config: &ConfigToml) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    write_private(
+        &dir.path().join("issuer.nk"),
+        &nkeys::KeyPair::new_account().seed().unwrap(),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config.to_string()).unwrap();
+    (dir, path)
 }
 
 /// The accounts and auth callout blocks of a test nats-server: accounts
@@ -411,12 +418,7 @@ impl Default for ServiceOptions {
 }
 
 /// `dev`'s sample roles (admin, reader) and a writer.
-pub fn default_roles() -> String {
-    format!(
-        "{}\n[roles.writer]\npub.allow = [\"orders.>\"]\npub.deny  = [\"orders.audit\"]\n",
-        nats_oidc_callout::dev::SAMPLE_ROLES
-    )
-}
+pub use nats_oidc_callout_test_support::config::default_roles;
 
 /// The seed files a service config names, beside it.
 fn write_seeds(dir: &Path, keys: &CalloutKeys, opts: &ServiceOptions) {
@@ -659,6 +661,16 @@ pub struct TestClient {
 impl TestClient {
     pub fn events(&self) -> Vec<String> {
         self.events.lock().unwrap().clone()
+    }
+
+    /// Whether nats-server told this client of a permissions violation
+    /// for `what` ("publish", "subscription", ...) within 2 s.
+    pub async fn violation(&mut self, what: &str) -> bool {
+        self.wait_event(
+            &format!("permissions violation for {what}"),
+            Duration::from_secs(2),
+        )
+        .await
     }
 
     /// Waits for a client event containing `needle` (case-insensitive).
@@ -1120,6 +1132,14 @@ impl Stack {
 
     pub fn token(&self, user: &str, roles: &[&str]) -> String {
         self.issuer.token(user, AUDIENCE, roles, 300)
+    }
+
+    /// A client of `user` with `roles` (a token as its password), which
+    /// must be admitted.
+    pub async fn client(&self, user: &str, roles: &[&str]) -> TestClient {
+        connect(&self.url(), &self.token(user, roles))
+            .await
+            .unwrap_or_else(|e| panic!("{user} with {roles:?} connects: {e}"))
     }
 
     pub fn url(&self) -> String {

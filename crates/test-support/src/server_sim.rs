@@ -1,13 +1,13 @@
 //! Plays nats-server's part of the auth callout protocol: signs (and, with
 //! xkey, seals) authorization requests the way nats-server 2.10+ does, and
-//! reads the answers. For the benchmarks and the load tool, which drive the
-//! service without a real client behind each request.
+//! reads the answers. For the in-process decision tests, the benchmarks, the
+//! fuzzers and the load tool, which drive the service without a real client
+//! behind each request.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use nats_oidc_callout::nats::SigningKey;
 use serde_json::{json, Value};
-
-use crate::nats::signing_key::SigningKey;
 
 pub struct ServerSim {
     /// The server's own key, loaded once: it signs every request.
@@ -39,7 +39,16 @@ pub fn sign_request(signer: &nkeys::KeyPair, claims: &Value) -> String {
 }
 
 fn sign_claims(signer: &SigningKey, claims: &Value) -> String {
-    crate::nats::jwt::sign(&serde_json::to_vec(claims).expect("JSON"), signer)
+    nats_oidc_callout::nats::sign(&serde_json::to_vec(claims).expect("JSON"), signer)
+}
+
+/// The claims of a JWT (not verified), if `text` is one.
+pub fn jwt_claims(text: &[u8]) -> Option<Value> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.split('.').nth(1))
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 impl ServerSim {
@@ -52,11 +61,11 @@ impl ServerSim {
         }
     }
 
-    /// A signed request carrying `token` as the connect password for a fresh
-    /// user nkey, valid for `validity_secs` from `now`.
-    pub fn request(&self, token: &str, now: u64) -> Vec<u8> {
+    /// The claims of a request from this server for a fresh user nkey,
+    /// carrying `connect_opts`, valid for `validity_secs` from `now`.
+    pub fn claims(&self, connect_opts: Value, now: u64) -> Value {
         let server = self.key.public_key();
-        let claims = json!({
+        json!({
             "jti": "",
             "iat": now,
             "iss": server,
@@ -69,10 +78,22 @@ impl ServerSim {
                 "server_id": {"name": "sim", "host": "127.0.0.1", "id": server, "version": "2.15.1", "xkey": self.xkey.public_key()},
                 "user_nkey": nkeys::KeyPair::new_user().public_key(),
                 "client_info": {"host": "127.0.0.1", "id": 1, "user": "x", "kind": "Client", "type": "nats"},
-                "connect_opts": {"user": "x", "pass": token, "lang": "rust", "version": "0.51.0", "protocol": 1}
+                "connect_opts": connect_opts
             }
-        });
-        sign_claims(&self.key, &claims).into_bytes()
+        })
+    }
+
+    /// `claims` signed with this server's key.
+    pub fn sign(&self, claims: &Value) -> Vec<u8> {
+        sign_claims(&self.key, claims).into_bytes()
+    }
+
+    /// A signed request carrying `token` as the connect password for a fresh
+    /// user nkey, valid for `validity_secs` from `now`.
+    pub fn request(&self, token: &str, now: u64) -> Vec<u8> {
+        let opts =
+            json!({"user": "x", "pass": token, "lang": "rust", "version": "0.51.0", "protocol": 1});
+        self.sign(&self.claims(opts, now))
     }
 
     /// The request sealed to the callout's xkey, with the header value
@@ -83,11 +104,28 @@ impl ServerSim {
         now: u64,
         callout_xkey: &nkeys::XKey,
     ) -> (Vec<u8>, String) {
-        let sealed = self
-            .xkey
-            .seal(&self.request(token, now), callout_xkey)
-            .expect("seal");
+        self.seal(&self.request(token, now), callout_xkey)
+    }
+
+    /// `request` sealed to `callout_xkey`, with the header value to send.
+    pub fn seal(&self, request: &[u8], callout_xkey: &nkeys::XKey) -> (Vec<u8>, String) {
+        let sealed = self.xkey.seal(request, callout_xkey).expect("seal");
         (sealed, self.xkey.public_key())
+    }
+
+    /// The answer's JWT, opened first when it was sealed back to us.
+    pub fn open_answer(
+        &self,
+        body: &[u8],
+        callout_xkey: Option<&nkeys::XKey>,
+    ) -> Result<Vec<u8>, String> {
+        match callout_xkey {
+            Some(theirs) if body.starts_with(b"xkv1") => self
+                .xkey
+                .open(body, theirs)
+                .map_err(|e| format!("cannot open: {e}")),
+            _ => Ok(body.to_vec()),
+        }
     }
 
     /// Reads an answer (opening it first when it was sealed back to us).
@@ -95,23 +133,11 @@ impl ServerSim {
         if body.is_empty() {
             return Answer::Unreadable("empty body".into());
         }
-        let opened;
-        let jwt = match callout_xkey {
-            Some(theirs) if body.starts_with(b"xkv1") => match self.xkey.open(body, theirs) {
-                Ok(o) => {
-                    opened = o;
-                    &opened[..]
-                }
-                Err(e) => return Answer::Unreadable(format!("cannot open: {e}")),
-            },
-            _ => body,
+        let jwt = match self.open_answer(body, callout_xkey) {
+            Ok(jwt) => jwt,
+            Err(e) => return Answer::Unreadable(e),
         };
-        let claims: Option<Value> = std::str::from_utf8(jwt)
-            .ok()
-            .and_then(|t| t.split('.').nth(1))
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let Some(claims) = claims else {
+        let Some(claims) = jwt_claims(&jwt) else {
             return Answer::Unreadable("not a JWT".into());
         };
         match (
