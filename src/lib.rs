@@ -5,7 +5,7 @@
 //!
 //! 0. `text`, `clock`, `backoff`, `secrets`, `refusal`, `metrics`, and
 //!    [`nats`] (the wire formats of the callout protocol).
-//! 1. [`policy`] (claims → roles → permissions, no network I/O) and
+//! 1. [`policy`] (claims → roles → permissions, no network or file I/O) and
 //!    [`oidc`] (bearer token → verified claims: discovery, keys,
 //!    signature, rules).
 //! 2. `authorize`: a verified request → an admission or a refusal.
@@ -23,9 +23,11 @@
 //! the inbox prefix, `.creds` reading, XDG directories) live there, and the
 //! layers here import them from it.
 //!
-//! Modules are private to the crate; what other code may use is declared
-//! below (`pub use`) and in the facades of [`nats`], [`oidc`], [`policy`]
-//! and [`dev`], each a short list in its `mod.rs`. Inside the crate,
+//! What other code may use is declared here: the `pub use` below, the
+//! facades at the top of [`nats`], [`oidc`], [`policy`] and [`dev`] (their
+//! submodules are private to the crate; each `mod.rs` lists what leaves
+//! it), and [`config`], whose `Config` is read field by field by the
+//! tests and `check`. Every other module is private. Inside the crate,
 //! `pub(crate)` is the default.
 
 #![warn(unreachable_pub)]

@@ -128,6 +128,21 @@ async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
     // decided in-process (`decisions.rs`).
 }
 
+/// Waits until the service has applied its `n`th change of the bucket
+/// (what "the next connect" follows): the watch delivers a change a moment
+/// after it is written, later on a busy machine.
+async fn applied(stack: &Stack, n: usize) {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while count_in_log(&stack.service.log, "KV grant changed") < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never applied change {n}:\n{}",
+            stack.service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
     let stack = start().await;
@@ -156,6 +171,7 @@ async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
         )
         .await
         .unwrap();
+    applied(&stack, 1).await;
     let bo = connect_named(&stack, &token, "scope=room-5,room-6")
         .await
         .expect("the grant applies to the next connect");
@@ -173,9 +189,11 @@ async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
         )
         .await
         .unwrap();
+    applied(&stack, 2).await;
     let bo2 = connect_named(&stack, &token, "scope=room-6").await.unwrap();
     assert!(delivered(&admin.client, &bo2.client, "chat.room-6.msg").await);
     bucket.delete("default.bo").await.unwrap();
+    applied(&stack, 3).await;
     assert_refused_as(
         &stack,
         "no_mapped_role",
@@ -188,6 +206,7 @@ async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
         .put("default.bo", r#"{"roles":"admin"}"#.into())
         .await
         .unwrap();
+    applied(&stack, 4).await;
     assert_refused_as(
         &stack,
         "no_mapped_role",
@@ -205,6 +224,7 @@ async fn a_grant_written_to_the_kv_bucket_applies_to_the_next_connect() {
         )
         .await
         .unwrap();
+    applied(&stack, 5).await;
     connect_named(&stack, &token, "scope=room-5")
         .await
         .expect("granted again");

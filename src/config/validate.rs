@@ -280,21 +280,14 @@ impl<'a> Validator<'a> {
 
     fn callout(&self, raw: RawCallout, nats_auth: &NatsAuth) -> Result<CalloutConfig, ConfigError> {
         let issuer = self.issuer_seed(&raw)?;
-        let xkey = self
-            .seed(
-                "callout.xkey_seed",
-                raw.xkey_seed_file.as_deref(),
-                raw.xkey_seed.as_deref(),
-                XKEY_SEED_ENV,
-                secrets::curve_key,
-                secrets::curve_key_file,
-            )?
-            .map(|x| {
-                crate::nats::xkey::OurXkey::new(x)
-                    .map(Arc::new)
-                    .map_err(|e| self.err("callout.xkey_seed", e.to_string()))
-            })
-            .transpose()?;
+        let xkey = self.seed(
+            "callout.xkey_seed",
+            raw.xkey_seed_file.as_deref(),
+            raw.xkey_seed.as_deref(),
+            XKEY_SEED_ENV,
+            secrets::curve_key,
+            secrets::curve_key_file,
+        )?;
         if raw.account.is_empty() || raw.account.contains(char::is_whitespace) {
             return Err(self.err(
                 "callout.account",
@@ -315,6 +308,13 @@ impl<'a> Validator<'a> {
             self.callout_limits(raw.max_user_ttl.as_deref(), raw.max_token_bytes)?;
         let issuer =
             SigningKey::new(issuer).map_err(|e| self.err("callout.issuer_seed", e.to_string()))?;
+        let xkey = xkey
+            .map(|x| {
+                crate::nats::xkey::OurXkey::new(x)
+                    .map(Arc::new)
+                    .map_err(|e| self.err("callout.xkey_seed", e.to_string()))
+            })
+            .transpose()?;
         Ok(CalloutConfig {
             issuer: Arc::new(issuer),
             auth_account,

@@ -17,7 +17,7 @@
 //! carries push deliveries from the account holding the streams. Clients
 //! compute it from their token with the client crate's
 //! `nats_oidc_client::inbox`, whose `prefix` this is: one function for
-//! both sides, pinned to the README's example.
+//! both sides, pinned to the README's example (a test here and one there).
 
 /// The issuer part of a `[users.*]` identity's prefix.
 pub(crate) const CONFIG_ISSUER: &str = "config";
@@ -35,8 +35,8 @@ pub(crate) fn reaches_inboxes(subject: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// The README's example: an implementation in any language must give
-    /// the same.
+    /// The README's example: the `{{inbox}}` the service grants, whichever
+    /// crate computes it.
     #[test]
     fn the_readme_example() {
         assert_eq!(

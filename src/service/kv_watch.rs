@@ -69,7 +69,18 @@ async fn watch(
                     install(store, bucket, fresh.take().unwrap_or_default());
                 }
             }
-            None => store.update(entry.key, grant),
+            None => {
+                // A change of someone's permissions: said, so that an
+                // operator can see when it took effect.
+                tracing::info!(
+                    bucket = %bucket,
+                    key = %crate::text::name(&entry.key),
+                    revision = entry.revision,
+                    granted = grant.is_some(),
+                    "KV grant changed"
+                );
+                store.update(entry.key, grant);
+            }
         }
     }
     Err("the watch ended".into())

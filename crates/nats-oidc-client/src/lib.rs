@@ -206,6 +206,8 @@
 //! [`inbox`] computes a user's private inbox prefix; [`creds`] reads the
 //! `.creds` file of operator mode's sentinel.
 
+#![warn(unreachable_pub)]
+
 pub mod cache;
 mod claims;
 pub mod creds;

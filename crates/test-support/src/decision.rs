@@ -25,7 +25,7 @@ use nats_oidc_callout::{Arrival, Callout, Decision, Verdict};
 use serde_json::{json, Value};
 
 use crate::config::{ConfigToml, AUDIENCE};
-use crate::server_sim::{jwt_claims, ServerSim};
+use crate::server_sim::{verified_claims, ServerSim};
 
 /// nats-server's default max_payload: the largest answer it can take.
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
@@ -200,10 +200,29 @@ impl Fixture {
         xkey_header: Option<&str>,
         max_payload: usize,
     ) -> Decision {
-        self.block_on(
-            self.callout
-                .decide(payload, xkey_header, max_payload, Arrival::now()),
-        )
+        self.decide_logged(payload, xkey_header, max_payload).0
+    }
+
+    /// The decision and the log lines it wrote (also added to the
+    /// fixture's log): tests sharing one fixture see only their own.
+    fn decide_logged(
+        &self,
+        payload: &[u8],
+        xkey_header: Option<&str>,
+        max_payload: usize,
+    ) -> (Decision, String) {
+        let work = self
+            .callout
+            .decide(payload, xkey_header, max_payload, Arrival::now());
+        let Some((all, _)) = &self.log else {
+            return (self.runtime.block_on(work), String::new());
+        };
+        let own = Log::default();
+        let dispatch = tracing::Dispatch::new(own.subscriber());
+        let decision = tracing::dispatcher::with_default(&dispatch, || self.runtime.block_on(work));
+        let lines = own.0.lock().unwrap().clone();
+        all.0.lock().unwrap().extend_from_slice(&lines);
+        (decision, String::from_utf8_lossy(&lines).into_owned())
     }
 
     /// `Authorizer::authorize` on a verified request's body, now.
@@ -253,21 +272,35 @@ impl Fixture {
 
     /// `payload` decided, and its answer read as nats-server reads it.
     pub fn answer(&self, payload: &[u8], xkey_header: Option<&str>) -> Outcome {
-        let decision = self.decide(payload, xkey_header);
-        let response = self
-            .server
-            .open_answer(&decision.body, self.callout_xkey.as_ref())
-            .ok()
-            .and_then(|jwt| jwt_claims(&jwt));
-        let user_jwt = response
-            .as_ref()
-            .and_then(|r| r["nats"]["jwt"].as_str())
-            .and_then(|jwt| jwt_claims(jwt.as_bytes()))
-            .unwrap_or_default();
+        let (decision, log) = self.decide_logged(payload, xkey_header, MAX_PAYLOAD);
+        // As nats-server reads the answer: opened, and signed by the
+        // callout's issuer; the user JWT signed by the key it names.
+        let response = (!decision.body.is_empty()).then(|| {
+            let jwt = self
+                .server
+                .open_answer(&decision.body, self.callout_xkey.as_ref())?;
+            let claims = verified_claims(&jwt)?;
+            let issuer = self.config.callout.issuer.public_key();
+            if claims["iss"] != json!(issuer) {
+                return Err(format!(
+                    "signed by {}, not the callout's {issuer}",
+                    claims["iss"]
+                ));
+            }
+            Ok(claims)
+        });
+        let user_jwt = match &response {
+            Some(Ok(r)) => r["nats"]["jwt"]
+                .as_str()
+                .map(|jwt| verified_claims(jwt.as_bytes()).expect("the user JWT verifies"))
+                .unwrap_or_default(),
+            _ => Value::Null,
+        };
         Outcome {
             decision,
             response,
             user_jwt,
+            log,
         }
     }
 }
@@ -317,10 +350,14 @@ impl std::io::Write for Log {
 /// the answer.
 pub struct Outcome {
     pub decision: Decision,
-    /// The claims of the response JWT (None: nothing answered, or not a JWT).
-    pub response: Option<Value>,
-    /// The claims of the user JWT the response carries (null: none).
+    /// The claims of the response JWT, verified (`None`: nothing was
+    /// answered; `Some(Err)`: an answer nats-server would reject).
+    pub response: Option<Result<Value, String>>,
+    /// The claims of the user JWT the response carries, verified (null:
+    /// none).
     pub user_jwt: Value,
+    /// The log lines of this decision alone.
+    pub log: String,
 }
 
 impl Outcome {
@@ -345,10 +382,15 @@ impl Outcome {
             panic!("not refused ({code} expected): {:?}", self.decision.verdict);
         };
         assert_eq!(got.as_str(), code, "refused for another reason: {reason}");
+        // A request that cannot be answered (no server key to seal to, a
+        // forged server signature) gets no answer; any answer carries the
+        // reason and no user JWT.
         if let Some(response) = &self.response {
+            let response = response.as_ref().expect("an answer nats-server can read");
             assert!(response["nats"].get("jwt").is_none(), "{response}");
             assert_eq!(response["nats"]["error"], json!(reason), "{response}");
         }
+        assert!(self.user_jwt.is_null());
         reason
     }
 
@@ -360,8 +402,17 @@ impl Outcome {
             "not allowed: {:?}",
             self.decision.verdict
         );
-        let response = self.response.as_ref().expect("an answer");
+        let response = self
+            .response
+            .as_ref()
+            .expect("an answer")
+            .as_ref()
+            .expect("an answer nats-server can read");
         assert!(response["nats"].get("error").is_none(), "{response}");
+        assert!(
+            self.user_jwt.is_object() && self.user_jwt["nats"].is_object(),
+            "no user JWT in {response}"
+        );
         &self.user_jwt
     }
 

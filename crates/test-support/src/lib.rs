@@ -7,6 +7,8 @@
 //!   asked by that simulated server, with development issuers;
 //! * [`config`]: config files built section by section.
 
+#![warn(unreachable_pub)]
+
 pub mod config;
 pub mod decision;
 pub mod server_sim;

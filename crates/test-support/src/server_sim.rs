@@ -51,6 +51,29 @@ pub fn jwt_claims(text: &[u8]) -> Option<Value> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// The claims of a JWT whose signature verifies with the key its `iss`
+/// names, as nats-server checks it; why not, otherwise.
+pub fn verified_claims(text: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_string())?;
+    let parts: Vec<&str> = text.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        return Err(format!("{} parts, not 3", parts.len()));
+    };
+    let claims: Value = URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("the payload is not base64url JSON")?;
+    let issuer = claims["iss"].as_str().ok_or("no iss")?;
+    let key = nkeys::KeyPair::from_public_key(issuer).map_err(|e| format!("iss: {e}"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "the signature is not base64url")?;
+    key.verify(format!("{header}.{payload}").as_bytes(), &signature)
+        .map_err(|e| format!("the signature does not verify with {issuer}: {e}"))?;
+    Ok(claims)
+}
+
 impl ServerSim {
     pub fn new(callout_issuer: &str) -> ServerSim {
         ServerSim {

@@ -161,15 +161,20 @@ pub(super) const EVERY_SUBJECT: Lint = Lint {
     name: "every-subject",
     doc: "A grant of \">\": every subject, every user's inbox included.",
     find: |config| {
-        directions(config)
-            .filter(|(_, _, dir)| dir.allow.iter().any(|e| e.as_str() == ">"))
-            .map(|(role, dir_name, dir)| {
-                format!(
-                    "roles.{role}.{dir_name}.allow grants \">\" (every subject{}, every user's inbox included)",
-                    if dir.deny.is_empty() { "" } else { " except its deny list" }
-                )
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (role, dir_name, dir) in directions(config) {
+            let except = if dir.deny.is_empty() {
+                ""
+            } else {
+                " except its deny list"
+            };
+            for _ in dir.allow.iter().filter(|e| e.as_str() == ">") {
+                out.push(format!(
+                    "roles.{role}.{dir_name}.allow grants \">\" (every subject{except}, every user's inbox included)"
+                ));
+            }
+        }
+        out
     },
     example: "[roles.reader]\nsub.allow = [\">\"]\n",
 };
