@@ -47,6 +47,7 @@ mod refusal;
 mod secrets;
 mod service;
 mod text;
+mod tls;
 
 // The API: what the binary, the tests, the benchmarks, the fuzzers, the
 // examples and the test-support crate use. Everything else is the crate's
@@ -63,6 +64,7 @@ pub use callout::{Arrival, Callout, Decision, Verdict};
 pub use clock::{unix_now, Deadline};
 pub use metrics::Metrics;
 pub use refusal::{Refusal, RefusalCode};
+pub use tls::NatsTls;
 
 /// `check`'s lints: what it warns about in a valid config.
 pub mod check {

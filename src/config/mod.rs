@@ -88,6 +88,8 @@ pub struct NatsConfig {
     pub auth: NatsAuth,
     pub queue_group: String,
     pub name: String,
+    /// `[nats.tls]`, if set.
+    pub tls: Option<crate::tls::NatsTls>,
 }
 
 /// How the callout service itself authenticates to NATS. Secrets are kept out

@@ -80,6 +80,18 @@ pub(super) struct RawNats {
     pub creds_file: Option<PathBuf>,
     pub queue_group: Option<String>,
     pub name: Option<String>,
+    pub tls: Option<RawNatsTls>,
+}
+
+/// `[nats.tls]`: nats-server's `tls {}` names, as the nats CLI's
+/// `--tlsca`, `--tlscert` and `--tlskey` take them.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNatsTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub handshake_first: Option<bool>,
 }
 
 /// `callout.mode`: where nats-server keeps its accounts.

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use super::raw::{OneOrMany, RawAccount, RawCallout, RawConfig, RawGrants, RawHttp, RawNats};
+use super::raw::{
+    OneOrMany, RawAccount, RawCallout, RawConfig, RawGrants, RawHttp, RawNats, RawNatsTls,
+};
 use super::{
     CalloutConfig, Config, ConfigError, GrantsConfig, HttpConfig, NatsAuth, NatsConfig,
     DEFAULT_MAX_REQUESTED_SCOPES, DEFAULT_MAX_TOKEN_BYTES, ISSUER_SEED_ENV, XKEY_SEED_ENV,
@@ -20,6 +22,7 @@ use crate::nats::signing_key::SigningKey;
 use crate::policy::roles::RoleTable;
 use crate::policy::users::{ConfigUser, Grant};
 use crate::secrets::{self, SeedError, SeedKind};
+use crate::tls::{self, NatsTls};
 
 pub(super) struct Validator<'a> {
     path: &'a Path,
@@ -163,12 +166,65 @@ impl<'a> Validator<'a> {
                 "must be a non-empty name without spaces",
             ));
         }
+        let tls = raw.tls.map(|t| self.nats_tls(t)).transpose()?;
         Ok(NatsConfig {
             urls,
             auth,
             queue_group,
             name: raw.name.unwrap_or_else(|| "nats-oidc-callout".into()),
+            tls,
         })
+    }
+
+    /// `[nats.tls]`: every file it names is read and checked here, so a
+    /// wrong one is an error at start (and in `check`), not a failed
+    /// handshake later.
+    fn nats_tls(&self, raw: RawNatsTls) -> Result<NatsTls, ConfigError> {
+        let ca_file = raw.ca_file.map(|p| self.resolve_file(&p));
+        let client =
+            match (raw.cert_file, raw.key_file) {
+                (Some(cert), Some(key)) => Some((
+                    self.resolve_file(&cert),
+                    self.resolve_secret("nats.tls.key_file", &key),
+                )),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(self.err(
+                        "nats.tls.key_file",
+                        "required with nats.tls.cert_file: the client certificate's private key",
+                    ))
+                }
+                (None, Some(_)) => return Err(self.err(
+                    "nats.tls.cert_file",
+                    "required with nats.tls.key_file: the client certificate the key belongs to",
+                )),
+            };
+        let tls = NatsTls {
+            ca_file,
+            client,
+            handshake_first: raw.handshake_first.unwrap_or(false),
+        };
+        if let Some(ca) = &tls.ca_file {
+            tls::ca_bundle(ca).map_err(|e| self.err("nats.tls.ca_file", e.to_string()))?;
+        }
+        if let Some((cert, key)) = &tls.client {
+            let chain = tls::client_chain(cert)
+                .map_err(|e| self.err("nats.tls.cert_file", e.to_string()))?;
+            tls::client_key(key, chain, cert)
+                .map_err(|e| self.err("nats.tls.key_file", e.to_string()))?;
+        }
+        Ok(tls)
+    }
+
+    /// A path relative to the config file's directory (not a secret).
+    fn resolve_file(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.path
+            .parent()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|| p.to_path_buf())
     }
 
     /// The server URLs, parsed as `run` parses them (so that `check` and

@@ -135,3 +135,52 @@ pub(super) const LONG_USER_TTL: Lint = Lint {
     },
     example: "[callout]\naccount = \"APP\"\nauth_account = \"AUTH\"\nissuer_seed_file = \"issuer.nk\"\nxkey_seed_file = \"xkey.nk\"\nmax_user_ttl = \"2d\"\n",
 };
+
+/// Whether a server URL's connection is encrypted: `tls://` and `wss://`
+/// always, any scheme once `[nats.tls]` requires TLS.
+fn encrypted(url: &str, tls: bool) -> bool {
+    tls || url.starts_with("tls://") || url.starts_with("wss://")
+}
+
+/// Whether a server URL's host is this machine.
+fn loopback(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    // `nats://` is not a scheme the url crate knows, so it leaves the host
+    // as text, addresses included.
+    match parsed.host() {
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+pub(super) const NATS_IN_CLEAR_TEXT: Lint = Lint {
+    name: "nats-in-clear-text",
+    doc: "A NATS server reached without TLS over the network: the authorization requests \
+          (bearer tokens, unless xkey-sealed) and the service's credentials cross it in clear \
+          text, and so, most likely, do the clients' tokens.",
+    find: |config| {
+        let tls = config.nats.tls.is_some();
+        config
+            .nats
+            .urls
+            .iter()
+            .filter(|u| !encrypted(u, tls) && !loopback(u))
+            .map(|u| format!(
+                "nats.url {:?} is neither TLS nor this machine: the authorization requests (which carry the bearer tokens unless xkey-sealed) and the service's own credentials cross the network in clear text; connect with tls:// and [nats.tls], and give clients TLS too: their tokens travel as NATS passwords",
+                crate::secrets::redact_url(u)
+            ))
+            .collect()
+    },
+    example:
+        "[nats]\nurl = \"nats://nats.example.com:4222\"\nuser = \"auth\"\npassword = \"authpw\"\n",
+};

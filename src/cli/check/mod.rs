@@ -40,6 +40,7 @@ pub struct Lint {
 pub const LINTS: &[Lint] = &[
     callout::EXPOSED_SECRETS,
     callout::XKEY_UNSET,
+    callout::NATS_IN_CLEAR_TEXT,
     callout::ISSUER_IS_ACCOUNT_KEY,
     callout::ACCOUNT_IDENTITY_KEY,
     issuers::SHARED_ROLE_TABLE,

@@ -50,7 +50,11 @@ impl Files {
 
     /// The example, completed with the base config's tables it leaves out.
     fn config(&self, example: &str) -> Result<Config, String> {
-        let mut text = NATS.to_string();
+        let mut text = if example.contains("[nats]") {
+            String::new()
+        } else {
+            NATS.to_string()
+        };
         if !example.contains("[callout]") {
             text.push_str(CALLOUT);
         }
