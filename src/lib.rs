@@ -3,7 +3,7 @@
 //!
 //! Layers, each importing only the ones above it in this list:
 //!
-//! 0. `text`, `clock`, `backoff`, `secrets`, `refusal`, `metrics`, and
+//! 0. `text`, `clock`, `backoff`, `secrets`, `tls`, `refusal`, `metrics`, and
 //!    [`nats`] (the wire formats of the callout protocol).
 //! 1. [`policy`] (claims → roles → permissions, no network or file I/O) and
 //!    [`oidc`] (bearer token → verified claims: discovery, keys,
