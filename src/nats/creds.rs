@@ -1,8 +1,7 @@
 //! The `.creds` file format of NATS clients: a user JWT and the user's
 //! nkey seed, each between its BEGIN and END lines.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use crate::nats::jwt::{decode_verified, Issued};
 
 /// The text of a `.creds` file.
 pub fn format(user_jwt: &str, user_seed: &str) -> String {
@@ -21,7 +20,7 @@ pub fn format(user_jwt: &str, user_seed: &str) -> String {
 pub(crate) use nats_oidc_client::creds::user_jwt;
 
 /// The account a user JWT belongs to: its `issuer_account` when a signing
-/// key signed it, else its signer. Read without verifying anything.
+/// key signed it, else its signer; `None` unless an account key signed it.
 pub(crate) fn account_of(user_jwt: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Claims {
@@ -34,8 +33,12 @@ pub(crate) fn account_of(user_jwt: &str) -> Option<String> {
         #[serde(default)]
         issuer_account: Option<String>,
     }
-    let payload = user_jwt.split('.').nth(1)?;
-    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    impl Issued for Claims {
+        fn issuer(&self) -> &str {
+            &self.iss
+        }
+    }
+    let claims: Claims = decode_verified(user_jwt.as_bytes(), 'A').ok()?;
     Some(claims.nats.issuer_account.unwrap_or(claims.iss))
 }
 
@@ -63,5 +66,16 @@ mod tests {
             assert_eq!(account_of(&jwt), Some(expected));
         }
         assert_eq!(user_jwt("no jwt here"), None);
+        // A JWT whose signature does not verify names no account.
+        let jwt = crate::nats::user_jwt::sentinel(
+            &user.public_key(),
+            &account.public_key(),
+            &crate::nats::signing_key::SigningKey::of(&account).unwrap(),
+            1_800_000_000,
+        );
+        let mut forged = jwt.into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(account_of(std::str::from_utf8(&forged).unwrap()), None);
     }
 }
