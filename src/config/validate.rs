@@ -49,14 +49,7 @@ impl<'a> Validator<'a> {
     /// Relative paths in the config are relative to the config file, so a
     /// mounted directory works wherever it is mounted.
     fn resolve_secret(&self, key: &str, p: &Path) -> PathBuf {
-        let file = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.path
-                .parent()
-                .map(|d| d.join(p))
-                .unwrap_or_else(|| p.to_path_buf())
-        };
+        let file = self.resolve_file(p);
         self.secret_files
             .borrow_mut()
             .push((key.to_string(), file.clone()));
@@ -216,7 +209,8 @@ impl<'a> Validator<'a> {
         Ok(tls)
     }
 
-    /// A path relative to the config file's directory (not a secret).
+    /// A path relative to the config file's directory (for a secret,
+    /// `resolve_secret` also remembers it for the exposure check).
     fn resolve_file(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             return p.to_path_buf();
@@ -334,7 +328,11 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn callout(&self, raw: RawCallout, nats_auth: &NatsAuth) -> Result<CalloutConfig, ConfigError> {
+    fn callout(
+        &self,
+        mut raw: RawCallout,
+        nats_auth: &NatsAuth,
+    ) -> Result<CalloutConfig, ConfigError> {
         let issuer = self.issuer_seed(&raw)?;
         let xkey = self.seed(
             "callout.xkey_seed",
@@ -350,16 +348,15 @@ impl<'a> Validator<'a> {
                 "must name the NATS account users are placed in",
             ));
         }
-        let auth_account_name_check = self.auth_account_name(&raw);
         let (auth_account, mode) = self.mode(
             &raw.account,
             raw.mode,
-            raw.auth_account,
-            raw.accounts,
+            raw.auth_account.clone(),
+            raw.accounts.take(),
             &issuer,
             nats_auth,
         )?;
-        let auth_account_name = auth_account_name_check?;
+        let auth_account_name = self.auth_account_name(&raw)?;
         let (max_user_ttl, max_token_bytes) =
             self.callout_limits(raw.max_user_ttl.as_deref(), raw.max_token_bytes)?;
         let issuer =

@@ -4,6 +4,7 @@
 use super::Lint;
 use crate::callout::Mode;
 use crate::config::Config;
+use crate::oidc::discovery::is_loopback;
 
 pub(super) const EXPOSED_SECRETS: Lint = Lint {
     name: "exposed-secrets",
@@ -144,23 +145,7 @@ fn encrypted(url: &str, tls: bool) -> bool {
 
 /// Whether a server URL's host is this machine.
 fn loopback(url: &str) -> bool {
-    let Ok(parsed) = url::Url::parse(url) else {
-        return false;
-    };
-    // `nats://` is not a scheme the url crate knows, so it leaves the host
-    // as text, addresses included.
-    match parsed.host() {
-        Some(url::Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost")
-                || d.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
+    url::Url::parse(url).is_ok_and(|u| is_loopback(&u))
 }
 
 pub(super) const NATS_IN_CLEAR_TEXT: Lint = Lint {

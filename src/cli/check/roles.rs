@@ -2,16 +2,15 @@
 //! allow: subjects, accounts, connection rules.
 
 use super::Lint;
-use crate::config::Config;
 use crate::policy::inbox::reaches_inboxes;
-use crate::policy::roles::{Direction, Role};
+use crate::policy::roles::{Direction, Role, RoleTable};
 use crate::policy::subject::names_reserved;
 use crate::policy::template::Entry;
 use crate::policy::users::Grant;
 
 /// Each role's allow lists, as `(role, "pub" | "sub", direction)`.
-fn directions(config: &Config) -> impl Iterator<Item = (&str, &'static str, &Direction)> {
-    config.roles.iter().flat_map(|(name, role)| {
+fn directions(roles: &RoleTable) -> impl Iterator<Item = (&str, &'static str, &Direction)> {
+    roles.iter().flat_map(|(name, role)| {
         [("pub", &role.publish), ("sub", &role.subscribe)]
             .map(|(dir, d)| (name, dir, d))
             .into_iter()
@@ -82,7 +81,7 @@ pub(super) const TOKEN_CHOOSES_NAMESPACE: Lint = Lint {
           can name any namespace of the account.",
     find: |config| {
         let mut out = Vec::new();
-        for (role, dir_name, dir) in directions(config) {
+        for (role, dir_name, dir) in directions(&config.roles) {
             for entry in dir
                 .allow
                 .iter()
@@ -121,7 +120,7 @@ pub(super) const OTHERS_INBOXES: Lint = Lint {
           account, a publisher forges replies.",
     find: |config| {
         let mut out = Vec::new();
-        for (role, dir_name, dir) in directions(config) {
+        for (role, dir_name, dir) in directions(&config.roles) {
             for entry in dir.allow.iter().filter(|e| reaches_others_inboxes(e)) {
                 out.push(if dir_name == "sub" {
                     format!(
@@ -140,9 +139,7 @@ pub(super) const OTHERS_INBOXES: Lint = Lint {
             let Grant::Fixed(own) = &user.grant else {
                 continue;
             };
-            for (_, dir_name, dir) in own.iter().flat_map(|(n, r)| {
-                [("pub", &r.publish), ("sub", &r.subscribe)].map(|(d, x)| (n, d, x))
-            }) {
+            for (_, dir_name, dir) in directions(own) {
                 for entry in dir.allow.iter().filter(|e| reaches_others_inboxes(e)) {
                     out.push(format!(
                         "users.{}.{dir_name}.allow {:?} reaches other users' inboxes (every reply sent to any client of the account); grant \"{{{{inbox}}}}.>\" (this user's private inbox) instead",
@@ -162,7 +159,7 @@ pub(super) const EVERY_SUBJECT: Lint = Lint {
     doc: "A grant of \">\": every subject, every user's inbox included.",
     find: |config| {
         let mut out = Vec::new();
-        for (role, dir_name, dir) in directions(config) {
+        for (role, dir_name, dir) in directions(&config.roles) {
             let except = if dir.deny.is_empty() {
                 ""
             } else {
@@ -185,7 +182,7 @@ pub(super) const SYSTEM_SUBJECTS: Lint = Lint {
           user holding the role.",
     find: |config| {
         let mut out = Vec::new();
-        for (role, dir_name, dir) in directions(config) {
+        for (role, dir_name, dir) in directions(&config.roles) {
             for subject in dir.allow.iter().map(|e| e.as_str()) {
                 if subject != ">" && names_reserved(subject) {
                     out.push(format!(

@@ -155,22 +155,32 @@ pub(super) const GRANTS_IN_STREAMS_ACCOUNT: Lint = Lint {
     example: "[jetstream]\naccount = \"DATA\"\nsame_account = true\n\n[roles.admin]\naccount = \"DATA\"\nsub.allow = [\"{{inbox}}.>\"]\npub.allow = [\"$JS.API.>\"]\n",
 };
 
-/// Who may create consumers on which stream: `(stream, who)`, from
-/// `replay` and whole-bucket KV `read` grants.
-fn consumer_creators(config: &Config) -> Vec<(String, String)> {
+/// A grant that creates consumers on a stream: `replay`, or a
+/// whole-bucket KV `read`.
+struct Creator {
+    stream: String,
+    /// The grant's key (`roles.r.jetstream.replay`).
+    key: String,
+    /// What the grant names: the stream, or the bucket.
+    target: String,
+}
+
+fn consumer_creators(config: &Config) -> Vec<Creator> {
     let mut out = Vec::new();
     for (name, role) in config.roles.iter() {
         for stream in &role.grants.jetstream().replay {
-            out.push((
-                stream.clone(),
-                format!("roles.{name}.jetstream.replay {stream}"),
-            ));
+            out.push(Creator {
+                stream: stream.clone(),
+                key: format!("roles.{name}.jetstream.replay"),
+                target: stream.clone(),
+            });
         }
         for scope in role.grants.kv().read.iter().filter(|s| s.keys.is_none()) {
-            out.push((
-                kv_stream(&scope.bucket),
-                format!("roles.{name}.kv.read {}", scope.bucket),
-            ));
+            out.push(Creator {
+                stream: kv_stream(&scope.bucket),
+                key: format!("roles.{name}.kv.read"),
+                target: scope.bucket.clone(),
+            });
         }
     }
     out
@@ -185,9 +195,7 @@ pub(super) const CONSUMER_REWRITE: Lint = Lint {
         let mut out = Vec::new();
         for (name, role) in config.roles.iter() {
             for c in &role.grants.jetstream().consume {
-                for (_, by) in creators.iter().filter(|(s, _)| *s == c.stream) {
-                    // `by` names the grant and its target; the message names the key.
-                    let key = by.rsplit_once(' ').map_or(by.as_str(), |(k, _)| k);
+                for Creator { key, .. } in creators.iter().filter(|x| x.stream == c.stream) {
                     out.push(format!(
                         "roles.{name}.jetstream.consume {}/{}: {key} may create consumers on stream {}, and a consumer create names its consumer in the request body, which subject permissions cannot check: those users can rewrite the durable {:?} (its filter, its delivery subject)",
                         c.stream, c.consumer, c.stream, c.consumer
@@ -214,7 +222,10 @@ pub(super) const DELIVERY_ANYWHERE: Lint = Lint {
             .flat_map(|(_, r)| r.grants.kv().read.iter().chain(&r.grants.kv().write))
             .map(|s| s.bucket.as_str())
             .collect();
-        let mut creators = consumer_creators(config);
+        let mut creators: Vec<(String, String)> = consumer_creators(config)
+            .into_iter()
+            .map(|c| (c.stream, format!("{} {}", c.key, c.target)))
+            .collect();
         let mut writers: Vec<(String, String)> = Vec::new();
         for (name, role) in config.roles.iter() {
             for scope in &role.grants.kv().write {
