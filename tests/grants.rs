@@ -132,15 +132,7 @@ async fn a_connection_gets_only_the_scopes_it_asks_for_and_is_entitled_to() {
 /// (what "the next connect" follows): the watch delivers a change a moment
 /// after it is written, later on a busy machine.
 async fn applied(stack: &Stack, n: usize) {
-    let deadline = std::time::Instant::now() + HANG_GUARD;
-    while count_in_log(&stack.service.log, "KV grant changed") < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the service never applied change {n}:\n{}",
-            stack.service.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_count(&stack.service.log, "KV grant changed", n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

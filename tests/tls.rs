@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use nats_oidc_callout_test_support::config::EXAMPLE_ISSUER;
+use nats_oidc_callout_test_support::{ConfigToml, Oidc};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -79,12 +81,6 @@ impl Pki {
     fn client(&self, file: &str, validity: (i64, i64)) -> (PathBuf, PathBuf) {
         self.issue(file, &[], ExtendedKeyUsagePurpose::ClientAuth, validity)
     }
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// nats-server's `tls {}` block for client connections.
@@ -174,23 +170,41 @@ async fn handshake_first_reaches_a_server_that_wants_tls_before_info() {
         .expect("a token login, TLS first");
 }
 
-/// `check --online` with `[nats]` set to `nats`; its output.
-fn check_online(pki: &Pki, nats_url: &str, nats: &str) -> String {
-    let config = pki.path("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[nats]\nurl = \"{nats_url}\"\nuser = \"auth\"\npassword = \"authpw\"\n\n[nats.tls]\n{nats}\n\n[callout]\nissuer_seed = \"{}\"\naccount = \"APP\"\n\n[oidc]\nissuer = \"https://idp.example.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\n[roles.reader]\nsub.allow = [\"orders.>\"]\n",
-            nkeys::KeyPair::new_account().seed().unwrap()
-        ),
-    )
-    .unwrap();
+/// A config whose service dials `nats_url` with `[nats.tls]` set to
+/// `tls`, written into `pki`'s directory as `file`.
+fn tls_config(pki: &Pki, file: &str, nats_url: &str, tls: &str) -> PathBuf {
+    let config = pki.path(file);
+    let text = ConfigToml::new()
+        .nats_login(nats_url)
+        .nats(&format!("\n[nats.tls]\n{tls}"))
+        .oidc(Oidc::new(EXAMPLE_ISSUER).roles_claim("roles"))
+        .role("reader", "sub.allow = [\"orders.>\"]");
+    std::fs::write(&config, text.to_string()).unwrap();
+    config
+}
+
+/// `check --online` with that config; its output.
+fn check_online(pki: &Pki, nats_url: &str, tls: &str) -> String {
     let out = callout_bin()
         .args(["check", "--online", "--config"])
-        .arg(&config)
+        .arg(tls_config(pki, "config.toml", nats_url, tls))
         .output()
         .unwrap();
     output_text(&out)
+}
+
+/// nats-server with the test servers' callout login, TLS only (`verify`:
+/// asking every client for a certificate) with `server`'s certificate.
+fn tls_only_server(pki: &Pki, server: &(PathBuf, PathBuf), verify: bool) -> NatsServer {
+    let port = free_port();
+    NatsServer::start_with(
+        tempfile::tempdir().unwrap(),
+        port,
+        format!(
+            "listen: 127.0.0.1:{port}\nauthorization {{ users: [ {{ user: auth, password: authpw }} ] }}\n{}",
+            server_tls(pki, server, verify, false)
+        ),
+    )
 }
 
 #[test]
@@ -199,15 +213,7 @@ fn check_online_says_what_is_wrong_with_the_tls_connection() {
     let other = Pki::new("other");
     // A certificate for another host than the one the service dials.
     let server = pki.server(&["other.example.com"]);
-    let port = free_port();
-    let nats = NatsServer::start_with(
-        tempfile::tempdir().unwrap(),
-        port,
-        format!(
-            "listen: 127.0.0.1:{port}\nauthorization {{ users: [ {{ user: auth, password: authpw }} ] }}\n{}",
-            server_tls(&pki, &server, false, false)
-        ),
-    );
+    let nats = tls_only_server(&pki, &server, false);
     let url = format!("tls://127.0.0.1:{}", nats.port);
     let wrong_ca = check_online(
         &other,
@@ -230,16 +236,7 @@ fn check_online_says_what_is_wrong_with_the_tls_connection() {
 
     // A server that asks every client for a certificate, and a service
     // configured without one.
-    let server = pki.server(&["127.0.0.1"]);
-    let port = free_port();
-    let verifying = NatsServer::start_with(
-        tempfile::tempdir().unwrap(),
-        port,
-        format!(
-            "listen: 127.0.0.1:{port}\nauthorization {{ users: [ {{ user: auth, password: authpw }} ] }}\n{}",
-            server_tls(&pki, &server, true, false)
-        ),
-    );
+    let verifying = tls_only_server(&pki, &pki.server(&["127.0.0.1"]), true);
     let url = format!("tls://127.0.0.1:{}", verifying.port);
     let no_cert = check_online(&pki, &url, &format!("ca_file = {:?}", pki.path("ca.pem")));
     assert!(
@@ -251,15 +248,7 @@ fn check_online_says_what_is_wrong_with_the_tls_connection() {
 
 /// What loading a config with `[nats.tls]` set to `tls` says.
 fn config_error(pki: &Pki, tls: &str) -> String {
-    let config = pki.path("bad.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[nats]\nurl = \"tls://127.0.0.1:4222\"\n\n[nats.tls]\n{tls}\n\n[callout]\nissuer_seed = \"{}\"\naccount = \"APP\"\n\n[oidc]\nissuer = \"https://idp.example.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\n[roles.reader]\nsub.allow = [\"orders.>\"]\n",
-            nkeys::KeyPair::new_account().seed().unwrap()
-        ),
-    )
-    .unwrap();
+    let config = tls_config(pki, "bad.toml", "tls://127.0.0.1:4222", tls);
     match nats_oidc_callout::config::Config::load(&config) {
         Ok(_) => panic!("accepted: {tls}"),
         Err(e) => e.to_string(),

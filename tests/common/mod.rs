@@ -86,6 +86,21 @@ pub async fn wait_for_log(path: &Path, needle: &str, timeout: Duration) {
     }
 }
 
+/// Waits until `path` says `needle` at least `n` times (a hang guard of
+/// `HANG_GUARD`, not a bound on how fast).
+pub async fn wait_for_count(path: &Path, needle: &str, n: usize) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while count_in_log(path, needle) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {needle:?} {n} times; it said:\n{}",
+            path.display(),
+            std::fs::read_to_string(path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn count_in_log(path: &Path, needle: &str) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -984,7 +999,8 @@ pub fn nats_cli_context(command: &str, vars: &[(&str, &str)]) -> serde_json::Val
 }
 
 /// Writes a secret the way an operator would: readable by its owner only.
-fn write_private(path: &Path, text: &str) {
+/// Writes a file only its owner may read (a seed, a key).
+pub fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
