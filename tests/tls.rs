@@ -7,84 +7,53 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use nats_oidc_callout::dev::{CertAndKey, Pki};
 use nats_oidc_callout_test_support::config::EXAMPLE_ISSUER;
 use nats_oidc_callout_test_support::{ConfigToml, Oidc};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 
-/// A private CA and the files it signs, in a directory of their own.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: Issuer<'static, KeyPair>,
+/// A private CA (the library's, as `dev --tls` makes one) in a directory
+/// of its own.
+struct TestPki {
+    pki: Pki,
+    _dir: tempfile::TempDir,
 }
 
-impl Pki {
-    fn new(name: &str) -> Pki {
+impl std::ops::Deref for TestPki {
+    type Target = Pki;
+    fn deref(&self) -> &Pki {
+        &self.pki
+    }
+}
+
+impl TestPki {
+    fn new(name: &str) -> TestPki {
         let dir = tempfile::tempdir().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
-        Pki {
-            dir,
-            ca: Issuer::new(params, key),
+        TestPki {
+            pki: Pki::new(dir.path(), &format!("{name} test")).unwrap(),
+            _dir: dir,
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    fn server(&self, names: &[&str]) -> CertAndKey {
+        self.pki.server("server", names).unwrap()
     }
 
-    /// A certificate for `names` (host names or addresses), valid from
-    /// `from` to `until` days from now, written as `<file>.pem` and
-    /// `<file>-key.pem`.
-    fn issue(
-        &self,
-        file: &str,
-        names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-        (from, until): (i64, i64),
-    ) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, file);
-        params.extended_key_usages = vec![usage];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(from);
-        params.not_after = now + time::Duration::days(until);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
+    fn client(&self, file: &str, validity: (i64, i64)) -> CertAndKey {
+        self.pki.client(file, validity).unwrap()
+    }
+
+    /// The files of a certificate issued before as `file`.
+    fn path_pair(&self, file: &str) -> CertAndKey {
+        (
             self.path(&format!("{file}.pem")),
             self.path(&format!("{file}-key.pem")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        write_private(&key_path, &key.serialize_pem());
-        (cert_path, key_path)
-    }
-
-    fn server(&self, names: &[&str]) -> (PathBuf, PathBuf) {
-        self.issue(
-            "server",
-            names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            (-1, 30),
         )
-    }
-
-    fn client(&self, file: &str, validity: (i64, i64)) -> (PathBuf, PathBuf) {
-        self.issue(file, &[], ExtendedKeyUsagePurpose::ClientAuth, validity)
     }
 }
 
 /// nats-server's `tls {}` block for client connections.
-fn server_tls(pki: &Pki, server: &(PathBuf, PathBuf), verify: bool, first: bool) -> String {
+fn server_tls(pki: &TestPki, server: &CertAndKey, verify: bool, first: bool) -> String {
     format!(
         "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: {verify}\n  handshake_first: {first}\n  timeout: 5\n}}\n",
         server.0,
@@ -102,8 +71,8 @@ fn service_nats(tls: &str) -> String {
 /// certificate when one is given.
 async fn tls_user(
     stack: &Stack,
-    pki: &Pki,
-    client: Option<&(PathBuf, PathBuf)>,
+    pki: &TestPki,
+    client: Option<&CertAndKey>,
     first: bool,
 ) -> Result<TestClient, async_nats::ConnectError> {
     let token = stack.token("ana", &["admin"]);
@@ -126,7 +95,7 @@ fn tls_url(stack: &Stack) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_and_its_users_connect_with_mutual_tls_and_a_private_ca() {
-    let pki = Pki::new("mutual");
+    let pki = TestPki::new("mutual");
     let server = pki.server(&["127.0.0.1", "localhost"]);
     let service_cert = pki.client("service", (-1, 30));
     let user_cert = pki.client("user", (-1, 30));
@@ -154,7 +123,7 @@ async fn the_service_and_its_users_connect_with_mutual_tls_and_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_first_reaches_a_server_that_wants_tls_before_info() {
-    let pki = Pki::new("first");
+    let pki = TestPki::new("first");
     let server = pki.server(&["127.0.0.1"]);
     let stack = Stack::start(ServiceOptions {
         nats_extra: server_tls(&pki, &server, false, true),
@@ -172,7 +141,7 @@ async fn handshake_first_reaches_a_server_that_wants_tls_before_info() {
 
 /// A config whose service dials `nats_url` with `[nats.tls]` set to
 /// `tls`, written into `pki`'s directory as `file`.
-fn tls_config(pki: &Pki, file: &str, nats_url: &str, tls: &str) -> PathBuf {
+fn tls_config(pki: &TestPki, file: &str, nats_url: &str, tls: &str) -> PathBuf {
     let config = pki.path(file);
     let text = ConfigToml::new()
         .nats_login(nats_url)
@@ -184,7 +153,7 @@ fn tls_config(pki: &Pki, file: &str, nats_url: &str, tls: &str) -> PathBuf {
 }
 
 /// `check --online` with that config; its output.
-fn check_online(pki: &Pki, nats_url: &str, tls: &str) -> String {
+fn check_online(pki: &TestPki, nats_url: &str, tls: &str) -> String {
     let out = callout_bin()
         .args(["check", "--online", "--config"])
         .arg(tls_config(pki, "config.toml", nats_url, tls))
@@ -195,7 +164,7 @@ fn check_online(pki: &Pki, nats_url: &str, tls: &str) -> String {
 
 /// nats-server with the test servers' callout login, TLS only (`verify`:
 /// asking every client for a certificate) with `server`'s certificate.
-fn tls_only_server(pki: &Pki, server: &(PathBuf, PathBuf), verify: bool) -> NatsServer {
+fn tls_only_server(pki: &TestPki, server: &CertAndKey, verify: bool) -> NatsServer {
     let port = free_port();
     NatsServer::start_with(
         tempfile::tempdir().unwrap(),
@@ -209,8 +178,8 @@ fn tls_only_server(pki: &Pki, server: &(PathBuf, PathBuf), verify: bool) -> Nats
 
 #[test]
 fn check_online_says_what_is_wrong_with_the_tls_connection() {
-    let pki = Pki::new("right");
-    let other = Pki::new("other");
+    let pki = TestPki::new("right");
+    let other = TestPki::new("other");
     // A certificate for another host than the one the service dials.
     let server = pki.server(&["other.example.com"]);
     let nats = tls_only_server(&pki, &server, false);
@@ -244,10 +213,33 @@ fn check_online_says_what_is_wrong_with_the_tls_connection() {
             && no_cert.contains("set nats.tls.cert_file and nats.tls.key_file"),
         "{no_cert}"
     );
+
+    // A server certificate out of its validity period, either way.
+    let ca = format!("ca_file = {:?}", pki.path("ca.pem"));
+    for (file, days, said) in [
+        ("expired", (-30, -1), "has expired"),
+        ("early", (2, 30), "not valid yet"),
+    ] {
+        let cert = pki
+            .pki
+            .issue(
+                file,
+                &["127.0.0.1"],
+                ExtendedKeyUsagePurpose::ServerAuth,
+                days,
+            )
+            .unwrap();
+        let nats = tls_only_server(&pki, &cert, false);
+        let out = check_online(&pki, &format!("tls://127.0.0.1:{}", nats.port), &ca);
+        assert!(
+            out.contains("cannot connect to NATS") && out.contains(said),
+            "{file}: {out}"
+        );
+    }
 }
 
 /// What loading a config with `[nats.tls]` set to `tls` says.
-fn config_error(pki: &Pki, tls: &str) -> String {
+fn config_error(pki: &TestPki, tls: &str) -> String {
     let config = tls_config(pki, "bad.toml", "tls://127.0.0.1:4222", tls);
     match nats_oidc_callout::config::Config::load(&config) {
         Ok(_) => panic!("accepted: {tls}"),
@@ -257,7 +249,7 @@ fn config_error(pki: &Pki, tls: &str) -> String {
 
 #[test]
 fn wrong_tls_files_are_config_errors_that_name_the_file_and_the_reason() {
-    let pki = Pki::new("files");
+    let pki = TestPki::new("files");
     let good = pki.client("good", (-1, 30));
     let expired = pki.client("expired", (-30, -1));
     let early = pki.client("early", (2, 30));
@@ -308,4 +300,307 @@ fn wrong_tls_files_are_config_errors_that_name_the_file_and_the_reason() {
         let e = config_error(&pki, &tls);
         assert!(e.contains(key) && e.contains(reason), "{tls}: {e}");
     }
+}
+
+/// An issuer's server certificate for `names`, from `pki`.
+fn issuer_cert(pki: &TestPki, names: &[&str]) -> CertAndKey {
+    pki.pki.server("issuer", names).unwrap()
+}
+
+/// `check --online` of a config trusting the development issuer at
+/// `issuer` with more `[oidc]` keys (`key`, TOML value); the issuer's lines
+/// of its output (nats.url names no server: NATS is not what is checked).
+async fn check_issuer(pki: &TestPki, issuer: &str, keys: &[(&str, String)]) -> String {
+    let mut oidc = Oidc::dev(issuer);
+    for (k, v) in keys {
+        oidc = oidc.set(k, v);
+    }
+    let config = pki.path("issuer.toml");
+    let text = ConfigToml::new()
+        .nats_login("nats://127.0.0.1:1")
+        .oidc(oidc)
+        .role("reader", "sub.allow = [\"orders.>\"]");
+    std::fs::write(&config, text.to_string()).unwrap();
+    let mut command = callout_bin();
+    command.args(["check", "--online", "--config"]).arg(&config);
+    let out = tokio::process::Command::from(command)
+        .output()
+        .await
+        .unwrap();
+    output_text(&out)
+        .lines()
+        .filter(|l| l.contains("issuer default"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn toml_path(path: &Path) -> String {
+    nats_oidc_callout_test_support::config::quote(&path.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_says_what_an_https_issuer_with_a_private_ca_wants() {
+    let pki = TestPki::new("issuer");
+    let other = TestPki::new("other");
+    let issuer = DevIssuer::start_tls(0, &issuer_cert(&pki, &["127.0.0.1", "localhost"]))
+        .await
+        .unwrap();
+    issuer.require_bearer(Some("service-token"));
+    let url = issuer.issuer();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let token_file = pki.path("token");
+    std::fs::write(&token_file, "service-token\n").unwrap();
+    let ca = ("ca_file", toml_path(&pki.ca_file()));
+    let token = ("bearer_token_file", toml_path(&token_file));
+
+    let public_roots = check_issuer(&pki, &url, std::slice::from_ref(&token)).await;
+    assert!(
+        public_roots.contains("UnknownIssuer")
+            && public_roots.contains("signed by no CA in oidc.ca_file"),
+        "without ca_file the private CA is not trusted: {public_roots}"
+    );
+    let wrong_ca = check_issuer(
+        &pki,
+        &url,
+        &[("ca_file", toml_path(&other.ca_file())), token.clone()],
+    )
+    .await;
+    assert!(wrong_ca.contains("UnknownIssuer"), "{wrong_ca}");
+    let no_token = check_issuer(&pki, &url, std::slice::from_ref(&ca)).await;
+    assert!(
+        no_token.contains("status 401") && no_token.contains("set oidc.bearer_token_file"),
+        "{no_token}"
+    );
+    let ok = check_issuer(&pki, &url, &[ca.clone(), token.clone()]).await;
+    assert!(ok.contains("JWKS has 2 usable keys"), "{ok}");
+
+    std::fs::write(&token_file, "another-token").unwrap();
+    let refused = check_issuer(&pki, &url, &[ca.clone(), token.clone()]).await;
+    assert!(
+        refused.contains("status 401")
+            && refused.contains("refused oidc.bearer_token_file's token"),
+        "{refused}"
+    );
+    std::fs::write(&token_file, "service-token").unwrap();
+
+    // A discovery document may name a JWKS elsewhere; the token is not
+    // sent there, only to the origins the config names.
+    let elsewhere = url.replace("127.0.0.1", "localhost") + "/jwks";
+    issuer.advertise_jwks_at(Some(&elsewhere));
+    let foreign = check_issuer(&pki, &url, &[ca.clone(), token.clone()]).await;
+    assert!(
+        foreign.contains("status 401") && foreign.contains("set oidc.jwks_url"),
+        "the token must not follow the discovery document: {foreign}"
+    );
+    let named = check_issuer(
+        &pki,
+        &url,
+        &[ca, token, ("jwks_url", format!("{elsewhere:?}"))],
+    )
+    .await;
+    assert!(named.contains("JWKS has 2 usable keys"), "{named}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_log_in_with_keys_from_an_https_issuer_that_wants_the_services_token() {
+    let pki = TestPki::new("issuer");
+    let token_file = pki.path("token");
+    std::fs::write(&token_file, "token-1\n").unwrap();
+    let ca_file = pki.path("issuer-ca.pem");
+    std::fs::copy(pki.ca_file(), &ca_file).unwrap();
+    let stack = Stack::start(ServiceOptions {
+        issuer_tls: Some(issuer_cert(&pki, &["127.0.0.1"])),
+        issuer_bearer: Some("token-1".into()),
+        extra_oidc: format!(
+            "ca_file = {}\nbearer_token_file = {}\n",
+            toml_path(&ca_file),
+            toml_path(&token_file)
+        ),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let user = stack.client("ana", &["admin"]).await;
+    assert!(delivered(&user.client, &user.client, "orders.https").await);
+
+    // kubelet rotates the token: the next fetch sends the new one. A
+    // rotated signing key makes the service fetch the keys again.
+    std::fs::write(&token_file, "token-2\n").unwrap();
+    stack.issuer.require_bearer(Some("token-2"));
+    stack.issuer.rotate(jsonwebtoken::Algorithm::RS256);
+    let admitted = admitted_within_cooldowns(&stack).await;
+    assert!(
+        admitted,
+        "a token signed by the new key is admitted after the fetch with the new bearer token"
+    );
+
+    // A CA file rewritten with something unusable keeps the CA read before.
+    std::fs::write(&ca_file, "not a certificate\n").unwrap();
+    stack.issuer.rotate(jsonwebtoken::Algorithm::RS256);
+    assert!(admitted_within_cooldowns(&stack).await);
+    assert!(
+        stack
+            .service
+            .log_text()
+            .contains("keeping the version read before"),
+        "the log says the new CA file is not used: {}",
+        stack.service.log_text()
+    );
+}
+
+/// Whether a new token of the issuer's newest key is admitted once the
+/// service's refetch cool-down (2 s in the test config) allows a fetch.
+async fn admitted_within_cooldowns(stack: &Stack) -> bool {
+    for _ in 0..60 {
+        if connect(&stack.url(), &stack.token("ana", &["admin"]))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_and_ca_are_used_on_the_next_reconnect_without_a_restart() {
+    let (old, new) = (TestPki::new("old"), TestPki::new("new"));
+    for pki in [&old, &new] {
+        pki.server(&["127.0.0.1"]);
+        pki.client("service", (-1, 30));
+        pki.client("user", (-1, 30));
+    }
+    // The service's files, where cert-manager would rotate them.
+    let files = tempfile::tempdir().unwrap();
+    let installed = |pki: &TestPki| {
+        for (from, to) in [
+            ("ca.pem", "ca.pem"),
+            ("service.pem", "tls.crt"),
+            ("service-key.pem", "tls.key"),
+        ] {
+            let target = files.path().join(to);
+            let _ = std::fs::remove_file(&target);
+            std::fs::copy(pki.path(from), &target).unwrap();
+        }
+    };
+    installed(&old);
+    let stack = Stack::start(ServiceOptions {
+        nats_extra: server_tls(&old, &old.path_pair("server"), true, false),
+        nats: Some(service_nats(&format!(
+            "ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            files.path().join("ca.pem"),
+            files.path().join("tls.crt"),
+            files.path().join("tls.key"),
+        ))),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let mut stack = stack;
+    let user = |pki: &TestPki| pki.path_pair("user");
+    tls_user_with(&stack, &old, &user(&old))
+        .await
+        .expect("admitted before the rotation");
+
+    // A new CA everywhere: nats-server restarts with it, the service's
+    // files are replaced under it.
+    installed(&new);
+    let conf = stack.nats.dir().join("nats.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let old_dir = old.ca_file().parent().unwrap().display().to_string();
+    let new_dir = new.ca_file().parent().unwrap().display().to_string();
+    std::fs::write(&conf, text.replace(&old_dir, &new_dir)).unwrap();
+    stack.nats.restart();
+    assert!(
+        admitted_eventually(&stack, &new, &user(&new)).await,
+        "the service reconnects with the new CA and client certificate: {}",
+        stack.service.log_text()
+    );
+
+    // An unusable new certificate keeps the one read before, and says so.
+    std::fs::write(files.path().join("tls.crt"), "half-written\n").unwrap();
+    stack.nats.restart();
+    assert!(admitted_eventually(&stack, &new, &user(&new)).await);
+    let log = stack.service.log_text();
+    assert!(
+        log.contains("tls.crt") && log.contains("keeping the version read before"),
+        "{log}"
+    );
+}
+
+/// A user over TLS with a client certificate, trusting `pki`'s CA.
+async fn tls_user_with(
+    stack: &Stack,
+    pki: &TestPki,
+    cert: &CertAndKey,
+) -> Result<TestClient, async_nats::ConnectError> {
+    tls_user(stack, pki, Some(cert), false).await
+}
+
+/// Whether the user is admitted once the service is back (it reconnects
+/// after nats-server's restart; the wait is bounded, not timed).
+async fn admitted_eventually(stack: &Stack, pki: &TestPki, cert: &CertAndKey) -> bool {
+    for _ in 0..60 {
+        if tls_user_with(stack, pki, cert).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    false
+}
+
+#[test]
+fn wrong_issuer_tls_settings_are_config_errors_that_name_the_key_and_the_reason() {
+    let pki = TestPki::new("issuer-files");
+    std::fs::write(pki.path("empty-token"), "\n").unwrap();
+    std::fs::write(pki.path("two-tokens"), "a b\n").unwrap();
+    let missing = toml_path(&pki.path("missing.pem"));
+    for (key, value, reason) in [
+        ("ca_file", missing.clone(), "not found"),
+        ("bearer_token_file", missing, "not found"),
+        (
+            "bearer_token_file",
+            toml_path(&pki.path("empty-token")),
+            "is empty",
+        ),
+        (
+            "bearer_token_file",
+            toml_path(&pki.path("two-tokens")),
+            "holds more than one token",
+        ),
+        (
+            "jwks_url",
+            "\"http://keys.example.com/jwks\"".into(),
+            "must use https",
+        ),
+    ] {
+        let config = pki.path("bad.toml");
+        let text = ConfigToml::new()
+            .nats_login("nats://127.0.0.1:4222")
+            .oidc(Oidc::new(EXAMPLE_ISSUER).set(key, &value))
+            .role("reader", "sub.allow = [\"orders.>\"]");
+        std::fs::write(&config, text.to_string()).unwrap();
+        let e = match nats_oidc_callout::config::Config::load(&config) {
+            Ok(_) => panic!("accepted: {key} = {value}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(&format!("oidc.{key}")) && e.contains(reason),
+            "{key} = {value}: {e}"
+        );
+    }
+    let both = ConfigToml::new().nats_login("nats://127.0.0.1:4222").oidc(
+        Oidc::new(EXAMPLE_ISSUER)
+            .set("jwks_url", "\"https://keys.example.com/jwks\"")
+            .set(
+                "discovery_url",
+                "\"https://keys.example.com/.well-known/openid-configuration\"",
+            ),
+    );
+    let config = pki.path("both.toml");
+    std::fs::write(&config, both.to_string()).unwrap();
+    let e = nats_oidc_callout::config::Config::load(&config)
+        .err()
+        .expect("jwks_url and discovery_url together are refused")
+        .to_string();
+    assert!(e.contains("oidc.jwks_url") && e.contains("not both"), "{e}");
 }

@@ -193,12 +193,15 @@ async fn issuer(report: &mut Report, settings: &crate::oidc::settings::Settings)
         Ok(uri) => uri,
         Err(e) => return report.error(format!("issuer {name}: {e}")),
     };
-    report.ok(format!(
-        "issuer {name}: discovery document {} names issuer {} and jwks_uri {}",
-        settings.discovery_url,
-        settings.issuer,
-        crate::text::name(&jwks_uri)
-    ));
+    report.ok(match &settings.jwks_url {
+        None => format!(
+            "issuer {name}: discovery document {} names issuer {} and jwks_uri {}",
+            settings.discovery_url,
+            settings.issuer,
+            crate::text::name(&jwks_uri)
+        ),
+        Some(url) => format!("issuer {name}: keys read from oidc.jwks_url {url} (no discovery)"),
+    });
     let body = match client.fetch_jwks(&jwks_uri).await {
         Ok(b) => b,
         Err(e) => return report.error(format!("issuer {name}: {e}")),

@@ -1,6 +1,7 @@
 //! The `[oidc]` table or `[[oidc]]` blocks: each trusted issuer's
 //! verification settings and how its claims are read.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,6 +148,9 @@ impl Validator<'_> {
                 raw.issuer.trim_end_matches('/')
             ),
         };
+        let jwks_url = self.jwks_url(at, &raw)?;
+        let ca_file = self.ca_file(at, &raw)?;
+        let bearer_token_file = self.bearer_token_file(at, &raw)?;
         let audience = raw.audience.clone().into_vec();
         if audience.is_empty() || audience.iter().any(|a| a.is_empty()) {
             return Err(self.err(
@@ -173,6 +177,9 @@ impl Validator<'_> {
                 name,
                 issuer: raw.issuer,
                 discovery_url,
+                jwks_url,
+                ca_file,
+                bearer_token_file,
                 audience,
                 algorithms,
                 leeway: timings.leeway,
@@ -184,6 +191,52 @@ impl Validator<'_> {
             }),
             claims,
         })
+    }
+
+    /// A JWKS URL in the config replaces discovery (for issuers whose
+    /// discovery document names a `jwks_uri` this host cannot reach, as a
+    /// Kubernetes API server's names its external address).
+    fn jwks_url(&self, at: &str, raw: &RawOidc) -> Result<Option<String>, ConfigError> {
+        let Some(url) = &raw.jwks_url else {
+            return Ok(None);
+        };
+        let key = format!("{at}.jwks_url");
+        if raw.discovery_url.is_some() {
+            return Err(self.err(
+                &key,
+                "set jwks_url or discovery_url, not both: with jwks_url the keys are read there and discovery is skipped",
+            ));
+        }
+        check_http_url(url).map_err(|r| self.err(&key, r))?;
+        Ok(Some(url.clone()))
+    }
+
+    /// A private CA for the issuer's HTTPS, checked now so that a wrong
+    /// file is a config error rather than a failed fetch.
+    fn ca_file(&self, at: &str, raw: &RawOidc) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = &raw.ca_file else {
+            return Ok(None);
+        };
+        let path = self.resolve_file(path);
+        crate::tls::check_ca_file(&path)
+            .map_err(|e| self.err(&format!("{at}.ca_file"), e.to_string()))?;
+        Ok(Some(path))
+    }
+
+    /// The caller's own token for discovery and the JWKS. Not listed with
+    /// the secret files whose modes `check` reports: kubelet projects it
+    /// readable by the pod's every user (0644), as it should for a token
+    /// that names the pod.
+    fn bearer_token_file(&self, at: &str, raw: &RawOidc) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = &raw.bearer_token_file else {
+            return Ok(None);
+        };
+        let path = self.resolve_file(path);
+        let key = format!("{at}.bearer_token_file");
+        crate::tls::read(&path)
+            .and_then(|bytes| crate::oidc::bearer_token(&path, &bytes))
+            .map_err(|e| self.err(&key, e.to_string()))?;
+        Ok(Some(path))
     }
 
     fn algorithms(

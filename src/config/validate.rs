@@ -22,7 +22,7 @@ use crate::nats::signing_key::SigningKey;
 use crate::policy::roles::RoleTable;
 use crate::policy::users::{ConfigUser, Grant};
 use crate::secrets::{self, SeedError, SeedKind};
-use crate::tls::{self, NatsTls};
+use crate::tls::{self, IdentityError, NatsTls};
 
 pub(super) struct Validator<'a> {
     path: &'a Path,
@@ -198,20 +198,20 @@ impl<'a> Validator<'a> {
             handshake_first: raw.handshake_first.unwrap_or(false),
         };
         if let Some(ca) = &tls.ca_file {
-            tls::ca_bundle(ca).map_err(|e| self.err("nats.tls.ca_file", e.to_string()))?;
+            tls::check_ca_file(ca).map_err(|e| self.err("nats.tls.ca_file", e.to_string()))?;
         }
         if let Some((cert, key)) = &tls.client {
-            let chain = tls::client_chain(cert)
-                .map_err(|e| self.err("nats.tls.cert_file", e.to_string()))?;
-            tls::client_key(key, chain, cert)
-                .map_err(|e| self.err("nats.tls.key_file", e.to_string()))?;
+            tls::check_identity(cert, key).map_err(|e| match e {
+                IdentityError::Cert(e) => self.err("nats.tls.cert_file", e.to_string()),
+                IdentityError::Key(e) => self.err("nats.tls.key_file", e.to_string()),
+            })?;
         }
         Ok(tls)
     }
 
     /// A path relative to the config file's directory (for a secret,
     /// `resolve_secret` also remembers it for the exposure check).
-    fn resolve_file(&self, p: &Path) -> PathBuf {
+    pub(super) fn resolve_file(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             return p.to_path_buf();
         }

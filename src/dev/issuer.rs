@@ -1,5 +1,6 @@
 //! A development OIDC issuer: serves a discovery document and a JWKS over
-//! plain HTTP on loopback and mints tokens with throwaway keys.
+//! plain HTTP on loopback (or HTTPS with a certificate it is given) and
+//! mints tokens with throwaway keys.
 //!
 //! It exists for the integration tests and for trying the service locally.
 //! It is never started by the service's own configuration: only code that
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -43,6 +44,11 @@ struct Inner {
     jwks_requests: AtomicU64,
     discovery_requests: AtomicU64,
     key_counter: AtomicU64,
+    /// When set, discovery and the JWKS want this caller's token (as a
+    /// Kubernetes API server does without anonymous discovery).
+    required_bearer: Mutex<Option<String>>,
+    /// The `jwks_uri` discovery names, when not the issuer's own.
+    advertised_jwks: Mutex<Option<String>>,
 }
 
 pub struct DevIssuer {
@@ -78,10 +84,25 @@ impl DevIssuer {
     /// Starts on `127.0.0.1:port` (0 picks a free port) with one published
     /// RS256 key and one published ES256 key.
     pub async fn start(port: u16) -> std::io::Result<DevIssuer> {
+        DevIssuer::start_with(port, None).await
+    }
+
+    /// Starts on `https://127.0.0.1:port` with the server certificate
+    /// `cert` (which must name 127.0.0.1).
+    pub async fn start_tls(port: u16, cert: &super::CertAndKey) -> std::io::Result<DevIssuer> {
+        let acceptor = tls_acceptor(cert).map_err(std::io::Error::other)?;
+        DevIssuer::start_with(port, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        port: u16,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<DevIssuer> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let inner = Arc::new(Inner {
-            issuer: format!("http://{addr}"),
+            issuer: format!("{scheme}://{addr}"),
             keys: Mutex::new(Vec::new()),
             available: AtomicBool::new(true),
             serve_kids: AtomicBool::new(true),
@@ -90,9 +111,11 @@ impl DevIssuer {
             jwks_requests: AtomicU64::new(0),
             discovery_requests: AtomicU64::new(0),
             key_counter: AtomicU64::new(0),
+            required_bearer: Mutex::new(None),
+            advertised_jwks: Mutex::new(None),
         });
         let issuer = DevIssuer {
-            server: tokio::spawn(serve(listener, inner.clone())),
+            server: tokio::spawn(serve(listener, tls, inner.clone())),
             inner,
             addr,
         };
@@ -171,6 +194,17 @@ impl DevIssuer {
         self.inner
             .jwks_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Discovery and the JWKS answer 401 unless the request carries
+    /// `Authorization: Bearer <token>` (None: anyone may read them).
+    pub fn require_bearer(&self, token: Option<&str>) {
+        *self.inner.required_bearer.lock().unwrap() = token.map(str::to_string);
+    }
+
+    /// Discovery names `url` as the `jwks_uri` (None: the issuer's own).
+    pub fn advertise_jwks_at(&self, url: Option<&str>) {
+        *self.inner.advertised_jwks.lock().unwrap() = url.map(str::to_string);
     }
 
     /// Publishes `jwk` as-is in the JWKS, beside the signing keys.
@@ -294,15 +328,84 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-async fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    inner: Arc<Inner>,
+) {
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/token", get(mint))
         .with_state(inner);
-    if let Err(e) = axum::serve(listener, app).await {
+    let served = match tls {
+        Some(acceptor) => axum::serve(TlsListener { listener, acceptor }, app).await,
+        None => axum::serve(listener, app).await,
+    };
+    if let Err(e) = served {
         tracing::error!("development issuer stopped: {e}");
     }
+}
+
+/// The TLS server side for `cert` (ring, as every TLS peer here).
+fn tls_acceptor(cert: &super::CertAndKey) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&cert.0)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.0.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&cert.1).map_err(|e| format!("{}: {e}", cert.1.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+    .map_err(|e| format!("the development issuer's certificate: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Connections that completed a TLS handshake; the others are dropped.
+struct TlsListener {
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            // Bounded: a peer that never finishes its handshake must not
+            // hold the listener (loopback only; the issuer is for trying).
+            let handshake = self.acceptor.accept(tcp);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!("development issuer: TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!("development issuer: TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// 401 unless the request carries the token the issuer wants, if any.
+fn unauthorized(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
+    let wanted = inner.required_bearer.lock().unwrap().clone()?;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    (given != Some(wanted.as_str()))
+        .then(|| (StatusCode::UNAUTHORIZED, "a bearer token is required").into_response())
 }
 
 fn outage() -> Response {
@@ -313,17 +416,26 @@ fn outage() -> Response {
         .into_response()
 }
 
-async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
+async fn discovery(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     inner.discovery_requests.fetch_add(1, Ordering::SeqCst);
     if !inner.available.load(Ordering::SeqCst) {
         return outage();
     }
+    if let Some(refused) = unauthorized(&inner, &headers) {
+        return refused;
+    }
     let issuer = &inner.issuer;
+    let jwks_uri = inner
+        .advertised_jwks
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| format!("{issuer}/jwks"));
     Json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
+        "jwks_uri": jwks_uri,
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
@@ -379,7 +491,7 @@ async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Re
     }
 }
 
-async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
+async fn jwks(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     inner.jwks_requests.fetch_add(1, Ordering::SeqCst);
     let delay = inner.jwks_delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -387,6 +499,9 @@ async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     }
     if !inner.available.load(Ordering::SeqCst) {
         return outage();
+    }
+    if let Some(refused) = unauthorized(&inner, &headers) {
+        return refused;
     }
     let extra = inner.extra_jwks.lock().unwrap().clone();
     let keys: Vec<Value> = extra

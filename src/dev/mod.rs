@@ -12,10 +12,12 @@ use std::time::Duration;
 pub(crate) mod issuer;
 pub(crate) mod nats_server;
 pub(crate) mod operator;
+pub(crate) mod pki;
 
 pub use issuer::DevIssuer;
 pub use nats_server::locate_or_install;
 pub use operator::OperatorSetup;
+pub use pki::{CertAndKey, Pki};
 
 use crate::config::Config;
 use crate::secrets;

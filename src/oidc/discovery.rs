@@ -2,12 +2,19 @@
 //!
 //! rustls only, bounded time, bounded body size, and no redirects: a key
 //! source that can be redirected is a key source an attacker may choose.
+//! A private CA (`oidc.ca_file`) replaces the public roots, and the
+//! caller's own token (`oidc.bearer_token_file`, for a Kubernetes API
+//! server) goes only to the origins the config names; both files are read
+//! again when they rotate.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::oidc::settings::Settings;
+use crate::tls::Reloading;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FetchError {
@@ -15,8 +22,18 @@ pub enum FetchError {
     Client(String),
     #[error("GET {url}: {reason}")]
     Http { url: String, reason: String },
-    #[error("GET {url}: status {status}")]
-    Status { url: String, status: u16 },
+    #[error("GET {url}: status {status}{hint}")]
+    Status {
+        url: String,
+        status: u16,
+        hint: &'static str,
+    },
+    #[error("{key} {error}")]
+    File {
+        key: &'static str,
+        /// The file and why it cannot be used.
+        error: String,
+    },
     #[error("GET {url}: body larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
     #[error("discovery document {url}: {reason}")]
@@ -32,7 +49,20 @@ pub(crate) struct IssuerClient {
     http: reqwest::Client,
     issuer: String,
     discovery_url: String,
+    /// The JWKS URL the config names, which replaces discovery.
+    jwks_url: Option<String>,
     max_bytes: usize,
+    bearer: Option<Bearer>,
+}
+
+/// The caller's own token and where it may go.
+#[derive(Clone)]
+struct Bearer {
+    token: Arc<Reloading<String>>,
+    /// The origins of the URLs the config names: never one a fetched
+    /// document names, so a discovery document cannot send the token
+    /// elsewhere.
+    origins: Vec<url::Origin>,
 }
 
 /// The two fields of an OpenID Provider's (or an OAuth 2.0 authorization
@@ -45,18 +75,31 @@ struct Discovery {
 
 impl IssuerClient {
     pub(crate) fn new(oidc: &Settings) -> Result<IssuerClient, FetchError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(oidc.http_timeout)
             .connect_timeout(oidc.http_timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("nats-oidc-callout/", env!("CARGO_PKG_VERSION")))
+            // Fetches are minutes apart; a fresh connection each time
+            // makes a rotated CA (or certificate) count from the next one.
+            .pool_max_idle_per_host(0);
+        if let Some(path) = &oidc.ca_file {
+            http = http.use_preconfigured_tls(private_ca(path)?);
+        }
+        let http = http
             .build()
             .map_err(|e| FetchError::Client(error_chain(&e)))?;
         Ok(IssuerClient {
             http,
             issuer: oidc.issuer.clone(),
             discovery_url: oidc.discovery_url.clone(),
+            jwks_url: oidc.jwks_url.clone(),
             max_bytes: oidc.max_response_bytes,
+            bearer: oidc
+                .bearer_token_file
+                .as_deref()
+                .map(|path| bearer(oidc, path))
+                .transpose()?,
         })
     }
 
@@ -64,6 +107,9 @@ impl IssuerClient {
     /// issuer exactly (OpenID Connect Discovery §4.3), and returns its
     /// `jwks_uri`.
     pub(crate) async fn discover_jwks_uri(&self) -> Result<String, FetchError> {
+        if let Some(jwks_url) = &self.jwks_url {
+            return Ok(jwks_url.clone());
+        }
         let body = self.get(&self.discovery_url).await?;
         let metadata: Discovery =
             serde_json::from_slice(&body).map_err(|e| FetchError::Discovery {
@@ -93,22 +139,28 @@ impl IssuerClient {
     /// `url` may be the issuer's (`jwks_uri`): errors show it escaped.
     async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let shown = crate::text::name(url);
-        let http_err = |e: reqwest::Error| FetchError::Http {
-            url: shown.clone(),
-            reason: crate::text::reason(&error_chain(&e)),
+        let http_err = |e: reqwest::Error| {
+            let chain = error_chain(&e);
+            FetchError::Http {
+                url: shown.clone(),
+                reason: crate::text::reason(&chain) + &crate::tls::ISSUER_PEER.hint(&chain),
+            }
         };
-        let mut response = self
+        let mut request = self
             .http
             .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(http_err)?;
+            .header(reqwest::header::ACCEPT, "application/json");
+        let token = self.bearer.as_ref().filter(|b| b.may_go_to(url));
+        if let Some(bearer) = token {
+            request = request.bearer_auth(bearer.token.current().as_str());
+        }
+        let mut response = request.send().await.map_err(http_err)?;
         let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status {
                 url: shown.clone(),
                 status: status.as_u16(),
+                hint: self.status_hint(status, token.is_some()),
             });
         }
         let too_large = || FetchError::TooLarge {
@@ -130,6 +182,93 @@ impl IssuerClient {
         }
         Ok(body)
     }
+}
+
+impl IssuerClient {
+    /// What to change, for the refusals a token (or its absence) draws.
+    fn status_hint(&self, status: reqwest::StatusCode, sent_token: bool) -> &'static str {
+        if !matches!(status.as_u16(), 401 | 403) {
+            ""
+        } else if sent_token {
+            " (the issuer refused oidc.bearer_token_file's token: is it expired, or not allowed to read the issuer's keys?)"
+        } else if self.bearer.is_some() {
+            " (oidc.bearer_token_file's token goes only to the origins of the URLs the config names: set oidc.jwks_url to the JWKS at the discovery URL's origin)"
+        } else {
+            " (this issuer wants a caller's token: set oidc.bearer_token_file)"
+        }
+    }
+}
+
+impl Bearer {
+    fn may_go_to(&self, url: &str) -> bool {
+        url::Url::parse(url).is_ok_and(|u| self.origins.contains(&u.origin()))
+    }
+}
+
+/// The caller's token from `path`, sent to the origins of the configured
+/// discovery and JWKS URLs.
+fn bearer(oidc: &Settings, path: &Path) -> Result<Bearer, FetchError> {
+    let token = Reloading::new(
+        "oidc.bearer_token_file",
+        vec![path.to_path_buf()],
+        |files| bearer_token(&files[0].0, &files[0].1),
+    )
+    .map_err(|e| FetchError::File {
+        key: "oidc.bearer_token_file",
+        error: e.to_string(),
+    })?;
+    let origins = [Some(&oidc.discovery_url), oidc.jwks_url.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .map(|u| u.origin())
+        .collect();
+    Ok(Bearer {
+        token: Arc::new(token),
+        origins,
+    })
+}
+
+/// A bearer token file: one token, as kubelet projects it (a trailing
+/// newline is not part of it).
+pub(crate) fn bearer_token(path: &Path, bytes: &[u8]) -> Result<String, crate::tls::TlsFileError> {
+    let fail = |reason: &str| crate::tls::TlsFileError {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    };
+    let token = std::str::from_utf8(bytes)
+        .map_err(|_| fail("is not text"))?
+        .trim();
+    if token.is_empty() {
+        return Err(fail("is empty"));
+    }
+    if token.len() > 64 * 1024 {
+        return Err(fail("is larger than 64 KiB: not a token"));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(fail(
+            "holds more than one token (spaces, line breaks or control characters inside)",
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// A TLS client trusting only the CAs in `path`, read again when it
+/// changes: a rotated CA is used from the next fetch on.
+fn private_ca(path: &Path) -> Result<rustls::ClientConfig, FetchError> {
+    let mut config = crate::tls::client_config(
+        crate::tls::Trust::CaFile {
+            key: "oidc.ca_file",
+            path,
+        },
+        None,
+    )
+    .map_err(|e| FetchError::File {
+        key: "oidc.ca_file",
+        error: e.to_string(),
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Whether a URL's host is this machine: `localhost` or a loopback

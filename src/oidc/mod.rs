@@ -18,6 +18,7 @@ pub(crate) mod token;
 
 // What the fuzzers and the tests use of token verification.
 pub use algorithms::{parse_algorithm, DEFAULT_ALGORITHMS};
+pub(crate) use discovery::bearer_token;
 pub use discovery::check_http_url;
 pub use jwks::KeySet;
 pub use token::TokenVerifier;
@@ -133,6 +134,9 @@ mod tests {
             name: name.into(),
             issuer: issuer.into(),
             discovery_url: format!("{issuer}/.well-known/openid-configuration"),
+            jwks_url: None,
+            ca_file: None,
+            bearer_token_file: None,
             audience: vec!["nats".into()],
             algorithms: algorithms::DEFAULT_ALGORITHMS.to_vec(),
             leeway: Duration::from_secs(30),

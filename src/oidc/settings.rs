@@ -12,6 +12,12 @@ pub struct Settings {
     pub name: String,
     pub issuer: String,
     pub discovery_url: String,
+    /// The JWKS URL, when the config names one: discovery is skipped.
+    pub jwks_url: Option<String>,
+    /// Only these CAs are trusted for discovery and the JWKS.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The caller's own token, for issuers that want one (read per fetch).
+    pub bearer_token_file: Option<std::path::PathBuf>,
     pub audience: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     /// Clock skew allowed for `nbf` and `iat`; never for `exp`.

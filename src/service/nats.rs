@@ -13,10 +13,12 @@ use crate::service::ServiceError;
 /// The login `[nats]` describes (with its TLS settings), and nothing else.
 async fn login(nats: &NatsConfig) -> Result<async_nats::ConnectOptions, ServiceError> {
     let options = credentials(nats).await?;
-    Ok(match &nats.tls {
-        Some(tls) => tls.apply(options),
-        None => options,
-    })
+    match &nats.tls {
+        Some(tls) => tls
+            .apply(options)
+            .map_err(|e| ServiceError::Nats(format!("nats.tls: {e}"))),
+        None => Ok(options),
+    }
 }
 
 async fn credentials(nats: &NatsConfig) -> Result<async_nats::ConnectOptions, ServiceError> {
@@ -80,27 +82,9 @@ pub(crate) async fn connect_once(
             "cannot connect to NATS at {} as {:?}: {e}{}",
             shown.join(", "),
             nats.auth,
-            tls_hint(&e.to_string())
+            crate::tls::NATS_PEER.hint(&e.to_string())
         ))
     })
-}
-
-/// What to change, for the TLS failures an operator meets first (rustls
-/// names them tersely).
-fn tls_hint(error: &str) -> &'static str {
-    if error.contains("UnknownIssuer") {
-        " (nats-server's certificate is signed by no CA in nats.tls.ca_file, or by no system root when it is not set)"
-    } else if error.contains("certificate not valid for name") {
-        " (the certificate nats-server presents does not name the host of nats.url: use a host name it names, or have it issued for this one)"
-    } else if error.contains("CertificateRequired") {
-        " (nats-server asks for a client certificate: set nats.tls.cert_file and nats.tls.key_file)"
-    } else if error.contains("BadCertificate") || error.contains("UnknownCA") {
-        " (nats-server refused the client certificate: is it signed by the CA in nats-server's tls.ca_file?)"
-    } else if error.contains("Expired") {
-        " (a certificate in the chain has expired)"
-    } else {
-        ""
-    }
 }
 
 pub(super) async fn connect(

@@ -406,6 +406,10 @@ pub struct ServiceOptions {
     pub callout_tables: String,
     /// More nats-server config lines (`feature_flags { ... }`).
     pub nats_extra: String,
+    /// The development issuer serves HTTPS with this certificate.
+    pub issuer_tls: Option<nats_oidc_callout::dev::CertAndKey>,
+    /// The development issuer wants this token for discovery and JWKS.
+    pub issuer_bearer: Option<String>,
 }
 
 impl Default for ServiceOptions {
@@ -428,6 +432,8 @@ impl Default for ServiceOptions {
             operator: false,
             callout_tables: String::new(),
             nats_extra: String::new(),
+            issuer_tls: None,
+            issuer_bearer: None,
         }
     }
 }
@@ -1014,12 +1020,22 @@ fn name_the_callout_account(opts: &mut ServiceOptions) {
     }
 }
 
+/// The development issuer a stack's options describe.
+async fn dev_issuer(opts: &ServiceOptions) -> DevIssuer {
+    let issuer = match &opts.issuer_tls {
+        Some(cert) => DevIssuer::start_tls(0, cert).await.unwrap(),
+        None => DevIssuer::start(0).await.unwrap(),
+    };
+    issuer.require_bearer(opts.issuer_bearer.as_deref());
+    issuer
+}
+
 impl Stack {
     pub async fn start(mut opts: ServiceOptions) -> Stack {
         if opts.operator || operator_mode() {
             return Stack::start_operator(opts).await;
         }
-        let issuer = DevIssuer::start(0).await.unwrap();
+        let issuer = dev_issuer(&opts).await;
         let keys = CalloutKeys::new();
         let xkey_public = keys.xkey.public_key();
         name_the_callout_account(&mut opts);
@@ -1054,7 +1070,7 @@ impl Stack {
     /// and OTHER with signing keys, all in a memory resolver; the service
     /// logs in with its own user's creds and clients with the sentinel.
     pub async fn start_operator(mut opts: ServiceOptions) -> Stack {
-        let issuer = DevIssuer::start(0).await.unwrap();
+        let issuer = dev_issuer(&opts).await;
         let mut setup = OperatorSetup::new(OPERATOR_ACCOUNTS, opts.xkey);
         setup.jetstream = opts.jetstream;
         let keys = CalloutKeys {
@@ -1133,7 +1149,7 @@ impl Stack {
     /// for tests that play the part of nats-server themselves.
     pub async fn start_direct(mut opts: ServiceOptions) -> Stack {
         name_the_callout_account(&mut opts);
-        let issuer = DevIssuer::start(0).await.unwrap();
+        let issuer = dev_issuer(&opts).await;
         let keys = CalloutKeys::new();
         let nats = NatsServer::start_plain();
         let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
