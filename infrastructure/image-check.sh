@@ -411,6 +411,12 @@ s = s.replace("              port: http\n", "              port: 8080\n")
 s, n = re.subn(r"        - name: seeds\n          secret:\n(            .*\n)+",
                "        - name: seeds\n          hostPath:\n            path: %s\n            type: Directory\n" % seeds, s)
 assert n == 1
+# podman projects no service-account token; the cluster issuer's block is
+# commented out in the ConfigMap, so its volume can go.
+s, n = re.subn(r"        - name: kubernetes-issuer\n          projected:\n(            .*\n)+", "", s)
+assert n == 1
+s, n = re.subn(r"            # The cluster's CA and the service's own token.*?readOnly: true\n", "", s, flags=re.S)
+assert n == 1
 open(p, "w").write(s)
 EOF2
   podman kube down "$dir/all.yaml" >/dev/null 2>&1 || true

@@ -630,9 +630,77 @@ fn kubernetes_config_passes_check_and_is_mounted_as_a_directory() {
     ] {
         assert!(d.contains(needle), "deployment.yaml lacks {needle:?}");
     }
+    for needle in [
+        "serviceAccountName: nats-oidc-callout\n",
+        "mountPath: /var/run/secrets/nats-oidc-callout/kubernetes\n",
+        "path: token\n",
+        "name: kube-root-ca.crt\n",
+    ] {
+        assert!(d.contains(needle), "deployment.yaml lacks {needle:?}");
+    }
+    let account = deploy("kubernetes/serviceaccount.yaml");
+    assert!(
+        account.contains("name: system:service-account-issuer-discovery")
+            && account.contains("kind: ServiceAccount\n    name: nats-oidc-callout"),
+        "{account}"
+    );
     assert!(deploy("kubernetes/secret.yaml").contains("name: nats-oidc-callout-seeds"));
     assert!(deploy("kubernetes/pdb.yaml").contains("kind: PodDisruptionBudget"));
     assert!(deploy("kubernetes/service.yaml").contains("port: 8080"));
+}
+
+/// The ConfigMap's commented block for the cluster's own issuer, switched
+/// on as its comment says: `check` accepts it with the cluster's CA and the
+/// service's token where the Deployment mounts them.
+#[test]
+fn the_kubernetes_in_cluster_issuer_recipe_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = dir.path().join("kubernetes");
+    std::fs::create_dir(&mounted).unwrap();
+    let ca = nats_oidc_callout::dev::Pki::new(&mounted, "cluster").unwrap();
+    std::fs::rename(ca.ca_file(), mounted.join("ca.crt")).unwrap();
+    std::fs::write(mounted.join("token"), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n").unwrap();
+    let seeds = dir.path().join("secrets");
+    std::fs::create_dir(&seeds).unwrap();
+    for (name, seed) in [
+        ("issuer.nk", nkeys::KeyPair::new_account().seed().unwrap()),
+        ("xkey.nk", nkeys::XKey::new().seed().unwrap()),
+        ("nats.nk", nkeys::KeyPair::new_user().seed().unwrap()),
+    ] {
+        std::fs::write(seeds.join(name), seed).unwrap();
+    }
+    let shipped = configmap_config();
+    let block = shipped
+        .split_once("# [[oidc]]")
+        .map(|(_, rest)| format!("# [[oidc]]{rest}"))
+        .expect("the ConfigMap has the cluster issuer's block, commented");
+    let on: String = block
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").or(l.strip_prefix('#')).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        on.contains("bearer_token_file") && on.contains("[[bindings]]"),
+        "{on}"
+    );
+    let config = format!("{shipped}\n{on}\n")
+        .replace(
+            "/var/run/secrets/nats-oidc-callout/kubernetes/",
+            &format!("{}/", mounted.display()),
+        )
+        .replace(
+            "/etc/nats-oidc-callout/secrets/",
+            &format!("{}/", seeds.display()),
+        );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// The systemd unit runs the binary the .deb installs with the config the
