@@ -16,6 +16,7 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
     let t = output_text(&out);
     assert!(out.status.success(), "{t}");
     for expected in [
+        "platform: generic (none recognised from the issuer URL; platform = \"...\" declares one); bindings pin by sub",
         "user:     rita",
         "roles:    [\"reader\", \"guest\"]",
         "mapped:   [\"reader\"]",

@@ -1258,6 +1258,14 @@ fn bad_bindings_and_required_claims_are_config_errors() {
             "oidc[github].require_claims.repository_owner",
             "is not a claim value",
         ),
+        (
+            format!("{}{DEPLOYER}", workloads()).replace(
+                "require_claims = { repository_owner = \"acme\" }",
+                "require_claims = { repository_owner = \"acme\" }\nplatform = \"GitHub\"",
+            ),
+            "oidc[github].platform",
+            "\"GitHub\" is not a platform the bindings know: one of [\"github\", \"kubernetes\", \"google\", \"gitlab\", \"generic\"]",
+        ),
     ];
     for (text, key, detail) in cases {
         let msg = error_for(&text);

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use nats_oidc_callout::dev::DevIssuer;
-use nats_oidc_callout_test_support::config::{default_roles, AUDIENCE};
+use nats_oidc_callout_test_support::config::{default_roles, quote, AUDIENCE};
 use nats_oidc_callout_test_support::server_sim::sign_request;
 use nats_oidc_callout_test_support::{ConfigToml, Fixture, Oidc, Outcome};
 use serde_json::{json, Map, Value};
@@ -1120,6 +1120,54 @@ fn each_workload_gets_its_bound_role_and_near_misses_get_nothing() {
         c.as_object_mut().unwrap().remove("repository_owner_id");
     }))
     .refused("required_claim");
+}
+
+/// A GitHub-shaped issuer at a URL that is not GitHub's (an Enterprise
+/// Server behind a proxy; here the development issuer on loopback) with
+/// its bindings pinned by `repository_id`.
+fn declared_github(issuer: &str, platform: Option<&str>) -> ConfigToml {
+    let mut oidc = Oidc::new(issuer)
+        .name("github")
+        .set("require_claims", "{ repository_owner_id = 65 }");
+    if let Some(platform) = platform {
+        oidc = oidc.set("platform", &quote(platform));
+    }
+    ConfigToml::new()
+        .oidc(oidc)
+        .role("github:deployer", "pub.allow = [\"deploy.orders\"]")
+        .section(
+            "[[bindings]]\nissuer = \"github\"\nmatch = { repository_id = 74, ref = \"refs/heads/main\" }\nroles = [\"deployer\"]",
+        )
+}
+
+#[test]
+fn a_declared_github_platform_pins_by_repository_id_at_any_url() {
+    let f = Fixture::new(|iss| declared_github(iss, Some("github")));
+    let deployer = f.connect(&github_token(f.issuer(), |_| {}));
+    assert_eq!(bindings_of(&deployer), ["github[0]"]);
+    assert!(deployer.may_publish("deploy.orders"));
+    f.connect(&github_token(f.issuer(), |c| {
+        c["repository_id"] = json!("75")
+    }))
+    .refused("no_mapped_role");
+
+    // Undeclared, a loopback URL is no platform's: only sub names a
+    // workload there, and the binding says how to declare it.
+    let text = declared_github(&f.issuer().issuer(), None).to_string();
+    let Err(error) =
+        nats_oidc_callout::config::Config::parse(&text, std::path::Path::new("t.toml"))
+    else {
+        panic!("repository_id pins nothing on a generic issuer");
+    };
+    let error = error.to_string();
+    for part in [
+        "bindings[0].match",
+        "pins no single workload: match one of [\"sub\"] exactly",
+        "the issuer's platform is generic, where \"repository_id\" names no workload",
+        "declare platform = \"github\" in its [oidc] block",
+    ] {
+        assert!(error.contains(part), "{part:?} not in {error}");
+    }
 }
 
 // [users.*] identities beside OIDC.

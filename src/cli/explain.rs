@@ -61,6 +61,7 @@ pub(super) async fn explain(config: &Config, token: &str) -> Explanation {
         Ok(issuer) => {
             let s = &issuer.settings;
             let _ = writeln!(out, "issuer:   {} ({})", s.issuer, s.name);
+            let _ = writeln!(out, "platform: {}", issuer.extra.platform.describe());
             // Only the issuer the token names is asked for keys, as in the
             // service; nothing else would refresh them in a one-shot command.
             if let Err(e) = issuer.keys.refresh().await {

@@ -148,7 +148,7 @@ impl Validator<'_> {
             broad: b.broad.unwrap_or(false),
         };
         binding
-            .check_pinned(&issuer.settings.issuer)
+            .check_pinned(issuer.claims.platform.platform)
             .map_err(|r| self.err(&key("match"), r))?;
         Ok((at_issuer, binding))
     }

@@ -13,6 +13,7 @@ use crate::oidc::discovery::check_http_url;
 use crate::oidc::settings::Settings;
 use crate::policy::claims::{ClaimPath, EmailVerified};
 use crate::policy::mapping::ClaimMapping;
+use crate::policy::platforms::{IssuerPlatform, Platform};
 use crate::policy::users::CONFIG_ISSUER;
 use jsonwebtoken::Algorithm;
 
@@ -303,6 +304,18 @@ impl Validator<'_> {
         })
     }
 
+    /// The issuer's declared platform, else the one its URL is recognised
+    /// as: it decides which claims pin a workload in its bindings.
+    fn platform(&self, at: &str, raw: &RawOidc) -> Result<IssuerPlatform, ConfigError> {
+        let declared = raw
+            .platform
+            .as_deref()
+            .map(str::parse::<Platform>)
+            .transpose()
+            .map_err(|r| self.err(&format!("{at}.platform"), r))?;
+        Ok(IssuerPlatform::of(&raw.issuer, declared))
+    }
+
     fn claim_mapping(
         &self,
         at: &str,
@@ -329,6 +342,7 @@ impl Validator<'_> {
                 .transpose()?,
             required,
             bindings: Vec::new(),
+            platform: self.platform(at, raw)?,
             user_claim: path("user_claim", raw.user_claim.as_deref().unwrap_or("sub"))?,
             email_verified: EmailVerified::parse(
                 raw.email_verified.as_deref().unwrap_or("required"),

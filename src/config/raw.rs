@@ -198,6 +198,7 @@ pub(super) struct RawOidc {
     pub max_response_bytes: Option<usize>,
     pub token_cache_bytes: Option<u64>,
     pub scopes_claim: Option<String>,
+    pub platform: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::policy::claim_match::{first_miss, ClaimMatch, Pattern};
 use crate::policy::claims::ClaimPath;
-use crate::policy::platforms::{is_github, pinning_claims};
+use crate::policy::platforms::Platform;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
@@ -29,26 +29,41 @@ impl Binding {
         }
     }
 
-    /// A binding of `issuer` must pin one workload exactly, or say `broad`.
-    pub fn check_pinned(&self, issuer: &str) -> Result<(), String> {
-        if self.broad || self.pin(issuer).is_some() {
+    /// A binding of an issuer of `platform` must pin one workload exactly,
+    /// or say `broad`.
+    pub fn check_pinned(&self, platform: Platform) -> Result<(), String> {
+        if self.broad || self.pin(platform).is_some() {
             return Ok(());
         }
         Err(format!(
-            "pins no single workload: match one of {:?} exactly (no '*'{}), or say broad = true to admit every token these claims describe",
-            pinning_claims(issuer),
-            if is_github(issuer) {
+            "pins no single workload: match one of {:?} exactly (no '*'{}), or say broad = true to admit every token these claims describe{}",
+            platform.pinning_claims(),
+            if platform == Platform::GitHub {
                 "; a sub in the repo:<owner>/<name>:... form; job_workflow_ref is carried by every repository that calls the workflow"
             } else {
                 ""
-            }
+            },
+            self.github_hint(platform),
         ))
     }
 
+    /// Why GitHub's pins do not pin here, when the binding names one: the
+    /// issuer's platform is not GitHub (its URL is not GitHub's and the
+    /// config does not declare it).
+    fn github_hint(&self, platform: Platform) -> String {
+        match self.pin(Platform::GitHub) {
+            Some(m) if platform != Platform::GitHub => format!(
+                "; the issuer's platform is {platform}, where {:?} names no workload: if the issuer is GitHub's (Enterprise Server, a proxy), declare platform = \"github\" in its [oidc] block",
+                m.name
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// The exact pin that makes this binding safe without `broad`, if any,
-    /// for a binding of `issuer`.
-    pub fn pin(&self, issuer: &str) -> Option<&ClaimMatch> {
-        let claims = pinning_claims(issuer);
+    /// for a binding of an issuer of `platform`.
+    pub fn pin(&self, platform: Platform) -> Option<&ClaimMatch> {
+        let claims = platform.pinning_claims();
         self.matches.iter().find(|m| {
             let Some(name) = top_level(&m.path) else {
                 return false;
@@ -56,7 +71,7 @@ impl Binding {
             m.is_exact()
                 && claims.contains(&name)
                 && (name != "sub"
-                    || !is_github(issuer)
+                    || platform != Platform::GitHub
                     || m.any_of.iter().all(|p| match p {
                         Pattern::Exact(v) => v.starts_with("repo:"),
                         Pattern::Glob(_) => false,
@@ -112,8 +127,8 @@ mod tests {
 
     #[test]
     fn only_an_exact_value_of_a_pinning_claim_of_the_platform_pins() {
-        let gh = GITHUB_ISSUER;
-        let k8s = "https://kubernetes.default.svc";
+        let gh = Platform::recognised(GITHUB_ISSUER);
+        let k8s = Platform::recognised("https://kubernetes.default.svc");
         let b = |m: ClaimMatch| binding(vec![m]);
         assert!(b(m("sub", &["system:serviceaccount:a:b"]))
             .pin(k8s)
@@ -147,13 +162,19 @@ mod tests {
             "GitHub's claim names mean nothing elsewhere"
         );
         assert!(b(m("repository_id", &["1"]))
-            .pin("https://token.actions.githubusercontent.com/acme-enterprise")
+            .pin(Platform::recognised(
+                "https://token.actions.githubusercontent.com/acme-enterprise"
+            ))
             .is_some());
         assert!(b(m("repository_id", &["1"]))
-            .pin("https://token.actions.githubusercontent.com.evil.example")
+            .pin(Platform::recognised(
+                "https://token.actions.githubusercontent.com.evil.example"
+            ))
             .is_none());
         assert!(b(m("repository_id", &["1"]))
-            .pin("https://github.acme.example/_services/token")
+            .pin(Platform::recognised(
+                "https://github.acme.example/_services/token"
+            ))
             .is_some());
         assert!(b(m("sub", &["system:serviceaccount:a:*"]))
             .pin(k8s)
@@ -162,6 +183,24 @@ mod tests {
         assert!(b(m("/kubernetes.io/namespace", &["a"])).pin(k8s).is_none());
         assert!(b(m("a.sub", &["x"])).pin(k8s).is_none());
         assert!(b(m("/su~0b", &["x"])).pin(k8s).is_none());
+    }
+
+    #[test]
+    fn a_github_pin_elsewhere_says_how_to_declare_the_platform() {
+        let by_id = binding(vec![m("repository_id", &["74"])]);
+        assert_eq!(by_id.check_pinned(Platform::GitHub), Ok(()));
+        let why = by_id.check_pinned(Platform::Generic).unwrap_err();
+        assert!(
+            why.ends_with("; the issuer's platform is generic, where \"repository_id\" names no workload: if the issuer is GitHub's (Enterprise Server, a proxy), declare platform = \"github\" in its [oidc] block"),
+            "{why}"
+        );
+        let why = binding(vec![m("repository_owner", &["acme"])])
+            .check_pinned(Platform::Generic)
+            .unwrap_err();
+        assert!(
+            !why.contains("platform ="),
+            "no GitHub pin either, so no hint: {why}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::policy::bindings::Binding;
 use crate::policy::claim_match::ClaimMatch;
 use crate::policy::claims::{ClaimPath, EmailVerified};
+use crate::policy::platforms::IssuerPlatform;
 
 /// How one issuer's verified claims name the user, its roles and the
 /// scopes it is entitled to.
@@ -18,6 +19,10 @@ pub struct ClaimMapping {
     pub required: Vec<ClaimMatch>,
     /// `[[bindings]]` naming this issuer, in file order.
     pub bindings: Vec<Binding>,
+    /// The platform behind the issuer: which claims pin a workload in its
+    /// bindings, and whether every customer of the platform can mint its
+    /// tokens.
+    pub platform: IssuerPlatform,
     pub email_verified: EmailVerified,
     /// The claim listing the scopes a user is entitled to, if any.
     pub scopes_claim: Option<ClaimPath>,

@@ -3,10 +3,11 @@
 //! to claims), subject syntax and templates, the role table with its
 //! JetStream/KV grants (`streams`) and connection rules (`connection`),
 //! scopes, identities from the config, the KV grants store, and what is
-//! known about shared identity platforms (`platforms`). The one
-//! thing here that is scheduled rather than computed in place is the
-//! bcrypt check of `passwords`: CPU-bound, so it runs on blocking threads
-//! behind a bound (a semaphore), and no other client waits for it.
+//! known about identity platforms (`platforms`: which claims pin a
+//! workload, which issuers are shared). The one thing here that is
+//! scheduled rather than computed in place is the bcrypt check of
+//! `passwords`: CPU-bound, so it runs on blocking threads behind a bound (a
+//! semaphore), and no other client waits for it.
 
 pub(crate) mod bindings;
 pub(crate) mod claim_match;

@@ -3,7 +3,7 @@
 
 use super::Lint;
 use crate::config::Config;
-use crate::policy::platforms::{is_github, pinning_claims, shared_issuer};
+use crate::policy::platforms::Platform;
 use crate::policy::users::{bcrypt_cost, Credential};
 
 /// The names of the issuers that look roles up without a namespace.
@@ -35,15 +35,16 @@ pub(super) const SHARED_ROLE_TABLE: Lint = Lint {
 pub(super) const SHARED_ISSUER: Lint = Lint {
     name: "shared-issuer",
     doc: "An issuer that mints tokens for every customer of its platform (GitHub Actions, \
-          Google, GitLab.com) without require_claims pinning your organisation exactly.",
+          Google, GitLab; recognised from its URL or declared) without require_claims pinning \
+          your organisation exactly.",
     find: |config| {
         let mut out = Vec::new();
         for issuer in &config.oidc {
             let url = &issuer.settings.issuer;
-            let Some(shared) = shared_issuer(url) else {
+            let platform = issuer.claims.platform.platform;
+            let Some(owners) = platform.owner_claims() else {
                 continue;
             };
-            let owners = shared.owner_claims;
             // Only an exact owner narrows a shared issuer to one customer.
             let narrowed = issuer.claims.required.iter().any(|m| {
                 m.is_exact()
@@ -54,7 +55,7 @@ pub(super) const SHARED_ISSUER: Lint = Lint {
             if !narrowed {
                 out.push(format!(
                     "oidc[{}]: {url} is the shared issuer of {}: every one of its customers can mint a token for your audience; set require_claims to your organisation exactly (one of {owners:?}), without which only the exact pins of bindings keep their tokens out",
-                    issuer.settings.name, shared.platform
+                    issuer.settings.name, platform
                 ));
             }
         }
@@ -70,16 +71,16 @@ pub(super) const REPOSITORY_BY_NAME: Lint = Lint {
     find: |config| {
         let mut out = Vec::new();
         for issuer in &config.oidc {
-            let url = &issuer.settings.issuer;
+            let platform = issuer.claims.platform.platform;
             for b in issuer.claims.bindings.iter().filter(|b| !b.broad) {
                 let by_name = b
-                    .pin(url)
+                    .pin(platform)
                     .is_some_and(|p| p.name == "repository" || p.name == "/repository");
                 let by_id = b
                     .matches
                     .iter()
                     .any(|m| m.name == "repository_id" && m.is_exact());
-                if is_github(url) && by_name && !by_id {
+                if platform == Platform::GitHub && by_name && !by_id {
                     out.push(format!(
                         "binding {} pins the repository by name: after a rename or deletion someone else can take the name; pin repository_id (and require repository_owner_id on the issuer)",
                         b.name
@@ -99,14 +100,14 @@ pub(super) const BROAD_BINDING: Lint = Lint {
     find: |config| {
         let mut out = Vec::new();
         for issuer in &config.oidc {
-            let url = &issuer.settings.issuer;
+            let platform = issuer.claims.platform.platform;
             for b in issuer.claims.bindings.iter().filter(|b| b.broad) {
                 let wanted: Vec<String> = b.matches.iter().map(|m| m.wanted()).collect();
-                let whichever = match b.pin(url) {
+                let whichever = match b.pin(platform) {
                     Some(_) => String::new(),
                     None => format!(
                         ", whichever workload it names (no exact {})",
-                        pinning_claims(url).join(", ")
+                        platform.pinning_claims().join(", ")
                     ),
                 };
                 out.push(format!(
@@ -121,6 +122,32 @@ pub(super) const BROAD_BINDING: Lint = Lint {
         out
     },
     example: "[[oidc]]\nname = \"k8s\"\nissuer = \"https://k8s.example.com\"\naudience = \"nats\"\n\n[roles.\"k8s:reader\"]\nsub.allow = [\"orders.>\"]\n\n[[bindings]]\nissuer = \"k8s\"\nmatch = { \"/kubernetes.io/namespace\" = \"orders\" }\nroles = [\"reader\"]\nbroad = true\n",
+};
+
+pub(super) const PLATFORM_CONTRADICTS_URL: Lint = Lint {
+    name: "platform-contradicts-url",
+    doc: "An issuer whose declared platform (oidc.platform) is not the one its URL is \
+          recognised as: its bindings are pinned, and whether its issuer is shared by every \
+          customer of a platform is judged, by the declared platform's claims.",
+    find: |config| {
+        let mut out = Vec::new();
+        for issuer in &config.oidc {
+            let url = &issuer.settings.issuer;
+            let declared = issuer.claims.platform;
+            if let Some(recognised) = declared.contradicted_by(url) {
+                out.push(format!(
+                    "oidc[{}]: platform = {:?}, but its issuer {url} is recognised as {recognised}: its bindings and require_claims are judged as {} (pins: {}) rather than {recognised} (pins: {}); leave platform out unless this URL serves another platform's tokens",
+                    issuer.settings.name,
+                    declared.platform.config_name(),
+                    declared.platform,
+                    declared.platform.pinning_claims().join(", "),
+                    recognised.pinning_claims().join(", "),
+                ));
+            }
+        }
+        out
+    },
+    example: "[oidc]\nissuer = \"https://token.actions.githubusercontent.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\nrequire_claims = { repository_owner_id = \"42\" }\nplatform = \"generic\"\n",
 };
 
 pub(super) const BCRYPT_COST: Lint = Lint {

@@ -64,6 +64,7 @@ pub const LINTS: &[Lint] = &[
     streams::DELIVERY_ANYWHERE,
     streams::REDIRECTED_REPLAY,
     issuers::SHARED_ISSUER,
+    issuers::PLATFORM_CONTRADICTS_URL,
     issuers::REPOSITORY_BY_NAME,
     issuers::BROAD_BINDING,
     issuers::BCRYPT_COST,

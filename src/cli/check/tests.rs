@@ -132,3 +132,36 @@ fn lints_have_unique_kebab_case_names_and_docs() {
         );
     }
 }
+
+#[test]
+fn a_declared_platform_is_warned_about_only_where_the_url_says_otherwise() {
+    let files = Files::new();
+    let contradictions = |issuer: &str, platform: &str| {
+        let example = format!(
+            "[oidc]\nissuer = \"{issuer}\"\naudience = \"nats\"\nroles_claim = \"roles\"\nplatform = \"{platform}\"\n"
+        );
+        (super::issuers::PLATFORM_CONTRADICTS_URL.find)(&files.config(&example).unwrap())
+    };
+    let github = "https://token.actions.githubusercontent.com";
+    assert_eq!(
+        contradictions(github, "gitlab"),
+        ["oidc[default]: platform = \"gitlab\", but its issuer https://token.actions.githubusercontent.com is recognised as GitHub Actions: its bindings and require_claims are judged as GitLab (pins: sub) rather than GitHub Actions (pins: sub, repository_id, repository); leave platform out unless this URL serves another platform's tokens"]
+    );
+    assert_eq!(contradictions(github, "generic").len(), 1);
+    assert_eq!(
+        contradictions("https://accounts.google.com", "github").len(),
+        1
+    );
+    for (issuer, platform) in [
+        (github, "github"),
+        ("https://github.acme.example/oidc", "github"),
+        ("https://idp.example.com", "generic"),
+        ("https://kubernetes.default.svc", "kubernetes"),
+    ] {
+        assert_eq!(
+            contradictions(issuer, platform),
+            Vec::<String>::new(),
+            "{issuer} declared {platform}"
+        );
+    }
+}
