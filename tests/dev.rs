@@ -11,17 +11,44 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_prints_tokens_that_work() {
-    dev_works(false).await;
+    dev_works(false, false).await;
 }
 
 /// `dev --operator`: the same, with nats-server in operator mode and the
 /// printed commands presenting the sentinel it wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_operator_prints_tokens_and_a_sentinel_that_work() {
-    dev_works(true).await;
+    dev_works(true, false).await;
 }
 
-async fn dev_works(operator: bool) {
+/// `dev --tls`: TLS everywhere with a throwaway CA; the printed commands
+/// carry the CA and a client certificate (nats-server asks every client
+/// for one), and the printed curl the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_tls_prints_tokens_and_certificates_that_work() {
+    dev_works(false, true).await;
+}
+
+/// A client of the stack `dev` started: over TLS with the user certificate
+/// `dev --tls` wrote into `generated`.
+async fn dev_client(
+    url: &str,
+    token: &str,
+    tls: Option<&std::path::Path>,
+) -> Result<TestClient, async_nats::ConnectError> {
+    let Some(dir) = tls else {
+        return connect(url, token).await;
+    };
+    let options = base_options(url)
+        .await
+        .user_and_password("dev".into(), token.into())
+        .require_tls(true)
+        .add_root_certificates(dir.join("ca.pem"))
+        .add_client_certificate(dir.join("user.pem"), dir.join("user-key.pem"));
+    connect_with(url, options).await
+}
+
+async fn dev_works(operator: bool, tls: bool) {
     let port = free_port();
     let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
     let _ = nats_server_bin();
@@ -31,6 +58,9 @@ async fn dev_works(operator: bool) {
     let mut args = vec!["dev".to_string(), "--nats-port".into(), port.to_string()];
     if operator {
         args.push("--operator".into());
+    }
+    if tls {
+        args.push("--tls".into());
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
         .args(&args)
@@ -77,6 +107,8 @@ async fn dev_works(operator: bool) {
             generated = Some(std::path::PathBuf::from(d.trim()));
         } else if let Some(u) = line.trim().strip_prefix("curl '") {
             curl = Some(u.trim_end_matches('\'').to_string());
+        } else if let Some(u) = line.trim().strip_prefix("curl --cacert") {
+            curl = Some(format!("--cacert{u}"));
         } else if line.trim().starts_with("nats --server") {
             if let Some((_, rest)) = line.split_once("--creds ") {
                 sentinel = rest.split_whitespace().next().map(std::path::PathBuf::from);
@@ -84,7 +116,8 @@ async fn dev_works(operator: bool) {
             commands.push(line.split('#').next().unwrap().trim().to_string());
         }
     }
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = format!("{}://127.0.0.1:{port}", if tls { "tls" } else { "nats" });
+    let certs = generated.clone().filter(|_| tls);
     // The commands dev printed present the sentinel; so do these clients.
     assert_eq!(
         sentinel.is_some(),
@@ -115,10 +148,10 @@ async fn dev_works(operator: bool) {
         .await
         .expect("the printed reader command is admitted");
     assert!(delivered(&cli_admin, &cli_reader, "orders.cli").await);
-    let admin = connect(&url, &admin.unwrap())
+    let admin = dev_client(&url, &admin.unwrap(), certs.as_deref())
         .await
         .expect("printed admin token works");
-    let mut reader = connect(&url, &reader.unwrap())
+    let mut reader = dev_client(&url, &reader.unwrap(), certs.as_deref())
         .await
         .expect("printed reader token works");
     assert!(
@@ -141,15 +174,34 @@ async fn dev_works(operator: bool) {
             .await
     );
 
-    let minted = reqwest::get(curl.unwrap())
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    connect(&url, &minted)
+    let curl = curl.unwrap();
+    let minted = match curl.split_once("--cacert ") {
+        None => reqwest::get(curl).await.unwrap().text().await.unwrap(),
+        Some((_, rest)) => {
+            assert!(tls, "--cacert only with --tls: {curl}");
+            let (ca, url) = rest.split_once(' ').unwrap();
+            let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+            let http = reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca)
+                .build()
+                .unwrap();
+            let url = url.trim_matches('\'');
+            assert!(url.starts_with("https://"), "{url}");
+            http.get(url).send().await.unwrap().text().await.unwrap()
+        }
+    };
+    dev_client(&url, &minted, certs.as_deref())
         .await
         .expect("a token minted by the printed curl command works");
+    if tls {
+        assert!(
+            connect(&url.replace("tls://", "nats://"), &minted)
+                .await
+                .is_err(),
+            "nats-server refuses a client without TLS and a certificate"
+        );
+    }
 
     let _ = Command::new("kill")
         .arg("-TERM")

@@ -144,6 +144,11 @@ enum Command {
         /// sentinel credentials for clients.
         #[arg(long)]
         operator: bool,
+        /// TLS everywhere: a throwaway private CA, nats-server asking every
+        /// client for a certificate (`verify: true`), the issuer over HTTPS;
+        /// the printed commands carry the CA and a client certificate.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -242,12 +247,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             issuer_port,
             tools_dir,
             operator,
+            tls,
         } => {
             let opts = crate::dev::DevOptions {
                 nats_port,
                 issuer_port,
                 tools_dir: tools_dir.unwrap_or_else(default_tools_dir),
                 operator,
+                tls,
             };
             block_on(crate::dev::run(opts, shutdown_signal()))?.map_err(CliError::Failed)?;
             Ok(ExitCode::SUCCESS)

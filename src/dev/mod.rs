@@ -30,6 +30,60 @@ pub struct DevOptions {
     pub tools_dir: PathBuf,
     /// Run nats-server in operator mode (accounts as JWTs) instead.
     pub operator: bool,
+    /// TLS everywhere: a private CA, nats-server asking every client for a
+    /// certificate, the issuer over HTTPS.
+    pub tls: bool,
+}
+
+/// `dev --tls`: the files a private CA made for the stack.
+struct DevTls {
+    ca: PathBuf,
+    nats_server: CertAndKey,
+    issuer: CertAndKey,
+    service: CertAndKey,
+    /// For the printed commands' users.
+    user: CertAndKey,
+}
+
+impl DevTls {
+    fn new(dir: &Path) -> Result<DevTls, String> {
+        let pki = Pki::new(dir, "nats-oidc-callout dev (throwaway)")?;
+        let hosts = ["127.0.0.1", "localhost"];
+        Ok(DevTls {
+            ca: pki.ca_file(),
+            nats_server: pki.server("nats-server", &hosts)?,
+            issuer: pki.server("issuer", &hosts)?,
+            service: pki.client("service", (-1, 30))?,
+            user: pki.client("user", (-1, 30))?,
+        })
+    }
+
+    /// nats-server's `tls {}` for client connections: every client shows a
+    /// certificate of the CA.
+    fn nats_block(&self) -> String {
+        format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  timeout: 5\n}}\n",
+            self.nats_server.0, self.nats_server.1, self.ca
+        )
+    }
+
+    /// The service's `[nats.tls]` table.
+    fn service_table(&self) -> String {
+        format!(
+            "\n[nats.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.ca, self.service.0, self.service.1
+        )
+    }
+
+    /// The nats CLI's flags for the user certificate.
+    fn cli_flags(&self) -> String {
+        format!(
+            "--tlsca {} --tlscert {} --tlskey {} ",
+            self.ca.display(),
+            self.user.0.display(),
+            self.user.1.display()
+        )
+    }
 }
 
 /// The roles `dev` starts with; tests and the fuzzers use them too.
@@ -49,25 +103,38 @@ pub async fn run(
     opts: DevOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    eprintln!("{}", banner());
+    eprintln!("{}", banner(opts.tls));
     // A port something else holds would have nats-server die on the bind
     // while this command went on talking to whatever listens there.
     port_is_free(opts.nats_port, "--nats-port")?;
-    let issuer = DevIssuer::start(opts.issuer_port).await.map_err(|e| {
+    let dir = tempfile::Builder::new()
+        .prefix("nats-oidc-callout-dev-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let tls = opts.tls.then(|| DevTls::new(dir.path())).transpose()?;
+    let started = match &tls {
+        Some(tls) => DevIssuer::start_tls(opts.issuer_port, &tls.issuer).await,
+        None => DevIssuer::start(opts.issuer_port).await,
+    };
+    let issuer = started.map_err(|e| {
         format!(
             "cannot start the development issuer on 127.0.0.1:{}: {e}; stop what listens there or pass --issuer-port 0 (any free port)",
             opts.issuer_port
         )
     })?;
-    let dir = tempfile::Builder::new()
-        .prefix("nats-oidc-callout-dev-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let nats_url = format!("nats://127.0.0.1:{}", opts.nats_port);
+    let scheme = if tls.is_some() { "tls" } else { "nats" };
+    let nats_url = format!("{scheme}://127.0.0.1:{}", opts.nats_port);
+    let stack = Stack {
+        dir: dir.path(),
+        port: opts.nats_port,
+        nats_url: &nats_url,
+        issuer: &issuer.issuer(),
+        tls: tls.as_ref(),
+    };
     let layout = if opts.operator {
-        Layout::operator(dir.path(), opts.nats_port, &nats_url, &issuer.issuer())?
+        Layout::operator(&stack)?
     } else {
-        Layout::server(dir.path(), opts.nats_port, &nats_url, &issuer.issuer())?
+        Layout::server(&stack)?
     };
 
     let tools = opts.tools_dir.clone();
@@ -93,11 +160,19 @@ pub async fn run(
 
     let admin = issuer.token("ana", "nats", &["admin"], 3600);
     let reader = issuer.token("rita", "nats", &["reader"], 3600);
-    wait_until_admitted(&nats_url, &admin, layout.sentinel.as_deref()).await?;
+    wait_until_admitted(&nats_url, &admin, layout.sentinel.as_deref(), tls.as_ref()).await?;
 
     println!(
         "{}",
-        instructions(&nats_url, &issuer, &admin, &reader, dir.path(), &layout)
+        instructions(
+            &nats_url,
+            &issuer,
+            &admin,
+            &reader,
+            dir.path(),
+            &layout,
+            tls.as_ref()
+        )
     );
     tokio::select! {
         _ = shutdown => {}
@@ -116,6 +191,54 @@ pub async fn run(
     Ok(())
 }
 
+/// Where a development stack runs, and how it is reached.
+struct Stack<'a> {
+    dir: &'a Path,
+    port: u16,
+    nats_url: &'a str,
+    issuer: &'a str,
+    tls: Option<&'a DevTls>,
+}
+
+impl Stack<'_> {
+    /// nats-server's config: `body` (accounts and the callout), its name,
+    /// and TLS when asked for.
+    fn nats_conf(&self, server_name: &str, body: &str) -> String {
+        let tls = self.tls.map(DevTls::nats_block).unwrap_or_default();
+        format!("server_name: {server_name}\n{body}{tls}")
+    }
+
+    /// The service's config: `nats` the `[nats]` login, `callout` more
+    /// `[callout]` keys and tables.
+    fn service_config(&self, nats: &str, callout: &str) -> String {
+        let nats_tls = self.tls.map(DevTls::service_table).unwrap_or_default();
+        let oidc_ca = self
+            .tls
+            .map(|t| format!("ca_file = {:?}\n", t.ca))
+            .unwrap_or_default();
+        format!(
+            r#"[nats]
+url = "{nats_url}"
+{nats}
+{nats_tls}
+[callout]
+issuer_seed_file = "issuer.nk"
+xkey_seed_file = "xkey.nk"
+account = "APP"
+{callout}
+
+[oidc]
+issuer = "{issuer}"
+audience = ["nats"]
+roles_claim = "realm_access.roles"
+user_claim = "preferred_username"
+{oidc_ca}{SAMPLE_ROLES}"#,
+            nats_url = self.nats_url,
+            issuer = self.issuer,
+        )
+    }
+}
+
 /// The files a development stack runs from.
 struct Layout {
     nats_conf: PathBuf,
@@ -129,7 +252,8 @@ struct Layout {
 
 impl Layout {
     /// Accounts in nats-server's config, as infrastructure/ runs it.
-    fn server(dir: &Path, port: u16, nats_url: &str, issuer: &str) -> Result<Layout, String> {
+    fn server(stack: &Stack<'_>) -> Result<Layout, String> {
+        let dir = stack.dir;
         let account = nkeys::KeyPair::new_account();
         let xkey = nkeys::XKey::new();
         write_secret(&dir.join("issuer.nk"), &seed_of(&account))?;
@@ -141,14 +265,14 @@ impl Layout {
         let server_name = server_name();
         write(
             &nats_conf,
-            &format!(
-                "server_name: {server_name}\n{}",
-                nats_config(port, &account.public_key(), &xkey.public_key())
+            &stack.nats_conf(
+                &server_name,
+                &nats_config(stack.port, &account.public_key(), &xkey.public_key()),
             ),
         )?;
         let config = dir.join("config.toml");
         let nats = "user = \"auth\"\npassword = \"authpw\"";
-        write(&config, &service_config(nats_url, nats, "", issuer))?;
+        write(&config, &stack.service_config(nats, ""))?;
         Ok(Layout {
             nats_conf,
             server_name,
@@ -159,7 +283,8 @@ impl Layout {
 
     /// Operator mode: an operator, accounts as JWTs in a memory resolver,
     /// the callout switched on in AUTH's account JWT, a sentinel.
-    fn operator(dir: &Path, port: u16, nats_url: &str, issuer: &str) -> Result<Layout, String> {
+    fn operator(stack: &Stack<'_>) -> Result<Layout, String> {
+        let (dir, port) = (stack.dir, stack.port);
         let setup = operator::OperatorSetup::new(&["APP"], true);
         let app = setup.target("APP").expect("made above");
         write_secret(&dir.join("auth-sk.nk"), &seed_of(&setup.auth.signing))?;
@@ -176,9 +301,12 @@ impl Layout {
         let server_name = server_name();
         write(
             &nats_conf,
-            &format!(
-                "server_name: {server_name}\nlisten: 127.0.0.1:{port}\n# OIDC tokens with many roles or groups exceed the 4 KiB default.\nmax_control_line: 64KB\n{}",
-                setup.nats_conf()
+            &stack.nats_conf(
+                &server_name,
+                &format!(
+                    "listen: 127.0.0.1:{port}\n# OIDC tokens with many roles or groups exceed the 4 KiB default.\nmax_control_line: 64KB\n{}",
+                    setup.nats_conf()
+                ),
             ),
         )?;
         let callout = format!(
@@ -189,10 +317,12 @@ impl Layout {
         let config = dir.join("config.toml");
         write(
             &config,
-            &service_config(nats_url, "creds_file = \"service.creds\"", &callout, issuer).replace(
-                "issuer_seed_file = \"issuer.nk\"",
-                "issuer_seed_file = \"auth-sk.nk\"",
-            ),
+            &stack
+                .service_config("creds_file = \"service.creds\"", &callout)
+                .replace(
+                    "issuer_seed_file = \"issuer.nk\"",
+                    "issuer_seed_file = \"auth-sk.nk\"",
+                ),
         )?;
         Ok(Layout {
             nats_conf,
@@ -223,11 +353,18 @@ fn seed_of(key: &nkeys::KeyPair) -> String {
     key.seed().expect("a fresh key has a seed")
 }
 
-fn banner() -> &'static str {
-    "==================================================================\n\
-     DEVELOPMENT MODE: throwaway keys, a development OIDC issuer that\n\
-     signs any token it is asked for, plain HTTP. Never use in production.\n\
-     =================================================================="
+fn banner(tls: bool) -> String {
+    let transport = if tls {
+        "TLS from a throwaway CA"
+    } else {
+        "plain HTTP"
+    };
+    format!(
+        "==================================================================\n\
+         DEVELOPMENT MODE: throwaway keys, a development OIDC issuer that\n\
+         signs any token it is asked for, {transport}. Never use in production.\n\
+         =================================================================="
+    )
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -260,29 +397,6 @@ authorization {{
   }}
 }}
 "#
-    )
-}
-
-/// The service's config; `nats` is the `[nats]` login, `callout` more
-/// `[callout]` keys and tables.
-fn service_config(nats_url: &str, nats: &str, callout: &str, issuer: &str) -> String {
-    format!(
-        r#"[nats]
-url = "{nats_url}"
-{nats}
-
-[callout]
-issuer_seed_file = "issuer.nk"
-xkey_seed_file = "xkey.nk"
-account = "APP"
-{callout}
-
-[oidc]
-issuer = "{issuer}"
-audience = ["nats"]
-roles_claim = "realm_access.roles"
-user_claim = "preferred_username"
-{SAMPLE_ROLES}"#
     )
 }
 
@@ -364,15 +478,23 @@ async fn wait_until_admitted(
     url: &str,
     token: &str,
     sentinel: Option<&Path>,
+    tls: Option<&DevTls>,
 ) -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..50 {
-        let options = match sentinel {
+        let mut options = match sentinel {
             None => async_nats::ConnectOptions::new(),
             Some(creds) => async_nats::ConnectOptions::with_credentials_file(creds)
                 .await
                 .map_err(|e| format!("{}: {e}", creds.display()))?,
         };
+        if let Some(tls) = tls {
+            // As a user of the printed commands connects.
+            options = options
+                .require_tls(true)
+                .add_root_certificates(tls.ca.clone())
+                .add_client_certificate(tls.user.0.clone(), tls.user.1.clone());
+        }
         match options
             .user_and_password("dev".into(), token.into())
             .connection_timeout(Duration::from_secs(3))
@@ -399,8 +521,13 @@ fn instructions(
     reader: &str,
     dir: &Path,
     layout: &Layout,
+    tls: Option<&DevTls>,
 ) -> String {
     let iss = issuer.issuer();
+    let tls_flags = tls.map(DevTls::cli_flags).unwrap_or_default();
+    let cacert = tls
+        .map(|t| format!("--cacert {} ", t.ca.display()))
+        .unwrap_or_default();
     // The nats CLI drops --creds when --user is set (natscontext: user and
     // password win), so operator mode sends the token as --token.
     let operator = layout.sentinel.is_some();
@@ -421,8 +548,8 @@ fn instructions(
         .as_ref()
         .map(|c| format!("--creds {} ", c.display()))
         .unwrap_or_default();
-    let ana = format!("{creds}{}", login("ana", "ADMIN_TOKEN"));
-    let rita = format!("{creds}{}", login("rita", "READER_TOKEN"));
+    let ana = format!("{tls_flags}{creds}{}", login("ana", "ADMIN_TOKEN"));
+    let rita = format!("{tls_flags}{creds}{}", login("rita", "READER_TOKEN"));
     format!(
         r#"
 nats-oidc-callout is answering auth callouts for {nats_url}
@@ -443,7 +570,7 @@ Try them with the nats CLI ({mode}):
   nats --server {nats_url} {rita} --inbox-prefix "$READER_INBOX" ...   # requests and JetStream
 
 More tokens:
-  curl '{iss}/token?user=bo&roles=reader'
+  curl {cacert}'{iss}/token?user=bo&roles=reader'
 
 Ctrl-C stops everything.
 "#,

@@ -952,6 +952,12 @@ pub async fn connect_as_nats_cli(
     if let Some(prefix) = text("inbox_prefix") {
         options = options.custom_inbox_prefix(prefix);
     }
+    if let Some(ca) = text("ca") {
+        options = options.require_tls(true).add_root_certificates(ca.into());
+    }
+    if let (Some(cert), Some(key)) = (text("cert"), text("key")) {
+        options = options.add_client_certificate(cert.into(), key.into());
+    }
     options
         .connection_timeout(Duration::from_secs(5))
         .connect(text("url").unwrap())
@@ -985,6 +991,9 @@ pub fn nats_cli_context(command: &str, vars: &[(&str, &str)]) -> serde_json::Val
         ("--creds", "creds"),
         ("--token", "token"),
         ("--inbox-prefix", "inbox_prefix"),
+        ("--tlsca", "ca"),
+        ("--tlscert", "cert"),
+        ("--tlskey", "key"),
     ] {
         if let Some(v) = flag(flag_name) {
             context[key] = v.into();
