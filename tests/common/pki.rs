@@ -1,81 +1,56 @@
-//! A private CA generated per test, and the certificates it signs: for
-//! nats-server's TLS (tests/tls.rs) and an HTTPS OpenID Provider
-//! (tests/login.rs).
+//! A private CA per test: the library's `dev::Pki` (as `dev --tls` makes
+//! one) in a directory of its own, removed with it.
 
 use std::path::PathBuf;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
+use nats_oidc_callout::dev::CertAndKey;
 
-use super::write_private;
-
-/// A private CA and the files it signs, in a directory of their own.
 pub struct Pki {
-    dir: tempfile::TempDir,
-    ca: Issuer<'static, KeyPair>,
+    pki: nats_oidc_callout::dev::Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Pki {
+    type Target = nats_oidc_callout::dev::Pki;
+    fn deref(&self) -> &Self::Target {
+        &self.pki
+    }
 }
 
 impl Pki {
     pub fn new(name: &str) -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
         Pki {
-            dir,
-            ca: Issuer::new(params, key),
+            pki: nats_oidc_callout::dev::Pki::new(dir.path(), &format!("{name} test")).unwrap(),
+            _dir: dir,
         }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    /// A server certificate for `names`, as `server.pem`.
+    pub fn server(&self, names: &[&str]) -> CertAndKey {
+        self.pki.server("server", names).unwrap()
     }
 
-    /// A certificate for `names` (host names or addresses), valid from
-    /// `from` to `until` days from now, written as `<file>.pem` and
-    /// `<file>-key.pem`.
-    pub fn issue(
-        &self,
-        file: &str,
-        names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-        (from, until): (i64, i64),
-    ) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, file);
-        params.extended_key_usages = vec![usage];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(from);
-        params.not_after = now + time::Duration::days(until);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
+    /// A client certificate valid from `validity.0` to `validity.1` days
+    /// from now, as `<file>.pem`.
+    pub fn client(&self, file: &str, validity: (i64, i64)) -> CertAndKey {
+        self.pki.client(file, validity).unwrap()
+    }
+
+    /// The files of a certificate issued before as `file`.
+    pub fn path_pair(&self, file: &str) -> CertAndKey {
+        (
             self.path(&format!("{file}.pem")),
             self.path(&format!("{file}-key.pem")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        write_private(&key_path, &key.serialize_pem());
-        (cert_path, key_path)
-    }
-
-    pub fn server(&self, names: &[&str]) -> (PathBuf, PathBuf) {
-        self.issue(
-            "server",
-            names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            (-1, 30),
         )
     }
 
-    pub fn client(&self, file: &str, validity: (i64, i64)) -> (PathBuf, PathBuf) {
-        self.issue(file, &[], ExtendedKeyUsagePurpose::ClientAuth, validity)
+    /// The wrapped CA, for certificates of other kinds and periods.
+    pub fn ca(&self) -> &nats_oidc_callout::dev::Pki {
+        &self.pki
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.ca_file().parent().unwrap().to_path_buf()
     }
 }
