@@ -19,6 +19,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::*;
 use nats_oidc_client::TokenSource;
 
@@ -49,6 +50,8 @@ fn provider_dir() -> PathBuf {
 struct Provider {
     child: Child,
     port: u16,
+    /// The CA of its certificate, when it serves HTTPS (`start_tls`).
+    ca: Option<PathBuf>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -56,6 +59,15 @@ struct Provider {
 impl Provider {
     fn start() -> Provider {
         Provider::start_with(&[])
+    }
+
+    /// Over HTTPS, with a certificate for 127.0.0.1 signed by `pki`'s CA.
+    fn start_tls(pki: &Pki) -> Provider {
+        let (cert, key) = pki.server(&["127.0.0.1"]);
+        let mut provider =
+            Provider::start_with(&["tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+        provider.ca = Some(pki.path("ca.pem"));
+        provider
     }
 
     /// With provider.mjs's extra arguments (e.g. "no-revocation").
@@ -76,6 +88,7 @@ impl Provider {
         let provider = Provider {
             child,
             port,
+            ca: None,
             log,
             _dir: logs,
         };
@@ -92,7 +105,8 @@ impl Provider {
     }
 
     fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn log_text(&self) -> String {
@@ -306,11 +320,15 @@ struct Page {
 
 impl Browser {
     fn new(provider: &Provider) -> Browser {
+        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &provider.ca {
+            let pem = std::fs::read(ca).unwrap();
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap() {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            http: http.build().unwrap(),
             origin: provider.issuer(),
             cookies: HashMap::new(),
         }
@@ -1439,4 +1457,117 @@ async fn the_browser_is_opened_without_the_login_secrets_in_its_command_line() {
     assert!(page.body.contains("Logged in to NATS"), "{}", page.body);
     let (status, _, lines) = login.finish().await;
     assert_eq!(status, 0, "{lines:?}");
+}
+
+/// Names `ca` as the `ca_file` of `home`'s `[client]`: a copy next to the
+/// client config, relative to it.
+fn trust_in_config(home: &Home, ca: &Path) {
+    let config = home.path().join("config/nats-oidc-callout");
+    std::fs::copy(ca, config.join("ca.pem")).unwrap();
+    let mut text = std::fs::read_to_string(config.join("client.toml")).unwrap();
+    text.push_str("ca_file = \"ca.pem\"\n");
+    std::fs::write(config.join("client.toml"), text).unwrap();
+}
+
+/// A provider whose certificate comes from a private CA: not trusted by
+/// default (the error says what to set), trusted through `ca_file`, and a
+/// wrong `ca_file` is named with the reason before the provider is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_trusted_through_ca_file_and_only_its_cas() {
+    let pki = Pki::new("provider");
+    let provider = Provider::start_tls(&pki);
+    let home = home_with_secret(&provider, "nats-machine", "machine-secret");
+
+    let (status, _, stderr) = token(&home, &["--client-credentials"]);
+    assert_eq!(status, 1, "{stderr}");
+    assert_one_line_error(
+        &stderr,
+        &[
+            "UnknownIssuer",
+            "signed by no CA of the built-in roots",
+            "set ca_file in [client] (or --ca-file)",
+        ],
+    );
+
+    std::fs::write(pki.path("garbage.pem"), "not a certificate\n").unwrap();
+    let (expired, _) = pki.client("expired", (-30, -1));
+    for (file, reason) in [
+        (pki.path("missing.pem"), "not found"),
+        (pki.path("garbage.pem"), "holds no certificate"),
+        (expired, "the certificate for \"CN=expired\" expired on"),
+    ] {
+        let (status, _, stderr) = token(
+            &home,
+            &["--client-credentials", "--ca-file", file.to_str().unwrap()],
+        );
+        assert_eq!(status, 2, "{stderr}");
+        assert_one_line_error(&stderr, &[&format!("ca_file {}: {reason}", file.display())]);
+    }
+    assert!(
+        !provider.log_text().contains("grant."),
+        "the provider was asked: {}",
+        provider.log_text()
+    );
+
+    // Another CA in ca_file: only its CAs are trusted.
+    let other = Pki::new("other");
+    let (status, _, stderr) = token(
+        &home,
+        &[
+            "--client-credentials",
+            "--ca-file",
+            other.path("ca.pem").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(status, 1, "{stderr}");
+    assert_one_line_error(
+        &stderr,
+        &[
+            "UnknownIssuer",
+            &format!(
+                "not signed by a CA of ca_file {}",
+                other.path("ca.pem").display()
+            ),
+        ],
+    );
+
+    trust_in_config(&home, &pki.path("ca.pem"));
+    let (status, t, stderr) = token(&home, &["--client-credentials"]);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(subject_of(&t), "nats-machine");
+    assert_eq!(jwt_claims(&t).unwrap()["aud"], RESOURCE);
+
+    // The environment wins over the file, as for every other setting.
+    let out = home
+        .command(&["token", "--client-credentials", "--min-valid", "1h"])
+        .env("NATS_OIDC_CALLOUT_CA_FILE", other.path("ca.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(&String::from_utf8_lossy(&out.stderr), &["UnknownIssuer"]);
+}
+
+/// Every request of a person's login goes through the `ca_file`: discovery,
+/// the device flow, the refresh and the revocation at logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_its_refresh_and_logout_reach_a_private_ca_provider() {
+    let pki = Pki::new("provider");
+    let provider = Provider::start_tls(&pki);
+    let home = Home::new(&provider, "nats-cli");
+    trust_in_config(&home, &pki.path("ca.pem"));
+    device_login(&provider, &home, "ana", &[]).await;
+    let (status, t, stderr) = token(&home, &["--min-valid", "1h"]);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(subject_of(&t), "ana");
+    assert!(provider.log_text().contains("grant.success refresh_token"));
+    let out = home.run(&["logout"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "The refresh token was revoked at {}",
+            provider.issuer()
+        )),
+        "{stderr}"
+    );
 }

@@ -6,54 +6,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::pki::Pki;
 use common::*;
-use nats_oidc_callout::dev::{CertAndKey, Pki};
+use nats_oidc_callout::dev::CertAndKey;
 use nats_oidc_callout_test_support::config::EXAMPLE_ISSUER;
 use nats_oidc_callout_test_support::{ConfigToml, Oidc};
 use rcgen::ExtendedKeyUsagePurpose;
 
-/// A private CA (the library's, as `dev --tls` makes one) in a directory
-/// of its own.
-struct TestPki {
-    pki: Pki,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for TestPki {
-    type Target = Pki;
-    fn deref(&self) -> &Pki {
-        &self.pki
-    }
-}
-
-impl TestPki {
-    fn new(name: &str) -> TestPki {
-        let dir = tempfile::tempdir().unwrap();
-        TestPki {
-            pki: Pki::new(dir.path(), &format!("{name} test")).unwrap(),
-            _dir: dir,
-        }
-    }
-
-    fn server(&self, names: &[&str]) -> CertAndKey {
-        self.pki.server("server", names).unwrap()
-    }
-
-    fn client(&self, file: &str, validity: (i64, i64)) -> CertAndKey {
-        self.pki.client(file, validity).unwrap()
-    }
-
-    /// The files of a certificate issued before as `file`.
-    fn path_pair(&self, file: &str) -> CertAndKey {
-        (
-            self.path(&format!("{file}.pem")),
-            self.path(&format!("{file}-key.pem")),
-        )
-    }
-}
-
 /// nats-server's `tls {}` block for client connections.
-fn server_tls(pki: &TestPki, server: &CertAndKey, verify: bool, first: bool) -> String {
+fn server_tls(pki: &Pki, server: &CertAndKey, verify: bool, first: bool) -> String {
     format!(
         "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: {verify}\n  handshake_first: {first}\n  timeout: 5\n}}\n",
         server.0,
@@ -71,7 +32,7 @@ fn service_nats(tls: &str) -> String {
 /// certificate when one is given.
 async fn tls_user(
     stack: &Stack,
-    pki: &TestPki,
+    pki: &Pki,
     client: Option<&CertAndKey>,
     first: bool,
 ) -> Result<TestClient, async_nats::ConnectError> {
@@ -95,7 +56,7 @@ fn tls_url(stack: &Stack) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_and_its_users_connect_with_mutual_tls_and_a_private_ca() {
-    let pki = TestPki::new("mutual");
+    let pki = Pki::new("mutual");
     let server = pki.server(&["127.0.0.1", "localhost"]);
     let service_cert = pki.client("service", (-1, 30));
     let user_cert = pki.client("user", (-1, 30));
@@ -123,7 +84,7 @@ async fn the_service_and_its_users_connect_with_mutual_tls_and_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_first_reaches_a_server_that_wants_tls_before_info() {
-    let pki = TestPki::new("first");
+    let pki = Pki::new("first");
     let server = pki.server(&["127.0.0.1"]);
     let stack = Stack::start(ServiceOptions {
         nats_extra: server_tls(&pki, &server, false, true),
@@ -141,7 +102,7 @@ async fn handshake_first_reaches_a_server_that_wants_tls_before_info() {
 
 /// A config whose service dials `nats_url` with `[nats.tls]` set to
 /// `tls`, written into `pki`'s directory as `file`.
-fn tls_config(pki: &TestPki, file: &str, nats_url: &str, tls: &str) -> PathBuf {
+fn tls_config(pki: &Pki, file: &str, nats_url: &str, tls: &str) -> PathBuf {
     let config = pki.path(file);
     let text = ConfigToml::new()
         .nats_login(nats_url)
@@ -153,7 +114,7 @@ fn tls_config(pki: &TestPki, file: &str, nats_url: &str, tls: &str) -> PathBuf {
 }
 
 /// `check --online` with that config; its output.
-fn check_online(pki: &TestPki, nats_url: &str, tls: &str) -> String {
+fn check_online(pki: &Pki, nats_url: &str, tls: &str) -> String {
     let out = callout_bin()
         .args(["check", "--online", "--config"])
         .arg(tls_config(pki, "config.toml", nats_url, tls))
@@ -164,7 +125,7 @@ fn check_online(pki: &TestPki, nats_url: &str, tls: &str) -> String {
 
 /// nats-server with the test servers' callout login, TLS only (`verify`:
 /// asking every client for a certificate) with `server`'s certificate.
-fn tls_only_server(pki: &TestPki, server: &CertAndKey, verify: bool) -> NatsServer {
+fn tls_only_server(pki: &Pki, server: &CertAndKey, verify: bool) -> NatsServer {
     let port = free_port();
     NatsServer::start_with(
         tempfile::tempdir().unwrap(),
@@ -178,8 +139,8 @@ fn tls_only_server(pki: &TestPki, server: &CertAndKey, verify: bool) -> NatsServ
 
 #[test]
 fn check_online_says_what_is_wrong_with_the_tls_connection() {
-    let pki = TestPki::new("right");
-    let other = TestPki::new("other");
+    let pki = Pki::new("right");
+    let other = Pki::new("other");
     // A certificate for another host than the one the service dials.
     let server = pki.server(&["other.example.com"]);
     let nats = tls_only_server(&pki, &server, false);
@@ -221,7 +182,7 @@ fn check_online_says_what_is_wrong_with_the_tls_connection() {
         ("early", (2, 30), "not valid yet"),
     ] {
         let cert = pki
-            .pki
+            .ca()
             .issue(
                 file,
                 &["127.0.0.1"],
@@ -239,7 +200,7 @@ fn check_online_says_what_is_wrong_with_the_tls_connection() {
 }
 
 /// What loading a config with `[nats.tls]` set to `tls` says.
-fn config_error(pki: &TestPki, tls: &str) -> String {
+fn config_error(pki: &Pki, tls: &str) -> String {
     let config = tls_config(pki, "bad.toml", "tls://127.0.0.1:4222", tls);
     match nats_oidc_callout::config::Config::load(&config) {
         Ok(_) => panic!("accepted: {tls}"),
@@ -249,7 +210,7 @@ fn config_error(pki: &TestPki, tls: &str) -> String {
 
 #[test]
 fn wrong_tls_files_are_config_errors_that_name_the_file_and_the_reason() {
-    let pki = TestPki::new("files");
+    let pki = Pki::new("files");
     let good = pki.client("good", (-1, 30));
     let expired = pki.client("expired", (-30, -1));
     let early = pki.client("early", (2, 30));
@@ -303,14 +264,14 @@ fn wrong_tls_files_are_config_errors_that_name_the_file_and_the_reason() {
 }
 
 /// An issuer's server certificate for `names`, from `pki`.
-fn issuer_cert(pki: &TestPki, names: &[&str]) -> CertAndKey {
-    pki.pki.server("issuer", names).unwrap()
+fn issuer_cert(pki: &Pki, names: &[&str]) -> CertAndKey {
+    pki.ca().server("issuer", names).unwrap()
 }
 
 /// `check --online` of a config trusting the development issuer at
 /// `issuer` with more `[oidc]` keys (`key`, TOML value); the issuer's lines
 /// of its output (nats.url names no server: NATS is not what is checked).
-async fn check_issuer(pki: &TestPki, issuer: &str, keys: &[(&str, String)]) -> String {
+async fn check_issuer(pki: &Pki, issuer: &str, keys: &[(&str, String)]) -> String {
     let mut oidc = Oidc::dev(issuer);
     for (k, v) in keys {
         oidc = oidc.set(k, v);
@@ -340,8 +301,8 @@ fn toml_path(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_says_what_an_https_issuer_with_a_private_ca_wants() {
-    let pki = TestPki::new("issuer");
-    let other = TestPki::new("other");
+    let pki = Pki::new("issuer");
+    let other = Pki::new("other");
     let issuer = DevIssuer::start_tls(0, &issuer_cert(&pki, &["127.0.0.1", "localhost"]))
         .await
         .unwrap();
@@ -403,7 +364,7 @@ async fn check_online_says_what_an_https_issuer_with_a_private_ca_wants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_log_in_with_keys_from_an_https_issuer_that_wants_the_services_token() {
-    let pki = TestPki::new("issuer");
+    let pki = Pki::new("issuer");
     let token_file = pki.path("token");
     std::fs::write(&token_file, "token-1\n").unwrap();
     let ca_file = pki.path("issuer-ca.pem");
@@ -464,7 +425,7 @@ async fn admitted_within_cooldowns(stack: &Stack) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_certificates_and_ca_are_used_on_the_next_reconnect_without_a_restart() {
-    let (old, new) = (TestPki::new("old"), TestPki::new("new"));
+    let (old, new) = (Pki::new("old"), Pki::new("new"));
     for pki in [&old, &new] {
         pki.server(&["127.0.0.1"]);
         pki.client("service", (-1, 30));
@@ -472,7 +433,7 @@ async fn rotated_certificates_and_ca_are_used_on_the_next_reconnect_without_a_re
     }
     // The service's files, where cert-manager would rotate them.
     let files = tempfile::tempdir().unwrap();
-    let installed = |pki: &TestPki| {
+    let installed = |pki: &Pki| {
         for (from, to) in [
             ("ca.pem", "ca.pem"),
             ("service.pem", "tls.crt"),
@@ -496,7 +457,7 @@ async fn rotated_certificates_and_ca_are_used_on_the_next_reconnect_without_a_re
     })
     .await;
     let mut stack = stack;
-    let user = |pki: &TestPki| pki.path_pair("user");
+    let user = |pki: &Pki| pki.path_pair("user");
     tls_user_with(&stack, &old, &user(&old))
         .await
         .expect("admitted before the rotation");
@@ -530,7 +491,7 @@ async fn rotated_certificates_and_ca_are_used_on_the_next_reconnect_without_a_re
 /// A user over TLS with a client certificate, trusting `pki`'s CA.
 async fn tls_user_with(
     stack: &Stack,
-    pki: &TestPki,
+    pki: &Pki,
     cert: &CertAndKey,
 ) -> Result<TestClient, async_nats::ConnectError> {
     tls_user(stack, pki, Some(cert), false).await
@@ -538,7 +499,7 @@ async fn tls_user_with(
 
 /// Whether the user is admitted once the service is back (it reconnects
 /// after nats-server's restart; the wait is bounded, not timed).
-async fn admitted_eventually(stack: &Stack, pki: &TestPki, cert: &CertAndKey) -> bool {
+async fn admitted_eventually(stack: &Stack, pki: &Pki, cert: &CertAndKey) -> bool {
     for _ in 0..60 {
         if tls_user_with(stack, pki, cert).await.is_ok() {
             return true;
@@ -550,7 +511,7 @@ async fn admitted_eventually(stack: &Stack, pki: &TestPki, cert: &CertAndKey) ->
 
 #[test]
 fn wrong_issuer_tls_settings_are_config_errors_that_name_the_key_and_the_reason() {
-    let pki = TestPki::new("issuer-files");
+    let pki = Pki::new("issuer-files");
     std::fs::write(pki.path("empty-token"), "\n").unwrap();
     std::fs::write(pki.path("two-tokens"), "a b\n").unwrap();
     let missing = toml_path(&pki.path("missing.pem"));

@@ -42,6 +42,10 @@ pub(super) struct ClientArgs {
     /// RFC 8707 resource indicator: the API the token is for.
     #[arg(long, env = "NATS_OIDC_CALLOUT_RESOURCE")]
     resource: Option<String>,
+    /// PEM file of the CA(s) that sign the provider's certificate (a
+    /// private CA); when set, only these are trusted, not the built-in roots.
+    #[arg(long, value_name = "FILE", env = "NATS_OIDC_CALLOUT_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Also write the token into this `nats` CLI context
     /// (~/.config/nats/context/NAME.json) as its password.
     #[arg(long, value_name = "NAME")]
@@ -71,6 +75,7 @@ impl ClientArgs {
             nats_url: self.nats_url.clone(),
             nats_creds: self.nats_creds.clone(),
             redirect_port,
+            ca_file: self.ca_file.clone(),
         };
         Settings::resolve(input).map_err(cli_error)
     }

@@ -20,6 +20,7 @@ pub use nats_oidc_callout_test_support::{ConfigToml, Oidc};
 
 pub mod cluster;
 pub mod fixtures;
+pub mod pki;
 
 pub use nats_oidc_callout_test_support::config::AUDIENCE;
 

@@ -6,15 +6,21 @@
 // "roles" claim. Logins and consent are oidc-provider's devInteractions
 // forms (any login name, any password), driven over HTTP by the tests.
 //
-// usage: node provider.mjs PORT [no-revocation]
-// ("no-revocation": the provider offers no RFC 7009 revocation endpoint)
-// Prints "listening http://127.0.0.1:PORT" once it answers, and one line
+// usage: node provider.mjs PORT [no-revocation] [tls CERT_PEM KEY_PEM]
+// ("no-revocation": the provider offers no RFC 7009 revocation endpoint;
+// "tls": HTTPS with that certificate, which must name 127.0.0.1)
+// Prints "listening http(s)://127.0.0.1:PORT" once it answers, and one line
 // "grant.error <error>" / "grant.success <grant_type>" per token request.
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
 import Provider from 'oidc-provider';
 
 const port = Number(process.argv[2]);
-const revocation = process.argv[3] !== 'no-revocation';
-const issuer = `http://127.0.0.1:${port}`;
+const options = process.argv.slice(3);
+const revocation = !options.includes('no-revocation');
+const tlsAt = options.indexOf('tls');
+const tls = tlsAt < 0 ? null : { cert: options[tlsAt + 1], key: options[tlsAt + 2] };
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 const RESOURCE = 'urn:nats';
 
 // Roles by login name (the account id); everyone else is a reader.
@@ -133,4 +139,10 @@ provider.on('grant.error', (_ctx, err) => console.log(`grant.error ${err.error}`
 provider.on('grant.success', (ctx) => console.log(`grant.success ${ctx.oidc.params.grant_type}`));
 provider.on('server_error', (_ctx, err) => console.log(`server_error ${err}`));
 
-provider.listen(port, '127.0.0.1', () => console.log(`listening ${issuer}`));
+const listening = () => console.log(`listening ${issuer}`);
+if (tls) {
+  const files = { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+  createServer(files, provider.callback()).listen(port, '127.0.0.1', listening);
+} else {
+  provider.listen(port, '127.0.0.1', listening);
+}

@@ -15,7 +15,7 @@
 //!
 //! # client credentials (machines): settings as for `nats-oidc-callout token`,
 //! # from NATS_OIDC_CALLOUT_ISSUER, _CLIENT_ID, _CLIENT_SECRET(_FILE), _RESOURCE,
-//! # _AUDIENCE, _SCOPES or the [client] table of the client config file
+//! # _AUDIENCE, _SCOPES, _CA_FILE or the [client] table of the client config file
 //! cargo run -p nats-oidc-client --example token_client -- --url nats://127.0.0.1:4222 --client-credentials
 //!
 //! # operator mode: the sentinel credentials too
@@ -116,6 +116,7 @@ fn settings_from_env() -> Result<Settings, String> {
         nats_url: None,
         nats_creds: None,
         redirect_port: None,
+        ca_file: var("NATS_OIDC_CALLOUT_CA_FILE").map(Into::into),
     })
     .map_err(|e| e.to_string())
 }

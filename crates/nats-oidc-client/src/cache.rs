@@ -290,6 +290,7 @@ mod tests {
             nats_url: None,
             nats_creds: None,
             redirect_port: 0,
+            ca_file: None,
         }
     }
 

@@ -208,6 +208,7 @@
 
 #![warn(unreachable_pub)]
 
+mod ca;
 pub mod cache;
 mod claims;
 pub mod creds;

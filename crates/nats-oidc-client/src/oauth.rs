@@ -91,12 +91,19 @@ pub struct OidcClient {
 }
 
 impl OidcClient {
+    /// Every request to the provider (discovery, JWKS, device
+    /// authorization, token, revocation) goes through the one HTTP client
+    /// made here, so `ca_file` applies to all of them.
     pub fn new(settings: Settings) -> Result<OidcClient, ClientError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             // Following redirects would open the token exchanges to SSRF.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
-            .user_agent(concat!("nats-oidc-callout/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("nats-oidc-callout/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_file {
+            builder = trust_only(builder, path)?;
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::failed(format!("cannot make an HTTP client: {e}")))?;
         Ok(OidcClient {
@@ -121,7 +128,7 @@ impl OidcClient {
                         ClientError::failed(format!(
                             "cannot read the discovery document of {}: {}",
                             self.settings.issuer,
-                            error_chain(&e)
+                            self.http_error(&e)
                         ))
                     })
             })
@@ -413,7 +420,7 @@ impl OidcClient {
             ClientError::failed(format!(
                 "the revocation failed: cannot reach {}: {}",
                 self.settings.issuer,
-                error_chain(&e)
+                self.http_error(&e)
             ))
         })?;
         let status = response.status();
@@ -441,6 +448,25 @@ impl OidcClient {
             status.as_u16(),
             printable(code, 64)
         )))
+    }
+
+    /// A failed request to the provider on one line; a certificate that
+    /// chains to no trusted CA also says what to trust (rustls only says
+    /// "UnknownIssuer").
+    fn http_error(&self, e: &dyn std::error::Error) -> String {
+        let text = error_chain(e);
+        if !text.contains("UnknownIssuer") {
+            return text;
+        }
+        match &self.settings.ca_file {
+            None => format!(
+                "{text}: the provider's certificate is signed by no CA of the built-in roots (Mozilla's; the system's trust store is not read); for a private CA, set ca_file in [client] (or --ca-file) to the CA's PEM file"
+            ),
+            Some(path) => format!(
+                "{text}: the provider's certificate is not signed by a CA of ca_file {} (only those are trusted)",
+                path.display()
+            ),
+        }
     }
 
     /// What the provider returned, for the cache: nothing it did not send
@@ -546,7 +572,7 @@ impl OidcClient {
             RequestTokenError::Request(e) => ClientError::failed(format!(
                 "{what} failed: cannot reach {}: {}",
                 self.settings.issuer,
-                error_chain(&e)
+                self.http_error(&e)
             )),
             RequestTokenError::Parse(e, _) => ClientError::failed(format!(
                 "{what} failed: {} answered something that is not a token response ({})",
@@ -558,6 +584,26 @@ impl OidcClient {
             }
         }
     }
+}
+
+/// Trusts the CAs of `ca_file` and nothing else: a private CA is not mixed
+/// with the built-in roots, as with the nats CLI's `--tlsca`.
+fn trust_only(
+    builder: reqwest::ClientBuilder,
+    ca_file: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    let mut builder = builder.tls_built_in_root_certs(false);
+    for der in super::ca::ca_bundle(ca_file)? {
+        let cert = reqwest::Certificate::from_der(&der).map_err(|e| {
+            ClientError::Usage(format!(
+                "ca_file {}: {}",
+                ca_file.display(),
+                error_chain(&e)
+            ))
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
 }
 
 /// RFC 6750's b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+"

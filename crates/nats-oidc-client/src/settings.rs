@@ -37,6 +37,11 @@ pub struct Settings {
     pub nats_creds: Option<PathBuf>,
     /// Loopback port for `login --browser` (0: any free port).
     pub redirect_port: u16,
+    /// A PEM bundle of the CAs the provider's certificate must chain to:
+    /// when set, only these are trusted (a private CA), not the built-in
+    /// roots (Mozilla's, compiled in; the system's trust store is never
+    /// read).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -52,6 +57,7 @@ impl std::fmt::Debug for Settings {
             .field("audience", &self.audience)
             .field("resource", &self.resource)
             .field("nats_creds", &self.nats_creds)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -73,6 +79,7 @@ pub struct SettingsInput {
     pub nats_url: Option<String>,
     pub nats_creds: Option<PathBuf>,
     pub redirect_port: Option<u16>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The `[client]` table of the client config file.
@@ -88,6 +95,7 @@ struct FileClient {
     nats_url: Option<String>,
     nats_creds: Option<PathBuf>,
     redirect_port: Option<u16>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +164,11 @@ impl Settings {
                 .scopes
                 .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()),
         };
+        let ca_file = input.ca_file.or(file.ca_file.map(relative));
+        if let Some(path) = &ca_file {
+            // Checked now for a precise error; read again by `OidcClient`.
+            super::ca::ca_bundle(path)?;
+        }
         Ok(Settings {
             issuer,
             client_id,
@@ -166,6 +179,7 @@ impl Settings {
             nats_url: input.nats_url.or(file.nats_url),
             nats_creds: input.nats_creds.or(file.nats_creds.map(relative)),
             redirect_port: input.redirect_port.or(file.redirect_port).unwrap_or(0),
+            ca_file,
         })
     }
 }
@@ -299,5 +313,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read the client config"), "{e}");
+    }
+
+    #[test]
+    fn ca_file_is_relative_to_the_file_checked_at_once_and_not_a_way_around_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.toml");
+        std::fs::write(
+            &path,
+            "[client]\nissuer = \"https://id.example.com\"\nclient_id = \"cli\"\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let e = Settings::resolve(input(&path)).unwrap_err().to_string();
+        let expected = format!("ca_file {}: not found", dir.path().join("ca.pem").display());
+        assert_eq!(e, expected);
+        // A CA of one's own does not make plain http acceptable off loopback.
+        let e = Settings::resolve(SettingsInput {
+            issuer: Some("http://id.example.com".into()),
+            ..input(&path)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must be https (http only on loopback)"), "{e}");
     }
 }
