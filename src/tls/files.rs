@@ -6,7 +6,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+
+use nats_oidc_client::pem;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -29,25 +30,7 @@ pub(crate) fn fail(path: &Path, reason: impl Into<String>) -> TlsFileError {
 
 /// A file's bytes, with "not found" said as such.
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsFileError> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => fail(path, "not found"),
-        _ => fail(path, format!("cannot be read: {e}")),
-    })
-}
-
-/// The certificates of a PEM file: a CA bundle, or a certificate chain
-/// (the leaf first).
-fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(path, format!("not a PEM certificate file ({e})")))?;
-    if certs.is_empty() {
-        return Err(fail(
-            path,
-            "holds no certificate (no -----BEGIN CERTIFICATE----- block)",
-        ));
-    }
-    Ok(certs)
+    pem::read(path).map_err(|reason| fail(path, reason))
 }
 
 /// A CA bundle (`pem`, read from `path`): its certificates, each within its
@@ -56,11 +39,7 @@ pub(crate) fn ca_bundle(
     path: &Path,
     pem: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let certs = certificates(path, pem)?;
-    for cert in &certs {
-        valid_now(path, cert)?;
-    }
-    Ok(certs)
+    pem::ca_bundle(pem).map_err(|reason| fail(path, reason))
 }
 
 /// A client certificate chain (`pem`, read from `path`) whose leaf is
@@ -69,8 +48,8 @@ pub(crate) fn client_chain(
     path: &Path,
     pem: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let chain = certificates(path, pem)?;
-    valid_now(path, &chain[0])?;
+    let chain = pem::certificates(pem).map_err(|reason| fail(path, reason))?;
+    pem::valid_now(&chain[0]).map_err(|reason| fail(path, reason))?;
     Ok(chain)
 }
 
@@ -100,37 +79,4 @@ pub(crate) fn with_key(
         )
     })?;
     Ok(Arc::new(identity))
-}
-
-/// A certificate outside its validity period is refused by every peer.
-fn valid_now(path: &Path, cert: &CertificateDer<'_>) -> Result<(), TlsFileError> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| fail(path, format!("a certificate cannot be parsed: {e}")))?;
-    let validity = parsed.validity();
-    let at = |t: x509_parser::time::ASN1Time| {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
-    };
-    let (from, until) = (at(validity.not_before), at(validity.not_after));
-    let now = SystemTime::now();
-    let subject = parsed.subject().to_string();
-    let stamp = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    if now > until {
-        return Err(fail(
-            path,
-            format!(
-                "the certificate for {subject:?} expired on {}",
-                stamp(until)
-            ),
-        ));
-    }
-    if now < from {
-        return Err(fail(
-            path,
-            format!(
-                "the certificate for {subject:?} is not valid before {}",
-                stamp(from)
-            ),
-        ));
-    }
-    Ok(())
 }

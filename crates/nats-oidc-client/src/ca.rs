@@ -6,9 +6,7 @@
 //! failed handshake later.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::ClientError;
@@ -16,53 +14,9 @@ use super::ClientError;
 /// The certificates of the CA bundle at `path`, each within its validity
 /// period.
 pub(crate) fn ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let fail = |reason: String| ClientError::Usage(format!("ca_file {}: {reason}", path.display()));
-    let text = std::fs::read(path).map_err(|e| {
-        fail(match e.kind() {
-            std::io::ErrorKind::NotFound => "not found".into(),
-            _ => format!("cannot be read: {e}"),
-        })
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(format!("not a PEM certificate file ({e})")))?;
-    if certs.is_empty() {
-        return Err(fail(
-            "holds no certificate (no -----BEGIN CERTIFICATE----- block)".into(),
-        ));
-    }
-    for cert in &certs {
-        valid_now(cert).map_err(fail)?;
-    }
-    Ok(certs)
-}
-
-/// A CA certificate outside its validity period signs nothing a TLS
-/// client accepts: Err says which certificate and since or until when.
-fn valid_now(cert: &CertificateDer<'_>) -> Result<(), String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| format!("a certificate cannot be parsed: {e}"))?;
-    let validity = parsed.validity();
-    let at = |t: x509_parser::time::ASN1Time| {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
-    };
-    let (from, until) = (at(validity.not_before), at(validity.not_after));
-    let now = SystemTime::now();
-    let subject = parsed.subject().to_string();
-    let stamp = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    if now > until {
-        return Err(format!(
-            "the certificate for {subject:?} expired on {}",
-            stamp(until)
-        ));
-    }
-    if now < from {
-        return Err(format!(
-            "the certificate for {subject:?} is not valid before {}",
-            stamp(from)
-        ));
-    }
-    Ok(())
+    crate::pem::read(path)
+        .and_then(|pem| crate::pem::ca_bundle(&pem))
+        .map_err(|reason| ClientError::Usage(format!("ca_file {}: {reason}", path.display())))
 }
 
 #[cfg(test)]

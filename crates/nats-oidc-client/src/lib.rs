@@ -217,6 +217,7 @@ pub mod inbox;
 mod loopback;
 pub mod nats_context;
 pub mod oauth;
+pub mod pem;
 mod private_dir;
 pub mod settings;
 pub mod source;
