@@ -83,6 +83,25 @@ async fn the_service_and_its_users_connect_with_mutual_tls_and_a_private_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_only_tls_with_a_private_ca_needs_only_its_ca() {
+    let pki = Pki::new("server-only");
+    let server = pki.server(&["127.0.0.1"]);
+    let stack = Stack::start(ServiceOptions {
+        nats_extra: server_tls(&pki, &server, false, false),
+        nats: Some(service_nats(&format!(
+            "ca_file = {:?}\n",
+            pki.path("ca.pem")
+        ))),
+        ..ServiceOptions::default()
+    })
+    .await;
+    let user = tls_user(&stack, &pki, None, false)
+        .await
+        .expect("a token login over TLS without a client certificate");
+    assert!(delivered(&user.client, &user.client, "orders.tls").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_first_reaches_a_server_that_wants_tls_before_info() {
     let pki = Pki::new("first");
     let server = pki.server(&["127.0.0.1"]);
