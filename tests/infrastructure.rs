@@ -569,10 +569,10 @@ fn configmap_config() -> String {
 /// The Kubernetes ConfigMap's config passes `check` with seeds where the
 /// Secret mounts them, and the Deployment mounts both as directories where
 /// the config and the image expect them.
-#[test]
-fn kubernetes_config_passes_check_and_is_mounted_as_a_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let seeds = dir.path().join("secrets");
+/// `check` of a config from the ConfigMap, with seeds (mode 0440) where
+/// the Secret mounts them.
+fn check_with_seeds(dir: &std::path::Path, config: &str) -> std::process::Output {
+    let seeds = dir.join("secrets");
     std::fs::create_dir(&seeds).unwrap();
     let write = |name: &str, seed: String| {
         use std::os::unix::fs::PermissionsExt;
@@ -583,22 +583,28 @@ fn kubernetes_config_passes_check_and_is_mounted_as_a_directory() {
     write("issuer.nk", nkeys::KeyPair::new_account().seed().unwrap());
     write("xkey.nk", nkeys::XKey::new().seed().unwrap());
     write("nats.nk", nkeys::KeyPair::new_user().seed().unwrap());
+    let config = config.replace(
+        "/etc/nats-oidc-callout/secrets/",
+        &format!("{}/", seeds.display()),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn kubernetes_config_passes_check_and_is_mounted_as_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
     let config = configmap_config();
     assert!(
         config.contains("listen = \"0.0.0.0:8080\""),
         "probes come from outside the pod"
     );
-    let config = config.replace(
-        "/etc/nats-oidc-callout/secrets/",
-        &format!("{}/", seeds.display()),
-    );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_with_seeds(dir.path(), &config);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         !text(&out).contains("exposed"),
@@ -660,15 +666,6 @@ fn the_kubernetes_in_cluster_issuer_recipe_passes_check() {
     let ca = nats_oidc_callout::dev::Pki::new(&mounted, "cluster").unwrap();
     std::fs::rename(ca.ca_file(), mounted.join("ca.crt")).unwrap();
     std::fs::write(mounted.join("token"), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n").unwrap();
-    let seeds = dir.path().join("secrets");
-    std::fs::create_dir(&seeds).unwrap();
-    for (name, seed) in [
-        ("issuer.nk", nkeys::KeyPair::new_account().seed().unwrap()),
-        ("xkey.nk", nkeys::XKey::new().seed().unwrap()),
-        ("nats.nk", nkeys::KeyPair::new_user().seed().unwrap()),
-    ] {
-        std::fs::write(seeds.join(name), seed).unwrap();
-    }
     let shipped = configmap_config();
     let block = shipped
         .split_once("# [[oidc]]")
@@ -684,22 +681,11 @@ fn the_kubernetes_in_cluster_issuer_recipe_passes_check() {
         on.contains("bearer_token_file") && on.contains("[[bindings]]"),
         "{on}"
     );
-    let config = format!("{shipped}\n{on}\n")
-        .replace(
-            "/var/run/secrets/nats-oidc-callout/kubernetes/",
-            &format!("{}/", mounted.display()),
-        )
-        .replace(
-            "/etc/nats-oidc-callout/secrets/",
-            &format!("{}/", seeds.display()),
-        );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let config = format!("{shipped}\n{on}\n").replace(
+        "/var/run/secrets/nats-oidc-callout/kubernetes/",
+        &format!("{}/", mounted.display()),
+    );
+    let out = check_with_seeds(dir.path(), &config);
     assert!(out.status.success(), "{}", text(&out));
 }
 

@@ -248,6 +248,11 @@ fn wrong_tls_files_are_config_errors_that_name_the_file_and_the_reason() {
             "holds no certificate",
         ),
         (
+            format!("ca_file = {}", q(&expired.0)),
+            "nats.tls.ca_file",
+            "holds no certificate that is valid now: the certificate for",
+        ),
+        (
             format!("cert_file = {}", q(&good.0)),
             "nats.tls.key_file",
             "required with nats.tls.cert_file",
@@ -279,6 +284,21 @@ fn wrong_tls_files_are_config_errors_that_name_the_file_and_the_reason() {
     ] {
         let e = config_error(&pki, &tls);
         assert!(e.contains(key) && e.contains(reason), "{tls}: {e}");
+    }
+    // A bundle with an expired certificate beside a current one (a CA in
+    // rotation) is usable: the expired one is left out.
+    let bundle = pki.path("bundle.pem");
+    let text = std::fs::read_to_string(&expired.0).unwrap()
+        + &std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    std::fs::write(&bundle, text).unwrap();
+    let config = tls_config(
+        &pki,
+        "bundle.toml",
+        "tls://127.0.0.1:4222",
+        &format!("ca_file = {}", q(&bundle)),
+    );
+    if let Err(e) = nats_oidc_callout::config::Config::load(&config) {
+        panic!("a bundle with one current CA is refused: {e}");
     }
 }
 
@@ -425,6 +445,31 @@ async fn users_log_in_with_keys_from_an_https_issuer_that_wants_the_services_tok
         "the log says the new CA file is not used: {}",
         stack.service.log_text()
     );
+
+    // A CA file replaced by another CA's: the next fetch trusts only the
+    // new one (no pooled connection, no resumed session keeps the old).
+    let other = Pki::new("other");
+    std::fs::copy(other.ca_file(), &ca_file).unwrap();
+    stack.issuer.rotate(jsonwebtoken::Algorithm::RS256);
+    // Each attempt with the new key asks for a fetch (once per cool-down).
+    let mut refused = 0;
+    while !stack.service.log_text().contains("UnknownIssuer") {
+        assert!(
+            connect(&stack.url(), &stack.token("ana", &["admin"]))
+                .await
+                .is_err(),
+            "keys from an issuer the new CA does not vouch for are not used"
+        );
+        refused += 1;
+        assert!(
+            refused < 60,
+            "no fetch failed: {}",
+            stack.service.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    std::fs::copy(pki.ca_file(), &ca_file).unwrap();
+    assert!(admitted_within_cooldowns(&stack).await);
 }
 
 /// Whether a new token of the issuer's newest key is admitted once the

@@ -225,9 +225,9 @@ impl Validator<'_> {
     }
 
     /// The caller's own token for discovery and the JWKS. Not listed with
-    /// the secret files whose modes `check` reports: kubelet projects it
-    /// readable by the pod's every user (0644), as it should for a token
-    /// that names the pod.
+    /// the secret files whose modes `check` reports: kubelet projects
+    /// tokens readable by every user of the pod unless the volume says
+    /// otherwise (0644 by default), and the token names the pod only.
     fn bearer_token_file(&self, at: &str, raw: &RawOidc) -> Result<Option<PathBuf>, ConfigError> {
         let Some(path) = &raw.bearer_token_file else {
             return Ok(None);
@@ -313,7 +313,17 @@ impl Validator<'_> {
             .map(str::parse::<Platform>)
             .transpose()
             .map_err(|r| self.err(&format!("{at}.platform"), r))?;
-        Ok(IssuerPlatform::of(&raw.issuer, declared))
+        let platform = IssuerPlatform::of(&raw.issuer, declared);
+        if let Some(recognised) = platform.changes_the_rules_of(&raw.issuer) {
+            return Err(self.err(
+                &format!("{at}.platform"),
+                format!(
+                    "{:?} would change which claims pin a workload or name a customer on an issuer whose URL is {recognised}'s: declare a platform only for a URL that is not recognised (a proxy, GitHub Enterprise Server elsewhere, a test issuer)",
+                    platform.platform.config_name()
+                ),
+            ));
+        }
+        Ok(platform)
     }
 
     fn claim_mapping(

@@ -35,6 +35,16 @@ pub struct DevOptions {
     pub tls: bool,
 }
 
+/// A path as a TOML string.
+fn toml_string(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
+/// A path as a string of nats-server's config (JSON's quoting).
+fn conf_string(path: &Path) -> String {
+    serde_json::Value::String(path.display().to_string()).to_string()
+}
+
 /// `dev --tls`: the files a private CA made for the stack.
 struct DevTls {
     ca: PathBuf,
@@ -62,16 +72,20 @@ impl DevTls {
     /// certificate of the CA.
     fn nats_block(&self) -> String {
         format!(
-            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  timeout: 5\n}}\n",
-            self.nats_server.0, self.nats_server.1, self.ca
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 5\n}}\n",
+            conf_string(&self.nats_server.0),
+            conf_string(&self.nats_server.1),
+            conf_string(&self.ca)
         )
     }
 
     /// The service's `[nats.tls]` table.
     fn service_table(&self) -> String {
         format!(
-            "\n[nats.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
-            self.ca, self.service.0, self.service.1
+            "\n[nats.tls]\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            toml_string(&self.ca),
+            toml_string(&self.service.0),
+            toml_string(&self.service.1)
         )
     }
 
@@ -214,7 +228,7 @@ impl Stack<'_> {
         let nats_tls = self.tls.map(DevTls::service_table).unwrap_or_default();
         let oidc_ca = self
             .tls
-            .map(|t| format!("ca_file = {:?}\n", t.ca))
+            .map(|t| format!("ca_file = {}\n", toml_string(&t.ca)))
             .unwrap_or_default();
         format!(
             r#"[nats]

@@ -8,13 +8,12 @@
 //! again when they rotate.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::oidc::bearer::Bearer;
 use crate::oidc::settings::Settings;
-use crate::tls::Reloading;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FetchError {
@@ -55,16 +54,6 @@ pub(crate) struct IssuerClient {
     bearer: Option<Bearer>,
 }
 
-/// The caller's own token and where it may go.
-#[derive(Clone)]
-struct Bearer {
-    token: Arc<Reloading<String>>,
-    /// The origins of the URLs the config names: never one a fetched
-    /// document names, so a discovery document cannot send the token
-    /// elsewhere.
-    origins: Vec<url::Origin>,
-}
-
 /// The two fields of an OpenID Provider's (or an OAuth 2.0 authorization
 /// server's) metadata that verifying tokens needs.
 #[derive(Deserialize)]
@@ -98,7 +87,7 @@ impl IssuerClient {
             bearer: oidc
                 .bearer_token_file
                 .as_deref()
-                .map(|path| bearer(oidc, path))
+                .map(|path| Bearer::new(oidc, path))
                 .transpose()?,
         })
     }
@@ -152,7 +141,7 @@ impl IssuerClient {
             .header(reqwest::header::ACCEPT, "application/json");
         let token = self.bearer.as_ref().filter(|b| b.may_go_to(url));
         if let Some(bearer) = token {
-            request = request.bearer_auth(bearer.token.current().as_str());
+            request = request.bearer_auth(bearer.current().as_str());
         }
         let mut response = request.send().await.map_err(http_err)?;
         let status = response.status();
@@ -197,60 +186,6 @@ impl IssuerClient {
             " (this issuer wants a caller's token: set oidc.bearer_token_file)"
         }
     }
-}
-
-impl Bearer {
-    fn may_go_to(&self, url: &str) -> bool {
-        url::Url::parse(url).is_ok_and(|u| self.origins.contains(&u.origin()))
-    }
-}
-
-/// The caller's token from `path`, sent to the origins of the configured
-/// discovery and JWKS URLs.
-fn bearer(oidc: &Settings, path: &Path) -> Result<Bearer, FetchError> {
-    let token = Reloading::new(
-        "oidc.bearer_token_file",
-        vec![path.to_path_buf()],
-        |files| bearer_token(&files[0].0, &files[0].1),
-    )
-    .map_err(|e| FetchError::File {
-        key: "oidc.bearer_token_file",
-        error: e.to_string(),
-    })?;
-    let origins = [Some(&oidc.discovery_url), oidc.jwks_url.as_ref()]
-        .into_iter()
-        .flatten()
-        .filter_map(|u| url::Url::parse(u).ok())
-        .map(|u| u.origin())
-        .collect();
-    Ok(Bearer {
-        token: Arc::new(token),
-        origins,
-    })
-}
-
-/// A bearer token file: one token, as kubelet projects it (a trailing
-/// newline is not part of it).
-pub(crate) fn bearer_token(path: &Path, bytes: &[u8]) -> Result<String, crate::tls::TlsFileError> {
-    let fail = |reason: &str| crate::tls::TlsFileError {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    };
-    let token = std::str::from_utf8(bytes)
-        .map_err(|_| fail("is not text"))?
-        .trim();
-    if token.is_empty() {
-        return Err(fail("is empty"));
-    }
-    if token.len() > 64 * 1024 {
-        return Err(fail("is larger than 64 KiB: not a token"));
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(fail(
-            "holds more than one token (spaces, line breaks or control characters inside)",
-        ));
-    }
-    Ok(token.to_string())
 }
 
 /// A TLS client trusting only the CAs in `path`, read again when it

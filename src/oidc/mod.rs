@@ -7,6 +7,7 @@
 //! happens on its behalf.
 
 pub(crate) mod algorithms;
+mod bearer;
 pub(crate) mod cache;
 pub(crate) mod discovery;
 pub(crate) mod error;
@@ -18,7 +19,7 @@ pub(crate) mod token;
 
 // What the fuzzers and the tests use of token verification.
 pub use algorithms::{parse_algorithm, DEFAULT_ALGORITHMS};
-pub(crate) use discovery::bearer_token;
+pub(crate) use bearer::bearer_token;
 pub use discovery::check_http_url;
 pub use jwks::KeySet;
 pub use token::TokenVerifier;

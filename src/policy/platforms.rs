@@ -160,6 +160,17 @@ impl IssuerPlatform {
             .then_some(recognised)
     }
 
+    /// The platform the issuer's URL says it is, when the declared one
+    /// would pin workloads or name customers by other claims there: a
+    /// declaration may name a platform the URL does not show, never
+    /// loosen or alter the rules of one it does.
+    pub(crate) fn changes_the_rules_of(self, url: &str) -> Option<Platform> {
+        self.contradicted_by(url).filter(|recognised| {
+            recognised.pinning_claims() != self.platform.pinning_claims()
+                || recognised.owner_claims() != self.platform.owner_claims()
+        })
+    }
+
     /// The platform and where it comes from, for `explain`.
     pub(crate) fn describe(self) -> String {
         let source = match (self.declared, self.platform) {

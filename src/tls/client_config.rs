@@ -51,10 +51,16 @@ pub(crate) fn client_config(
             .with_custom_certificate_verifier(Arc::new(ReloadingRoots::new(key, path)?)),
         Trust::System => builder.with_root_certificates(system_roots()),
     };
-    Ok(match identity {
+    let mut config = match identity {
         Some(id) => builder.with_client_cert_resolver(Arc::new(ReloadingIdentity::new(id)?)),
         None => builder.with_no_client_auth(),
-    })
+    };
+    // A resumed TLS 1.3 session skips the certificate check: a CA taken
+    // out of the file, or a client certificate replaced, would live on in
+    // session tickets. Connections are minutes apart; a full handshake
+    // each time costs nothing that matters.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
 }
 
 /// The system's roots, as async-nats trusts them without a CA file.
@@ -72,20 +78,43 @@ fn system_roots() -> RootCertStore {
 #[derive(Debug)]
 struct ReloadingRoots {
     verifier: Reloading<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
 }
 
 impl ReloadingRoots {
     fn new(key: &str, path: &Path) -> Result<ReloadingRoots, TlsFileError> {
         Ok(ReloadingRoots {
             verifier: Reloading::new(key, vec![path.to_path_buf()], verifier_from)?,
+            provider: provider(),
         })
     }
 }
 
 fn verifier_from(files: &[(PathBuf, Vec<u8>)]) -> Result<Arc<WebPkiServerVerifier>, TlsFileError> {
     let (path, pem) = &files[0];
+    let bundle = ca_bundle(path, pem)?;
+    for reason in &bundle.skipped {
+        tracing::warn!(
+            "{}: a certificate is left out of the trusted CAs: {reason}",
+            path.display()
+        );
+    }
+    verifier_of(path, bundle.certs)
+}
+
+/// Whether `path` holds a CA bundle a handshake can use, as it will read
+/// it (without the warnings).
+pub(crate) fn check_ca_file(path: &Path) -> Result<(), TlsFileError> {
+    let pem = super::files::read(path)?;
+    verifier_of(path, ca_bundle(path, &pem)?.certs).map(drop)
+}
+
+fn verifier_of(
+    path: &Path,
+    certs: Vec<CertificateDer<'static>>,
+) -> Result<Arc<WebPkiServerVerifier>, TlsFileError> {
     let mut roots = RootCertStore::empty();
-    for cert in ca_bundle(path, pem)? {
+    for cert in certs {
         roots
             .add(cert)
             .map_err(|e| fail(path, format!("a certificate is not a usable CA: {e}")))?;
@@ -113,15 +142,20 @@ impl ServerCertVerifier for ReloadingRoots {
         )
     }
 
+    // The handshake signatures depend on the provider only, not on the CA
+    // file: checked as WebPkiServerVerifier checks them, without reading it.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier
-            .current()
-            .verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -130,13 +164,18 @@ impl ServerCertVerifier for ReloadingRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier
-            .current()
-            .verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.verifier.current().supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -33,12 +33,9 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsFileError> {
     pem::read(path).map_err(|reason| fail(path, reason))
 }
 
-/// A CA bundle (`pem`, read from `path`): its certificates, each within its
-/// validity period.
-pub(crate) fn ca_bundle(
-    path: &Path,
-    pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+/// A CA bundle (`pem`, read from `path`): its certificates within their
+/// validity period, and why the others are left out.
+pub(crate) fn ca_bundle(path: &Path, pem: &[u8]) -> Result<pem::CaBundle, TlsFileError> {
     pem::ca_bundle(pem).map_err(|reason| fail(path, reason))
 }
 

@@ -8,14 +8,9 @@ mod reloading;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use client_config::{client_config, Identity, Trust};
-pub(crate) use files::{read, TlsFileError};
+pub(crate) use client_config::{check_ca_file, client_config, Identity, Trust};
+pub(crate) use files::{fail as file_error, read, TlsFileError};
 pub(crate) use reloading::Reloading;
-
-/// Checks a CA bundle as a handshake will read it.
-pub(crate) fn check_ca_file(path: &Path) -> Result<(), TlsFileError> {
-    files::ca_bundle(path, &files::read(path)?).map(drop)
-}
 
 /// Which file of a client certificate is wrong, and why.
 pub(crate) enum IdentityError {
@@ -40,6 +35,8 @@ pub(crate) struct Peer {
     pub name: &'static str,
     pub ca_key: &'static str,
     pub url_key: &'static str,
+    /// What is trusted when the CA file is not set.
+    pub default_roots: &'static str,
     /// The settings of a client certificate, where one can be presented.
     pub identity_keys: Option<&'static str>,
 }
@@ -48,6 +45,7 @@ pub(crate) const NATS_PEER: Peer = Peer {
     name: "nats-server",
     ca_key: "nats.tls.ca_file",
     url_key: "nats.url",
+    default_roots: "the system's roots",
     identity_keys: Some("nats.tls.cert_file and nats.tls.key_file"),
 };
 
@@ -55,6 +53,7 @@ pub(crate) const ISSUER_PEER: Peer = Peer {
     name: "the issuer",
     ca_key: "oidc.ca_file",
     url_key: "the issuer's URL",
+    default_roots: "the public roots built into the service (Mozilla's)",
     identity_keys: None,
 };
 
@@ -66,10 +65,11 @@ impl Peer {
             name,
             ca_key,
             url_key,
+            default_roots,
             ..
         } = self;
         if error.contains("UnknownIssuer") {
-            format!(" ({name}'s certificate is signed by no CA in {ca_key}, or by no system root when it is not set)")
+            format!(" ({name}'s certificate is signed by no CA in {ca_key}, or, when it is not set, by none of {default_roots})")
         } else if error.contains("certificate not valid for name") {
             format!(" (the certificate {name} presents does not name the host of {url_key}: use a host name it names, or have it issued for this one)")
         } else if error.contains("CertificateRequired") {
@@ -123,11 +123,24 @@ impl NatsTls {
                 cert_file: cert,
                 key_file: key,
             });
+            warn_if_system_roots_fail();
             options = options.tls_client_config(client_config(trust, identity)?);
         }
         if self.handshake_first {
             options = options.tls_first();
         }
         Ok(options)
+    }
+}
+
+/// async-nats reads the system's trust store on every connection it makes
+/// with a client configuration of ours, even when only `nats.tls.ca_file`
+/// is trusted, and fails the connection when that store cannot be read.
+fn warn_if_system_roots_fail() {
+    let found = rustls_native_certs::load_native_certs();
+    if let Some(e) = found.errors.first() {
+        tracing::warn!(
+            "the system's trust store cannot be read ({e}): async-nats reads it on every connection and will fail to connect; fix or unset SSL_CERT_FILE / SSL_CERT_DIR"
+        );
     }
 }

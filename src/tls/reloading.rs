@@ -72,6 +72,8 @@ impl<T> Reloading<T> {
         };
         let now = digest(&contents);
         if now == state.read {
+            // Back to the version in use: a later bad one is said again.
+            state.refused = None;
             return state.value.clone();
         }
         match (self.parse)(&contents) {

@@ -11,11 +11,12 @@ use rustls_pki_types::CertificateDer;
 
 use super::ClientError;
 
-/// The certificates of the CA bundle at `path`, each within its validity
-/// period.
+/// The certificates of the CA bundle at `path` that are within their
+/// validity period (the others are left out; none is an error).
 pub(crate) fn ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
     crate::pem::read(path)
         .and_then(|pem| crate::pem::ca_bundle(&pem))
+        .map(|bundle| bundle.certs)
         .map_err(|reason| ClientError::Usage(format!("ca_file {}: {reason}", path.display())))
 }
 

@@ -57,11 +57,33 @@ pub fn valid_now(cert: &CertificateDer<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// A CA bundle: its certificates, each within its validity period.
-pub fn ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = certificates(pem)?;
-    for cert in &certs {
-        valid_now(cert)?;
+/// The usable CAs of a bundle, and why the others are left out.
+pub struct CaBundle {
+    pub certs: Vec<CertificateDer<'static>>,
+    /// A certificate outside its validity period is left out rather than
+    /// refusing the bundle: company bundles, and a cluster's CA file during
+    /// a rotation, carry an expired one beside the current.
+    pub skipped: Vec<String>,
+}
+
+/// A CA bundle: the certificates within their validity period; an error
+/// when none is.
+pub fn ca_bundle(pem: &[u8]) -> Result<CaBundle, String> {
+    let mut bundle = CaBundle {
+        certs: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for cert in certificates(pem)? {
+        match valid_now(&cert) {
+            Ok(()) => bundle.certs.push(cert),
+            Err(reason) => bundle.skipped.push(reason),
+        }
     }
-    Ok(certs)
+    if bundle.certs.is_empty() {
+        return Err(format!(
+            "holds no certificate that is valid now: {}",
+            bundle.skipped.join("; ")
+        ));
+    }
+    Ok(bundle)
 }

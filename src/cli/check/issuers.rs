@@ -127,8 +127,8 @@ pub(super) const BROAD_BINDING: Lint = Lint {
 pub(super) const PLATFORM_CONTRADICTS_URL: Lint = Lint {
     name: "platform-contradicts-url",
     doc: "An issuer whose declared platform (oidc.platform) is not the one its URL is \
-          recognised as: its bindings are pinned, and whether its issuer is shared by every \
-          customer of a platform is judged, by the declared platform's claims.",
+          recognised as, where both pin by the same claims (a declaration that would change \
+          them is a config error): the name shown by explain and the lints is the declared one.",
     find: |config| {
         let mut out = Vec::new();
         for issuer in &config.oidc {
@@ -147,7 +147,7 @@ pub(super) const PLATFORM_CONTRADICTS_URL: Lint = Lint {
         }
         out
     },
-    example: "[oidc]\nissuer = \"https://token.actions.githubusercontent.com\"\naudience = \"nats\"\nroles_claim = \"roles\"\nrequire_claims = { repository_owner_id = \"42\" }\nplatform = \"generic\"\n",
+    example: "[oidc]\nissuer = \"https://kubernetes.default.svc\"\naudience = \"nats\"\nroles_claim = \"roles\"\nplatform = \"generic\"\n",
 };
 
 pub(super) const BCRYPT_COST: Lint = Lint {

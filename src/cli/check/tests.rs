@@ -136,22 +136,20 @@ fn lints_have_unique_kebab_case_names_and_docs() {
 #[test]
 fn a_declared_platform_is_warned_about_only_where_the_url_says_otherwise() {
     let files = Files::new();
-    let contradictions = |issuer: &str, platform: &str| {
-        let example = format!(
+    let config = |issuer: &str, platform: &str| {
+        files.config(&format!(
             "[oidc]\nissuer = \"{issuer}\"\naudience = \"nats\"\nroles_claim = \"roles\"\nplatform = \"{platform}\"\n"
-        );
-        (super::issuers::PLATFORM_CONTRADICTS_URL.find)(&files.config(&example).unwrap())
+        ))
     };
+    let contradictions = |issuer: &str, platform: &str| {
+        (super::issuers::PLATFORM_CONTRADICTS_URL.find)(&config(issuer, platform).unwrap())
+    };
+    let k8s = "https://kubernetes.default.svc.cluster.local";
+    assert_eq!(
+        contradictions(k8s, "generic"),
+        ["oidc[default]: platform = \"generic\", but its issuer https://kubernetes.default.svc.cluster.local is recognised as Kubernetes: its bindings and require_claims are judged as generic (pins: sub) rather than Kubernetes (pins: sub); leave platform out unless this URL serves another platform's tokens"]
+    );
     let github = "https://token.actions.githubusercontent.com";
-    assert_eq!(
-        contradictions(github, "gitlab"),
-        ["oidc[default]: platform = \"gitlab\", but its issuer https://token.actions.githubusercontent.com is recognised as GitHub Actions: its bindings and require_claims are judged as GitLab (pins: sub) rather than GitHub Actions (pins: sub, repository_id, repository); leave platform out unless this URL serves another platform's tokens"]
-    );
-    assert_eq!(contradictions(github, "generic").len(), 1);
-    assert_eq!(
-        contradictions("https://accounts.google.com", "github").len(),
-        1
-    );
     for (issuer, platform) in [
         (github, "github"),
         ("https://github.acme.example/oidc", "github"),
@@ -162,6 +160,24 @@ fn a_declared_platform_is_warned_about_only_where_the_url_says_otherwise() {
             contradictions(issuer, platform),
             Vec::<String>::new(),
             "{issuer} declared {platform}"
+        );
+    }
+    // A declaration that would change the pins or the owner claims of a
+    // recognised platform is refused outright.
+    for (issuer, platform) in [
+        (github, "gitlab"),
+        (github, "generic"),
+        (github, "kubernetes"),
+        ("https://accounts.google.com", "github"),
+        ("https://gitlab.com", "generic"),
+        (k8s, "github"),
+    ] {
+        let e = config(issuer, platform)
+            .err()
+            .unwrap_or_else(|| panic!("{issuer} declared {platform} is accepted"));
+        assert!(
+            e.contains("oidc.platform") && e.contains("would change which claims pin"),
+            "{issuer} declared {platform}: {e}"
         );
     }
 }
