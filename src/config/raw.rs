@@ -22,6 +22,15 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub bindings: Vec<RawBinding>,
     pub jetstream: Option<RawJetStreamAccount>,
+    pub revocation: Option<RawRevocation>,
+}
+
+/// `[revocation]`: ending sessions when the identity provider (or an
+/// admin) says so. One key for now; each new one is a field here.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRevocation {
+    pub backchannel_listen: Option<String>,
 }
 
 /// `[jetstream]`: where the streams and buckets of the grants live.
@@ -186,6 +195,7 @@ pub(super) struct RawOidc {
     pub ca_file: Option<PathBuf>,
     pub bearer_token_file: Option<PathBuf>,
     pub audience: OneOrMany,
+    pub logout_audience: Option<OneOrMany>,
     pub algorithms: Option<Vec<String>>,
     pub leeway: Option<String>,
     pub roles_claim: Option<String>,

@@ -3,6 +3,7 @@
 //! `[grants]` sections; `oidc.rs` and `roles.rs` hold the others.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,12 @@ use std::collections::BTreeMap;
 
 use super::raw::{
     OneOrMany, RawAccount, RawCallout, RawConfig, RawGrants, RawHttp, RawNats, RawNatsTls,
+    RawRevocation,
 };
 use super::{
     CalloutConfig, Config, ConfigError, GrantsConfig, HttpConfig, NatsAuth, NatsConfig,
-    DEFAULT_MAX_REQUESTED_SCOPES, DEFAULT_MAX_TOKEN_BYTES, ISSUER_SEED_ENV, XKEY_SEED_ENV,
+    RevocationConfig, DEFAULT_MAX_REQUESTED_SCOPES, DEFAULT_MAX_TOKEN_BYTES, ISSUER_SEED_ENV,
+    XKEY_SEED_ENV,
 };
 use crate::callout;
 use crate::nats::creds;
@@ -103,6 +106,7 @@ impl<'a> Validator<'a> {
         self.jetstream_placement(&callout, &roles, jetstream.as_ref())?;
         let grants = self.grants(raw.grants)?;
         self.bindings(raw.bindings, &mut oidc, &roles, grants.kv_bucket.is_some())?;
+        let revocation = self.revocation(raw.revocation.unwrap_or_default(), http.as_ref())?;
         Ok(Config {
             source: self.path.to_path_buf(),
             // Set by `Config::parse`, which has the text.
@@ -115,6 +119,7 @@ impl<'a> Validator<'a> {
             users,
             grants,
             jetstream,
+            revocation,
             secret_files: self.secret_files.take(),
         })
     }
@@ -130,6 +135,37 @@ impl<'a> Validator<'a> {
             )
         })?;
         Ok(HttpConfig { listen })
+    }
+
+    fn revocation(
+        &self,
+        raw: RawRevocation,
+        http: Option<&HttpConfig>,
+    ) -> Result<RevocationConfig, ConfigError> {
+        let key = "revocation.backchannel_listen";
+        let backchannel_listen = match raw.backchannel_listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+                self.err(
+                    key,
+                    format!(
+                        "{:?} is not an address like 127.0.0.1:8081: {e}",
+                        crate::text::clip(&text)
+                    ),
+                )
+            })?),
+        };
+        // Its own listener is the point: the provider reaches it without
+        // reaching /metrics and /readyz.
+        if let (Some(addr), Some(http)) = (backchannel_listen, http) {
+            if addr == http.listen && addr.port() != 0 {
+                return Err(self.err(
+                    key,
+                    "is also http.listen; the back-channel logout endpoint needs a listener of its own, which can be exposed to the identity provider without exposing /metrics",
+                ));
+            }
+        }
+        Ok(RevocationConfig { backchannel_listen })
     }
 
     fn nats(&self, raw: RawNats) -> Result<NatsConfig, ConfigError> {
