@@ -67,7 +67,7 @@ impl Kind {
     }
 
     /// The `typ` values this kind accepts, for messages.
-    pub(crate) fn expected(self) -> &'static str {
+    fn expected(self) -> &'static str {
         match self {
             Kind::Access => "JWT or at+jwt",
             Kind::Logout => "logout+jwt",

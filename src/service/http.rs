@@ -31,11 +31,15 @@ pub(super) fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Binds first, so a busy port is a startup error rather than a log line.
-pub(super) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
+/// Binds first, so a busy port is a startup error rather than a log line;
+/// `key` names the setting in it.
+pub(super) async fn bind(
+    addr: SocketAddr,
+    key: &str,
+) -> Result<tokio::net::TcpListener, ServiceError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServiceError::Http(format!("http.listen {addr}: {e}")))
+        .map_err(|e| ServiceError::Http(format!("{key} {addr}: {e}")))
 }
 
 pub(super) async fn serve(

@@ -145,9 +145,10 @@ impl Live {
         if new.nats != old.nats
             || new.http != old.http
             || new.grants.kv_bucket != old.grants.kv_bucket
+            || new.revocation != old.revocation
         {
             tracing::warn!(
-                "changes to [nats], [http] and grants.kv_bucket take effect after a restart; the rest is applied now"
+                "changes to [nats], [http], grants.kv_bucket and [revocation] take effect after a restart; the rest is applied now"
             );
         }
         let running = self.callout.load_full();

@@ -2,6 +2,7 @@
 //! authorization requests concurrently in a queue group, keeps the issuer
 //! keys and the config fresh, and drains in-flight answers on shutdown.
 
+mod backchannel;
 mod config_file;
 mod dispatch;
 mod drain;
@@ -53,10 +54,14 @@ pub(crate) struct Service {
     readiness: Arc<Readiness>,
 }
 
+/// An HTTP server and what stops it.
+type Server = (tokio::sync::oneshot::Sender<()>, JoinHandle<()>);
+
 /// The tasks that run beside the request loop, stopped in one place.
 #[derive(Default)]
 struct Background {
-    http: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    http: Option<Server>,
+    backchannel: Option<Server>,
     config_watch: Option<JoinHandle<()>>,
     kv_watch: Option<JoinHandle<()>>,
     micro: Option<JoinHandle<()>>,
@@ -71,10 +76,15 @@ impl Background {
         {
             task.abort();
         }
-        if let Some((stop, server)) = self.http {
-            let _ = stop.send(());
-            // An open keep-alive connection would hold a graceful stop.
-            drain::bounded("the HTTP server's stop", server).await;
+        for (what, server) in [
+            ("the HTTP server's stop", self.http),
+            ("the back-channel logout endpoint's stop", self.backchannel),
+        ] {
+            if let Some((stop, server)) = server {
+                let _ = stop.send(());
+                // An open keep-alive connection would hold a graceful stop.
+                drain::bounded(what, server).await;
+            }
         }
     }
 }
@@ -111,6 +121,7 @@ impl Service {
         let config = self.live.config();
         live::report_exposed_secrets(&config);
         background.http = self.start_http(&config).await?;
+        background.backchannel = self.start_backchannel(&config).await?;
         self.live.start_refreshers();
         background.config_watch = Some(tokio::spawn(self.live.clone().watch(CONFIG_POLL)));
         let client =
@@ -156,14 +167,11 @@ impl Service {
         Ok(())
     }
 
-    async fn start_http(
-        &self,
-        config: &Config,
-    ) -> Result<Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>, ServiceError> {
+    async fn start_http(&self, config: &Config) -> Result<Option<Server>, ServiceError> {
         let Some(h) = &config.http else {
             return Ok(None);
         };
-        let listener = http::bind(h.listen).await?;
+        let listener = http::bind(h.listen, "http.listen").await?;
         // The bound address: port 0 in the config picks a free one.
         let bound = listener.local_addr().unwrap_or(h.listen);
         tracing::info!(listen = %bound, "serving /healthz, /readyz, /metrics");
@@ -174,6 +182,29 @@ impl Service {
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(http::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(Some((stop, server)))
+    }
+
+    /// The back-channel logout endpoint, when `[revocation]
+    /// backchannel_listen` is set. Independent of NATS: a logout is
+    /// validated with the issuers' keys alone.
+    async fn start_backchannel(&self, config: &Config) -> Result<Option<Server>, ServiceError> {
+        let Some(addr) = config.revocation.backchannel_listen else {
+            return Ok(None);
+        };
+        let listener = http::bind(addr, "revocation.backchannel_listen").await?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(listen = %bound, "serving {}", backchannel::PATH);
+        let state = Arc::new(backchannel::Backchannel {
+            live: self.live.clone(),
+            verifier: crate::oidc::LogoutVerifier::new(),
+            sink: backchannel::LogOnly,
+            metrics: self.metrics.clone(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(backchannel::serve(listener, state, async {
             let _ = stopped.await;
         }));
         Ok(Some((stop, server)))
