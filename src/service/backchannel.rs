@@ -326,6 +326,102 @@ fn error_answer(status: StatusCode, error: &str, description: &str) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::config::Config;
+    use crate::dev::DevIssuer;
+    use crate::oidc::KeySet;
+
+    /// Fails its first `failures` logouts (a revocation list that cannot
+    /// be written), then carries them out; counts them.
+    struct Flaky {
+        failures: usize,
+        calls: AtomicUsize,
+    }
+
+    impl LogoutSink for Flaky {
+        async fn logout(&self, _: LogoutRequest) -> Result<(), LogoutFailed> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+                Err(LogoutFailed("the revocation list is unavailable".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// The endpoint's state around `sink`, trusting `dev` (its keys
+    /// installed, nothing fetched).
+    fn endpoint<S: LogoutSink>(dev: &DevIssuer, sink: S) -> Backchannel<S> {
+        let seed = nkeys::KeyPair::new_account().seed().unwrap();
+        let text = format!(
+            "[callout]\nissuer_seed = \"{seed}\"\naccount = \"APP\"\n\n\
+             [oidc]\nissuer = \"{}\"\naudience = \"nats\"\nroles_claim = \"roles\"\n\n\
+             [roles.reader]\nsub.allow = [\"a\"]\n",
+            dev.issuer()
+        );
+        let config = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let live = Live::new(config, metrics.clone()).unwrap();
+        let jwks =
+            json!({ "keys": [dev.public_jwk(&dev.current_kid(jsonwebtoken::Algorithm::RS256))] });
+        for issuer in live.callout().authorizer().issuers().iter() {
+            let set = KeySet::parse(jwks.to_string().as_bytes(), &issuer.settings).unwrap();
+            issuer.keys.install(set);
+        }
+        Backchannel {
+            live,
+            verifier: LogoutVerifier::new(),
+            sink,
+            metrics,
+        }
+    }
+
+    async fn answer(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_logout_that_could_not_be_carried_out_is_a_400_and_its_retry_is_acted_on() {
+        let dev = DevIssuer::start(0).await.unwrap();
+        let state = endpoint(
+            &dev,
+            Flaky {
+                failures: 1,
+                calls: AtomicUsize::new(0),
+            },
+        );
+        let token = dev.logout_token(Some("user-ana"), Some("s1"), "nats");
+        let (status, body) = answer(state.logout(&token).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "server_error", "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("the revocation list is unavailable"),
+            "{body}"
+        );
+        // The provider's retry of the same token is carried out, once.
+        assert_eq!(answer(state.logout(&token).await).await.0, StatusCode::OK);
+        let (status, body) = answer(state.logout(&token).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("received before"), "{body}");
+        assert_eq!(state.sink.calls.load(Ordering::SeqCst), 2);
+        let metrics = state.metrics.render();
+        for outcome in ["failed", "accepted", "replayed"] {
+            assert!(
+                metrics.contains(&format!(
+                    "backchannel_logouts_total{{issuer=\"default\",outcome=\"{outcome}\"}} 1"
+                )),
+                "{outcome}:\n{metrics}"
+            );
+        }
+    }
 
     #[test]
     fn only_a_form_is_read() {
