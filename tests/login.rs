@@ -1502,7 +1502,10 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_its_cas() {
     for (file, reason) in [
         (pki.path("missing.pem"), "not found"),
         (pki.path("garbage.pem"), "holds no certificate"),
-        (expired, "the certificate for \"CN=expired\" expired on"),
+        (
+            expired,
+            "holds no certificate that is valid now: the certificate for \"CN=expired\" expired on",
+        ),
     ] {
         let (status, _, stderr) = token(
             &home,

@@ -44,6 +44,7 @@ impl Live {
         let shared = Shared {
             grants: bucket.as_ref().map(|_| GrantStore::new()),
             passwords: Default::default(),
+            revocations: None,
         };
         let issuers = config.issuers(None, &metrics)?;
         let authorizer = config.authorizer(issuers, shared.clone());
