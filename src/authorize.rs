@@ -293,12 +293,15 @@ impl Authorizer {
             .of(&who.name));
         }
         let text = |claim: &str| token.claims.get(claim).and_then(|v| v.as_str());
+        let iat = token.claims.get("iat").and_then(|v| v.as_u64());
+        list.judges(iat, token.exp)
+            .map_err(|reason| Refusal::new(RefusalCode::TokenClaims, reason).of(&who.name))?;
         let presented = Presented {
             issuer: who.source,
             sub: text("sub"),
             sid: text("sid"),
             user: &who.name,
-            iat: token.claims.get("iat").and_then(|v| v.as_u64()),
+            iat,
         };
         match list.covers(&presented, now) {
             None => Ok(()),

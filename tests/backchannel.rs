@@ -16,8 +16,9 @@ const LOGOUT_AUDIENCE: &str = "portal";
 async fn stack() -> Stack {
     Stack::start(ServiceOptions {
         http_port: Some(0),
+        jetstream: true,
         extra_oidc: format!("logout_audience = \"{LOGOUT_AUDIENCE}\"\n"),
-        revocation: "backchannel_listen = \"127.0.0.1:0\"".into(),
+        revocation: "kv_bucket = \"revocations\"\nbackchannel_listen = \"127.0.0.1:0\"".into(),
         ..ServiceOptions::default()
     })
     .await

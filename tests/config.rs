@@ -1425,12 +1425,36 @@ fn the_backchannel_endpoint_is_off_unless_configured_on_a_listener_of_its_own() 
     let c = Config::load(&d.write(&with("[revocation]"))).unwrap();
     assert_eq!(c.revocation.backchannel_listen, None);
     let c = Config::load(&d.write(&with(
-        "[revocation]\nbackchannel_listen = \"127.0.0.1:8081\"",
+        "[revocation]\nkv_bucket = \"revocations\"\nbackchannel_listen = \"127.0.0.1:8081\"",
     )))
     .unwrap();
     assert_eq!(
         c.revocation.backchannel_listen,
         Some("127.0.0.1:8081".parse().unwrap())
+    );
+    assert_eq!(c.revocation.kv_bucket.as_deref(), Some("revocations"));
+    assert_eq!(
+        c.revocation.max_token_lifetime,
+        std::time::Duration::from_secs(24 * 3600)
+    );
+    let msg = error_for(&with(
+        "[revocation]\nbackchannel_listen = \"127.0.0.1:8081\"",
+    ));
+    assert!(
+        msg.contains("revocation.backchannel_listen: needs revocation.kv_bucket"),
+        "a logout endpoint that revokes nothing: {msg}"
+    );
+    let msg = error_for(&with("[revocation]\nkv_bucket = \"a.b\""));
+    assert!(
+        msg.contains("revocation.kv_bucket: a KV bucket name"),
+        "{msg}"
+    );
+    let msg = error_for(&with(
+        "[revocation]\nkv_bucket = \"r\"\nmax_token_lifetime = \"10s\"",
+    ));
+    assert!(
+        msg.contains("revocation.max_token_lifetime") && msg.contains("between 1m and 30 days"),
+        "{msg}"
     );
     let msg = error_for(&with("[revocation]\nbackchannel_listen = \"localhost\""));
     assert!(

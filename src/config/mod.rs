@@ -218,6 +218,12 @@ pub struct HttpConfig {
 /// `[revocation]`; each part is off unless its key is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RevocationConfig {
+    /// The KV bucket of the revocation list; set, it turns revocation on.
+    pub kv_bucket: Option<String>,
+    /// How long an entry of the list lasts; tokens that live longer are
+    /// refused while revocation is on, so that no token outlives the entry
+    /// that covers it.
+    pub max_token_lifetime: std::time::Duration,
     /// Where OpenID Connect back-channel logouts are received
     /// (`POST /backchannel-logout`), on a listener of its own so that the
     /// provider can reach it without reaching `/metrics`.

@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRevocation {
+    pub kv_bucket: Option<String>,
+    pub max_token_lifetime: Option<String>,
     pub backchannel_listen: Option<String>,
 }
 

@@ -165,7 +165,27 @@ impl<'a> Validator<'a> {
                 ));
             }
         }
-        Ok(RevocationConfig { backchannel_listen })
+        let kv_bucket = raw.kv_bucket;
+        if let Some(bucket) = &kv_bucket {
+            self.bucket_name("revocation.kv_bucket", bucket)?;
+        } else if backchannel_listen.is_some() {
+            return Err(self.err(
+                key,
+                "needs revocation.kv_bucket: a logout is kept in the revocation list, which every replica reads",
+            ));
+        }
+        let max_token_lifetime = self.bounded_duration(
+            "revocation.max_token_lifetime",
+            raw.max_token_lifetime.as_deref(),
+            std::time::Duration::from_secs(24 * 3600),
+            std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(30 * 24 * 3600),
+            "must be between 1m and 30 days",
+        )?;
+        Ok(RevocationConfig {
+            kv_bucket,
+            max_token_lifetime,
+            backchannel_listen,
+        })
     }
 
     fn nats(&self, raw: RawNats) -> Result<NatsConfig, ConfigError> {
@@ -707,22 +727,25 @@ impl<'a> Validator<'a> {
         }
     }
 
+    fn bucket_name(&self, key: &str, bucket: &str) -> Result<(), ConfigError> {
+        let valid = !bucket.is_empty()
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if valid {
+            Ok(())
+        } else {
+            Err(self.err(key, "a KV bucket name is letters, digits, '-' and '_'"))
+        }
+    }
+
     fn grants(&self, raw: Option<RawGrants>) -> Result<GrantsConfig, ConfigError> {
         let raw = raw.unwrap_or(RawGrants {
             kv_bucket: None,
             max_requested_scopes: None,
         });
         if let Some(bucket) = &raw.kv_bucket {
-            if bucket.is_empty()
-                || !bucket
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(self.err(
-                    "grants.kv_bucket",
-                    "a KV bucket name is letters, digits, '-' and '_'",
-                ));
-            }
+            self.bucket_name("grants.kv_bucket", bucket)?;
         }
         let max = raw
             .max_requested_scopes

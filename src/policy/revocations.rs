@@ -149,11 +149,49 @@ pub struct Presented<'a> {
 pub struct RevocationList {
     entries: RwLock<HashMap<(String, Covered), Stamp>>,
     loaded: AtomicBool,
+    /// How long entries last (`revocation.max_token_lifetime`).
+    lifetime: u64,
 }
 
 pub(crate) type Entries = HashMap<(String, Covered), Stamp>;
 
 impl RevocationList {
+    pub fn new(max_token_lifetime: std::time::Duration) -> RevocationList {
+        RevocationList {
+            lifetime: max_token_lifetime.as_secs(),
+            ..RevocationList::default()
+        }
+    }
+
+    /// The stamp of a revocation made now of tokens issued at or before
+    /// `at`: it lasts as long as any token it covers can.
+    pub fn stamp(&self, at: u64, signal: &str) -> Stamp {
+        Stamp {
+            at,
+            until: at.saturating_add(self.lifetime),
+            signal: signal.to_string(),
+        }
+    }
+
+    /// Whether the list can speak for a token: one without `iat`, or that
+    /// lives longer than an entry lasts, could outlive the revocation that
+    /// covers it.
+    pub fn judges(&self, iat: Option<u64>, exp: u64) -> Result<(), String> {
+        let Some(iat) = iat else {
+            return Err(
+                "the token has no iat: with revocation on, when it was issued must be known".into(),
+            );
+        };
+        let lives = exp.saturating_sub(iat);
+        if lives > self.lifetime {
+            return Err(format!(
+                "the token lives {lives}s, longer than revocation.max_token_lifetime ({}s): a revocation would lapse before it expires",
+                self.lifetime
+            ));
+        }
+        Ok(())
+    }
+
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }
@@ -312,6 +350,17 @@ mod tests {
             "ana's revocation is kept though the read did not have it"
         );
         assert_eq!(list.len(), 1, "bo's lapsed");
+    }
+
+    #[test]
+    fn tokens_that_could_outlive_their_revocation_are_not_judged() {
+        let list = RevocationList::new(std::time::Duration::from_secs(3600));
+        assert_eq!(list.stamp(100, "admin").until, 3700);
+        assert!(list.judges(Some(100), 3700).is_ok());
+        let e = list.judges(Some(100), 3701).unwrap_err();
+        assert!(e.contains("longer than revocation.max_token_lifetime"), "{e}");
+        let e = list.judges(None, 50).unwrap_err();
+        assert!(e.contains("no iat"), "{e}");
     }
 
     #[test]

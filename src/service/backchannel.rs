@@ -61,28 +61,9 @@ pub(crate) trait LogoutSink: Send + Sync + 'static {
 #[error("{0}")]
 pub(crate) struct LogoutFailed(pub(crate) String);
 
-/// The sink until there is a revocation list: it says in the log whom the
-/// provider logged out, and that their live connections stay.
-pub(crate) struct LogOnly;
-
-impl LogoutSink for LogOnly {
-    async fn logout(&self, request: LogoutRequest) -> Result<(), LogoutFailed> {
-        tracing::info!(
-            result = "accepted",
-            issuer = %request.issuer,
-            sub = %shown(request.sub.as_deref()),
-            sid = %shown(request.sid.as_deref()),
-            jti = %text::printable(&request.jti, 64),
-            iat = request.iat,
-            "back-channel logout; no revocation list yet, so live connections stay until their tokens expire"
-        );
-        Ok(())
-    }
-}
-
 /// A claim's value for a log line: escaped and clipped (it is the
 /// provider's text), `-` when absent.
-fn shown(value: Option<&str>) -> String {
+pub(super) fn shown(value: Option<&str>) -> String {
     value.map_or_else(|| "-".into(), |v| text::printable(v, 64))
 }
 

@@ -71,12 +71,17 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         .collect();
     // Without the grants bucket read once, users would miss grants made there.
     let kv = s.live.grants().is_none_or(|(_, store)| store.is_loaded());
+    // Until the revocation list is read once, every token is refused.
+    let revocations = s
+        .live
+        .revocations()
+        .is_none_or(|(_, list)| list.is_loaded());
     // A sealed request the service cannot open refuses every client while
     // everything above looks fine; an unsealed one with xkey configured is
     // answered (a FIPS nats-server never seals) and only reported.
     let mismatches = s.readiness.xkey_current(std::time::Instant::now());
     let xkey_ok = !mismatches.iter().any(|m| m.refuses_everyone());
-    let ready = nats && keys && kv && xkey_ok;
+    let ready = nats && keys && kv && revocations && xkey_ok;
     let mut body = json!({
         "ready": ready,
         "nats_connected": nats,
@@ -93,6 +98,9 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     }
     if s.live.grants().is_some() {
         body["kv_grants"] = kv.into();
+    }
+    if s.live.revocations().is_some() {
+        body["revocation_list"] = revocations.into();
     }
     let body = Json(body);
     if ready {

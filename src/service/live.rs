@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oidc::key_manager::KeyManager;
 use crate::policy::grants::GrantStore;
+use crate::policy::revocations::RevocationList;
 use crate::service::ServiceError;
 
 use super::config_file::{digest, settled_content, Hold, Watcher};
@@ -34,6 +35,8 @@ pub(super) struct Live {
     path: PathBuf,
     /// The grants bucket named at startup (`grants.kv_bucket`).
     bucket: Option<String>,
+    /// The revocation bucket named at startup (`revocation.kv_bucket`).
+    revocation_bucket: Option<String>,
     /// What every authorizer of this process shares.
     shared: Shared,
 }
@@ -44,8 +47,13 @@ impl Live {
         let shared = Shared {
             grants: bucket.as_ref().map(|_| GrantStore::new()),
             passwords: Default::default(),
-            revocations: None,
+            revocations: config
+                .revocation
+                .kv_bucket
+                .as_ref()
+                .map(|_| Arc::new(RevocationList::new(config.revocation.max_token_lifetime))),
         };
+        let config_revocation_bucket = config.revocation.kv_bucket.clone();
         let issuers = config.issuers(None, &metrics)?;
         let authorizer = config.authorizer(issuers, shared.clone());
         Ok(Arc::new(Live {
@@ -54,6 +62,7 @@ impl Live {
             config: ArcSwap::from_pointee(config),
             refreshers: Mutex::new(Vec::new()),
             bucket,
+            revocation_bucket: config_revocation_bucket,
             shared,
             metrics,
         }))
@@ -66,6 +75,14 @@ impl Live {
     /// The callout deciding requests now.
     pub(super) fn callout(&self) -> Arc<Callout> {
         self.callout.load_full()
+    }
+
+    /// The revocation bucket and its list, when `revocation.kv_bucket` is
+    /// set.
+    pub(super) fn revocations(&self) -> Option<(&str, &Arc<RevocationList>)> {
+        self.revocation_bucket
+            .as_deref()
+            .zip(self.shared.revocations.as_ref())
     }
 
     /// The grants bucket and its store, when `grants.kv_bucket` is set.

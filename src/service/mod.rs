@@ -12,6 +12,7 @@ mod live;
 mod micro;
 mod nats;
 mod readiness;
+mod revoke;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,15 +65,21 @@ struct Background {
     backchannel: Option<Server>,
     config_watch: Option<JoinHandle<()>>,
     kv_watch: Option<JoinHandle<()>>,
+    revocation_watch: Option<JoinHandle<()>>,
     micro: Option<JoinHandle<()>>,
 }
 
 impl Background {
     async fn stop(self, live: &Live) {
         live.stop_refreshers();
-        for task in [self.config_watch, self.kv_watch, self.micro]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.config_watch,
+            self.kv_watch,
+            self.revocation_watch,
+            self.micro,
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -121,7 +128,6 @@ impl Service {
         let config = self.live.config();
         live::report_exposed_secrets(&config);
         background.http = self.start_http(&config).await?;
-        background.backchannel = self.start_backchannel(&config).await?;
         self.live.start_refreshers();
         background.config_watch = Some(tokio::spawn(self.live.clone().watch(CONFIG_POLL)));
         let client =
@@ -129,6 +135,12 @@ impl Service {
         if let Some((bucket, store)) = self.live.grants() {
             let watch = kv_watch::run(store.clone(), bucket.to_string(), client.clone());
             background.kv_watch = Some(tokio::spawn(watch));
+        }
+        if let Some((bucket, list)) = self.live.revocations() {
+            let watch = kv_watch::run(list.clone(), bucket.to_string(), client.clone());
+            background.revocation_watch = Some(tokio::spawn(watch));
+            let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
+            background.backchannel = self.start_backchannel(&config, revoker).await?;
         }
         let counters = Arc::new(EndpointCounters::default());
         let (micro, mut requests) = tokio::select! {
@@ -188,9 +200,13 @@ impl Service {
     }
 
     /// The back-channel logout endpoint, when `[revocation]
-    /// backchannel_listen` is set. Independent of NATS: a logout is
-    /// validated with the issuers' keys alone.
-    async fn start_backchannel(&self, config: &Config) -> Result<Option<Server>, ServiceError> {
+    /// backchannel_listen` is set: a valid logout is put into the
+    /// revocation list.
+    async fn start_backchannel(
+        &self,
+        config: &Config,
+        revoker: revoke::Revoker,
+    ) -> Result<Option<Server>, ServiceError> {
         let Some(addr) = config.revocation.backchannel_listen else {
             return Ok(None);
         };
@@ -200,7 +216,7 @@ impl Service {
         let state = Arc::new(backchannel::Backchannel {
             live: self.live.clone(),
             verifier: crate::oidc::LogoutVerifier::new(),
-            sink: backchannel::LogOnly,
+            sink: revoker,
             metrics: self.metrics.clone(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -554,6 +554,7 @@ impl CalloutService {
         let dir = tempfile::tempdir().unwrap();
         write_seeds(dir.path(), keys, &opts);
         let config = service_config(nats_url, issuer, &opts);
+        let opts_revocation_list = opts.revocation.contains("kv_bucket");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("service.log");
@@ -575,6 +576,9 @@ impl CalloutService {
         .await;
         if opts.wait_for_keys {
             wait_for_log(&svc.log, "issuer keys loaded", Duration::from_secs(20)).await;
+            if opts_revocation_list {
+                wait_for_log(&svc.log, "revocation list loaded", Duration::from_secs(20)).await;
+            }
         }
         svc
     }
@@ -611,6 +615,36 @@ impl CalloutService {
                 addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
             })
             .unwrap_or_else(|| panic!("the service logged no {needle:?} listener:\n{text}"))
+    }
+
+    /// Another replica of this service: the same config, seeds and
+    /// credentials, copied into a directory of its own (so that this one
+    /// may stop first), in the same queue group.
+    pub async fn replica(&self) -> CalloutService {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && path.extension().is_none_or(|e| e != "log") {
+                let to = dir.path().join(path.file_name().unwrap());
+                std::fs::copy(&path, &to).unwrap();
+            }
+        }
+        let mut replica = CalloutService {
+            child: None,
+            log: dir.path().join("service.log"),
+            config: dir.path().join(self.config.file_name().unwrap()),
+            dir,
+            json_logs: self.json_logs,
+            rust_log: self.rust_log.clone(),
+        };
+        replica.spawn();
+        wait_for_log(
+            &replica.log,
+            "answering authorization requests",
+            Duration::from_secs(20),
+        )
+        .await;
+        replica
     }
 
     fn spawn(&mut self) {
