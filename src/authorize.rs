@@ -102,6 +102,34 @@ pub struct Admission {
     pub role_capped: bool,
     /// The token's own `exp`, when a token vouched for the user.
     pub token_expires: Option<u64>,
+    /// Whom the token names, for a revocation to find this connection.
+    pub token_ids: Option<TokenIds>,
+}
+
+/// What a revocation can name in a token: its subject, its session and
+/// when it was issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub iat: Option<u64>,
+}
+
+impl TokenIds {
+    fn of(token: &VerifiedToken) -> TokenIds {
+        let text = |claim: &str| {
+            token
+                .claims
+                .get(claim)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        TokenIds {
+            sub: text("sub"),
+            sid: text("sid"),
+            iat: token.claims.get("iat").and_then(|v| v.as_u64()),
+        }
+    }
 }
 
 impl Admission {
@@ -373,6 +401,7 @@ impl Authorizer {
         });
         let latest = now.saturating_add(ttl.as_secs());
         let token_expires = who.token.as_ref().map(|t| t.exp);
+        let token_ids = who.token.as_deref().map(TokenIds::of);
         Ok(Admission {
             user: who.name,
             issuer: who.source.to_string(),
@@ -392,6 +421,7 @@ impl Authorizer {
             max_user_ttl: ttl,
             role_capped: ttl < self.settings.max_user_ttl,
             token_expires,
+            token_ids,
         })
     }
 }

@@ -119,3 +119,56 @@ async fn a_logout_refuses_the_tokens_it_covers_on_every_replica_and_admits_a_new
         .await
         .expect("the other replica admits who is not covered");
 }
+
+/// With a system-account login, a revocation also closes the live
+/// connections it covers (each replica those it admitted), and their
+/// reconnects with the same tokens are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
+    if operator_mode() {
+        // The operator-mode stack has no system-account user yet.
+        return;
+    }
+    let mut opts = options();
+    opts.revocation
+        .push_str("\nsystem_user = \"sys\"\nsystem_password = \"sys\"\n");
+    let stack = Stack::start(opts).await;
+    let url = stack.url();
+    let mut ana_1 = connect(&url, &session_token(&stack, "ana", "s1"))
+        .await
+        .unwrap();
+    let mut ana_2 = connect(&url, &session_token(&stack, "ana", "s2"))
+        .await
+        .unwrap();
+    let bo = connect(&url, &session_token(&stack, "bo", "s3"))
+        .await
+        .unwrap();
+    let refusals_before = count_in_log(&stack.service.log, "code=\"revoked\"");
+
+    logout(&stack, &stack.service, Some("user-ana"), Some("s1")).await;
+    assert!(
+        ana_1
+            .wait_event("disconnected", Duration::from_secs(20))
+            .await,
+        "the session's connection is closed: {:?}\n{}",
+        ana_1.events(),
+        stack.service.log_text()
+    );
+    wait_for_log(
+        &stack.service.log,
+        "connections_closed=1",
+        Duration::from_secs(20),
+    )
+    .await;
+    // Its client reconnects at once with the same token: refused.
+    wait_for_count(&stack.service.log, "code=\"revoked\"", refusals_before + 1).await;
+    assert!(
+        !ana_2
+            .wait_event("disconnected", Duration::from_millis(500))
+            .await,
+        "ana's other session stays: {:?}",
+        ana_2.events()
+    );
+    assert!(delivered(&ana_2.client, &bo.client, "orders.after").await);
+    assert!(delivered(&bo.client, &ana_2.client, "orders.after").await);
+}

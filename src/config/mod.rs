@@ -224,6 +224,10 @@ pub struct RevocationConfig {
     /// refused while revocation is on, so that no token outlives the entry
     /// that covers it.
     pub max_token_lifetime: std::time::Duration,
+    /// A login in the system account, to find and close the connections a
+    /// revocation covers (`CONNZ`, `KICK`); without it revocations refuse
+    /// reconnects only.
+    pub system_login: Option<NatsAuth>,
     /// Where OpenID Connect back-channel logouts are received
     /// (`POST /backchannel-logout`), on a listener of its own so that the
     /// provider can reach it without reaching `/metrics`.

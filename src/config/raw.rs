@@ -33,6 +33,9 @@ pub(super) struct RawRevocation {
     pub kv_bucket: Option<String>,
     pub max_token_lifetime: Option<String>,
     pub backchannel_listen: Option<String>,
+    pub system_user: Option<String>,
+    pub system_password: Option<String>,
+    pub system_creds_file: Option<PathBuf>,
 }
 
 /// `[jetstream]`: where the streams and buckets of the grants live.

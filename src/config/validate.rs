@@ -143,7 +143,7 @@ impl<'a> Validator<'a> {
         http: Option<&HttpConfig>,
     ) -> Result<RevocationConfig, ConfigError> {
         let key = "revocation.backchannel_listen";
-        let backchannel_listen = match raw.backchannel_listen {
+        let backchannel_listen = match raw.backchannel_listen.clone() {
             None => None,
             Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
                 self.err(
@@ -165,7 +165,7 @@ impl<'a> Validator<'a> {
                 ));
             }
         }
-        let kv_bucket = raw.kv_bucket;
+        let kv_bucket = raw.kv_bucket.clone();
         if let Some(bucket) = &kv_bucket {
             self.bucket_name("revocation.kv_bucket", bucket)?;
         } else if backchannel_listen.is_some() {
@@ -181,11 +181,47 @@ impl<'a> Validator<'a> {
             std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(30 * 24 * 3600),
             "must be between 1m and 30 days",
         )?;
+        let system_login = self.system_login(&raw)?;
+        if system_login.is_some() && kv_bucket.is_none() {
+            return Err(self.err(
+                "revocation.system_user",
+                "needs revocation.kv_bucket: connections are closed for the revocations in the list",
+            ));
+        }
         Ok(RevocationConfig {
             kv_bucket,
             max_token_lifetime,
             backchannel_listen,
+            system_login,
         })
+    }
+
+    /// `[revocation]`'s system-account login: a user and password, or a
+    /// creds file (operator mode), not both.
+    fn system_login(&self, raw: &RawRevocation) -> Result<Option<NatsAuth>, ConfigError> {
+        match (&raw.system_user, &raw.system_password, &raw.system_creds_file) {
+            (None, None, None) => Ok(None),
+            (Some(user), Some(password), None) => Ok(Some(NatsAuth::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            })),
+            (None, None, Some(file)) => {
+                let file = self.resolve_secret("revocation.system_creds_file", file);
+                std::fs::metadata(&file).map_err(|e| {
+                    self.err(
+                        "revocation.system_creds_file",
+                        format!("{}: {e}", secrets::shown(&file)),
+                    )
+                })?;
+                Ok(Some(NatsAuth::CredsFile(file)))
+            }
+            (Some(_), None, None) => Err(self.err("revocation.system_password", "required with revocation.system_user")),
+            (None, Some(_), None) => Err(self.err("revocation.system_user", "required with revocation.system_password")),
+            _ => Err(self.err(
+                "revocation",
+                "choose one system-account login: system_user + system_password, or system_creds_file",
+            )),
+        }
     }
 
     fn nats(&self, raw: RawNats) -> Result<NatsConfig, ConfigError> {

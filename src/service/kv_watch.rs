@@ -15,7 +15,8 @@ use futures::StreamExt;
 use crate::backoff::Backoff;
 use crate::clock::unix_now;
 use crate::policy::grants::{self, GrantStore, Grants, StoredGrant};
-use crate::policy::revocations::{self, Entries, Revocation, RevocationList};
+use crate::policy::revocations::{self, Entries, Revocation};
+use crate::service::revoke::RevocationFeed;
 
 /// A bucket's in-memory copy.
 pub(super) trait Mirror: Send + Sync + 'static {
@@ -150,8 +151,10 @@ impl Mirror for GrantStore {
 }
 
 /// The revocation list: a failed watch keeps what was read (forgetting
-/// would admit revoked tokens again); a deleted entry is not an undo.
-impl Mirror for RevocationList {
+/// would admit revoked tokens again); a deleted entry is not an undo. Each
+/// new revocation also closes the connections this replica admitted that
+/// it covers.
+impl Mirror for RevocationFeed {
     type Entry = Revocation;
     type Map = Entries;
     const WHAT: &'static str = "revocation list";
@@ -178,8 +181,8 @@ impl Mirror for RevocationList {
     }
 
     fn install(&self, map: Entries) {
-        RevocationList::install(self, map, unix_now());
-        tracing::info!(revocations = self.len(), "revocation list loaded");
+        self.list.install(map, unix_now());
+        tracing::info!(revocations = self.list.len(), "revocation list loaded");
     }
 
     fn update(&self, key: String, entry: Option<Revocation>, revision: u64) {
@@ -193,7 +196,11 @@ impl Mirror for RevocationList {
                     revision,
                     "revocation"
                 );
-                RevocationList::update(self, r);
+                self.list.update(r.clone());
+                if let Some(kicker) = &self.kicker {
+                    let kicker = kicker.clone();
+                    tokio::spawn(async move { kicker.enforce(r).await });
+                }
             }
             None => tracing::debug!(
                 key = %crate::text::name(&key),
@@ -204,6 +211,6 @@ impl Mirror for RevocationList {
     }
 
     fn watch_failed(&self) -> bool {
-        self.is_loaded()
+        self.list.is_loaded()
     }
 }

@@ -7,12 +7,14 @@ mod config_file;
 mod dispatch;
 mod drain;
 mod http;
+mod kick;
 mod kv_watch;
 mod live;
 mod micro;
 mod nats;
 mod readiness;
 mod revoke;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +139,18 @@ impl Service {
             background.kv_watch = Some(tokio::spawn(watch));
         }
         if let Some((bucket, list)) = self.live.revocations() {
-            let watch = kv_watch::run(list.clone(), bucket.to_string(), client.clone());
+            let kicker = match (&config.revocation.system_login, self.live.sessions()) {
+                (Some(login), Some(sessions)) => {
+                    let system = nats::connect_system(&config.nats, login).await?;
+                    Some(Arc::new(kick::Kicker::new(system, sessions.clone())))
+                }
+                _ => None,
+            };
+            let feed = Arc::new(revoke::RevocationFeed {
+                list: list.clone(),
+                kicker,
+            });
+            let watch = kv_watch::run(feed, bucket.to_string(), client.clone());
             background.revocation_watch = Some(tokio::spawn(watch));
             let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
             background.backchannel = self.start_backchannel(&config, revoker).await?;

@@ -87,6 +87,29 @@ pub(crate) async fn connect_once(
     })
 }
 
+/// The system-account login of `[revocation]` (CONNZ, KICK): the servers
+/// and TLS of `[nats]`, its own credentials; reconnects forever, quietly
+/// (the callout connection is what readiness reports).
+pub(super) async fn connect_system(
+    nats: &NatsConfig,
+    login: &NatsAuth,
+) -> Result<async_nats::Client, ServiceError> {
+    let system = NatsConfig {
+        auth: login.clone(),
+        ..nats.clone()
+    };
+    let options = self::login(&system)
+        .await?
+        .name(format!("{} (system)", nats.name))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5));
+    options
+        .connect(servers(nats)?)
+        .await
+        .map_err(|e| ServiceError::Nats(format!("revocation's system-account login: {e}")))
+}
+
 pub(super) async fn connect(
     nats: &NatsConfig,
     readiness: Arc<Readiness>,

@@ -13,6 +13,13 @@ use crate::policy::revocations::{Covered, Revocation, RevocationList};
 use crate::service::backchannel::{shown, LogoutFailed, LogoutSink};
 use crate::text;
 
+/// The revocation list as the bucket's watch feeds it, and what closes
+/// the connections a new revocation covers (with a system-account login).
+pub(crate) struct RevocationFeed {
+    pub(crate) list: Arc<RevocationList>,
+    pub(crate) kicker: Option<Arc<crate::service::kick::Kicker>>,
+}
+
 pub(crate) struct Revoker {
     js: jetstream::Context,
     bucket: String,
