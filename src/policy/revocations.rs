@@ -358,7 +358,10 @@ mod tests {
         assert_eq!(list.stamp(100, "admin").until, 3700);
         assert!(list.judges(Some(100), 3700).is_ok());
         let e = list.judges(Some(100), 3701).unwrap_err();
-        assert!(e.contains("longer than revocation.max_token_lifetime"), "{e}");
+        assert!(
+            e.contains("longer than revocation.max_token_lifetime"),
+            "{e}"
+        );
         let e = list.judges(None, 50).unwrap_err();
         assert!(e.contains("no iat"), "{e}");
     }
