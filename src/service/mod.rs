@@ -31,6 +31,7 @@ use micro::{Announcement, EndpointCounters};
 use readiness::Readiness;
 
 pub(crate) use nats::connect_once;
+pub(crate) use revoke::Revoker;
 
 pub(crate) const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 

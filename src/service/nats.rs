@@ -55,17 +55,19 @@ fn servers(nats: &NatsConfig) -> Result<Vec<async_nats::ServerAddr>, ServiceErro
         .collect()
 }
 
-/// One attempt to connect as the service would, for `check --online`:
-/// no retries, no reconnects; `on_error` hears what the server says later
-/// (a permissions violation, say).
+/// One attempt to connect as the service would, for a command
+/// (`check --online`, `revoke`; `command` names the connection in
+/// nats-server's monitoring): no retries, no reconnects; `on_error` hears
+/// what the server says later (a permissions violation, say).
 pub(crate) async fn connect_once(
     nats: &NatsConfig,
+    command: &str,
     on_error: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<async_nats::Client, ServiceError> {
     let on_error = Arc::new(on_error);
     let options = login(nats)
         .await?
-        .name(format!("{} (check --online)", nats.name))
+        .name(format!("{} ({command})", nats.name))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(Some(0))
         .event_callback(move |event| {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, context, kv};
 use tokio::sync::OnceCell;
 
 use crate::oidc::LogoutRequest;
@@ -44,13 +44,39 @@ impl Revoker {
             .store
             .get_or_try_init(|| self.js.get_key_value(&self.bucket))
             .await
-            .map_err(|e| format!("revocation bucket {:?}: {e}", self.bucket))?;
+            .map_err(|e| self.unopened(&e))?;
         store
             .put(revocation.key(), revocation.value().into())
             .await
             .map_err(|e| format!("revocation bucket {:?}: {e}", self.bucket))?;
         Ok(())
     }
+
+    /// Why the bucket could not be opened. It is not created here: the
+    /// watch of every replica creates it at start, so a missing one means
+    /// no service ever ran with this bucket (a `revoke` with another
+    /// config, say), and an entry put where nothing reads it would only
+    /// look like a revocation.
+    fn unopened(&self, e: &context::KeyValueError) -> String {
+        if missing(e) {
+            format!(
+                "revocation bucket {:?} does not exist: the service creates it when it starts; is it running with this revocation.kv_bucket?",
+                self.bucket
+            )
+        } else {
+            format!("revocation bucket {:?}: {e}", self.bucket)
+        }
+    }
+}
+
+/// Whether opening a bucket failed because its stream does not exist.
+fn missing(e: &context::KeyValueError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<context::GetStreamError>())
+        .is_some_and(|s| {
+            matches!(s.kind(), context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+        })
 }
 
 /// What a back-channel logout revokes: the session when the logout names
