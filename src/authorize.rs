@@ -24,6 +24,7 @@ use crate::policy::connection::{self, Broken, ConnectionRules, Facts};
 use crate::policy::grants::GrantStore;
 use crate::policy::mapping::ClaimMapping;
 use crate::policy::passwords::PasswordChecks;
+use crate::policy::revocations::{Presented, RevocationList};
 use crate::policy::roles::{self, Limits, Permissions, Resp, RoleTable};
 use crate::policy::scopes;
 use crate::policy::template::Values;
@@ -52,6 +53,8 @@ pub struct Settings {
 pub struct Shared {
     pub grants: Option<Arc<GrantStore>>,
     pub passwords: Arc<PasswordChecks>,
+    /// The revocation list (when `revocation.kv_bucket` is set).
+    pub revocations: Option<Arc<RevocationList>>,
 }
 
 pub struct Authorizer {
@@ -59,6 +62,7 @@ pub struct Authorizer {
     roles: Arc<RoleTable>,
     users: ConfigUsers,
     grants: Option<Arc<GrantStore>>,
+    revocations: Option<Arc<RevocationList>>,
     settings: Settings,
 }
 
@@ -98,6 +102,34 @@ pub struct Admission {
     pub role_capped: bool,
     /// The token's own `exp`, when a token vouched for the user.
     pub token_expires: Option<u64>,
+    /// Whom the token names, for a revocation to find this connection.
+    pub token_ids: Option<TokenIds>,
+}
+
+/// What a revocation can name in a token: its subject, its session and
+/// when it was issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub iat: Option<u64>,
+}
+
+impl TokenIds {
+    fn of(token: &VerifiedToken) -> TokenIds {
+        let text = |claim: &str| {
+            token
+                .claims
+                .get(claim)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        TokenIds {
+            sub: text("sub"),
+            sid: text("sid"),
+            iat: token.claims.get("iat").and_then(|v| v.as_u64()),
+        }
+    }
 }
 
 impl Admission {
@@ -192,6 +224,7 @@ impl Authorizer {
             roles,
             users: ConfigUsers::new(users, shared.passwords),
             grants: shared.grants,
+            revocations: shared.revocations,
             settings,
         }
     }
@@ -268,7 +301,49 @@ impl Authorizer {
             .verify(token, now, deadline)
             .await
             .map_err(refused)?;
-        from_token(issuer, verified)
+        let principal = from_token(issuer, verified)?;
+        self.check_revoked(&principal, now)?;
+        Ok(principal)
+    }
+
+    /// A token whose subject, session or user was revoked at or after it
+    /// was issued is refused; so is every token while the list has not
+    /// been read (it could not say).
+    fn check_revoked(&self, who: &Principal<'_>, now: u64) -> Result<(), Refusal> {
+        let (Some(list), Some(token)) = (&self.revocations, &who.token) else {
+            return Ok(());
+        };
+        if !list.is_loaded() {
+            return Err(Refusal::new(
+                RefusalCode::Unavailable,
+                "the revocation list (revocation.kv_bucket) has not been read yet",
+            )
+            .of(&who.name));
+        }
+        let text = |claim: &str| token.claims.get(claim).and_then(|v| v.as_str());
+        let iat = token.claims.get("iat").and_then(|v| v.as_u64());
+        list.judges(iat, token.exp)
+            .map_err(|reason| Refusal::new(RefusalCode::TokenClaims, reason).of(&who.name))?;
+        let presented = Presented {
+            issuer: who.source,
+            sub: text("sub"),
+            sid: text("sid"),
+            user: &who.name,
+            iat,
+        };
+        match list.covers(&presented, now) {
+            None => Ok(()),
+            Some((covered, stamp)) => Err(Refusal::new(
+                RefusalCode::Revoked,
+                format!(
+                    "{covered} of issuer {} was revoked at {} ({}); a token issued later is admitted",
+                    who.source,
+                    crate::clock::rfc3339(stamp.at),
+                    crate::text::name(&stamp.signal)
+                ),
+            )
+            .of(&who.name)),
+        }
     }
 
     /// Roles → permissions, the same steps for every kind of principal.
@@ -326,6 +401,7 @@ impl Authorizer {
         });
         let latest = now.saturating_add(ttl.as_secs());
         let token_expires = who.token.as_ref().map(|t| t.exp);
+        let token_ids = who.token.as_deref().map(TokenIds::of);
         Ok(Admission {
             user: who.name,
             issuer: who.source.to_string(),
@@ -345,6 +421,7 @@ impl Authorizer {
             max_user_ttl: ttl,
             role_capped: ttl < self.settings.max_user_ttl,
             token_expires,
+            token_ids,
         })
     }
 }

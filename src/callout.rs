@@ -70,6 +70,17 @@ pub struct Callout {
     keys: Keys,
 }
 
+/// A connection nats-server asked about, by the names its monitoring and
+/// `KICK` know it by, and whom its token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The id of the nats-server it connected to.
+    pub server: String,
+    /// Its client id on that server.
+    pub cid: Option<u64>,
+    pub token: Option<crate::authorize::TokenIds>,
+}
+
 /// What happened, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -84,6 +95,8 @@ pub enum Verdict {
         expires: u64,
         /// The `[[bindings]]` that gave it roles.
         bindings: Vec<String>,
+        /// The connection this admits, as a revocation finds it.
+        session: Box<Session>,
     },
     Refused {
         code: RefusalCode,
@@ -292,6 +305,11 @@ impl Callout {
                     account: admission.account,
                     expires: admission.expires,
                     bindings: admission.bindings,
+                    session: Box::new(Session {
+                        server: request.claims.nats.server_id.id.clone(),
+                        cid: request.claims.nats.client_info.id,
+                        token: admission.token_ids,
+                    }),
                 },
                 xkey: None,
             },

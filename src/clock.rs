@@ -10,6 +10,12 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// Unix seconds as an RFC 3339 time, for messages.
+pub(crate) fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
+}
+
 /// When work on one request stops being worth doing: nats-server refuses
 /// the client at its auth timeout, so nothing done after that reaches
 /// anyone; and at shutdown nothing may wait any more.

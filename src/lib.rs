@@ -7,13 +7,14 @@
 //!    [`nats`] (the wire formats of the callout protocol).
 //! 1. [`policy`] (claims → roles → permissions, no network or file I/O) and
 //!    [`oidc`] (bearer token → verified claims: discovery, keys,
-//!    signature, rules).
+//!    signature, rules; and back-channel logout tokens, by the same keys).
 //! 2. `authorize`: a verified request → an admission or a refusal.
 //! 3. `callout`: request bytes → decode → `authorize` → user JWT →
 //!    response bytes, logged.
 //! 4. [`config`]: TOML → the settings of the layers above, and the
 //!    callout they describe.
-//! 5. `service`: running it (NATS, dispatch, drain, reload, HTTP).
+//! 5. `service`: running it (NATS, dispatch, drain, reload, HTTP, the
+//!    back-channel logout endpoint).
 //! 6. `cli` (the commands) and [`dev`] (the local development stack).
 //!
 //! The client side (getting, caching and refreshing tokens for `login`,

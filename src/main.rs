@@ -3,6 +3,6 @@ use nats_oidc_callout::{init_logging, run, Cli};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    init_logging(&cli);
     run(cli)
 }

@@ -42,6 +42,42 @@ pub struct BindingLabels {
     pub binding: String,
 }
 
+/// One back-channel logout: the issuer that signed it (a config name, or
+/// `(unknown)` when the token named none of them: never the token's own
+/// text) and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackchannelLabels {
+    pub issuer: String,
+    pub outcome: &'static str,
+}
+
+/// What became of one back-channel logout request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogoutOutcome {
+    /// Valid, and carried out.
+    Accepted,
+    /// Valid, but its `jti` was received before: not acted on again.
+    Replayed,
+    /// Not a valid logout (token, form or content type).
+    Refused,
+    /// Valid, but carrying it out failed (the provider may retry).
+    Failed,
+}
+
+impl LogoutOutcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LogoutOutcome::Accepted => "accepted",
+            LogoutOutcome::Replayed => "replayed",
+            LogoutOutcome::Refused => "refused",
+            LogoutOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The `issuer` label of a logout whose token named no configured issuer.
+pub(crate) const UNKNOWN_ISSUER: &str = "(unknown)";
+
 /// Which way nats-server's `auth_callout.xkey` and `callout.xkey_seed`
 /// disagree.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +111,7 @@ pub struct Metrics {
     pub token_cache_hits: Counter,
     pub binding_admissions: Family<BindingLabels, Counter>,
     pub xkey_mismatches: Family<XkeyLabels, Counter>,
+    pub backchannel_logouts: Family<BackchannelLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -146,6 +183,12 @@ impl Metrics {
         for kind in XKEY_MISMATCH_KINDS {
             let _ = xkey_mismatches.get_or_create(&XkeyLabels { kind });
         }
+        let backchannel_logouts = Family::<BackchannelLabels, Counter>::default();
+        registry.register(
+            "backchannel_logouts",
+            "OpenID Connect back-channel logout requests by issuer and outcome (accepted, replayed, refused, failed)",
+            backchannel_logouts.clone(),
+        );
         Metrics {
             registry,
             authorizations,
@@ -157,7 +200,19 @@ impl Metrics {
             token_cache_hits,
             binding_admissions,
             xkey_mismatches,
+            backchannel_logouts,
         }
+    }
+
+    /// One back-channel logout request's outcome; `issuer` is the config
+    /// name of the issuer its token was routed to, if any.
+    pub(crate) fn record_backchannel_logout(&self, issuer: Option<&str>, outcome: LogoutOutcome) {
+        self.backchannel_logouts
+            .get_or_create(&BackchannelLabels {
+                issuer: issuer.unwrap_or(UNKNOWN_ISSUER).to_string(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     pub fn record_binding(&self, name: &str) {
@@ -317,6 +372,7 @@ mod tests {
         metrics.record_fetch("default", true);
         metrics.record_keys("default", 2, 1.0);
         metrics.token_cache_hits.inc();
+        metrics.record_backchannel_logout(None, LogoutOutcome::Refused);
         let text = metrics.render_prometheus();
         assert!(!text.contains("# EOF"), "{text}");
         let mut helped = std::collections::BTreeSet::new();
@@ -369,6 +425,7 @@ mod tests {
         metrics.record_fetch("default", true);
         metrics.record_keys("default", 2, 1.0);
         metrics.record_binding("orders-deploy");
+        metrics.record_backchannel_logout(Some("default"), LogoutOutcome::Accepted);
         let served: std::collections::BTreeSet<String> = metrics
             .render_prometheus()
             .lines()

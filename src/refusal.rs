@@ -31,6 +31,9 @@ pub enum RefusalCode {
     EmailNotVerified,
     /// A claim the issuer's `require_claims` names is missing or other.
     RequiredClaim,
+    /// The token's subject, session or user was revoked at or after it
+    /// was issued (back-channel logout, `revoke`).
+    Revoked,
     RolesClaim,
     Scope,
     IdentityCredentials,
@@ -57,7 +60,7 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in the README table's order.
-    pub const ALL: [RefusalCode; 36] = [
+    pub const ALL: [RefusalCode; 37] = [
         RefusalCode::NoToken,
         RefusalCode::TokenTooLarge,
         RefusalCode::TokenMalformed,
@@ -79,6 +82,7 @@ impl RefusalCode {
         RefusalCode::IdentityClaim,
         RefusalCode::EmailNotVerified,
         RefusalCode::RequiredClaim,
+        RefusalCode::Revoked,
         RefusalCode::RolesClaim,
         RefusalCode::Scope,
         RefusalCode::IdentityCredentials,
@@ -120,6 +124,7 @@ impl RefusalCode {
             RefusalCode::IdentityClaim => "identity_claim",
             RefusalCode::EmailNotVerified => "email_not_verified",
             RefusalCode::RequiredClaim => "required_claim",
+            RefusalCode::Revoked => "revoked",
             RefusalCode::RolesClaim => "roles_claim",
             RefusalCode::Scope => "scope",
             RefusalCode::IdentityCredentials => "identity_credentials",

@@ -1385,3 +1385,86 @@ fn a_config_remembers_the_digest_of_its_text() {
     let other = Config::load(&d.write(&format!("{}\n# edited\n", good()))).unwrap();
     assert_ne!(other.digest, c.digest);
 }
+
+/// Back-channel logouts are addressed to the client ids of
+/// `oidc.logout_audience`, the access tokens' audience unless set.
+#[test]
+fn logout_audience_defaults_to_the_audience_and_may_be_a_list() {
+    let d = Dir::new();
+    let c = Config::load(&d.write(&good())).unwrap();
+    assert_eq!(
+        c.oidc[0].settings.logout_audience,
+        c.oidc[0].settings.audience
+    );
+    for (value, expected) in [
+        ("\"portal\"", vec!["portal"]),
+        ("[\"portal\", \"admin-ui\"]", vec!["portal", "admin-ui"]),
+    ] {
+        let text = good().replace("[oidc]\n", &format!("[oidc]\nlogout_audience = {value}\n"));
+        let c = Config::load(&d.write(&text)).unwrap();
+        assert_eq!(c.oidc[0].settings.logout_audience, expected);
+    }
+    for empty in ["[]", "\"\"", "[\"portal\", \"\"]"] {
+        let msg =
+            error_for(&good().replace("[oidc]\n", &format!("[oidc]\nlogout_audience = {empty}\n")));
+        assert!(
+            msg.contains("oidc.logout_audience: needs at least one non-empty audience"),
+            "{msg}"
+        );
+    }
+}
+
+/// The back-channel logout endpoint is off unless configured, and never
+/// shares the operations endpoint's listener.
+#[test]
+fn the_backchannel_endpoint_is_off_unless_configured_on_a_listener_of_its_own() {
+    let d = Dir::new();
+    let c = Config::load(&d.write(&good())).unwrap();
+    assert_eq!(c.revocation.backchannel_listen, None);
+    let with = |section: &str| format!("{}\n{section}\n", good());
+    let c = Config::load(&d.write(&with("[revocation]"))).unwrap();
+    assert_eq!(c.revocation.backchannel_listen, None);
+    let c = Config::load(&d.write(&with(
+        "[revocation]\nkv_bucket = \"revocations\"\nbackchannel_listen = \"127.0.0.1:8081\"",
+    )))
+    .unwrap();
+    assert_eq!(
+        c.revocation.backchannel_listen,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+    assert_eq!(c.revocation.kv_bucket.as_deref(), Some("revocations"));
+    assert_eq!(
+        c.revocation.max_token_lifetime,
+        std::time::Duration::from_secs(24 * 3600)
+    );
+    let msg = error_for(&with(
+        "[revocation]\nbackchannel_listen = \"127.0.0.1:8081\"",
+    ));
+    assert!(
+        msg.contains("revocation.backchannel_listen: needs revocation.kv_bucket"),
+        "a logout endpoint that revokes nothing: {msg}"
+    );
+    let msg = error_for(&with("[revocation]\nkv_bucket = \"a.b\""));
+    assert!(
+        msg.contains("revocation.kv_bucket: a KV bucket name"),
+        "{msg}"
+    );
+    let msg = error_for(&with(
+        "[revocation]\nkv_bucket = \"r\"\nmax_token_lifetime = \"10s\"",
+    ));
+    assert!(
+        msg.contains("revocation.max_token_lifetime") && msg.contains("between 1m and 30 days"),
+        "{msg}"
+    );
+    let msg = error_for(&with("[revocation]\nbackchannel_listen = \"localhost\""));
+    assert!(
+        msg.contains("revocation.backchannel_listen: \"localhost\" is not an address"),
+        "{msg}"
+    );
+    let msg = error_for(&with(
+        "[http]\nlisten = \"127.0.0.1:8080\"\n[revocation]\nbackchannel_listen = \"127.0.0.1:8080\"",
+    ));
+    assert!(msg.contains("is also http.listen"), "{msg}");
+    let msg = error_for(&with("[revocation]\nbackchannel = \"127.0.0.1:8081\""));
+    assert!(msg.contains("unknown field `backchannel`"), "{msg}");
+}

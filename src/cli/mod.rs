@@ -9,6 +9,7 @@ mod json_log;
 mod keys;
 mod login;
 mod online;
+mod revoke;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,6 +123,12 @@ enum Command {
     /// by --client-credentials), for `nats --user oidc --password "$(...)"`;
     /// or write it into a nats context with --nats-context.
     Token(login::TokenArgs),
+    /// Revoke tokens of one issuer now: every token of a subject (--sub), a
+    /// login session (--sid) or a NATS user name (--user) issued until now
+    /// is refused by the running service (refusal code "revoked"), and a new
+    /// login is admitted. Puts an entry into revocation.kv_bucket with the
+    /// service's own [nats] login.
+    Revoke(revoke::RevokeArgs),
     /// Log out: revoke the refresh token at the provider (RFC 7009, where it
     /// offers revocation), delete this client's cached tokens, and with
     /// --nats-context take the token out of that context.
@@ -228,6 +235,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             })
         }
         Command::Explain { token } => explain::run(&load()?, token),
+        Command::Revoke(args) => revoke::run(&load()?, args),
         Command::Accounts { format } => accounts::run(&load()?, format),
         Command::Health { url } => health::run(&load()?, &config_path(), url),
         Command::Keygen { kind, out } => keys::keygen(kind, out.as_deref()),
@@ -295,23 +303,36 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+impl Cli {
+    /// async-nats's log level unless RUST_LOG names it: `revoke` says how
+    /// it went in one line, which the client's "connected" and "closed"
+    /// lines on stderr would bury.
+    fn nats_log_level(&self) -> &'static str {
+        match self.command {
+            Some(Command::Revoke(_)) => "warn",
+            _ => "info",
+        }
+    }
+}
+
 /// Logs go to stderr; text for people, JSON for collectors.
-pub fn init_logging(format: LogFormat) {
+pub fn init_logging(cli: &Cli) {
     // async-nats logs server URLs, credentials included, at debug level:
     // only a RUST_LOG that names it turns that on.
+    let nats = format!("async_nats={}", cli.nats_log_level());
     let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let directives = if directives.contains("async_nats") {
         directives
     } else {
-        format!("{directives},async_nats=info")
+        format!("{directives},{nats}")
     };
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{nats}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
+    match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.event_format(json_log::JsonLines).init(),
     }

@@ -73,7 +73,7 @@ async fn imports(report: &mut Report, config: &Config, system: Option<NatsAuth>)
         auth,
         ..config.nats.clone()
     };
-    let client = match crate::service::connect_once(&nats, |_| {}).await {
+    let client = match crate::service::connect_once(&nats, "check --online", |_| {}).await {
         Ok(c) => c,
         Err(e) => return report.error(format!("system account login: {e}")),
     };
@@ -237,7 +237,7 @@ async fn issuer(report: &mut Report, settings: &crate::oidc::settings::Settings)
 async fn nats(report: &mut Report, config: &Config) {
     let said: Arc<Mutex<Vec<String>>> = Arc::default();
     let heard = said.clone();
-    let client = match crate::service::connect_once(&config.nats, move |e| {
+    let client = match crate::service::connect_once(&config.nats, "check --online", move |e| {
         heard.lock().unwrap_or_else(|p| p.into_inner()).push(e)
     })
     .await

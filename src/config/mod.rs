@@ -77,6 +77,8 @@ pub struct Config {
     pub grants: GrantsConfig,
     /// `[jetstream]`: where the streams and buckets of the grants live.
     pub jetstream: Option<JetStreamAccount>,
+    /// `[revocation]`: ending sessions before their tokens expire.
+    pub revocation: RevocationConfig,
     /// Files holding secrets (seeds, creds), by config key, so their
     /// permissions can be reported.
     pub secret_files: Vec<(String, PathBuf)>,
@@ -211,6 +213,25 @@ pub const DEFAULT_MAX_REQUESTED_SCOPES: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+/// `[revocation]`; each part is off unless its key is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevocationConfig {
+    /// The KV bucket of the revocation list; set, it turns revocation on.
+    pub kv_bucket: Option<String>,
+    /// How long an entry of the list lasts; tokens that live longer are
+    /// refused while revocation is on, so that no token outlives the entry
+    /// that covers it.
+    pub max_token_lifetime: std::time::Duration,
+    /// A login in the system account, to find and close the connections a
+    /// revocation covers (`CONNZ`, `KICK`); without it revocations refuse
+    /// reconnects only.
+    pub system_login: Option<NatsAuth>,
+    /// Where OpenID Connect back-channel logouts are received
+    /// (`POST /backchannel-logout`), on a listener of its own so that the
+    /// provider can reach it without reaching `/metrics`.
+    pub backchannel_listen: Option<SocketAddr>,
 }
 
 /// The config path: the command-line flag, else the environment, else the

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawOidc, RawOidcs};
+use super::raw::{OneOrMany, RawOidc, RawOidcs};
 use super::validate::Validator;
 use super::{ConfigError, IssuerConfig, DEFAULT_TOKEN_CACHE_BYTES, MAX_TOKEN_CACHE_BYTES};
 use crate::oidc::algorithms::{parse_algorithm, DEFAULT_ALGORITHMS};
@@ -152,13 +152,14 @@ impl Validator<'_> {
         let jwks_url = self.jwks_url(at, &raw)?;
         let ca_file = self.ca_file(at, &raw)?;
         let bearer_token_file = self.bearer_token_file(at, &raw)?;
-        let audience = raw.audience.clone().into_vec();
-        if audience.is_empty() || audience.iter().any(|a| a.is_empty()) {
-            return Err(self.err(
-                &key("audience"),
-                "needs at least one non-empty audience; tokens must carry one of them",
-            ));
-        }
+        let audience = self.audiences(&key("audience"), raw.audience.clone())?;
+        // The client ids the provider sends back-channel logouts to: often
+        // the access tokens' audience, but a provider may address logouts to
+        // another client (the one users log in with).
+        let logout_audience = match raw.logout_audience.clone() {
+            None => audience.clone(),
+            Some(list) => self.audiences(&key("logout_audience"), list)?,
+        };
         let algorithms = self.algorithms(&key("algorithms"), raw.algorithms.as_deref())?;
         let timings = self.timings(at, &raw)?;
         let max_response_bytes = raw.max_response_bytes.unwrap_or(1024 * 1024);
@@ -182,6 +183,7 @@ impl Validator<'_> {
                 ca_file,
                 bearer_token_file,
                 audience,
+                logout_audience,
                 algorithms,
                 leeway: timings.leeway,
                 jwks_max_age: timings.jwks_max_age,
@@ -192,6 +194,18 @@ impl Validator<'_> {
             }),
             claims,
         })
+    }
+
+    /// An audience list: at least one, none empty (a token must carry one).
+    fn audiences(&self, key: &str, raw: OneOrMany) -> Result<Vec<String>, ConfigError> {
+        let list = raw.into_vec();
+        if list.is_empty() || list.iter().any(|a| a.is_empty()) {
+            return Err(self.err(
+                key,
+                "needs at least one non-empty audience; tokens must carry one of them",
+            ));
+        }
+        Ok(list)
     }
 
     /// A JWKS URL in the config replaces discovery (for issuers whose

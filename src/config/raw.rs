@@ -22,6 +22,20 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub bindings: Vec<RawBinding>,
     pub jetstream: Option<RawJetStreamAccount>,
+    pub revocation: Option<RawRevocation>,
+}
+
+/// `[revocation]`: ending sessions when the identity provider (or an
+/// admin) says so. One key for now; each new one is a field here.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRevocation {
+    pub kv_bucket: Option<String>,
+    pub max_token_lifetime: Option<String>,
+    pub backchannel_listen: Option<String>,
+    pub system_user: Option<String>,
+    pub system_password: Option<String>,
+    pub system_creds_file: Option<PathBuf>,
 }
 
 /// `[jetstream]`: where the streams and buckets of the grants live.
@@ -186,6 +200,7 @@ pub(super) struct RawOidc {
     pub ca_file: Option<PathBuf>,
     pub bearer_token_file: Option<PathBuf>,
     pub audience: OneOrMany,
+    pub logout_audience: Option<OneOrMany>,
     pub algorithms: Option<Vec<String>>,
     pub leeway: Option<String>,
     pub roles_claim: Option<String>,

@@ -3,6 +3,7 @@
 //! `[grants]` sections; `oidc.rs` and `roles.rs` hold the others.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,12 @@ use std::collections::BTreeMap;
 
 use super::raw::{
     OneOrMany, RawAccount, RawCallout, RawConfig, RawGrants, RawHttp, RawNats, RawNatsTls,
+    RawRevocation,
 };
 use super::{
     CalloutConfig, Config, ConfigError, GrantsConfig, HttpConfig, NatsAuth, NatsConfig,
-    DEFAULT_MAX_REQUESTED_SCOPES, DEFAULT_MAX_TOKEN_BYTES, ISSUER_SEED_ENV, XKEY_SEED_ENV,
+    RevocationConfig, DEFAULT_MAX_REQUESTED_SCOPES, DEFAULT_MAX_TOKEN_BYTES, ISSUER_SEED_ENV,
+    XKEY_SEED_ENV,
 };
 use crate::callout;
 use crate::nats::creds;
@@ -103,6 +106,7 @@ impl<'a> Validator<'a> {
         self.jetstream_placement(&callout, &roles, jetstream.as_ref())?;
         let grants = self.grants(raw.grants)?;
         self.bindings(raw.bindings, &mut oidc, &roles, grants.kv_bucket.is_some())?;
+        let revocation = self.revocation(raw.revocation.unwrap_or_default(), http.as_ref())?;
         Ok(Config {
             source: self.path.to_path_buf(),
             // Set by `Config::parse`, which has the text.
@@ -115,6 +119,7 @@ impl<'a> Validator<'a> {
             users,
             grants,
             jetstream,
+            revocation,
             secret_files: self.secret_files.take(),
         })
     }
@@ -130,6 +135,93 @@ impl<'a> Validator<'a> {
             )
         })?;
         Ok(HttpConfig { listen })
+    }
+
+    fn revocation(
+        &self,
+        raw: RawRevocation,
+        http: Option<&HttpConfig>,
+    ) -> Result<RevocationConfig, ConfigError> {
+        let key = "revocation.backchannel_listen";
+        let backchannel_listen = match raw.backchannel_listen.clone() {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+                self.err(
+                    key,
+                    format!(
+                        "{:?} is not an address like 127.0.0.1:8081: {e}",
+                        crate::text::clip(&text)
+                    ),
+                )
+            })?),
+        };
+        // Its own listener is the point: the provider reaches it without
+        // reaching /metrics and /readyz.
+        if let (Some(addr), Some(http)) = (backchannel_listen, http) {
+            if addr == http.listen && addr.port() != 0 {
+                return Err(self.err(
+                    key,
+                    "is also http.listen; the back-channel logout endpoint needs a listener of its own, which can be exposed to the identity provider without exposing /metrics",
+                ));
+            }
+        }
+        let kv_bucket = raw.kv_bucket.clone();
+        if let Some(bucket) = &kv_bucket {
+            self.bucket_name("revocation.kv_bucket", bucket)?;
+        } else if backchannel_listen.is_some() {
+            return Err(self.err(
+                key,
+                "needs revocation.kv_bucket: a logout is kept in the revocation list, which every replica reads",
+            ));
+        }
+        let max_token_lifetime = self.bounded_duration(
+            "revocation.max_token_lifetime",
+            raw.max_token_lifetime.as_deref(),
+            std::time::Duration::from_secs(24 * 3600),
+            std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(30 * 24 * 3600),
+            "must be between 1m and 30 days",
+        )?;
+        let system_login = self.system_login(&raw)?;
+        if system_login.is_some() && kv_bucket.is_none() {
+            return Err(self.err(
+                "revocation.system_user",
+                "needs revocation.kv_bucket: connections are closed for the revocations in the list",
+            ));
+        }
+        Ok(RevocationConfig {
+            kv_bucket,
+            max_token_lifetime,
+            backchannel_listen,
+            system_login,
+        })
+    }
+
+    /// `[revocation]`'s system-account login: a user and password, or a
+    /// creds file (operator mode), not both.
+    fn system_login(&self, raw: &RawRevocation) -> Result<Option<NatsAuth>, ConfigError> {
+        match (&raw.system_user, &raw.system_password, &raw.system_creds_file) {
+            (None, None, None) => Ok(None),
+            (Some(user), Some(password), None) => Ok(Some(NatsAuth::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            })),
+            (None, None, Some(file)) => {
+                let file = self.resolve_secret("revocation.system_creds_file", file);
+                std::fs::metadata(&file).map_err(|e| {
+                    self.err(
+                        "revocation.system_creds_file",
+                        format!("{}: {e}", secrets::shown(&file)),
+                    )
+                })?;
+                Ok(Some(NatsAuth::CredsFile(file)))
+            }
+            (Some(_), None, None) => Err(self.err("revocation.system_password", "required with revocation.system_user")),
+            (None, Some(_), None) => Err(self.err("revocation.system_user", "required with revocation.system_password")),
+            _ => Err(self.err(
+                "revocation",
+                "choose one system-account login: system_user + system_password, or system_creds_file",
+            )),
+        }
     }
 
     fn nats(&self, raw: RawNats) -> Result<NatsConfig, ConfigError> {
@@ -671,22 +763,25 @@ impl<'a> Validator<'a> {
         }
     }
 
+    fn bucket_name(&self, key: &str, bucket: &str) -> Result<(), ConfigError> {
+        let valid = !bucket.is_empty()
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if valid {
+            Ok(())
+        } else {
+            Err(self.err(key, "a KV bucket name is letters, digits, '-' and '_'"))
+        }
+    }
+
     fn grants(&self, raw: Option<RawGrants>) -> Result<GrantsConfig, ConfigError> {
         let raw = raw.unwrap_or(RawGrants {
             kv_bucket: None,
             max_requested_scopes: None,
         });
         if let Some(bucket) = &raw.kv_bucket {
-            if bucket.is_empty()
-                || !bucket
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(self.err(
-                    "grants.kv_bucket",
-                    "a KV bucket name is letters, digits, '-' and '_'",
-                ));
-            }
+            self.bucket_name("grants.kv_bucket", bucket)?;
         }
         let max = raw
             .max_requested_scopes

@@ -22,6 +22,8 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
+use crate::oidc::BACKCHANNEL_LOGOUT_EVENT;
+
 /// A signing key the issuer holds; published in the JWKS or not.
 struct SigningKey {
     kid: String,
@@ -260,6 +262,63 @@ impl DevIssuer {
         let kid = self.current_kid(Algorithm::RS256);
         self.sign(&kid, &self.claims(user, audience, roles, ttl_secs))
     }
+
+    /// An RS256 access token of a login session `sid` (the claim an OpenID
+    /// Provider puts in the tokens of a session, which a back-channel
+    /// logout of that session names).
+    pub fn token_with_sid(
+        &self,
+        user: &str,
+        audience: &str,
+        roles: &[&str],
+        ttl_secs: u64,
+        sid: &str,
+    ) -> String {
+        let mut claims = self.claims(user, audience, roles, ttl_secs);
+        claims["sid"] = sid.into();
+        let kid = self.current_kid(Algorithm::RS256);
+        self.sign(&kid, &claims)
+    }
+
+    /// Claims of a back-channel logout token (OpenID Connect Back-Channel
+    /// Logout 1.0 §2.4) for `sub` and/or `sid`, addressed to `aud`: a
+    /// fresh `jti`, the logout event, valid two minutes. `sub` is the
+    /// subject as this issuer's access tokens carry it (`user-<name>`).
+    pub fn logout_claims(&self, sub: Option<&str>, sid: Option<&str>, aud: &str) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut claims = json!({
+            "iss": self.inner.issuer,
+            "aud": aud,
+            "iat": now,
+            "exp": now + 120,
+            "jti": nuid::next().to_string(),
+            "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+        });
+        if let Some(sub) = sub {
+            claims["sub"] = sub.into();
+        }
+        if let Some(sid) = sid {
+            claims["sid"] = sid.into();
+        }
+        claims
+    }
+
+    /// Signs `claims` as a logout token: RS256, `typ` `logout+jwt`.
+    pub fn sign_logout(&self, claims: &Value) -> String {
+        let kid = self.current_kid(Algorithm::RS256);
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some("logout+jwt".into());
+        header.kid = Some(kid.clone());
+        self.sign_with_header(&kid, header, claims)
+    }
+
+    /// A ready-to-send back-channel logout token (see `logout_claims`).
+    pub fn logout_token(&self, sub: Option<&str>, sid: Option<&str>, aud: &str) -> String {
+        self.sign_logout(&self.logout_claims(sub, sid, aud))
+    }
 }
 
 /// Claims shaped like a Keycloak access token: roles under
@@ -452,10 +511,14 @@ struct MintQuery {
     aud: Option<String>,
     #[serde(default)]
     ttl: Option<u64>,
+    /// The login session the token belongs to (`sid` claim).
+    #[serde(default)]
+    sid: Option<String>,
 }
 
-/// `GET /token?user=ana&roles=admin,reader[&aud=nats][&ttl=3600]` mints an
-/// RS256 access token: the development issuer's stand-in for a login.
+/// `GET /token?user=ana&roles=admin,reader[&aud=nats][&ttl=3600][&sid=s1]`
+/// mints an RS256 access token: the development issuer's stand-in for a
+/// login (of session `sid`, when given).
 async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Response {
     if !inner.available.load(Ordering::SeqCst) {
         return outage();
@@ -467,13 +530,16 @@ async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Re
         .filter(|r| !r.is_empty())
         .collect();
     let ttl = q.ttl.unwrap_or(3600).clamp(1, 24 * 3600);
-    let claims = claims_for(
+    let mut claims = claims_for(
         &inner.issuer,
         &q.user,
         q.aud.as_deref().unwrap_or("nats"),
         &roles,
         ttl,
     );
+    if let Some(sid) = q.sid {
+        claims["sid"] = sid.into();
+    }
     let keys = inner.keys.lock().unwrap();
     let Some(key) = keys
         .iter()

@@ -17,8 +17,11 @@ pub enum TokenError {
     Header(String),
     #[error("token alg {0:?} is not accepted")]
     Algorithm(String),
-    #[error("token typ {0:?} is not accepted (JWT or at+jwt)")]
-    Type(String),
+    #[error("token typ {found:?} is not accepted ({expected})")]
+    Type {
+        found: String,
+        expected: &'static str,
+    },
     #[error("token header carries {0:?}; keys are only taken from the issuer's JWKS")]
     HeaderKey(&'static str),
     #[error("token header has crit {0:?}; no JWS extensions are supported")]
@@ -48,8 +51,8 @@ pub enum TokenError {
     Issuer { found: String, expected: String },
     #[error("token issuer {found:?} is none of the configured issuers {known:?}")]
     UnknownIssuer { found: String, known: Vec<String> },
-    #[error("token audience {0} does not include any of oidc.audience")]
-    Audience(String),
+    #[error("token audience {found} does not include any of {key}")]
+    Audience { found: String, key: &'static str },
     #[error("token expired at {exp} (now {now})")]
     Expired { exp: u64, now: u64 },
     #[error("token not valid before {nbf} (now {now}, leeway {leeway}s)")]
@@ -72,7 +75,7 @@ impl TokenError {
             }
             TokenError::Header(_) => RefusalCode::TokenHeader,
             TokenError::Algorithm(_) => RefusalCode::TokenAlg,
-            TokenError::Type(_) => RefusalCode::TokenTyp,
+            TokenError::Type { .. } => RefusalCode::TokenTyp,
             TokenError::HeaderKey(_) => RefusalCode::TokenHeaderKey,
             TokenError::Critical(_) => RefusalCode::TokenCrit,
             TokenError::Nested(_) => RefusalCode::TokenNested,
@@ -88,7 +91,7 @@ impl TokenError {
             TokenError::Issuer { .. } | TokenError::UnknownIssuer { .. } => {
                 RefusalCode::TokenIssuer
             }
-            TokenError::Audience(_) => RefusalCode::TokenAudience,
+            TokenError::Audience { .. } => RefusalCode::TokenAudience,
             TokenError::Expired { .. } => RefusalCode::TokenExpired,
             TokenError::NotYetValid { .. } | TokenError::IssuedInFuture { .. } => {
                 RefusalCode::TokenNotYetValid

@@ -5,6 +5,9 @@
 //! rules then decide it. A token claiming an issuer that is not configured
 //! is refused right there: no discovery, no JWKS fetch, no key lookup
 //! happens on its behalf.
+//!
+//! The same issuers, keys and rules verify the back-channel logout tokens
+//! they send (`logout`).
 
 pub(crate) mod algorithms;
 mod bearer;
@@ -13,6 +16,7 @@ pub(crate) mod discovery;
 pub(crate) mod error;
 pub(crate) mod jwks;
 pub(crate) mod key_manager;
+pub(crate) mod logout;
 mod registered;
 pub(crate) mod settings;
 pub(crate) mod token;
@@ -22,6 +26,11 @@ pub use algorithms::{parse_algorithm, DEFAULT_ALGORITHMS};
 pub(crate) use bearer::bearer_token;
 pub use discovery::check_http_url;
 pub use jwks::KeySet;
+// Back-channel logout tokens (what the service's endpoint receives).
+pub use logout::{
+    route_logout, LogoutError, LogoutRequest, LogoutVerifier, BACKCHANNEL_LOGOUT_EVENT,
+    MAX_LOGOUT_TOKEN_BYTES,
+};
 pub use token::TokenVerifier;
 
 use std::sync::Arc;
@@ -32,6 +41,7 @@ use discovery::FetchError;
 use error::TokenError;
 use key_manager::KeyManager;
 use settings::Settings;
+use token::Kind;
 
 /// How many verifications, for all issuers together, may wait for a key
 /// set refetch; the rest are refused at once (a documented bound).
@@ -92,8 +102,13 @@ impl<T> Issuers<T> {
         self.list.iter()
     }
 
-    /// The issuer that must verify `token`.
+    /// The issuer that must verify `token`, a bearer access token.
     pub fn route(&self, token: &str) -> Result<&Issuer<T>, TokenError> {
+        self.route_as(token, Kind::Access)
+    }
+
+    /// The issuer that must verify `token`, a JWT of `kind`.
+    pub(crate) fn route_as(&self, token: &str, kind: Kind) -> Result<&Issuer<T>, TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge {
                 len: token.len(),
@@ -118,7 +133,7 @@ impl<T> Issuers<T> {
             Err(_) if self.list.len() == 1 => Ok(&self.list[0]),
             // The shape checks explain a broken token better than the
             // failure to find its `iss` does.
-            Err(e) => Err(token::check_shape(token).err().unwrap_or(e)),
+            Err(e) => Err(token::check_shape(token, kind).err().unwrap_or(e)),
         }
     }
 }
@@ -139,6 +154,7 @@ mod tests {
             ca_file: None,
             bearer_token_file: None,
             audience: vec!["nats".into()],
+            logout_audience: vec!["nats".into()],
             algorithms: algorithms::DEFAULT_ALGORITHMS.to_vec(),
             leeway: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(900),

@@ -1,12 +1,32 @@
 //! The registered claims (RFC 7519), checked in this one place after the
 //! signature verified: JSON types as the RFC defines them, exact issuer,
 //! required audience, `exp` never extended by leeway (the NATS user JWT
-//! expires with the token), `nbf` and `iat` with leeway.
+//! expires with the token), `nbf` and `iat` with leeway. Access tokens and
+//! back-channel logout tokens differ only in what `Expected` says.
 
 use serde_json::{Map, Value};
 
 use crate::oidc::error::TokenError;
 use crate::oidc::settings::Settings;
+use crate::text::clip;
+
+/// What one kind of token must carry beyond the rules every kind shares.
+pub(super) struct Expected<'a> {
+    /// `aud` must hold one of these.
+    pub(super) audience: &'a [String],
+    /// The config key that names them, for the message.
+    pub(super) audience_key: &'static str,
+    /// Whether `iat` must be present (logout tokens: Back-Channel Logout
+    /// 1.0 §2.4); when present it is always checked.
+    pub(super) iat_required: bool,
+}
+
+/// The times a token's checked claims carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Times {
+    pub(super) exp: u64,
+    pub(super) iat: Option<u64>,
+}
 
 /// The `iss` claim, typed strictly.
 pub(super) fn issuer_claim(iss: Option<&Value>) -> Result<&str, TokenError> {
@@ -43,16 +63,18 @@ fn numeric_date(
     }
 }
 
-/// Checks the registered claims at `now`; returns `exp`.
+/// Checks the registered claims at `now` against `oidc` and what this
+/// kind of token must carry (`expected`).
 pub(super) fn check_claims(
     claims: &Map<String, Value>,
     oidc: &Settings,
+    expected: &Expected<'_>,
     now: u64,
-) -> Result<u64, TokenError> {
+) -> Result<Times, TokenError> {
     let iss = issuer_claim(claims.get("iss"))?;
     if iss != oidc.issuer {
         return Err(TokenError::Issuer {
-            found: iss.to_string(),
+            found: clip(iss),
             expected: oidc.issuer.clone(),
         });
     }
@@ -77,9 +99,13 @@ pub(super) fn check_claims(
     };
     if !audiences
         .iter()
-        .any(|a| oidc.audience.iter().any(|c| c == a))
+        .any(|a| expected.audience.iter().any(|c| c == a))
     {
-        return Err(TokenError::Audience(format!("{audiences:?}")));
+        // Clipped: the list is the token's, as long as its sender made it.
+        return Err(TokenError::Audience {
+            found: clip(&format!("{audiences:?}")),
+            key: expected.audience_key,
+        });
     }
     if let Some(sub) = claims.get("sub") {
         if !sub.is_string() {
@@ -99,10 +125,13 @@ pub(super) fn check_claims(
             return Err(TokenError::NotYetValid { nbf, now, leeway });
         }
     }
-    if let Some(iat) = numeric_date(claims, "iat")? {
-        if iat > now + leeway {
-            return Err(TokenError::IssuedInFuture { iat, now, leeway });
+    let iat = numeric_date(claims, "iat")?;
+    match iat {
+        None if expected.iat_required => return Err(TokenError::MissingClaim("iat")),
+        Some(iat) if iat > now + leeway => {
+            return Err(TokenError::IssuedInFuture { iat, now, leeway })
         }
+        _ => {}
     }
-    Ok(exp)
+    Ok(Times { exp, iat })
 }

@@ -19,6 +19,9 @@ pub struct Settings {
     /// The caller's own token, for issuers that want one (read per fetch).
     pub bearer_token_file: Option<std::path::PathBuf>,
     pub audience: Vec<String>,
+    /// What a back-channel logout token's `aud` must hold one of (the
+    /// client ids the provider sends logouts to; `audience` by default).
+    pub logout_audience: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     /// Clock skew allowed for `nbf` and `iat`; never for `exp`.
     pub leeway: Duration,

@@ -6,6 +6,10 @@
 //! only then are the claims read and checked, by `registered` alone. The
 //! header checks `jsonwebtoken` leaves out (`typ`, `crit`, header key
 //! parameters) are made here.
+//!
+//! The signature step (`verify_signature`) is shared with the back-channel
+//! logout tokens of `logout.rs`: the same issuer keys, key selection and
+//! algorithm rules, only the header's `typ` tells the two kinds apart.
 
 use std::sync::Arc;
 
@@ -37,6 +41,45 @@ pub struct TokenVerifier {
 struct ParsedHeader {
     alg: Algorithm,
     kid: Option<String>,
+}
+
+/// Which kind of JWT of an issuer a token must be. The header's `typ`
+/// tells them apart (explicit typing, RFC 8725 §3.11), so that one kind
+/// cannot be replayed as the other: an access token is no logout, and a
+/// logout token no login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A bearer access token: `typ` absent, `JWT` or `at+jwt` (RFC 9068).
+    Access,
+    /// An OpenID Connect back-channel logout token: `typ` absent or
+    /// `logout+jwt` (Back-Channel Logout 1.0 §2.4).
+    Logout,
+}
+
+impl Kind {
+    /// Whether a header `typ` (lowercase, without `application/`) is this
+    /// kind's.
+    fn accepts(self, typ: &str) -> bool {
+        match self {
+            Kind::Access => typ == "jwt" || typ == "at+jwt",
+            Kind::Logout => typ == "logout+jwt",
+        }
+    }
+
+    /// The `typ` values this kind accepts, for messages.
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::Access => "JWT or at+jwt",
+            Kind::Logout => "logout+jwt",
+        }
+    }
+}
+
+/// A token whose signature one of its issuer's keys verified: its claims,
+/// not yet checked, and the key set generation that verified it.
+pub(crate) struct Signed {
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) generation: u64,
 }
 
 impl TokenVerifier {
@@ -77,102 +120,121 @@ impl TokenVerifier {
                 return Ok(hit);
             }
         }
-        let header = self.precheck(token)?;
-        let (candidates, generation) = self.candidates(&header, deadline).await?;
-        let (message, signature) = token.rsplit_once('.').expect("check_shape saw two dots");
-        deadline.check().map_err(TokenError::Interrupted)?;
-        for key in candidates {
-            if !signature_verifies(message, signature, &key, header.alg)? {
-                continue;
-            }
+        let Signed { claims, generation } =
+            verify_signature(&self.oidc, &self.keys, token, Kind::Access, deadline).await?;
+        let expected = registered::Expected {
+            audience: &self.oidc.audience,
+            audience_key: "oidc.audience",
+            iat_required: false,
+        };
+        let exp = registered::check_claims(&claims, &self.oidc, &expected, now)?.exp;
+        let verified = Arc::new(VerifiedToken { claims, exp });
+        if let Some(key) = cache_key {
+            self.verified
+                .insert(key, token.len(), generation, verified.clone());
+        }
+        Ok(verified)
+    }
+}
+
+/// Verifies that one of `keys` signed `token`, a JWS of `kind` from the
+/// issuer `oidc`, and returns its claims, unchecked: what each kind
+/// requires of them is the caller's. No signature check or key fetch
+/// starts once `deadline` has passed.
+pub(crate) async fn verify_signature(
+    oidc: &Settings,
+    keys: &Arc<KeyManager>,
+    token: &str,
+    kind: Kind,
+    deadline: &Deadline,
+) -> Result<Signed, TokenError> {
+    let header = precheck(oidc, token, kind)?;
+    let (candidates, generation) = candidates(keys, &header, deadline).await?;
+    let (message, signature) = token.rsplit_once('.').expect("check_shape saw two dots");
+    deadline.check().map_err(TokenError::Interrupted)?;
+    for key in candidates {
+        if signature_verifies(message, signature, &key, header.alg)? {
             // The signature verified with this key: the claims are what
             // decides now, and no other key changes that.
-            let claims: Map<String, Value> = payload(token)?;
-            let exp = registered::check_claims(&claims, &self.oidc, now)?;
-            let verified = Arc::new(VerifiedToken { claims, exp });
-            if let Some(key) = cache_key {
-                self.verified
-                    .insert(key, token.len(), generation, verified.clone());
-            }
-            return Ok(verified);
+            let claims = payload(token)?;
+            return Ok(Signed { claims, generation });
         }
-        Err(TokenError::Signature)
     }
+    Err(TokenError::Signature)
+}
 
-    /// Shape and header checks that need no key.
-    fn precheck(&self, token: &str) -> Result<ParsedHeader, TokenError> {
-        let header = check_shape(token)?;
-        let alg = match header.get("alg") {
-            Some(Value::String(a)) => a,
-            Some(_) => return Err(TokenError::Header("alg is not a string".into())),
-            None => return Err(TokenError::Header("alg is missing".into())),
-        };
-        let alg = parse_algorithm(alg)
-            .ok()
-            .filter(|a| self.oidc.algorithms.contains(a))
-            .ok_or_else(|| TokenError::Algorithm(clip(alg)))?;
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(k.clone()),
-            Some(_) => return Err(TokenError::Header("kid is not a string".into())),
-        };
-        Ok(ParsedHeader { alg, kid })
-    }
+/// Shape and header checks that need no key.
+fn precheck(oidc: &Settings, token: &str, kind: Kind) -> Result<ParsedHeader, TokenError> {
+    let header = check_shape(token, kind)?;
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => a,
+        Some(_) => return Err(TokenError::Header("alg is not a string".into())),
+        None => return Err(TokenError::Header("alg is missing".into())),
+    };
+    let alg = parse_algorithm(alg)
+        .ok()
+        .filter(|a| oidc.algorithms.contains(a))
+        .ok_or_else(|| TokenError::Algorithm(clip(alg)))?;
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(TokenError::Header("kid is not a string".into())),
+    };
+    Ok(ParsedHeader { alg, kid })
+}
 
-    /// Keys that may verify this token: by `kid` if it names one (refetching
-    /// once if the kid is unknown), else every key that allows the algorithm;
-    /// and the generation of the key set they come from.
-    async fn candidates(
-        &self,
-        header: &ParsedHeader,
-        deadline: &Deadline,
-    ) -> Result<(Vec<Arc<VerifyingKey>>, u64), TokenError> {
-        let mut set = self.keys.current();
-        // A kid names its key; when the issuer publishes keys without kids,
-        // those keys are the only other candidates.
-        let pick = |set: &KeySet| match &header.kid {
-            Some(kid) => {
-                let named = set.with_kid(kid);
-                if named.is_empty() {
-                    set.without_kid_allowing(header.alg)
-                } else {
-                    named
-                }
+/// Keys that may verify this token: by `kid` if it names one (refetching
+/// once if the kid is unknown), else every key that allows the algorithm;
+/// and the generation of the key set they come from.
+async fn candidates(
+    keys: &Arc<KeyManager>,
+    header: &ParsedHeader,
+    deadline: &Deadline,
+) -> Result<(Vec<Arc<VerifyingKey>>, u64), TokenError> {
+    let mut set = keys.current();
+    // A kid names its key; when the issuer publishes keys without kids,
+    // those keys are the only other candidates.
+    let pick = |set: &KeySet| match &header.kid {
+        Some(kid) => {
+            let named = set.with_kid(kid);
+            if named.is_empty() {
+                set.without_kid_allowing(header.alg)
+            } else {
+                named
             }
-            None => set.allowing(header.alg),
-        };
-        let mut found = pick(&set);
-        if found.is_empty() {
-            set = self
-                .keys
-                .refetch_for_unknown_key(deadline)
-                .await
-                .map_err(|e| match e {
-                    RefetchError::Busy => TokenError::KeysBusy,
-                    RefetchError::Interrupted(i) => TokenError::Interrupted(i),
-                })?;
-            found = pick(&set);
         }
-        if found.is_empty() {
-            return Err(match (&header.kid, set.is_empty()) {
-                (_, true) => TokenError::NoKeys,
-                (Some(kid), false) => TokenError::UnknownKid(clip(kid)),
-                (None, false) => TokenError::NoKeyForAlg(format!("{:?}", header.alg)),
-            });
-        }
-        let allowed: Vec<_> = found
-            .iter()
-            .filter(|k| k.allows(header.alg))
-            .cloned()
-            .collect();
-        if allowed.is_empty() {
-            return Err(TokenError::KeyAlgMismatch {
-                kid: clip(header.kid.as_deref().unwrap_or_default()),
-                alg: format!("{:?}", header.alg),
-            });
-        }
-        Ok((allowed, set.generation))
+        None => set.allowing(header.alg),
+    };
+    let mut found = pick(&set);
+    if found.is_empty() {
+        set = keys
+            .refetch_for_unknown_key(deadline)
+            .await
+            .map_err(|e| match e {
+                RefetchError::Busy => TokenError::KeysBusy,
+                RefetchError::Interrupted(i) => TokenError::Interrupted(i),
+            })?;
+        found = pick(&set);
     }
+    if found.is_empty() {
+        return Err(match (&header.kid, set.is_empty()) {
+            (_, true) => TokenError::NoKeys,
+            (Some(kid), false) => TokenError::UnknownKid(clip(kid)),
+            (None, false) => TokenError::NoKeyForAlg(format!("{:?}", header.alg)),
+        });
+    }
+    let allowed: Vec<_> = found
+        .iter()
+        .filter(|k| k.allows(header.alg))
+        .cloned()
+        .collect();
+    if allowed.is_empty() {
+        return Err(TokenError::KeyAlgMismatch {
+            kid: clip(header.kid.as_deref().unwrap_or_default()),
+            alg: format!("{:?}", header.alg),
+        });
+    }
+    Ok((allowed, set.generation))
 }
 
 /// Whether `signature` is `key`'s signature of `message` with `alg`; the
@@ -193,9 +255,9 @@ fn signature_verifies(
 }
 
 /// The checks that depend on no issuer: compact JWS form and a header that
-/// names no key source, extension, nesting or unexpected type. Returns the
-/// header.
-pub(crate) fn check_shape(token: &str) -> Result<Map<String, Value>, TokenError> {
+/// names no key source, extension, nesting or type other than `kind`'s.
+/// Returns the header.
+pub(crate) fn check_shape(token: &str, kind: Kind) -> Result<Map<String, Value>, TokenError> {
     if token.trim_start().starts_with('{') {
         return Err(TokenError::JsonSerialization);
     }
@@ -241,16 +303,22 @@ pub(crate) fn check_shape(token: &str) -> Result<Map<String, Value>, TokenError>
     if let Some(cty) = header.get("cty") {
         return Err(TokenError::Nested(clip(&cty.to_string())));
     }
+    // Media types are case-insensitive, and `typ` may omit the
+    // `application/` prefix (RFC 7515 §4.1.9).
+    let wrong_type = |found: String| TokenError::Type {
+        found,
+        expected: kind.expected(),
+    };
     match header.get("typ") {
         None => {}
         Some(Value::String(t)) => {
             let t = t.to_ascii_lowercase();
             let t = t.strip_prefix("application/").unwrap_or(&t);
-            if t != "jwt" && t != "at+jwt" {
-                return Err(TokenError::Type(clip(t)));
+            if !kind.accepts(t) {
+                return Err(wrong_type(clip(t)));
             }
         }
-        Some(other) => return Err(TokenError::Type(clip(&other.to_string()))),
+        Some(other) => return Err(wrong_type(clip(&other.to_string()))),
     }
     Ok(header)
 }

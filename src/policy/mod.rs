@@ -19,6 +19,7 @@ pub(crate) mod layout;
 pub(crate) mod mapping;
 pub(crate) mod passwords;
 pub(crate) mod platforms;
+pub(crate) mod revocations;
 pub(crate) mod roles;
 pub(crate) mod scopes;
 pub(crate) mod streams;

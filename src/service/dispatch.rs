@@ -74,6 +74,8 @@ struct Answerer {
     counters: Arc<EndpointCounters>,
     readiness: Arc<Readiness>,
     client: async_nats::Client,
+    /// Where admitted connections are remembered for revocations.
+    sessions: Option<Arc<crate::service::sessions::Sessions>>,
 }
 
 impl Answerer {
@@ -127,9 +129,20 @@ impl Answerer {
     fn record(&self, decision: &Decision, started: Instant) {
         let metrics = &self.metrics;
         metrics.record_decision(decision.verdict.outcome(), started.elapsed().as_secs_f64());
-        if let Verdict::Allowed { bindings, .. } = &decision.verdict {
+        if let Verdict::Allowed {
+            bindings,
+            issuer,
+            user,
+            expires,
+            session,
+            ..
+        } = &decision.verdict
+        {
             for b in bindings {
                 metrics.record_binding(b);
+            }
+            if let Some(sessions) = &self.sessions {
+                sessions.record(issuer, user, *expires, session);
             }
         }
         if let Some(mismatch) = decision.xkey {
@@ -250,6 +263,7 @@ impl Dispatcher {
             .await
             .expect("semaphore open");
         let answerer = Answerer {
+            sessions: self.live.sessions().cloned(),
             callout: self.live.callout(),
             metrics: self.metrics.clone(),
             counters: self.counters.clone(),

@@ -31,11 +31,15 @@ pub(super) fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Binds first, so a busy port is a startup error rather than a log line.
-pub(super) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
+/// Binds first, so a busy port is a startup error rather than a log line;
+/// `key` names the setting in it.
+pub(super) async fn bind(
+    addr: SocketAddr,
+    key: &str,
+) -> Result<tokio::net::TcpListener, ServiceError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServiceError::Http(format!("http.listen {addr}: {e}")))
+        .map_err(|e| ServiceError::Http(format!("{key} {addr}: {e}")))
 }
 
 pub(super) async fn serve(
@@ -67,12 +71,17 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         .collect();
     // Without the grants bucket read once, users would miss grants made there.
     let kv = s.live.grants().is_none_or(|(_, store)| store.is_loaded());
+    // Until the revocation list is read once, every token is refused.
+    let revocations = s
+        .live
+        .revocations()
+        .is_none_or(|(_, list)| list.is_loaded());
     // A sealed request the service cannot open refuses every client while
     // everything above looks fine; an unsealed one with xkey configured is
     // answered (a FIPS nats-server never seals) and only reported.
     let mismatches = s.readiness.xkey_current(std::time::Instant::now());
     let xkey_ok = !mismatches.iter().any(|m| m.refuses_everyone());
-    let ready = nats && keys && kv && xkey_ok;
+    let ready = nats && keys && kv && revocations && xkey_ok;
     let mut body = json!({
         "ready": ready,
         "nats_connected": nats,
@@ -89,6 +98,9 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     }
     if s.live.grants().is_some() {
         body["kv_grants"] = kv.into();
+    }
+    if s.live.revocations().is_some() {
+        body["revocation_list"] = revocations.into();
     }
     let body = Json(body);
     if ready {

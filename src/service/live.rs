@@ -21,6 +21,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oidc::key_manager::KeyManager;
 use crate::policy::grants::GrantStore;
+use crate::policy::revocations::RevocationList;
+use crate::service::sessions::Sessions;
 use crate::service::ServiceError;
 
 use super::config_file::{digest, settled_content, Hold, Watcher};
@@ -34,6 +36,10 @@ pub(super) struct Live {
     path: PathBuf,
     /// The grants bucket named at startup (`grants.kv_bucket`).
     bucket: Option<String>,
+    /// The revocation bucket named at startup (`revocation.kv_bucket`).
+    revocation_bucket: Option<String>,
+    /// The connections admitted here, when revocations close them.
+    sessions: Option<Arc<Sessions>>,
     /// What every authorizer of this process shares.
     shared: Shared,
 }
@@ -44,7 +50,18 @@ impl Live {
         let shared = Shared {
             grants: bucket.as_ref().map(|_| GrantStore::new()),
             passwords: Default::default(),
+            revocations: config
+                .revocation
+                .kv_bucket
+                .as_ref()
+                .map(|_| Arc::new(RevocationList::new(config.revocation.max_token_lifetime))),
         };
+        let config_revocation_bucket = config.revocation.kv_bucket.clone();
+        let sessions = config
+            .revocation
+            .system_login
+            .as_ref()
+            .map(|_| Arc::new(Sessions::new(config.callout.max_user_ttl)));
         let issuers = config.issuers(None, &metrics)?;
         let authorizer = config.authorizer(issuers, shared.clone());
         Ok(Arc::new(Live {
@@ -53,6 +70,8 @@ impl Live {
             config: ArcSwap::from_pointee(config),
             refreshers: Mutex::new(Vec::new()),
             bucket,
+            revocation_bucket: config_revocation_bucket,
+            sessions,
             shared,
             metrics,
         }))
@@ -65,6 +84,19 @@ impl Live {
     /// The callout deciding requests now.
     pub(super) fn callout(&self) -> Arc<Callout> {
         self.callout.load_full()
+    }
+
+    /// The revocation bucket and its list, when `revocation.kv_bucket` is
+    /// set.
+    pub(super) fn revocations(&self) -> Option<(&str, &Arc<RevocationList>)> {
+        self.revocation_bucket
+            .as_deref()
+            .zip(self.shared.revocations.as_ref())
+    }
+
+    /// The connections admitted here, when revocations close them.
+    pub(super) fn sessions(&self) -> Option<&Arc<Sessions>> {
+        self.sessions.as_ref()
     }
 
     /// The grants bucket and its store, when `grants.kv_bucket` is set.
@@ -145,9 +177,10 @@ impl Live {
         if new.nats != old.nats
             || new.http != old.http
             || new.grants.kv_bucket != old.grants.kv_bucket
+            || new.revocation != old.revocation
         {
             tracing::warn!(
-                "changes to [nats], [http] and grants.kv_bucket take effect after a restart; the rest is applied now"
+                "changes to [nats], [http], grants.kv_bucket and [revocation] take effect after a restart; the rest is applied now"
             );
         }
         let running = self.callout.load_full();

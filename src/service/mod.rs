@@ -2,15 +2,19 @@
 //! authorization requests concurrently in a queue group, keeps the issuer
 //! keys and the config fresh, and drains in-flight answers on shutdown.
 
+mod backchannel;
 mod config_file;
 mod dispatch;
 mod drain;
 mod http;
+mod kick;
 mod kv_watch;
 mod live;
 mod micro;
 mod nats;
 mod readiness;
+mod revoke;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +31,7 @@ use micro::{Announcement, EndpointCounters};
 use readiness::Readiness;
 
 pub(crate) use nats::connect_once;
+pub(crate) use revoke::Revoker;
 
 pub(crate) const MICRO_SERVICE_NAME: &str = "nats-oidc-callout";
 
@@ -53,28 +58,43 @@ pub(crate) struct Service {
     readiness: Arc<Readiness>,
 }
 
+/// An HTTP server and what stops it.
+type Server = (tokio::sync::oneshot::Sender<()>, JoinHandle<()>);
+
 /// The tasks that run beside the request loop, stopped in one place.
 #[derive(Default)]
 struct Background {
-    http: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    http: Option<Server>,
+    backchannel: Option<Server>,
     config_watch: Option<JoinHandle<()>>,
     kv_watch: Option<JoinHandle<()>>,
+    revocation_watch: Option<JoinHandle<()>>,
     micro: Option<JoinHandle<()>>,
 }
 
 impl Background {
     async fn stop(self, live: &Live) {
         live.stop_refreshers();
-        for task in [self.config_watch, self.kv_watch, self.micro]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.config_watch,
+            self.kv_watch,
+            self.revocation_watch,
+            self.micro,
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
-        if let Some((stop, server)) = self.http {
-            let _ = stop.send(());
-            // An open keep-alive connection would hold a graceful stop.
-            drain::bounded("the HTTP server's stop", server).await;
+        for (what, server) in [
+            ("the HTTP server's stop", self.http),
+            ("the back-channel logout endpoint's stop", self.backchannel),
+        ] {
+            if let Some((stop, server)) = server {
+                let _ = stop.send(());
+                // An open keep-alive connection would hold a graceful stop.
+                drain::bounded(what, server).await;
+            }
         }
     }
 }
@@ -119,6 +139,23 @@ impl Service {
             let watch = kv_watch::run(store.clone(), bucket.to_string(), client.clone());
             background.kv_watch = Some(tokio::spawn(watch));
         }
+        if let Some((bucket, list)) = self.live.revocations() {
+            let kicker = match (&config.revocation.system_login, self.live.sessions()) {
+                (Some(login), Some(sessions)) => {
+                    let system = nats::connect_system(&config.nats, login).await?;
+                    Some(Arc::new(kick::Kicker::new(system, sessions.clone())))
+                }
+                _ => None,
+            };
+            let feed = Arc::new(revoke::RevocationFeed {
+                list: list.clone(),
+                kicker,
+            });
+            let watch = kv_watch::run(feed, bucket.to_string(), client.clone());
+            background.revocation_watch = Some(tokio::spawn(watch));
+            let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
+            background.backchannel = self.start_backchannel(&config, revoker).await?;
+        }
         let counters = Arc::new(EndpointCounters::default());
         let (micro, mut requests) = tokio::select! {
             subscribed = subscribe(&client, &config, counters.clone()) => subscribed?,
@@ -156,14 +193,11 @@ impl Service {
         Ok(())
     }
 
-    async fn start_http(
-        &self,
-        config: &Config,
-    ) -> Result<Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>, ServiceError> {
+    async fn start_http(&self, config: &Config) -> Result<Option<Server>, ServiceError> {
         let Some(h) = &config.http else {
             return Ok(None);
         };
-        let listener = http::bind(h.listen).await?;
+        let listener = http::bind(h.listen, "http.listen").await?;
         // The bound address: port 0 in the config picks a free one.
         let bound = listener.local_addr().unwrap_or(h.listen);
         tracing::info!(listen = %bound, "serving /healthz, /readyz, /metrics");
@@ -174,6 +208,33 @@ impl Service {
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(http::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(Some((stop, server)))
+    }
+
+    /// The back-channel logout endpoint, when `[revocation]
+    /// backchannel_listen` is set: a valid logout is put into the
+    /// revocation list.
+    async fn start_backchannel(
+        &self,
+        config: &Config,
+        revoker: revoke::Revoker,
+    ) -> Result<Option<Server>, ServiceError> {
+        let Some(addr) = config.revocation.backchannel_listen else {
+            return Ok(None);
+        };
+        let listener = http::bind(addr, "revocation.backchannel_listen").await?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(listen = %bound, "serving {}", backchannel::PATH);
+        let state = Arc::new(backchannel::Backchannel {
+            live: self.live.clone(),
+            verifier: crate::oidc::LogoutVerifier::new(),
+            sink: revoker,
+            metrics: self.metrics.clone(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(backchannel::serve(listener, state, async {
             let _ = stopped.await;
         }));
         Ok(Some((stop, server)))

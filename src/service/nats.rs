@@ -55,17 +55,19 @@ fn servers(nats: &NatsConfig) -> Result<Vec<async_nats::ServerAddr>, ServiceErro
         .collect()
 }
 
-/// One attempt to connect as the service would, for `check --online`:
-/// no retries, no reconnects; `on_error` hears what the server says later
-/// (a permissions violation, say).
+/// One attempt to connect as the service would, for a command
+/// (`check --online`, `revoke`; `command` names the connection in
+/// nats-server's monitoring): no retries, no reconnects; `on_error` hears
+/// what the server says later (a permissions violation, say).
 pub(crate) async fn connect_once(
     nats: &NatsConfig,
+    command: &str,
     on_error: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<async_nats::Client, ServiceError> {
     let on_error = Arc::new(on_error);
     let options = login(nats)
         .await?
-        .name(format!("{} (check --online)", nats.name))
+        .name(format!("{} ({command})", nats.name))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(Some(0))
         .event_callback(move |event| {
@@ -85,6 +87,29 @@ pub(crate) async fn connect_once(
             crate::tls::NATS_PEER.hint(&e.to_string())
         ))
     })
+}
+
+/// The system-account login of `[revocation]` (CONNZ, KICK): the servers
+/// and TLS of `[nats]`, its own credentials; reconnects forever, quietly
+/// (the callout connection is what readiness reports).
+pub(super) async fn connect_system(
+    nats: &NatsConfig,
+    login: &NatsAuth,
+) -> Result<async_nats::Client, ServiceError> {
+    let system = NatsConfig {
+        auth: login.clone(),
+        ..nats.clone()
+    };
+    let options = self::login(&system)
+        .await?
+        .name(format!("{} (system)", nats.name))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5));
+    options
+        .connect(servers(nats)?)
+        .await
+        .map_err(|e| ServiceError::Nats(format!("revocation's system-account login: {e}")))
 }
 
 pub(super) async fn connect(

@@ -411,6 +411,8 @@ pub struct ServiceOptions {
     pub issuer_tls: Option<nats_oidc_callout::dev::CertAndKey>,
     /// The development issuer wants this token for discovery and JWKS.
     pub issuer_bearer: Option<String>,
+    /// The keys of a `[revocation]` table, as written (none: no table).
+    pub revocation: String,
 }
 
 impl Default for ServiceOptions {
@@ -435,6 +437,7 @@ impl Default for ServiceOptions {
             nats_extra: String::new(),
             issuer_tls: None,
             issuer_bearer: None,
+            revocation: String::new(),
         }
     }
 }
@@ -484,6 +487,7 @@ issuer_seed_file = "issuer.nk"
 
 {oidc}
 {http}
+{revocation}
 {roles}
 "#,
         http = opts
@@ -492,6 +496,11 @@ issuer_seed_file = "issuer.nk"
             .unwrap_or_default(),
         extra_callout = opts.extra_callout,
         callout_tables = opts.callout_tables,
+        revocation = if opts.revocation.is_empty() {
+            String::new()
+        } else {
+            format!("[revocation]\n{}\n", opts.revocation)
+        },
         // `{dev_issuer}` in a whole [oidc] section is the development
         // issuer's URL (a stack that trusts another issuer beside it).
         oidc = opts
@@ -545,6 +554,7 @@ impl CalloutService {
         let dir = tempfile::tempdir().unwrap();
         write_seeds(dir.path(), keys, &opts);
         let config = service_config(nats_url, issuer, &opts);
+        let opts_revocation_list = opts.revocation.contains("kv_bucket");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("service.log");
@@ -566,6 +576,9 @@ impl CalloutService {
         .await;
         if opts.wait_for_keys {
             wait_for_log(&svc.log, "issuer keys loaded", Duration::from_secs(20)).await;
+            if opts_revocation_list {
+                wait_for_log(&svc.log, "revocation list loaded", Duration::from_secs(20)).await;
+            }
         }
         svc
     }
@@ -574,10 +587,22 @@ impl CalloutService {
     /// pick a free one, so no other test can take it in between), as its
     /// last start logged it.
     pub fn http_port(&self) -> u16 {
+        self.logged_port("serving /healthz")
+    }
+
+    /// The port its back-channel logout endpoint bound, as its last start
+    /// logged it (`backchannel_listen = "127.0.0.1:0"` picks a free one).
+    pub fn backchannel_port(&self) -> u16 {
+        self.logged_port("serving /backchannel-logout")
+    }
+
+    /// The port of the last log line containing `needle` with a `listen`
+    /// field.
+    fn logged_port(&self, needle: &str) -> u16 {
         let text = self.log_text();
         text.lines()
             .rev()
-            .filter(|l| l.contains("serving /healthz"))
+            .filter(|l| l.contains(needle))
             .find_map(|l| {
                 // Text logs say listen=ADDR, JSON logs "listen":"ADDR".
                 let at = l
@@ -589,7 +614,37 @@ impl CalloutService {
                     .find(|s| !s.is_empty())?;
                 addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
             })
-            .unwrap_or_else(|| panic!("the service logged no http listener:\n{text}"))
+            .unwrap_or_else(|| panic!("the service logged no {needle:?} listener:\n{text}"))
+    }
+
+    /// Another replica of this service: the same config, seeds and
+    /// credentials, copied into a directory of its own (so that this one
+    /// may stop first), in the same queue group.
+    pub async fn replica(&self) -> CalloutService {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && path.extension().is_none_or(|e| e != "log") {
+                let to = dir.path().join(path.file_name().unwrap());
+                std::fs::copy(&path, &to).unwrap();
+            }
+        }
+        let mut replica = CalloutService {
+            child: None,
+            log: dir.path().join("service.log"),
+            config: dir.path().join(self.config.file_name().unwrap()),
+            dir,
+            json_logs: self.json_logs,
+            rust_log: self.rust_log.clone(),
+        };
+        replica.spawn();
+        wait_for_log(
+            &replica.log,
+            "answering authorization requests",
+            Duration::from_secs(20),
+        )
+        .await;
+        replica
     }
 
     fn spawn(&mut self) {

@@ -53,6 +53,7 @@ pub const LINTS: &[Lint] = &[
     roles::SYSTEM_ACCOUNT,
     streams::MANAGE_IS_THE_ACCOUNT,
     streams::GRANTS_BUCKET_WRITABLE,
+    streams::REVOCATION_BUCKET_WRITABLE,
     roles::CONNECTION_TYPE_TWIN,
     streams::KV_ROLLUP,
     streams::NO_INBOX_FOR_ANSWERS,

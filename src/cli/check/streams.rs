@@ -38,25 +38,48 @@ pub(super) const GRANTS_BUCKET_WRITABLE: Lint = Lint {
         let Some(bucket) = config.grants.kv_bucket.as_deref() else {
             return Vec::new();
         };
-        let changers = bucket_changers(bucket);
-        let mut out = Vec::new();
-        for (name, role) in config.roles.iter() {
-            let mut publishes = role
-                .publish
-                .allow
-                .iter()
-                .chain(role.grants.entries().iter().map(|(e, _)| e))
-                .map(|e| e.as_str());
-            if let Some(subject) = publishes.find(|p| changers.iter().any(|w| overlaps(p, w))) {
-                out.push(format!(
-                    "roles.{name}: publishing {subject:?} can change the grants bucket {bucket:?} (grants.kv_bucket), so its users can give themselves and others any role"
-                ));
-            }
-        }
-        out
+        roles_changing(config, bucket)
+            .map(|(name, subject)| format!(
+                "roles.{name}: publishing {subject:?} can change the grants bucket {bucket:?} (grants.kv_bucket), so its users can give themselves and others any role"
+            ))
+            .collect()
     },
     example: "[grants]\nkv_bucket = \"grants\"\n\n[roles.reader]\npub.allow = [\"$KV.*.>\"]\n",
 };
+
+pub(super) const REVOCATION_BUCKET_WRITABLE: Lint = Lint {
+    name: "revocation-bucket-writable",
+    doc: "A role that can publish into the revocation list's bucket (revocation.kv_bucket), \
+          so its users can revoke anyone's logins.",
+    find: |config| {
+        let Some(bucket) = config.revocation.kv_bucket.as_deref() else {
+            return Vec::new();
+        };
+        roles_changing(config, bucket)
+            .map(|(name, subject)| format!(
+                "roles.{name}: publishing {subject:?} can write into the revocation list {bucket:?} (revocation.kv_bucket), so its users can end anyone's logins"
+            ))
+            .collect()
+    },
+    example: "[revocation]\nkv_bucket = \"revocations\"\n\n[roles.reader]\npub.allow = [\"$KV.revocations.>\"]\n",
+};
+
+/// Each role with a subject it may publish to that changes `bucket`.
+fn roles_changing<'a>(
+    config: &'a Config,
+    bucket: &str,
+) -> impl Iterator<Item = (&'a str, String)> + 'a {
+    let changers = bucket_changers(bucket);
+    config.roles.iter().filter_map(move |(name, role)| {
+        role.publish
+            .allow
+            .iter()
+            .chain(role.grants.entries().iter().map(|(e, _)| e))
+            .map(|e| e.as_str())
+            .find(|p| changers.iter().any(|w| overlaps(p, w)))
+            .map(|subject| (name, subject.to_string()))
+    })
+}
 
 pub(super) const KV_ROLLUP: Lint = Lint {
     name: "kv-rollup",

@@ -1,0 +1,85 @@
+//! The connections this replica admitted, by the names nats-server knows
+//! them by (its server id and the client id), and whom their tokens name:
+//! what a revocation closes with `$SYS.REQ.SERVER.<id>.KICK`. Bounded, and
+//! each entry leaves when its user JWT has expired (nats-server has closed
+//! the connection by then).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::authorize::TokenIds;
+use crate::callout::Session;
+use crate::policy::revocations::{Covered, Revocation};
+
+/// At most this many connections are remembered; beyond, the oldest are
+/// forgotten (a revocation then refuses their reconnect only).
+const CAPACITY: u64 = 1_000_000;
+
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) server: String,
+    pub(crate) cid: u64,
+    issuer: String,
+    user: String,
+    token: TokenIds,
+    expires: u64,
+}
+
+pub(crate) struct Sessions {
+    admitted: moka::sync::Cache<(String, u64), Arc<Admitted>>,
+}
+
+impl Sessions {
+    /// Entries live at most `max_user_ttl` (no user JWT lives longer).
+    pub(crate) fn new(max_user_ttl: Duration) -> Sessions {
+        Sessions {
+            admitted: moka::sync::Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(max_user_ttl)
+                .build(),
+        }
+    }
+
+    /// An admitted connection of a token (config users are not revoked).
+    pub(crate) fn record(&self, issuer: &str, user: &str, expires: u64, session: &Session) {
+        let (Some(cid), Some(token)) = (session.cid, &session.token) else {
+            return;
+        };
+        self.admitted.insert(
+            (session.server.clone(), cid),
+            Arc::new(Admitted {
+                server: session.server.clone(),
+                cid,
+                issuer: issuer.to_string(),
+                user: user.to_string(),
+                token: token.clone(),
+                expires,
+            }),
+        );
+    }
+
+    /// The live connections `revocation` covers.
+    pub(crate) fn covered(&self, revocation: &Revocation, now: u64) -> Vec<Arc<Admitted>> {
+        self.admitted
+            .iter()
+            .map(|(_, a)| a)
+            .filter(|a| a.expires > now && covers(revocation, a))
+            .collect()
+    }
+
+    pub(crate) fn forget(&self, admitted: &Admitted) {
+        self.admitted
+            .invalidate(&(admitted.server.clone(), admitted.cid));
+    }
+}
+
+fn covers(revocation: &Revocation, a: &Admitted) -> bool {
+    let named = match &revocation.covered {
+        Covered::Subject(sub) => a.token.sub.as_deref() == Some(sub.as_str()),
+        Covered::Session(sid) => a.token.sid.as_deref() == Some(sid.as_str()),
+        Covered::User(user) => a.user == *user,
+    };
+    a.issuer == revocation.issuer
+        && named
+        && a.token.iat.is_none_or(|iat| iat <= revocation.stamp.at)
+}

@@ -1,0 +1,348 @@
+//! Revocation through a real nats-server: a back-channel logout received
+//! by the service, or an admin's `nats-oidc-callout revoke`, is kept in the
+//! revocation list's KV bucket, and tokens issued before it are refused
+//! (`revoked`) by every replica, while a new login is admitted. (Closing
+//! live connections: not yet.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LOGOUT_AUDIENCE: &str = "portal";
+
+fn options() -> ServiceOptions {
+    ServiceOptions {
+        jetstream: true,
+        extra_oidc: format!("logout_audience = \"{LOGOUT_AUDIENCE}\"\n"),
+        revocation: "kv_bucket = \"revocations\"\nbackchannel_listen = \"127.0.0.1:0\"".into(),
+        ..ServiceOptions::default()
+    }
+}
+
+/// A token of `user` in login session `sid`.
+fn session_token(stack: &Stack, user: &str, sid: &str) -> String {
+    stack
+        .issuer
+        .token_with_sid(user, AUDIENCE, &["admin"], 300, sid)
+}
+
+/// The issuer logs `sub`/`sid` out through `service`'s endpoint.
+async fn logout(stack: &Stack, service: &CalloutService, sub: Option<&str>, sid: Option<&str>) {
+    let token = stack.issuer.logout_token(sub, sid, LOGOUT_AUDIENCE);
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/backchannel-logout",
+            service.backchannel_port()
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+}
+
+/// A token issued after now (iat is in whole seconds).
+async fn next_second() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_refuses_the_tokens_it_covers_on_every_replica_and_admits_a_new_login() {
+    let stack = Stack::start(options()).await;
+    let url = stack.url();
+    let (ana_1, ana_2) = (
+        session_token(&stack, "ana", "s1"),
+        session_token(&stack, "ana", "s2"),
+    );
+    let bo = session_token(&stack, "bo", "s3");
+    for token in [&ana_1, &ana_2, &bo] {
+        connect(&url, token)
+            .await
+            .expect("admitted before the logout");
+    }
+
+    // One session of ana's: that session only.
+    logout(&stack, &stack.service, Some("user-ana"), Some("s1")).await;
+    assert_refused_as(
+        &stack,
+        "revoked",
+        "ana's ended session",
+        connect(&url, &ana_1),
+    )
+    .await;
+    connect(&url, &ana_2)
+        .await
+        .expect("ana's other session is not covered");
+
+    // All of ana's sessions; bo's are untouched.
+    logout(&stack, &stack.service, Some("user-ana"), None).await;
+    assert_refused_as(
+        &stack,
+        "revoked",
+        "ana's every session",
+        connect(&url, &ana_2),
+    )
+    .await;
+    connect(&url, &bo)
+        .await
+        .expect("another user is not covered");
+
+    // A login after the logout is admitted.
+    next_second().await;
+    connect(&url, &session_token(&stack, "ana", "s4"))
+        .await
+        .expect("a token issued after the logout");
+
+    // Another replica, started now, reads the list from the bucket; with
+    // the first one gone, it alone answers.
+    let mut stack = stack;
+    let second = stack.service.replica().await;
+    wait_for_log(
+        &second.log,
+        "revocation list loaded",
+        Duration::from_secs(20),
+    )
+    .await;
+    stack.service.kill();
+    let first = std::mem::replace(&mut stack.service, second);
+    drop(first);
+    assert_refused_as(
+        &stack,
+        "revoked",
+        "the other replica",
+        connect(&url, &ana_1),
+    )
+    .await;
+    connect(&url, &bo)
+        .await
+        .expect("the other replica admits who is not covered");
+}
+
+/// With a system-account login, a revocation also closes the live
+/// connections it covers (each replica those it admitted), and their
+/// reconnects with the same tokens are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
+    if operator_mode() {
+        // The operator-mode stack has no system-account user yet.
+        return;
+    }
+    let mut opts = options();
+    opts.revocation
+        .push_str("\nsystem_user = \"sys\"\nsystem_password = \"sys\"\n");
+    let stack = Stack::start(opts).await;
+    let url = stack.url();
+    let mut ana_1 = connect(&url, &session_token(&stack, "ana", "s1"))
+        .await
+        .unwrap();
+    let mut ana_2 = connect(&url, &session_token(&stack, "ana", "s2"))
+        .await
+        .unwrap();
+    let bo = connect(&url, &session_token(&stack, "bo", "s3"))
+        .await
+        .unwrap();
+    let refusals_before = count_in_log(&stack.service.log, "code=\"revoked\"");
+
+    logout(&stack, &stack.service, Some("user-ana"), Some("s1")).await;
+    assert!(
+        ana_1
+            .wait_event("disconnected", Duration::from_secs(20))
+            .await,
+        "the session's connection is closed: {:?}\n{}",
+        ana_1.events(),
+        stack.service.log_text()
+    );
+    wait_for_log(
+        &stack.service.log,
+        "connections_closed=1",
+        Duration::from_secs(20),
+    )
+    .await;
+    // Its client reconnects at once with the same token: refused.
+    wait_for_count(&stack.service.log, "code=\"revoked\"", refusals_before + 1).await;
+    assert!(
+        !ana_2
+            .wait_event("disconnected", Duration::from_millis(500))
+            .await,
+        "ana's other session stays: {:?}",
+        ana_2.events()
+    );
+    assert!(delivered(&ana_2.client, &bo.client, "orders.after").await);
+    assert!(delivered(&bo.client, &ana_2.client, "orders.after").await);
+}
+
+/// `nats-oidc-callout revoke --config <the service's config> ARGS`, as an
+/// admin runs it (blocking, so off the runtime the issuer serves on).
+async fn revoke(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = callout_bin();
+    command.arg("revoke").arg("--config").arg(config).args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// `revoke ARGS` succeeds, says so in one line, and the running service's
+/// watch has logged the entry (so the next connect meets it).
+async fn admin_revokes(stack: &Stack, args: &[&str], said: &str) {
+    let logged = "signal=admin";
+    let before = count_in_log(&stack.service.log, logged);
+    let out = revoke(&stack.service.config, args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args:?}: {}", output_text(&out));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    // Nothing else: not even the NATS client's connect and close lines.
+    assert!(out.stderr.is_empty(), "{}", output_text(&out));
+    assert!(
+        stdout.starts_with(&format!(
+            "revoked {said} of issuer default (signal admin): tokens issued until now ("
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("are refused, a new login is admitted"),
+        "{stdout}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count_in_log(&stack.service.log, logged) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service logged no revocation for {args:?}:\n{}",
+            stack.service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `revoke ARGS` with `config` fails, writes nothing and says why on
+/// stderr: exit 2 when it cannot run as asked.
+async fn admin_is_refused(config: &std::path::Path, args: &[&str], says: &str) {
+    admin_fails(config, args, 2, says).await;
+}
+
+async fn admin_fails(config: &std::path::Path, args: &[&str], code: i32, says: &str) {
+    let out = revoke(config, args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {}",
+        output_text(&out)
+    );
+    assert!(out.stdout.is_empty(), "{args:?}: {}", output_text(&out));
+    assert!(stderr.contains(says), "{args:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_revokes_a_user_a_subject_or_a_session_and_a_new_login_is_admitted() {
+    let stack = Stack::start(options()).await;
+    let url = stack.url();
+    let ana = session_token(&stack, "ana", "s1");
+    let bo = session_token(&stack, "bo", "s2");
+    let (cy_1, cy_2) = (
+        session_token(&stack, "cy", "s3"),
+        session_token(&stack, "cy", "s4"),
+    );
+    let dee = session_token(&stack, "dee", "s5");
+    for token in [&ana, &bo, &cy_1, &cy_2, &dee] {
+        connect(&url, token).await.expect("admitted before");
+    }
+
+    // By NATS user name: ana's token is refused, bo's admitted.
+    admin_revokes(
+        &stack,
+        &["--issuer", "default", "--user", "ana"],
+        "user ana",
+    )
+    .await;
+    assert_refused_as(&stack, "revoked", "ana's user name", connect(&url, &ana)).await;
+    connect(&url, &bo).await.expect("bo is not covered");
+    // By session: that session only.
+    admin_revokes(&stack, &["--issuer", "default", "--sid", "s3"], "sid s3").await;
+    assert_refused_as(&stack, "revoked", "cy's session", connect(&url, &cy_1)).await;
+    connect(&url, &cy_2)
+        .await
+        .expect("cy's other session is not covered");
+    // By subject (the `sub` claim, user-<name> at the dev issuer).
+    admin_revokes(
+        &stack,
+        &["--issuer", "default", "--sub", "user-dee"],
+        "sub user-dee",
+    )
+    .await;
+    assert_refused_as(&stack, "revoked", "dee's subject", connect(&url, &dee)).await;
+    connect(&url, &bo).await.expect("bo is still not covered");
+
+    // A login after the revocation is admitted.
+    next_second().await;
+    connect(&url, &session_token(&stack, "ana", "s6"))
+        .await
+        .expect("a token issued after the revocation");
+
+    // Refused before anything is written.
+    let config = &stack.service.config;
+    admin_is_refused(
+        config,
+        &["--issuer", "corp", "--user", "ana"],
+        r#"--issuer corp: no [oidc] block of that name; the config has ["default"]"#,
+    )
+    .await;
+    admin_is_refused(
+        config,
+        &["--issuer", "default", "--sub", "user-ana", "--user", "ana"],
+        "cannot be used with",
+    )
+    .await;
+    admin_is_refused(config, &["--issuer", "default"], "required").await;
+    admin_is_refused(
+        config,
+        &["--issuer", "default", "--user", ""],
+        "--user is empty",
+    )
+    .await;
+    admin_is_refused(
+        config,
+        &["--issuer", "default", "--sid", "s1\n\u{1b}[2K"],
+        r#"--sid "s1\n\u{1b}[2K" has control characters"#,
+    )
+    .await;
+    // The same config without [revocation]: revocation is off. Beside
+    // the original, whose relative seed paths it shares.
+    let text = std::fs::read_to_string(config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("[revocation]")
+                && !l.starts_with("kv_bucket")
+                && !l.starts_with("backchannel_listen")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let off = config.with_file_name("revocation-off.toml");
+    std::fs::write(&off, without).unwrap();
+    admin_is_refused(
+        &off,
+        &["--issuer", "default", "--user", "ana"],
+        "the config has no revocation.kv_bucket",
+    )
+    .await;
+    // A bucket no service reads (another config's, say) is not made up:
+    // exit 1, and the second try finds it missing too.
+    let elsewhere = config.with_file_name("revocation-elsewhere.toml");
+    std::fs::write(
+        &elsewhere,
+        text.replace("kv_bucket = \"revocations\"", "kv_bucket = \"elsewhere\""),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        admin_fails(
+            &elsewhere,
+            &["--issuer", "default", "--user", "ana"],
+            1,
+            r#"error: revocation bucket "elsewhere" does not exist: the service creates it when it starts"#,
+        )
+        .await;
+    }
+}
