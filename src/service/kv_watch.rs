@@ -28,6 +28,9 @@ pub(super) trait Mirror: Send + Sync + 'static {
     /// Names the copy in the log ("KV grants").
     const WHAT: &'static str;
 
+    /// What holds while the watch is down, for the log.
+    const MEANWHILE: &'static str;
+
     /// How the bucket is created when it does not exist.
     fn bucket_config(&self, bucket: &str) -> kv::Config;
 
@@ -55,7 +58,7 @@ pub(super) async fn run<M: Mirror>(copy: Arc<M>, bucket: String, client: async_n
         if copy.watch_failed() {
             backoff.reset();
         }
-        tracing::warn!(bucket = %bucket, error = %e, "{}: watch failed; reading the bucket again", M::WHAT);
+        tracing::warn!(bucket = %bucket, error = %e, "{}: watch failed; {}", M::WHAT, M::MEANWHILE);
         tokio::time::sleep(backoff.next_wait()).await;
     }
 }
@@ -109,6 +112,7 @@ impl Mirror for GrantStore {
     type Entry = StoredGrant;
     type Map = Grants;
     const WHAT: &'static str = "KV grants";
+    const MEANWHILE: &'static str = "no KV grants apply until the bucket is read again";
 
     fn bucket_config(&self, bucket: &str) -> kv::Config {
         kv::Config {
@@ -158,6 +162,8 @@ impl Mirror for RevocationFeed {
     type Entry = Revocation;
     type Map = Entries;
     const WHAT: &'static str = "revocation list";
+    const MEANWHILE: &'static str =
+        "the revocations read before stay in force; reading the bucket again";
 
     fn bucket_config(&self, bucket: &str) -> kv::Config {
         kv::Config {
