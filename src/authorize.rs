@@ -102,34 +102,10 @@ pub struct Admission {
     pub role_capped: bool,
     /// The token's own `exp`, when a token vouched for the user.
     pub token_expires: Option<u64>,
-    /// Whom the token names, for a revocation to find this connection.
-    pub token_ids: Option<TokenIds>,
-}
-
-/// What a revocation can name in a token: its subject, its session and
-/// when it was issued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenIds {
-    pub sub: Option<String>,
-    pub sid: Option<String>,
-    pub iat: Option<u64>,
-}
-
-impl TokenIds {
-    fn of(token: &VerifiedToken) -> TokenIds {
-        let text = |claim: &str| {
-            token
-                .claims
-                .get(claim)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        };
-        TokenIds {
-            sub: text("sub"),
-            sid: text("sid"),
-            iat: token.claims.get("iat").and_then(|v| v.as_u64()),
-        }
-    }
+    /// The verified token that vouched for the user, for a revocation to
+    /// find this connection by what it names (read only where connections
+    /// are remembered, not on every decision).
+    pub token: Option<Arc<VerifiedToken>>,
 }
 
 impl Admission {
@@ -320,17 +296,9 @@ impl Authorizer {
             )
             .of(&who.name));
         }
-        let text = |claim: &str| token.claims.get(claim).and_then(|v| v.as_str());
-        let iat = token.claims.get("iat").and_then(|v| v.as_u64());
-        list.judges(iat, token.exp)
+        let presented = Presented::of(who.source, &who.name, &token.claims);
+        list.judges(presented.iat, token.exp)
             .map_err(|reason| Refusal::new(RefusalCode::TokenClaims, reason).of(&who.name))?;
-        let presented = Presented {
-            issuer: who.source,
-            sub: text("sub"),
-            sid: text("sid"),
-            user: &who.name,
-            iat,
-        };
         match list.covers(&presented, now) {
             None => Ok(()),
             Some((covered, stamp)) => Err(Refusal::new(
@@ -401,7 +369,6 @@ impl Authorizer {
         });
         let latest = now.saturating_add(ttl.as_secs());
         let token_expires = who.token.as_ref().map(|t| t.exp);
-        let token_ids = who.token.as_deref().map(TokenIds::of);
         Ok(Admission {
             user: who.name,
             issuer: who.source.to_string(),
@@ -421,7 +388,7 @@ impl Authorizer {
             max_user_ttl: ttl,
             role_capped: ttl < self.settings.max_user_ttl,
             token_expires,
-            token_ids,
+            token: who.token,
         })
     }
 }

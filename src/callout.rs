@@ -78,7 +78,7 @@ pub struct Session {
     pub server: String,
     /// Its client id on that server.
     pub cid: Option<u64>,
-    pub token: Option<crate::authorize::TokenIds>,
+    pub token: Option<Arc<crate::oidc::cache::VerifiedToken>>,
 }
 
 /// What happened, for logs and metrics.
@@ -308,7 +308,7 @@ impl Callout {
                     session: Box::new(Session {
                         server: request.claims.nats.server_id.id.clone(),
                         cid: request.claims.nats.client_info.id,
-                        token: admission.token_ids,
+                        token: admission.token,
                     }),
                 },
                 xkey: None,

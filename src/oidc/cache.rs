@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use serde_json::{Map, Value};
 
 /// A token whose signature and registered claims verified.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
     pub claims: Map<String, Value>,
     pub exp: u64,

@@ -21,6 +21,7 @@ use std::sync::RwLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Whom a revocation covers, at one issuer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -143,6 +144,49 @@ pub struct Presented<'a> {
     pub iat: Option<u64>,
 }
 
+impl<'a> Presented<'a> {
+    /// A verified token of `issuer`'s, mapped to `user`, as its claims say.
+    pub fn of(issuer: &'a str, user: &'a str, claims: &'a Map<String, Value>) -> Presented<'a> {
+        let text = |claim: &str| claims.get(claim).and_then(Value::as_str);
+        Presented {
+            issuer,
+            sub: text("sub"),
+            sid: text("sid"),
+            user,
+            iat: claims.get("iat").and_then(Value::as_u64),
+        }
+    }
+}
+
+impl Covered {
+    /// Whether this names the token's subject, session or user.
+    fn names(&self, token: &Presented<'_>) -> bool {
+        match self {
+            Covered::Subject(sub) => token.sub == Some(sub.as_str()),
+            Covered::Session(sid) => token.sid == Some(sid.as_str()),
+            Covered::User(user) => token.user == user,
+        }
+    }
+}
+
+impl Stamp {
+    /// Whether a token issued at `iat` was issued at or before this
+    /// revocation (one without `iat` cannot be shown to be later).
+    fn covers_issued(&self, iat: Option<u64>) -> bool {
+        iat.is_none_or(|iat| iat <= self.at)
+    }
+}
+
+impl Revocation {
+    /// Whether this revocation covers the token: its issuer, whom it
+    /// names, issued at or before it.
+    pub fn covers(&self, token: &Presented<'_>) -> bool {
+        self.issuer == token.issuer
+            && self.covered.names(token)
+            && self.stamp.covers_issued(token.iat)
+    }
+}
+
 /// The revocations by issuer and whom they cover, and whether the bucket
 /// has been read in full once.
 #[derive(Default)]
@@ -207,8 +251,7 @@ impl RevocationList {
         ];
         candidates.into_iter().flatten().find_map(|covered| {
             let stamp = entries.get(&(token.issuer.to_string(), covered.clone()))?;
-            let issued_before = token.iat.is_none_or(|iat| iat <= stamp.at);
-            (issued_before && now <= stamp.until).then(|| (covered, stamp.clone()))
+            (stamp.covers_issued(token.iat) && now <= stamp.until).then(|| (covered, stamp.clone()))
         })
     }
 

@@ -7,22 +7,37 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::authorize::TokenIds;
 use crate::callout::Session;
-use crate::policy::revocations::{Covered, Revocation};
+use crate::policy::revocations::{Presented, Revocation};
 
 /// At most this many connections are remembered; beyond, the oldest are
 /// forgotten (a revocation then refuses their reconnect only).
 const CAPACITY: u64 = 1_000_000;
 
+/// What is kept of one: the names a revocation can cover, not the whole
+/// token (a million of them).
 #[derive(Debug)]
 pub(crate) struct Admitted {
     pub(crate) server: String,
     pub(crate) cid: u64,
     issuer: String,
     user: String,
-    token: TokenIds,
+    sub: Option<String>,
+    sid: Option<String>,
+    iat: Option<u64>,
     expires: u64,
+}
+
+impl Admitted {
+    fn presented(&self) -> Presented<'_> {
+        Presented {
+            issuer: &self.issuer,
+            sub: self.sub.as_deref(),
+            sid: self.sid.as_deref(),
+            user: &self.user,
+            iat: self.iat,
+        }
+    }
 }
 
 pub(crate) struct Sessions {
@@ -45,6 +60,7 @@ impl Sessions {
         let (Some(cid), Some(token)) = (session.cid, &session.token) else {
             return;
         };
+        let presented = Presented::of(issuer, user, &token.claims);
         self.admitted.insert(
             (session.server.clone(), cid),
             Arc::new(Admitted {
@@ -52,7 +68,9 @@ impl Sessions {
                 cid,
                 issuer: issuer.to_string(),
                 user: user.to_string(),
-                token: token.clone(),
+                sub: presented.sub.map(str::to_string),
+                sid: presented.sid.map(str::to_string),
+                iat: presented.iat,
                 expires,
             }),
         );
@@ -63,7 +81,7 @@ impl Sessions {
         self.admitted
             .iter()
             .map(|(_, a)| a)
-            .filter(|a| a.expires > now && covers(revocation, a))
+            .filter(|a| a.expires > now && revocation.covers(&a.presented()))
             .collect()
     }
 
@@ -71,15 +89,4 @@ impl Sessions {
         self.admitted
             .invalidate(&(admitted.server.clone(), admitted.cid));
     }
-}
-
-fn covers(revocation: &Revocation, a: &Admitted) -> bool {
-    let named = match &revocation.covered {
-        Covered::Subject(sub) => a.token.sub.as_deref() == Some(sub.as_str()),
-        Covered::Session(sid) => a.token.sid.as_deref() == Some(sid.as_str()),
-        Covered::User(user) => a.user == *user,
-    };
-    a.issuer == revocation.issuer
-        && named
-        && a.token.iat.is_none_or(|iat| iat <= revocation.stamp.at)
 }

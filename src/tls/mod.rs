@@ -112,10 +112,14 @@ impl NatsTls {
         options = options.require_tls(true);
         if self.ca_file.is_some() || self.client.is_some() {
             let trust = match &self.ca_file {
-                Some(path) => Trust::CaFile {
-                    key: "nats.tls.ca_file",
-                    path,
-                },
+                Some(path) => {
+                    warn_if_system_roots_fail();
+                    Trust::CaFile {
+                        key: "nats.tls.ca_file",
+                        path,
+                    }
+                }
+                // Read here anyway, with each error said (`system_roots`).
                 None => Trust::System,
             };
             let identity = self.client.as_ref().map(|(cert, key)| Identity {
@@ -123,7 +127,6 @@ impl NatsTls {
                 cert_file: cert,
                 key_file: key,
             });
-            warn_if_system_roots_fail();
             options = options.tls_client_config(client_config(trust, identity)?);
         }
         if self.handshake_first {
