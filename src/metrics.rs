@@ -78,6 +78,14 @@ impl LogoutOutcome {
 /// The `issuer` label of a logout whose token named no configured issuer.
 pub(crate) const UNKNOWN_ISSUER: &str = "(unknown)";
 
+/// The label values of `revocations_total`, present from the start.
+const REVOCATION_SIGNALS: [&str; 3] = ["backchannel", "admin", "other"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevocationLabels {
+    pub signal: &'static str,
+}
+
 /// Which way nats-server's `auth_callout.xkey` and `callout.xkey_seed`
 /// disagree.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +120,9 @@ pub struct Metrics {
     pub binding_admissions: Family<BindingLabels, Counter>,
     pub xkey_mismatches: Family<XkeyLabels, Counter>,
     pub backchannel_logouts: Family<BackchannelLabels, Counter>,
+    pub revocations: Family<RevocationLabels, Counter>,
+    pub revocation_connections_closed: Counter,
+    pub session_registry_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -189,6 +200,27 @@ impl Metrics {
             "OpenID Connect back-channel logout requests by issuer and outcome (accepted, replayed, refused, failed)",
             backchannel_logouts.clone(),
         );
+        let revocations = Family::<RevocationLabels, Counter>::default();
+        registry.register(
+            "revocations",
+            "Revocations this replica enforced, by signal (backchannel, admin, other)",
+            revocations.clone(),
+        );
+        for signal in REVOCATION_SIGNALS {
+            let _ = revocations.get_or_create(&RevocationLabels { signal });
+        }
+        let revocation_connections_closed = Counter::default();
+        registry.register(
+            "revocation_connections_closed",
+            "Live connections this replica closed because a revocation covered them",
+            revocation_connections_closed.clone(),
+        );
+        let session_registry_failures = Counter::default();
+        registry.register(
+            "session_registry_failures",
+            "Admitted connections that could not be filed in the shared session registry (a revocation then finds them only through the replica that admitted them)",
+            session_registry_failures.clone(),
+        );
         Metrics {
             registry,
             authorizations,
@@ -201,7 +233,24 @@ impl Metrics {
             binding_admissions,
             xkey_mismatches,
             backchannel_logouts,
+            revocations,
+            revocation_connections_closed,
+            session_registry_failures,
         }
+    }
+
+    /// One revocation enforced here, and the connections it closed. The
+    /// signal comes from the bucket, which an admin writes: only the known
+    /// ones become label values.
+    pub(crate) fn record_revocation(&self, signal: &str, closed: u64) {
+        let signal = REVOCATION_SIGNALS
+            .into_iter()
+            .find(|known| *known == signal)
+            .unwrap_or("other");
+        self.revocations
+            .get_or_create(&RevocationLabels { signal })
+            .inc();
+        self.revocation_connections_closed.inc_by(closed);
     }
 
     /// One back-channel logout request's outcome; `issuer` is the config

@@ -8,6 +8,8 @@ mod common;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use common::*;
 
 const LOGOUT_AUDIENCE: &str = "portal";
@@ -172,6 +174,62 @@ async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
     );
     assert!(delivered(&ana_2.client, &bo.client, "orders.after").await);
     assert!(delivered(&bo.client, &ana_2.client, "orders.after").await);
+}
+
+/// A replica that restarted has forgotten what it admitted; the session
+/// registry has not: a revocation still closes those connections, and only
+/// those it covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_closes_the_connections_a_replica_admitted_before_it_restarted() {
+    if operator_mode() {
+        // The operator-mode stack has no system-account user yet.
+        return;
+    }
+    let mut opts = options();
+    opts.revocation
+        .push_str("\nsystem_user = \"sys\"\nsystem_password = \"sys\"\n");
+    let mut stack = Stack::start(opts).await;
+    let url = stack.url();
+    let mut ana = connect(&url, &session_token(&stack, "ana", "s1"))
+        .await
+        .unwrap();
+    let mut bo = connect(&url, &session_token(&stack, "bo", "s2"))
+        .await
+        .unwrap();
+    // The registry is written behind the answers: wait until both are
+    // filed, as the operator's `nats kv ls` would show them.
+    let registry = async_nats::jetstream::new(callout_user(&url).await)
+        .get_key_value("revocations_sessions")
+        .await
+        .expect("the service created the session registry");
+    wait_until("both connections are filed", || async {
+        registry.keys().await.unwrap().count().await == 2
+    })
+    .await;
+
+    stack.service.restart().await;
+    let closed_before = count_in_log(&stack.service.log, "connections_closed=1");
+    logout(&stack, &stack.service, Some("user-ana"), None).await;
+    assert!(
+        ana.wait_event("disconnected", Duration::from_secs(20))
+            .await,
+        "the connection admitted before the restart is closed: {:?}\n{}",
+        ana.events(),
+        stack.service.log_text()
+    );
+    wait_for_count(
+        &stack.service.log,
+        "connections_closed=1",
+        closed_before + 1,
+    )
+    .await;
+    assert!(
+        !bo.wait_event("disconnected", Duration::from_millis(500))
+            .await,
+        "a connection the revocation does not cover stays: {:?}",
+        bo.events()
+    );
+    assert!(delivered(&bo.client, &bo.client, "orders.after").await);
 }
 
 /// `nats-oidc-callout revoke --config <the service's config> ARGS`, as an

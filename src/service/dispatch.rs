@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::callout::{Arrival, Callout, Decision, Verdict, XkeyMismatch};
 use crate::metrics::{Metrics, XkeyLabels};
 use crate::nats::request::XKEY_HEADER;
+use crate::service::kick::Kicker;
 use crate::service::live::Live;
 use crate::service::micro::EndpointCounters;
 use crate::service::readiness::{Readiness, XkeyReport, XKEY_WINDOW};
@@ -58,6 +59,8 @@ pub(super) struct Dispatcher {
     metrics: Arc<Metrics>,
     counters: Arc<EndpointCounters>,
     readiness: Arc<Readiness>,
+    /// Closes revoked connections, when a system-account login is set.
+    kicker: Option<Arc<Kicker>>,
     permits: Arc<Semaphore>,
     in_flight: JoinSet<()>,
     /// Requests taken from the subscription so far.
@@ -75,7 +78,7 @@ struct Answerer {
     readiness: Arc<Readiness>,
     client: async_nats::Client,
     /// Where admitted connections are remembered for revocations.
-    sessions: Option<Arc<crate::service::sessions::Sessions>>,
+    kicker: Option<Arc<Kicker>>,
 }
 
 impl Answerer {
@@ -141,8 +144,8 @@ impl Answerer {
             for b in bindings {
                 metrics.record_binding(b);
             }
-            if let Some(sessions) = &self.sessions {
-                sessions.record(issuer, user, *expires, session);
+            if let Some(kicker) = &self.kicker {
+                kicker.admitted(issuer, user, *expires, session);
             }
         }
         if let Some(mismatch) = decision.xkey {
@@ -158,6 +161,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         counters: Arc<EndpointCounters>,
         readiness: Arc<Readiness>,
+        kicker: Option<Arc<Kicker>>,
     ) -> Self {
         Dispatcher {
             client,
@@ -165,6 +169,7 @@ impl Dispatcher {
             metrics,
             counters,
             readiness,
+            kicker,
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             in_flight: JoinSet::new(),
             taken: 0,
@@ -263,7 +268,7 @@ impl Dispatcher {
             .await
             .expect("semaphore open");
         let answerer = Answerer {
-            sessions: self.live.sessions().cloned(),
+            kicker: self.kicker.clone(),
             callout: self.live.callout(),
             metrics: self.metrics.clone(),
             counters: self.counters.clone(),

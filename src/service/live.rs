@@ -22,7 +22,6 @@ use crate::metrics::Metrics;
 use crate::oidc::key_manager::KeyManager;
 use crate::policy::grants::GrantStore;
 use crate::policy::revocations::RevocationList;
-use crate::service::sessions::Sessions;
 use crate::service::ServiceError;
 
 use super::config_file::{digest, settled_content, Hold, Watcher};
@@ -38,8 +37,6 @@ pub(super) struct Live {
     bucket: Option<String>,
     /// The revocation bucket named at startup (`revocation.kv_bucket`).
     revocation_bucket: Option<String>,
-    /// The connections admitted here, when revocations close them.
-    sessions: Option<Arc<Sessions>>,
     /// What every authorizer of this process shares.
     shared: Shared,
 }
@@ -57,11 +54,6 @@ impl Live {
                 .map(|_| Arc::new(RevocationList::new(config.revocation.max_token_lifetime))),
         };
         let config_revocation_bucket = config.revocation.kv_bucket.clone();
-        let sessions = config
-            .revocation
-            .system_login
-            .as_ref()
-            .map(|_| Arc::new(Sessions::new(config.callout.max_user_ttl)));
         let issuers = config.issuers(None, &metrics)?;
         let authorizer = config.authorizer(issuers, shared.clone());
         Ok(Arc::new(Live {
@@ -71,7 +63,6 @@ impl Live {
             refreshers: Mutex::new(Vec::new()),
             bucket,
             revocation_bucket: config_revocation_bucket,
-            sessions,
             shared,
             metrics,
         }))
@@ -92,11 +83,6 @@ impl Live {
         self.revocation_bucket
             .as_deref()
             .zip(self.shared.revocations.as_ref())
-    }
-
-    /// The connections admitted here, when revocations close them.
-    pub(super) fn sessions(&self) -> Option<&Arc<Sessions>> {
-        self.sessions.as_ref()
     }
 
     /// The grants bucket and its store, when `grants.kv_bucket` is set.

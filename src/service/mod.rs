@@ -13,6 +13,7 @@ mod live;
 mod micro;
 mod nats;
 mod readiness;
+mod registry;
 mod revoke;
 mod sessions;
 
@@ -139,17 +140,17 @@ impl Service {
             let watch = kv_watch::run(store.clone(), bucket.to_string(), client.clone());
             background.kv_watch = Some(tokio::spawn(watch));
         }
+        let mut kicker = None;
         if let Some((bucket, list)) = self.live.revocations() {
-            let kicker = match (&config.revocation.system_login, self.live.sessions()) {
-                (Some(login), Some(sessions)) => {
-                    let system = nats::connect_system(&config.nats, login).await?;
-                    Some(Arc::new(kick::Kicker::new(system, sessions.clone())))
-                }
-                _ => None,
-            };
+            if let Some(login) = &config.revocation.system_login {
+                kicker = Some(
+                    self.start_kicker(&config, login, &client, bucket, list)
+                        .await?,
+                );
+            }
             let feed = Arc::new(revoke::RevocationFeed {
                 list: list.clone(),
-                kicker,
+                kicker: kicker.clone(),
             });
             let watch = kv_watch::run(feed, bucket.to_string(), client.clone());
             background.revocation_watch = Some(tokio::spawn(watch));
@@ -181,6 +182,7 @@ impl Service {
             self.metrics.clone(),
             counters,
             self.readiness.clone(),
+            kicker,
         );
         dispatcher.serve(&mut requests, shutdown).await;
         tracing::info!(
@@ -191,6 +193,49 @@ impl Service {
         dispatcher.finish().await;
         drain::bounded("flushing the answers to NATS", client.flush()).await;
         Ok(())
+    }
+
+    /// What closes the connections revocations cover: a system-account
+    /// login, and the session registry next to the revocation list.
+    async fn start_kicker(
+        &self,
+        config: &Config,
+        login: &crate::config::NatsAuth,
+        client: &async_nats::Client,
+        bucket: &str,
+        list: &Arc<crate::policy::revocations::RevocationList>,
+    ) -> Result<Arc<kick::Kicker>, ServiceError> {
+        let system = nats::connect_system(&config.nats, login).await?;
+        let registry_bucket = registry::bucket_of(bucket);
+        let metrics = self.metrics.clone();
+        let registry = registry::Registry::open(
+            client.clone(),
+            &registry_bucket,
+            config.callout.max_user_ttl,
+            move || {
+                metrics.session_registry_failures.inc();
+            },
+        )
+        .await;
+        // Without the registry, revocations still close what this replica
+        // admitted: worth running, and worth saying.
+        let registry = match registry {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "session registry unavailable: a revocation closes only the connections this replica admitted since it started"
+                );
+                None
+            }
+        };
+        Ok(Arc::new(kick::Kicker::new(
+            system,
+            sessions::Sessions::new(config.callout.max_user_ttl),
+            registry,
+            list.clone(),
+            self.metrics.clone(),
+        )))
     }
 
     async fn start_http(&self, config: &Config) -> Result<Option<Server>, ServiceError> {

@@ -29,7 +29,7 @@ pub(crate) struct Admitted {
 }
 
 impl Admitted {
-    fn presented(&self) -> Presented<'_> {
+    pub(crate) fn presented(&self) -> Presented<'_> {
         Presented {
             issuer: &self.issuer,
             sub: self.sub.as_deref(),
@@ -56,24 +56,30 @@ impl Sessions {
     }
 
     /// An admitted connection of a token (config users are not revoked).
-    pub(crate) fn record(&self, issuer: &str, user: &str, expires: u64, session: &Session) {
+    pub(crate) fn record(
+        &self,
+        issuer: &str,
+        user: &str,
+        expires: u64,
+        session: &Session,
+    ) -> Option<Arc<Admitted>> {
         let (Some(cid), Some(token)) = (session.cid, &session.token) else {
-            return;
+            return None;
         };
         let presented = Presented::of(issuer, user, &token.claims);
-        self.admitted.insert(
-            (session.server.clone(), cid),
-            Arc::new(Admitted {
-                server: session.server.clone(),
-                cid,
-                issuer: issuer.to_string(),
-                user: user.to_string(),
-                sub: presented.sub.map(str::to_string),
-                sid: presented.sid.map(str::to_string),
-                iat: presented.iat,
-                expires,
-            }),
-        );
+        let admitted = Arc::new(Admitted {
+            server: session.server.clone(),
+            cid,
+            issuer: issuer.to_string(),
+            user: user.to_string(),
+            sub: presented.sub.map(str::to_string),
+            sid: presented.sid.map(str::to_string),
+            iat: presented.iat,
+            expires,
+        });
+        self.admitted
+            .insert((session.server.clone(), cid), admitted.clone());
+        Some(admitted)
     }
 
     /// The live connections `revocation` covers.
@@ -85,8 +91,7 @@ impl Sessions {
             .collect()
     }
 
-    pub(crate) fn forget(&self, admitted: &Admitted) {
-        self.admitted
-            .invalidate(&(admitted.server.clone(), admitted.cid));
+    pub(crate) fn forget(&self, server: &str, cid: u64) {
+        self.admitted.invalidate(&(server.to_string(), cid));
     }
 }

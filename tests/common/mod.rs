@@ -102,6 +102,20 @@ pub async fn wait_for_count(path: &Path, needle: &str, n: usize) {
     }
 }
 
+/// Waits until `check` holds (a hang guard of `HANG_GUARD`, not a bound on
+/// how fast); `what` says what was awaited if it never does.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + HANG_GUARD;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn count_in_log(path: &Path, needle: &str) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -687,6 +701,23 @@ impl CalloutService {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Crashes it (SIGKILL) and starts it again from the same directory:
+    /// what it kept in memory is gone. Returns once it answers requests
+    /// again and, with a revocation list, has read it.
+    pub async fn restart(&mut self) {
+        let count = |svc: &CalloutService, needle| count_in_log(&svc.log, needle);
+        let (answering, loaded) = (
+            count(self, "answering authorization requests"),
+            count(self, "revocation list loaded"),
+        );
+        self.kill();
+        self.spawn();
+        wait_for_count(&self.log, "answering authorization requests", answering + 1).await;
+        if loaded > 0 {
+            wait_for_count(&self.log, "revocation list loaded", loaded + 1).await;
+        }
     }
 
     /// Kills the service with SIGKILL (a crash: nothing in flight is finished).
