@@ -234,6 +234,17 @@ pub struct RevocationConfig {
     pub backchannel_listen: Option<SocketAddr>,
 }
 
+impl RevocationConfig {
+    /// The session registry's bucket: the connections replicas admitted,
+    /// which revocations close (with a system-account login only).
+    pub fn sessions_bucket(&self) -> Option<String> {
+        self.system_login
+            .as_ref()
+            .and(self.kv_bucket.as_ref())
+            .map(|bucket| format!("{bucket}_sessions"))
+    }
+}
+
 /// The config path: the command-line flag, else the environment, else the
 /// documented default.
 pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {

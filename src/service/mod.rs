@@ -143,10 +143,7 @@ impl Service {
         let mut kicker = None;
         if let Some((bucket, list)) = self.live.revocations() {
             if let Some(login) = &config.revocation.system_login {
-                kicker = Some(
-                    self.start_kicker(&config, login, &client, bucket, list)
-                        .await?,
-                );
+                kicker = Some(self.start_kicker(&config, login, &client, list).await?);
             }
             let feed = Arc::new(revoke::RevocationFeed {
                 list: list.clone(),
@@ -202,11 +199,13 @@ impl Service {
         config: &Config,
         login: &crate::config::NatsAuth,
         client: &async_nats::Client,
-        bucket: &str,
         list: &Arc<crate::policy::revocations::RevocationList>,
     ) -> Result<Arc<kick::Kicker>, ServiceError> {
         let system = nats::connect_system(&config.nats, login).await?;
-        let registry_bucket = registry::bucket_of(bucket);
+        let registry_bucket = config
+            .revocation
+            .sessions_bucket()
+            .expect("a system login and a revocation bucket");
         let metrics = self.metrics.clone();
         let registry = registry::Registry::open(
             client.clone(),

@@ -1,5 +1,5 @@
 //! The connections every replica admitted, shared in a NATS KV bucket
-//! (`<revocation.kv_bucket>_sessions`), so that a revocation still finds
+//! (`RevocationConfig::sessions_bucket`), so that a revocation still finds
 //! the connections of a replica that has restarted (or is gone) since it
 //! admitted them: what `Sessions` keeps in one replica's memory, written
 //! for all.
@@ -42,11 +42,6 @@ const WRITERS: usize = 64;
 
 /// Entries read per fetch when a revocation looks them up.
 const BATCH: usize = 1_000;
-
-/// The registry's bucket for the revocation list's bucket.
-pub(crate) fn bucket_of(revocation_bucket: &str) -> String {
-    format!("{revocation_bucket}_sessions")
-}
 
 /// One admitted connection, where nats-server knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

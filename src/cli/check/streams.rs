@@ -50,16 +50,23 @@ pub(super) const GRANTS_BUCKET_WRITABLE: Lint = Lint {
 pub(super) const REVOCATION_BUCKET_WRITABLE: Lint = Lint {
     name: "revocation-bucket-writable",
     doc: "A role that can publish into the revocation list's bucket (revocation.kv_bucket), \
-          so its users can revoke anyone's logins.",
+          so its users can revoke anyone's logins, or into the session registry next to it, so \
+          they can hide connections from revocations or have others' closed.",
     find: |config| {
         let Some(bucket) = config.revocation.kv_bucket.as_deref() else {
             return Vec::new();
         };
-        roles_changing(config, bucket)
+        let mut out: Vec<String> = roles_changing(config, bucket)
             .map(|(name, subject)| format!(
                 "roles.{name}: publishing {subject:?} can write into the revocation list {bucket:?} (revocation.kv_bucket), so its users can end anyone's logins"
             ))
-            .collect()
+            .collect();
+        if let Some(sessions) = config.revocation.sessions_bucket() {
+            out.extend(roles_changing(config, &sessions).map(|(name, subject)| format!(
+                "roles.{name}: publishing {subject:?} can write into the session registry {sessions:?}, so its users can hide connections from revocations or have others' closed"
+            )));
+        }
+        out
     },
     example: "[revocation]\nkv_bucket = \"revocations\"\n\n[roles.reader]\npub.allow = [\"$KV.revocations.>\"]\n",
 };

@@ -181,3 +181,19 @@ fn a_declared_platform_is_warned_about_only_where_the_url_says_otherwise() {
         );
     }
 }
+
+#[test]
+fn a_role_that_can_write_the_session_registry_is_warned_about() {
+    let files = Files::new();
+    let config = files
+        .config(
+            "[revocation]\nkv_bucket = \"revocations\"\nsystem_user = \"sys\"\nsystem_password = \"sys\"\n\n[roles.writer]\npub.allow = [\"$KV.revocations_sessions.>\"]\n",
+        )
+        .unwrap();
+    let found = (super::streams::REVOCATION_BUCKET_WRITABLE.find)(&config);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("roles.writer:") && found[0].contains("session registry"),
+        "{found:?}"
+    );
+}
