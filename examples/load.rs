@@ -8,6 +8,7 @@
 //! cargo run --release --example load -- direct --count 1000000           # soak: RSS over time
 //! cargo run --release --example load -- connect --clients 2000
 //! cargo run --release --example load -- idle --duration 10s
+//! cargo run --release --example load -- revoke --clients 1000
 //! ```
 //!
 //! Modes:
@@ -28,6 +29,14 @@
 //!   claims and, with `--no-token-cache`, the token's signature: the crypto
 //!   every decision must do, and nothing else). Prints connects per second
 //!   and CPU per authorization of all three, and the service's ratios.
+//! * `revoke`: `--clients` connections of one person (one subject, a
+//!   session each) and as many of another, through a nats-server with
+//!   JetStream and a system account; one back-channel logout of the
+//!   person's subject; prints how long until the last of the person's
+//!   connections was closed (and the median), and checks that the other
+//!   person's stayed. Twice: the connections remembered by the replica
+//!   that admitted them, then by the session registry alone (after a
+//!   restart of the service).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,6 +83,10 @@ enum Mode {
         /// Outstanding requests in closed-loop mode.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    Revoke {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
     },
     Connect {
         #[arg(long, default_value_t = 2000)]
@@ -192,6 +205,12 @@ fn free_port() -> u16 {
 }
 
 fn start_nats(callout: Option<(&str, Option<&str>)>) -> NatsServer {
+    start_nats_with(callout, false)
+}
+
+/// With `revocation`: JetStream for the callout's account (the revocation
+/// list and the session registry) and a system-account user `sys`.
+fn start_nats_with(callout: Option<(&str, Option<&str>)>, revocation: bool) -> NatsServer {
     let bin = nats_oidc_callout::dev::locate_or_install(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
     )
@@ -200,6 +219,14 @@ fn start_nats(callout: Option<(&str, Option<&str>)>) -> NatsServer {
     let port = free_port();
     let auth = match callout {
         None => "authorization { users: [ { user: auth, password: authpw } ] }".to_string(),
+        Some((issuer, xkey)) if revocation => format!(
+            "jetstream {{ store_dir: \"{}\" }}\n\
+             accounts {{ AUTH {{ jetstream: enabled, users: [ {{ user: auth, password: authpw }} ] }}, APP {{}}, SYS {{ users: [ {{ user: sys, password: sys }} ] }} }}\n\
+             system_account: SYS\n\
+             authorization {{ auth_callout {{ issuer: {issuer}, auth_users: [ auth, sys ], account: AUTH {} }} }}",
+            dir.path().join("js").display(),
+            xkey.map(|x| format!(", xkey: {x}")).unwrap_or_default()
+        ),
         Some((issuer, xkey)) => format!(
             "accounts {{ AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}, APP {{}}, SYS {{}} }}\n\
              system_account: SYS\n\
@@ -240,6 +267,7 @@ async fn start_service(
     account: &nkeys::KeyPair,
     xkey: Option<&nkeys::XKey>,
     token_cache: bool,
+    extra: &str,
 ) -> (Service, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
@@ -258,6 +286,9 @@ async fn start_service(
         );
     if let Some(x) = xkey {
         config = config.xkey_seed(&x.seed().unwrap());
+    }
+    if !extra.is_empty() {
+        config = config.section(extra);
     }
     let config = config.to_string();
     let path = dir.path().join("config.toml");
@@ -633,6 +664,7 @@ async fn main() {
             &account,
             xkey,
             !cli.no_token_cache,
+            "",
         )
     };
     match cli.mode {
@@ -893,6 +925,58 @@ async fn main() {
                 );
             }
         }
+        Mode::Revoke { clients } => {
+            let xkey_public = callout_xkey.public_key();
+            let nats = start_nats_with(
+                Some((
+                    &account.public_key(),
+                    cli.xkey.then_some(xkey_public.as_str()),
+                )),
+                true,
+            );
+            let url = format!("nats://127.0.0.1:{}", nats.port);
+            let backchannel = free_port();
+            let revocation = format!(
+                "[revocation]\nkv_bucket = \"revocations\"\nsystem_user = \"sys\"\nsystem_password = \"sys\"\nbackchannel_listen = \"127.0.0.1:{backchannel}\""
+            );
+            let start = || {
+                start_service(
+                    &bin,
+                    nats.port,
+                    &issuer_url,
+                    &account,
+                    xkey,
+                    !cli.no_token_cache,
+                    &revocation,
+                )
+            };
+            println!("revoke: {clients} connections of one person, {clients} of another");
+            let (service, _) = start().await;
+            revoke_round(
+                "remembered by the replica",
+                &issuer,
+                &url,
+                clients,
+                backchannel,
+            )
+            .await;
+            // A second round on connections filed before a restart: only
+            // the session registry knows them then. Tokens of the first
+            // round's second are covered; wait for the next one.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let held = connect_victims(&issuer, &url, clients, "r2").await;
+            // The registry is written behind the answers.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(service);
+            let (_service, _) = start().await;
+            revoke_held(
+                "in the session registry only (after a restart)",
+                &issuer,
+                held,
+                backchannel,
+            )
+            .await;
+        }
         Mode::NullResponder { .. } => unreachable!("handled before any setup"),
         Mode::Idle { duration } => {
             let nats = start_nats(None);
@@ -905,4 +989,103 @@ async fn main() {
             report_service(&service, cpu_before, d);
         }
     }
+}
+
+/// Clients of one subject (`user-victim`, a session each) and of another
+/// (`user-bystander`), each noting when it was first disconnected.
+struct Held {
+    victims: Vec<(async_nats::Client, Arc<Mutex<Option<Instant>>>)>,
+    bystanders: Vec<(async_nats::Client, Arc<Mutex<Option<Instant>>>)>,
+}
+
+async fn connect_one(
+    url: &str,
+    token: String,
+) -> (async_nats::Client, Arc<Mutex<Option<Instant>>>) {
+    let closed: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let noted = closed.clone();
+    let client = async_nats::ConnectOptions::with_user_and_password("load".into(), token)
+        .connection_timeout(Duration::from_secs(10))
+        .event_callback(move |event| {
+            let noted = noted.clone();
+            async move {
+                if matches!(event, async_nats::Event::Disconnected) {
+                    noted.lock().unwrap().get_or_insert_with(Instant::now);
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .expect("a load client connects");
+    (client, closed)
+}
+
+async fn connect_victims(issuer: &DevIssuer, url: &str, clients: usize, round: &str) -> Held {
+    let token = |user: &str, i: usize| {
+        issuer.token_with_sid(
+            user,
+            "nats",
+            &["reader"],
+            3600,
+            &format!("{round}-{user}-{i}"),
+        )
+    };
+    let mut held = Held {
+        victims: Vec::new(),
+        bystanders: Vec::new(),
+    };
+    for chunk in (0..clients).collect::<Vec<_>>().chunks(100) {
+        let victims = chunk.iter().map(|&i| connect_one(url, token("victim", i)));
+        let bystanders = chunk
+            .iter()
+            .map(|&i| connect_one(url, token("bystander", i)));
+        held.victims
+            .extend(futures::future::join_all(victims).await);
+        held.bystanders
+            .extend(futures::future::join_all(bystanders).await);
+    }
+    held
+}
+
+async fn revoke_round(what: &str, issuer: &DevIssuer, url: &str, clients: usize, backchannel: u16) {
+    let held = connect_victims(issuer, url, clients, "r1").await;
+    revoke_held(what, issuer, held, backchannel).await;
+}
+
+/// Logs `user-victim` out and reports how long until each of its
+/// connections was closed.
+async fn revoke_held(what: &str, issuer: &DevIssuer, held: Held, backchannel: u16) {
+    let logout = issuer.logout_token(Some("user-victim"), None, "nats");
+    let begin = Instant::now();
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{backchannel}/backchannel-logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={logout}"))
+        .send()
+        .await
+        .expect("the back-channel endpoint answers");
+    assert_eq!(answer.status(), 200, "the logout is accepted");
+    let accepted = begin.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let closed_at = |h: &[(async_nats::Client, Arc<Mutex<Option<Instant>>>)]| -> Vec<Instant> {
+        h.iter().filter_map(|(_, c)| *c.lock().unwrap()).collect()
+    };
+    while closed_at(&held.victims).len() < held.victims.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut took: Vec<f64> = closed_at(&held.victims)
+        .iter()
+        .map(|t| t.saturating_duration_since(begin).as_secs_f64() * 1000.0)
+        .collect();
+    took.sort_by(f64::total_cmp);
+    let bystanders_closed = closed_at(&held.bystanders).len();
+    println!(
+        "revoke ({what}): logout accepted in {:.0} ms; {}/{} connections closed, median {:.0} ms, last {:.0} ms after the logout was sent; {bystanders_closed}/{} of the other person's closed",
+        accepted.as_secs_f64() * 1000.0,
+        took.len(),
+        held.victims.len(),
+        took.get(took.len() / 2).copied().unwrap_or(f64::NAN),
+        took.last().copied().unwrap_or(f64::NAN),
+        held.bystanders.len(),
+    );
 }
