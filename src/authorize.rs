@@ -24,7 +24,7 @@ use crate::policy::connection::{self, Broken, ConnectionRules, Facts};
 use crate::policy::grants::GrantStore;
 use crate::policy::mapping::ClaimMapping;
 use crate::policy::passwords::PasswordChecks;
-use crate::policy::revocations::{Presented, RevocationList};
+use crate::policy::revocations::{Presented, Revocation, RevocationList};
 use crate::policy::roles::{self, Limits, Permissions, Resp, RoleTable};
 use crate::policy::scopes;
 use crate::policy::template::Values;
@@ -207,6 +207,23 @@ impl Authorizer {
 
     pub fn issuers(&self) -> &TrustedIssuers {
         &self.issuers
+    }
+
+    /// Takes the tokens `revocation` covers out of its issuer's cache of
+    /// tokens that verified (the list is checked after the cache anyway).
+    pub(crate) fn forget_revoked(&self, revocation: &Revocation) {
+        let Some(issuer) = self
+            .issuers
+            .iter()
+            .find(|i| i.settings.name == revocation.issuer)
+        else {
+            return;
+        };
+        let (revocation, user_claim) = (revocation.clone(), issuer.extra.user_claim.clone());
+        issuer.verifier.forget(move |token| {
+            let user = claims::user_name(&token.claims, &user_claim).unwrap_or_default();
+            revocation.covers(&Presented::of(&revocation.issuer, &user, &token.claims))
+        });
     }
 
     pub fn settings(&self) -> &Settings {

@@ -53,7 +53,20 @@ async fn next_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_refuses_the_tokens_it_covers_on_every_replica_and_admits_a_new_login() {
-    let stack = Stack::start(options()).await;
+    let stack = Stack::start(ServiceOptions {
+        http_port: Some(0),
+        ..options()
+    })
+    .await;
+    let port = stack.service.http_port();
+    let cache_hits = || async move {
+        let (_, metrics) = http_get(port, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("nats_oidc_callout_token_cache_hits_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("the token cache counts its hits")
+    };
     let url = stack.url();
     let (ana_1, ana_2) = (
         session_token(&stack, "ana", "s1"),
@@ -66,8 +79,17 @@ async fn a_logout_refuses_the_tokens_it_covers_on_every_replica_and_admits_a_new
             .expect("admitted before the logout");
     }
 
-    // One session of ana's: that session only.
+    // One session of ana's: that session only. Its token is no longer
+    // one the cache knows verified; the other session's still is.
     logout(&stack, &stack.service, Some("user-ana"), Some("s1")).await;
+    // The cache forgets when the bucket's watch delivers the entry.
+    wait_for_log(
+        &stack.service.log,
+        "signal=backchannel revision=",
+        Duration::from_secs(20),
+    )
+    .await;
+    let hits = cache_hits().await;
     assert_refused_as(
         &stack,
         "revoked",
@@ -75,9 +97,15 @@ async fn a_logout_refuses_the_tokens_it_covers_on_every_replica_and_admits_a_new
         connect(&url, &ana_1),
     )
     .await;
+    assert_eq!(cache_hits().await, hits, "the revoked token was forgotten");
     connect(&url, &ana_2)
         .await
         .expect("ana's other session is not covered");
+    assert_eq!(
+        cache_hits().await,
+        hits + 1,
+        "the other session's is still known"
+    );
 
     // All of ana's sessions; bo's are untouched.
     logout(&stack, &stack.service, Some("user-ana"), None).await;

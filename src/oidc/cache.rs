@@ -6,7 +6,10 @@
 //! is only good for the key-set generation that verified it (a key removed
 //! from the JWKS takes its tokens out with it) and never at or past the
 //! token's `exp`. Only successes are kept: every refusal is decided afresh.
-//! A config reload builds a new verifier, and with it an empty cache.
+//! A config reload builds a new verifier, and with it an empty cache; a
+//! revocation takes out the tokens it covers (the revocation list is
+//! checked after the cache either way: this is so that a revoked token is
+//! not kept as one that verified).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,9 +50,18 @@ impl TokenCache {
                 .max_capacity(capacity_bytes)
                 .weigher(|_, entry: &Arc<Entry>| entry.weight)
                 .time_to_live(TIME_TO_LIVE)
+                .support_invalidation_closures()
                 .build()
         });
         TokenCache { entries }
+    }
+
+    /// Forgets every token `covered` says yes to.
+    pub(crate) fn forget(&self, covered: impl Fn(&VerifiedToken) -> bool + Send + Sync + 'static) {
+        if let Some(entries) = &self.entries {
+            // Only fails for a cache built without invalidation closures.
+            let _ = entries.invalidate_entries_if(move |_, entry| covered(&entry.token));
+        }
     }
 
     pub(crate) fn key(token: &str) -> TokenKey {
@@ -115,6 +127,28 @@ mod tests {
         assert!(cache.get(&key, 8, 999).is_none(), "another key set");
         assert!(cache.get(&key, 7, 1000).is_none(), "at exp");
         assert!(cache.get(&key, 7, 5000).is_none(), "past exp");
+    }
+
+    #[test]
+    fn forgetting_takes_out_the_tokens_it_covers_and_no_other() {
+        let cache = TokenCache::new(1000);
+        let token = |sub: &str| {
+            Arc::new(VerifiedToken {
+                claims: serde_json::json!({ "sub": sub })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                exp: 1000,
+            })
+        };
+        let (ana, bo) = (TokenCache::key("ana"), TokenCache::key("bo"));
+        cache.insert(ana, 5, 1, token("ana"));
+        cache.insert(bo, 5, 1, token("bo"));
+        cache.forget(|t| t.claims["sub"] == "ana");
+        // moka applies invalidation closures lazily: a lookup never returns
+        // an entry one covers, from the call on.
+        assert!(cache.get(&ana, 1, 1).is_none());
+        assert!(cache.get(&bo, 1, 1).is_some());
     }
 
     #[test]

@@ -83,6 +83,12 @@ pub(crate) struct Signed {
 }
 
 impl TokenVerifier {
+    /// Takes the tokens `covered` says yes to out of the cache of tokens
+    /// that verified (a revocation).
+    pub(crate) fn forget(&self, covered: impl Fn(&VerifiedToken) -> bool + Send + Sync + 'static) {
+        self.verified.forget(covered);
+    }
+
     pub fn new(
         oidc: Arc<Settings>,
         keys: Arc<KeyManager>,

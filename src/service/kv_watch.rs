@@ -203,6 +203,7 @@ impl Mirror for RevocationFeed {
                     "revocation"
                 );
                 self.list.update(r.clone());
+                (self.forget)(&r);
                 if let Some(kicker) = &self.kicker {
                     let kicker = kicker.clone();
                     tokio::spawn(async move { kicker.enforce(r).await });

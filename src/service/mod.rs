@@ -145,9 +145,11 @@ impl Service {
             if let Some(login) = &config.revocation.system_login {
                 kicker = Some(self.start_kicker(&config, login, &client, list).await?);
             }
+            let live = self.live.clone();
             let feed = Arc::new(revoke::RevocationFeed {
                 list: list.clone(),
                 kicker: kicker.clone(),
+                forget: Box::new(move |r| live.callout().authorizer().forget_revoked(r)),
             });
             let watch = kv_watch::run(feed, bucket.to_string(), client.clone());
             background.revocation_watch = Some(tokio::spawn(watch));

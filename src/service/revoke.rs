@@ -18,6 +18,9 @@ use crate::text;
 pub(crate) struct RevocationFeed {
     pub(crate) list: Arc<RevocationList>,
     pub(crate) kicker: Option<Arc<crate::service::kick::Kicker>>,
+    /// Takes what a revocation covers out of the token cache of the
+    /// callout deciding now.
+    pub(crate) forget: Box<dyn Fn(&Revocation) + Send + Sync>,
 }
 
 pub(crate) struct Revoker {
