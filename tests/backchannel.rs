@@ -247,3 +247,40 @@ async fn only_a_form_post_to_its_path_is_served_and_it_stops_with_the_service() 
         "the endpoint still answers after the service stopped"
     );
 }
+
+/// The endpoint faces the provider's network: a client that never finishes
+/// its request makes nobody wait, and is hung up on (after the header
+/// read timeout, 10 s) rather than holding its connection for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_delays_nobody_and_is_hung_up_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = stack().await;
+    let port = stack.service.backchannel_port();
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"POST /backchannel-logout HTTP/1.1\r\nHost: idp\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let token = stack
+        .issuer
+        .logout_token(Some("user-ana"), None, LOGOUT_AUDIENCE);
+    assert_eq!(post_token(&stack, &token).await.status(), 200);
+    for mut s in slow {
+        // Closed: the end of the stream (after a 408, or nothing) or a
+        // reset; what must not happen is waiting on for ever.
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut answer))
+            .await
+            .expect("the server hangs up on a client that never finishes its headers");
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}

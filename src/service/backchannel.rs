@@ -88,12 +88,13 @@ pub(super) async fn serve<S: LogoutSink>(
     state: Arc<Backchannel<S>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("back-channel logout endpoint stopped: {e}");
-    }
+    crate::service::http_serve::serve(
+        listener,
+        router(state),
+        shutdown,
+        "revocation.backchannel_listen",
+    )
+    .await;
 }
 
 /// §2.8: every answer, errors included, is `Cache-Control: no-store`.

@@ -47,12 +47,7 @@ pub(super) async fn serve(
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("http server stopped: {e}");
-    }
+    crate::service::http_serve::serve(listener, router(state), shutdown, "http.listen").await;
 }
 
 async fn healthz() -> &'static str {

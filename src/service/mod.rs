@@ -7,6 +7,7 @@ mod config_file;
 mod dispatch;
 mod drain;
 mod http;
+mod http_serve;
 mod kick;
 mod kv_watch;
 mod live;
