@@ -267,6 +267,20 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether `name` names an `[oidc]` block: an admin's revocation of
+    /// another name would sit in the list and cover nothing. The error
+    /// lists the names there are.
+    pub fn check_issuer_name(&self, name: &str) -> Result<(), String> {
+        let names: Vec<String> = self.oidc.iter().map(|o| o.settings.name.clone()).collect();
+        if names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        Err(format!(
+            "no [oidc] block of that name; the config has {}",
+            crate::text::summarize(&names)
+        ))
+    }
+
     /// Every account users may be placed in: `callout.account` and each
     /// one a role or a `[users.*]` entry names.
     pub fn users_accounts(&self) -> std::collections::BTreeSet<String> {
