@@ -232,6 +232,10 @@ pub struct RevocationConfig {
     /// (`POST /backchannel-logout`), on a listener of its own so that the
     /// provider can reach it without reaching `/metrics`.
     pub backchannel_listen: Option<SocketAddr>,
+    /// A subject of the service's own account where an admin's revocation
+    /// requests are answered; only the admin may publish to it (nats-server's
+    /// permissions say so, not the service).
+    pub request_subject: Option<String>,
 }
 
 /// The config path: the command-line flag, else the environment, else the
