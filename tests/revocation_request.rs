@@ -46,13 +46,10 @@ async fn admin(stack: &Stack) -> async_nats::Client {
 /// The service's answer to `body`.
 async fn request(admin: &async_nats::Client, body: impl Into<Vec<u8>>) -> Value {
     let body: Vec<u8> = body.into();
-    let answer = tokio::time::timeout(
-        Duration::from_secs(10),
-        admin.request(SUBJECT, body.into()),
-    )
-    .await
-    .expect("answered in time")
-    .expect("answered");
+    let answer = tokio::time::timeout(Duration::from_secs(10), admin.request(SUBJECT, body.into()))
+        .await
+        .expect("answered in time")
+        .expect("answered");
     serde_json::from_slice(&answer.payload).expect("the answer is JSON")
 }
 
@@ -74,7 +71,11 @@ async fn stored(stack: &Stack) -> Vec<String> {
 /// An admin's request revokes `covered` of issuer default.
 async fn admin_revokes(admin: &async_nats::Client, kind: &str, value: &str) {
     let before = unix_now();
-    let answer = request(admin, json!({ "issuer": "default", kind: value }).to_string()).await;
+    let answer = request(
+        admin,
+        json!({ "issuer": "default", kind: value }).to_string(),
+    )
+    .await;
     let revoked = &answer["revoked"];
     assert_eq!(revoked["issuer"], "default", "{answer}");
     assert_eq!(revoked["covered"], format!("{kind} {value}"), "{answer}");
@@ -172,11 +173,7 @@ async fn oidc_users_cannot_reach_the_request_subject() {
         .await
         .unwrap();
     writer.client.flush().await.unwrap();
-    assert!(
-        writer.violation("publish").await,
-        "{:?}",
-        writer.events()
-    );
+    assert!(writer.violation("publish").await, "{:?}", writer.events());
 
     // A role that may publish anywhere lands in APP, not in the callout's
     // account: no one there answers, and the service hears nothing.
@@ -188,11 +185,7 @@ async fn oidc_users_cannot_reach_the_request_subject() {
         asked.map(|_| ()).unwrap_err().kind(),
         async_nats::RequestErrorKind::NoResponders
     );
-    anyone
-        .client
-        .publish(SUBJECT, body.into())
-        .await
-        .unwrap();
+    anyone.client.publish(SUBJECT, body.into()).await.unwrap();
     anyone.client.flush().await.unwrap();
     server_has_read(&anyone.client).await;
 
@@ -248,9 +241,14 @@ async fn bad_requests_are_answered_with_an_error_and_revoke_nothing() {
     ];
     let n = cases.len();
     for (body, says) in cases {
-        let shown = String::from_utf8_lossy(&body).chars().take(80).collect::<String>();
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(80)
+            .collect::<String>();
         let answer = request(&admin, body).await;
-        let error = answer["error"].as_str().unwrap_or_else(|| panic!("{shown}: {answer}"));
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{shown}: {answer}"));
         assert!(error.contains(says), "{shown}: {error}");
         assert!(answer.get("revoked").is_none(), "{answer}");
     }

@@ -53,7 +53,8 @@ impl RevokeArgs {
                 ))
             }
         };
-        Covered::named(kind, value).map_err(|problem| CliError::Usage(format!("--{kind} {problem}")))
+        Covered::named(kind, value)
+            .map_err(|problem| CliError::Usage(format!("--{kind} {problem}")))
     }
 }
 

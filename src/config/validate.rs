@@ -20,10 +20,10 @@ use super::{
     XKEY_SEED_ENV,
 };
 use crate::callout;
-use crate::policy::subject::check_permission_subject;
 use crate::nats::creds;
 use crate::nats::signing_key::SigningKey;
 use crate::policy::roles::RoleTable;
+use crate::policy::subject::check_permission_subject;
 use crate::policy::users::{ConfigUser, Grant};
 use crate::secrets::{self, SeedError, SeedKind};
 use crate::tls::{self, IdentityError, NatsTls};

@@ -160,8 +160,10 @@ impl Service {
             background.backchannel = self.start_backchannel(&config, revoker).await?;
             if let Some(subject) = &config.revocation.request_subject {
                 let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
-                background.revoke_requests =
-                    Some(self.answer_revocations(&client, &config, subject, revoker).await?);
+                background.revoke_requests = Some(
+                    self.answer_revocations(&client, &config, subject, revoker)
+                        .await?,
+                );
             }
         }
         let counters = Arc::new(EndpointCounters::default());

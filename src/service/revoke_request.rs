@@ -313,20 +313,30 @@ mod tests {
         let longest = format!(r#"{{"issuer": "corp", "sub": "{escaped}"}}"#);
         assert!(longest.len() <= MAX_REQUEST_BYTES);
         assert!(parse(longest.as_bytes(), &config()).is_ok());
-        let e = refused(&format!(r#"{{"issuer": "corp", "sub": "{}"}}"#, "a".repeat(MAX_REQUEST_BYTES)));
+        let e = refused(&format!(
+            r#"{{"issuer": "corp", "sub": "{}"}}"#,
+            "a".repeat(MAX_REQUEST_BYTES)
+        ));
         assert!(e.starts_with("the request is 8"), "{e}");
         assert!(e.ends_with("bytes, more than 8192"), "{e}");
         // A hostile issuer name is escaped and clipped, in the reason
         // and in the issuer the log names.
         let r = parse(
-            format!("{{\"issuer\": \"x\\u202e{}\", \"sub\": \"u\"}}", "y".repeat(300)).as_bytes(),
+            format!(
+                "{{\"issuer\": \"x\\u202e{}\", \"sub\": \"u\"}}",
+                "y".repeat(300)
+            )
+            .as_bytes(),
             &config(),
         )
         .unwrap_err();
         assert!(r.reason.starts_with("issuer x\\u{202e}yyy"), "{r:?}");
         assert!(!r.reason.contains('\u{202e}'), "{r:?}");
         let shown = r.issuer.unwrap();
-        assert!(shown.starts_with("x\\u{202e}") && shown.len() < 80, "{shown}");
+        assert!(
+            shown.starts_with("x\\u{202e}") && shown.len() < 80,
+            "{shown}"
+        );
     }
 
     #[test]
@@ -334,9 +344,9 @@ mod tests {
         let revocation = Revocation {
             issuer: "corp".into(),
             covered: Covered::Subject("a\u{202e}b".into()),
-            stamp: crate::policy::revocations::RevocationList::new(
-                std::time::Duration::from_secs(3600),
-            )
+            stamp: crate::policy::revocations::RevocationList::new(std::time::Duration::from_secs(
+                3600,
+            ))
             .stamp(100, SIGNAL),
         };
         assert_eq!(

@@ -282,7 +282,13 @@ max_control_line: 64KB
 {extra}
 {}{}"#,
             websocket_conf(ws_port),
-            callout_conf(issuer_public, xkey_public, store.as_deref(), layout, auth_users)
+            callout_conf(
+                issuer_public,
+                xkey_public,
+                store.as_deref(),
+                layout,
+                auth_users
+            )
         );
         let mut server = NatsServer::start_with(dir, port, conf);
         server.ws_port = ws_port;

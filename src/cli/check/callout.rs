@@ -147,7 +147,10 @@ fn revocation_request_reachable(config: &Config) -> Vec<String> {
         .collect();
     for user in &config.users {
         if let Grant::Fixed(own) = &user.grant {
-            roles.extend(own.iter().map(|(_, role)| (format!("users.{}", user.name), role)));
+            roles.extend(
+                own.iter()
+                    .map(|(_, role)| (format!("users.{}", user.name), role)),
+            );
         }
     }
     let mut out = Vec::new();

@@ -201,7 +201,9 @@ fn the_revocation_request_subject_is_warned_about_only_where_users_reach_it() {
     );
     // In the callout's account, only what reaches the subject.
     assert_eq!(
-        found("[roles.reader]\naccount = \"AUTH\"\npub.allow = [\"orders.>\", \"admin.revoked\"]\n"),
+        found(
+            "[roles.reader]\naccount = \"AUTH\"\npub.allow = [\"orders.>\", \"admin.revoked\"]\n"
+        ),
         Vec::<String>::new()
     );
     assert_eq!(
