@@ -79,7 +79,7 @@ impl LogoutOutcome {
 pub(crate) const UNKNOWN_ISSUER: &str = "(unknown)";
 
 /// The label values of `revocations_total`, present from the start.
-const REVOCATION_SIGNALS: [&str; 3] = ["backchannel", "admin", "other"];
+const REVOCATION_SIGNALS: [&str; 4] = ["backchannel", "admin", "request", "other"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RevocationLabels {
@@ -203,7 +203,7 @@ impl Metrics {
         let revocations = Family::<RevocationLabels, Counter>::default();
         registry.register(
             "revocations",
-            "Revocations this replica enforced, by signal (backchannel, admin, other)",
+            "Revocations this replica enforced, by signal (backchannel, admin, request, other)",
             revocations.clone(),
         );
         for signal in REVOCATION_SIGNALS {

@@ -1468,3 +1468,46 @@ fn the_backchannel_endpoint_is_off_unless_configured_on_a_listener_of_its_own() 
     let msg = error_for(&with("[revocation]\nbackchannel = \"127.0.0.1:8081\""));
     assert!(msg.contains("unknown field `backchannel`"), "{msg}");
 }
+
+/// Revocation requests over NATS are off unless a subject is configured:
+/// one literal subject of the service's own, and only with the revocation
+/// list they write into.
+#[test]
+fn the_revocation_request_subject_is_one_literal_subject_and_needs_the_bucket() {
+    let d = Dir::new();
+    let with = |keys: &str| format!("{}\n[revocation]\n{keys}\n", good());
+    let c = Config::load(&d.write(&with("kv_bucket = \"revocations\""))).unwrap();
+    assert_eq!(c.revocation.request_subject, None);
+    let c = Config::load(&d.write(&with(
+        "kv_bucket = \"revocations\"\nrequest_subject = \"nats-oidc-callout.revoke\"",
+    )))
+    .unwrap();
+    assert_eq!(
+        c.revocation.request_subject.as_deref(),
+        Some("nats-oidc-callout.revoke")
+    );
+    let msg = error_for(&with("request_subject = \"nats-oidc-callout.revoke\""));
+    assert!(
+        msg.contains("revocation.request_subject: needs revocation.kv_bucket"),
+        "requests that revoke nothing: {msg}"
+    );
+    for (subject, says) in [
+        ("admin.*", "has a wildcard"),
+        ("admin.>", "has a wildcard"),
+        ("admin..revoke", "empty token"),
+        ("", "empty subject"),
+        ("admin revoke", "whitespace"),
+        ("admin.re*", "wildcards must stand alone"),
+        ("$SYS.REQ.USER.AUTH", "among the subjects NATS uses itself"),
+        ("$KV.revocations.x", "among the subjects NATS uses itself"),
+        ("_INBOX.revoke", "among the subjects NATS uses itself"),
+    ] {
+        let msg = error_for(&with(&format!(
+            "kv_bucket = \"revocations\"\nrequest_subject = \"{subject}\""
+        )));
+        assert!(
+            msg.contains("revocation.request_subject") && msg.contains(says),
+            "{subject:?}: {msg}"
+        );
+    }
+}

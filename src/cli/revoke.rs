@@ -14,11 +14,9 @@ use crate::config::Config;
 use crate::policy::revocations::{Covered, Revocation, RevocationList};
 use crate::service::{connect_once, Revoker};
 
-/// The signal the entry names (`backchannel` is the provider's).
+/// The signal the entry names (`backchannel` is the provider's, `request`
+/// a revocation request's).
 const SIGNAL: &str = "admin";
-/// The longest value taken: real subjects, sessions and user names are far
-/// shorter, and the value ends up in a KV key (base64, a third longer).
-const MAX_VALUE_BYTES: usize = 1024;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("covered").required(true).args(["sub", "sid", "user"])))]
@@ -44,39 +42,20 @@ impl RevokeArgs {
     /// parser: clap would echo a rejected value raw, control characters
     /// and all, into the terminal.
     fn covered(&self) -> Result<Covered, CliError> {
-        let (flag, value, covered): (&str, &String, fn(String) -> Covered) =
-            match (&self.sub, &self.sid, &self.user) {
-                (Some(v), _, _) => ("--sub", v, Covered::Subject),
-                (_, Some(v), _) => ("--sid", v, Covered::Session),
-                (_, _, Some(v)) => ("--user", v, Covered::User),
-                // The required ArgGroup makes clap refuse this first.
-                _ => {
-                    return Err(CliError::Usage(
-                        "revoke needs one of --sub, --sid, --user".into(),
-                    ))
-                }
-            };
-        checked(flag, value)?;
-        Ok(covered(value.clone()))
+        let (kind, value) = match (&self.sub, &self.sid, &self.user) {
+            (Some(v), _, _) => ("sub", v),
+            (_, Some(v), _) => ("sid", v),
+            (_, _, Some(v)) => ("user", v),
+            // The required ArgGroup makes clap refuse this first.
+            _ => {
+                return Err(CliError::Usage(
+                    "revoke needs one of --sub, --sid, --user".into(),
+                ))
+            }
+        };
+        Covered::named(kind, value)
+            .map_err(|problem| CliError::Usage(format!("--{kind} {problem}")))
     }
-}
-
-/// A value an admin typed: it is matched exactly against token claims and
-/// shown in logs and terminals, so it must be a plain, bounded string.
-fn checked(flag: &str, value: &str) -> Result<(), CliError> {
-    let problem = if value.is_empty() {
-        "is empty".to_string()
-    } else if value.len() > MAX_VALUE_BYTES {
-        format!("is {} bytes long, more than {MAX_VALUE_BYTES}", value.len())
-    } else if value.chars().any(char::is_control) {
-        format!(
-            "\"{}\" has control characters",
-            crate::text::printable(value, 64)
-        )
-    } else {
-        return Ok(());
-    };
-    Err(CliError::Usage(format!("{flag} {problem}")))
 }
 
 pub(super) fn run(config: &Config, args: RevokeArgs) -> Result<ExitCode, CliError> {
@@ -95,19 +74,10 @@ pub(super) fn run(config: &Config, args: RevokeArgs) -> Result<ExitCode, CliErro
 /// The `[oidc]` block `name` names: a revocation of another name would sit
 /// in the list and cover nothing.
 fn issuer(config: &Config, name: &str) -> Result<String, CliError> {
-    let names: Vec<String> = config
-        .oidc
-        .iter()
-        .map(|o| o.settings.name.clone())
-        .collect();
-    if names.iter().any(|n| n == name) {
-        return Ok(name.to_string());
-    }
-    Err(CliError::Usage(format!(
-        "--issuer {}: no [oidc] block of that name; the config has {}",
-        crate::text::name(name),
-        crate::text::summarize(&names)
-    )))
+    config.check_issuer_name(name).map_err(|problem| {
+        CliError::Usage(format!("--issuer {}: {problem}", crate::text::name(name)))
+    })?;
+    Ok(name.to_string())
 }
 
 /// Connects with the service's login and puts the entry, stamped once
@@ -161,6 +131,7 @@ fn said(revocation: &Revocation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::revocations::MAX_VALUE_BYTES;
 
     fn args(sub: Option<&str>, sid: Option<&str>, user: Option<&str>) -> RevokeArgs {
         RevokeArgs {

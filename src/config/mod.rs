@@ -232,6 +232,10 @@ pub struct RevocationConfig {
     /// (`POST /backchannel-logout`), on a listener of its own so that the
     /// provider can reach it without reaching `/metrics`.
     pub backchannel_listen: Option<SocketAddr>,
+    /// A subject of the service's own account where an admin's revocation
+    /// requests are answered; only the admin may publish to it (nats-server's
+    /// permissions say so, not the service).
+    pub request_subject: Option<String>,
 }
 
 impl RevocationConfig {
@@ -276,6 +280,20 @@ impl Config {
         let mut config = Validator::new(path).validate(raw)?;
         config.digest = sha2::Sha256::digest(text.as_bytes()).into();
         Ok(config)
+    }
+
+    /// Whether `name` names an `[oidc]` block: an admin's revocation of
+    /// another name would sit in the list and cover nothing. The error
+    /// lists the names there are.
+    pub fn check_issuer_name(&self, name: &str) -> Result<(), String> {
+        let names: Vec<String> = self.oidc.iter().map(|o| o.settings.name.clone()).collect();
+        if names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        Err(format!(
+            "no [oidc] block of that name; the config has {}",
+            crate::text::summarize(&names)
+        ))
     }
 
     /// Every account users may be placed in: `callout.account` and each

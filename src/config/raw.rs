@@ -33,6 +33,7 @@ pub(super) struct RawRevocation {
     pub kv_bucket: Option<String>,
     pub max_token_lifetime: Option<String>,
     pub backchannel_listen: Option<String>,
+    pub request_subject: Option<String>,
     pub system_user: Option<String>,
     pub system_password: Option<String>,
     pub system_creds_file: Option<PathBuf>,

@@ -23,6 +23,7 @@ use crate::callout;
 use crate::nats::creds;
 use crate::nats::signing_key::SigningKey;
 use crate::policy::roles::RoleTable;
+use crate::policy::subject::check_permission_subject;
 use crate::policy::users::{ConfigUser, Grant};
 use crate::secrets::{self, SeedError, SeedKind};
 use crate::tls::{self, IdentityError, NatsTls};
@@ -181,6 +182,11 @@ impl<'a> Validator<'a> {
             std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(30 * 24 * 3600),
             "must be between 1m and 30 days",
         )?;
+        let request_subject = raw
+            .request_subject
+            .as_deref()
+            .map(|subject| self.request_subject(subject, kv_bucket.is_some()))
+            .transpose()?;
         let system_login = self.system_login(&raw)?;
         if system_login.is_some() && kv_bucket.is_none() {
             return Err(self.err(
@@ -193,7 +199,37 @@ impl<'a> Validator<'a> {
             max_token_lifetime,
             backchannel_listen,
             system_login,
+            request_subject,
         })
+    }
+
+    /// `revocation.request_subject`: one literal subject the service
+    /// subscribes to in its own account, outside what NATS and the service
+    /// use there themselves.
+    fn request_subject(&self, subject: &str, has_bucket: bool) -> Result<String, ConfigError> {
+        let key = "revocation.request_subject";
+        if !has_bucket {
+            return Err(self.err(
+                key,
+                "needs revocation.kv_bucket: a revocation is kept in the revocation list, which every replica reads",
+            ));
+        }
+        let shown = crate::text::printable(subject, 64);
+        check_permission_subject(subject).map_err(|reason| self.err(key, reason))?;
+        if subject.split('.').any(|t| t == "*" || t == ">") {
+            return Err(self.err(
+                key,
+                format!("\"{shown}\" has a wildcard: it must be one literal subject, the one the admin may publish to"),
+            ));
+        }
+        let first = subject.split('.').next().unwrap_or_default();
+        if first.starts_with('$') || first == "_INBOX" {
+            return Err(self.err(
+                key,
+                format!("\"{shown}\" is among the subjects NATS uses itself ($SYS, $JS, $KV and other $ subjects, _INBOX replies): choose a subject of your own, like nats-oidc-callout.revoke"),
+            ));
+        }
+        Ok(subject.to_string())
     }
 
     /// `[revocation]`'s system-account login: a user and password, or a

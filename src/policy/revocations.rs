@@ -49,6 +49,15 @@ impl Covered {
         }
     }
 
+    /// Whom an admin names: `kind` is `sub`, `sid` or `user`, and the
+    /// value is checked by [`check_value`]. The error says what is wrong,
+    /// for the caller to say where it came from (`--user is empty`).
+    pub fn named(kind: &str, value: &str) -> Result<Covered, String> {
+        check_value(value)?;
+        Covered::from_parts(kind, value.to_string())
+            .ok_or_else(|| format!("is not sub, sid or user: {}", crate::text::name(kind)))
+    }
+
     fn from_parts(kind: &str, value: String) -> Option<Covered> {
         match kind {
             "sub" => Some(Covered::Subject(value)),
@@ -56,6 +65,33 @@ impl Covered {
             "user" => Some(Covered::User(value)),
             _ => None,
         }
+    }
+}
+
+/// The longest value an admin may revoke: real subjects, sessions and user
+/// names are far shorter, and the value ends up in a KV key (base64, a
+/// third longer).
+pub(crate) const MAX_VALUE_BYTES: usize = 1024;
+
+/// A value an admin gave (the `revoke` command's flag, a revocation
+/// request's member): it is matched exactly against token claims and shown
+/// in logs and terminals, so it must be a plain, bounded string. The error
+/// is what is wrong with it (`is empty`), escaped.
+pub(crate) fn check_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Err("is empty".to_string())
+    } else if value.len() > MAX_VALUE_BYTES {
+        Err(format!(
+            "is {} bytes long, more than {MAX_VALUE_BYTES}",
+            value.len()
+        ))
+    } else if value.chars().any(char::is_control) {
+        Err(format!(
+            "\"{}\" has control characters",
+            crate::text::printable(value, 64)
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -73,7 +109,8 @@ pub struct Stamp {
     pub at: u64,
     /// No token the entry covers is valid after this; the entry may go.
     pub until: u64,
-    /// `backchannel` or `admin`.
+    /// `backchannel` (the provider's logout), `admin` (the `revoke`
+    /// command) or `request` (a revocation request over NATS).
     pub signal: String,
 }
 

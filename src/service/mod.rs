@@ -16,6 +16,7 @@ mod nats;
 mod readiness;
 mod registry;
 mod revoke;
+mod revoke_request;
 mod sessions;
 
 use std::sync::Arc;
@@ -71,6 +72,7 @@ struct Background {
     config_watch: Option<JoinHandle<()>>,
     kv_watch: Option<JoinHandle<()>>,
     revocation_watch: Option<JoinHandle<()>>,
+    revoke_requests: Option<JoinHandle<()>>,
     micro: Option<JoinHandle<()>>,
 }
 
@@ -81,6 +83,7 @@ impl Background {
             self.config_watch,
             self.kv_watch,
             self.revocation_watch,
+            self.revoke_requests,
             self.micro,
         ]
         .into_iter()
@@ -156,6 +159,13 @@ impl Service {
             background.revocation_watch = Some(tokio::spawn(watch));
             let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
             background.backchannel = self.start_backchannel(&config, revoker).await?;
+            if let Some(subject) = &config.revocation.request_subject {
+                let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
+                background.revoke_requests = Some(
+                    self.answer_revocations(&client, &config, subject, revoker)
+                        .await?,
+                );
+            }
         }
         let counters = Arc::new(EndpointCounters::default());
         let (micro, mut requests) = tokio::select! {
@@ -258,6 +268,32 @@ impl Service {
             let _ = stopped.await;
         }));
         Ok(Some((stop, server)))
+    }
+
+    /// Answers an admin's revocation requests on `subject`, in the queue
+    /// group: one replica carries each out.
+    async fn answer_revocations(
+        &self,
+        client: &async_nats::Client,
+        config: &Config,
+        subject: &str,
+        revoker: revoke::Revoker,
+    ) -> Result<JoinHandle<()>, ServiceError> {
+        let requests = client
+            .queue_subscribe(subject.to_string(), config.nats.queue_group.clone())
+            .await
+            .map_err(|e| ServiceError::Subscribe(format!("{subject}: {e}")))?;
+        tracing::info!(
+            subject = %subject,
+            queue_group = %config.nats.queue_group,
+            "answering revocation requests"
+        );
+        Ok(tokio::spawn(revoke_request::serve(
+            requests,
+            client.clone(),
+            self.live.clone(),
+            revoker,
+        )))
     }
 
     /// The back-channel logout endpoint, when `[revocation]

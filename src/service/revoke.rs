@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, context, kv};
 use tokio::sync::OnceCell;
 
 use crate::oidc::LogoutRequest;
-use crate::policy::revocations::{Covered, Revocation, RevocationList};
+use crate::policy::revocations::{Covered, Revocation, RevocationList, Stamp};
 use crate::service::backchannel::{shown, LogoutFailed, LogoutSink};
 use crate::text;
 
@@ -38,6 +38,11 @@ impl Revoker {
             store: OnceCell::new(),
             list,
         }
+    }
+
+    /// The stamp of a revocation of tokens issued at or before `at`.
+    pub(crate) fn stamp(&self, at: u64, signal: &str) -> Stamp {
+        self.list.stamp(at, signal)
     }
 
     /// Puts `revocation` into the bucket and this replica's copy.
@@ -100,7 +105,7 @@ impl LogoutSink for Revoker {
         let revocation = Revocation {
             issuer: request.issuer.clone(),
             covered,
-            stamp: self.list.stamp(request.iat, "backchannel"),
+            stamp: self.stamp(request.iat, "backchannel"),
         };
         self.revoke(revocation.clone())
             .await

@@ -50,7 +50,7 @@ max_control_line: 64KB
                     port = client_ports[i],
                     http = http_ports[i],
                     cluster = cluster_ports[i],
-                    callout = callout_conf(issuer_public, xkey_public, None, None),
+                    callout = callout_conf(issuer_public, xkey_public, None, None, &[]),
                 );
                 NatsServer::start_with(tempfile::tempdir().unwrap(), client_ports[i], conf)
             })

@@ -173,12 +173,14 @@ pub fn write_config(config: &ConfigToml) -> (tempfile::TempDir, PathBuf) {
 /// to that key; with a JetStream store, JetStream on for AUTH (the KV grants
 /// bucket lives there), APP and TEAM, and an account DATA holding the
 /// streams of the grants, with the exports and imports `layout` says
-/// (`nats-oidc-callout accounts`).
+/// (`nats-oidc-callout accounts`). `auth_users` are more users of AUTH
+/// (name, nats.conf user map) that skip the callout, like the service's.
 pub fn callout_conf(
     issuer_public: &str,
     xkey_public: Option<&str>,
     jetstream_store: Option<&Path>,
     layout: Option<&Layout>,
+    auth_users: &[(String, String)],
 ) -> String {
     let (jetstream, auth_js) = match jetstream_store {
         Some(store) => (
@@ -207,9 +209,17 @@ pub fn callout_conf(
         (Some(_), _) => "  DATA { jetstream: enabled }\n".to_string(),
         (None, _) => String::new(),
     };
+    let more_users: String = auth_users
+        .iter()
+        .map(|(_, user)| format!(",\n    {user}"))
+        .collect();
+    let skip_callout: String = auth_users
+        .iter()
+        .map(|(name, _)| format!(", {name}"))
+        .collect();
     format!(
         r#"{jetstream}accounts {{
-  AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }} ] }}
+  AUTH {{{auth_js} users: [ {{ user: auth, password: authpw }}, {{ nkey: {nonce_enabler} }}{more_users} ] }}
   APP {{{app_js}
 {app_imports}
   }}
@@ -223,7 +233,7 @@ authorization {{
   timeout: 2
   auth_callout {{
     issuer: {issuer_public}
-    auth_users: [ auth, sys ]
+    auth_users: [ auth, sys{skip_callout} ]
     account: AUTH
 {xkey_line}  }}
 }}
@@ -257,13 +267,13 @@ impl NatsServer {
     /// APP (where users land) and SYS, with auth callout on. With `xkey`, the
     /// server seals requests to that public key.
     pub fn start(issuer_public: &str, xkey_public: Option<&str>) -> NatsServer {
-        NatsServer::start_callout(issuer_public, xkey_public, false, false, None, "")
+        NatsServer::start_callout(issuer_public, xkey_public, false, false, None, "", &[])
     }
 
     /// Like `start`, with JetStream on for the callout's account (for the KV
     /// grants bucket) and the users' accounts.
     pub fn start_jetstream(issuer_public: &str) -> NatsServer {
-        NatsServer::start_callout(issuer_public, None, true, false, None, "")
+        NatsServer::start_callout(issuer_public, None, true, false, None, "", &[])
     }
 
     fn start_callout(
@@ -273,6 +283,7 @@ impl NatsServer {
         websocket: bool,
         layout: Option<&Layout>,
         extra: &str,
+        auth_users: &[(String, String)],
     ) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -285,7 +296,13 @@ max_control_line: 64KB
 {extra}
 {}{}"#,
             websocket_conf(ws_port),
-            callout_conf(issuer_public, xkey_public, store.as_deref(), layout)
+            callout_conf(
+                issuer_public,
+                xkey_public,
+                store.as_deref(),
+                layout,
+                auth_users
+            )
         );
         let mut server = NatsServer::start_with(dir, port, conf);
         server.ws_port = ws_port;
@@ -427,6 +444,9 @@ pub struct ServiceOptions {
     pub issuer_bearer: Option<String>,
     /// The keys of a `[revocation]` table, as written (none: no table).
     pub revocation: String,
+    /// More users of the callout's account AUTH that skip the callout:
+    /// (name, nats.conf user map). Config mode only.
+    pub auth_users: Vec<(String, String)>,
 }
 
 impl Default for ServiceOptions {
@@ -452,6 +472,7 @@ impl Default for ServiceOptions {
             issuer_tls: None,
             issuer_bearer: None,
             revocation: String::new(),
+            auth_users: Vec::new(),
         }
     }
 }
@@ -1150,6 +1171,7 @@ impl Stack {
             opts.websocket,
             layout.as_ref(),
             &opts.nats_extra,
+            &opts.auth_users,
         );
         let service = CalloutService::start(&nats.url(), &issuer.issuer(), &keys, opts).await;
         Stack {

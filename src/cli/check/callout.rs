@@ -5,6 +5,9 @@ use super::Lint;
 use crate::callout::Mode;
 use crate::config::Config;
 use crate::oidc::discovery::is_loopback;
+use crate::policy::roles::Role;
+use crate::policy::subject::overlaps;
+use crate::policy::users::Grant;
 
 pub(super) const EXPOSED_SECRETS: Lint = Lint {
     name: "exposed-secrets",
@@ -116,6 +119,56 @@ fn users_in_callout_account(config: &Config) -> Vec<String> {
                     config.callout.auth_account
                 ));
             }
+        }
+    }
+    out
+}
+
+pub(super) const REVOCATION_REQUEST_REACHABLE: Lint = Lint {
+    name: "revocation-request-reachable",
+    doc: "Users placed in the callout's own account with publish permission on \
+          revocation.request_subject, so they can revoke anyone's logins.",
+    find: revocation_request_reachable,
+    example: "[revocation]\nkv_bucket = \"revocations\"\nrequest_subject = \"admin.revoke\"\n\n[roles.reader]\naccount = \"AUTH\"\npub.allow = [\"admin.>\"]\n",
+};
+
+/// The request subject lives in the callout's own account: only users
+/// placed there reach it (unless an account imports it, which nats-server's
+/// config says and this one cannot see), so a role that may publish to it
+/// elsewhere publishes into its own account, where no one answers.
+fn revocation_request_reachable(config: &Config) -> Vec<String> {
+    let Some(subject) = config.revocation.request_subject.as_deref() else {
+        return Vec::new();
+    };
+    let mut roles: Vec<(String, &Role)> = config
+        .roles
+        .iter()
+        .map(|(name, role)| (format!("roles.{name}"), role))
+        .collect();
+    for user in &config.users {
+        if let Grant::Fixed(own) = &user.grant {
+            roles.extend(
+                own.iter()
+                    .map(|(_, role)| (format!("users.{}", user.name), role)),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (key, role) in roles {
+        let account = role.account.as_deref().unwrap_or(&config.callout.account);
+        if config.callout.is_callout_account(account) != Some(true) {
+            continue;
+        }
+        let reaching = role
+            .publish
+            .allow
+            .iter()
+            .map(|e| e.as_str())
+            .find(|p| overlaps(p, subject));
+        if let Some(p) = reaching {
+            out.push(format!(
+                "{key} places its users in {account:?}, the callout's own account, and pub.allow {p:?} reaches revocation.request_subject {subject:?}: its users can revoke anyone's logins; give publish permission on that subject to the admin only"
+            ));
         }
     }
     out

@@ -59,6 +59,7 @@ pub const LINTS: &[Lint] = &[
     streams::NO_INBOX_FOR_ANSWERS,
     roles::ALLOWS_NOTHING,
     callout::USERS_IN_CALLOUT_ACCOUNT,
+    callout::REVOCATION_REQUEST_REACHABLE,
     streams::JETSTREAM_API_BY_HAND,
     streams::GRANTS_IN_STREAMS_ACCOUNT,
     streams::CONSUMER_REWRITE,

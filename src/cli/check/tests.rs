@@ -197,3 +197,38 @@ fn a_role_that_can_write_the_session_registry_is_warned_about() {
         "{found:?}"
     );
 }
+
+#[test]
+fn the_revocation_request_subject_is_warned_about_only_where_users_reach_it() {
+    let files = Files::new();
+    let found = |roles: &str| {
+        let config = files
+            .config(&format!(
+                "[revocation]\nkv_bucket = \"revocations\"\nrequest_subject = \"admin.revoke\"\n\n{roles}"
+            ))
+            .unwrap();
+        (super::callout::REVOCATION_REQUEST_REACHABLE.find)(&config)
+    };
+    // Users of APP publishing "admin.revoke" publish into APP, where no
+    // one answers.
+    assert_eq!(
+        found("[roles.reader]\npub.allow = [\">\"]\n"),
+        Vec::<String>::new()
+    );
+    // In the callout's account, only what reaches the subject.
+    assert_eq!(
+        found(
+            "[roles.reader]\naccount = \"AUTH\"\npub.allow = [\"orders.>\", \"admin.revoked\"]\n"
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found("[roles.reader]\naccount = \"AUTH\"\npub.allow = [\"orders.>\", \"*.revoke\"]\n"),
+        ["roles.reader places its users in \"AUTH\", the callout's own account, and pub.allow \"*.revoke\" reaches revocation.request_subject \"admin.revoke\": its users can revoke anyone's logins; give publish permission on that subject to the admin only"]
+    );
+    // Without a request subject, nothing to reach.
+    let config = files
+        .config("[roles.reader]\naccount = \"AUTH\"\npub.allow = [\">\"]\n")
+        .unwrap();
+    assert!((super::callout::REVOCATION_REQUEST_REACHABLE.find)(&config).is_empty());
+}
