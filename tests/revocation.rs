@@ -1,8 +1,9 @@
 //! Revocation through a real nats-server: a back-channel logout received
 //! by the service, or an admin's `nats-oidc-callout revoke`, is kept in the
 //! revocation list's KV bucket, and tokens issued before it are refused
-//! (`revoked`) by every replica, while a new login is admitted. (Closing
-//! live connections: not yet.)
+//! (`revoked`) by every replica, while a new login is admitted; with a
+//! system-account login, the live connections it covers are closed (across
+//! a cluster: `revocation_cluster.rs`).
 
 mod common;
 
@@ -123,16 +124,14 @@ async fn a_logout_refuses_the_tokens_it_covers_on_every_replica_and_admits_a_new
 
 /// With a system-account login, a revocation also closes the live
 /// connections it covers (each replica those it admitted), and their
-/// reconnects with the same tokens are refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
-    if operator_mode() {
-        // The operator-mode stack has no system-account user yet.
-        return;
-    }
-    let mut opts = options();
-    opts.revocation
-        .push_str("\nsystem_user = \"sys\"\nsystem_password = \"sys\"\n");
+/// reconnects with the same tokens are refused: in server mode with user
+/// `sys`, in operator mode with a system-account user's creds file.
+async fn a_logout_closes_the_live_connections_it_covers(operator: bool) {
+    let opts = ServiceOptions {
+        operator,
+        system_login: true,
+        ..options()
+    };
     let stack = Stack::start(opts).await;
     let url = stack.url();
     let mut ana_1 = connect(&url, &session_token(&stack, "ana", "s1"))
@@ -172,6 +171,16 @@ async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
     );
     assert!(delivered(&ana_2.client, &bo.client, "orders.after").await);
     assert!(delivered(&bo.client, &ana_2.client, "orders.after").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
+    a_logout_closes_the_live_connections_it_covers(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_closes_the_live_connections_it_covers_and_no_other_in_operator_mode() {
+    a_logout_closes_the_live_connections_it_covers(true).await;
 }
 
 /// `nats-oidc-callout revoke --config <the service's config> ARGS`, as an
