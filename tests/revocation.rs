@@ -1,8 +1,9 @@
 //! Revocation through a real nats-server: a back-channel logout received
 //! by the service, or an admin's `nats-oidc-callout revoke`, is kept in the
 //! revocation list's KV bucket, and tokens issued before it are refused
-//! (`revoked`) by every replica, while a new login is admitted. (Closing
-//! live connections: not yet.)
+//! (`revoked`) by every replica, while a new login is admitted; with a
+//! system-account login, the live connections it covers are closed (across
+//! a cluster: `revocation_cluster.rs`).
 
 mod common;
 
@@ -153,16 +154,14 @@ async fn a_logout_refuses_the_tokens_it_covers_on_every_replica_and_admits_a_new
 
 /// With a system-account login, a revocation also closes the live
 /// connections it covers (each replica those it admitted), and their
-/// reconnects with the same tokens are refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
-    if operator_mode() {
-        // The operator-mode stack has no system-account user yet.
-        return;
-    }
-    let mut opts = options();
-    opts.revocation
-        .push_str("\nsystem_user = \"sys\"\nsystem_password = \"sys\"\n");
+/// reconnects with the same tokens are refused: in server mode with user
+/// `sys`, in operator mode with a system-account user's creds file.
+async fn a_logout_closes_the_live_connections_it_covers(operator: bool) {
+    let opts = ServiceOptions {
+        operator,
+        system_login: true,
+        ..options()
+    };
     let stack = Stack::start(opts).await;
     let url = stack.url();
     let mut ana_1 = connect(&url, &session_token(&stack, "ana", "s1"))
@@ -209,13 +208,21 @@ async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
 /// those it covers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_closes_the_connections_a_replica_admitted_before_it_restarted() {
-    if operator_mode() {
-        // The operator-mode stack has no system-account user yet.
-        return;
-    }
-    let mut opts = options();
-    opts.revocation
-        .push_str("\nsystem_user = \"sys\"\nsystem_password = \"sys\"\n");
+    closes_what_was_admitted_before_a_restart(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_closes_the_connections_a_replica_admitted_before_it_restarted_in_operator_mode(
+) {
+    closes_what_was_admitted_before_a_restart(true).await;
+}
+
+async fn closes_what_was_admitted_before_a_restart(operator: bool) {
+    let opts = ServiceOptions {
+        operator,
+        system_login: true,
+        ..options()
+    };
     let mut stack = Stack::start(opts).await;
     let url = stack.url();
     let mut ana = connect(&url, &session_token(&stack, "ana", "s1"))
@@ -226,7 +233,7 @@ async fn a_revocation_closes_the_connections_a_replica_admitted_before_it_restar
         .unwrap();
     // The registry is written behind the answers: wait until both are
     // filed, as the operator's `nats kv ls` would show them.
-    let registry = async_nats::jetstream::new(callout_user(&url).await)
+    let registry = async_nats::jetstream::new(stack.callout_account_client().await)
         .get_key_value("revocations_sessions")
         .await
         .expect("the service created the session registry");
@@ -258,6 +265,16 @@ async fn a_revocation_closes_the_connections_a_replica_admitted_before_it_restar
         bo.events()
     );
     assert!(delivered(&bo.client, &bo.client, "orders.after").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_closes_the_live_connections_it_covers_and_no_other() {
+    a_logout_closes_the_live_connections_it_covers(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_closes_the_live_connections_it_covers_and_no_other_in_operator_mode() {
+    a_logout_closes_the_live_connections_it_covers(true).await;
 }
 
 /// `nats-oidc-callout revoke --config <the service's config> ARGS`, as an

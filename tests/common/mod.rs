@@ -447,6 +447,10 @@ pub struct ServiceOptions {
     /// More users of the callout's account AUTH that skip the callout:
     /// (name, nats.conf user map). Config mode only.
     pub auth_users: Vec<(String, String)>,
+    /// `[revocation]` also gets the system-account login that closes live
+    /// connections: user `sys` (config mode), or a system-account user's
+    /// creds file (operator mode, `system_creds_file`).
+    pub system_login: bool,
 }
 
 impl Default for ServiceOptions {
@@ -473,6 +477,7 @@ impl Default for ServiceOptions {
             issuer_bearer: None,
             revocation: String::new(),
             auth_users: Vec::new(),
+            system_login: false,
         }
     }
 }
@@ -573,6 +578,8 @@ fn layout_of(config: &str, keys: &CalloutKeys, opts: &ServiceOptions) -> Option<
 pub struct CalloutService {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// The server its config names (`[nats] url`).
+    nats_url: String,
     pub log: PathBuf,
     pub config: PathBuf,
     json_logs: bool,
@@ -596,6 +603,7 @@ impl CalloutService {
         let mut svc = CalloutService {
             child: None,
             dir,
+            nats_url: nats_url.to_string(),
             log,
             config: config_path,
             json_logs: opts.json_logs,
@@ -656,6 +664,12 @@ impl CalloutService {
     /// credentials, copied into a directory of its own (so that this one
     /// may stop first), in the same queue group.
     pub async fn replica(&self) -> CalloutService {
+        self.replica_on(&self.nats_url.clone()).await
+    }
+
+    /// Like `replica`, connected to the server at `nats_url` instead (a
+    /// node of a cluster): the copied config names that server.
+    pub async fn replica_on(&self, nats_url: &str) -> CalloutService {
         let dir = tempfile::tempdir().unwrap();
         for entry in std::fs::read_dir(self.dir.path()).unwrap() {
             let path = entry.unwrap().path();
@@ -664,10 +678,18 @@ impl CalloutService {
                 std::fs::copy(&path, &to).unwrap();
             }
         }
+        let config = dir.path().join(self.config.file_name().unwrap());
+        if nats_url != self.nats_url {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let from = format!("\"{}\"", self.nats_url);
+            assert!(text.contains(&from), "the config names {from}:\n{text}");
+            std::fs::write(&config, text.replace(&from, &format!("\"{nats_url}\""))).unwrap();
+        }
         let mut replica = CalloutService {
             child: None,
+            nats_url: nats_url.to_string(),
             log: dir.path().join("service.log"),
-            config: dir.path().join(self.config.file_name().unwrap()),
+            config,
             dir,
             json_logs: self.json_logs,
             rust_log: self.rust_log.clone(),
@@ -1147,23 +1169,112 @@ async fn dev_issuer(opts: &ServiceOptions) -> DevIssuer {
     issuer
 }
 
+/// Server mode's pieces of a stack: the callout's keys, `opts` naming the
+/// callout's account and the system-account login it asks for, and the
+/// exports and imports the config's JetStream grants need in nats-server.
+fn server_mode(opts: &mut ServiceOptions, issuer: &str) -> (CalloutKeys, Option<Layout>) {
+    let keys = CalloutKeys::new();
+    name_the_callout_account(opts);
+    add_system_login(opts, None);
+    let layout = opts
+        .jetstream
+        .then(|| {
+            let config = service_config("nats://127.0.0.1:4222", issuer, opts);
+            layout_of(&config, &keys, opts)
+        })
+        .flatten();
+    (keys, layout)
+}
+
+/// `[revocation]`'s system-account login, when `opts.system_login` asks
+/// for one: the creds file of a system-account user in operator mode,
+/// user `sys` in server mode.
+fn add_system_login(opts: &mut ServiceOptions, system_creds: Option<&Path>) {
+    if !opts.system_login {
+        return;
+    }
+    let login = match system_creds {
+        Some(creds) => format!("system_creds_file = \"{}\"", creds.display()),
+        None => "system_user = \"sys\"\nsystem_password = \"sys\"".to_string(),
+    };
+    opts.revocation = format!("{}\n{login}\n", opts.revocation);
+}
+
+/// Operator mode's pieces of a stack, what every server of it trusts and
+/// every service replica uses.
+pub struct Operator {
+    pub setup: OperatorSetup,
+    /// The callout's keys: AUTH's signing key, the xkey of its JWT.
+    pub keys: CalloutKeys,
+    /// The creds clients present beside their tokens.
+    pub sentinel: PathBuf,
+}
+
+/// Makes an operator setup (JetStream in its account JWTs when
+/// `opts.jetstream`) and writes into `creds_dir` the service's, the
+/// sentinel's and (with `opts.system_login`) a system user's creds
+/// (`system.creds`) and the target accounts' signing keys; `opts` gets the
+/// `[nats]` login, the `[callout]` tables and the system-account login.
+fn operator_mode_pieces(opts: &mut ServiceOptions, issuer: &str, creds_dir: &Path) -> Operator {
+    let mut setup = OperatorSetup::new(OPERATOR_ACCOUNTS, opts.xkey);
+    setup.jetstream = opts.jetstream;
+    let keys = CalloutKeys {
+        issuer: nkeys::KeyPair::from_seed(&setup.auth.signing.seed().unwrap()).unwrap(),
+        xkey: match &setup.xkey {
+            Some(x) => nkeys::XKey::from_seed(&x.seed().unwrap()).unwrap(),
+            None => nkeys::XKey::new(),
+        },
+    };
+    let service_creds = creds_dir.join("service.creds");
+    write_private(&service_creds, &setup.service_creds());
+    let sentinel = creds_dir.join("sentinel.creds");
+    write_private(&sentinel, &setup.sentinel_creds());
+    if opts.system_login {
+        let system_creds = creds_dir.join("system.creds");
+        write_private(&system_creds, &setup.system_creds());
+        add_system_login(opts, Some(&system_creds));
+    }
+    if opts.nats.is_none() {
+        opts.nats = Some(format!(
+            "url = \"{{url}}\"\ncreds_file = \"{}\"",
+            service_creds.display()
+        ));
+    }
+    let mut tables = format!(
+        "mode = \"operator\"\nauth_account = \"{}\"\n",
+        setup.auth.public_key()
+    );
+    for account in &setup.targets {
+        let seed_file = creds_dir.join(format!("{}-sk.nk", account.name));
+        write_private(&seed_file, &account.signing.seed().unwrap());
+        tables.push_str(&format!(
+            "\n[callout.accounts.{}]\npublic_key = \"{}\"\nsigning_key_seed_file = \"{}\"\n",
+            account.name,
+            account.public_key(),
+            seed_file.display()
+        ));
+    }
+    opts.callout_tables = format!("{tables}{}", opts.callout_tables);
+    // The account JWTs carry the exports and imports the grants need.
+    if opts.jetstream {
+        let config = service_config("nats://127.0.0.1:4222", issuer, opts);
+        setup.layout = layout_of(&config, &keys, opts);
+    }
+    Operator {
+        setup,
+        keys,
+        sentinel,
+    }
+}
+
 impl Stack {
     pub async fn start(mut opts: ServiceOptions) -> Stack {
         if opts.operator || operator_mode() {
             return Stack::start_operator(opts).await;
         }
         let issuer = dev_issuer(&opts).await;
-        let keys = CalloutKeys::new();
+        let (keys, layout) = server_mode(&mut opts, &issuer.issuer());
         let xkey_public = keys.xkey.public_key();
-        name_the_callout_account(&mut opts);
-        // nats-server's accounts import what the config's grants need.
-        let layout = opts
-            .jetstream
-            .then(|| {
-                let config = service_config("nats://127.0.0.1:4222", &issuer.issuer(), &opts);
-                layout_of(&config, &keys, &opts)
-            })
-            .flatten();
         let nats = NatsServer::start_callout(
             &keys.issuer.public_key(),
             opts.xkey.then_some(xkey_public.as_str()),
@@ -1189,49 +1300,13 @@ impl Stack {
     /// logs in with its own user's creds and clients with the sentinel.
     pub async fn start_operator(mut opts: ServiceOptions) -> Stack {
         let issuer = dev_issuer(&opts).await;
-        let mut setup = OperatorSetup::new(OPERATOR_ACCOUNTS, opts.xkey);
-        setup.jetstream = opts.jetstream;
-        let keys = CalloutKeys {
-            issuer: nkeys::KeyPair::from_seed(&setup.auth.signing.seed().unwrap()).unwrap(),
-            xkey: match &setup.xkey {
-                Some(x) => nkeys::XKey::from_seed(&x.seed().unwrap()).unwrap(),
-                None => nkeys::XKey::new(),
-            },
-        };
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let creds_dir = dir.path().to_path_buf();
-        let service_creds = creds_dir.join("service.creds");
-        write_private(&service_creds, &setup.service_creds());
-        let sentinel = creds_dir.join("sentinel.creds");
-        write_private(&sentinel, &setup.sentinel_creds());
-        if opts.nats.is_none() {
-            opts.nats = Some(format!(
-                "url = \"{{url}}\"\ncreds_file = \"{}\"",
-                service_creds.display()
-            ));
-        }
-        let mut tables = format!(
-            "mode = \"operator\"\nauth_account = \"{}\"\n",
-            setup.auth.public_key()
-        );
-        for account in &setup.targets {
-            let seed_file = creds_dir.join(format!("{}-sk.nk", account.name));
-            write_private(&seed_file, &account.signing.seed().unwrap());
-            tables.push_str(&format!(
-                "\n[callout.accounts.{}]\npublic_key = \"{}\"\nsigning_key_seed_file = \"{}\"\n",
-                account.name,
-                account.public_key(),
-                seed_file.display()
-            ));
-        }
-        opts.callout_tables = format!("{tables}{}", opts.callout_tables);
-        // The account JWTs carry the exports and imports the grants need.
-        if opts.jetstream {
-            let config =
-                service_config(&format!("nats://127.0.0.1:{port}"), &issuer.issuer(), &opts);
-            setup.layout = layout_of(&config, &keys, &opts);
-        }
+        let Operator {
+            setup,
+            keys,
+            sentinel,
+        } = operator_mode_pieces(&mut opts, &issuer.issuer(), dir.path());
         let jetstream = if opts.jetstream {
             format!(
                 "jetstream {{ store_dir: \"{}\" }}\n",
