@@ -286,10 +286,12 @@ async fn next_second() {
 /// person's; another issuer's user of the same name, subject and session
 /// is untouched. Connections replica 1 admitted on n1 are closed after a
 /// logout posted to replica 0; the kicked clients' reconnects with their
-/// old tokens are refused and a new login is admitted.
+/// old tokens are refused and a new login is admitted. A replica that
+/// restarts forgets what it admitted; the session registry does not, and a
+/// logout still closes those connections.
 async fn logouts_close_what_they_cover_across_the_cluster(operator: bool) {
     let partner = DevIssuer::start(0).await.unwrap();
-    let stack = start(&partner, operator).await;
+    let mut stack = start(&partner, operator).await;
     let corp = &stack.issuer;
     let s1 = session_token(corp, "ana", "s1");
     let s2 = session_token(corp, "ana", "s2");
@@ -332,19 +334,47 @@ async fn logouts_close_what_they_cover_across_the_cluster(operator: bool) {
     ])
     .await;
 
-    // A new login is admitted.
+    // A new login is admitted, here by replica 1.
     next_second().await;
-    let mut s4_on_n1 = stack
-        .connect(1, &session_token(corp, "ana", "s4"))
-        .await
-        .expect("a token issued after the logout");
+    let mut s4_clients =
+        connect_until_admitted_by(&stack, 1, &session_token(corp, "ana", "s4"), 1).await;
 
-    // All of ana's sessions, posted to replica 1: s2 and s4 close;
-    // partner's ana and bo stay.
+    // Replica 1 restarts, once the session registry holds every
+    // connection made so far (it is written behind the answers).
+    let registry = async_nats::jetstream::new(stack.callout_account_client(0).await)
+        .get_key_value("revocations_sessions")
+        .await
+        .expect("the replicas created the session registry");
+    let ends: Vec<String> = s4_clients
+        .iter()
+        .chain([&s2_on_n0])
+        .map(|c| {
+            let info = c.client.server_info();
+            format!(".{}.{}", info.server_id, info.client_id)
+        })
+        .collect();
+    common::wait_until("ana's s2 and s4 connections are filed", || async {
+        use futures::StreamExt;
+        let keys: Vec<String> = registry
+            .keys()
+            .await
+            .unwrap()
+            .filter_map(|k| async move { k.ok() })
+            .collect()
+            .await;
+        ends.iter().all(|end| keys.iter().any(|k| k.ends_with(end)))
+    })
+    .await;
+    stack.replicas[1].restart().await;
+
+    // All of ana's sessions, posted to the restarted replica 1: s2 and s4
+    // close; partner's ana and bo stay.
     let closed_ana = logout(&stack, 1, corp, Some("user-ana"), None).await;
     closed(&stack, &mut s2_on_n0, "ana's session s2").await;
-    closed(&stack, &mut s4_on_n1, "ana's session s4").await;
-    assert_eq!(closed_ana, 2, "{}", stack.logs());
+    for client in &mut s4_clients {
+        closed(&stack, client, "ana's session s4").await;
+    }
+    assert_eq!(closed_ana, 1 + s4_clients.len(), "{}", stack.logs());
     refused_as_revoked(&stack, 0, &s2, "ana's session s2's token").await;
     still_connected(&mut [("partner's ana", &mut partners_ana), ("bo", &mut bo)]).await;
     stack

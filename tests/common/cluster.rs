@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{
-    callout_conf, connect, dev_issuer, free_port, http_get, operator_mode_pieces,
+    callout_conf, connect, dev_issuer, free_ports, http_get, operator_mode_pieces,
     register_sentinel, server_mode, wait_for_log, CalloutKeys, CalloutService, DevIssuer,
     NatsServer, Operator, OperatorSetup, ServiceOptions, TestClient, AUDIENCE,
 };
@@ -41,9 +41,38 @@ impl NatsCluster {
     /// to both of the others (and, when the config turns JetStream on,
     /// the JetStream cluster has a meta leader).
     pub async fn start_nodes(node_conf: impl Fn(&Path) -> String) -> NatsCluster {
-        let client_ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-        let cluster_ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-        let http_ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+        // Free ports are chosen before the servers bind them, and a test
+        // running beside this one may take one meanwhile: then all three
+        // start again on new ports.
+        let mut attempts = 0;
+        let (nodes, http_ports) = loop {
+            attempts += 1;
+            match NatsCluster::try_start_nodes(&node_conf) {
+                Ok(started) => break started,
+                Err(log) if attempts < 5 && log.contains("address already in use") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        };
+        let cluster = NatsCluster {
+            nodes,
+            http_ports,
+            killed: [false; NODES],
+        };
+        cluster.wait_for_routes(Duration::from_secs(15)).await;
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    /// One try of `start_nodes`: the nodes and their monitoring ports, or
+    /// the log of a node that did not start (those started are stopped as
+    /// they drop).
+    fn try_start_nodes(
+        node_conf: &impl Fn(&Path) -> String,
+    ) -> Result<(Vec<NatsServer>, Vec<u16>), String> {
+        let ports = free_ports(3 * NODES);
+        let (client_ports, rest) = ports.split_at(NODES);
+        let (cluster_ports, http_ports) = rest.split_at(NODES);
+        let (client_ports, http_ports) = (client_ports.to_vec(), http_ports.to_vec());
         // Every node lists all three, itself included (nats-server skips a
         // route to itself), as a deployment's shared config would.
         let routes = cluster_ports
@@ -70,17 +99,10 @@ max_control_line: 64KB
                     cluster = cluster_ports[i],
                     callout = node_conf(dir.path()),
                 );
-                NatsServer::start_with(dir, client_ports[i], conf)
+                NatsServer::try_start_with(dir, client_ports[i], conf)
             })
-            .collect();
-        let cluster = NatsCluster {
-            nodes,
-            http_ports,
-            killed: [false; NODES],
-        };
-        cluster.wait_for_routes(Duration::from_secs(15)).await;
-        cluster.wait_for_jetstream().await;
-        cluster
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((nodes, http_ports))
     }
 
     /// With JetStream on: waits until every node knows the JetStream
@@ -289,6 +311,23 @@ impl ClusterStack {
     }
 
     /// The client URL of node `i`.
+    /// A client of the callout's own account on node `node`, which skips
+    /// the callout: the `auth` user, or in operator mode the service's own
+    /// credentials (for the buckets the service keeps there).
+    pub async fn callout_account_client(&self, node: usize) -> async_nats::Client {
+        match &self.operator {
+            None => super::callout_user(&self.url(node)).await,
+            Some(_) => async_nats::ConnectOptions::with_credentials_file(
+                self.creds.path().join("service.creds"),
+            )
+            .await
+            .expect("service creds")
+            .connect(self.url(node))
+            .await
+            .expect("the service's user connects"),
+        }
+    }
+
     pub fn url(&self, node: usize) -> String {
         self.cluster.url(node)
     }

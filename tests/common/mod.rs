@@ -66,6 +66,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct free ports: each held until all are chosen (one at a time,
+/// the system may hand the same port out twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// A wait for something that must happen is a hang guard, never a speed:
 /// on a machine busy with other work it may take longer than expected, and
 /// a wait that ends early costs nothing.
@@ -326,6 +337,16 @@ authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
     }
 
     pub fn start_with(dir: tempfile::TempDir, port: u16, conf: String) -> NatsServer {
+        NatsServer::try_start_with(dir, port, conf).unwrap_or_else(|log| panic!("{log}"))
+    }
+
+    /// Like `start_with`, but a server that exits before it is ready is an
+    /// error with its log (a port taken meanwhile, say), not a panic.
+    pub fn try_start_with(
+        dir: tempfile::TempDir,
+        port: u16,
+        conf: String,
+    ) -> Result<NatsServer, String> {
         std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
         let log = dir.path().join("nats.log");
         let mut server = NatsServer {
@@ -336,11 +357,15 @@ authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
             log,
             starts: 0,
         };
-        server.spawn();
-        server
+        server.try_spawn()?;
+        Ok(server)
     }
 
     fn spawn(&mut self) {
+        self.try_spawn().unwrap_or_else(|log| panic!("{log}"));
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -355,15 +380,21 @@ authorization {{ users: [ {{ user: auth, password: authpw }} ] }}
             .expect("start nats-server");
         self.child = Some(child);
         self.starts += 1;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + HANG_GUARD;
         while count_in_log(&self.log, "Server is ready") < self.starts {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() > deadline {
+                return Err(format!(
+                    "nats-server did not start: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
+        Ok(())
     }
 
     pub fn url(&self) -> String {
