@@ -20,23 +20,38 @@ const SUBJECT: &str = "nats-oidc-callout.revoke";
 /// service's own JetStream answers arrive).
 const ADMIN: &str = r#"{ user: revoker, password: revokerpw, permissions: { publish: "nats-oidc-callout.revoke", subscribe: "_INBOX_revoker.>" } }"#;
 
-fn options() -> ServiceOptions {
+/// The admin's key in operator mode: a user JWT of AUTH, listed in its
+/// `auth_users`, with the same permissions as `ADMIN`.
+fn operator_admin() -> &'static nkeys::KeyPair {
+    static KEY: std::sync::OnceLock<nkeys::KeyPair> = std::sync::OnceLock::new();
+    KEY.get_or_init(nkeys::KeyPair::new_user)
+}
+
+fn options(operator: bool) -> ServiceOptions {
     ServiceOptions {
+        operator,
         jetstream: true,
         revocation: format!("kv_bucket = \"revocations\"\nrequest_subject = \"{SUBJECT}\""),
         auth_users: vec![("revoker".into(), ADMIN.into())],
+        operator_auth_users: vec![operator_admin().public_key()],
         ..ServiceOptions::default()
     }
 }
 
-/// Operator mode has no admin user in AUTH in this harness (its users are
-/// JWTs the setup mints); config mode only.
-fn skipped() -> bool {
-    operator_mode()
-}
-
 async fn admin(stack: &Stack) -> async_nats::Client {
-    ConnectOptions::with_user_and_password("revoker".into(), "revokerpw".into())
+    let options = match &stack.operator {
+        None => ConnectOptions::with_user_and_password("revoker".into(), "revokerpw".into()),
+        Some(setup) => {
+            let creds = setup.auth_user_creds(
+                operator_admin(),
+                "revoker",
+                &[SUBJECT],
+                &["_INBOX_revoker.>"],
+            );
+            ConnectOptions::with_credentials(&creds).expect("the admin's creds")
+        }
+    };
+    options
         .custom_inbox_prefix("_INBOX_revoker")
         .connect(stack.url())
         .await
@@ -102,10 +117,21 @@ fn unix_now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admins_request_revokes_a_user_a_session_or_a_subject_and_a_new_login_is_admitted() {
-    if skipped() {
-        return;
-    }
-    let stack = Stack::start(options()).await;
+    an_admins_request_revokes_a_user_a_session_or_a_subject_and_a_new_login_is_admitted_in(false)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_request_revokes_a_user_a_session_or_a_subject_and_a_new_login_is_admitted_in_operator_mode(
+) {
+    an_admins_request_revokes_a_user_a_session_or_a_subject_and_a_new_login_is_admitted_in(true)
+        .await;
+}
+
+async fn an_admins_request_revokes_a_user_a_session_or_a_subject_and_a_new_login_is_admitted_in(
+    operator: bool,
+) {
+    let stack = Stack::start(options(operator)).await;
     let url = stack.url();
     wait_for_log(
         &stack.service.log,
@@ -156,10 +182,16 @@ async fn an_admins_request_revokes_a_user_a_session_or_a_subject_and_a_new_login
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_users_cannot_reach_the_request_subject() {
-    if skipped() {
-        return;
-    }
-    let stack = Stack::start(options()).await;
+    oidc_users_cannot_reach_the_request_subject_in(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_users_cannot_reach_the_request_subject_in_operator_mode() {
+    oidc_users_cannot_reach_the_request_subject_in(true).await;
+}
+
+async fn oidc_users_cannot_reach_the_request_subject_in(operator: bool) {
+    let stack = Stack::start(options(operator)).await;
     let url = stack.url();
     let body = json!({ "issuer": "default", "user": "ana" }).to_string();
 
@@ -200,10 +232,16 @@ async fn oidc_users_cannot_reach_the_request_subject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_answered_with_an_error_and_revoke_nothing() {
-    if skipped() {
-        return;
-    }
-    let stack = Stack::start(options()).await;
+    bad_requests_are_answered_with_an_error_and_revoke_nothing_in(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_answered_with_an_error_and_revoke_nothing_in_operator_mode() {
+    bad_requests_are_answered_with_an_error_and_revoke_nothing_in(true).await;
+}
+
+async fn bad_requests_are_answered_with_an_error_and_revoke_nothing_in(operator: bool) {
+    let stack = Stack::start(options(operator)).await;
     let url = stack.url();
     let ana = session_token(&stack, "ana", "s1");
     connect(&url, &ana).await.expect("admitted before");

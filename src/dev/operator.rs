@@ -43,6 +43,9 @@ pub struct OperatorSetup {
     pub auth: Account,
     /// The callout service's own user in AUTH (listed in `auth_users`).
     pub service_user: nkeys::KeyPair,
+    /// More users of AUTH that skip the callout (listed in `auth_users`),
+    /// by public key: an admin's, say (see `auth_user_creds`).
+    pub more_auth_users: Vec<String>,
     /// AUTH's `authorization.xkey`, when requests are sealed.
     pub xkey: Option<nkeys::XKey>,
     /// The accounts users may be placed in.
@@ -87,12 +90,24 @@ fn sign(signer: &nkeys::KeyPair, subject: String, name: &str, nats: Value) -> St
 /// The `.creds` of `user`, a user of `account` without permission limits,
 /// signed by the account's signing key.
 fn user_creds(account: &Account, user: &nkeys::KeyPair, name: &str) -> String {
+    permitted_user_creds(account, user, name, json!({}), json!({}))
+}
+
+/// The `.creds` of a user of `account` with these `pub` and `sub`
+/// permissions (`{}`: no limit).
+fn permitted_user_creds(
+    account: &Account,
+    user: &nkeys::KeyPair,
+    name: &str,
+    publish: Value,
+    subscribe: Value,
+) -> String {
     let jwt = sign(
         &account.signing,
         user.public_key(),
         name,
         json!({
-            "pub": {}, "sub": {},
+            "pub": publish, "sub": subscribe,
             "subs": -1, "data": -1, "payload": -1,
             "issuer_account": account.public_key(),
             "type": "user",
@@ -110,6 +125,7 @@ impl OperatorSetup {
             system: Account::new("SYS"),
             auth: Account::new("AUTH"),
             service_user: nkeys::KeyPair::new_user(),
+            more_auth_users: Vec::new(),
             xkey: xkey.then(nkeys::XKey::new),
             targets: targets.iter().map(|n| Account::new(n)).collect(),
             jetstream: false,
@@ -230,7 +246,9 @@ impl OperatorSetup {
     /// for the target accounts.
     fn auth_jwt(&self) -> String {
         let mut authorization = json!({
-            "auth_users": [self.service_user.public_key()],
+            "auth_users": std::iter::once(self.service_user.public_key())
+                .chain(self.more_auth_users.iter().cloned())
+                .collect::<Vec<_>>(),
             "allowed_accounts": self.targets.iter().map(Account::public_key).collect::<Vec<_>>(),
         });
         if let Some(x) = &self.xkey {
@@ -273,6 +291,24 @@ impl OperatorSetup {
     /// AUTH's signing key, that may publish answers and read requests.
     pub fn service_creds(&self) -> String {
         user_creds(&self.auth, &self.service_user, "nats-oidc-callout")
+    }
+
+    /// The `.creds` of `user`, a user of AUTH (one of `more_auth_users`)
+    /// that may publish to `publish` and subscribe to `subscribe` only.
+    pub fn auth_user_creds(
+        &self,
+        user: &nkeys::KeyPair,
+        name: &str,
+        publish: &[&str],
+        subscribe: &[&str],
+    ) -> String {
+        permitted_user_creds(
+            &self.auth,
+            user,
+            name,
+            json!({ "allow": publish }),
+            json!({ "allow": subscribe }),
+        )
     }
 
     /// The `.creds` of a user of the system account (monitoring requests

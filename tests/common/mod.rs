@@ -476,8 +476,11 @@ pub struct ServiceOptions {
     /// The keys of a `[revocation]` table, as written (none: no table).
     pub revocation: String,
     /// More users of the callout's account AUTH that skip the callout:
-    /// (name, nats.conf user map). Config mode only.
+    /// (name, nats.conf user map). Config mode.
     pub auth_users: Vec<(String, String)>,
+    /// The same in operator mode: public keys listed in AUTH's
+    /// `auth_users` (their creds: `OperatorSetup::auth_user_creds`).
+    pub operator_auth_users: Vec<String>,
     /// `[revocation]` also gets the system-account login that closes live
     /// connections: user `sys` (config mode), or a system-account user's
     /// creds file (operator mode, `system_creds_file`).
@@ -508,6 +511,7 @@ impl Default for ServiceOptions {
             issuer_bearer: None,
             revocation: String::new(),
             auth_users: Vec::new(),
+            operator_auth_users: Vec::new(),
             system_login: false,
         }
     }
@@ -1249,6 +1253,7 @@ pub struct Operator {
 fn operator_mode_pieces(opts: &mut ServiceOptions, issuer: &str, creds_dir: &Path) -> Operator {
     let mut setup = OperatorSetup::new(OPERATOR_ACCOUNTS, opts.xkey);
     setup.jetstream = opts.jetstream;
+    setup.more_auth_users = opts.operator_auth_users.clone();
     let keys = CalloutKeys {
         issuer: nkeys::KeyPair::from_seed(&setup.auth.signing.seed().unwrap()).unwrap(),
         xkey: match &setup.xkey {
