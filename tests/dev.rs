@@ -432,3 +432,51 @@ async fn dev_refuses_busy_ports_with_a_precise_error() {
         "no nats-server was left behind"
     );
 }
+
+/// The development issuer's `POST /logout` says what it lacks: a `sub` or
+/// `sid`, a client registered for back-channel logouts, an answer from
+/// the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_issuers_logout_endpoint_says_what_is_missing() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let logout = format!("{}/logout", issuer.issuer());
+    let post = |body: &'static str| {
+        let logout = logout.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .post(logout)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let (status, said) = post("").await;
+    assert_eq!(status, 400, "{said}");
+    assert!(said.contains("sub=") && said.contains("sid="), "{said}");
+    let (status, said) = post("sid=s1").await;
+    assert_eq!(status, 409, "{said}");
+    assert!(said.contains("no client registered"), "{said}");
+
+    // A registered client that hangs up on every request.
+    let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = rude.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = rude.accept().await {
+            drop(connection);
+        }
+    });
+    issuer.register_backchannel_logout(
+        &format!("http://127.0.0.1:{port}/backchannel-logout"),
+        "nats",
+    );
+    let (status, said) = post("sub=user-ana").await;
+    assert_eq!(status, 502, "{said}");
+    assert!(said.contains("could not be sent"), "{said}");
+    assert!(
+        !said.contains("eyJ"),
+        "the logout token is shown nowhere: {said}"
+    );
+}

@@ -659,10 +659,10 @@ Try them with the nats CLI ({mode}):
 More tokens:
   curl {cacert}'{iss}/token?user=bo&roles=reader'
 
-Revocation (the list is KV bucket "{REVOCATION_BUCKET}" in the service's account; live connections it covers are closed):
+Revocation (the list is KV bucket "{REVOCATION_BUCKET}"): the tokens covered are refused and their connections
+closed; a token minted a second later (curl .../token above) is admitted:
   curl {cacert}-d sid={admin_sid} '{iss}/logout'   # ana logs out of ADMIN_TOKEN's session: the issuer sends a back-channel logout
   {program} revoke --config {config} --issuer default --sub user-rita   # an admin revokes rita: READER_TOKEN and her other tokens
-  Tokens issued until then are refused; a token minted a second later (curl .../token above) is admitted.
 
 Ctrl-C stops everything.
 "#,
