@@ -1,5 +1,6 @@
 //! `nats-oidc-callout dev`: the README's first command. Started as a user
-//! would; the printed tokens must work through the nats-server it started.
+//! would; the printed tokens must work through the nats-server it started,
+//! and the printed logout and `revoke` must end the sessions they name.
 
 mod common;
 
@@ -91,15 +92,27 @@ async fn dev_works(operator: bool, tls: bool) {
         }
     });
     let (mut admin, mut reader, mut curl) = (None, None, None);
+    let (mut logout, mut revoke) = (None, None);
     let mut generated = None;
     let mut sentinel = None;
     let mut commands = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while admin.is_none() || reader.is_none() || curl.is_none() {
+    while admin.is_none()
+        || reader.is_none()
+        || curl.is_none()
+        || logout.is_none()
+        || revoke.is_none()
+    {
         let line = rx
             .recv_timeout(deadline - std::time::Instant::now())
             .expect("dev printed its tokens");
-        if let Some(t) = line.strip_prefix("ADMIN_TOKEN=") {
+        // A printed command without its comment.
+        let command = line.split('#').next().unwrap().trim().to_string();
+        if command.starts_with("curl ") && command.ends_with("/logout'") {
+            logout = Some(command);
+        } else if command.contains(" revoke --config ") {
+            revoke = Some(command);
+        } else if let Some(t) = line.strip_prefix("ADMIN_TOKEN=") {
             admin = Some(t.to_string());
         } else if let Some(t) = line.strip_prefix("READER_TOKEN=") {
             reader = Some(t.to_string());
@@ -113,7 +126,7 @@ async fn dev_works(operator: bool, tls: bool) {
             if let Some((_, rest)) = line.split_once("--creds ") {
                 sentinel = rest.split_whitespace().next().map(std::path::PathBuf::from);
             }
-            commands.push(line.split('#').next().unwrap().trim().to_string());
+            commands.push(command);
         }
     }
     let url = format!("{}://127.0.0.1:{port}", if tls { "tls" } else { "nats" });
@@ -148,10 +161,11 @@ async fn dev_works(operator: bool, tls: bool) {
         .await
         .expect("the printed reader command is admitted");
     assert!(delivered(&cli_admin, &cli_reader, "orders.cli").await);
-    let admin = dev_client(&url, &admin.unwrap(), certs.as_deref())
+    let (admin_token, reader_token) = (admin.unwrap(), reader.unwrap());
+    let mut admin = dev_client(&url, &admin_token, certs.as_deref())
         .await
         .expect("printed admin token works");
-    let mut reader = dev_client(&url, &reader.unwrap(), certs.as_deref())
+    let mut reader = dev_client(&url, &reader_token, certs.as_deref())
         .await
         .expect("printed reader token works");
     assert!(
@@ -175,22 +189,30 @@ async fn dev_works(operator: bool, tls: bool) {
     );
 
     let curl = curl.unwrap();
-    let minted = match curl.split_once("--cacert ") {
-        None => reqwest::get(curl).await.unwrap().text().await.unwrap(),
-        Some((_, rest)) => {
-            assert!(tls, "--cacert only with --tls: {curl}");
-            let (ca, url) = rest.split_once(' ').unwrap();
-            let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
-            let http = reqwest::Client::builder()
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(ca)
-                .build()
-                .unwrap();
-            let url = url.trim_matches('\'');
-            assert!(url.starts_with("https://"), "{url}");
-            http.get(url).send().await.unwrap().text().await.unwrap()
+    let mint = |curl: String| async move {
+        match curl.split_once("--cacert ") {
+            None => reqwest::get(curl).await.unwrap().text().await.unwrap(),
+            Some((_, rest)) => {
+                let (ca, url) = rest.split_once(' ').unwrap();
+                let url = url.trim_matches('\'');
+                assert!(url.starts_with("https://"), "{url}");
+                http_client(ca)
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            }
         }
     };
+    assert_eq!(
+        curl.contains("--cacert "),
+        tls,
+        "--cacert with --tls: {curl}"
+    );
+    let minted = mint(curl.clone()).await;
     dev_client(&url, &minted, certs.as_deref())
         .await
         .expect("a token minted by the printed curl command works");
@@ -201,6 +223,65 @@ async fn dev_works(operator: bool, tls: bool) {
                 .is_err(),
             "nats-server refuses a client without TLS and a certificate"
         );
+    }
+
+    // The printed logout: the issuer sends a back-channel logout of ana's
+    // session, her connection is closed and her token refused.
+    let logout = logout.unwrap();
+    let said = send_logout(&logout).await;
+    assert!(said.contains(": 200 OK"), "{logout}: {said}");
+    assert!(
+        admin
+            .wait_event("disconnected", Duration::from_secs(30))
+            .await,
+        "the logged-out session's connection is closed: {:?}",
+        admin.events()
+    );
+    assert!(
+        dev_client(&url, &admin_token, certs.as_deref())
+            .await
+            .is_err(),
+        "ana's token is refused after her logout"
+    );
+
+    // The printed revoke, pasted into a shell: rita's connection is closed
+    // and her token refused.
+    let revoke = revoke.unwrap();
+    let ran =
+        tokio::task::block_in_place(|| Command::new("sh").arg("-c").arg(&revoke).output().unwrap());
+    assert!(
+        ran.status.success()
+            && String::from_utf8_lossy(&ran.stdout).contains("revoked sub user-rita"),
+        "{revoke}: {}\n{}\n{}",
+        ran.status,
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(
+        reader
+            .wait_event("disconnected", Duration::from_secs(30))
+            .await,
+        "the revoked user's connection is closed: {:?}",
+        reader.events()
+    );
+    assert!(
+        dev_client(&url, &reader_token, certs.as_deref())
+            .await
+            .is_err(),
+        "rita's token is refused after the revocation"
+    );
+
+    // A new login (iat in whole seconds: a later second) is admitted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for (user, roles) in [("ana", "admin"), ("rita", "reader")] {
+        let fresh = mint(curl.replace(
+            "user=bo&roles=reader",
+            &format!("user={user}&roles={roles}"),
+        ))
+        .await;
+        dev_client(&url, &fresh, certs.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("a new login of {user} is admitted: {e}"));
     }
 
     let _ = Command::new("kill")
@@ -214,6 +295,38 @@ async fn dev_works(operator: bool, tls: bool) {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the nats-server dev started is stopped with it"
     );
+}
+
+/// An HTTP client trusting only the CA in `ca` (`dev --tls`).
+fn http_client(ca: &str) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap()
+}
+
+/// Does what the printed `curl [--cacert CA] -d FORM 'URL'` does: POSTs
+/// the form; what the issuer answered.
+async fn send_logout(curl: &str) -> String {
+    let words: Vec<&str> = curl.split_whitespace().collect();
+    let after = |flag: &str| words.iter().position(|w| *w == flag).map(|i| words[i + 1]);
+    let http = match after("--cacert") {
+        Some(ca) => http_client(ca),
+        None => reqwest::Client::new(),
+    };
+    let form = after("-d").unwrap_or_else(|| panic!("a form in {curl}"));
+    let url = words.last().unwrap().trim_matches('\'');
+    let answer = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    format!("{status}: {}", answer.text().await.unwrap())
 }
 
 /// Runs `dev` with `args`, expecting it to exit by itself within 30 s:
@@ -317,5 +430,53 @@ async fn dev_refuses_busy_ports_with_a_precise_error() {
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
         "no nats-server was left behind"
+    );
+}
+
+/// The development issuer's `POST /logout` says what it lacks: a `sub` or
+/// `sid`, a client registered for back-channel logouts, an answer from
+/// the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_issuers_logout_endpoint_says_what_is_missing() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let logout = format!("{}/logout", issuer.issuer());
+    let post = |body: &'static str| {
+        let logout = logout.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .post(logout)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let (status, said) = post("").await;
+    assert_eq!(status, 400, "{said}");
+    assert!(said.contains("sub=") && said.contains("sid="), "{said}");
+    let (status, said) = post("sid=s1").await;
+    assert_eq!(status, 409, "{said}");
+    assert!(said.contains("no client registered"), "{said}");
+
+    // A registered client that hangs up on every request.
+    let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = rude.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = rude.accept().await {
+            drop(connection);
+        }
+    });
+    issuer.register_backchannel_logout(
+        &format!("http://127.0.0.1:{port}/backchannel-logout"),
+        "nats",
+    );
+    let (status, said) = post("sub=user-ana").await;
+    assert_eq!(status, 502, "{said}");
+    assert!(said.contains("could not be sent"), "{said}");
+    assert!(
+        !said.contains("eyJ"),
+        "the logout token is shown nowhere: {said}"
     );
 }

@@ -1,6 +1,7 @@
 //! A development OIDC issuer: serves a discovery document and a JWKS over
-//! plain HTTP on loopback (or HTTPS with a certificate it is given) and
-//! mints tokens with throwaway keys.
+//! plain HTTP on loopback (or HTTPS with a certificate it is given), mints
+//! tokens with throwaway keys, and sends back-channel logouts to the client
+//! registered for them.
 //!
 //! It exists for the integration tests and for trying the service locally.
 //! It is never started by the service's own configuration: only code that
@@ -12,10 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -23,6 +24,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use crate::oidc::BACKCHANNEL_LOGOUT_EVENT;
+
+/// The client id of the development issuer's tokens (`client_id`), the
+/// client its back-channel logouts are addressed to by `dev`.
+pub(crate) const CLIENT_ID: &str = "nats-oidc-callout-dev";
 
 /// A signing key the issuer holds; published in the JWKS or not.
 struct SigningKey {
@@ -51,6 +56,16 @@ struct Inner {
     required_bearer: Mutex<Option<String>>,
     /// The `jwks_uri` discovery names, when not the issuer's own.
     advertised_jwks: Mutex<Option<String>>,
+    /// The client `POST /logout` sends back-channel logouts to.
+    logout_client: Mutex<Option<LogoutClient>>,
+}
+
+/// A client registered for back-channel logouts: where its endpoint is,
+/// and the `aud` its logout tokens carry (its client id).
+#[derive(Clone)]
+struct LogoutClient {
+    uri: String,
+    audience: String,
 }
 
 pub struct DevIssuer {
@@ -115,6 +130,7 @@ impl DevIssuer {
             key_counter: AtomicU64::new(0),
             required_bearer: Mutex::new(None),
             advertised_jwks: Mutex::new(None),
+            logout_client: Mutex::new(None),
         });
         let issuer = DevIssuer {
             server: tokio::spawn(serve(listener, tls, inner.clone())),
@@ -171,13 +187,7 @@ impl DevIssuer {
     /// The kid of the newest published key of `alg`.
     pub fn current_kid(&self, alg: Algorithm) -> String {
         self.inner
-            .keys
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|k| k.alg == alg && k.published)
-            .map(|k| k.kid.clone())
+            .current_kid(alg)
             .expect("a published key of that algorithm")
     }
 
@@ -285,34 +295,24 @@ impl DevIssuer {
     /// fresh `jti`, the logout event, valid two minutes. `sub` is the
     /// subject as this issuer's access tokens carry it (`user-<name>`).
     pub fn logout_claims(&self, sub: Option<&str>, sid: Option<&str>, aud: &str) -> Value {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut claims = json!({
-            "iss": self.inner.issuer,
-            "aud": aud,
-            "iat": now,
-            "exp": now + 120,
-            "jti": nuid::next().to_string(),
-            "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
-        });
-        if let Some(sub) = sub {
-            claims["sub"] = sub.into();
-        }
-        if let Some(sid) = sid {
-            claims["sid"] = sid.into();
-        }
-        claims
+        logout_claims_for(&self.inner.issuer, sub, sid, aud)
     }
 
     /// Signs `claims` as a logout token: RS256, `typ` `logout+jwt`.
     pub fn sign_logout(&self, claims: &Value) -> String {
-        let kid = self.current_kid(Algorithm::RS256);
-        let mut header = Header::new(Algorithm::RS256);
-        header.typ = Some("logout+jwt".into());
-        header.kid = Some(kid.clone());
-        self.sign_with_header(&kid, header, claims)
+        self.inner
+            .sign_logout(claims)
+            .expect("a published RS256 key signs")
+    }
+
+    /// Registers the client `POST /logout` sends back-channel logouts to:
+    /// its back-channel logout URI and the `aud` of its logout tokens (as
+    /// a client registers with a provider).
+    pub fn register_backchannel_logout(&self, uri: &str, audience: &str) {
+        *self.inner.logout_client.lock().unwrap() = Some(LogoutClient {
+            uri: uri.to_string(),
+            audience: audience.to_string(),
+        });
     }
 
     /// A ready-to-send back-channel logout token (see `logout_claims`).
@@ -337,8 +337,64 @@ fn claims_for(issuer: &str, user: &str, audience: &str, roles: &[&str], ttl_secs
         "exp": now + ttl_secs,
         "preferred_username": user,
         "realm_access": { "roles": roles },
-        "client_id": "nats-oidc-callout-dev",
+        "client_id": CLIENT_ID,
     })
+}
+
+/// Claims of a back-channel logout token of `issuer` (see
+/// [`DevIssuer::logout_claims`]).
+fn logout_claims_for(issuer: &str, sub: Option<&str>, sid: Option<&str>, aud: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut claims = json!({
+        "iss": issuer,
+        "aud": aud,
+        "iat": now,
+        "exp": now + 120,
+        "jti": nuid::next().to_string(),
+        "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+    });
+    if let Some(sub) = sub {
+        claims["sub"] = sub.into();
+    }
+    if let Some(sid) = sid {
+        claims["sid"] = sid.into();
+    }
+    claims
+}
+
+impl Inner {
+    /// The kid of the newest published key of `alg`, if any.
+    fn current_kid(&self, alg: Algorithm) -> Option<String> {
+        self.keys
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|k| k.alg == alg && k.published)
+            .map(|k| k.kid.clone())
+    }
+
+    /// Signs `claims` with the newest published RS256 key and header `typ`
+    /// (None: no such key).
+    fn sign_rs256(&self, typ: &str, claims: &Value) -> Option<Result<String, String>> {
+        let keys = self.keys.lock().unwrap();
+        let key = keys
+            .iter()
+            .rev()
+            .find(|k| k.alg == Algorithm::RS256 && k.published)?;
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some(typ.into());
+        header.kid = Some(key.kid.clone());
+        Some(jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| e.to_string()))
+    }
+
+    /// Signs `claims` as a logout token: RS256, `typ` `logout+jwt`.
+    fn sign_logout(&self, claims: &Value) -> Option<String> {
+        self.sign_rs256("logout+jwt", claims)?.ok()
+    }
 }
 
 fn rsa_key(kid: &str) -> (EncodingKey, Value) {
@@ -396,6 +452,7 @@ async fn serve(
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/token", get(mint))
+        .route("/logout", post(logout))
         .with_state(inner);
     let served = match tls {
         Some(acceptor) => axum::serve(TlsListener { listener, acceptor }, app).await,
@@ -518,7 +575,7 @@ struct MintQuery {
 
 /// `GET /token?user=ana&roles=admin,reader[&aud=nats][&ttl=3600][&sid=s1]`
 /// mints an RS256 access token: the development issuer's stand-in for a
-/// login (of session `sid`, when given).
+/// login, of session `sid` (a fresh one when not given).
 async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Response {
     if !inner.available.load(Ordering::SeqCst) {
         return outage();
@@ -537,23 +594,94 @@ async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Re
         &roles,
         ttl,
     );
-    if let Some(sid) = q.sid {
-        claims["sid"] = sid.into();
+    // Each login is a session of its own, which a logout can name.
+    claims["sid"] = q.sid.unwrap_or_else(|| nuid::next().to_string()).into();
+    match inner.sign_rs256("at+jwt", &claims) {
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no published RS256 key").into_response(),
+        Some(Ok(token)) => token.into_response(),
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
-    let keys = inner.keys.lock().unwrap();
-    let Some(key) = keys
-        .iter()
-        .rev()
-        .find(|k| k.alg == Algorithm::RS256 && k.published)
-    else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no published RS256 key").into_response();
+}
+
+/// `POST /logout` with `sub=...` and/or `sid=...` (form body or query):
+/// the development issuer's stand-in for a user logging out. It signs a
+/// back-channel logout token for them, POSTs it to the registered
+/// client's back-channel logout URI, and answers with the client's status
+/// and what it said. The token itself is shown nowhere.
+async fn logout(
+    State(inner): State<Arc<Inner>>,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> Response {
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    let (mut sub, mut sid) = (None, None);
+    let pairs = url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
+        .chain(url::form_urlencoded::parse(&body));
+    for (key, value) in pairs {
+        match &*key {
+            "sub" if !value.is_empty() => sub = Some(value.into_owned()),
+            "sid" if !value.is_empty() => sid = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    if sub.is_none() && sid.is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "give sub=<subject> and/or sid=<session> (form or query)\n",
+        )
+            .into_response();
+    }
+    let Some(client) = inner.logout_client.lock().unwrap().clone() else {
+        return (
+            StatusCode::CONFLICT,
+            "no client registered a back-channel logout URI with this issuer\n",
+        )
+            .into_response();
     };
-    let mut header = Header::new(Algorithm::RS256);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some(key.kid.clone());
-    match jsonwebtoken::encode(&header, &claims, &key.encoding) {
-        Ok(token) => token.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    let claims = logout_claims_for(
+        &inner.issuer,
+        sub.as_deref(),
+        sid.as_deref(),
+        &client.audience,
+    );
+    let Some(token) = inner.sign_logout(&claims) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no published RS256 key\n").into_response();
+    };
+    let who = [("sub", &sub), ("sid", &sid)]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", crate::text::name(v))))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let sent = reqwest::Client::new()
+        .post(&client.uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={token}"))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await;
+    match sent {
+        Ok(answer) => {
+            let status = answer.status();
+            let said = answer.text().await.unwrap_or_default();
+            let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let said = crate::text::reason(said.trim());
+            let text = format!(
+                "back-channel logout of {who} sent to {}: {status}{}{said}\n",
+                client.uri,
+                if said.is_empty() { "" } else { " " },
+            );
+            (code, text).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "back-channel logout of {who} could not be sent to {}: {e}\n",
+                client.uri
+            ),
+        )
+            .into_response(),
     }
 }
 

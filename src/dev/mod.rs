@@ -1,7 +1,10 @@
 //! `nats-oidc-callout dev`: everything on one machine for a first try, in the
 //! spirit of `vault server -dev`. Throwaway keys, the development issuer,
 //! a nats-server with a generated callout config, and the service itself,
-//! then tokens per role and the `nats` commands to try them.
+//! then tokens per role and the `nats` commands to try them. Revocation is
+//! on (a revocation list in JetStream, live connections closed through a
+//! system-account login, the back-channel logout endpoint the issuer sends
+//! logouts to), with a logout and a `revoke` to try.
 //!
 //! Nothing here can be reached from a config file: it is a separate command
 //! that writes its own config into a temporary directory.
@@ -138,12 +141,19 @@ pub async fn run(
     })?;
     let scheme = if tls.is_some() { "tls" } else { "nats" };
     let nats_url = format!("{scheme}://127.0.0.1:{}", opts.nats_port);
+    // The service binds it; the issuer sends its logouts there.
+    let backchannel_port = free_port()?;
+    issuer.register_backchannel_logout(
+        &format!("http://127.0.0.1:{backchannel_port}/backchannel-logout"),
+        issuer::CLIENT_ID,
+    );
     let stack = Stack {
         dir: dir.path(),
         port: opts.nats_port,
         nats_url: &nats_url,
         issuer: &issuer.issuer(),
         tls: tls.as_ref(),
+        backchannel_port,
     };
     let layout = if opts.operator {
         Layout::operator(&stack)?
@@ -172,21 +182,24 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
 
-    let admin = issuer.token("ana", "nats", &["admin"], 3600);
-    let reader = issuer.token("rita", "nats", &["reader"], 3600);
+    // Each a login session of its own, which a logout can name.
+    let admin_sid = nuid::next().to_string();
+    let admin = issuer.token_with_sid("ana", "nats", &["admin"], 3600, &admin_sid);
+    let reader = issuer.token_with_sid("rita", "nats", &["reader"], 3600, &nuid::next());
     wait_until_admitted(&nats_url, &admin, layout.sentinel.as_deref(), tls.as_ref()).await?;
 
     println!(
         "{}",
-        instructions(
-            &nats_url,
-            &issuer,
-            &admin,
-            &reader,
-            dir.path(),
-            &layout,
-            tls.as_ref()
-        )
+        instructions(&Printed {
+            nats_url: &nats_url,
+            issuer: &issuer,
+            admin: &admin,
+            admin_sid: &admin_sid,
+            reader: &reader,
+            dir: dir.path(),
+            layout: &layout,
+            tls: tls.as_ref(),
+        })
     );
     tokio::select! {
         _ = shutdown => {}
@@ -212,7 +225,12 @@ struct Stack<'a> {
     nats_url: &'a str,
     issuer: &'a str,
     tls: Option<&'a DevTls>,
+    /// The service's back-channel logout listener (on 127.0.0.1).
+    backchannel_port: u16,
 }
+
+/// The KV bucket of the revocation list.
+const REVOCATION_BUCKET: &str = "revocations";
 
 impl Stack<'_> {
     /// nats-server's config: `body` (accounts and the callout), its name,
@@ -222,9 +240,18 @@ impl Stack<'_> {
         format!("server_name: {server_name}\n{body}{tls}")
     }
 
+    /// nats-server's JetStream, for the revocation list's bucket.
+    fn jetstream_block(&self) -> String {
+        format!(
+            "jetstream {{ store_dir: {} }}\n",
+            conf_string(&self.dir.join("jetstream"))
+        )
+    }
+
     /// The service's config: `nats` the `[nats]` login, `callout` more
-    /// `[callout]` keys and tables.
-    fn service_config(&self, nats: &str, callout: &str) -> String {
+    /// `[callout]` keys and tables, `system` the `[revocation]`
+    /// system-account login.
+    fn service_config(&self, nats: &str, callout: &str, system: &str) -> String {
         let nats_tls = self.tls.map(DevTls::service_table).unwrap_or_default();
         let oidc_ca = self
             .tls
@@ -241,14 +268,23 @@ xkey_seed_file = "xkey.nk"
 account = "APP"
 {callout}
 
+[revocation]
+kv_bucket = "{REVOCATION_BUCKET}"
+backchannel_listen = "127.0.0.1:{backchannel_port}"
+{system}
+
 [oidc]
 issuer = "{issuer}"
 audience = ["nats"]
+# The development issuer addresses its back-channel logouts to its client.
+logout_audience = ["{client_id}"]
 roles_claim = "realm_access.roles"
 user_claim = "preferred_username"
 {oidc_ca}{SAMPLE_ROLES}"#,
             nats_url = self.nats_url,
             issuer = self.issuer,
+            backchannel_port = self.backchannel_port,
+            client_id = issuer::CLIENT_ID,
         )
     }
 }
@@ -281,12 +317,17 @@ impl Layout {
             &nats_conf,
             &stack.nats_conf(
                 &server_name,
-                &nats_config(stack.port, &account.public_key(), &xkey.public_key()),
+                &format!(
+                    "{}{}",
+                    stack.jetstream_block(),
+                    nats_config(stack.port, &account.public_key(), &xkey.public_key())
+                ),
             ),
         )?;
         let config = dir.join("config.toml");
         let nats = "user = \"auth\"\npassword = \"authpw\"";
-        write(&config, &stack.service_config(nats, ""))?;
+        let system = "system_user = \"sys\"\nsystem_password = \"syspw\"";
+        write(&config, &stack.service_config(nats, "", system))?;
         Ok(Layout {
             nats_conf,
             server_name,
@@ -299,7 +340,9 @@ impl Layout {
     /// the callout switched on in AUTH's account JWT, a sentinel.
     fn operator(stack: &Stack<'_>) -> Result<Layout, String> {
         let (dir, port) = (stack.dir, stack.port);
-        let setup = operator::OperatorSetup::new(&["APP"], true);
+        let mut setup = operator::OperatorSetup::new(&["APP"], true);
+        // AUTH's JetStream holds the revocation list.
+        setup.jetstream = true;
         let app = setup.target("APP").expect("made above");
         write_secret(&dir.join("auth-sk.nk"), &seed_of(&setup.auth.signing))?;
         write_secret(&dir.join("app-sk.nk"), &seed_of(&app.signing))?;
@@ -309,6 +352,7 @@ impl Layout {
             &xkey.seed().map_err(|e| e.to_string())?,
         )?;
         write_secret(&dir.join("service.creds"), &setup.service_creds())?;
+        write_secret(&dir.join("system.creds"), &setup.system_creds())?;
         let sentinel = dir.join("sentinel.creds");
         write_secret(&sentinel, &setup.sentinel_creds())?;
         let nats_conf = dir.join("nats.conf");
@@ -318,7 +362,8 @@ impl Layout {
             &stack.nats_conf(
                 &server_name,
                 &format!(
-                    "listen: 127.0.0.1:{port}\n# OIDC tokens with many roles or groups exceed the 4 KiB default.\nmax_control_line: 64KB\n{}",
+                    "listen: 127.0.0.1:{port}\n# OIDC tokens with many roles or groups exceed the 4 KiB default.\nmax_control_line: 64KB\n{}{}",
+                    stack.jetstream_block(),
                     setup.nats_conf()
                 ),
             ),
@@ -332,7 +377,11 @@ impl Layout {
         write(
             &config,
             &stack
-                .service_config("creds_file = \"service.creds\"", &callout)
+                .service_config(
+                    "creds_file = \"service.creds\"",
+                    &callout,
+                    "system_creds_file = \"system.creds\"",
+                )
                 .replace(
                     "issuer_seed_file = \"issuer.nk\"",
                     "issuer_seed_file = \"auth-sk.nk\"",
@@ -350,6 +399,14 @@ impl Layout {
 /// A name no other server has: `nats-oidc-callout-dev-<random>`.
 fn server_name() -> String {
     format!("nats-oidc-callout-dev-{}", nuid::next())
+}
+
+/// A port free on 127.0.0.1 now (the OS picks it).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))
 }
 
 /// Fails when something listens on `127.0.0.1:port` already.
@@ -390,22 +447,23 @@ fn write_secret(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// The same shape as infrastructure's nats.conf: accounts AUTH (the callout's
-/// own user), APP (where users land), SYS.
+/// own user; JetStream for the revocation list), APP (where users land),
+/// SYS (its user closes revoked connections). Both users bypass the callout.
 fn nats_config(port: u16, issuer: &str, xkey: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:{port}
 # OIDC tokens with many roles or groups exceed the 4 KiB default.
 max_control_line: 64KB
 accounts {{
-  AUTH {{ users: [ {{ user: auth, password: authpw }} ] }}
+  AUTH {{ jetstream: enabled, users: [ {{ user: auth, password: authpw }} ] }}
   APP {{}}
-  SYS {{}}
+  SYS {{ users: [ {{ user: sys, password: syspw }} ] }}
 }}
 system_account: SYS
 authorization {{
   auth_callout {{
     issuer: {issuer}
-    auth_users: [ auth ]
+    auth_users: [ auth, sys ]
     account: AUTH
     xkey: {xkey}
   }}
@@ -528,15 +586,30 @@ async fn wait_until_admitted(
     ))
 }
 
-fn instructions(
-    nats_url: &str,
-    issuer: &DevIssuer,
-    admin: &str,
-    reader: &str,
-    dir: &Path,
-    layout: &Layout,
-    tls: Option<&DevTls>,
-) -> String {
+/// What `dev` prints its instructions from.
+struct Printed<'a> {
+    nats_url: &'a str,
+    issuer: &'a DevIssuer,
+    admin: &'a str,
+    /// The login session of `admin`.
+    admin_sid: &'a str,
+    reader: &'a str,
+    dir: &'a Path,
+    layout: &'a Layout,
+    tls: Option<&'a DevTls>,
+}
+
+fn instructions(p: &Printed<'_>) -> String {
+    let Printed {
+        nats_url,
+        issuer,
+        admin,
+        admin_sid,
+        reader,
+        dir,
+        layout,
+        tls,
+    } = *p;
     let iss = issuer.issuer();
     let tls_flags = tls.map(DevTls::cli_flags).unwrap_or_default();
     let cacert = tls
@@ -586,9 +659,46 @@ Try them with the nats CLI ({mode}):
 More tokens:
   curl {cacert}'{iss}/token?user=bo&roles=reader'
 
+Revocation (the list is KV bucket "{REVOCATION_BUCKET}"): the tokens covered are refused and their connections
+closed; a token minted a second later (curl .../token above) is admitted:
+  curl {cacert}-d sid={admin_sid} '{iss}/logout'   # ana logs out of ADMIN_TOKEN's session: the issuer sends a back-channel logout
+  {program} revoke --config {config} --issuer default --sub user-rita   # an admin revokes rita: READER_TOKEN and her other tokens
+
 Ctrl-C stops everything.
 "#,
         dir = dir.display(),
         reader_inbox = nats_oidc_client::inbox::of_token(reader).unwrap_or_default(),
+        program = shell_word(&this_program()),
+        config = shell_word(&layout.config.display().to_string()),
     )
+}
+
+/// How a shell reaches this program: its name when PATH finds this very
+/// binary, else its path (`cargo run -- dev`).
+fn this_program() -> String {
+    let Ok(me) = std::env::current_exe() else {
+        return env!("CARGO_PKG_NAME").to_string();
+    };
+    let found = nats_server::on_path(env!("CARGO_PKG_NAME"));
+    let same = found
+        .and_then(|f| f.canonicalize().ok())
+        .is_some_and(|f| me.canonicalize().is_ok_and(|m| m == f));
+    if same {
+        env!("CARGO_PKG_NAME").to_string()
+    } else {
+        me.display().to_string()
+    }
+}
+
+/// `s` as one shell word: as it is when nothing in it is special, else in
+/// single quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }

@@ -29,7 +29,7 @@ pub fn locate_or_install(install_dir: &Path) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(name))
