@@ -295,7 +295,12 @@ impl Authorizer {
             .await
             .map_err(refused)?;
         let principal = from_token(issuer, verified)?;
-        self.check_revoked(&principal, now)?;
+        if let Err(refusal) = self.check_revoked(&principal, now) {
+            // Verified again since the revocation (its reconnect): not
+            // kept as a token that verified.
+            issuer.verifier.forget_token(token);
+            return Err(refusal);
+        }
         Ok(principal)
     }
 

@@ -239,10 +239,10 @@ impl Metrics {
         }
     }
 
-    /// One revocation enforced here, and the connections it closed. The
+    /// One revocation enforced here. The
     /// signal comes from the bucket, which an admin writes: only the known
     /// ones become label values.
-    pub(crate) fn record_revocation(&self, signal: &str, closed: u64) {
+    pub(crate) fn record_revocation(&self, signal: &str) {
         let signal = REVOCATION_SIGNALS
             .into_iter()
             .find(|known| *known == signal)
@@ -250,7 +250,6 @@ impl Metrics {
         self.revocations
             .get_or_create(&RevocationLabels { signal })
             .inc();
-        self.revocation_connections_closed.inc_by(closed);
     }
 
     /// One back-channel logout request's outcome; `issuer` is the config

@@ -160,6 +160,7 @@ async fn a_logout_closes_the_live_connections_it_covers(operator: bool) {
     let opts = ServiceOptions {
         operator,
         system_login: true,
+        http_port: Some(0),
         ..options()
     };
     let stack = Stack::start(opts).await;
@@ -201,6 +202,90 @@ async fn a_logout_closes_the_live_connections_it_covers(operator: bool) {
     );
     assert!(delivered(&ana_2.client, &bo.client, "orders.after").await);
     assert!(delivered(&bo.client, &ana_2.client, "orders.after").await);
+    let (_, metrics) = http_get(stack.service.http_port(), "/metrics").await;
+    for line in [
+        "nats_oidc_callout_revocations_total{signal=\"backchannel\"} 1\n",
+        "nats_oidc_callout_revocations_total{signal=\"admin\"} 0\n",
+        "nats_oidc_callout_revocation_connections_closed_total 1\n",
+        "nats_oidc_callout_session_registry_failures_total 0\n",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+}
+
+/// A revocation made while no replica runs (`revoke` needs none) is
+/// enforced when one starts and reads the list: the connections it covers
+/// that were admitted before are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_made_while_no_replica_runs_is_enforced_when_one_starts() {
+    let opts = ServiceOptions {
+        system_login: true,
+        ..options()
+    };
+    let mut stack = Stack::start(opts).await;
+    let url = stack.url();
+    let mut ana = connect(&url, &session_token(&stack, "ana", "s1"))
+        .await
+        .unwrap();
+    let mut bo = connect(&url, &session_token(&stack, "bo", "s2"))
+        .await
+        .unwrap();
+    let registry = async_nats::jetstream::new(stack.callout_account_client().await)
+        .get_key_value("revocations_sessions")
+        .await
+        .expect("the service created the session registry");
+    wait_until("both connections are filed", || async {
+        registry.keys().await.unwrap().count().await == 2
+    })
+    .await;
+    stack.service.kill();
+    next_second().await;
+    let out = revoke(
+        &stack.service.config,
+        &["--issuer", "default", "--sub", "user-ana"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        !ana.wait_event("disconnected", Duration::from_millis(200))
+            .await,
+        "nothing closes it while no replica runs: {:?}",
+        ana.events()
+    );
+
+    stack.service.restart().await;
+    assert!(
+        ana.wait_event("disconnected", HANG_GUARD).await,
+        "closed once a replica reads the list: {:?}\n{}",
+        ana.events(),
+        stack.service.log_text()
+    );
+    wait_for_log(&stack.service.log, "connections_closed=1", HANG_GUARD).await;
+    assert!(
+        !bo.wait_event("disconnected", Duration::from_millis(500))
+            .await,
+        "bo stays: {:?}",
+        bo.events()
+    );
+}
+
+/// A system login that is not in the system account reaches no server:
+/// said at start, as an error, rather than at the first revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_login_outside_the_system_account_is_reported_at_start() {
+    if operator_mode() {
+        return;
+    }
+    let mut opts = options();
+    opts.revocation
+        .push_str("\nsystem_user = \"auth\"\nsystem_password = \"authpw\"\n");
+    let stack = Stack::start(opts).await;
+    wait_for_log(
+        &stack.service.log,
+        "the system-account login (revocation.system_*) reaches no server",
+        HANG_GUARD,
+    )
+    .await;
 }
 
 /// A replica that restarted has forgotten what it admitted; the session

@@ -88,6 +88,14 @@ async fn logout(
     sub: Option<&str>,
     sid: Option<&str>,
 ) -> usize {
+    // A replica that starts enforces the list's recent entries again: only
+    // this logout's lines count.
+    let covered = match (sid, sub) {
+        (Some(sid), _) => format!("covered=sid {sid} "),
+        (None, Some(sub)) => format!("covered=sub {sub} "),
+        (None, None) => unreachable!("a logout names sub or sid"),
+    };
+    let enforcements = |stack: &ClusterStack| enforcements_of(stack, &covered);
     let before: Vec<usize> = enforcements(stack).iter().map(Vec::len).collect();
     let answer = post_logout(
         stack,
@@ -118,13 +126,18 @@ async fn logout(
 /// For each replica, the `connections_closed` of every revocation it has
 /// enforced, in order.
 fn enforcements(stack: &ClusterStack) -> Vec<Vec<usize>> {
+    enforcements_of(stack, "")
+}
+
+/// The same, of the revocations whose log line contains `covered`.
+fn enforcements_of(stack: &ClusterStack, covered: &str) -> Vec<Vec<usize>> {
     stack
         .replicas
         .iter()
         .map(|r| {
             log_lines(&r.log)
                 .iter()
-                .filter(|l| l.contains("revocation enforced"))
+                .filter(|l| l.contains("revocation enforced") && l.contains(covered))
                 .map(|l| {
                     l.split("connections_closed=")
                         .nth(1)
@@ -310,17 +323,14 @@ async fn logouts_close_what_they_cover_across_the_cluster(operator: bool) {
         .unwrap();
 
     // Session s1, posted to replica 0: all of its connections close,
-    // replica 1's among them, closed by replica 1.
+    // replica 1's among them (whichever replica's KICK gets there first:
+    // each enforces it, and two KICKs of one client may both be answered
+    // as closing it, so the counts are at least, the events exact).
     let closed_s1 = logout(&stack, 0, corp, Some("user-ana"), Some("s1")).await;
     for client in &mut s1_clients {
         closed(&stack, client, "session s1").await;
     }
-    assert_eq!(closed_s1, s1_clients.len(), "{}", stack.logs());
-    assert!(
-        enforcements(&stack)[1][0] >= 1,
-        "replica 1 closed the one it admitted:\n{}",
-        stack.logs()
-    );
+    assert!(closed_s1 >= s1_clients.len(), "{}", stack.logs());
     // Their clients reconnect at once with the same token: refused.
     wait_until(&stack, "the kicked clients' reconnects are refused", || {
         stack.count_in_logs("code=\"revoked\"") >= 2
@@ -374,7 +384,7 @@ async fn logouts_close_what_they_cover_across_the_cluster(operator: bool) {
     for client in &mut s4_clients {
         closed(&stack, client, "ana's session s4").await;
     }
-    assert_eq!(closed_ana, 1 + s4_clients.len(), "{}", stack.logs());
+    assert!(closed_ana > s4_clients.len(), "{}", stack.logs());
     refused_as_revoked(&stack, 0, &s2, "ana's session s2's token").await;
     still_connected(&mut [("partner's ana", &mut partners_ana), ("bo", &mut bo)]).await;
     stack

@@ -64,6 +64,12 @@ impl TokenCache {
         }
     }
 
+    pub(crate) fn forget_key(&self, key: &TokenKey) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(key);
+        }
+    }
+
     pub(crate) fn key(token: &str) -> TokenKey {
         Sha256::digest(token.as_bytes()).into()
     }

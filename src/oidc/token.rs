@@ -83,6 +83,11 @@ pub(crate) struct Signed {
 }
 
 impl TokenVerifier {
+    /// Takes `token` out of the cache of tokens that verified.
+    pub(crate) fn forget_token(&self, token: &str) {
+        self.verified.forget_key(&TokenCache::key(token));
+    }
+
     /// Takes the tokens `covered` says yes to out of the cache of tokens
     /// that verified (a revocation).
     pub(crate) fn forget(&self, covered: impl Fn(&VerifiedToken) -> bool + Send + Sync + 'static) {

@@ -292,6 +292,21 @@ impl RevocationList {
         })
     }
 
+    /// The revocations of a complete read that this list does not hold
+    /// yet (a new key, or a later `at`): what a watch missed while it was
+    /// down, or, on the first read, everything.
+    pub fn news(&self, read: &Entries) -> Vec<Revocation> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        read.iter()
+            .filter(|(key, stamp)| entries.get(*key).is_none_or(|known| stamp.at > known.at))
+            .map(|((issuer, covered), stamp)| Revocation {
+                issuer: issuer.clone(),
+                covered: covered.clone(),
+                stamp: stamp.clone(),
+            })
+            .collect()
+    }
+
     /// Replaces the list with a complete read of the bucket, keeping what
     /// was known and is still in force: a watch that failed may have
     /// missed nothing but additions, and a revocation must not lapse

@@ -187,27 +187,31 @@ impl Mirror for RevocationFeed {
     }
 
     fn install(&self, map: Entries) {
+        // What the read holds that the list does not: missed while the
+        // watch was down, or made while this replica was not running
+        // (connections admitted before may still be open).
+        let news = self.list.news(&map);
         self.list.install(map, unix_now());
         tracing::info!(revocations = self.list.len(), "revocation list loaded");
+        for r in news.into_iter().filter(|r| r.stamp.until >= unix_now()) {
+            (self.forget)(&r);
+            self.enforce(r);
+        }
     }
 
     fn update(&self, key: String, entry: Option<Revocation>, revision: u64) {
         match entry {
             Some(r) => {
-                tracing::info!(
-                    issuer = %r.issuer,
-                    covered = %r.covered,
-                    at = r.stamp.at,
-                    signal = %crate::text::name(&r.stamp.signal),
-                    revision,
-                    "revocation"
+                let (issuer, covered, at) = (
+                    crate::text::name(&r.issuer),
+                    r.covered.to_string(),
+                    r.stamp.at,
                 );
-                self.list.update(r.clone());
-                (self.forget)(&r);
-                if let Some(kicker) = &self.kicker {
-                    let kicker = kicker.clone();
-                    tokio::spawn(async move { kicker.enforce(r).await });
-                }
+                let signal = crate::text::name(&r.stamp.signal);
+                self.apply(r);
+                // After applying: once this is said, the list and the
+                // token cache know it.
+                tracing::info!(issuer = %issuer, covered = %covered, at, signal = %signal, revision, "revocation");
             }
             None => tracing::debug!(
                 key = %crate::text::name(&key),

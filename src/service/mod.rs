@@ -155,12 +155,12 @@ impl Service {
                 kicker: kicker.clone(),
                 forget: Box::new(move |r| live.callout().authorizer().forget_revoked(r)),
             });
+            let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone())
+                .applying_to(feed.clone());
             let watch = kv_watch::run(feed, bucket.to_string(), client.clone());
             background.revocation_watch = Some(tokio::spawn(watch));
-            let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
-            background.backchannel = self.start_backchannel(&config, revoker).await?;
+            background.backchannel = self.start_backchannel(&config, revoker.clone()).await?;
             if let Some(subject) = &config.revocation.request_subject {
-                let revoker = revoke::Revoker::new(client.clone(), bucket, list.clone());
                 background.revoke_requests = Some(
                     self.answer_revocations(&client, &config, subject, revoker)
                         .await?,
@@ -219,35 +219,16 @@ impl Service {
             .revocation
             .sessions_bucket()
             .expect("a system login and a revocation bucket");
-        let metrics = self.metrics.clone();
-        let registry = registry::Registry::open(
-            client.clone(),
-            &registry_bucket,
-            config.callout.max_user_ttl,
-            move || {
-                metrics.session_registry_failures.inc();
-            },
-        )
-        .await;
-        // Without the registry, revocations still close what this replica
-        // admitted: worth running, and worth saying.
-        let registry = match registry {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "session registry unavailable: a revocation closes only the connections this replica admitted since it started"
-                );
-                None
-            }
-        };
-        Ok(Arc::new(kick::Kicker::new(
+        Ok(kick::Kicker::start(
             system,
-            sessions::Sessions::new(config.callout.max_user_ttl),
-            registry,
+            client.clone(),
+            registry_bucket,
+            // No admitted token outlives it (user JWTs expire with their
+            // tokens), whatever max_user_ttl is reloaded to.
+            config.revocation.max_token_lifetime,
             list.clone(),
             self.metrics.clone(),
-        )))
+        ))
     }
 
     async fn start_http(&self, config: &Config) -> Result<Option<Server>, ServiceError> {

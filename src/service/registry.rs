@@ -17,13 +17,16 @@
 //! and a revocation of one of them is a key filter with wildcards in the
 //! other places. Value: `{"iat": N, "exp": N}`, to tell whether the
 //! revocation covers it (issued at or before) and whether it can still be
-//! alive. The bucket keeps entries in memory (they matter only while the
-//! servers that hold the connections run) for `callout.max_user_ttl`, the
-//! longest any admitted connection lives.
+//! alive. The bucket keeps entries in memory storage (a connection ends
+//! with its server anyway) for `revocation.max_token_lifetime`, which no
+//! admitted token outlives, and at most `MAX_BYTES`: entries are never
+//! deleted (a connection's end is not seen here), so the oldest are
+//! dropped first when the bound is reached (discard old, unlike a KV
+//! bucket's default, where every new one would fail).
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream::StorageType};
+use async_nats::jetstream::{self, consumer, kv, stream};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures::StreamExt;
@@ -42,6 +45,9 @@ const WRITERS: usize = 64;
 
 /// Entries read per fetch when a revocation looks them up.
 const BATCH: usize = 1_000;
+
+/// The bucket's size bound: some two million connections.
+const MAX_BYTES: i64 = 512 * 1024 * 1024;
 
 /// One admitted connection, where nats-server knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -113,23 +119,36 @@ impl Registry {
     pub(crate) async fn open(
         client: async_nats::Client,
         bucket: &str,
-        max_user_ttl: Duration,
+        max_age: Duration,
         on_failure: impl Fn() + Send + Sync + 'static,
     ) -> Result<Registry, String> {
         let js = jetstream::new(client);
         let store = match js.get_key_value(bucket).await {
             Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    description: "nats-oidc-callout admitted connections: <issuer>.<sub>.<sid>.<user> (hashed).<server id>.<cid> → {iat, exp}".into(),
-                    history: 1,
-                    max_age: max_user_ttl,
-                    storage: StorageType::Memory,
+            Err(_) => {
+                // A KV bucket's stream, but discarding the oldest entries
+                // when full (kv::Config has no discard policy).
+                js.create_stream(stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some("nats-oidc-callout admitted connections: <issuer>.<sub>.<sid>.<user> (hashed).<server id>.<cid> → {iat, exp}".into()),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    max_bytes: MAX_BYTES,
+                    max_age,
+                    storage: stream::StorageType::Memory,
+                    discard: stream::DiscardPolicy::Old,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    duplicate_window: max_age.min(Duration::from_secs(120)),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| format!("cannot open or create bucket {bucket:?}: {e}"))?,
+                .map_err(|e| format!("cannot create bucket {bucket:?}: {e}"))?;
+                js.get_key_value(bucket)
+                    .await
+                    .map_err(|e| format!("cannot open bucket {bucket:?}: {e}"))?
+            }
         };
         let (queue, pending) = mpsc::channel(QUEUE);
         tokio::spawn(write(store.clone(), pending, on_failure));
@@ -171,6 +190,20 @@ impl Registry {
             })
             .await
             .map_err(|e| format!("session registry: {e}"))?;
+        let found = self.read(&consumer, revocation, now).await;
+        // Gone by itself after inactive_threshold otherwise; a burst of
+        // revocations should not pile consumers up meanwhile.
+        let name = consumer.cached_info().name.clone();
+        let _ = self.store.stream.delete_consumer(&name).await;
+        found
+    }
+
+    async fn read(
+        &self,
+        consumer: &consumer::Consumer<consumer::pull::Config>,
+        revocation: &Revocation,
+        now: u64,
+    ) -> Result<Vec<Connection>, String> {
         let mut found = Vec::new();
         loop {
             let mut batch = consumer
@@ -200,9 +233,6 @@ impl Registry {
                 }
             }
             if read < BATCH {
-                let name = consumer.cached_info().name.clone();
-                // Gone by itself after a while otherwise; no need to wait.
-                let _ = self.store.stream.delete_consumer(&name).await;
                 return Ok(found);
             }
         }

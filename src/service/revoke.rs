@@ -1,7 +1,7 @@
 //! Writes revocations into the revocation list's bucket, where every
-//! replica reads them (`kv_watch`), and into this replica's copy at once,
-//! so that the replica that received a logout enforces it before the
-//! bucket echoes it back.
+//! replica reads them (`kv_watch`), and applies them to this replica at
+//! once, so that the replica that received a logout enforces it before
+//! the bucket echoes it back, and even if the bucket cannot be written.
 
 use std::sync::Arc;
 
@@ -23,11 +23,33 @@ pub(crate) struct RevocationFeed {
     pub(crate) forget: Box<dyn Fn(&Revocation) + Send + Sync>,
 }
 
+impl RevocationFeed {
+    /// A revocation from now on: in the list, out of the token cache, and
+    /// the connections it covers closed.
+    pub(crate) fn apply(&self, revocation: Revocation) {
+        self.list.update(revocation.clone());
+        (self.forget)(&revocation);
+        self.enforce(revocation);
+    }
+
+    /// Closes what `revocation` covers, in the background.
+    pub(crate) fn enforce(&self, revocation: Revocation) {
+        if let Some(kicker) = &self.kicker {
+            let kicker = kicker.clone();
+            tokio::spawn(async move { kicker.enforce(revocation).await });
+        }
+    }
+}
+
+#[derive(Clone)]
 pub(crate) struct Revoker {
     js: jetstream::Context,
     bucket: String,
-    store: OnceCell<kv::Store>,
+    store: Arc<OnceCell<kv::Store>>,
     list: Arc<RevocationList>,
+    /// Where a revocation is applied here at once (the service); the
+    /// `revoke` command only writes the bucket.
+    local: Option<Arc<RevocationFeed>>,
 }
 
 impl Revoker {
@@ -35,9 +57,16 @@ impl Revoker {
         Revoker {
             js: jetstream::new(client),
             bucket: bucket.to_string(),
-            store: OnceCell::new(),
+            store: Arc::default(),
             list,
+            local: None,
         }
+    }
+
+    /// One that also applies each revocation to this replica at once.
+    pub(crate) fn applying_to(mut self, feed: Arc<RevocationFeed>) -> Self {
+        self.local = Some(feed);
+        self
     }
 
     /// The stamp of a revocation of tokens issued at or before `at`.
@@ -47,7 +76,10 @@ impl Revoker {
 
     /// Puts `revocation` into the bucket and this replica's copy.
     pub(crate) async fn revoke(&self, revocation: Revocation) -> Result<(), String> {
-        self.list.update(revocation.clone());
+        match &self.local {
+            Some(feed) => feed.apply(revocation.clone()),
+            None => self.list.update(revocation.clone()),
+        }
         let store = self
             .store
             .get_or_try_init(|| self.js.get_key_value(&self.bucket))

@@ -1,18 +1,36 @@
 //! The connections this replica admitted, by the names nats-server knows
 //! them by (its server id and the client id), and whom their tokens name:
 //! what a revocation closes with `$SYS.REQ.SERVER.<id>.KICK`. Bounded, and
-//! each entry leaves when its user JWT has expired (nats-server has closed
-//! the connection by then).
+//! each entry leaves when its own user JWT expires (nats-server has closed
+//! the connection by then), whatever `callout.max_user_ttl` says by then.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::callout::Session;
+use crate::clock::unix_now;
 use crate::policy::revocations::{Presented, Revocation};
 
-/// At most this many connections are remembered; beyond, the oldest are
-/// forgotten (a revocation then refuses their reconnect only).
+/// At most this many connections are remembered; beyond, the least
+/// recently recorded are forgotten (LRU: TinyLFU, moka's default, would
+/// rather drop the newest) and found through the session registry only.
 const CAPACITY: u64 = 1_000_000;
+
+/// Each entry lives until its connection's user JWT expires.
+struct UntilExpiry;
+
+impl moka::Expiry<(String, u64), Arc<Admitted>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &(String, u64),
+        admitted: &Arc<Admitted>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            admitted.expires.saturating_sub(unix_now()),
+        ))
+    }
+}
 
 /// What is kept of one: the names a revocation can cover, not the whole
 /// token (a million of them).
@@ -45,12 +63,12 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// Entries live at most `max_user_ttl` (no user JWT lives longer).
-    pub(crate) fn new(max_user_ttl: Duration) -> Sessions {
+    pub(crate) fn new() -> Sessions {
         Sessions {
             admitted: moka::sync::Cache::builder()
                 .max_capacity(CAPACITY)
-                .time_to_live(max_user_ttl)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .expire_after(UntilExpiry)
                 .build(),
         }
     }
@@ -91,6 +109,7 @@ impl Sessions {
             .collect()
     }
 
+    /// Forgets a connection that is closed.
     pub(crate) fn forget(&self, server: &str, cid: u64) {
         self.admitted.invalidate(&(server.to_string(), cid));
     }
