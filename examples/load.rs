@@ -1078,6 +1078,9 @@ async fn revoke_held(what: &str, issuer: &DevIssuer, held: Held, backchannel: u1
         .map(|t| t.saturating_duration_since(begin).as_secs_f64() * 1000.0)
         .collect();
     took.sort_by(f64::total_cmp);
+    // The other person's connections get a second more to be closed by
+    // mistake before they are counted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let bystanders_closed = closed_at(&held.bystanders).len();
     println!(
         "revoke ({what}): logout accepted in {:.0} ms; {}/{} connections closed, median {:.0} ms, last {:.0} ms after the logout was sent; {bystanders_closed}/{} of the other person's closed",

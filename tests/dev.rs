@@ -84,6 +84,20 @@ async fn dev_works(operator: bool, tls: bool) {
         }
     }
     let _show = ShowLog(log_path);
+    // A failing run stops `dev` (and so the nats-server it started), as
+    // the end of a passing one does.
+    struct StopOnPanic(u32);
+    impl Drop for StopOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(self.0.to_string())
+                    .status();
+            }
+        }
+    }
+    let _stop = StopOnPanic(child.id());
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -310,7 +310,6 @@ impl ClusterStack {
         stack
     }
 
-    /// The client URL of node `i`.
     /// A client of the callout's own account on node `node`, which skips
     /// the callout: the `auth` user, or in operator mode the service's own
     /// credentials (for the buckets the service keeps there).
@@ -328,6 +327,7 @@ impl ClusterStack {
         }
     }
 
+    /// The client URL of node `node`.
     pub fn url(&self, node: usize) -> String {
         self.cluster.url(node)
     }
