@@ -108,6 +108,8 @@ pub(super) async fn serve(
             // Answers the request in flight, reads no other, then closes.
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(GRACE, connection).await;
+            // Held to here: the slot is free, and shutdown sees this
+            // connection gone, only once it is closed.
             drop((slot, stopping));
         });
     }
