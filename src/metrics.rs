@@ -81,6 +81,16 @@ pub(crate) const UNKNOWN_ISSUER: &str = "(unknown)";
 /// The label values of `revocations_total`, present from the start.
 const REVOCATION_SIGNALS: [&str; 4] = ["backchannel", "admin", "request", "other"];
 
+/// Which HTTP listener: `http` (`[http] listen`) or `backchannel`
+/// (`[revocation] backchannel_listen`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+/// The `listener` label values of `http_connections_refused_total`.
+pub(crate) const HTTP_LISTENERS: [&str; 2] = ["http", "backchannel"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RevocationLabels {
     pub signal: &'static str,
@@ -123,6 +133,7 @@ pub struct Metrics {
     pub revocations: Family<RevocationLabels, Counter>,
     pub revocation_connections_closed: Counter,
     pub session_registry_failures: Counter,
+    pub http_connections_refused: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -221,6 +232,15 @@ impl Metrics {
             "Admitted connections that could not be filed in the shared session registry (a revocation then finds them only through the replica that admitted them)",
             session_registry_failures.clone(),
         );
+        let http_connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections to an HTTP listener closed unserved because their source or the listener held as many as allowed, by listener (http, backchannel)",
+            http_connections_refused.clone(),
+        );
+        for listener in HTTP_LISTENERS {
+            let _ = http_connections_refused.get_or_create(&ListenerLabels { listener });
+        }
         Metrics {
             registry,
             authorizations,
@@ -236,7 +256,16 @@ impl Metrics {
             revocations,
             revocation_connections_closed,
             session_registry_failures,
+            http_connections_refused,
         }
+    }
+
+    /// A connection to `listener` (one of [`HTTP_LISTENERS`]) closed
+    /// unserved for being over a cap.
+    pub(crate) fn record_connection_refused(&self, listener: &'static str) {
+        self.http_connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
     }
 
     /// One revocation enforced here. The

@@ -257,7 +257,9 @@ async fn a_client_that_never_finishes_its_headers_delays_nobody_and_is_hung_up_o
     let stack = stack().await;
     let port = stack.service.backchannel_port();
     let mut slow = Vec::new();
-    for _ in 0..20 {
+    // Fewer than one source may hold (16): the logout below comes from
+    // the same address.
+    for _ in 0..10 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
@@ -283,4 +285,74 @@ async fn a_client_that_never_finishes_its_headers_delays_nobody_and_is_hung_up_o
             String::from_utf8_lossy(&answer)
         );
     }
+}
+
+/// Connections to `listener` closed unserved for being over a cap.
+async fn refused_connections(stack: &Stack, listener: &str) -> u64 {
+    let (status, text) = http_get(stack.service.http_port(), "/metrics").await;
+    assert_eq!(status, 200);
+    let series =
+        format!("nats_oidc_callout_http_connections_refused_total{{listener=\"{listener}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+}
+
+/// Whoever can reach the endpoint can open connections that never send a
+/// request; one source holding as many as it may (16), and asking for
+/// more, keeps nobody else from being served. 127.0.0.2 is the greedy
+/// source (any 127/8 address is local on Linux), the provider 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holding_many_connections_cannot_keep_a_logout_out() {
+    use tokio::io::AsyncWriteExt;
+    const PER_SOURCE: u64 = 16;
+    const OPENED: u64 = PER_SOURCE + 8;
+    let stack = stack().await;
+    let port = stack.service.backchannel_port();
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut greedy = Vec::new();
+    for _ in 0..OPENED {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = socket.connect(server).await.unwrap();
+        // The refused ones may be closed already: what is written to them
+        // does not matter.
+        let _ = s
+            .write_all(b"POST /backchannel-logout HTTP/1.1\r\nHost: idp\r\n")
+            .await;
+        greedy.push(s);
+    }
+    // The service takes connections in turn: once it has counted the
+    // last refused one, it has taken (and holds) the 16 before.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while refused_connections(&stack, "backchannel").await < OPENED - PER_SOURCE {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connections over the cap were not counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let token = stack
+        .issuer
+        .logout_token(Some("user-ana"), None, LOGOUT_AUDIENCE);
+    let answer = tokio::time::timeout(HANG_GUARD, post_token(&stack, &token))
+        .await
+        .expect("the logout is answered while another source holds its share");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        refused_connections(&stack, "backchannel").await,
+        OPENED - PER_SOURCE
+    );
+    // The other listener counts on its own, from 0.
+    assert_eq!(refused_connections(&stack, "http").await, 0);
+    assert!(
+        stack
+            .service
+            .log_text()
+            .contains("connections closed unserved"),
+        "the refusals are warned about"
+    );
+    drop(greedy);
 }

@@ -88,13 +88,12 @@ pub(super) async fn serve<S: LogoutSink>(
     state: Arc<Backchannel<S>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    crate::service::http_serve::serve(
-        listener,
-        router(state),
-        shutdown,
-        "revocation.backchannel_listen",
-    )
-    .await;
+    let named = crate::service::http_serve::Listener {
+        key: "revocation.backchannel_listen",
+        label: "backchannel",
+        metrics: state.metrics.clone(),
+    };
+    crate::service::http_serve::serve(listener, router(state), shutdown, named).await;
 }
 
 /// §2.8: every answer, errors included, is `Cache-Control: no-store`.
@@ -208,7 +207,7 @@ impl<S: LogoutSink> Backchannel<S> {
 
     /// Validates `token` against the issuers running now and carries the
     /// logout out.
-    async fn logout(&self, token: &str) -> Response {
+    async fn logout(self: &Arc<Self>, token: &str) -> Response {
         let callout = self.live.callout();
         let issuer = match route_logout(callout.authorizer().issuers(), token) {
             Ok(issuer) => issuer,
@@ -221,7 +220,7 @@ impl<S: LogoutSink> Backchannel<S> {
             .verify(issuer, token, unix_now(), &deadline)
             .await
         {
-            Ok(request) => self.carry_out(request).await,
+            Ok(request) => self.carry_out_whatever_happens(request).await,
             Err(e) => self.refused(Some(name), &e),
         }
     }
@@ -248,38 +247,60 @@ impl<S: LogoutSink> Backchannel<S> {
         error_answer(StatusCode::BAD_REQUEST, "invalid_request", &description)
     }
 
+    /// Its `jti` is recorded now, so the logout is carried out to the end
+    /// on a task of its own: were it dropped halfway with the request (the
+    /// provider hanging up, the connection cut off at shutdown), the
+    /// revocation would be lost and the provider's retry refused as a
+    /// replay.
+    async fn carry_out_whatever_happens(self: &Arc<Self>, request: LogoutRequest) -> Response {
+        let this = self.clone();
+        let task = tokio::spawn({
+            let request = request.clone();
+            async move { this.carry_out(request).await }
+        });
+        match task.await {
+            Ok(response) => response,
+            // A panic is a bug; the logout is taken as failed, so that the
+            // provider's retry is carried out (again, to the same effect).
+            Err(e) => self.failed(&request, &format!("carrying it out panicked: {e}")),
+        }
+    }
+
     async fn carry_out(&self, request: LogoutRequest) -> Response {
-        let issuer = request.issuer.clone();
         match self.sink.logout(request.clone()).await {
             Ok(()) => {
                 self.metrics
-                    .record_backchannel_logout(Some(&issuer), LogoutOutcome::Accepted);
+                    .record_backchannel_logout(Some(&request.issuer), LogoutOutcome::Accepted);
                 StatusCode::OK.into_response()
             }
-            Err(e) => {
-                self.verifier.forget(&request);
-                let reason = text::reason(&e.to_string());
-                tracing::warn!(
-                    result = "failed",
-                    issuer = %issuer,
-                    sub = %shown(request.sub.as_deref()),
-                    sid = %shown(request.sid.as_deref()),
-                    jti = %text::printable(&request.jti, 64),
-                    %reason,
-                    "back-channel logout could not be carried out; the provider may retry it"
-                );
-                self.metrics
-                    .record_backchannel_logout(Some(&issuer), LogoutOutcome::Failed);
-                // §2.8: a failed logout is a 400 too. `server_error` rather
-                // than `invalid_request`: the request was good, and the
-                // provider may send it again.
-                error_answer(
-                    StatusCode::BAD_REQUEST,
-                    "server_error",
-                    &format!("the logout could not be carried out: {reason}"),
-                )
-            }
+            Err(e) => self.failed(&request, &e.to_string()),
         }
+    }
+
+    /// A valid logout that could not be carried out: its `jti` is
+    /// forgotten, so that the provider's retry is acted on.
+    fn failed(&self, request: &LogoutRequest, why: &str) -> Response {
+        self.verifier.forget(request);
+        let reason = text::reason(why);
+        tracing::warn!(
+            result = "failed",
+            issuer = %request.issuer,
+            sub = %shown(request.sub.as_deref()),
+            sid = %shown(request.sid.as_deref()),
+            jti = %text::printable(&request.jti, 64),
+            %reason,
+            "back-channel logout could not be carried out; the provider may retry it"
+        );
+        self.metrics
+            .record_backchannel_logout(Some(&request.issuer), LogoutOutcome::Failed);
+        // §2.8: a failed logout is a 400 too. `server_error` rather than
+        // `invalid_request`: the request was good, and the provider may
+        // send it again.
+        error_answer(
+            StatusCode::BAD_REQUEST,
+            "server_error",
+            &format!("the logout could not be carried out: {reason}"),
+        )
     }
 }
 
@@ -369,13 +390,13 @@ mod tests {
     #[tokio::test]
     async fn a_logout_that_could_not_be_carried_out_is_a_400_and_its_retry_is_acted_on() {
         let dev = DevIssuer::start(0).await.unwrap();
-        let state = endpoint(
+        let state = Arc::new(endpoint(
             &dev,
             Flaky {
                 failures: 1,
                 calls: AtomicUsize::new(0),
             },
-        );
+        ));
         let token = dev.logout_token(Some("user-ana"), Some("s1"), "nats");
         let (status, body) = answer(state.logout(&token).await).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -403,6 +424,56 @@ mod tests {
                 "{outcome}:\n{metrics}"
             );
         }
+    }
+
+    /// Holds each logout until released, then carries it out.
+    #[derive(Default)]
+    struct Held {
+        started: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+        finished: tokio::sync::Notify,
+    }
+
+    impl LogoutSink for Held {
+        async fn logout(&self, _: LogoutRequest) -> Result<(), LogoutFailed> {
+            self.started.notify_one();
+            self.release.notified().await;
+            self.finished.notify_one();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_logout_is_carried_out_to_the_end_even_when_its_request_is_dropped() {
+        let dev = DevIssuer::start(0).await.unwrap();
+        let state = Arc::new(endpoint(&dev, Held::default()));
+        let token = dev.logout_token(Some("user-ana"), None, "nats");
+        let request = tokio::spawn({
+            let (state, token) = (state.clone(), token.clone());
+            async move { state.logout(&token).await }
+        });
+        // The jti is recorded and the revocation under way: the provider
+        // hangs up (hyper drops the handler's future).
+        state.sink.started.notified().await;
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        state.sink.release.notify_one();
+        // A bound so that a logout dropped with its request fails the
+        // test rather than hanging it.
+        tokio::time::timeout(Duration::from_secs(30), state.sink.finished.notified())
+            .await
+            .expect("the logout was carried out although its request was dropped");
+        // Carried out and counted; the jti stays recorded, so a replay is
+        // refused as one.
+        let metrics = state.metrics.render();
+        assert!(
+            metrics
+                .contains("backchannel_logouts_total{issuer=\"default\",outcome=\"accepted\"} 1"),
+            "{metrics}"
+        );
+        let (status, body) = answer(state.logout(&token).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("received before"), "{body}");
     }
 
     #[test]

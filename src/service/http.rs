@@ -47,7 +47,12 @@ pub(super) async fn serve(
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    crate::service::http_serve::serve(listener, router(state), shutdown, "http.listen").await;
+    let named = crate::service::http_serve::Listener {
+        key: "http.listen",
+        label: "http",
+        metrics: state.metrics.clone(),
+    };
+    crate::service::http_serve::serve(listener, router(state), shutdown, named).await;
 }
 
 async fn healthz() -> &'static str {

@@ -4,6 +4,7 @@
 
 mod backchannel;
 mod config_file;
+mod conn_slots;
 mod dispatch;
 mod drain;
 mod http;
