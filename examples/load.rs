@@ -96,6 +96,15 @@ enum Mode {
         #[arg(long, default_value = "10s")]
         duration: humantime::Duration,
     },
+    /// nats-server stopped and started again `--rounds` times, down for
+    /// `--down` each time: how long after it accepts connections again the
+    /// service is connected (by the service's log).
+    Restart {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value = "1s")]
+        down: humantime::Duration,
+    },
     ConnectRate {
         #[arg(long, default_value_t = 32)]
         clients: usize,
@@ -187,6 +196,52 @@ struct NatsServer {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Stops it, waits `down`, starts it again with the same config, and
+    /// returns when it accepts connections.
+    fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let bin = nats_oidc_callout::dev::locate_or_install(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
+        )
+        .unwrap_or_else(|e| panic!("no nats-server: {e}"));
+        let log = std::fs::File::options()
+            .append(true)
+            .open(self._dir.path().join("nats.log"))
+            .unwrap();
+        self.child = Command::new(bin)
+            .arg("-c")
+            .arg(self._dir.path().join("nats.conf"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start again");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn count_lines(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// When the last line with `needle` was logged (its RFC 3339 timestamp).
+fn last_time(log: &Path, needle: &str) -> std::time::SystemTime {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text.lines().rev().find(|l| l.contains(needle)).unwrap();
+    let stamp = line.split_whitespace().next().unwrap();
+    humantime::parse_rfc3339(stamp).unwrap_or_else(|e| panic!("{stamp:?}: {e}"))
 }
 
 impl Drop for NatsServer {
@@ -978,6 +1033,36 @@ async fn main() {
             .await;
         }
         Mode::NullResponder { .. } => unreachable!("handled before any setup"),
+        Mode::Restart { rounds, down } => {
+            let mut nats = start_nats(Some((&account.public_key(), None)));
+            let (service, _) = start(nats.port).await;
+            let log = service._dir.path().join("service.log");
+            let mut lags = Vec::new();
+            for round in 1..=rounds {
+                let before = count_lines(&log, "connected to NATS");
+                nats.restart(down.into());
+                let accepting = std::time::SystemTime::now();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while count_lines(&log, "connected to NATS") <= before {
+                    assert!(Instant::now() < deadline, "the service did not reconnect");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let connected = last_time(&log, "connected to NATS");
+                let lag = connected
+                    .duration_since(accepting)
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .unwrap_or(0.0);
+                println!("round {round}: connected {lag:.1} ms after nats-server accepted again");
+                lags.push(lag);
+            }
+            lags.sort_by(f64::total_cmp);
+            println!(
+                "restart: {rounds} rounds, down {}; reconnected after median {:.1} ms, max {:.1} ms",
+                humantime::format_duration(down.into()),
+                lags[lags.len() / 2],
+                lags[lags.len() - 1]
+            );
+        }
         Mode::Idle { duration } => {
             let nats = start_nats(None);
             let (service, ready) = start(nats.port).await;

@@ -112,6 +112,25 @@ pub(super) async fn connect_system(
         .map_err(|e| ServiceError::Nats(format!("revocation's system-account login: {e}")))
 }
 
+/// Tries every `RETRY` for about `FAST_FOR`, then every `SLOW`: a callout
+/// is not a client. After a nats-server restart every client reconnects at
+/// once and waits for this service; connects that arrive before it is
+/// subscribed again are held for the auth timeout and refused. A client's
+/// doubling back-off (0, 200, 400, 800 ms) left it up to 400 ms behind the
+/// server. An attempt at a server that is down costs a refused TCP
+/// connect; one at an unreachable host waits out the connection timeout,
+/// so nothing spins.
+fn callout_reconnect_delay(attempts: usize) -> Duration {
+    const RETRY: Duration = Duration::from_millis(10);
+    const FAST_FOR: usize = 1_000;
+    const SLOW: Duration = Duration::from_millis(250);
+    match attempts {
+        0..=1 => Duration::ZERO,
+        n if n <= FAST_FOR => RETRY,
+        _ => SLOW,
+    }
+}
+
 pub(super) async fn connect(
     nats: &NatsConfig,
     readiness: Arc<Readiness>,
@@ -123,15 +142,7 @@ pub(super) async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|attempts| {
-            // Retry at once first: after a nats-server restart every client
-            // is waiting for this service to be back.
-            if attempts <= 1 {
-                Duration::ZERO
-            } else {
-                Duration::from_millis((50u64 << attempts.min(7)).min(5000))
-            }
-        })
+        .reconnect_delay_callback(callout_reconnect_delay)
         .event_callback(move |event| {
             let (readiness, metrics) = (readiness.clone(), metrics.clone());
             async move {
@@ -157,4 +168,21 @@ pub(super) async fn connect(
             shown.join(", ")
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callout_tries_again_every_10_ms_for_ten_seconds_then_every_250() {
+        assert_eq!(callout_reconnect_delay(1), Duration::ZERO);
+        let fast: Duration = (2..=1_000).map(callout_reconnect_delay).sum();
+        assert_eq!(fast, Duration::from_millis(9_990));
+        assert_eq!(callout_reconnect_delay(1_001), Duration::from_millis(250));
+        assert_eq!(
+            callout_reconnect_delay(usize::MAX),
+            Duration::from_millis(250)
+        );
+    }
 }
