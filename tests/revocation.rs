@@ -218,26 +218,7 @@ async fn a_logout_closes_the_live_connections_it_covers(operator: bool) {
 /// that were admitted before are closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_made_while_no_replica_runs_is_enforced_when_one_starts() {
-    let opts = ServiceOptions {
-        system_login: true,
-        ..options()
-    };
-    let mut stack = Stack::start(opts).await;
-    let url = stack.url();
-    let mut ana = connect(&url, &session_token(&stack, "ana", "s1"))
-        .await
-        .unwrap();
-    let mut bo = connect(&url, &session_token(&stack, "bo", "s2"))
-        .await
-        .unwrap();
-    let registry = async_nats::jetstream::new(stack.callout_account_client().await)
-        .get_key_value("revocations_sessions")
-        .await
-        .expect("the service created the session registry");
-    wait_until("both connections are filed", || async {
-        registry.keys().await.unwrap().count().await == 2
-    })
-    .await;
+    let (mut stack, mut ana, mut bo) = two_filed_connections(false).await;
     stack.service.kill();
     next_second().await;
     let out = revoke(
@@ -302,22 +283,24 @@ async fn a_revocation_closes_the_connections_a_replica_admitted_before_it_restar
     closes_what_was_admitted_before_a_restart(true).await;
 }
 
-async fn closes_what_was_admitted_before_a_restart(operator: bool) {
+/// A stack that closes revoked connections (a system login), with ana
+/// (session s1) and bo (s2) connected and both filed in the session
+/// registry: it is written behind the answers, so this waits until both
+/// are there, as the operator's `nats kv ls` would show them.
+async fn two_filed_connections(operator: bool) -> (Stack, TestClient, TestClient) {
     let opts = ServiceOptions {
         operator,
         system_login: true,
         ..options()
     };
-    let mut stack = Stack::start(opts).await;
+    let stack = Stack::start(opts).await;
     let url = stack.url();
-    let mut ana = connect(&url, &session_token(&stack, "ana", "s1"))
+    let ana = connect(&url, &session_token(&stack, "ana", "s1"))
         .await
         .unwrap();
-    let mut bo = connect(&url, &session_token(&stack, "bo", "s2"))
+    let bo = connect(&url, &session_token(&stack, "bo", "s2"))
         .await
         .unwrap();
-    // The registry is written behind the answers: wait until both are
-    // filed, as the operator's `nats kv ls` would show them.
     let registry = async_nats::jetstream::new(stack.callout_account_client().await)
         .get_key_value("revocations_sessions")
         .await
@@ -326,6 +309,11 @@ async fn closes_what_was_admitted_before_a_restart(operator: bool) {
         registry.keys().await.unwrap().count().await == 2
     })
     .await;
+    (stack, ana, bo)
+}
+
+async fn closes_what_was_admitted_before_a_restart(operator: bool) {
+    let (mut stack, mut ana, mut bo) = two_filed_connections(operator).await;
 
     stack.service.restart().await;
     let closed_before = count_in_log(&stack.service.log, "connections_closed=1");
