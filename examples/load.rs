@@ -205,26 +205,7 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
-        let bin = nats_oidc_callout::dev::locate_or_install(
-            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
-        )
-        .unwrap_or_else(|e| panic!("no nats-server: {e}"));
-        let log = std::fs::File::options()
-            .append(true)
-            .open(self._dir.path().join("nats.log"))
-            .unwrap();
-        self.child = Command::new(bin)
-            .arg("-c")
-            .arg(self._dir.path().join("nats.conf"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start nats-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start again");
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        self.child = spawn_nats(self._dir.path(), self.port);
     }
 }
 
@@ -266,10 +247,6 @@ fn start_nats(callout: Option<(&str, Option<&str>)>) -> NatsServer {
 /// With `revocation`: JetStream for the callout's account (the revocation
 /// list and the session registry) and a system-account user `sys`.
 fn start_nats_with(callout: Option<(&str, Option<&str>)>, revocation: bool) -> NatsServer {
-    let bin = nats_oidc_callout::dev::locate_or_install(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
-    )
-    .unwrap_or_else(|e| panic!("no nats-server: {e}"));
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let auth = match callout {
@@ -293,10 +270,29 @@ fn start_nats_with(callout: Option<(&str, Option<&str>)>, revocation: bool) -> N
         "listen: 127.0.0.1:{port}\nmax_control_line: 64KB\nmax_connections: 100000\n{auth}\n"
     );
     std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
-    let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
+    NatsServer {
+        child: spawn_nats(dir.path(), port),
+        port,
+        _dir: dir,
+    }
+}
+
+/// Runs nats-server with `dir`'s nats.conf (its log appended to `dir`'s
+/// nats.log) and returns once it accepts connections on `port`: polled
+/// finely, since `restart` times from that moment.
+fn spawn_nats(dir: &Path, port: u16) -> Child {
+    let bin = nats_oidc_callout::dev::locate_or_install(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"),
+    )
+    .unwrap_or_else(|e| panic!("no nats-server: {e}"));
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("nats.log"))
+        .unwrap();
     let child = Command::new(bin)
         .arg("-c")
-        .arg(dir.path().join("nats.conf"))
+        .arg(dir.join("nats.conf"))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -304,13 +300,9 @@ fn start_nats_with(callout: Option<(&str, Option<&str>)>, revocation: bool) -> N
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_micros(200));
     }
-    NatsServer {
-        child,
-        port,
-        _dir: dir,
-    }
+    child
 }
 
 /// Starts the service and waits for /readyz; returns it with the time from
