@@ -30,6 +30,27 @@ async fn dev_tls_prints_tokens_and_certificates_that_work() {
     dev_works(false, true).await;
 }
 
+/// `client`'s connection is closed, and its `token` refused from then on.
+async fn closed_and_refused(
+    url: &str,
+    client: &mut TestClient,
+    token: &str,
+    tls: Option<&std::path::Path>,
+    whose: &str,
+) {
+    assert!(
+        client
+            .wait_event("disconnected", Duration::from_secs(30))
+            .await,
+        "{whose}: the connection is closed: {:?}",
+        client.events()
+    );
+    assert!(
+        dev_client(url, token, tls).await.is_err(),
+        "{whose}: the token is refused"
+    );
+}
+
 /// A client of the stack `dev` started: over TLS with the user certificate
 /// `dev --tls` wrote into `generated`.
 async fn dev_client(
@@ -244,19 +265,14 @@ async fn dev_works(operator: bool, tls: bool) {
     let logout = logout.unwrap();
     let said = send_logout(&logout).await;
     assert!(said.contains(": 200 OK"), "{logout}: {said}");
-    assert!(
-        admin
-            .wait_event("disconnected", Duration::from_secs(30))
-            .await,
-        "the logged-out session's connection is closed: {:?}",
-        admin.events()
-    );
-    assert!(
-        dev_client(&url, &admin_token, certs.as_deref())
-            .await
-            .is_err(),
-        "ana's token is refused after her logout"
-    );
+    closed_and_refused(
+        &url,
+        &mut admin,
+        &admin_token,
+        certs.as_deref(),
+        "ana's, logged out",
+    )
+    .await;
 
     // The printed revoke, pasted into a shell: rita's connection is closed
     // and her token refused.
@@ -271,19 +287,14 @@ async fn dev_works(operator: bool, tls: bool) {
         String::from_utf8_lossy(&ran.stdout),
         String::from_utf8_lossy(&ran.stderr)
     );
-    assert!(
-        reader
-            .wait_event("disconnected", Duration::from_secs(30))
-            .await,
-        "the revoked user's connection is closed: {:?}",
-        reader.events()
-    );
-    assert!(
-        dev_client(&url, &reader_token, certs.as_deref())
-            .await
-            .is_err(),
-        "rita's token is refused after the revocation"
-    );
+    closed_and_refused(
+        &url,
+        &mut reader,
+        &reader_token,
+        certs.as_deref(),
+        "rita's, revoked",
+    )
+    .await;
 
     // A new login (iat in whole seconds: a later second) is admitted.
     tokio::time::sleep(Duration::from_millis(1100)).await;
