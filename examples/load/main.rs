@@ -1,0 +1,269 @@
+//! Load tool: starts a development issuer, a real nats-server and the
+//! release service binary, drives them, and reports rate, latency, errors,
+//! and the service's CPU time and peak RSS.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example load -- direct --rate 2500
+//! cargo run --release --example load -- direct --rate 0 --duration 10s   # as fast as it answers
+//! cargo run --release --example load -- direct --count 1000000           # soak: RSS over time
+//! cargo run --release --example load -- connect --clients 2000
+//! cargo run --release --example load -- idle --duration 10s
+//! cargo run --release --example load -- revoke --clients 1000
+//! ```
+//!
+//! Modes:
+//! * `direct`: plays nats-server. Signed authorization requests (a throwaway
+//!   server key, a real bearer token each) are published straight onto the
+//!   callout subject through a plain nats-server; each answer is read and
+//!   counted. `--rate N` sends N per second (open loop); `--rate 0` keeps
+//!   `--concurrency` requests outstanding (closed loop).
+//! * `connect`: `--clients` real async-nats clients connect at once through
+//!   a nats-server with auth callout, each with its token as the password.
+//! * `idle`: the service's CPU use while nothing happens.
+//! * `connect-rate`: `--clients` async-nats clients connect and close in a
+//!   loop through a nats-server with auth callout, first answered by the
+//!   service, then by a null responder (a child process of this tool: the
+//!   same NATS client and signing code, an allow-all user JWT, no checks:
+//!   what any responder must do to answer), then by a checking responder
+//!   (the null responder that also verifies the request's signature and
+//!   claims and, with `--no-token-cache`, the token's signature: the crypto
+//!   every decision must do, and nothing else). Prints connects per second
+//!   and CPU per authorization of all three, and the service's ratios.
+//! * `revoke`: `--clients` connections of one person (one subject, a
+//!   session each) and as many of another, through a nats-server with
+//!   JetStream and a system account; one back-channel logout of the
+//!   person's subject; prints how long until the last of the person's
+//!   connections was closed (and the median), and checks that the other
+//!   person's stayed. Twice: the connections remembered by the replica
+//!   that admitted them, then by the session registry alone (after a
+//!   restart of the service).
+
+mod connect;
+mod connect_rate;
+mod direct;
+mod idle;
+mod procs;
+mod responder;
+mod restart;
+mod revoke;
+mod tally;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use nats_oidc_callout::dev::DevIssuer;
+
+use procs::Service;
+use responder::{null_responder, Checks};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+    /// The service binary (default: beside this example, target/release).
+    #[arg(long, global = true)]
+    service_bin: Option<PathBuf>,
+    /// Distinct bearer tokens to cycle through.
+    #[arg(long, global = true, default_value_t = 1000)]
+    tokens: usize,
+    /// Seal requests with xkey, as nats-server does when auth_callout.xkey is set.
+    #[arg(long, global = true)]
+    xkey: bool,
+    /// Run the service with `oidc.token_cache_bytes = 0`, so every token's
+    /// signature is verified (the first connect of each client).
+    #[arg(long, global = true)]
+    no_token_cache: bool,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    Direct {
+        /// Requests per second; 0 = as fast as answers come (closed loop).
+        #[arg(long, default_value_t = 2500)]
+        rate: u64,
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+        /// Stop after this many requests instead of after --duration.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Outstanding requests in closed-loop mode.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    Revoke {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+    },
+    Connect {
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+    },
+    Idle {
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+    },
+    /// nats-server stopped and started again `--rounds` times, down for
+    /// `--down` each time: how long after it accepts connections again the
+    /// service is connected (by the service's log).
+    Restart {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value = "1s")]
+        down: humantime::Duration,
+    },
+    ConnectRate {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// How long each responder is measured, per round.
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+        /// Service, then null responder, this many times.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
+    /// Answers authorization requests with an allow-all user JWT, checking
+    /// nothing unless told to (started by `connect-rate`).
+    #[command(hide = true)]
+    NullResponder {
+        #[arg(long)]
+        nats_port: u16,
+        #[arg(long)]
+        seed: String,
+        #[arg(long)]
+        xkey_seed: Option<String>,
+        /// Verify each request's signature and claims.
+        #[arg(long)]
+        verify_requests: bool,
+        /// Verify each bearer token's RS256 signature with this JWK.
+        #[arg(long)]
+        token_jwk: Option<String>,
+    },
+}
+
+/// What every mode shares: the service binary, the issuer and its tokens,
+/// the callout account and xkey.
+pub struct Ctx {
+    pub bin: PathBuf,
+    pub issuer: DevIssuer,
+    pub issuer_url: String,
+    pub account: nkeys::KeyPair,
+    pub callout_xkey: nkeys::XKey,
+    /// Whether requests are sealed with `callout_xkey`.
+    pub xkey_on: bool,
+    pub no_token_cache: bool,
+    pub tokens: Arc<Vec<String>>,
+    /// The issuer's RS256 public key, for the checking responder.
+    pub token_jwk: serde_json::Value,
+}
+
+impl Ctx {
+    pub fn xkey(&self) -> Option<&nkeys::XKey> {
+        self.xkey_on.then_some(&self.callout_xkey)
+    }
+
+    /// The service against nats-server on `nats_port`, with `extra` TOML
+    /// appended to its config.
+    pub async fn start(&self, nats_port: u16, extra: &str) -> (Service, Duration) {
+        procs::start_service(
+            &self.bin,
+            nats_port,
+            &self.issuer_url,
+            &self.account,
+            self.xkey(),
+            !self.no_token_cache,
+            extra,
+        )
+        .await
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Mode::NullResponder {
+        nats_port,
+        seed,
+        xkey_seed,
+        verify_requests,
+        token_jwk,
+    } = &cli.mode
+    {
+        let checks = Checks {
+            requests: *verify_requests,
+            token_key: token_jwk.as_deref().map(|j| {
+                let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(j).expect("a JWK");
+                jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("an RSA JWK")
+            }),
+        };
+        // On a worker thread, as the service runs: from the main thread
+        // every message would cost a wake-up across threads.
+        let (port, seed, xkey_seed) = (*nats_port, seed.clone(), xkey_seed.clone());
+        tokio::spawn(
+            async move { null_responder(port, &seed, xkey_seed.as_deref(), checks).await },
+        )
+        .await
+        .expect("the null responder runs");
+        return;
+    }
+    let bin = cli.service_bin.clone().unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("nats-oidc-callout")
+    });
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build --release` first or pass --service-bin",
+        bin.display()
+    );
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let account = nkeys::KeyPair::new_account();
+    let callout_xkey = nkeys::XKey::new();
+    let _xkey = cli.xkey.then_some(&callout_xkey);
+    let started = Instant::now();
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..cli.tokens.max(1))
+            .map(|i| issuer.token(&format!("load{i}"), "nats", &["reader"], 3600))
+            .collect(),
+    );
+    println!(
+        "{} tokens signed in {:.1}s; service {}",
+        tokens.len(),
+        started.elapsed().as_secs_f64(),
+        bin.display()
+    );
+    let issuer_url = issuer.issuer();
+    let token_jwk = issuer.public_jwk(&issuer.current_kid(jsonwebtoken::Algorithm::RS256));
+    let ctx = Ctx {
+        bin,
+        issuer,
+        issuer_url,
+        account,
+        callout_xkey,
+        xkey_on: cli.xkey,
+        no_token_cache: cli.no_token_cache,
+        tokens,
+        token_jwk,
+    };
+    match cli.mode {
+        Mode::Direct {
+            rate,
+            duration,
+            count,
+            concurrency,
+        } => direct::run(&ctx, rate, duration.into(), count, concurrency).await,
+        Mode::Connect { clients } => connect::run(&ctx, clients).await,
+        Mode::ConnectRate {
+            clients,
+            duration,
+            rounds,
+        } => connect_rate::run(&ctx, clients, duration.into(), rounds).await,
+        Mode::Revoke { clients } => revoke::run(&ctx, clients).await,
+        Mode::Restart { rounds, down } => restart::run(&ctx, rounds, down.into()).await,
+        Mode::Idle { duration } => idle::run(&ctx, duration.into()).await,
+        Mode::NullResponder { .. } => unreachable!("handled before any setup"),
+    }
+}
