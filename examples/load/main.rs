@@ -9,6 +9,8 @@
 //! cargo run --release --example load -- connect --clients 2000
 //! cargo run --release --example load -- idle --duration 10s
 //! cargo run --release --example load -- revoke --clients 1000
+//! cargo run --release --example load -- --tokens 5000 storm --clients 5000 --rounds 3
+//! cargo run --release --example load -- restart --rounds 5
 //! ```
 //!
 //! Modes:
@@ -37,6 +39,11 @@
 //!   person's stayed. Twice: the connections remembered by the replica
 //!   that admitted them, then by the session registry alone (after a
 //!   restart of the service).
+//! * `restart`: how soon after nats-server accepts connections again the
+//!   service is connected (by its log), `--rounds` times.
+//! * `storm`: see examples/load/storm.rs: `--clients` clients reconnecting
+//!   at once after a nats-server restart and after a kick of every client,
+//!   service against checking responder.
 
 mod connect;
 mod connect_rate;
@@ -46,6 +53,7 @@ mod procs;
 mod responder;
 mod restart;
 mod revoke;
+mod storm;
 mod tally;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +118,17 @@ enum Mode {
     Restart {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        #[arg(long, default_value = "1s")]
+        down: humantime::Duration,
+    },
+    /// Every client reconnecting at once: after a nats-server restart and
+    /// after a kick of every client, service and checking responder.
+    Storm {
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// How long nats-server stays down in the restart storm.
         #[arg(long, default_value = "1s")]
         down: humantime::Duration,
     },
@@ -263,6 +282,11 @@ async fn main() {
         } => connect_rate::run(&ctx, clients, duration.into(), rounds).await,
         Mode::Revoke { clients } => revoke::run(&ctx, clients).await,
         Mode::Restart { rounds, down } => restart::run(&ctx, rounds, down.into()).await,
+        Mode::Storm {
+            clients,
+            rounds,
+            down,
+        } => storm::run(&ctx, clients, rounds, down.into()).await,
         Mode::Idle { duration } => idle::run(&ctx, duration.into()).await,
         Mode::NullResponder { .. } => unreachable!("handled before any setup"),
     }
