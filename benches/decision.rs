@@ -5,6 +5,10 @@
 //! and without xkey) and on each primitive, then prints, from medians
 //! measured in the same run, the ratio decision / sum of its primitives.
 //! Set `DECISION_QUICK=1` to skip criterion and print only the ratio table.
+//! The table's cold row decides `DECISION_COLD` (default 2,000) distinct
+//! tokens once each with the token cache on, as production meets new
+//! tokens; `DECISION_COLD_ONLY=1` runs only that loop (for a profiler:
+//! `valgrind --tool=callgrind --toggle-collect='*cold_path*'`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -108,6 +112,20 @@ fn median(mut f: impl FnMut()) -> Duration {
     batches[15]
 }
 
+/// Each request decided once (each token new to the cache); the mean.
+#[inline(never)]
+fn cold_path(s: &Setup, requests: &[Vec<u8>]) -> Duration {
+    let began = Instant::now();
+    for r in requests {
+        let verdict = s.decide_cached(r);
+        assert!(
+            matches!(verdict, Verdict::Allowed { .. }),
+            "a cold decision must be an allow: {verdict:?}"
+        );
+    }
+    began.elapsed() / requests.len().max(1) as u32
+}
+
 fn split_signed(token: &str) -> (&str, &str) {
     token.rsplit_once('.').unwrap()
 }
@@ -197,6 +215,31 @@ fn main() {
     };
     let _ = &sealed_response;
 
+    // Every token new, cache on: verified, mapped, and put in the cache.
+    let cold_n: usize = std::env::var("DECISION_COLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let cold_kid = s.cached.issuer().current_kid(Algorithm::RS256);
+    let cold_requests: Vec<Vec<u8>> = (0..cold_n)
+        .map(|i| {
+            let claims = s
+                .cached
+                .issuer()
+                .claims(&format!("user{i}"), "nats", &["reader"], 3600);
+            let token = s.cached.issuer().sign(&cold_kid, &claims);
+            s.cached.server.request(&token, now)
+        })
+        .collect();
+    let d_cold = cold_path(&s, &cold_requests);
+    if std::env::var_os("DECISION_COLD_ONLY").is_some() {
+        println!(
+            "{cold_n} new tokens, cache on: {:.1} us per decision",
+            d_cold.as_secs_f64() * 1e6
+        );
+        return;
+    }
+
     if std::env::var_os("DECISION_QUICK").is_none() {
         let mut c = Criterion::default().configure_from_args();
         let mut g = c.benchmark_group("decision");
@@ -271,6 +314,8 @@ fn main() {
         ("rs256 token + xkey", d_x, base + p_rs + p_open + p_seal),
         // A token seen before: its signature is not verified again.
         ("rs256 token, cached", d_cached, base),
+        // Every token new, the cache on: as the first, plus the insert.
+        ("rs256 new, cache on", d_cold, base + p_rs),
         // `authorize` alone: the token's signature is its only crypto.
         ("authorize, rs256", d_authorize, p_rs),
     ] {

@@ -11,6 +11,7 @@
 //! cargo run --release --example load -- revoke --clients 1000
 //! cargo run --release --example load -- --tokens 5000 storm --clients 5000 --rounds 3
 //! cargo run --release --example load -- restart --rounds 5
+//! cargo run --release --example load -- users --count 1000000
 //! ```
 //!
 //! Modes:
@@ -41,6 +42,8 @@
 //!   restart of the service).
 //! * `restart`: how soon after nats-server accepts connections again the
 //!   service is connected (by its log), `--rounds` times.
+//! * `users`: see examples/load/users.rs: a million distinct people through
+//!   the cold path, CPU per authorization and memory window by window.
 //! * `storm`: see examples/load/storm.rs: `--clients` clients reconnecting
 //!   at once after a nats-server restart and after a kick of every client,
 //!   service against checking responder.
@@ -55,6 +58,7 @@ mod restart;
 mod revoke;
 mod storm;
 mod tally;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,6 +136,19 @@ enum Mode {
         #[arg(long, default_value = "1s")]
         down: humantime::Duration,
     },
+    /// A long run of distinct people, each token new: CPU per
+    /// authorization and memory window by window.
+    Users {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 50_000)]
+        window: u64,
+        /// The tokens' algorithm: es256 (quick to mint) or rs256.
+        #[arg(long, default_value = "es256")]
+        alg: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     ConnectRate {
         #[arg(long, default_value_t = 32)]
         clients: usize,
@@ -165,7 +182,7 @@ enum Mode {
 /// the callout account and xkey.
 pub struct Ctx {
     pub bin: PathBuf,
-    pub issuer: DevIssuer,
+    pub issuer: Arc<DevIssuer>,
     pub issuer_url: String,
     pub account: nkeys::KeyPair,
     pub callout_xkey: nkeys::XKey,
@@ -258,7 +275,7 @@ async fn main() {
     let token_jwk = issuer.public_jwk(&issuer.current_kid(jsonwebtoken::Algorithm::RS256));
     let ctx = Ctx {
         bin,
-        issuer,
+        issuer: Arc::new(issuer),
         issuer_url,
         account,
         callout_xkey,
@@ -287,6 +304,19 @@ async fn main() {
             rounds,
             down,
         } => storm::run(&ctx, clients, rounds, down.into()).await,
+        Mode::Users {
+            count,
+            window,
+            alg,
+            concurrency,
+        } => {
+            let alg = match alg.as_str() {
+                "es256" => jsonwebtoken::Algorithm::ES256,
+                "rs256" => jsonwebtoken::Algorithm::RS256,
+                other => panic!("--alg {other:?}: es256 or rs256"),
+            };
+            users::run(&ctx, count, window, alg, concurrency).await
+        }
         Mode::Idle { duration } => idle::run(&ctx, duration.into()).await,
         Mode::NullResponder { .. } => unreachable!("handled before any setup"),
     }

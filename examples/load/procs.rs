@@ -11,6 +11,8 @@ use nats_oidc_callout_test_support::{ConfigToml, Oidc};
 pub struct Service {
     pub child: Child,
     pub _dir: tempfile::TempDir,
+    /// The service's [http] port (metrics); none for a responder.
+    pub http_port: Option<u16>,
 }
 
 impl Service {
@@ -222,7 +224,11 @@ pub async fn start_service(
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let service = Service { child, _dir: dir };
+    let service = Service {
+        child,
+        _dir: dir,
+        http_port: Some(http_port),
+    };
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{http_port}/readyz");
     loop {

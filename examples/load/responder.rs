@@ -151,5 +151,6 @@ pub fn start_null_responder(
     Service {
         child,
         _dir: tempfile::tempdir().unwrap(),
+        http_port: None,
     }
 }
