@@ -141,8 +141,7 @@ impl TokenVerifier {
         let exp = registered::check_claims(&claims, &self.oidc, &expected, now)?.exp;
         let verified = Arc::new(VerifiedToken { claims, exp });
         if let Some(key) = cache_key {
-            self.verified
-                .insert(key, token.len(), generation, verified.clone());
+            self.verified.insert(key, generation, verified.clone());
         }
         Ok(verified)
     }
