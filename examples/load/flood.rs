@@ -140,14 +140,21 @@ pub async fn run(ctx: &Ctx, rate: u64, flood: usize, duration: Duration) {
         print_row(kind, "checking", &c, duration);
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         println!(
-            "  {}: service ÷ checking: real logins admitted {:.2}×, p50 {:.2}×, p99 {:.2}×, flood rate {:.2}×, CPU {:.2}×",
+            "  {}: service ÷ checking: real logins admitted {:.2}×, p50 {:.2}×, p99 {:.2}×, flood rate {:.2}×, CPU per answer {:.2}×",
             kind.name(),
             ratio(s.real.share_admitted(), c.real.share_admitted()),
             ratio(s.real.admitted_ms.0, c.real.admitted_ms.0),
             ratio(s.real.admitted_ms.1, c.real.admitted_ms.1),
             ratio(s.flood.rate, c.flood.rate),
-            ratio(s.cpu, c.cpu),
+            ratio(s.cpu_per_answer(), c.cpu_per_answer()),
         );
+    }
+}
+
+impl Row {
+    /// CPU µs per connect answered, real logins and flood together.
+    fn cpu_per_answer(&self) -> f64 {
+        self.cpu * 1e6 / (self.real.attempts + self.flood.attempts).max(1) as f64
     }
 }
 
@@ -167,7 +174,7 @@ fn print_row(kind: Flood, who: &str, row: &Row, duration: Duration) {
         )
     };
     println!(
-        "{:<16} {who:<9} real logins {:.1}% admitted ({} of {}), p50 {:.1} ms, p99 {:.1} ms, refused: {}{flood_text}; CPU {:.0}% of a core",
+        "{:<16} {who:<9} real logins {:.1}% admitted ({} of {}), p50 {:.1} ms, p99 {:.1} ms, refused: {}{flood_text}; CPU {:.0}% of a core, {:.0} µs per answer",
         kind.name(),
         100.0 * real.share_admitted(),
         real.admitted,
@@ -176,6 +183,7 @@ fn print_row(kind: Flood, who: &str, row: &Row, duration: Duration) {
         real.admitted_ms.1,
         real.kinds(),
         100.0 * cpu / duration.as_secs_f64(),
+        row.cpu_per_answer(),
     );
     if !logged.is_empty() {
         println!("{:<16} {who:<9} logged: {}", "", counts(logged));
