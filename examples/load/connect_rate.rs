@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::procs::{start_nats, Service};
-use crate::responder::start_null_responder;
+use crate::responder::{start_null_responder, Checking};
 use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, clients: usize, duration: Duration, rounds: usize) {
@@ -49,7 +49,10 @@ pub async fn run(ctx: &Ctx, clients: usize, duration: Duration, rounds: usize) {
             nats.port,
             account,
             xkey,
-            Some(ctx.no_token_cache.then_some(token_jwk)),
+            Some(Checking {
+                token_jwk: ctx.no_token_cache.then_some(token_jwk),
+                ..Default::default()
+            }),
         );
         connect_loop(&url, tokens, clients, warm, &checking).await;
         let (c_n, c_err, c_t, c_cpu) = connect_loop(&url, tokens, clients, d, &checking).await;

@@ -12,6 +12,8 @@
 //! cargo run --release --example load -- --tokens 5000 storm --clients 5000 --rounds 3
 //! cargo run --release --example load -- restart --rounds 5
 //! cargo run --release --example load -- users --count 1000000
+//! cargo run --release --example load -- issuer --clients 16 --new-clients 4 --phase 15s
+//! cargo run --release --example load -- flood --rate 50 --flood 64 --duration 10s
 //! ```
 //!
 //! Modes:
@@ -47,11 +49,28 @@
 //! * `storm`: see examples/load/storm.rs: `--clients` clients reconnecting
 //!   at once after a nats-server restart and after a kick of every client,
 //!   service against checking responder.
+//! * `issuer`: the issuer healthy, then its JWKS answering in `--slow`
+//!   (3 s), then not at all, `--phase` each, while `--clients` clients with
+//!   tokens the service has seen before connect and close in a loop and
+//!   `--new-clients` do the same with tokens of a key published at the
+//!   phase's start (a key rotation). Per phase: both rates, the new key's
+//!   admitted and refused connects with their p50/p99, how many were only
+//!   refused by nats-server's auth timeout, and the results and refusal
+//!   codes the service logged.
+//! * `flood`: `--rate` real logins per second (each with a valid token)
+//!   beside `--flood` clients flooding wrong passwords for one `[users.*]`
+//!   name, or tokens with made-up kids, and beside no flood (the control);
+//!   each row answered by the service, then by the checking responder
+//!   (which also refuses the flood, as cheaply as a secure responder can).
+//!   Prints the share of real logins admitted, their p50/p99, the flood's
+//!   rate and CPU, and service ÷ checking responder.
 
 mod connect;
 mod connect_rate;
 mod direct;
+mod flood;
 mod idle;
+mod issuer;
 mod procs;
 mod responder;
 mod restart;
@@ -164,8 +183,35 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// A slow, then a dead JWKS while known and new keys' tokens connect.
+    Issuer {
+        /// Clients with tokens seen before, connecting in a loop.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Clients with tokens of a key published at each phase's start.
+        #[arg(long, default_value_t = 4)]
+        new_clients: usize,
+        /// How long each phase (healthy, slow, dead) lasts.
+        #[arg(long, default_value = "15s")]
+        phase: humantime::Duration,
+        /// How long the slow JWKS takes to answer.
+        #[arg(long, default_value = "3s")]
+        slow: humantime::Duration,
+    },
+    /// Real logins beside a flood of wrong passwords or made-up kids.
+    Flood {
+        /// Real logins per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u64,
+        /// Flood clients, each connecting in a loop.
+        #[arg(long, default_value_t = 64)]
+        flood: usize,
+        /// How long each row is measured.
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+    },
     /// Answers authorization requests with an allow-all user JWT, checking
-    /// nothing unless told to (started by `connect-rate`).
+    /// nothing unless told to (started by `connect-rate` and `flood`).
     #[command(hide = true)]
     NullResponder {
         #[arg(long)]
@@ -180,6 +226,13 @@ enum Mode {
         /// Verify each bearer token's RS256 signature with this JWK.
         #[arg(long)]
         token_jwk: Option<String>,
+        /// Refuse tokens naming another kid (with --verify-requests).
+        #[arg(long)]
+        known_kid: Vec<String>,
+        /// NAME=BCRYPT: decide connects under NAME by this password hash
+        /// (with --verify-requests).
+        #[arg(long)]
+        user: Vec<String>,
     },
 }
 
@@ -207,14 +260,27 @@ impl Ctx {
     /// The service against nats-server on `nats_port`, with `extra` TOML
     /// appended to its config.
     pub async fn start(&self, nats_port: u16, extra: &str) -> (Service, Duration) {
+        self.start_with(nats_port, &[], extra).await
+    }
+
+    /// The same, with `[oidc]` keys set as written (TOML values).
+    pub async fn start_with(
+        &self,
+        nats_port: u16,
+        oidc: &[(&str, &str)],
+        extra: &str,
+    ) -> (Service, Duration) {
         procs::start_service(
             &self.bin,
             nats_port,
-            &self.issuer_url,
-            &self.account,
-            self.xkey(),
-            !self.no_token_cache,
-            extra,
+            procs::ServiceSetup {
+                issuer: &self.issuer_url,
+                account: &self.account,
+                xkey: self.xkey(),
+                token_cache: !self.no_token_cache,
+                oidc,
+                extra,
+            },
         )
         .await
     }
@@ -229,6 +295,8 @@ async fn main() {
         xkey_seed,
         verify_requests,
         token_jwk,
+        known_kid,
+        user,
     } = &cli.mode
     {
         let checks = Checks {
@@ -237,6 +305,14 @@ async fn main() {
                 let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(j).expect("a JWK");
                 jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("an RSA JWK")
             }),
+            known_kids: known_kid.clone(),
+            users: user
+                .iter()
+                .map(|u| {
+                    let (name, hash) = u.split_once('=').expect("--user NAME=BCRYPT");
+                    (name.to_string(), hash.to_string())
+                })
+                .collect(),
         };
         // On a worker thread, as the service runs: from the main thread
         // every message would cost a wake-up across threads.
@@ -323,6 +399,17 @@ async fn main() {
             users::run(&ctx, count, window, alg, concurrency).await
         }
         Mode::Idle { duration } => idle::run(&ctx, duration.into()).await,
+        Mode::Issuer {
+            clients,
+            new_clients,
+            phase,
+            slow,
+        } => issuer::run(&ctx, clients, new_clients, phase.into(), slow.into()).await,
+        Mode::Flood {
+            rate,
+            flood,
+            duration,
+        } => flood::run(&ctx, rate, flood, duration.into()).await,
         Mode::NullResponder { .. } => unreachable!("handled before any setup"),
     }
 }

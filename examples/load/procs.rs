@@ -180,22 +180,41 @@ pub fn spawn_nats(dir: &Path, port: u16) -> Child {
     child
 }
 
+/// What the service is started with.
+pub struct ServiceSetup<'a> {
+    pub issuer: &'a str,
+    pub account: &'a nkeys::KeyPair,
+    pub xkey: Option<&'a nkeys::XKey>,
+    pub token_cache: bool,
+    /// `[oidc]` keys set as written (TOML values), beside the defaults.
+    pub oidc: &'a [(&'a str, &'a str)],
+    /// TOML appended to the config.
+    pub extra: &'a str,
+}
+
 /// Starts the service and waits for /readyz; returns it with the time from
 /// spawn to ready.
 pub async fn start_service(
     bin: &Path,
     nats_port: u16,
-    issuer: &str,
-    account: &nkeys::KeyPair,
-    xkey: Option<&nkeys::XKey>,
-    token_cache: bool,
-    extra: &str,
+    setup: ServiceSetup<'_>,
 ) -> (Service, Duration) {
+    let ServiceSetup {
+        issuer,
+        account,
+        xkey,
+        token_cache,
+        oidc: oidc_keys,
+        extra,
+    } = setup;
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     let mut oidc = Oidc::dev(issuer).unset("jwks_refetch_cooldown");
     if !token_cache {
         oidc = oidc.set("token_cache_bytes", "0");
+    }
+    for (key, value) in oidc_keys {
+        oidc = oidc.set(key, value);
     }
     let mut config = ConfigToml::new()
         .nats_login(&format!("nats://127.0.0.1:{nats_port}"))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::procs::{start_nats_with, NatsServer, Service};
-use crate::responder::start_null_responder;
+use crate::responder::{start_null_responder, Checking};
 use crate::Ctx;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -163,7 +163,10 @@ async fn storms_for(
             nats.port,
             &ctx.account,
             ctx.xkey(),
-            Some(ctx.no_token_cache.then_some(&ctx.token_jwk)),
+            Some(Checking {
+                token_jwk: ctx.no_token_cache.then_some(&ctx.token_jwk),
+                ..Default::default()
+            }),
         )
     };
     let url = format!("nats://127.0.0.1:{}", nats.port);
