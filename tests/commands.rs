@@ -173,7 +173,7 @@ async fn health_reports_readiness_of_the_running_service() {
 #[test]
 fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    for (kind, prefix) in [("account", 'A'), ("curve", 'X')] {
+    for (kind, prefix) in [("account", 'A'), ("curve", 'X'), ("user", 'U')] {
         let path = dir.path().join(format!("{kind}.nk"));
         let out = callout_bin()
             .args(["keygen", kind, "--out"])
@@ -205,6 +205,33 @@ fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
             "an existing seed is never overwritten"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_user_prints_a_seed_nats_server_admits_as_the_printed_public_key() {
+    // The Kubernetes recipe's `keygen user > nats.nk`: only the seed on
+    // stdout, the public key (for nats-server's users) on stderr.
+    let out = callout_bin().args(["keygen", "user"]).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let seed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let public = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(seed.starts_with("SU"), "stdout is the user seed alone");
+    assert!(public.starts_with('U'), "{public}");
+    let port = free_port();
+    let nats = NatsServer::start_with(
+        tempfile::tempdir().unwrap(),
+        port,
+        format!("listen: 127.0.0.1:{port}\nauthorization {{ users: [ {{ nkey: {public} }} ] }}\n"),
+    );
+    let client = async_nats::ConnectOptions::with_nkey(seed)
+        .connect(nats.url())
+        .await;
+    assert!(client.is_ok(), "the seed signs as {public}: {client:?}");
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    let client = async_nats::ConnectOptions::with_nkey(other)
+        .connect(nats.url())
+        .await;
+    assert!(client.is_err(), "another user's seed is refused");
 }
 
 #[test]

@@ -83,14 +83,17 @@ enum Command {
         port: u16,
     },
     /// Generate an nkey seed: "account" for callout.issuer_seed, "curve" for
-    /// callout.xkey_seed. Writes the seed to --out (mode 0600) or stdout and
-    /// the public key (for nats-server's auth_callout block) to stderr.
+    /// callout.xkey_seed, "user" for nats.nkey_seed_file (the service's own
+    /// login, listed in auth_callout's auth_users) or a [users.<name>] nkey.
+    /// Writes the seed to --out (mode 0600) or stdout and the public key
+    /// (A..., X... or U..., for nats-server's config) to stderr.
     Keygen {
         kind: keys::KeyKind,
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Print the public key of a seed file (account A... or curve X...).
+    /// Print the public key of a seed file (account A..., curve X... or user
+    /// U...).
     Pubkey { seed_file: PathBuf },
     /// Operator mode: write the sentinel credentials clients present (with
     /// their token as the password) so that nats-server sends their connect
