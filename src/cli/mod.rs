@@ -10,6 +10,7 @@ mod keys;
 mod login;
 mod online;
 mod revoke;
+mod try_grants;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -136,6 +137,12 @@ enum Command {
     /// offers revocation), delete this client's cached tokens, and with
     /// --nats-context take the token out of that context.
     Logout(login::LogoutArgs),
+    /// Connect to nats-server as a client and try the publishes and
+    /// subscriptions named, printing nats-server's own verdict for each
+    /// (allowed, or its permissions violation; or its refusal of the
+    /// connect). Takes the nats CLI's login flags; each attempt is a
+    /// connection of its own.
+    Try(try_grants::TryArgs),
     /// Run a throwaway local stack (development issuer, nats-server, this
     /// service) and print tokens to try. Never for production.
     Dev {
@@ -248,6 +255,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Login(args) => login::login(args),
         Command::Token(args) => login::token(args),
         Command::Logout(args) => login::logout(args),
+        Command::Try(args) => try_grants::run(args),
         Command::DevIssuer { port } => {
             block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
                 .map(|()| ExitCode::SUCCESS)
@@ -307,12 +315,12 @@ async fn shutdown_signal() {
 }
 
 impl Cli {
-    /// async-nats's log level unless RUST_LOG names it: `revoke` says how
-    /// it went in one line, which the client's "connected" and "closed"
-    /// lines on stderr would bury.
+    /// async-nats's log level unless RUST_LOG names it: `revoke` and `try`
+    /// say how it went in a line or a few, which the client's "connected"
+    /// and "closed" lines on stderr would bury.
     fn nats_log_level(&self) -> &'static str {
         match self.command {
-            Some(Command::Revoke(_)) => "warn",
+            Some(Command::Revoke(_) | Command::Try(_)) => "warn",
             _ => "info",
         }
     }
