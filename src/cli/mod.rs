@@ -78,7 +78,10 @@ enum Command {
         token: Option<String>,
     },
     /// Run only the development OIDC issuer on 127.0.0.1 (for the podman pod
-    /// in infrastructure/). Signs any token asked of it: never for production.
+    /// in infrastructure/, or to try [[bindings]]): GET /token?user=&roles=
+    /// mints a user's token, POST /token a workload's (GitHub Actions,
+    /// Kubernetes, Google shapes, with the claims asked for). Signs any
+    /// token asked of it: never for production.
     DevIssuer {
         #[arg(long, default_value_t = 8081)]
         port: u16,
