@@ -131,5 +131,9 @@ pub(super) fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError
         out.display(),
         out.display()
     );
+    eprintln!(
+        "without the nats CLI: nats-oidc-callout try --creds {} --token \"$TOKEN\" --pub SUBJECT --sub SUBJECT   # nats-server's verdict on each",
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
