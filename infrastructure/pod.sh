@@ -213,6 +213,8 @@ up() {
 ready. Config: $CONFIG_DIR/config.toml (reloaded when it changes).
   TOKEN=\$($0 token ana admin)
   nats --server nats://127.0.0.1:4222 --user ana --password "\$TOKEN" pub orders.new hello
+  # without the nats CLI: nats-server's verdict on each publish and subscription
+  $(try_command) --server nats://127.0.0.1:4222 --user ana --pub orders.new --sub 'orders.>'
 EOF
       return 0
     fi
@@ -220,6 +222,16 @@ EOF
   done
   podman logs "$POD-callout" >&2 || true
   die "the callout did not become ready (its log is above)"
+}
+
+# How the ready message runs `try` (the token in NATS_PASSWORD, out of
+# the process list): the binary, or the image on the host's network.
+try_command() {
+  if [ -n "$NATS_OIDC_CALLOUT_BIN" ]; then
+    echo "NATS_PASSWORD=\"\$TOKEN\" $NATS_OIDC_CALLOUT_BIN try"
+  else
+    echo "podman run --rm --network host -e NATS_PASSWORD=\"\$TOKEN\" $IMAGE try"
+  fi
 }
 
 token() {

@@ -173,7 +173,7 @@ async fn health_reports_readiness_of_the_running_service() {
 #[test]
 fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    for (kind, prefix) in [("account", 'A'), ("curve", 'X')] {
+    for (kind, prefix) in [("account", 'A'), ("curve", 'X'), ("user", 'U')] {
         let path = dir.path().join(format!("{kind}.nk"));
         let out = callout_bin()
             .args(["keygen", kind, "--out"])
@@ -205,6 +205,33 @@ fn keygen_writes_a_private_seed_and_pubkey_reads_it_back() {
             "an existing seed is never overwritten"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_user_prints_a_seed_nats_server_admits_as_the_printed_public_key() {
+    // The Kubernetes recipe's `keygen user > nats.nk`: only the seed on
+    // stdout, the public key (for nats-server's users) on stderr.
+    let out = callout_bin().args(["keygen", "user"]).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let seed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let public = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(seed.starts_with("SU"), "stdout is the user seed alone");
+    assert!(public.starts_with('U'), "{public}");
+    let port = free_port();
+    let nats = NatsServer::start_with(
+        tempfile::tempdir().unwrap(),
+        port,
+        format!("listen: 127.0.0.1:{port}\nauthorization {{ users: [ {{ nkey: {public} }} ] }}\n"),
+    );
+    let client = async_nats::ConnectOptions::with_nkey(seed)
+        .connect(nats.url())
+        .await;
+    assert!(client.is_ok(), "the seed signs as {public}: {client:?}");
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    let client = async_nats::ConnectOptions::with_nkey(other)
+        .connect(nats.url())
+        .await;
+    assert!(client.is_err(), "another user's seed is refused");
 }
 
 #[test]
@@ -582,4 +609,132 @@ fn accounts_prints_a_config_nats_server_accepts_and_nsc_commands() {
     ] {
         assert!(nsc.contains(expected), "missing {expected:?} in\n{nsc}");
     }
+}
+
+/// `try` as a user runs it: the token in $NATS_PASSWORD (and, to an
+/// operator-mode server, the sentinel's --creds); stdout and exit status.
+fn try_as(url: &str, token: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = callout_bin();
+    command
+        .args(["try", "--server", url, "--user", "rita"])
+        .env("NATS_PASSWORD", token);
+    if let Some(creds) = sentinel_for(url) {
+        command.arg("--creds").arg(creds);
+    }
+    let out = command.args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !output_text(&out).contains(token),
+        "the token is never printed"
+    );
+    (
+        out.status.code(),
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_prints_nats_servers_verdict_for_each_publish_and_subscription() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let (url, token) = (stack.url(), stack.token("rita", &["reader", "writer"]));
+    let (code, said) = tokio::task::block_in_place(|| {
+        try_as(
+            &url,
+            &token,
+            &[
+                "--sub",
+                "orders.>",
+                "--sub",
+                "orders.secret.plans",
+                "--pub",
+                "orders.new",
+                "--pub",
+                "orders.audit",
+            ],
+        )
+    });
+    assert_eq!(code, Some(1), "a denial fails the run:\n{said}");
+    for line in [
+        format!("connect {url}: admitted by nats-server "),
+        "sub orders.>: allowed".to_string(),
+        "sub orders.secret.plans: DENIED by nats-server: Permissions Violation for Subscription to \"orders.secret.plans\"".to_string(),
+        "pub orders.new: allowed".to_string(),
+        "pub orders.audit: DENIED by nats-server: Permissions Violation for Publish to \"orders.audit\"".to_string(),
+    ] {
+        assert!(said.lines().any(|l| l.starts_with(&line)), "no {line:?} in\n{said}");
+    }
+
+    // Everything allowed: exit 0.
+    let (code, said) = tokio::task::block_in_place(|| {
+        try_as(
+            &url,
+            &token,
+            &["--sub", "orders.new", "--pub", "orders.new"],
+        )
+    });
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("sub orders.new: allowed") && said.contains("pub orders.new: allowed"),
+        "{said}"
+    );
+
+    // A subject that would rewrite the terminal is shown escaped, and
+    // nats-server's words about it too.
+    let hostile = "x.\u{202e}y";
+    let (code, said) = tokio::task::block_in_place(|| try_as(&url, &token, &["--sub", hostile]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(!said.contains('\u{202e}'), "{said:?}");
+    assert!(
+        said.contains("sub x.\\u{202e}y: DENIED by nats-server"),
+        "{said}"
+    );
+    // One nats-server would not take is refused before connecting.
+    let (code, said) =
+        tokio::task::block_in_place(|| try_as(&url, &token, &["--pub", "orders.\u{1b}[2J"]));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains(
+            "error: --pub orders.\\u{1b}[2J: a subject cannot hold spaces or control characters"
+        ),
+        "{said:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_shows_a_refused_connect_and_an_unreachable_server() {
+    let stack = Stack::start(ServiceOptions::default()).await;
+    let url = stack.url();
+    let unmapped = stack.token("gus", &["guest"]);
+    let (code, said) =
+        tokio::task::block_in_place(|| try_as(&url, &unmapped, &["--sub", "orders.>"]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "connect {url}: REFUSED by nats-server: authorization violation"
+        )),
+        "{said}"
+    );
+    assert!(
+        !said.contains("sub orders.>"),
+        "nothing is tried after a refusal: {said}"
+    );
+
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let (code, said) = tokio::task::block_in_place(|| try_as(&dead, &unmapped, &[]));
+    assert_eq!(code, Some(3), "{said}");
+    assert!(
+        said.contains(&format!("connect {dead}: NO VERDICT: ")),
+        "{said}"
+    );
+
+    let out = callout_bin()
+        .args(["try", "--server", &url, "--password", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        output_text(&out).contains("--password needs --user"),
+        "{}",
+        output_text(&out)
+    );
 }

@@ -70,67 +70,91 @@ async fn dev_client(
     connect_with(url, options).await
 }
 
-async fn dev_works(operator: bool, tls: bool) {
-    let port = free_port();
+/// `dev` started as a user starts it; its stdout lines arrive on `lines`.
+/// A failing test shows what it said on stderr and stops it (and so the
+/// nats-server it started), as the end of a passing one does.
+struct DevRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    _show: ShowLog,
+    _stop: StopOnPanic,
+    _log_dir: tempfile::TempDir,
+}
+
+struct ShowLog(std::path::PathBuf);
+
+impl Drop for ShowLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- dev output ----\n{}",
+                std::fs::read_to_string(&self.0).unwrap_or_default()
+            );
+        }
+    }
+}
+
+struct StopOnPanic(u32);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+}
+
+fn spawn_dev(args: &[String]) -> DevRun {
     let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
     let _ = nats_server_bin();
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("dev.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut args = vec!["dev".to_string(), "--nats-port".into(), port.to_string()];
-    if operator {
-        args.push("--operator".into());
-    }
-    if tls {
-        args.push("--tls".into());
-    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
-        .args(&args)
+        .arg("dev")
+        .args(args)
         .arg("--tools-dir")
         .arg(&tools)
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
         .unwrap();
-    // A failing run shows what `dev` said.
-    struct ShowLog(std::path::PathBuf);
-    impl Drop for ShowLog {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                eprintln!(
-                    "---- dev output ----\n{}",
-                    std::fs::read_to_string(&self.0).unwrap_or_default()
-                );
-            }
-        }
-    }
-    let _show = ShowLog(log_path);
-    // A failing run stops `dev` (and so the nats-server it started), as
-    // the end of a passing one does.
-    struct StopOnPanic(u32);
-    impl Drop for StopOnPanic {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(self.0.to_string())
-                    .status();
-            }
-        }
-    }
-    let _stop = StopOnPanic(child.id());
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
+    DevRun {
+        _stop: StopOnPanic(child.id()),
+        child,
+        lines,
+        _show: ShowLog(log_path),
+        _log_dir: log_dir,
+    }
+}
+
+async fn dev_works(operator: bool, tls: bool) {
+    let port = free_port();
+    let mut args = vec!["--nats-port".to_string(), port.to_string()];
+    if operator {
+        args.push("--operator".into());
+    }
+    if tls {
+        args.push("--tls".into());
+    }
+    let mut dev = spawn_dev(&args);
+    let rx = &dev.lines;
     let (mut admin, mut reader, mut curl) = (None, None, None);
     let (mut logout, mut revoke) = (None, None);
     let mut generated = None;
     let mut sentinel = None;
     let mut commands = Vec::new();
+    let mut try_admin = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while admin.is_none()
         || reader.is_none()
@@ -157,6 +181,8 @@ async fn dev_works(operator: bool, tls: bool) {
             curl = Some(u.trim_end_matches('\'').to_string());
         } else if let Some(u) = line.trim().strip_prefix("curl --cacert") {
             curl = Some(format!("--cacert{u}"));
+        } else if command.contains(" try --server ") && command.contains("ADMIN_TOKEN") {
+            try_admin = Some(command);
         } else if line.trim().starts_with("nats --server") {
             if let Some((_, rest)) = line.split_once("--creds ") {
                 sentinel = rest.split_whitespace().next().map(std::path::PathBuf::from);
@@ -196,6 +222,16 @@ async fn dev_works(operator: bool, tls: bool) {
         .await
         .expect("the printed reader command is admitted");
     assert!(delivered(&cli_admin, &cli_reader, "orders.cli").await);
+    // The printed `try`, pasted into a shell: ana's publish and
+    // subscription are allowed (with the TLS flags and the sentinel
+    // that mode prints).
+    let try_admin = try_admin.expect("a printed try of ADMIN_TOKEN");
+    let (code, said) = run_printed(&try_admin, &vars);
+    assert_eq!(code, Some(0), "{try_admin}:\n{said}");
+    assert!(
+        said.contains("sub orders.>: allowed") && said.contains("pub orders.new: allowed"),
+        "{said}"
+    );
     let (admin_token, reader_token) = (admin.unwrap(), reader.unwrap());
     let mut admin = dev_client(&url, &admin_token, certs.as_deref())
         .await
@@ -311,9 +347,9 @@ async fn dev_works(operator: bool, tls: bool) {
 
     let _ = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(dev.child.id().to_string())
         .status();
-    let status = child.wait().unwrap();
+    let status = dev.child.wait().unwrap();
     assert!(status.success(), "dev exits cleanly on SIGTERM: {status}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
@@ -504,4 +540,171 @@ async fn the_dev_issuers_logout_endpoint_says_what_is_missing() {
         !said.contains("eyJ"),
         "the logout token is shown nowhere: {said}"
     );
+}
+
+/// Does what a printed `curl -s -d 'JSON' 'URL/token'` does (the
+/// development issuer's `POST /token`): the token it answered.
+async fn mint_workload(curl: &str) -> String {
+    let body = curl
+        .split_once("-d '")
+        .and_then(|(_, rest)| rest.split_once("' "))
+        .map(|(json, _)| json)
+        .unwrap_or_else(|| panic!("a JSON body in {curl}"));
+    let url = curl
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_matches(|c| c == '\'' || c == ')');
+    let answer = reqwest::Client::new()
+        .post(url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{curl}: {}", answer.status());
+    answer.text().await.unwrap()
+}
+
+/// Runs a printed command in a shell with `vars` set: (exit status, stdout).
+fn run_printed(command: &str, vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = tokio::task::block_in_place(|| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    });
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The printed workload commands: a GitHub-shaped token of acme/orders on
+/// main is admitted by the binding `orders-deploy` (and the printed `try`
+/// shows its grants); the printed one of another branch matches no binding
+/// and is refused; the Kubernetes and Google presets, as minted and with
+/// the claim their binding pins changed. The printed `try` of the reader
+/// shows nats-server denying her publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mints_workload_tokens_its_bindings_admit_or_refuse() {
+    let port = free_port();
+    let mut dev = spawn_dev(&["--nats-port".to_string(), port.to_string()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut printed = Vec::new();
+    loop {
+        let line = dev
+            .lines
+            .recv_timeout(deadline - std::time::Instant::now())
+            .expect("dev printed its instructions");
+        if line.contains("Ctrl-C stops everything") {
+            break;
+        }
+        printed.push(line);
+    }
+    let find = |what: &str, test: &dyn Fn(&str) -> bool| -> String {
+        printed
+            .iter()
+            .map(|l| l.split('#').next().unwrap().trim())
+            .find(|l| test(l))
+            .unwrap_or_else(|| panic!("no printed {what} in\n{}", printed.join("\n")))
+            .to_string()
+    };
+    let reader_token = find("READER_TOKEN", &|l| l.starts_with("READER_TOKEN="));
+    let reader_token = reader_token.trim_start_matches("READER_TOKEN=");
+    let ci_mint = find("CI_TOKEN mint", &|l| l.starts_with("CI_TOKEN=$(curl "));
+    let ci_try = find("try of CI_TOKEN", &|l| {
+        l.contains(" try ") && l.contains("CI_TOKEN")
+    });
+    let other_branch = find("refused mint", &|l| {
+        l.starts_with("curl -s ") && l.contains("refs/heads/dev")
+    });
+    let reader_try = find("try of READER_TOKEN", &|l| {
+        l.contains(" try ") && l.contains("READER_TOKEN")
+    });
+    let url = format!("nats://127.0.0.1:{port}");
+
+    let ci = mint_workload(&ci_mint).await;
+    let (code, said) = run_printed(&ci_try, &[("CI_TOKEN", &ci)]);
+    assert_eq!(code, Some(0), "{ci_try}:\n{said}");
+    assert!(said.contains("sub orders.>: allowed"), "{said}");
+    let refused = mint_workload(&other_branch).await;
+    assert!(connect(&url, &refused).await.is_err(), "{other_branch}");
+    let (code, said) = run_printed(&ci_try, &[("CI_TOKEN", &refused)]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("REFUSED by nats-server"), "{said}");
+
+    let issuer = ci_mint
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_matches(|c| c == '\'' || c == ')')
+        .to_string();
+    for (body, admitted) in [
+        (r#"{"preset": "kubernetes"}"#, true),
+        (
+            r#"{"preset": "kubernetes", "claims": {"sub": "system:serviceaccount:orders:other", "/kubernetes.io/serviceaccount/name": "other"}}"#,
+            false,
+        ),
+        (r#"{"preset": "google"}"#, true),
+        (
+            r#"{"preset": "google", "claims": {"sub": "104200000000000000002"}}"#,
+            false,
+        ),
+    ] {
+        let token = mint_workload(&format!("curl -s -d '{body}' '{issuer}'")).await;
+        assert_eq!(connect(&url, &token).await.is_ok(), admitted, "{body}");
+    }
+
+    let (code, said) = run_printed(&reader_try, &[("READER_TOKEN", reader_token)]);
+    assert_eq!(code, Some(1), "{reader_try}:\n{said}");
+    assert!(
+        said.contains("sub orders.>: allowed")
+            && said.contains(
+                "pub orders.new: DENIED by nats-server: Permissions Violation for Publish to \"orders.new\""
+            ),
+        "{said}"
+    );
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(dev.child.id().to_string())
+        .status();
+    let _ = dev.child.wait();
+}
+
+/// The development issuer's `POST /token` says what is wrong with a
+/// request: not JSON, an unknown field or preset, a claim path through a
+/// value that is not an object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_issuers_token_endpoint_says_what_is_wrong() {
+    let issuer = DevIssuer::start(0).await.unwrap();
+    let url = format!("{}/token", issuer.issuer());
+    for (body, expected) in [
+        ("preset=github", "the body is not a token request"),
+        (
+            r#"{"preset": "gitlab"}"#,
+            r#"preset "gitlab" is not one of ["github", "kubernetes", "google"]"#,
+        ),
+        (r#"{"presets": "github"}"#, "unknown field `presets`"),
+        (
+            r#"{"preset": "github", "claims": {"/ref/x": 1}}"#,
+            r#"claim "/ref/x": its parent is not an object"#,
+        ),
+    ] {
+        let answer = reqwest::Client::new()
+            .post(&url)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let said = answer.text().await.unwrap();
+        assert_eq!(status, 400, "{body}: {said}");
+        assert!(said.contains(expected), "{body}: {said}");
+    }
 }

@@ -17,6 +17,7 @@ use crate::secrets::{self, SeedKind};
 pub(super) enum KeyKind {
     Account,
     Curve,
+    User,
 }
 
 /// A fresh seed to `out` (never replacing a file) or stdout; its public
@@ -30,6 +31,10 @@ pub(super) fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<ExitCode, CliE
         KeyKind::Curve => {
             let xk = nkeys::XKey::new();
             (xk.seed().expect("fresh key has a seed"), xk.public_key())
+        }
+        KeyKind::User => {
+            let kp = nkeys::KeyPair::new_user();
+            (kp.seed().expect("fresh key has a seed"), kp.public_key())
         }
     };
     match out {
@@ -49,20 +54,22 @@ pub(super) fn keygen(kind: KeyKind, out: Option<&Path>) -> Result<ExitCode, CliE
     Ok(ExitCode::SUCCESS)
 }
 
-/// The public key of an account (`SA...`) or curve (`SX...`) seed file.
+/// The public key of an account (`SA...`), curve (`SX...`) or user
+/// (`SU...`) seed file.
 pub(super) fn pubkey(seed_file: &Path) -> Result<ExitCode, CliError> {
     let text = std::fs::read_to_string(seed_file)
         .map_err(|e| CliError::Usage(format!("{}: {e}", secrets::shown(seed_file))))?;
-    // The kind is in the seed's prefix (SA account, SX curve).
-    let curve = text
+    // The kind is in the seed's prefix (SA account, SX curve, SU user);
+    // anything else is reported as "not an account seed".
+    let prefix = text
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with('S'))
-        .is_some_and(|l| l.starts_with("SX"));
-    let public = if curve {
-        secrets::curve_key_file(seed_file).map(|k| k.public_key())
-    } else {
-        secrets::key_pair_file(seed_file, SeedKind::Account).map(|k| k.public_key())
+        .and_then(|l| l.get(..2));
+    let public = match prefix {
+        Some("SX") => secrets::curve_key_file(seed_file).map(|k| k.public_key()),
+        Some("SU") => secrets::key_pair_file(seed_file, SeedKind::User).map(|k| k.public_key()),
+        _ => secrets::key_pair_file(seed_file, SeedKind::Account).map(|k| k.public_key()),
     };
     let public = public.map_err(|e| CliError::Usage(e.to_string()))?;
     println!("{public}");
@@ -122,6 +129,10 @@ pub(super) fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError
         "sentinel for account {} written to {}\nclients: nats --creds {} --token \"$TOKEN\" ... (the nats CLI drops --creds beside --user/--password)",
         config.callout.auth_account,
         out.display(),
+        out.display()
+    );
+    eprintln!(
+        "without the nats CLI: nats-oidc-callout try --creds {} --token \"$TOKEN\" --pub SUBJECT --sub SUBJECT   # nats-server's verdict on each",
         out.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ mod keys;
 mod login;
 mod online;
 mod revoke;
+mod try_grants;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,20 +78,26 @@ enum Command {
         token: Option<String>,
     },
     /// Run only the development OIDC issuer on 127.0.0.1 (for the podman pod
-    /// in infrastructure/). Signs any token asked of it: never for production.
+    /// in infrastructure/, or to try [[bindings]]): GET /token?user=&roles=
+    /// mints a user's token, POST /token a workload's (GitHub Actions,
+    /// Kubernetes, Google shapes, with the claims asked for). Signs any
+    /// token asked of it: never for production.
     DevIssuer {
         #[arg(long, default_value_t = 8081)]
         port: u16,
     },
     /// Generate an nkey seed: "account" for callout.issuer_seed, "curve" for
-    /// callout.xkey_seed. Writes the seed to --out (mode 0600) or stdout and
-    /// the public key (for nats-server's auth_callout block) to stderr.
+    /// callout.xkey_seed, "user" for nats.nkey_seed_file (the service's own
+    /// login, listed in auth_callout's auth_users) or a [users.<name>] nkey.
+    /// Writes the seed to --out (mode 0600) or stdout and the public key
+    /// (A..., X... or U..., for nats-server's config) to stderr.
     Keygen {
         kind: keys::KeyKind,
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Print the public key of a seed file (account A... or curve X...).
+    /// Print the public key of a seed file (account A..., curve X... or user
+    /// U...).
     Pubkey { seed_file: PathBuf },
     /// Operator mode: write the sentinel credentials clients present (with
     /// their token as the password) so that nats-server sends their connect
@@ -133,6 +140,12 @@ enum Command {
     /// offers revocation), delete this client's cached tokens, and with
     /// --nats-context take the token out of that context.
     Logout(login::LogoutArgs),
+    /// Connect to nats-server as a client and try the publishes and
+    /// subscriptions named, printing nats-server's own verdict for each
+    /// (allowed, or its permissions violation; or its refusal of the
+    /// connect). Takes the nats CLI's login flags; each attempt is a
+    /// connection of its own.
+    Try(try_grants::TryArgs),
     /// Run a throwaway local stack (development issuer, nats-server, this
     /// service) and print tokens to try. Never for production.
     Dev {
@@ -245,6 +258,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Login(args) => login::login(args),
         Command::Token(args) => login::token(args),
         Command::Logout(args) => login::logout(args),
+        Command::Try(args) => try_grants::run(args),
         Command::DevIssuer { port } => {
             block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
                 .map(|()| ExitCode::SUCCESS)
@@ -304,12 +318,12 @@ async fn shutdown_signal() {
 }
 
 impl Cli {
-    /// async-nats's log level unless RUST_LOG names it: `revoke` says how
-    /// it went in one line, which the client's "connected" and "closed"
-    /// lines on stderr would bury.
+    /// async-nats's log level unless RUST_LOG names it: `revoke` and `try`
+    /// say how it went in a line or a few, which the client's "connected"
+    /// and "closed" lines on stderr would bury.
     fn nats_log_level(&self) -> &'static str {
         match self.command {
-            Some(Command::Revoke(_)) => "warn",
+            Some(Command::Revoke(_) | Command::Try(_)) => "warn",
             _ => "info",
         }
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -84,11 +84,24 @@ pub(crate) async fn run_standalone(
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     eprintln!(
         "DEVELOPMENT OIDC ISSUER at {iss} (throwaway keys; signs any token asked of it; never for production)\n\
-         tokens: curl '{iss}/token?user=ana&roles=admin'",
-        iss = issuer.issuer()
+         tokens: curl '{iss}/token?user=ana&roles=admin'\n\
+         workload tokens for [[bindings]]: curl -d '{{\"preset\": \"github\", \"claims\": {{\"ref\": \"refs/heads/dev\"}}}}' '{iss}/token'\n\
+         {presets}",
+        iss = issuer.issuer(),
+        presets = presets_help(&issuer.issuer())
     );
     shutdown.await;
     Ok(())
+}
+
+/// What `POST /token` takes, for the startup printouts: indented lines.
+pub(crate) fn presets_help(iss: &str) -> String {
+    format!(
+        "  presets \"github\", \"kubernetes\", \"google\" (or none: only the claims given); \"claims\" sets\n  \
+         top-level claims or JSON pointers (\"/kubernetes.io/namespace\"), null removes one; \"ttl\" in seconds.\n  \
+         Each preset signs as the issuer {iss}/<preset>: an [[oidc]] block with that issuer\n  \
+         and platform = \"<preset>\" trusts its tokens."
+    )
 }
 
 impl Drop for DevIssuer {
@@ -451,7 +464,11 @@ async fn serve(
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
-        .route("/token", get(mint))
+        .route("/token", get(mint).post(mint_claims))
+        .route(
+            "/{platform}/.well-known/openid-configuration",
+            get(platform_discovery),
+        )
         .route("/logout", post(logout))
         .with_state(inner);
     let served = match tls {
@@ -533,24 +550,44 @@ fn outage() -> Response {
 }
 
 async fn discovery(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    discovery_of(&inner, &inner.issuer, &headers)
+}
+
+/// `GET /<platform>/.well-known/openid-configuration`: the discovery
+/// document of the issuer that `POST /token` with that preset signs as
+/// (`<issuer>/github`, ...): a platform's tokens come from an issuer of
+/// their own, which a config names in an `[[oidc]]` block of its own.
+async fn platform_discovery(
+    State(inner): State<Arc<Inner>>,
+    Path(platform): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if Preset::named(&platform).is_none() {
+        return (StatusCode::NOT_FOUND, "no such issuer here\n").into_response();
+    }
+    discovery_of(&inner, &format!("{}/{platform}", inner.issuer), &headers)
+}
+
+/// The discovery document of `issuer`, one of this server's; its keys are
+/// the server's JWKS.
+fn discovery_of(inner: &Inner, issuer: &str, headers: &HeaderMap) -> Response {
     inner.discovery_requests.fetch_add(1, Ordering::SeqCst);
     if !inner.available.load(Ordering::SeqCst) {
         return outage();
     }
-    if let Some(refused) = unauthorized(&inner, &headers) {
+    if let Some(refused) = unauthorized(inner, headers) {
         return refused;
     }
-    let issuer = &inner.issuer;
     let jwks_uri = inner
         .advertised_jwks
         .lock()
         .unwrap()
         .clone()
-        .unwrap_or_else(|| format!("{issuer}/jwks"));
+        .unwrap_or_else(|| format!("{}/jwks", inner.issuer));
     Json(json!({
         "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
+        "authorization_endpoint": format!("{}/authorize", inner.issuer),
+        "token_endpoint": format!("{}/token", inner.issuer),
         "jwks_uri": jwks_uri,
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
@@ -601,6 +638,224 @@ async fn mint(State(inner): State<Arc<Inner>>, Query(q): Query<MintQuery>) -> Re
         Some(Ok(token)) => token.into_response(),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
+}
+
+/// The platforms `POST /token` mints tokens of: claims as each platform
+/// documents its tokens, signed as it signs them (RS256, `typ: JWT`), as
+/// an issuer of their own below this one (`<issuer>/github`, ...).
+#[derive(Clone, Copy)]
+enum Preset {
+    GitHub,
+    Kubernetes,
+    Google,
+}
+
+impl Preset {
+    const ALL: [Preset; 3] = [Preset::GitHub, Preset::Kubernetes, Preset::Google];
+
+    fn name(self) -> &'static str {
+        match self {
+            Preset::GitHub => "github",
+            Preset::Kubernetes => "kubernetes",
+            Preset::Google => "google",
+        }
+    }
+
+    fn named(name: &str) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// A token of this platform for a workload of the example company
+    /// "acme", valid `ttl` seconds from `now`, issued by `issuer`.
+    fn claims(self, issuer: &str, now: u64, ttl: u64) -> Value {
+        let jti = nuid::next().to_string();
+        match self {
+            // A GitHub Actions job: the deploy workflow of acme/orders,
+            // pushed to main.
+            Preset::GitHub => json!({
+                "iss": issuer,
+                "aud": "nats",
+                "sub": "repo:acme/orders:ref:refs/heads/main",
+                "jti": jti,
+                "iat": now,
+                "nbf": now,
+                "exp": now + ttl,
+                "ref": "refs/heads/main",
+                "ref_type": "branch",
+                "sha": "5c1f0a3e9b7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e",
+                "repository": "acme/orders",
+                "repository_id": "74",
+                "repository_owner": "acme",
+                "repository_owner_id": "65",
+                "repository_visibility": "private",
+                "actor": "octocat",
+                "actor_id": "12",
+                "event_name": "push",
+                "workflow": "deploy",
+                "workflow_ref": "acme/orders/.github/workflows/deploy.yml@refs/heads/main",
+                "job_workflow_ref": "acme/orders/.github/workflows/deploy.yml@refs/heads/main",
+                "run_id": "9200000001",
+                "run_number": "42",
+                "run_attempt": "1",
+                "runner_environment": "github-hosted",
+                "head_ref": "",
+                "base_ref": "",
+            }),
+            // A projected service-account token of a pod of
+            // orders/orders-reader, audience "nats".
+            Preset::Kubernetes => json!({
+                "iss": issuer,
+                "aud": ["nats"],
+                "sub": "system:serviceaccount:orders:orders-reader",
+                "jti": jti,
+                "iat": now,
+                "nbf": now,
+                "exp": now + ttl,
+                "kubernetes.io": {
+                    "namespace": "orders",
+                    "serviceaccount": {"name": "orders-reader", "uid": "9f0c6a51-0000-4000-8000-00000000a001"},
+                    "pod": {"name": "orders-reader-6b7f9c8d4-q2w3e", "uid": "9f0c6a51-0000-4000-8000-00000000a002"},
+                    "node": {"name": "node-1", "uid": "9f0c6a51-0000-4000-8000-00000000a003"},
+                },
+            }),
+            // A Google ID token of a service account, from the metadata
+            // server with format=full.
+            Preset::Google => json!({
+                "iss": issuer,
+                "aud": "nats",
+                "azp": "104200000000000000001",
+                "sub": "104200000000000000001",
+                "email": "orders-exporter@acme-prod.iam.gserviceaccount.com",
+                "email_verified": true,
+                "iat": now,
+                "exp": now + ttl,
+                "google": {
+                    "compute_engine": {
+                        "project_id": "acme-prod",
+                        "project_number": 123456789012u64,
+                        "zone": "europe-west1-b",
+                        "instance_id": "4200000000000000001",
+                        "instance_name": "orders-exporter-1",
+                        "instance_creation_timestamp": now - 86400,
+                    }
+                },
+            }),
+        }
+    }
+}
+
+/// The body of `POST /token`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    /// "github", "kubernetes" or "google"; none: only `claims` (with
+    /// `iss`, `iat`, `nbf`, `exp` and `aud` "nats" unless given).
+    #[serde(default)]
+    preset: Option<String>,
+    /// Claims set over the preset's: a top-level name, or a JSON pointer
+    /// (`/kubernetes.io/namespace`) into nested objects; null removes one.
+    #[serde(default)]
+    claims: serde_json::Map<String, Value>,
+    /// Lifetime in seconds (default 3600, at most a day).
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+/// `POST /token` with a JSON body `{"preset": "github", "claims": {...},
+/// "ttl": 600}` mints a token with the claims asked for: a platform's
+/// shape (GitHub Actions, Kubernetes service account, Google) as its own
+/// issuer below this one signs it, changed by `claims`; or, without a
+/// preset, a token of this issuer with exactly the claims given. For
+/// trying `[[bindings]]` and `require_claims` locally.
+async fn mint_claims(State(inner): State<Arc<Inner>>, body: axum::body::Bytes) -> Response {
+    if !inner.available.load(Ordering::SeqCst) {
+        return outage();
+    }
+    match claims_asked(&inner.issuer, &body) {
+        Err(problem) => (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response(),
+        Ok((typ, claims)) => match inner.sign_rs256(typ, &claims) {
+            None => (StatusCode::SERVICE_UNAVAILABLE, "no published RS256 key").into_response(),
+            Some(Ok(token)) => token.into_response(),
+            Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        },
+    }
+}
+
+/// The header `typ` and the claims a `POST /token` body asks for.
+fn claims_asked(issuer: &str, body: &[u8]) -> Result<(&'static str, Value), String> {
+    const USAGE: &str =
+        r#"send {"preset": "github"|"kubernetes"|"google", "claims": {...}, "ttl": <seconds>}"#;
+    let asked: MintRequest = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not a token request ({e}); {USAGE}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let ttl = asked.ttl.unwrap_or(3600).clamp(1, 24 * 3600);
+    let (typ, mut claims) = match asked.preset.as_deref() {
+        None => (
+            "at+jwt",
+            json!({"iss": issuer, "aud": "nats", "iat": now, "nbf": now, "exp": now + ttl}),
+        ),
+        Some(name) => {
+            let preset = Preset::named(name).ok_or_else(|| {
+                let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "preset {:?} is not one of {names:?}",
+                    crate::text::clip(name)
+                )
+            })?;
+            (
+                "JWT",
+                preset.claims(&format!("{issuer}/{}", preset.name()), now, ttl),
+            )
+        }
+    };
+    for (key, value) in asked.claims {
+        set_claim(&mut claims, &key, value)?;
+    }
+    Ok((typ, claims))
+}
+
+/// Sets (or with null removes) the claim `key`: a top-level name, or a
+/// JSON pointer into nested objects, made as needed.
+fn set_claim(claims: &mut Value, key: &str, value: Value) -> Result<(), String> {
+    let shown = || crate::text::name(key);
+    let path: Vec<String> = match key.strip_prefix('/') {
+        None => vec![key.to_string()],
+        Some(pointer) => pointer
+            .split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    };
+    if path.iter().any(String::is_empty) {
+        return Err(format!("claim {:?}: an empty name", shown()));
+    }
+    let (last, parents) = path.split_last().expect("at least one name");
+    let mut at = claims;
+    for name in parents {
+        let object = at.as_object_mut().ok_or_else(|| {
+            format!(
+                "claim {:?}: {name:?} is inside a value that is not an object",
+                shown()
+            )
+        })?;
+        at = object
+            .entry(name.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    let object = at.as_object_mut().ok_or_else(|| {
+        format!(
+            "claim {:?}: its parent is not an object in the token",
+            shown()
+        )
+    })?;
+    if value.is_null() {
+        object.remove(last);
+    } else {
+        object.insert(last.clone(), value);
+    }
+    Ok(())
 }
 
 /// `POST /logout` with `sub=...` and/or `sid=...` (form body or query):
@@ -718,4 +973,53 @@ async fn jwks(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
         )
         .collect();
     Json(json!({ "keys": keys })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(body: &str) -> Result<(&'static str, Value), String> {
+        claims_asked("http://127.0.0.1:1", body.as_bytes())
+    }
+
+    #[test]
+    fn a_preset_signs_as_its_platforms_issuer_with_the_claims_given() {
+        let (typ, c) = asked(
+            r#"{"preset": "kubernetes", "claims": {"sub": "system:serviceaccount:billing:api",
+                "/kubernetes.io/namespace": "billing", "/kubernetes.io/pod": null, "/a~1b/c": 1}}"#,
+        )
+        .unwrap();
+        assert_eq!(typ, "JWT");
+        assert_eq!(c["iss"], "http://127.0.0.1:1/kubernetes");
+        assert_eq!(c["sub"], "system:serviceaccount:billing:api");
+        assert_eq!(c["kubernetes.io"]["namespace"], "billing");
+        assert_eq!(
+            c["kubernetes.io"]["serviceaccount"]["name"],
+            "orders-reader"
+        );
+        assert!(c["kubernetes.io"].get("pod").is_none(), "null removes");
+        assert_eq!(c["a/b"]["c"], 1, "pointers unescape ~1 and make objects");
+        assert_eq!(
+            c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(),
+            3600
+        );
+    }
+
+    #[test]
+    fn without_a_preset_only_the_claims_given_and_the_registered_ones() {
+        let (typ, c) = asked(r#"{"claims": {"sub": "x", "aud": ["a", "b"]}, "ttl": 60}"#).unwrap();
+        assert_eq!(typ, "at+jwt");
+        let mut names: Vec<&String> = c.as_object().unwrap().keys().collect();
+        names.sort();
+        assert_eq!(names, ["aud", "exp", "iat", "iss", "nbf", "sub"]);
+        assert_eq!(c["iss"], "http://127.0.0.1:1");
+        assert_eq!(c["aud"], json!(["a", "b"]));
+        assert!(asked(r#"{"claims": {"": 1}}"#)
+            .unwrap_err()
+            .contains("an empty name"));
+        assert!(asked(r#"{"claims": {"/exp/x/y": 1}}"#)
+            .unwrap_err()
+            .contains("\"x\" is inside a value that is not an object"));
+    }
 }

@@ -273,14 +273,59 @@ kv_bucket = "{REVOCATION_BUCKET}"
 backchannel_listen = "127.0.0.1:{backchannel_port}"
 {system}
 
-[oidc]
+[[oidc]]
+name = "default"
 issuer = "{issuer}"
 audience = ["nats"]
+role_namespace = ""   # every block here maps to the plain [roles.*] tables
 # The development issuer addresses its back-channel logouts to its client.
 logout_audience = ["{client_id}"]
 roles_claim = "realm_access.roles"
 user_claim = "preferred_username"
-{oidc_ca}{SAMPLE_ROLES}"#,
+{oidc_ca}
+# Workload identities: the development issuer's presets (POST /token) sign
+# as issuers of their own; tokens of these get roles only from [[bindings]].
+[[oidc]]
+name = "github"
+issuer = "{issuer}/github"
+platform = "github"
+audience = ["nats"]
+role_namespace = ""
+require_claims = {{ repository_owner_id = 65 }}   # GitHub's issuer is shared by every repository
+{oidc_ca}
+[[oidc]]
+name = "kubernetes"
+issuer = "{issuer}/kubernetes"
+platform = "kubernetes"
+audience = ["nats"]
+role_namespace = ""
+{oidc_ca}
+[[oidc]]
+name = "google"
+issuer = "{issuer}/google"
+platform = "google"
+audience = ["nats"]
+role_namespace = ""
+user_claim = "email"
+{oidc_ca}
+[[bindings]]
+name = "orders-deploy"
+issuer = "github"
+match = {{ repository_id = 74, ref = "refs/heads/main" }}
+roles = ["reader"]
+
+[[bindings]]
+name = "orders-reader"
+issuer = "kubernetes"
+match = {{ sub = "system:serviceaccount:orders:orders-reader" }}
+roles = ["reader"]
+
+[[bindings]]
+name = "orders-exporter"
+issuer = "google"
+match = {{ sub = "104200000000000000001" }}
+roles = ["reader"]
+{SAMPLE_ROLES}"#,
             nats_url = self.nats_url,
             issuer = self.issuer,
             backchannel_port = self.backchannel_port,
@@ -637,6 +682,7 @@ fn instructions(p: &Printed<'_>) -> String {
         .unwrap_or_default();
     let ana = format!("{tls_flags}{creds}{}", login("ana", "ADMIN_TOKEN"));
     let rita = format!("{tls_flags}{creds}{}", login("rita", "READER_TOKEN"));
+    let ci = format!("{tls_flags}{creds}{}", login("ci", "CI_TOKEN"));
     format!(
         r#"
 nats-oidc-callout is answering auth callouts for {nats_url}
@@ -656,8 +702,20 @@ Try them with the nats CLI ({mode}):
   nats --server {nats_url} {rita} pub orders.new nope   # refused: reader may not publish
   nats --server {nats_url} {rita} --inbox-prefix "$READER_INBOX" ...   # requests and JetStream
 
+Or with nothing but this binary: `try` prints nats-server's verdict for each publish and
+subscription (exit status 1 when any is denied or the connect refused):
+  {program} try --server {nats_url} {ana} --sub 'orders.>' --pub orders.new
+  {program} try --server {nats_url} {rita} --sub 'orders.>' --pub orders.new   # the publish is denied
+
 More tokens:
   curl {cacert}'{iss}/token?user=bo&roles=reader'
+
+Workload identities: [[bindings]] in the generated config.toml give roles to tokens shaped as
+GitHub Actions, Kubernetes and Google mint them, which the issuer mints with the claims you give:
+  CI_TOKEN=$(curl -s {cacert}-d '{{"preset": "github"}}' '{iss}/token')   # acme/orders on main: binding orders-deploy
+  {program} try --server {nats_url} {ci} --sub 'orders.>'
+  curl -s {cacert}-d '{{"preset": "github", "claims": {{"ref": "refs/heads/dev"}}}}' '{iss}/token'   # another branch: refused
+{presets}
 
 Revocation (the list is KV bucket "{REVOCATION_BUCKET}"): the tokens covered are refused and their connections
 closed; a token minted a second later (curl .../token above) is admitted:
@@ -670,6 +728,7 @@ Ctrl-C stops everything.
         reader_inbox = nats_oidc_client::inbox::of_token(reader).unwrap_or_default(),
         program = shell_word(&this_program()),
         config = shell_word(&layout.config.display().to_string()),
+        presets = issuer::presets_help(&iss),
     )
 }
 
