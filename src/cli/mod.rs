@@ -191,7 +191,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let config = load()?;
             block_on(async {
                 let service = Service::new(config)?;
-                match tokio::spawn(service.run(shutdown_signal())).await {
+                // Caught from the service's first wait for it on: until
+                // then (its first NATS connect, retried) a signal ends it.
+                match tokio::spawn(service.run(async { shutdown_signal().await })).await {
                     Ok(outcome) => outcome.map_err(CliError::from),
                     Err(e) => Err(CliError::Failed(format!("the service stopped: {e}"))),
                 }
@@ -246,7 +248,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Token(args) => login::token(args),
         Command::Logout(args) => login::logout(args),
         Command::DevIssuer { port } => {
-            block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
+            block_on(async { crate::dev::issuer::run_standalone(port, shutdown_signal()).await })?
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(CliError::Failed)
         }
@@ -264,7 +266,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
                 operator,
                 tls,
             };
-            block_on(crate::dev::run(opts, shutdown_signal()))?.map_err(CliError::Failed)?;
+            // Caught before dev makes its temporary directory (throwaway
+            // seeds): Ctrl-C while the stack starts removes it too.
+            block_on(async { crate::dev::run(opts, shutdown_signal()).await })?
+                .map_err(CliError::Failed)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -287,20 +292,30 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, CliError
     Ok(runtime.block_on(work))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. Both are caught from the
+/// moment this is called (inside the runtime), not from the first poll:
+/// until then they end the process as usual.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
-    }
+    };
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
+    let signals = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    async move {
+        signals.await;
+        tracing::info!("shutdown requested");
+    }
 }
 
 impl Cli {
