@@ -24,7 +24,9 @@ pub(crate) use error::CliError;
 #[derive(Parser)]
 #[command(name = "nats-oidc-callout", version, about)]
 pub struct Cli {
-    /// Config file [default: $NATS_OIDC_CALLOUT_CONFIG, else /etc/nats-oidc-callout/config.toml]
+    /// Config file of run, check, accounts, explain, revoke, health and
+    /// sentinel (the others refuse it) [default: $NATS_OIDC_CALLOUT_CONFIG,
+    /// else /etc/nats-oidc-callout/config.toml]
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Log format.
@@ -159,6 +161,32 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Why `--config` makes no sense here: the commands that read no
+    /// config file refuse it rather than ignore it.
+    fn refuses_config(&self) -> Option<&'static str> {
+        match self {
+            Command::Dev { .. } => Some(
+                "dev reads no config file: it writes its own (with throwaway keys) into a temporary directory and prints where (\"generated configs:\"); to run the service with your file: nats-oidc-callout run --config FILE",
+            ),
+            Command::DevIssuer { .. } => Some("dev-issuer reads no config file (only --port)"),
+            Command::Keygen { .. } | Command::Pubkey { .. } | Command::HashPassword { .. } => {
+                Some("this command reads no config file")
+            }
+            Command::Login(_) | Command::Token(_) | Command::Logout(_) => Some(
+                "login, token and logout read no service config: their settings are a client config file (--client-config FILE) and flags",
+            ),
+            Command::Run
+            | Command::Check { .. }
+            | Command::Accounts { .. }
+            | Command::Explain { .. }
+            | Command::Revoke(_)
+            | Command::Health { .. }
+            | Command::Sentinel { .. } => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -186,7 +214,14 @@ pub fn run(cli: Cli) -> ExitCode {
 fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let config_path = || config::resolve_path(cli.config.clone());
     let load = || Config::load(&config_path());
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    if let (Some(path), Some(refusal)) = (&cli.config, command.refuses_config()) {
+        return Err(CliError::Usage(format!(
+            "--config {}: {refusal}",
+            path.display()
+        )));
+    }
+    match command {
         Command::Run => {
             let config = load()?;
             block_on(async {
@@ -319,13 +354,23 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 impl Cli {
+    /// The log level unless RUST_LOG says otherwise: `explain` and `check`
+    /// print a report on stdout, which the service's own INFO lines (keys
+    /// loaded, NATS connected) on stderr would only interleave with.
+    fn log_level(&self) -> &'static str {
+        match self.command {
+            Some(Command::Explain { .. } | Command::Check { .. }) => "warn",
+            _ => "info",
+        }
+    }
+
     /// async-nats's log level unless RUST_LOG names it: `revoke` says how
     /// it went in one line, which the client's "connected" and "closed"
     /// lines on stderr would bury.
     fn nats_log_level(&self) -> &'static str {
         match self.command {
             Some(Command::Revoke(_)) => "warn",
-            _ => "info",
+            _ => self.log_level(),
         }
     }
 }
@@ -335,14 +380,15 @@ pub fn init_logging(cli: &Cli) {
     // async-nats logs server URLs, credentials included, at debug level:
     // only a RUST_LOG that names it turns that on.
     let nats = format!("async_nats={}", cli.nats_log_level());
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level().into());
     let directives = if directives.contains("async_nats") {
         directives
     } else {
         format!("{directives},{nats}")
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{nats}")));
+    let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},{nats}", cli.log_level()))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
