@@ -8,7 +8,8 @@
 #
 #   infrastructure/image-check.sh          everything
 #   infrastructure/image-check.sh bases    only the local base images
-#   infrastructure/image-check.sh kube     only podman kube play of deploy/kubernetes (image built)
+#   infrastructure/image-check.sh image    the local base images and the image (no checks)
+#   infrastructure/image-check.sh kube     only podman kube play of deploy/podman (image built)
 #   infrastructure/image-check.sh deb      only the .deb (cargo deb, apt install in a container)
 #   infrastructure/image-check.sh clean    remove the check's images, pod and secrets
 #
@@ -324,34 +325,67 @@ asyncio.run(main())' "$auditor"
   ok "purge removed only pod.sh's secrets; the user's secret is unchanged"
 }
 
-# The Kubernetes manifests under `podman kube play`: the Deployment with its
-# ConfigMap and Secret (the PodDisruptionBudget and Service are not podman
-# kinds), against a nats-server and a development issuer on the host. The
-# image, the NATS URL and the issuer are replaced, the seeds generated, and
-# hostNetwork set (podman here runs with the host network only).
+# The podman form of the Kubernetes manifests, deploy/podman/nats-oidc-callout.yaml,
+# played as written but for the two lines every user edits: the image (the
+# one built here) and the issuer (a development issuer on the host).
+# nats-server listens where the file says (127.0.0.1:4222); the seeds go
+# into the podman volume the file names, as deploy/README.md says. The
+# volume and the pod are the file's names: the check refuses to touch ones
+# it did not make.
+KUBE_FILE=$ROOT/deploy/podman/nats-oidc-callout.yaml
+KUBE_POD=nats-oidc-callout
+KUBE_CTR=nats-oidc-callout-callout
+KUBE_VOLUME=nats-oidc-callout-keys
+KUBE_LABEL=io.nats-oidc-callout.image-check
+
+kube_cleanup() { # the pod, volumes and issuer a (failed) earlier run left
+  local dir=$WORK/kube
+  if [ -f "$dir/play.yaml" ] && podman pod exists "$KUBE_POD"; then
+    podman kube down "$dir/play.yaml" >/dev/null 2>&1 || true
+  fi
+  if [ -f "$dir/volumes.new" ]; then
+    xargs -r podman volume rm -f < "$dir/volumes.new" >/dev/null 2>&1 || true
+  fi
+  if podman volume exists "$KUBE_VOLUME" \
+    && [ "$(podman volume inspect --format "{{index .Labels \"$KUBE_LABEL\"}}" "$KUBE_VOLUME")" = 1 ]; then
+    podman volume rm -f "$KUBE_VOLUME" >/dev/null
+  fi
+  podman rm -f "$POD-kube-issuer" >/dev/null 2>&1 || true
+}
+
 kube_checks() {
-  say "podman kube play deploy/kubernetes"
-  local dir=$WORK/kube k=$ROOT/deploy/kubernetes
+  say "podman kube play deploy/podman/nats-oidc-callout.yaml"
+  local dir=$WORK/kube
+  kube_cleanup
+  podman pod exists "$KUBE_POD" && die "a pod $KUBE_POD exists that this check did not play: remove it (podman kube down) or run the check on another host"
+  podman volume exists "$KUBE_VOLUME" && die "a volume $KUBE_VOLUME exists that this check did not make (your seeds?): the check will not touch it"
   rm -rf "$dir" && mkdir -p "$dir"
   python_env
-  podman run --rm --network none "$IMAGE" keygen account > "$dir/issuer.nk" 2>/dev/null
-  podman run --rm --network none "$IMAGE" keygen curve > "$dir/xkey.nk" 2>/dev/null
-  "$WORK/py/bin/python" - "$dir" <<'EOF2'
+
+  # The seeds, as deploy/README.md makes them: keygen in the image (the
+  # seed on stdout), then into the volume with owner root, group 65532,
+  # mode 0440. nats.nk, the callout's user seed, from nkeys (Python) where
+  # the image has no `keygen user`.
+  (umask 077 && mkdir "$dir/seeds")
+  podman run --rm --network none "$IMAGE" keygen account > "$dir/seeds/issuer.nk" 2>"$dir/issuer.pub"
+  podman run --rm --network none "$IMAGE" keygen curve > "$dir/seeds/xkey.nk" 2>"$dir/xkey.pub"
+  if ! podman run --rm --network none "$IMAGE" keygen user > "$dir/seeds/nats.nk" 2>"$dir/nats.pub"; then
+    "$WORK/py/bin/python" - "$dir" <<'EOF2'
 import os, sys, nkeys
 d = sys.argv[1]
 seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-open(f"{d}/nats.nk", "wb").write(seed)
-open(f"{d}/nats.pub", "wb").write(nkeys.from_seed(seed).public_key)
-for name in ("issuer", "xkey"):
-    s = open(f"{d}/{name}.nk").read().strip()
-    kp = nkeys.from_seed(s.encode()) if name == "issuer" else None
-    if kp:
-        open(f"{d}/{name}.pub", "wb").write(kp.public_key)
+open(f"{d}/seeds/nats.nk", "wb").write(seed + b"\n")
+open(f"{d}/nats.pub", "wb").write(nkeys.from_seed(seed).public_key + b"\n")
 EOF2
+  fi
   local issuer_pub xkey_pub user_pub
-  issuer_pub=$(cat "$dir/issuer.pub")
-  user_pub=$(cat "$dir/nats.pub")
-  xkey_pub=$(podman run --rm --network none --user 0:0 -v "$dir/xkey.nk:/seed.nk:ro,Z" "$IMAGE" pubkey /seed.nk)
+  issuer_pub=$(grep -Eo '^A[A-Z2-7]{55}$' "$dir/issuer.pub") || die "keygen account printed no public key"
+  xkey_pub=$(grep -Eo '^X[A-Z2-7]{55}$' "$dir/xkey.pub") || die "keygen curve printed no public key"
+  user_pub=$(grep -Eo '^U[A-Z2-7]{55}$' "$dir/nats.pub") || die "no user public key"
+  podman volume create --label "$KUBE_LABEL=1" "$KUBE_VOLUME" >/dev/null
+  tar -C "$dir/seeds" --owner=0 --group=65532 --mode=0440 -cf - issuer.nk xkey.nk nats.nk \
+    | podman volume import "$KUBE_VOLUME" -
+
   cat > "$dir/nats.conf" <<EOF2
 listen: 127.0.0.1:4222
 max_control_line: 64KB
@@ -368,71 +402,46 @@ EOF2
   "$WORK/nats/bin/nats-server" -c "$dir/nats.conf" -t >/dev/null 2>&1 || die "nats.conf for the kube check"
   "$WORK/nats/bin/nats-server" -c "$dir/nats.conf" >"$dir/nats.log" 2>&1 &
   local nats_pid=$!
-  podman rm -f "$POD-kube-issuer" >/dev/null 2>&1 || true
+  # Stopped however the check ends (a leftover would answer the next run);
+  # the pid is expanded now, the local variable is gone by then.
+  # shellcheck disable=SC2064
+  trap "kill $nats_pid 2>/dev/null || true" EXIT
+  for _ in $(seq 1 50); do
+    grep -q 'Server is ready' "$dir/nats.log" && break
+    kill -0 "$nats_pid" 2>/dev/null || { cat "$dir/nats.log" >&2; die "nats-server did not start (is 127.0.0.1:4222 free?)"; }
+    sleep 0.1
+  done
+  grep -q 'Server is ready' "$dir/nats.log" || die "nats-server is not ready"
   podman run -d --name "$POD-kube-issuer" --network host --no-healthcheck "$IMAGE" dev-issuer --port 8081 >/dev/null
 
-  # The manifests as shipped, with these changes for this check: the image
-  # built here, the NATS URL and issuer on the host, hostNetwork (podman
-  # refuses port mappings with it, so the ports list goes and the probes
-  # name the port by number), and the seeds from a host directory in place
-  # of the Secret volume: podman 4.3 writes a Secret volume's files base64
-  # encoded (and ignores stringData), so no nkey seed can reach a container
-  # that way; a Kubernetes cluster decodes them.
-  mkdir -p "$dir/seeds"
-  for name in issuer xkey nats; do
-    tr -d '[:space:]' < "$dir/$name.nk" > "$dir/seeds/$name.nk"
-  done
-  chown -R 0:65532 "$dir/seeds"
-  chmod 0750 "$dir/seeds"
-  chmod 0440 "$dir/seeds"/*.nk
-  {
-    cat "$k/configmap.yaml"
-    for f in deployment pdb service; do echo ---; cat "$k/$f.yaml"; done
-  } > "$dir/all.yaml"
-  "$WORK/py/bin/python" - "$dir/all.yaml" "$IMAGE" "$dir/seeds" <<'EOF2'
-import re, sys
-p, image, seeds = sys.argv[1:4]
-s = open(p).read()
-def sub(old, new):
-    global s
-    assert old in s, old
+  # The file as shipped, but for the image and the issuer.
+  "$WORK/py/bin/python" - "$KUBE_FILE" "$dir/play.yaml" "$IMAGE" <<'EOF2'
+import sys
+src, dst, image = sys.argv[1:4]
+s = open(src).read()
+for old, new in [
+    ("image: localhost/nats-oidc-callout:latest", "image: " + image),
+    ('issuer = "https://idp.example.com/realms/demo"', 'issuer = "http://127.0.0.1:8081"'),
+]:
+    assert s.count(old) == 1, old
     s = s.replace(old, new)
-sub('url = "nats://nats:4222"', 'url = "nats://127.0.0.1:4222"')
-sub('issuer = "https://idp.example.com/realms/demo"', 'issuer = "http://127.0.0.1:8081"')
-sub("image: nats-oidc-callout:latest", "image: " + image)
-sub("      automountServiceAccountToken: false\n",
-    "      automountServiceAccountToken: false\n      hostNetwork: true\n")
-sub("""          ports:
-            - name: http
-              containerPort: 8080
-              protocol: TCP
-""", "")
-s = s.replace("              port: http\n", "              port: 8080\n")
-s, n = re.subn(r"        - name: seeds\n          secret:\n(            .*\n)+",
-               "        - name: seeds\n          hostPath:\n            path: %s\n            type: Directory\n" % seeds, s)
-assert n == 1
-# podman projects no service-account token; the cluster issuer's block is
-# commented out in the ConfigMap, so its volume can go.
-s, n = re.subn(r"        - name: kubernetes-issuer\n          projected:\n(            .*\n)+", "", s)
-assert n == 1
-s, n = re.subn(r"            # The cluster's CA and the service's own token.*?readOnly: true\n", "", s, flags=re.S)
-assert n == 1
-open(p, "w").write(s)
+open(dst, "w").write(s)
 EOF2
-  podman kube down "$dir/all.yaml" >/dev/null 2>&1 || true
-  podman volume rm nats-oidc-callout-config tmp >/dev/null 2>&1 || true
-  podman kube play --start=false "$dir/all.yaml" 2>&1 | grep -v 'unable to get systemd connection' >&2 \
-    || { kill "$nats_pid"; die "podman kube play failed"; }
-  local ctr=nats-oidc-callout-pod-0-nats-oidc-callout
-  podman container exists "$ctr" || die "kube play made no container $ctr"
-  printf 'pods: %s\n' "$(podman pod ps --format '{{.Name}}' | grep '^nats-oidc-callout-pod-' | sort | tr '\n' ' ')" >&2
+  diff "$KUBE_FILE" "$dir/play.yaml" >&2 || true
+  podman volume ls -q | sort > "$dir/volumes.before"
+  local played=0
+  podman kube play "$dir/play.yaml" >"$dir/play.out" 2>&1 || played=$?
+  podman volume ls -q | sort | comm -13 "$dir/volumes.before" - > "$dir/volumes.new"
+  grep -v 'unable to get systemd connection' "$dir/play.out" >&2 || true
+  if [ "$played" != 0 ]; then kill "$nats_pid"; die "podman kube play failed"; fi
+  podman container exists "$KUBE_CTR" || die "kube play made no container $KUBE_CTR"
   local user ro capdrop capadd mounts health
-  user=$(podman inspect --format '{{.Config.User}}' "$ctr")
-  ro=$(podman inspect --format '{{.HostConfig.ReadonlyRootfs}}' "$ctr")
-  capdrop=$(podman inspect --format '{{.HostConfig.CapDrop}}' "$ctr")
-  capadd=$(podman inspect --format '{{.HostConfig.CapAdd}}' "$ctr")
-  mounts=$(podman inspect --format '{{range .Mounts}}{{.Destination}} {{end}}' "$ctr")
-  health=$(podman inspect --format '{{json .Config.Healthcheck}}' "$ctr")
+  user=$(podman inspect --format '{{.Config.User}}' "$KUBE_CTR")
+  ro=$(podman inspect --format '{{.HostConfig.ReadonlyRootfs}}' "$KUBE_CTR")
+  capdrop=$(podman inspect --format '{{.HostConfig.CapDrop}}' "$KUBE_CTR")
+  capadd=$(podman inspect --format '{{.HostConfig.CapAdd}}' "$KUBE_CTR")
+  mounts=$(podman inspect --format '{{range .Mounts}}{{.Destination}} {{end}}' "$KUBE_CTR")
+  health=$(podman inspect --format '{{json .Config.Healthcheck}}' "$KUBE_CTR")
   printf 'user=%s readonly_rootfs=%s cap_drop=%s cap_add=%s\nmounts: %s\nhealthcheck: %s\n' \
     "$user" "$ro" "$capdrop" "$capadd" "$mounts" "$health" >&2
   [ "$user" = 65532:65532 ] || die "user is $user"
@@ -442,23 +451,28 @@ EOF2
   for m in /etc/nats-oidc-callout/config /etc/nats-oidc-callout/secrets /tmp; do
     case " $mounts" in *" $m "*) ;; *) die "no mount at $m: $mounts" ;; esac
   done
-  ok "kube play made the Deployment's pods with the manifests' user, read-only root, no capabilities and directory mounts"
+  # No probe: podman 4.3 would run it through curl or /bin/sh, which the
+  # image (distroless) does not have.
+  [ "$health" = null ] || die "a health check that needs a shell or curl: $health"
+  ok "kube play made the pod with the file's user, read-only root, no capabilities, directory mounts and no probe"
 
-  podman pod start nats-oidc-callout-pod-0 2>&1 | grep -v 'unable to get systemd connection' >&2 \
-    || { kill "$nats_pid"; die "the kube-played pod did not start"; }
   local ready=
   for _ in $(seq 1 30); do
     if curl -fsS http://127.0.0.1:8080/readyz 2>/dev/null; then ready=1; break; fi
     sleep 1
   done
-  echo
+  echo >&2
   if [ -z "$ready" ]; then
-    podman logs "$ctr" >&2 || true
-    podman kube down "$dir/all.yaml" >/dev/null 2>&1 || true
+    podman logs "$KUBE_CTR" >&2 || true
     kill "$nats_pid"
-    die "the Deployment under podman kube play did not become ready"
+    kube_cleanup
+    die "the pod under podman kube play did not become ready"
   fi
   ok "ready: /readyz answered 200"
+  local said
+  said=$(podman exec "$KUBE_CTR" /usr/local/bin/nats-oidc-callout health 2>&1) \
+    || { podman logs "$KUBE_CTR" >&2; kill "$nats_pid"; die "nats-oidc-callout health in the pod: $said"; }
+  ok "the file's health command (podman exec ... nats-oidc-callout health) exits 0"
   local admin
   admin=$(curl -fsS "http://127.0.0.1:8081/token?user=ana&roles=admin")
   "$WORK/py/bin/python" -c '
@@ -469,13 +483,14 @@ async def main():
     await c.flush()
     await c.close()
 asyncio.run(main())' "$admin"
-  ok "a token is admitted through the kube-played Deployment (the callout logs in with its user nkey from the seeds directory)"
-  podman kube down "$dir/all.yaml" >/dev/null 2>&1 || true
-  podman volume rm nats-oidc-callout-config tmp >/dev/null 2>&1 || true
-  podman rm -f "$POD-kube-issuer" >/dev/null
+  ok "a token is admitted through the kube-played pod (the callout logs in with nats.nk from the volume)"
+  podman logs "$KUBE_CTR" 2>&1 | tail -n 3 >&2
+  podman kube down "$dir/play.yaml" >/dev/null 2>&1 || die "podman kube down"
+  podman pod exists "$KUBE_POD" && die "kube down left the pod"
+  kube_cleanup
   kill "$nats_pid"
   wait "$nats_pid" 2>/dev/null || true
-  ok "podman kube play of deploy/kubernetes works"
+  ok "podman kube play of deploy/podman/nats-oidc-callout.yaml works as written"
 }
 
 # The .deb as the README builds it (`cargo deb --locked`), installed with
@@ -510,6 +525,7 @@ deb_checks() {
 
 clean() {
   "$ROOT/infrastructure/pod.sh" purge >/dev/null 2>&1 || true
+  kube_cleanup
   podman rm -f "$POD-example" >/dev/null 2>&1 || true
   podman secret rm "$POD-example-issuer" >/dev/null 2>&1 || true
   podman rmi -f "$IMAGE" "$LOCAL_NATS" "$LOCAL_BUILDER" "$LOCAL_RUNTIME" >/dev/null 2>&1 || true
@@ -518,6 +534,7 @@ clean() {
 
 case ${1:-all} in
   bases) bases ;;
+  image) bases; build ;;
   kube) kube_checks ;;
   deb) deb_checks ;;
   clean) clean ;;
@@ -530,5 +547,5 @@ case ${1:-all} in
     deb_checks
     say "all checks passed"
     ;;
-  *) die "usage: $0 [all|bases|clean]" ;;
+  *) die "usage: $0 [all|bases|image|kube|deb|clean]" ;;
 esac

@@ -15,6 +15,12 @@ async fn explain_shows_roles_permissions_and_expiry_of_a_good_token() {
         .unwrap();
     let t = output_text(&out);
     assert!(out.status.success(), "{t}");
+    // Only the explanation: no log lines beside it.
+    assert!(
+        out.stderr.is_empty(),
+        "explain wrote to stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for expected in [
         "platform: generic (none recognised from the issuer URL; platform = \"...\" declares one); bindings pin by sub",
         "user:     rita",
@@ -426,6 +432,11 @@ async fn check_online_contacts_issuer_and_nats_and_names_what_is_wrong() {
     };
     let (code, t) = tokio::task::block_in_place(|| check("good.toml", good.clone()));
     assert_eq!(code, Some(0), "{t}");
+    // The probe's refusal is what the check asks for, not an error; and
+    // the report is the whole output.
+    for logged in [" ERROR ", "authorization violation", " INFO "] {
+        assert!(!t.contains(logged), "{logged:?} in\n{t}");
+    }
     for line in [
         "ok: issuer default: discovery document",
         "ok: issuer default: JWKS has 2 usable keys",
@@ -737,4 +748,52 @@ async fn try_shows_a_refused_connect_and_an_unreachable_server() {
         "{}",
         output_text(&out)
     );
+}
+
+/// `--config` is a global flag, but only the commands that read a config
+/// file take it: the others (`dev` writes its own) refuse it instead of
+/// ignoring it, and say what to do.
+#[test]
+fn commands_that_read_no_config_refuse_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mine.toml");
+    std::fs::write(&config, "").unwrap();
+    let refused = |args: &[&str]| {
+        let out = callout_bin()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            output_text(&out)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {}", output_text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = refused(&["dev"]);
+    assert!(
+        said.contains(&format!(
+            "--config {}: dev reads no config file",
+            config.display()
+        )) && said.contains("nats-oidc-callout run --config FILE"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("DEVELOPMENT MODE"),
+        "dev did not start: {said}"
+    );
+    for args in [
+        &["keygen", "account"][..],
+        &["pubkey", "x.nk"],
+        &["dev-issuer"],
+    ] {
+        let said = refused(args);
+        assert!(said.contains("reads no config file"), "{args:?}: {said}");
+    }
+    let said = refused(&["token"]);
+    assert!(said.contains("--client-config"), "{said}");
 }

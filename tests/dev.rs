@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -120,6 +121,9 @@ fn spawn_dev(args: &[String]) -> DevRun {
         .arg(&tools)
         .stdout(Stdio::piped())
         .stderr(log)
+        // A process group of its own, as a shell gives a command: Ctrl-C
+        // at the end goes to the group.
+        .process_group(0)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -189,6 +193,15 @@ async fn dev_works(operator: bool, tls: bool) {
             }
             commands.push(command);
         }
+    }
+    // A quiet start: nothing went wrong, so nothing says so (its own
+    // readiness probe once raced the service and logged a refusal).
+    let started = std::fs::read_to_string(&dev._show.0).unwrap();
+    for bad in [" ERROR ", " WARN ", "authorization violation"] {
+        assert!(
+            !started.contains(bad),
+            "{bad:?} in dev's start-up log:\n{started}"
+        );
     }
     let url = format!("{}://127.0.0.1:{port}", if tls { "tls" } else { "nats" });
     let certs = generated.clone().filter(|_| tls);
@@ -345,17 +358,89 @@ async fn dev_works(operator: bool, tls: bool) {
             .unwrap_or_else(|e| panic!("a new login of {user} is admitted: {e}"));
     }
 
+    // Ctrl-C in a terminal: SIGINT to the whole process group.
     let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(dev.child.id().to_string())
+        .arg("-INT")
+        .arg("--")
+        .arg(format!("-{}", dev.child.id()))
         .status();
     let status = dev.child.wait().unwrap();
-    assert!(status.success(), "dev exits cleanly on SIGTERM: {status}");
+    let said = std::fs::read_to_string(&dev._show.0).unwrap();
+    assert!(
+        status.success(),
+        "dev exits cleanly on Ctrl-C: {status}\n{said}"
+    );
+    assert!(
+        !said.lines().any(|l| l.starts_with("error:")),
+        "a quiet stop: {said}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the nats-server dev started is stopped with it"
     );
+}
+
+/// Ctrl-C while `dev` starts (after it made its temporary directory with
+/// throwaway seeds, before it printed anything) stops it cleanly: the
+/// directory is removed and the nats-server it started is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_dev_starts_leaves_no_temporary_directory() {
+    let _ = nats_server_bin();
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools");
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let err = tmp.path().join("dev.err");
+    let temp = tmp.path().join("temp");
+    std::fs::create_dir(&temp).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nats-oidc-callout"))
+        .args(["dev", "--nats-port", &port.to_string(), "--tools-dir"])
+        .arg(&tools)
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // As soon as the directory is there: dev is still starting.
+    let made = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + HANG_GUARD;
+        loop {
+            let entries: Vec<_> = std::fs::read_dir(&temp)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            if let Some(dir) = entries
+                .into_iter()
+                .find(|n| n.starts_with("nats-oidc-callout-dev-"))
+            {
+                break dir;
+            }
+            if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!(
+                    "dev made no temporary directory: {}",
+                    std::fs::read_to_string(&err).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let status = tokio::task::block_in_place(|| child.wait().unwrap());
+    let said = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        status.success(),
+        "dev stops cleanly on Ctrl-C: {status}\n{said}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&temp).unwrap().collect();
+    assert!(left.is_empty(), "{made} was left behind: {left:?}\n{said}");
+    wait_until("the nats-server dev started is stopped", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    })
+    .await;
 }
 
 /// An HTTP client trusting only the CA in `ca` (`dev --tls`).

@@ -556,9 +556,13 @@ fn deploy(file: &str) -> String {
 
 /// The ConfigMap's config.toml, as the block scalar under `config.toml: |`.
 fn configmap_config() -> String {
-    let yaml = deploy("kubernetes/configmap.yaml");
+    config_in(&deploy("kubernetes/configmap.yaml"))
+}
+
+/// The config.toml of a ConfigMap in `yaml`.
+fn config_in(yaml: &str) -> String {
     let mut lines = yaml.lines().skip_while(|l| l.trim() != "config.toml: |");
-    lines.next().expect("configmap.yaml has data.config.toml");
+    lines.next().expect("a ConfigMap with data.config.toml");
     lines
         .take_while(|l| l.is_empty() || l.starts_with("    "))
         .map(|l| l.strip_prefix("    ").unwrap_or(l))
@@ -649,6 +653,79 @@ fn kubernetes_config_passes_check_and_is_mounted_as_a_directory() {
     assert!(deploy("kubernetes/secret.yaml").contains("name: nats-oidc-callout-seeds"));
     assert!(deploy("kubernetes/pdb.yaml").contains("kind: PodDisruptionBudget"));
     assert!(deploy("kubernetes/service.yaml").contains("port: 8080"));
+}
+
+/// The podman form (deploy/podman/nats-oidc-callout.yaml, played by
+/// infrastructure/image-check.sh): its config passes `check` with seeds
+/// where the volume mounts them, and it is the Deployment's pod in the form
+/// podman runs: the host network without port mappings, the image's own
+/// health check, the seeds from a volume, the same security context.
+#[test]
+fn the_podman_kube_file_passes_check_and_keeps_the_deployments_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = deploy("podman/nats-oidc-callout.yaml");
+    let config = config_in(&file);
+    for needle in [
+        "url = \"nats://127.0.0.1:4222\"",
+        "listen = \"127.0.0.1:8080\"",
+    ] {
+        assert!(
+            config.contains(needle),
+            "the podman config lacks {needle:?}"
+        );
+    }
+    let out = check_with_seeds(dir.path(), &config);
+    assert!(out.status.success(), "{}", text(&out));
+    let live: Vec<&str> = file
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let live = live.join("\n");
+    for absent in [
+        "containerPort",
+        "Probe:",
+        "secret:",
+        "subPath",
+        "kind: Deployment",
+    ] {
+        assert!(!live.contains(absent), "the podman file has {absent:?}");
+    }
+    for needle in [
+        "kind: Pod\n",
+        "hostNetwork: true",
+        "claimName: nats-oidc-callout-keys",
+        "image: localhost/nats-oidc-callout:latest",
+        "mountPath: /etc/nats-oidc-callout/config\n",
+        "mountPath: /etc/nats-oidc-callout/secrets\n",
+        "mountPath: /tmp\n",
+        "value: /etc/nats-oidc-callout/config/config.toml",
+    ] {
+        assert!(live.contains(needle), "the podman file lacks {needle:?}");
+    }
+    // The container's security context, as the Deployment's.
+    let block = |yaml: &str, header: &str| -> Vec<String> {
+        let indent = header.len() - header.trim_start().len();
+        let mut lines = yaml.lines().skip_while(|l| *l != header);
+        assert!(lines.next().is_some(), "no {header:?}");
+        lines
+            .take_while(|l| l.len() - l.trim_start().len() > indent)
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    assert_eq!(
+        block(&file, "      securityContext:"),
+        block(
+            &deploy("kubernetes/deployment.yaml"),
+            "          securityContext:"
+        )
+    );
+    // The roles are the Kubernetes config's.
+    let roles = |config: &str| {
+        config
+            .split_once("\n[roles.admin]\n")
+            .map(|(_, r)| r.to_string())
+    };
+    assert_eq!(roles(&config), roles(&configmap_config()));
 }
 
 /// The ConfigMap's commented block for the cluster's own issuer, switched

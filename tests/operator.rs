@@ -193,6 +193,21 @@ async fn the_sentinel_command_writes_working_credentials() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", output_text(&made));
+    // The command it prints for clients, as the nats CLI reads it, gets a
+    // token in through the sentinel.
+    let said = String::from_utf8_lossy(&made.stderr).into_owned();
+    let hint = said
+        .lines()
+        .find_map(|l| l.strip_prefix("clients: "))
+        .unwrap_or_else(|| panic!("no command for clients in {said}"));
+    let command = hint.split(" ...").next().unwrap().to_string();
+    assert!(command.starts_with("nats --creds "), "{hint}");
+    let token = stack.token("rita", &["reader"]);
+    let mut context = nats_cli_context(&command, &[("TOKEN", &token)]);
+    context["url"] = stack.url().into();
+    connect_as_nats_cli(&context)
+        .await
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let again = callout_bin()

@@ -129,7 +129,7 @@ pub(super) fn sentinel(config: &Config, out: &Path) -> Result<ExitCode, CliError
         "sentinel for account {} written to {}\nclients: nats --creds {} --token \"$TOKEN\" ... (the nats CLI drops --creds beside --user/--password)",
         config.callout.auth_account,
         out.display(),
-        out.display()
+        crate::dev::shell_word(&out.display().to_string())
     );
     eprintln!(
         "without the nats CLI: nats-oidc-callout try --creds {} --token \"$TOKEN\" --pub SUBJECT --sub SUBJECT   # nats-server's verdict on each",

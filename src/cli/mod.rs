@@ -25,7 +25,9 @@ pub(crate) use error::CliError;
 #[derive(Parser)]
 #[command(name = "nats-oidc-callout", version, about)]
 pub struct Cli {
-    /// Config file [default: $NATS_OIDC_CALLOUT_CONFIG, else /etc/nats-oidc-callout/config.toml]
+    /// Config file of run, check, accounts, explain, revoke, health and
+    /// sentinel (the others refuse it) [default: $NATS_OIDC_CALLOUT_CONFIG,
+    /// else /etc/nats-oidc-callout/config.toml]
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Log format.
@@ -172,6 +174,35 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Why `--config` makes no sense here: the commands that read no
+    /// config file refuse it rather than ignore it.
+    fn refuses_config(&self) -> Option<&'static str> {
+        match self {
+            Command::Dev { .. } => Some(
+                "dev reads no config file: it writes its own (with throwaway keys) into a temporary directory and prints where (\"generated configs:\"); to run the service with your file: nats-oidc-callout run --config FILE",
+            ),
+            Command::DevIssuer { .. } => Some("dev-issuer reads no config file (only --port)"),
+            Command::Keygen { .. } | Command::Pubkey { .. } | Command::HashPassword { .. } => {
+                Some("this command reads no config file")
+            }
+            Command::Try(_) => Some(
+                "try reads no config file: it connects as a client with the flags given (--server, --user, --password, --creds, --tls*)",
+            ),
+            Command::Login(_) | Command::Token(_) | Command::Logout(_) => Some(
+                "login, token and logout read no service config: their settings are a client config file (--client-config FILE) and flags",
+            ),
+            Command::Run
+            | Command::Check { .. }
+            | Command::Accounts { .. }
+            | Command::Explain { .. }
+            | Command::Revoke(_)
+            | Command::Health { .. }
+            | Command::Sentinel { .. } => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -199,12 +230,21 @@ pub fn run(cli: Cli) -> ExitCode {
 fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let config_path = || config::resolve_path(cli.config.clone());
     let load = || Config::load(&config_path());
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    if let (Some(path), Some(refusal)) = (&cli.config, command.refuses_config()) {
+        return Err(CliError::Usage(format!(
+            "--config {}: {refusal}",
+            path.display()
+        )));
+    }
+    match command {
         Command::Run => {
             let config = load()?;
             block_on(async {
                 let service = Service::new(config)?;
-                match tokio::spawn(service.run(shutdown_signal())).await {
+                // Caught from the service's first wait for it on: until
+                // then (its first NATS connect, retried) a signal ends it.
+                match tokio::spawn(service.run(async { shutdown_signal().await })).await {
                     Ok(outcome) => outcome.map_err(CliError::from),
                     Err(e) => Err(CliError::Failed(format!("the service stopped: {e}"))),
                 }
@@ -260,7 +300,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Logout(args) => login::logout(args),
         Command::Try(args) => try_grants::run(args),
         Command::DevIssuer { port } => {
-            block_on(crate::dev::issuer::run_standalone(port, shutdown_signal()))?
+            block_on(async { crate::dev::issuer::run_standalone(port, shutdown_signal()).await })?
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(CliError::Failed)
         }
@@ -278,7 +318,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
                 operator,
                 tls,
             };
-            block_on(crate::dev::run(opts, shutdown_signal()))?.map_err(CliError::Failed)?;
+            // Caught before dev makes its temporary directory (throwaway
+            // seeds): Ctrl-C while the stack starts removes it too.
+            block_on(async { crate::dev::run(opts, shutdown_signal()).await })?
+                .map_err(CliError::Failed)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -301,30 +344,50 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, CliError
     Ok(runtime.block_on(work))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. Both are caught from the
+/// moment this is called (inside the runtime), not from the first poll:
+/// until then they end the process as usual.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
-    }
+    };
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
+    let signals = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    async move {
+        signals.await;
+        tracing::info!("shutdown requested");
+    }
 }
 
 impl Cli {
+    /// The log level unless RUST_LOG says otherwise: `explain` and `check`
+    /// print a report on stdout, which the service's own INFO lines (keys
+    /// loaded, NATS connected) on stderr would only interleave with.
+    fn log_level(&self) -> &'static str {
+        match self.command {
+            Some(Command::Explain { .. } | Command::Check { .. }) => "warn",
+            _ => "info",
+        }
+    }
+
     /// async-nats's log level unless RUST_LOG names it: `revoke` and `try`
     /// say how it went in a line or a few, which the client's "connected"
     /// and "closed" lines on stderr would bury.
     fn nats_log_level(&self) -> &'static str {
         match self.command {
             Some(Command::Revoke(_) | Command::Try(_)) => "warn",
-            _ => "info",
+            _ => self.log_level(),
         }
     }
 }
@@ -334,14 +397,15 @@ pub fn init_logging(cli: &Cli) {
     // async-nats logs server URLs, credentials included, at debug level:
     // only a RUST_LOG that names it turns that on.
     let nats = format!("async_nats={}", cli.nats_log_level());
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log_level().into());
     let directives = if directives.contains("async_nats") {
         directives
     } else {
         format!("{directives},{nats}")
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{nats}")));
+    let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},{nats}", cli.log_level()))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tracing::instrument::WithSubscriber;
 
 use crate::callout::{Mode, XkeyMismatch};
 use crate::clock::unix_now;
@@ -295,15 +296,21 @@ async fn probe(report: &mut Report, config: &Config, requests: &mut async_nats::
     let Some(url) = config.nats.urls.first().cloned() else {
         return report.error("nats.url names no server");
     };
-    let probe = tokio::spawn(async move {
-        async_nats::ConnectOptions::with_user_and_password(
-            PROBE_USER.into(),
-            "check --online: not a token".into(),
-        )
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-    });
+    // Its refusal is the expected outcome, not an error to log: the
+    // client library's own log lines (an ERROR "authorization violation")
+    // go nowhere; what the probe showed is in the report.
+    let probe = tokio::spawn(
+        async move {
+            async_nats::ConnectOptions::with_user_and_password(
+                PROBE_USER.into(),
+                "check --online: not a token".into(),
+            )
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+        }
+        .with_subscriber(tracing::subscriber::NoSubscriber::default()),
+    );
     let request = tokio::time::timeout(PROBE_WAIT, requests.next()).await;
     let admitted = match tokio::time::timeout(Duration::from_secs(6), probe).await {
         Ok(Ok(Ok(client))) => {

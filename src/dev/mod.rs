@@ -120,6 +120,7 @@ pub async fn run(
     opts: DevOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    let mut shutdown = std::pin::pin!(shutdown);
     eprintln!("{}", banner(opts.tls));
     // A port something else holds would have nats-server die on the bind
     // while this command went on talking to whatever listens there.
@@ -128,7 +129,74 @@ pub async fn run(
         .prefix("nats-oidc-callout-dev-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let tls = opts.tls.then(|| DevTls::new(dir.path())).transpose()?;
+    // Ctrl-C while the stack starts drops what started so far (the
+    // nats-server is killed) and the directory with its throwaway seeds.
+    let started = tokio::select! {
+        started = start(&opts, dir.path()) => started?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let Started {
+        issuer,
+        nats_url,
+        layout,
+        tls,
+        mut nats,
+        nats_log,
+        running,
+        stop,
+        admin,
+        admin_sid,
+        reader,
+        http_port,
+    } = started;
+    println!(
+        "{}",
+        instructions(&Printed {
+            nats_url: &nats_url,
+            issuer: &issuer,
+            admin: &admin,
+            admin_sid: &admin_sid,
+            reader: &reader,
+            dir: dir.path(),
+            layout: &layout,
+            tls: tls.as_ref(),
+            http_port,
+        })
+    );
+    tokio::select! {
+        _ = shutdown => {}
+        r = running => return r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        // Without it the service would go on reconnecting to whatever
+        // takes the port next.
+        status = nats.0.wait() => return Err(nats_stopped(status, &nats_log)),
+    }
+    let _ = stop.send(());
+    Ok(())
+}
+
+/// A started stack: what runs, and what `instructions` prints.
+struct Started {
+    issuer: DevIssuer,
+    nats_url: String,
+    layout: Layout,
+    tls: Option<DevTls>,
+    nats: NatsChild,
+    nats_log: PathBuf,
+    running: tokio::task::JoinHandle<Result<(), crate::service::ServiceError>>,
+    /// Stops the service.
+    stop: tokio::sync::oneshot::Sender<()>,
+    admin: String,
+    /// The login session of `admin`.
+    admin_sid: String,
+    reader: String,
+    /// The service's /metrics and /readyz.
+    http_port: u16,
+}
+
+/// Starts the issuer, nats-server and the service with their files in
+/// `dir`, and sees a token admitted.
+async fn start(opts: &DevOptions, dir: &Path) -> Result<Started, String> {
+    let tls = opts.tls.then(|| DevTls::new(dir)).transpose()?;
     let started = match &tls {
         Some(tls) => DevIssuer::start_tls(opts.issuer_port, &tls.issuer).await,
         None => DevIssuer::start(opts.issuer_port).await,
@@ -143,17 +211,19 @@ pub async fn run(
     let nats_url = format!("{scheme}://127.0.0.1:{}", opts.nats_port);
     // The service binds it; the issuer sends its logouts there.
     let backchannel_port = free_port()?;
+    let http_port = free_port()?;
     issuer.register_backchannel_logout(
         &format!("http://127.0.0.1:{backchannel_port}/backchannel-logout"),
         issuer::CLIENT_ID,
     );
     let stack = Stack {
-        dir: dir.path(),
+        dir,
         port: opts.nats_port,
         nats_url: &nats_url,
         issuer: &issuer.issuer(),
         tls: tls.as_ref(),
         backchannel_port,
+        http_port,
     };
     let layout = if opts.operator {
         Layout::operator(&stack)?
@@ -165,7 +235,7 @@ pub async fn run(
     let bin = tokio::task::spawn_blocking(move || nats_server::locate_or_install(&tools))
         .await
         .map_err(|e| e.to_string())??;
-    let nats_log = dir.path().join("nats.log");
+    let nats_log = dir.join("nats.log");
     let mut nats = start_nats(
         &bin,
         &layout.nats_conf,
@@ -177,45 +247,58 @@ pub async fn run(
 
     let config = Config::load(&layout.config).map_err(|e| e.to_string())?;
     let service = Service::new(config).map_err(|e| e.to_string())?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(service.run(async {
-        let _ = stop_rx.await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut running = tokio::spawn(service.run(async {
+        let _ = stopped.await;
     }));
 
     // Each a login session of its own, which a logout can name.
     let admin_sid = nuid::next().to_string();
     let admin = issuer.token_with_sid("ana", "nats", &["admin"], 3600, &admin_sid);
     let reader = issuer.token_with_sid("rita", "nats", &["reader"], 3600, &nuid::next());
-    wait_until_admitted(&nats_url, &admin, layout.sentinel.as_deref(), tls.as_ref()).await?;
-
-    println!(
-        "{}",
-        instructions(&Printed {
-            nats_url: &nats_url,
-            issuer: &issuer,
-            admin: &admin,
-            admin_sid: &admin_sid,
-            reader: &reader,
-            dir: dir.path(),
-            layout: &layout,
-            tls: tls.as_ref(),
-        })
-    );
+    let ready = async {
+        wait_until_ready(http_port).await?;
+        wait_until_answering(&nats_url, &layout.service_login, tls.as_ref()).await?;
+        wait_until_admitted(&nats_url, &admin, layout.sentinel.as_deref(), tls.as_ref()).await
+    };
     tokio::select! {
-        _ = shutdown => {}
-        r = running => return r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
-        // Without it the service would go on reconnecting to whatever
-        // takes the port next.
-        status = nats.0.wait() => {
-            let said = std::fs::read_to_string(&nats_log).unwrap_or_default();
-            return Err(format!(
-                "the development nats-server stopped ({}); its log:\n{said}",
-                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
-            ));
+        ready = ready => ready?,
+        // A service that cannot start says why, instead of a test token
+        // that is never admitted.
+        r = &mut running => {
+            return Err(match r {
+                Ok(Err(e)) => format!("the service stopped: {e}"),
+                Ok(Ok(())) => "the service stopped".to_string(),
+                Err(e) => format!("the service stopped: {e}"),
+            })
         }
+        status = nats.0.wait() => return Err(nats_stopped(status, &nats_log)),
     }
-    let _ = stop_tx.send(());
-    Ok(())
+    Ok(Started {
+        issuer,
+        nats_url,
+        layout,
+        tls,
+        nats,
+        nats_log,
+        running,
+        stop,
+        admin,
+        admin_sid,
+        reader,
+        http_port,
+    })
+}
+
+/// The error of a development nats-server that stopped, with its log.
+fn nats_stopped(status: std::io::Result<std::process::ExitStatus>, log: &Path) -> String {
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    format!(
+        "the development nats-server stopped ({}); its log:\n{said}",
+        status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    )
 }
 
 /// Where a development stack runs, and how it is reached.
@@ -227,6 +310,8 @@ struct Stack<'a> {
     tls: Option<&'a DevTls>,
     /// The service's back-channel logout listener (on 127.0.0.1).
     backchannel_port: u16,
+    /// The service's `[http]` listener (on 127.0.0.1): /readyz, /metrics.
+    http_port: u16,
 }
 
 /// The KV bucket of the revocation list.
@@ -272,6 +357,9 @@ account = "APP"
 kv_bucket = "{REVOCATION_BUCKET}"
 backchannel_listen = "127.0.0.1:{backchannel_port}"
 {system}
+
+[http]
+listen = "127.0.0.1:{http_port}"
 
 [[oidc]]
 name = "default"
@@ -329,6 +417,7 @@ roles = ["reader"]
             nats_url = self.nats_url,
             issuer = self.issuer,
             backchannel_port = self.backchannel_port,
+            http_port = self.http_port,
             client_id = issuer::CLIENT_ID,
         )
     }
@@ -343,6 +432,17 @@ struct Layout {
     config: PathBuf,
     /// Operator mode: the sentinel credentials clients present.
     sentinel: Option<PathBuf>,
+    /// How the service logs in to nats-server.
+    service_login: ServiceLogin,
+}
+
+/// The service's own NATS login in a development stack.
+enum ServiceLogin {
+    Password {
+        user: &'static str,
+        password: &'static str,
+    },
+    Creds(PathBuf),
 }
 
 impl Layout {
@@ -370,14 +470,16 @@ impl Layout {
             ),
         )?;
         let config = dir.join("config.toml");
-        let nats = "user = \"auth\"\npassword = \"authpw\"";
+        let (user, password) = ("auth", "authpw");
+        let nats = format!("user = \"{user}\"\npassword = \"{password}\"");
         let system = "system_user = \"sys\"\nsystem_password = \"syspw\"";
-        write(&config, &stack.service_config(nats, "", system))?;
+        write(&config, &stack.service_config(&nats, "", system))?;
         Ok(Layout {
             nats_conf,
             server_name,
             config,
             sentinel: None,
+            service_login: ServiceLogin::Password { user, password },
         })
     }
 
@@ -396,7 +498,8 @@ impl Layout {
             &dir.join("xkey.nk"),
             &xkey.seed().map_err(|e| e.to_string())?,
         )?;
-        write_secret(&dir.join("service.creds"), &setup.service_creds())?;
+        let service_creds = dir.join("service.creds");
+        write_secret(&service_creds, &setup.service_creds())?;
         write_secret(&dir.join("system.creds"), &setup.system_creds())?;
         let sentinel = dir.join("sentinel.creds");
         write_secret(&sentinel, &setup.sentinel_creds())?;
@@ -437,6 +540,7 @@ impl Layout {
             server_name,
             config,
             sentinel: Some(sentinel),
+            service_login: ServiceLogin::Creds(service_creds),
         })
     }
 }
@@ -529,12 +633,19 @@ async fn start_nats(
 ) -> Result<NatsChild, String> {
     let log_file =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let child = tokio::process::Command::new(bin)
+    let mut command = tokio::process::Command::new(bin);
+    command
         .arg("-c")
         .arg(conf)
         .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
         .stderr(log_file)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // Out of the terminal's process group: Ctrl-C reaches dev alone, which
+    // stops the service and then nats-server (killed on drop), instead of
+    // nats-server quitting first and dev reporting that it stopped.
+    #[cfg(unix)]
+    command.process_group(0);
+    let child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let mut child = NatsChild(child);
@@ -590,6 +701,79 @@ async fn server_name_at(port: u16) -> Result<Option<String>, String> {
     Ok(info["server_name"].as_str().map(str::to_string))
 }
 
+/// Waits until the service's /readyz says it is ready: connected to NATS,
+/// the issuer's keys and the revocation list loaded (before that it
+/// refuses every token, as it should).
+async fn wait_until_ready(http_port: u16) -> Result<(), String> {
+    let url = format!("http://127.0.0.1:{http_port}/readyz");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for _ in 0..500 {
+        match http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("the service did not become ready ({url}: {last})"))
+}
+
+/// Waits until nats-server routes authorization requests to the service.
+/// The service subscribes to the callout subject before it announces
+/// itself as a NATS micro-service, and nats-server handles a connection's
+/// subscriptions in order: once `$SRV.PING.<name>` is answered, the callout
+/// subscription is in place. (A test connect before that waits out
+/// nats-server's authorization timeout, 2 s, and is refused.)
+async fn wait_until_answering(
+    url: &str,
+    login: &ServiceLogin,
+    tls: Option<&DevTls>,
+) -> Result<(), String> {
+    let mut options = match login {
+        ServiceLogin::Password { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(
+                user.to_string(),
+                password.to_string(),
+            )
+        }
+        ServiceLogin::Creds(creds) => async_nats::ConnectOptions::with_credentials_file(creds)
+            .await
+            .map_err(|e| format!("{}: {e}", creds.display()))?,
+    };
+    if let Some(tls) = tls {
+        options = options
+            .require_tls(true)
+            .add_root_certificates(tls.ca.clone())
+            .add_client_certificate(tls.service.0.clone(), tls.service.1.clone());
+    }
+    let client = options
+        .connection_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot log in to the development nats-server as the service: {e}"))?;
+    let ping = format!("$SRV.PING.{}", crate::service::MICRO_SERVICE_NAME);
+    let mut last = String::new();
+    for _ in 0..500 {
+        let asked = client.request(ping.clone(), Default::default());
+        match tokio::time::timeout(Duration::from_secs(2), asked).await {
+            Ok(Ok(_)) => {
+                let _ = client.drain().await;
+                return Ok(());
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer within 2s".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!(
+        "the service did not start answering on the development nats-server ({ping}: {last})"
+    ))
+}
+
 /// Proves the whole chain works before telling the user it does.
 async fn wait_until_admitted(
     url: &str,
@@ -642,6 +826,7 @@ struct Printed<'a> {
     dir: &'a Path,
     layout: &'a Layout,
     tls: Option<&'a DevTls>,
+    http_port: u16,
 }
 
 fn instructions(p: &Printed<'_>) -> String {
@@ -654,6 +839,7 @@ fn instructions(p: &Printed<'_>) -> String {
         dir,
         layout,
         tls,
+        http_port,
     } = *p;
     let iss = issuer.issuer();
     let tls_flags = tls.map(DevTls::cli_flags).unwrap_or_default();
@@ -688,6 +874,7 @@ fn instructions(p: &Printed<'_>) -> String {
 nats-oidc-callout is answering auth callouts for {nats_url}
   OIDC issuer (development): {iss}
   generated configs:         {dir}
+  service /metrics, /readyz: http://127.0.0.1:{http_port}
 
 Tokens (valid 1h; NATS drops the connection when they expire):
 ADMIN_TOKEN={admin}
@@ -751,7 +938,7 @@ fn this_program() -> String {
 
 /// `s` as one shell word: as it is when nothing in it is special, else in
 /// single quotes.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
