@@ -4,6 +4,11 @@
 //! - every internal link resolves: pages, `#anchors` against the target
 //!   page's headings as mdBook (and GitHub) make them, and repository files;
 //!   every page is in SUMMARY.md;
+//! - every TOML snippet is a config the service's own parser accepts
+//!   (```toml: merged into a minimal config; ```toml,client: the client
+//!   config of `login`/`token`);
+//! - the configuration reference has a row for every key of the parser,
+//!   and names no key it does not have;
 //! - every ```sh,run block runs, with the built binary as
 //!   `nats-oidc-callout`, in a temporary directory per page holding a copy of
 //!   config.example.toml, in page order.
@@ -13,6 +18,8 @@
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
+
+use nats_oidc_callout::config::Config;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -293,6 +300,183 @@ fn every_book_page_is_in_the_summary() {
             );
         }
     }
+}
+
+/// What a ```toml snippet is merged into: the keys every config needs.
+const BASE: &str = r#"
+[nats]
+url = "nats://127.0.0.1:4222"
+user = "auth"
+password = "authpw"
+
+[callout]
+issuer_seed_file = "issuer.nk"
+account = "APP"
+
+[oidc]
+issuer = "https://id.example.com"
+audience = "nats"
+roles_claim = "roles"
+"#;
+
+/// `snippet` over `base`: tables merged key by key, anything else (a
+/// value, a list, `[[oidc]]` over `[oidc]`) replaced.
+fn merge(base: &mut toml::Table, snippet: toml::Table) {
+    for (key, value) in snippet {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => merge(mine, theirs),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Checks one ```toml block; `Err` says what is wrong.
+fn check_toml(info: &str, body: &str) -> Result<(), String> {
+    let snippet: toml::Table = toml::from_str(body).map_err(|e| format!("not TOML: {e}"))?;
+    if info.split(',').any(|f| f == "client") {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client.toml");
+        std::fs::write(&file, body).unwrap();
+        nats_oidc_client::settings::Settings::resolve(nats_oidc_client::settings::SettingsInput {
+            config: Some(file),
+            ..Default::default()
+        })
+        .map(drop)
+        .map_err(|e| format!("the client config is refused: {e}"))
+    } else {
+        let mut config: toml::Table = toml::from_str(BASE).unwrap();
+        merge(&mut config, snippet);
+        Config::parse_shape(&toml::to_string(&config).unwrap(), Path::new("config.toml"))
+            .map_err(|e| format!("the service's config parser refuses it: {e}"))
+    }
+}
+
+#[test]
+fn every_toml_snippet_is_a_config_the_service_reads() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for page in pages() {
+        for block in blocks(&page.text) {
+            if block.info.split(',').next() != Some("toml") {
+                continue;
+            }
+            checked += 1;
+            if let Err(e) = check_toml(&block.info, &block.body) {
+                problems.push(format!("{}:{}: {e}", page.rel, block.line));
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} TOML snippets found");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The checks themselves: a misspelled key, a value of the wrong type and
+/// broken TOML are each refused, in a table of its own too.
+#[test]
+fn a_broken_toml_snippet_fails_the_check() {
+    assert!(check_toml("toml", "[roles.member]\npub.allow = [\"a.>\"]\n").is_ok());
+    for (body, says) in [
+        ("[roles.member]\npub.alow = [\"a.>\"]\n", "alow"),
+        ("[oidc]\nleway = \"30s\"\n", "leway"),
+        ("[callout]\nmax_token_bytes = \"big\"\n", "max_token_bytes"),
+        ("[roles.member\n", "not TOML"),
+    ] {
+        let e = check_toml("toml", body).expect_err(body);
+        assert!(e.contains(says), "{body}: {e}");
+    }
+    let e = check_toml(
+        "toml,client",
+        "[client]\nisuer = \"https://id.example.com\"\n",
+    )
+    .expect_err("a misspelled client key");
+    assert!(e.contains("isuer"), "{e}");
+}
+
+/// The reference table's keys: `a.b` / `.c` in a cell is `a.b` and `a.c`
+/// (a suffix replaces as many trailing segments of the first key as it
+/// has), each with its row's text.
+fn reference_rows() -> Vec<(usize, Vec<String>, String)> {
+    let text = std::fs::read_to_string(root().join("docs/src/reference/configuration.md")).unwrap();
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(cell) = line
+            .strip_prefix("| `")
+            .map(|_| line.split('|').nth(1).unwrap())
+        else {
+            continue;
+        };
+        let mut keys: Vec<String> = Vec::new();
+        for name in cell.split('`').skip(1).step_by(2) {
+            match name.strip_prefix('.') {
+                Some(suffix) => {
+                    let first = &keys[0];
+                    let segments: Vec<&str> = first.split('.').collect();
+                    let keep = segments.len() - suffix.split('.').count();
+                    keys.push(format!("{}.{suffix}", segments[..keep].join(".")));
+                }
+                None => keys.push(name.to_string()),
+            }
+        }
+        rows.push((i + 1, keys, line.to_string()));
+    }
+    rows
+}
+
+#[test]
+fn the_configuration_reference_lists_every_key_of_the_config() {
+    let schema = Config::keys();
+    let rows = reference_rows();
+    let page = "docs/src/reference/configuration.md";
+    let mut problems = Vec::new();
+    for (line, keys, _) in &rows {
+        for key in keys {
+            if !schema.contains(key) {
+                problems.push(format!(
+                    "{page}:{line}: `{key}` is not a key of the config (`Config::keys()` lists \
+                     those there are)"
+                ));
+            }
+        }
+    }
+    let leaves = schema.iter().filter(|key| {
+        !schema.iter().any(|other| {
+            other.starts_with(&format!("{key}.")) || other.starts_with(&format!("{key}[]"))
+        })
+    });
+    for leaf in leaves {
+        let documented = rows.iter().any(|(_, keys, row)| {
+            keys.iter().any(|key| {
+                if key == leaf {
+                    return true;
+                }
+                // Below a documented key: free names, list elements, or
+                // keys its row names (`{ start = ..., end = ... }`).
+                let Some(rest) = leaf
+                    .strip_prefix(key.as_str())
+                    .filter(|r| r.starts_with('.') || r.starts_with("[]"))
+                else {
+                    return false;
+                };
+                rest.split(['.', '[', ']'])
+                    .filter(|s| !s.is_empty())
+                    .all(|s| s == "<name>" || row_names(row, s))
+            })
+        });
+        if !documented {
+            problems.push(format!(
+                "{page}: the config key `{leaf}` has no row in the reference table"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Whether a reference row mentions `name` as a word.
+fn row_names(row: &str, name: &str) -> bool {
+    row.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|w| w == name)
 }
 
 #[test]
