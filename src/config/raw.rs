@@ -379,7 +379,7 @@ type WalkError = serde::de::value::Error;
 /// value walked under its path.
 struct Entries<'w, 'a> {
     walker: &'w mut Walker<'a>,
-    names: std::vec::IntoIter<&'static str>,
+    names: std::slice::Iter<'static, &'static str>,
     current: &'static str,
 }
 
@@ -390,7 +390,7 @@ impl<'de> serde::de::MapAccess<'de> for Entries<'_, '_> {
         seed: K,
     ) -> Result<Option<K::Value>, WalkError> {
         match self.names.next() {
-            Some(name) => {
+            Some(&name) => {
                 self.current = name;
                 seed.deserialize(serde::de::value::StrDeserializer::new(name))
                     .map(Some)
@@ -444,14 +444,14 @@ impl<'de> serde::Deserializer<'de> for Walker<'_> {
     ) -> Result<V::Value, WalkError> {
         v.visit_map(Entries {
             walker: &mut self,
-            names: fields.to_vec().into_iter(),
+            names: fields.iter(),
             current: "",
         })
     }
     fn deserialize_map<V: serde::de::Visitor<'de>>(mut self, v: V) -> Result<V::Value, WalkError> {
         v.visit_map(Entries {
             walker: &mut self,
-            names: vec!["<name>"].into_iter(),
+            names: ["<name>"].iter(),
             current: "",
         })
     }
