@@ -4,9 +4,12 @@
 //! - every internal link resolves: pages, `#anchors` against the target
 //!   page's headings as mdBook (and GitHub) make them, and repository files;
 //!   every page is in SUMMARY.md;
-//! - every TOML snippet is a config the service's own parser accepts
-//!   (```toml: merged into a minimal config; ```toml,client: the client
-//!   config of `login`/`token`);
+//! - every TOML snippet is a config the service accepts: ```toml is merged
+//!   into a minimal config and must pass `Config::parse`, the whole check
+//!   `check` and `run` make; ```toml,fragment (a snippet that names a
+//!   deployment's files or placeholder values) is read by its first step,
+//!   `Config::parse_shape` (syntax, unknown keys, value types);
+//!   ```toml,client is read as the client config of `login`/`token`;
 //! - the configuration reference has a row for every key of the parser,
 //!   and names no key it does not have;
 //! - every ```sh,run block runs, with the built binary as
@@ -62,28 +65,37 @@ fn pages() -> Vec<Page> {
 }
 
 /// A fenced code block: the line of its opening fence (1-based), its info
-/// string (`toml`, `sh,run`) and its text.
+/// string (`toml`, `sh,run`) and its text (without the indentation of a
+/// block inside a list item).
 struct Block {
     line: usize,
     info: String,
     body: String,
+    indent: usize,
+}
+
+/// The info string of a fence line (indented or not), or `None`.
+fn fence(line: &str) -> Option<&str> {
+    line.trim_start().strip_prefix("```")
 }
 
 fn blocks(text: &str) -> Vec<Block> {
     let mut out = Vec::new();
     let mut open: Option<Block> = None;
     for (i, line) in text.lines().enumerate() {
-        match (&mut open, line.strip_prefix("```")) {
+        match (&mut open, fence(line)) {
             (None, Some(info)) => {
                 open = Some(Block {
                     line: i + 1,
                     info: info.trim().to_string(),
                     body: String::new(),
+                    indent: line.len() - line.trim_start().len(),
                 })
             }
             (Some(_), Some(_)) => out.push(open.take().unwrap()),
             (Some(block), None) => {
-                block.body.push_str(line);
+                let cut = line.len() - line.trim_start().len();
+                block.body.push_str(&line[cut.min(block.indent)..]);
                 block.body.push('\n');
             }
             (None, None) => {}
@@ -97,7 +109,7 @@ fn prose(text: &str) -> String {
     let mut fenced = false;
     text.lines()
         .map(|line| {
-            if line.starts_with("```") {
+            if fence(line).is_some() {
                 fenced = !fenced;
                 ""
             } else if fenced {
@@ -312,11 +324,15 @@ password = "authpw"
 [callout]
 issuer_seed_file = "issuer.nk"
 account = "APP"
+auth_account = "AUTH"
 
 [oidc]
 issuer = "https://id.example.com"
 audience = "nats"
 roles_claim = "roles"
+
+[roles.base]
+sub.allow = ["base.>"]
 "#;
 
 /// `snippet` over `base`: tables merged key by key, anything else (a
@@ -348,8 +364,26 @@ fn check_toml(info: &str, body: &str) -> Result<(), String> {
     } else {
         let mut config: toml::Table = toml::from_str(BASE).unwrap();
         merge(&mut config, snippet);
-        Config::parse_shape(&toml::to_string(&config).unwrap(), Path::new("config.toml"))
-            .map_err(|e| format!("the service's config parser refuses it: {e}"))
+        let text = toml::to_string(&config).unwrap();
+        if info.split(',').any(|f| f == "fragment") {
+            Config::parse_shape(&text, Path::new("config.toml"))
+                .map_err(|e| format!("the service's config parser refuses it: {e}"))
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("issuer.nk"),
+                nkeys::KeyPair::new_account().seed().unwrap(),
+            )
+            .unwrap();
+            Config::parse(&text, &dir.path().join("config.toml"))
+                .map(drop)
+                .map_err(|e| {
+                    format!(
+                        "the service's config check refuses it (merged into a minimal config; \
+                         mark a snippet that names a deployment's files `toml,fragment`): {e}"
+                    )
+                })
+        }
     }
 }
 
@@ -382,6 +416,7 @@ fn a_broken_toml_snippet_fails_the_check() {
         ("[oidc]\nleway = \"30s\"\n", "leway"),
         ("[callout]\nmax_token_bytes = \"big\"\n", "max_token_bytes"),
         ("[roles.member\n", "not TOML"),
+        ("[callout]\nmax_user_ttl = \"an hour\"\n", "max_user_ttl"),
     ] {
         let e = check_toml("toml", body).expect_err(body);
         assert!(e.contains(says), "{body}: {e}");
