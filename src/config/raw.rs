@@ -337,14 +337,18 @@ pub(super) fn keys() -> Vec<String> {
         path: String::new(),
         out: &mut out,
     });
-    assert!(walked.is_ok(), "the key walker reads every RawConfig field");
+    if let Err(e) = walked {
+        panic!("the key walker cannot make up a value for a RawConfig field: {e}");
+    }
     // `[oidc]` is one table or a list of them, told apart by hand
     // (RawOidcs): walked as the one table the reference names `oidc.*`.
     let walked = RawOidc::deserialize(Walker {
         path: "oidc".into(),
         out: &mut out,
     });
-    assert!(walked.is_ok(), "the key walker reads every RawOidc field");
+    if let Err(e) = walked {
+        panic!("the key walker cannot make up a value for a RawOidc field: {e}");
+    }
     out.into_iter().collect()
 }
 
@@ -466,11 +470,38 @@ impl<'de> serde::Deserializer<'de> for Walker<'_> {
     fn deserialize_bool<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
         v.visit_bool(false)
     }
+    fn deserialize_i8<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_i64(1)
+    }
+    fn deserialize_i16<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_i64(1)
+    }
+    fn deserialize_i32<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_i64(1)
+    }
     fn deserialize_i64<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
         v.visit_i64(1)
     }
+    fn deserialize_u8<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_u64(1)
+    }
+    fn deserialize_u16<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_u64(1)
+    }
+    fn deserialize_u32<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_u64(1)
+    }
     fn deserialize_u64<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
         v.visit_u64(1)
+    }
+    fn deserialize_f32<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_f64(1.0)
+    }
+    fn deserialize_f64<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_f64(1.0)
+    }
+    fn deserialize_char<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_char('x')
     }
     fn deserialize_str<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
         v.visit_str("server")
@@ -479,7 +510,7 @@ impl<'de> serde::Deserializer<'de> for Walker<'_> {
         v.visit_str("server")
     }
     serde::forward_to_deserialize_any! {
-        i8 i16 i32 i128 u8 u16 u32 u128 f32 f64 char bytes byte_buf unit unit_struct
+        i128 u128 bytes byte_buf unit unit_struct
         newtype_struct tuple tuple_struct enum identifier ignored_any
     }
 }
