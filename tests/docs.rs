@@ -6,13 +6,13 @@
 //!   every page is in SUMMARY.md;
 //! - every TOML snippet is a config the service accepts: ```toml is merged
 //!   into a minimal config and must pass `Config::parse`, the whole check
-//!   `check` and `run` make; ```toml,fragment (a snippet that names a
+//!   `check` and `run` make; ```toml fragment (a snippet that names a
 //!   deployment's files or placeholder values) is read by its first step,
 //!   `Config::parse_shape` (syntax, unknown keys, value types);
-//!   ```toml,client is read as the client config of `login`/`token`;
+//!   ```toml client is read as the client config of `login`/`token`;
 //! - the configuration reference has a row for every key of the parser,
 //!   and names no key it does not have;
-//! - every ```sh,run block runs, with the built binary as
+//! - every ```sh run block runs, with the built binary as
 //!   `nats-oidc-callout`, in a temporary directory per page holding a copy of
 //!   config.example.toml, in page order.
 //!
@@ -65,13 +65,19 @@ fn pages() -> Vec<Page> {
 }
 
 /// A fenced code block: the line of its opening fence (1-based), its info
-/// string (`toml`, `sh,run`) and its text (without the indentation of a
+/// string (`toml`, `sh run`) and its text (without the indentation of a
 /// block inside a list item).
 struct Block {
     line: usize,
     info: String,
     body: String,
     indent: usize,
+}
+
+/// The words of an info string (`toml fragment`): mdBook splits it at
+/// spaces and commas, GitHub takes the first word as the language.
+fn flags(info: &str) -> Vec<&str> {
+    info.split([' ', ',']).filter(|w| !w.is_empty()).collect()
 }
 
 /// The info string of a fence line (indented or not), or `None`.
@@ -351,7 +357,7 @@ fn merge(base: &mut toml::Table, snippet: toml::Table) {
 /// Checks one ```toml block; `Err` says what is wrong.
 fn check_toml(info: &str, body: &str) -> Result<(), String> {
     let snippet: toml::Table = toml::from_str(body).map_err(|e| format!("not TOML: {e}"))?;
-    if info.split(',').any(|f| f == "client") {
+    if flags(info).contains(&"client") {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("client.toml");
         std::fs::write(&file, body).unwrap();
@@ -365,7 +371,7 @@ fn check_toml(info: &str, body: &str) -> Result<(), String> {
         let mut config: toml::Table = toml::from_str(BASE).unwrap();
         merge(&mut config, snippet);
         let text = toml::to_string(&config).unwrap();
-        if info.split(',').any(|f| f == "fragment") {
+        if flags(info).contains(&"fragment") {
             Config::parse_shape(&text, Path::new("config.toml"))
                 .map_err(|e| format!("the service's config parser refuses it: {e}"))
         } else {
@@ -380,7 +386,7 @@ fn check_toml(info: &str, body: &str) -> Result<(), String> {
                 .map_err(|e| {
                     format!(
                         "the service's config check refuses it (merged into a minimal config; \
-                         mark a snippet that names a deployment's files `toml,fragment`): {e}"
+                         mark a snippet that names a deployment's files `toml fragment`): {e}"
                     )
                 })
         }
@@ -393,7 +399,7 @@ fn every_toml_snippet_is_a_config_the_service_reads() {
     let mut checked = 0;
     for page in pages() {
         for block in blocks(&page.text) {
-            if block.info.split(',').next() != Some("toml") {
+            if flags(&block.info).first() != Some(&"toml") {
                 continue;
             }
             checked += 1;
@@ -422,7 +428,7 @@ fn a_broken_toml_snippet_fails_the_check() {
         assert!(e.contains(says), "{body}: {e}");
     }
     let e = check_toml(
-        "toml,client",
+        "toml client",
         "[client]\nisuer = \"https://id.example.com\"\n",
     )
     .expect_err("a misspelled client key");
@@ -531,7 +537,7 @@ fn every_runnable_shell_snippet_runs() {
     for page in pages() {
         let runnable: Vec<Block> = blocks(&page.text)
             .into_iter()
-            .filter(|b| b.info == "sh,run")
+            .filter(|b| flags(&b.info) == ["sh", "run"])
             .collect();
         if runnable.is_empty() {
             continue;
@@ -565,5 +571,5 @@ fn every_runnable_shell_snippet_runs() {
             );
         }
     }
-    assert!(ran >= 1, "no ```sh,run block found");
+    assert!(ran >= 1, "no ```sh run block found");
 }
