@@ -123,26 +123,26 @@ image_checks() {
   [[ $seed =~ ^SA[A-Z2-7]{56}$ ]] || die "keygen's stdout is not just a seed: $seed"
   ok "runs as 65532, has the HEALTHCHECK, keygen prints only the seed on stdout"
 
-  # The README's container commands ("### Containers"), run as written but
+  # The book's container commands (docs/src/guides/podman.md), run as written but
   # for the image name (built above), the container and secret names (this
   # check's own) and the seed file: a container started from
   # config.example.toml (its directory mounted, the seed as a secret)
   # answers its HEALTHCHECK over [http]: "not ready" here, as no nats-server
   # and no issuer are reachable, but not "no http.listen" as before.
-  say "the README's container commands, with config.example.toml"
+  say "the book's container commands, with config.example.toml"
   local dir=$WORK/readme
   rm -rf "$dir" && mkdir -p "$dir"
   (umask 077 && printf '%s\n' "$seed" > "$dir/issuer.nk")
   podman secret rm "$POD-example-issuer" >/dev/null 2>&1 || true
   podman rm -f "$POD-example" >/dev/null 2>&1 || true
-  readme_block "$ROOT/README.md" '### Containers' \
+  readme_block "$ROOT/docs/src/guides/podman.md" '# Containers' \
     | grep -v '^podman build ' \
     | sed -e "s#localhost/nats-oidc-callout:latest#$IMAGE#" \
       -e "s#--name nats-oidc-callout #--name $POD-example #" \
       -e "s#my-callout-issuer#$POD-example-issuer#g" \
       -e "s#cp config.example.toml#cp $ROOT/config.example.toml#" > "$dir/snippet.sh"
   cat "$dir/snippet.sh" >&2
-  grep -q -- "-v ./callout-config:/etc/nats-oidc-callout/config:ro,Z" "$dir/snippet.sh" || die "the README's snippet changed: update this check"
+  grep -q -- "-v ./callout-config:/etc/nats-oidc-callout/config:ro,Z" "$dir/snippet.sh" || die "the snippet of docs/src/guides/podman.md changed: update this check"
   (cd "$dir" && bash -euo pipefail snippet.sh >/dev/null)
   rm -f "$dir/issuer.nk"
   local out=
@@ -224,7 +224,7 @@ healthy() { # CONTAINER
 
 pod_checks() {
   local pod=("$ROOT/infrastructure/pod.sh")
-  say "pod.sh: a user's own secret named as in the README is never touched"
+  say "pod.sh: a user's own secret named as in the book is never touched"
   "${pod[@]}" purge >/dev/null 2>&1 || true
   podman secret rm nats-oidc-callout-issuer >/dev/null 2>&1 && die "remove your own secret nats-oidc-callout-issuer before this check" || true
   podman run --rm --network none "$IMAGE" keygen account > "$WORK/user-issuer.nk" 2>/dev/null
@@ -268,9 +268,9 @@ pod_checks() {
   curl -fsS http://127.0.0.1:8080/metrics | grep -q '^nats_oidc_callout_authorizations_total' || die "no metrics"
   ok "pod.sh status, logs and /metrics answer"
 
-  say "the README's second replica and rolling restart (### Running replicas)"
+  say "the book's second replica and rolling restart (docs/src/guides/replicas.md)"
   mkdir -p "$WORK/replica"
-  readme_block "$ROOT/README.md" 'A second replica in the pod' \
+  readme_block "$ROOT/docs/src/guides/replicas.md" 'A second replica in the pod' \
     | sed -e "s#nats-oidc-callout-pod-#$SECRET_PREFIX-#g" \
       -e "s#nats-oidc-callout-callout#$POD-callout#g" \
       -e "s#--pod nats-oidc-callout #--pod $POD #" \

@@ -480,16 +480,12 @@ mod tests {
         );
     }
 
-    /// The README's metrics table names exactly the families served, by
+    /// The book's metrics table names exactly the families served, by
     /// the names the Prometheus text format gives them.
     #[test]
-    fn the_readme_metrics_table_lists_exactly_these_families() {
-        let readme = include_str!("../README.md");
-        let section = readme
-            .split("### Operations endpoint and metrics")
-            .nth(1)
-            .expect("README has the metrics section");
-        let documented: std::collections::BTreeSet<String> = section
+    fn the_book_metrics_table_lists_exactly_these_families() {
+        let page = include_str!("../docs/src/operations/metrics.md");
+        let documented: std::collections::BTreeSet<String> = page
             .lines()
             .skip_while(|l| !l.starts_with("| metric"))
             .skip(2)
@@ -509,7 +505,10 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split(' ').next().map(str::to_string))
             .collect();
-        assert_eq!(documented, served, "README metrics table vs /metrics");
+        assert_eq!(
+            documented, served,
+            "docs/src/operations/metrics.md table vs /metrics"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Why a connection is refused: one stable code per reason, shared by the
 //! log line, the `authorizations_total` metric's `reason` label, `explain`
-//! and the README's troubleshooting table (a test keeps the four in step).
+//! and the book's troubleshooting table, docs/src/operations/troubleshooting.md
+//! (a test keeps the four in step).
 
 use crate::clock::Interrupted;
 
@@ -59,7 +60,7 @@ pub enum RefusalCode {
 }
 
 impl RefusalCode {
-    /// Every code, in the README table's order.
+    /// Every code, in the order of the book's troubleshooting table.
     pub const ALL: [RefusalCode; 37] = [
         RefusalCode::NoToken,
         RefusalCode::TokenTooLarge,
@@ -203,16 +204,12 @@ mod tests {
             .all(|t| t.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
     }
 
-    /// The README's troubleshooting table names exactly the codes there are.
+    /// The book's troubleshooting table names exactly the codes there are.
     #[test]
-    fn the_readme_refusal_table_lists_exactly_these_codes() {
-        let readme = include_str!("../README.md");
-        let table = readme
-            .split("### Troubleshooting by refusal reason")
-            .nth(1)
-            .expect("README has the troubleshooting section");
+    fn the_book_refusal_table_lists_exactly_these_codes() {
+        let page = include_str!("../docs/src/operations/troubleshooting.md");
         let mut documented = BTreeSet::new();
-        for row in table.lines().skip_while(|l| !l.starts_with("| code")) {
+        for row in page.lines().skip_while(|l| !l.starts_with("| code")) {
             if !row.starts_with('|') {
                 break;
             }
@@ -226,6 +223,9 @@ mod tests {
             .iter()
             .map(|c| c.as_str().to_string())
             .collect();
-        assert_eq!(documented, known, "README table vs RefusalCode::ALL");
+        assert_eq!(
+            documented, known,
+            "docs/src/operations/troubleshooting.md table vs RefusalCode::ALL"
+        );
     }
 }

@@ -1012,22 +1012,18 @@ fn the_examples_commented_role_is_valid() {
     assert!(role.resp.is_some() && role.connection.is_some() && !role.grants.is_empty());
 }
 
-/// The README's example of everything a role can say loads as written.
+/// The book's example of everything a role can say loads as written.
 #[test]
-fn the_readme_role_example_is_valid() {
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("### Replies, JetStream, KV, limits and connection rules")
-        .nth(1)
-        .expect("the README has the section");
-    let block = section
+fn the_book_role_example_is_valid() {
+    let page = include_str!("../docs/src/guides/roles.md");
+    let block = page
         .split("```toml\n")
         .nth(1)
         .and_then(|b| b.split("```").next())
-        .expect("the section starts with a TOML example");
+        .expect("the page starts with a TOML example");
     let d = Dir::new();
     let config = Config::load(&d.write(&format!("{}\n{block}", good())))
-        .unwrap_or_else(|e| panic!("the README's example is valid: {e}"));
+        .unwrap_or_else(|e| panic!("the example of docs/src/guides/roles.md is valid: {e}"));
     for role in ["orders-service", "browser", "orders-worker", "profile-user"] {
         assert!(config.roles.iter().any(|(n, _)| n == role), "{role}");
     }

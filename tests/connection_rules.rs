@@ -346,8 +346,9 @@ async fn max_user_ttl_of_a_role_ends_the_connection() {
 /// nats-server 2.15.1 (and 2.10) clear the user JWT of a callout user
 /// before they would read its limits, in server and operator mode alike:
 /// the limits travel in the JWT (for auditing, and for a server that reads
-/// them) but are not enforced. The README says so; if this test fails,
-/// nats-server has started enforcing them, and the README must say that.
+/// them) but are not enforced. The book says so (docs/src/guides/roles.md,
+/// "Limits"); if this test fails, nats-server has started enforcing them,
+/// and the book must say that.
 #[tokio::test]
 async fn limits_are_in_the_user_jwt_and_nats_server_does_not_apply_them() {
     let stack = stack().await;
@@ -389,6 +390,7 @@ async fn limits_are_in_the_user_jwt_and_nats_server_does_not_apply_them() {
     assert!(
         matches!(got, Ok(Some(ref m)) if m.payload.len() == 100),
         "nats-server now applies user limits to callout users (a second subscription or a \
-         100-byte message was refused): update the README's limits section and this test"
+         100-byte message was refused): update \
+         docs/src/guides/roles.md's Limits paragraph and this test"
     );
 }

@@ -144,6 +144,8 @@ fn containerfile_matches_what_the_pod_and_docs_expect() {
 fn docs_mount_the_config_directory_not_the_file() {
     for doc in [
         "README.md",
+        "docs/src/guides/podman.md",
+        "docs/src/guides/replicas.md",
         "Containerfile",
         "infrastructure/README.md",
         "infrastructure/pod.sh",
@@ -162,17 +164,20 @@ fn docs_mount_the_config_directory_not_the_file() {
     }
 }
 
-/// The secret names of the README's container commands and pod.sh's
+/// The secret names of the book's container commands and pod.sh's
 /// differ, so following both never makes one overwrite the other.
 #[test]
-fn readme_and_pod_use_distinct_secret_names() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+fn the_book_and_pod_use_distinct_secret_names() {
+    let readme = std::fs::read_to_string(root().join("docs/src/guides/podman.md")).unwrap();
     let readme_names: Vec<&str> = readme
         .lines()
         .filter_map(|l| l.trim().strip_prefix("podman secret create "))
         .filter_map(|rest| rest.split_whitespace().next())
         .collect();
-    assert!(!readme_names.is_empty(), "the README shows a podman secret");
+    assert!(
+        !readme_names.is_empty(),
+        "docs/src/guides/podman.md shows a podman secret"
+    );
     let state = tempfile::tempdir().unwrap();
     let fake = tempfile::tempdir().unwrap();
     let out = pod_sh(state.path(), fake.path(), &["up"], &[]);
@@ -185,7 +190,7 @@ fn readme_and_pod_use_distinct_secret_names() {
     for name in &readme_names {
         assert!(
             !pod_names.iter().any(|p| p == name),
-            "README and pod.sh both use the secret {name}"
+            "docs/src/guides/podman.md and pod.sh both use the secret {name}"
         );
     }
 }
@@ -790,17 +795,16 @@ fn systemd_unit_matches_the_package() {
     );
 }
 
-/// The README's nats-server block is a config nats-server accepts, once
+/// The book's nats-server block is a config nats-server accepts, once
 /// its placeholder key is a real one (and with the xkey line switched on,
-/// as the README says to do together with callout.xkey_seed_file).
+/// as the book says to do together with callout.xkey_seed_file).
 #[test]
-fn the_readme_nats_server_block_is_a_valid_config() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let block = readme
-        .split("### nats-server\n")
+fn the_book_nats_server_block_is_a_valid_config() {
+    let page = std::fs::read_to_string(root().join("docs/src/guides/nats-server.md")).unwrap();
+    let block = page
+        .split("```")
         .nth(1)
-        .and_then(|rest| rest.split("```").nth(1))
-        .expect("the README has a nats-server block");
+        .expect("docs/src/guides/nats-server.md has a nats-server block");
     let issuer = nkeys::KeyPair::new_account().public_key();
     let xkey = nkeys::XKey::new().public_key();
     assert!(block.contains("issuer: ABC..."), "{block}");
@@ -825,7 +829,7 @@ fn the_readme_nats_server_block_is_a_valid_config() {
             .unwrap();
         assert!(
             out.status.success(),
-            "{name}: nats-server -t refused the README's block:\n{text}\n{}{}",
+            "{name}: nats-server -t refused the block of docs/src/guides/nats-server.md:\n{text}\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -1,6 +1,7 @@
 //! JetStream and KV grants (`[roles.<name>.jetstream]`, `[roles.<name>.kv]`)
 //! against a real JetStream-enabled nats-server, with async-nats: each grant
-//! does what its row in the README's grant table says, and nothing more.
+//! does what its row in the book's grant table (docs/src/guides/jetstream.md)
+//! says, and nothing more.
 //! (`clients.rs` runs the same grants with nats-py.)
 
 mod common;

@@ -39,7 +39,7 @@ function readToken() {
   }
 }
 
-/** The user's private inbox (README, "Private inboxes"). */
+/** The user's private inbox (the book, docs/src/clients/private-inboxes.md). */
 function inboxPrefix(token) {
   const claims = JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString());
   return "_INBOX." + createHash("sha256").update(`${claims.iss}\n${claims.sub}`).digest("hex").slice(0, 32);

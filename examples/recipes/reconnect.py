@@ -40,7 +40,7 @@ def read_token():
 
 
 def inbox_prefix(token):
-    """The user's private inbox (README, "Private inboxes")."""
+    """The user's private inbox (the book, docs/src/clients/private-inboxes.md)."""
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     return "_INBOX." + hashlib.sha256(f"{claims['iss']}\n{claims['sub']}".encode()).hexdigest()[:32]
 

@@ -256,6 +256,18 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// The text as the file's serde shape (`raw`), its errors redacted.
+fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (key, reason) = redact::describe_toml_error(&e, text);
+        ConfigError {
+            file: path.to_path_buf(),
+            key,
+            reason,
+        }
+    })
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -269,17 +281,25 @@ impl Config {
     /// Parses config text; `path` is used in messages and to resolve relative
     /// file references against the config's directory.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (key, reason) = redact::describe_toml_error(&e, text);
-            ConfigError {
-                file: path.to_path_buf(),
-                key,
-                reason,
-            }
-        })?;
+        let raw = parse_raw(text, path)?;
         let mut config = Validator::new(path).validate(raw)?;
         config.digest = sha2::Sha256::digest(text.as_bytes()).into();
         Ok(config)
+    }
+
+    /// The first step of [`Config::parse`] alone: the text's syntax, its
+    /// keys (an unknown one is an error) and the types of their values,
+    /// with the same messages; nothing further is validated and no file is
+    /// read. For fragments, as the book's snippets are (tests/docs.rs).
+    pub fn parse_shape(text: &str, path: &Path) -> Result<(), ConfigError> {
+        parse_raw(text, path).map(drop)
+    }
+
+    /// Every key a config file may hold, as paths (`nats.url`,
+    /// `roles.<name>.pub.allow`, `bindings[].issuer`), read from the parser
+    /// itself: a key added to the parser is a key here.
+    pub fn keys() -> Vec<String> {
+        raw::keys()
     }
 
     /// Whether `name` names an `[oidc]` block: an admin's revocation of

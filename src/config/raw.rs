@@ -324,3 +324,193 @@ impl OneOrMany {
         }
     }
 }
+
+/// Every key the file may hold, as paths (`nats.url`,
+/// `roles.<name>.pub.allow`, `bindings[].issuer`), read from the serde
+/// shape above rather than listed by hand: a field added there is a key
+/// here. Tables of free names (`[roles.<name>]`, `require_claims`) show
+/// as `<name>`, lists of tables as `[]`. The book's configuration
+/// reference is checked against it (tests/docs.rs).
+pub(super) fn keys() -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let walked = RawConfig::deserialize(Walker {
+        path: String::new(),
+        out: &mut out,
+    });
+    if let Err(e) = walked {
+        panic!("the key walker cannot make up a value for a RawConfig field: {e}");
+    }
+    // `[oidc]` is one table or a list of them, told apart by hand
+    // (RawOidcs): walked as the one table the reference names `oidc.*`.
+    let walked = RawOidc::deserialize(Walker {
+        path: "oidc".into(),
+        out: &mut out,
+    });
+    if let Err(e) = walked {
+        panic!("the key walker cannot make up a value for a RawOidc field: {e}");
+    }
+    out.into_iter().collect()
+}
+
+/// A serde `Deserializer` that makes up a value of every shape it is
+/// asked for and records the path of every struct field and map entry on
+/// the way: `deserialize_struct` hands it the field names.
+struct Walker<'a> {
+    path: String,
+    out: &'a mut std::collections::BTreeSet<String>,
+}
+
+impl<'a> Walker<'a> {
+    fn child(&mut self, name: &str) -> Walker<'_> {
+        let path = if self.path.is_empty() {
+            name.to_string()
+        } else if name == "[]" {
+            format!("{}[]", self.path)
+        } else {
+            format!("{}.{name}", self.path)
+        };
+        self.out.insert(path.clone());
+        Walker {
+            path,
+            out: self.out,
+        }
+    }
+}
+
+type WalkError = serde::de::value::Error;
+
+/// The entries of one table: field names (or `<name>` for a map), each
+/// value walked under its path.
+struct Entries<'w, 'a> {
+    walker: &'w mut Walker<'a>,
+    names: std::slice::Iter<'static, &'static str>,
+    current: &'static str,
+}
+
+impl<'de> serde::de::MapAccess<'de> for Entries<'_, '_> {
+    type Error = WalkError;
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, WalkError> {
+        match self.names.next() {
+            Some(&name) => {
+                self.current = name;
+                seed.deserialize(serde::de::value::StrDeserializer::new(name))
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, WalkError> {
+        let name = self.current;
+        seed.deserialize(self.walker.child(name))
+    }
+}
+
+/// A list of one element, walked under `path[]`.
+struct One<'w, 'a> {
+    walker: Option<&'w mut Walker<'a>>,
+}
+
+impl<'de> serde::de::SeqAccess<'de> for One<'_, '_> {
+    type Error = WalkError;
+    fn next_element_seed<T: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, WalkError> {
+        match self.walker.take() {
+            Some(w) => seed.deserialize(w.child("[]")).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for Walker<'_> {
+    type Error = WalkError;
+    /// A leaf of unknown shape (untagged enums, `toml::Value`): a string
+    /// is one every such leaf here accepts.
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        if self.path == "oidc" {
+            // RawOidcs, walked on its own by `keys`: an empty list here.
+            return v.visit_seq(One { walker: None });
+        }
+        v.visit_str("server")
+    }
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        mut self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, WalkError> {
+        v.visit_map(Entries {
+            walker: &mut self,
+            names: fields.iter(),
+            current: "",
+        })
+    }
+    fn deserialize_map<V: serde::de::Visitor<'de>>(mut self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_map(Entries {
+            walker: &mut self,
+            names: ["<name>"].iter(),
+            current: "",
+        })
+    }
+    fn deserialize_seq<V: serde::de::Visitor<'de>>(mut self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_seq(One {
+            walker: Some(&mut self),
+        })
+    }
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_some(self)
+    }
+    fn deserialize_bool<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_bool(false)
+    }
+    fn deserialize_i8<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_i64(1)
+    }
+    fn deserialize_i16<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_i64(1)
+    }
+    fn deserialize_i32<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_i64(1)
+    }
+    fn deserialize_i64<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_i64(1)
+    }
+    fn deserialize_u8<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_u64(1)
+    }
+    fn deserialize_u16<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_u64(1)
+    }
+    fn deserialize_u32<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_u64(1)
+    }
+    fn deserialize_u64<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_u64(1)
+    }
+    fn deserialize_f32<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_f64(1.0)
+    }
+    fn deserialize_f64<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_f64(1.0)
+    }
+    fn deserialize_char<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_char('x')
+    }
+    fn deserialize_str<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_str("server")
+    }
+    fn deserialize_string<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, WalkError> {
+        v.visit_str("server")
+    }
+    serde::forward_to_deserialize_any! {
+        i128 u128 bytes byte_buf unit unit_struct
+        newtype_struct tuple tuple_struct enum identifier ignored_any
+    }
+}

@@ -751,11 +751,11 @@ mod tests {
         );
     }
 
-    /// The README's grant table is what the grants compile to, row by row:
+    /// The book's grant table is what the grants compile to, row by row:
     /// an operator auditing it audits the code.
     #[test]
-    fn the_readme_grant_table_lists_exactly_the_compiled_subjects() {
-        let readme = include_str!("../../README.md");
+    fn the_book_grant_table_lists_exactly_the_compiled_subjects() {
+        let readme = include_str!("../../docs/src/guides/jetstream.md");
         let mut documented = Vec::new();
         let mut grant = String::new();
         for row in readme
@@ -852,7 +852,7 @@ mod tests {
         }
         assert_eq!(
             documented, compiled,
-            "README grant table vs the compiled grants"
+            "docs/src/guides/jetstream.md grant table vs the compiled grants"
         );
     }
 

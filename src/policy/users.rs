@@ -134,7 +134,7 @@ impl ConfigUsers {
             .as_deref()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| {
-                denied("no nonce in the request: nats-server sends one only when its config has an nkey user (see README)")
+                denied("no nonce in the request: nats-server sends one only when its config has an nkey user (see the book's service accounts guide)")
             })?;
         let sig = request
             .connect_opts
