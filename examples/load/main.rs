@@ -87,11 +87,6 @@ use clap::{Parser, Subcommand};
 use nats_oidc_callout::dev::DevIssuer;
 
 use procs::Service;
-
-// The service's allocator (src/main.rs), so that the reference responders
-// run in this process are compared like for like.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use responder::{null_responder, Checks};
 
 #[derive(Parser)]
