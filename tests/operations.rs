@@ -267,6 +267,35 @@ async fn a_reconnect_with_the_same_token_is_answered_from_the_token_cache() {
     }
 }
 
+/// The keys are read again every `jwks_max_age`; when the issuer publishes
+/// the same document, the tokens that verified stay remembered (a changed
+/// key set would take them out): a reconnect after a refresh is still a
+/// cache hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_reads_the_same_keys_keeps_the_tokens_remembered() {
+    let stack = Stack::start(ServiceOptions {
+        http_port: Some(0),
+        extra_oidc: "jwks_max_age = \"2s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let port = stack.service.http_port();
+    let token = stack.token("ana", &["reader"]);
+    connect(&stack.url(), &token).await.expect("first connect");
+    let fetches = stack.issuer.jwks_requests();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stack.issuer.jwks_requests() < fetches + 2 {
+        assert!(std::time::Instant::now() < deadline, "no refresh happened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    connect(&stack.url(), &token).await.expect("after the refreshes");
+    let (_, metrics) = http_get(port, "/metrics").await;
+    assert!(
+        metrics.contains("nats_oidc_callout_token_cache_hits_total 1\n"),
+        "the reconnect after two refreshes of the same keys was not a cache hit:\n{metrics}"
+    );
+}
+
 /// A remembered token is never taken at or past its `exp`: the reconnect
 /// after expiry is refused as expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,8 +178,8 @@ async fn a_flood_of_made_up_kids_costs_at_most_one_fetch_per_cooldown() {
 
 /// The sibling of the password flood: tokens naming keys the issuer never
 /// published, thousands of them, while the issuer is slow to answer the
-/// refetch they trigger. At most a bounded number wait for it (each until
-/// its deadline); the rest are refused at once, and tokens with known keys
+/// refetch they trigger. At most a bounded number wait for it (each at most
+/// REFETCH_WAIT); the rest are refused at once, and tokens with known keys
 /// go on being admitted within nats-server's auth timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_kids_during_a_slow_refetch_make_no_other_client_wait() {
@@ -201,10 +201,16 @@ async fn made_up_kids_during_a_slow_refetch_make_no_other_client_wait() {
     // the forged tokens that wait for the slow refetch (4 s). So the logins
     // start once the rest of the burst has been refused at once.
     answered_but_the_waiters(&flood).await;
-    // Twenty logins with known keys while up to MAX_REFETCH_WAITERS forged
-    // ones wait: each is admitted, which it would not be (nats-server's 2 s
-    // auth timeout) if it queued behind them.
-    logins_are_admitted_during(&stack, &flood).await;
+    // A forged token waits for the refetch at most REFETCH_WAIT (1 s), so
+    // the burst's waiters are soon answered: more forged tokens keep
+    // coming while the logins run, so that some always wait.
+    let issuer = stack.issuer.issuer();
+    let more = keep_flooding(&addr, move |n| made_up_kid(&issuer, burst + n));
+    // Twenty logins with known keys while forged ones wait: each is
+    // admitted, which it would not be (nats-server's 2 s auth timeout) if
+    // it queued behind them.
+    logins_are_admitted_during(&stack, &more).await;
+    more.iter().for_each(|t| t.abort());
     for task in flood {
         let _ = task.await;
     }
@@ -230,6 +236,25 @@ async fn logins_are_admitted_during<T>(stack: &Stack, flood: &[tokio::task::Join
         during_the_flood,
         "the flood was over before any login: they proved nothing"
     );
+}
+
+/// Forged tokens from `token(n)` connecting 64 at a time, each task
+/// again as soon as it is answered, until the tasks are aborted.
+fn keep_flooding(
+    addr: &str,
+    token: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let token = std::sync::Arc::new(token);
+    (0..64)
+        .map(|lane| {
+            let (addr, token) = (addr.to_string(), token.clone());
+            tokio::spawn(async move {
+                for n in (lane..).step_by(64) {
+                    raw_connect(&addr, "m", &token(n)).await;
+                }
+            })
+        })
+        .collect()
 }
 
 /// A token of `issuer` naming a key it never published (`made-up-<n>`),
@@ -332,8 +357,12 @@ async fn made_up_kids_across_several_slow_issuers_make_no_other_client_wait() {
     // burst has been refused at once (see above), twenty logins with the
     // good issuer's keys are each admitted while the waiters wait.
     answered_but_the_waiters(&flood).await;
-    logins_are_admitted_during(&stack, &flood).await;
-    for task in flood {
+    let issuers: Vec<String> = slow.iter().map(|s| s.issuer()).collect();
+    let more = keep_flooding(&addr, move |n| {
+        made_up_kid(&issuers[n % issuers.len()], burst + n)
+    });
+    logins_are_admitted_during(&stack, &more).await;
+    for task in flood.into_iter().chain(more) {
         task.abort();
     }
 }

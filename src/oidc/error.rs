@@ -63,6 +63,8 @@ pub enum TokenError {
     Interrupted(Interrupted),
     #[error("too many tokens with keys the issuer has not published yet are waiting for its key set; refused at once rather than queued (the client may retry)")]
     KeysBusy,
+    #[error("the token names a key the issuer has not published yet, and the issuer's key set did not arrive within {}s of asking for it again; refused now rather than left to nats-server's timeout (the client may retry)", crate::oidc::key_manager::REFETCH_WAIT.as_secs_f64())]
+    KeysSlow,
 }
 
 impl TokenError {
@@ -97,9 +99,9 @@ impl TokenError {
                 RefusalCode::TokenNotYetValid
             }
             TokenError::Interrupted(Interrupted::Expired) => RefusalCode::RequestExpired,
-            TokenError::Interrupted(Interrupted::Stopping) | TokenError::KeysBusy => {
-                RefusalCode::Unavailable
-            }
+            TokenError::Interrupted(Interrupted::Stopping)
+            | TokenError::KeysBusy
+            | TokenError::KeysSlow => RefusalCode::Unavailable,
         }
     }
 }

@@ -27,6 +27,12 @@ use crate::oidc::settings::Settings;
 /// service's requests in flight, whatever `iss` they claim.
 pub const MAX_REFETCH_WAITERS: usize = 1024;
 
+/// The longest a verification waits for an unknown-kid refetch: well
+/// inside nats-server's 2 s wait for an answer, so that a slow or dead
+/// issuer gets the client a refusal with a reason rather than
+/// nats-server's timeout.
+pub const REFETCH_WAIT: Duration = Duration::from_millis(1000);
+
 static REFETCH_WAITERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a verification did not get the refetched keys.
@@ -34,6 +40,8 @@ static REFETCH_WAITERS: AtomicUsize = AtomicUsize::new(0);
 pub enum RefetchError {
     /// `MAX_REFETCH_WAITERS` are waiting already.
     Busy,
+    /// The refetch did not end within `REFETCH_WAIT`.
+    Slow,
     Interrupted(Interrupted),
 }
 
@@ -79,6 +87,10 @@ pub struct KeyManager {
     /// One fetch at a time: otherwise a slow older fetch finishing last could
     /// put back a key the issuer has just removed.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// The SHA-256 of the JWKS document installed last: a refresh that
+    /// reads the same document keeps the key set's generation, and with
+    /// it the tokens the cache holds.
+    installed_body: Mutex<Option<[u8; 32]>>,
     metrics: Arc<Metrics>,
 }
 
@@ -92,6 +104,7 @@ impl KeyManager {
             current: ArcSwap::from_pointee(KeySet::default()),
             generations: AtomicU64::new(0),
             refresh_lock: tokio::sync::Mutex::new(()),
+            installed_body: Mutex::new(None),
             metrics,
         }))
     }
@@ -121,8 +134,8 @@ impl KeyManager {
     pub async fn refresh(&self) -> Result<usize, FetchError> {
         let _one_at_a_time = self.refresh_lock.lock().await;
         let name = &self.oidc.name;
-        let set = match self.fetch().await {
-            Ok(set) => set,
+        let (set, body) = match self.fetch().await {
+            Ok(fetched) => fetched,
             Err(e) => {
                 self.metrics.record_fetch(name, false);
                 tracing::warn!(issuer = %name, url = %self.oidc.issuer, error = %e, "issuer keys not refreshed; keeping the last good set");
@@ -138,25 +151,37 @@ impl KeyManager {
             let reason = crate::text::reason(reason);
             tracing::warn!(issuer = %name, url = %self.oidc.issuer, "JWKS entry skipped: {reason}");
         }
-        tracing::info!(issuer = %name, url = %self.oidc.issuer, keys = set.len(), "issuer keys loaded");
         let n = set.len();
+        let mut installed = self
+            .installed_body
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *installed == Some(body) && self.has_keys() {
+            tracing::debug!(issuer = %name, keys = n, "issuer keys unchanged");
+            return Ok(n);
+        }
+        tracing::info!(issuer = %name, url = %self.oidc.issuer, keys = n, "issuer keys loaded");
         self.install(set);
+        *installed = Some(body);
         Ok(n)
     }
 
-    async fn fetch(&self) -> Result<KeySet, FetchError> {
+    /// The key set and the SHA-256 of the document it was read from.
+    async fn fetch(&self) -> Result<(KeySet, [u8; 32]), FetchError> {
+        use sha2::Digest;
         let jwks_uri = self.client.discover_jwks_uri().await?;
         let body = self.client.fetch_jwks(&jwks_uri).await?;
-        KeySet::parse(&body, &self.oidc).map_err(|e| FetchError::Jwks {
+        let set = KeySet::parse(&body, &self.oidc).map_err(|e| FetchError::Jwks {
             url: crate::text::name(&jwks_uri),
             reason: crate::text::reason(&e.to_string()),
-        })
+        })?;
+        Ok((set, sha2::Sha256::digest(body.as_ref() as &[u8]).into()))
     }
 
     /// Refetches because a token named a key we do not have; returns the key
     /// set after the (possibly shared, possibly cooled-down) attempt. While
     /// a slow issuer answers, at most `MAX_REFETCH_WAITERS` verifications
-    /// wait for it (each until its deadline); more are refused at once, so
+    /// wait for it (each at most REFETCH_WAIT); more are refused at once, so
     /// that made-up kids cannot take the capacity other clients need.
     pub async fn refetch_for_unknown_key(
         self: &Arc<Self>,
@@ -172,12 +197,17 @@ impl KeyManager {
             return Ok(self.current());
         };
         // Not ended by shutdown: one fetch serves every request waiting
-        // for it, and those were routed here; their deadline bounds it.
+        // for it, and those were routed here; their deadline bounds it,
+        // and so does REFETCH_WAIT (the fetch itself goes on).
         deadline
             .without_stop()
-            .wait(done.wait_for(|done| *done))
+            .wait(tokio::time::timeout(
+                REFETCH_WAIT,
+                done.wait_for(|done| *done),
+            ))
             .await
             .map_err(RefetchError::Interrupted)?
+            .map_err(|_| RefetchError::Slow)?
             .ok();
         Ok(self.current())
     }

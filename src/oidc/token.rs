@@ -222,6 +222,7 @@ async fn candidates(
             .await
             .map_err(|e| match e {
                 RefetchError::Busy => TokenError::KeysBusy,
+                RefetchError::Slow => TokenError::KeysSlow,
                 RefetchError::Interrupted(i) => TokenError::Interrupted(i),
             })?;
         found = pick(&set);
