@@ -31,7 +31,7 @@ pub const MAX_REFETCH_WAITERS: usize = 1024;
 /// inside nats-server's 2 s wait for an answer, so that a slow or dead
 /// issuer gets the client a refusal with a reason rather than
 /// nats-server's timeout.
-pub const REFETCH_WAIT: Duration = Duration::from_millis(1000);
+pub(crate) const REFETCH_WAIT: Duration = Duration::from_millis(1000);
 
 static REFETCH_WAITERS: AtomicUsize = AtomicUsize::new(0);
 
