@@ -288,7 +288,9 @@ async fn a_refresh_that_reads_the_same_keys_keeps_the_tokens_remembered() {
         assert!(std::time::Instant::now() < deadline, "no refresh happened");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    connect(&stack.url(), &token).await.expect("after the refreshes");
+    connect(&stack.url(), &token)
+        .await
+        .expect("after the refreshes");
     let (_, metrics) = http_get(port, "/metrics").await;
     assert!(
         metrics.contains("nats_oidc_callout_token_cache_hits_total 1\n"),
