@@ -208,12 +208,13 @@ async fn json_logs_have_one_structured_line_per_decision() {
 async fn sigterm_finishes_the_decisions_in_flight() {
     let mut stack = Stack::start(ServiceOptions::default()).await;
     // A token signed by a key the service has not seen yet makes it fetch the
-    // JWKS, which the issuer now answers only after a second.
+    // JWKS, which the issuer now answers only after 0.7 s: within the 1 s a
+    // request waits for a refetch (REFETCH_WAIT), after the SIGTERM below.
     let kid = stack.issuer.add_key(jsonwebtoken::Algorithm::RS256, true);
     let token = stack
         .issuer
         .sign(&kid, &stack.issuer.claims("ana", AUDIENCE, &["admin"], 300));
-    stack.issuer.set_jwks_delay(Duration::from_millis(1000));
+    stack.issuer.set_jwks_delay(Duration::from_millis(700));
     let url = stack.url();
     let pending = tokio::spawn(async move { connect(&url, &token).await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
