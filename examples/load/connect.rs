@@ -5,25 +5,13 @@ use std::time::{Duration, Instant};
 
 use nats_oidc_callout_test_support::server_sim::Answer;
 
-use crate::procs::start_nats;
 use crate::tally::{report_service, Tally};
 use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, clients: usize) {
-    let Ctx {
-        account,
-        callout_xkey,
-        tokens,
-        ..
-    } = ctx;
-    let _xkey = ctx.xkey();
-    let start = |port| ctx.start(port, "");
-    let xkey_public = callout_xkey.public_key();
-    let nats = start_nats(Some((
-        &account.public_key(),
-        ctx.xkey_on.then_some(xkey_public.as_str()),
-    )));
-    let (service, ready) = start(nats.port).await;
+    let Ctx { tokens, .. } = ctx;
+    let nats = ctx.callout_nats(false);
+    let (service, ready) = ctx.start(nats.port, "").await;
     println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let tally = Arc::new(Tally::default());

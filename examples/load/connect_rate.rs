@@ -5,25 +5,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::procs::{start_nats, Service};
+use crate::procs::Service;
 use crate::responder::{start_null_responder, Checking};
 use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, clients: usize, duration: Duration, rounds: usize) {
     let Ctx {
         account,
-        callout_xkey,
         tokens,
         token_jwk,
         ..
     } = ctx;
     let xkey = ctx.xkey();
-    let start = |port| ctx.start(port, "");
-    let xkey_public = callout_xkey.public_key();
-    let nats = start_nats(Some((
-        &account.public_key(),
-        ctx.xkey_on.then_some(xkey_public.as_str()),
-    )));
+    let nats = ctx.callout_nats(false);
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let d: Duration = duration;
     println!(
@@ -37,7 +31,7 @@ pub async fn run(ctx: &Ctx, clients: usize, duration: Duration, rounds: usize) {
     // responders start warm.
     let warm = Duration::from_secs(2);
     for round in 1..=rounds {
-        let (service, _) = start(nats.port).await;
+        let (service, _) = ctx.start(nats.port, "").await;
         connect_loop(&url, tokens, clients, warm, &service).await;
         let (s_n, s_err, s_t, s_cpu) = connect_loop(&url, tokens, clients, d, &service).await;
         drop(service);

@@ -19,10 +19,8 @@ pub async fn run(ctx: &Ctx, rate: u64, duration: Duration, count: Option<u64>, c
         tokens,
         ..
     } = ctx;
-    let _xkey = ctx.xkey();
-    let start = |port| ctx.start(port, "");
     let nats = start_nats(None);
-    let (service, ready) = start(nats.port).await;
+    let (service, ready) = ctx.start(nats.port, "").await;
     println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
     let client = async_nats::ConnectOptions::with_user_and_password("auth".into(), "authpw".into())
         .connect(format!("nats://127.0.0.1:{}", nats.port))

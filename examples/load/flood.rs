@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use crate::procs::{start_nats, Service};
+use crate::procs::Service;
 use crate::responder::{start_null_responder, Checking};
 use crate::tally::{
     closed_loop, connect_once, counts, logged_codes, ConnectSummary, Connects, Credentials,
@@ -75,17 +75,12 @@ struct Row {
 pub async fn run(ctx: &Ctx, rate: u64, flood: usize, duration: Duration) {
     let Ctx {
         account,
-        callout_xkey,
         tokens,
         token_jwk,
         issuer,
         ..
     } = ctx;
-    let xkey_public = callout_xkey.public_key();
-    let nats = start_nats(Some((
-        &account.public_key(),
-        ctx.xkey_on.then_some(xkey_public.as_str()),
-    )));
+    let nats = ctx.callout_nats(false);
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let hash = bcrypt::hash(nuid::next().to_string(), BCRYPT_COST).unwrap();
     let users = [(FLOOD_USER.to_string(), hash.clone())];

@@ -7,10 +7,8 @@ use crate::tally::report_service;
 use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, duration: Duration) {
-    let _xkey = ctx.xkey();
-    let start = |port| ctx.start(port, "");
     let nats = start_nats(None);
-    let (service, ready) = start(nats.port).await;
+    let (service, ready) = ctx.start(nats.port, "").await;
     println!("startup to ready: {:.0} ms", ready.as_secs_f64() * 1000.0);
     let cpu_before = service.cpu_seconds();
     let d: Duration = duration;

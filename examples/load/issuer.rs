@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
 
-use crate::procs::start_nats;
 use crate::tally::{closed_loop, counts, logged_codes, Connects, Credentials};
 use crate::Ctx;
 
@@ -33,18 +32,8 @@ const NEVER: Duration = Duration::from_secs(3600);
 const NEW_TOKENS: usize = 200;
 
 pub async fn run(ctx: &Ctx, clients: usize, new_clients: usize, phase: Duration, slow: Duration) {
-    let Ctx {
-        account,
-        callout_xkey,
-        tokens,
-        issuer,
-        ..
-    } = ctx;
-    let xkey_public = callout_xkey.public_key();
-    let nats = start_nats(Some((
-        &account.public_key(),
-        ctx.xkey_on.then_some(xkey_public.as_str()),
-    )));
+    let Ctx { tokens, issuer, .. } = ctx;
+    let nats = ctx.callout_nats(false);
     let (service, _) = ctx
         .start_with(nats.port, &[("jwks_max_age", "\"10s\"")], "")
         .await;

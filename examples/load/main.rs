@@ -252,6 +252,20 @@ impl Ctx {
         self.xkey_on.then_some(&self.callout_xkey)
     }
 
+    /// nats-server with auth callout to this run's account, sealed with its
+    /// xkey when `--xkey` is on; with `revocation` also JetStream and a
+    /// system-account user (procs::start_nats_with).
+    pub fn callout_nats(&self, revocation: bool) -> procs::NatsServer {
+        let xkey = self.callout_xkey.public_key();
+        procs::start_nats_with(
+            Some((
+                &self.account.public_key(),
+                self.xkey_on.then_some(xkey.as_str()),
+            )),
+            revocation,
+        )
+    }
+
     /// The service against nats-server on `nats_port`, with `extra` TOML
     /// appended to its config.
     pub async fn start(&self, nats_port: u16, extra: &str) -> (Service, Duration) {

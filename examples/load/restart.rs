@@ -8,10 +8,8 @@ use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, rounds: usize, down: Duration) {
     let Ctx { account, .. } = ctx;
-    let _xkey = ctx.xkey();
-    let start = |port| ctx.start(port, "");
     let mut nats = start_nats(Some((&account.public_key(), None)));
-    let (service, _) = start(nats.port).await;
+    let (service, _) = ctx.start(nats.port, "").await;
     let log = service._dir.path().join("service.log");
     let mut lags = Vec::new();
     for round in 1..=rounds {

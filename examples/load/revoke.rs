@@ -6,25 +6,12 @@ use std::time::{Duration, Instant};
 
 use nats_oidc_callout::dev::DevIssuer;
 
-use crate::procs::{free_port, start_nats_with};
+use crate::procs::free_port;
 use crate::Ctx;
 
 pub async fn run(ctx: &Ctx, clients: usize) {
-    let Ctx {
-        issuer,
-        account,
-        callout_xkey,
-        ..
-    } = ctx;
-    let _xkey = ctx.xkey();
-    let xkey_public = callout_xkey.public_key();
-    let nats = start_nats_with(
-        Some((
-            &account.public_key(),
-            ctx.xkey_on.then_some(xkey_public.as_str()),
-        )),
-        true,
-    );
+    let Ctx { issuer, .. } = ctx;
+    let nats = ctx.callout_nats(true);
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let backchannel = free_port();
     let revocation = format!(

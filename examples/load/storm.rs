@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::procs::{start_nats_with, NatsServer, Service};
+use crate::procs::{NatsServer, Service};
 use crate::responder::{start_null_responder, Checking};
 use crate::Ctx;
 
@@ -148,14 +148,7 @@ async fn storms_for(
     tokens: &[String],
     down: Duration,
 ) -> Vec<(Kind, Storm)> {
-    let xkey_public = ctx.callout_xkey.public_key();
-    let mut nats = start_nats_with(
-        Some((
-            &ctx.account.public_key(),
-            ctx.xkey_on.then_some(xkey_public.as_str()),
-        )),
-        true,
-    );
+    let mut nats = ctx.callout_nats(true);
     let responder: Service = if service {
         ctx.start(nats.port, "").await.0
     } else {
