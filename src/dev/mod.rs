@@ -59,6 +59,19 @@ struct DevTls {
 }
 
 impl DevTls {
+    /// `options` over TLS to the development nats-server, trusting its CA
+    /// and presenting `client`'s certificate.
+    fn connect_as(
+        &self,
+        options: async_nats::ConnectOptions,
+        client: &CertAndKey,
+    ) -> async_nats::ConnectOptions {
+        options
+            .require_tls(true)
+            .add_root_certificates(self.ca.clone())
+            .add_client_certificate(client.0.clone(), client.1.clone())
+    }
+
     fn new(dir: &Path) -> Result<DevTls, String> {
         let pki = Pki::new(dir, "nats-oidc-callout dev (throwaway)")?;
         let hosts = ["127.0.0.1", "localhost"];
@@ -745,10 +758,7 @@ async fn wait_until_answering(
             .map_err(|e| format!("{}: {e}", creds.display()))?,
     };
     if let Some(tls) = tls {
-        options = options
-            .require_tls(true)
-            .add_root_certificates(tls.ca.clone())
-            .add_client_certificate(tls.service.0.clone(), tls.service.1.clone());
+        options = tls.connect_as(options, &tls.service);
     }
     let client = options
         .connection_timeout(Duration::from_secs(3))
@@ -791,10 +801,7 @@ async fn wait_until_admitted(
         };
         if let Some(tls) = tls {
             // As a user of the printed commands connects.
-            options = options
-                .require_tls(true)
-                .add_root_certificates(tls.ca.clone())
-                .add_client_certificate(tls.user.0.clone(), tls.user.1.clone());
+            options = tls.connect_as(options, &tls.user);
         }
         match options
             .user_and_password("dev".into(), token.into())
