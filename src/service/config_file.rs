@@ -139,8 +139,10 @@ mod inotify_watch {
         .union(WatchMask::CLOSE_WRITE)
         .union(WatchMask::DELETE_SELF)
         .union(WatchMask::MOVE_SELF);
-    const DIR: WatchMask = WatchMask::MODIFY
-        .union(WatchMask::CLOSE_WRITE)
+    /// The directory's writes are not watched while the file has its own
+    /// watch: a log or a database beside the config would wake the service
+    /// at every write (a line per authorization, when the log is there).
+    const DIR: WatchMask = WatchMask::CLOSE_WRITE
         .union(WatchMask::CREATE)
         .union(WatchMask::DELETE)
         .union(WatchMask::MOVED_FROM)
@@ -148,11 +150,15 @@ mod inotify_watch {
         .union(WatchMask::DELETE_SELF)
         .union(WatchMask::MOVE_SELF)
         .union(WatchMask::ONLYDIR);
+    /// While no file is at the path: a file created there is written to
+    /// before its own watch is in place.
+    const DIR_WITHOUT_FILE: WatchMask = DIR.union(WatchMask::MODIFY);
 
     pub(in crate::service) struct Watcher {
         fd: AsyncFd<Inotify>,
         path: PathBuf,
         name: OsString,
+        dir_path: PathBuf,
         dir: WatchDescriptor,
         file: Option<WatchDescriptor>,
         lost: bool,
@@ -174,8 +180,9 @@ mod inotify_watch {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
+            let dir_path = dir.to_owned();
             let inotify = Inotify::init()?;
-            let dir = inotify.watches().add(dir, DIR)?;
+            let dir = inotify.watches().add(dir, DIR_WITHOUT_FILE)?;
             // SAFETY: `Inotify` owns its descriptor and always returns the
             // same one; it is closed only when the `AsyncFd` drops it.
             let fd = unsafe { AsyncFd::register_with_interest(inotify, Interest::READABLE) }?;
@@ -183,6 +190,7 @@ mod inotify_watch {
                 fd,
                 path: path.to_owned(),
                 name,
+                dir_path,
                 dir,
                 file: None,
                 lost: false,
@@ -298,6 +306,12 @@ mod inotify_watch {
             }
             if let Some(old) = self.file.take() {
                 let _ = watches.remove(old);
+            }
+            // The file's watch is in place before the directory's writes
+            // stop being watched, so no write falls between the two.
+            let mask = if now.is_some() { DIR } else { DIR_WITHOUT_FILE };
+            if watches.add(&self.dir_path, mask).ok().as_ref() != Some(&self.dir) {
+                self.lost = true;
             }
             self.file = now;
             true
@@ -451,6 +465,65 @@ mod tests {
         events(&mut watcher, &mut hold).await;
         assert!(hold.writing && !hold.ready());
 
+        drop(file);
+        events(&mut watcher, &mut hold).await;
+        assert!(hold.ready());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_log_written_beside_the_config_wakes_nothing() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "a = 1\n").unwrap();
+        let mut watcher = Watcher::start(&path).unwrap();
+        let mut log = std::fs::File::create(dir.path().join("service.log")).unwrap();
+        let mut hold = Hold::new();
+        events(&mut watcher, &mut hold).await;
+        hold.looked();
+        let before = hold.touches;
+
+        for _ in 0..1000 {
+            log.write_all(b"an audit line\n").unwrap();
+        }
+        let woke = tokio::time::timeout(Duration::from_millis(300), watcher.next(&mut hold));
+        assert!(
+            woke.await.is_err(),
+            "a write beside the config woke the watcher"
+        );
+        assert!(!hold.due && hold.touches == before);
+
+        // The config's own writes are still seen.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"b = 1\n")
+            .unwrap();
+        events(&mut watcher, &mut hold).await;
+        assert!(hold.due);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_config_deleted_then_written_anew_is_held_while_its_writer_has_it() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "a = 1\n").unwrap();
+        let mut watcher = Watcher::start(&path).unwrap();
+        let mut hold = Hold::new();
+
+        std::fs::remove_file(&path).unwrap();
+        events(&mut watcher, &mut hold).await;
+        // Created and written before the service has looked: only the
+        // directory can tell of these writes.
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(b"a = 2\n").unwrap();
+        events(&mut watcher, &mut hold).await;
+        assert!(hold.writing && !hold.ready());
+        file.write_all(b"b = 2\n").unwrap();
         drop(file);
         events(&mut watcher, &mut hold).await;
         assert!(hold.ready());
