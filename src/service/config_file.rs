@@ -158,7 +158,6 @@ mod inotify_watch {
         fd: AsyncFd<Inotify>,
         path: PathBuf,
         name: OsString,
-        dir_path: PathBuf,
         dir: WatchDescriptor,
         file: Option<WatchDescriptor>,
         lost: bool,
@@ -176,13 +175,8 @@ mod inotify_watch {
                 .file_name()
                 .ok_or_else(|| io::Error::other("the path names no file"))?
                 .to_owned();
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let dir_path = dir.to_owned();
             let inotify = Inotify::init()?;
-            let dir = inotify.watches().add(dir, DIR_WITHOUT_FILE)?;
+            let dir = inotify.watches().add(dir_of(path), DIR_WITHOUT_FILE)?;
             // SAFETY: `Inotify` owns its descriptor and always returns the
             // same one; it is closed only when the `AsyncFd` drops it.
             let fd = unsafe { AsyncFd::register_with_interest(inotify, Interest::READABLE) }?;
@@ -190,7 +184,6 @@ mod inotify_watch {
                 fd,
                 path: path.to_owned(),
                 name,
-                dir_path,
                 dir,
                 file: None,
                 lost: false,
@@ -310,11 +303,19 @@ mod inotify_watch {
             // The file's watch is in place before the directory's writes
             // stop being watched, so no write falls between the two.
             let mask = if now.is_some() { DIR } else { DIR_WITHOUT_FILE };
-            if watches.add(&self.dir_path, mask).ok().as_ref() != Some(&self.dir) {
+            if watches.add(dir_of(&self.path), mask).ok().as_ref() != Some(&self.dir) {
                 self.lost = true;
             }
             self.file = now;
             true
+        }
+    }
+
+    /// The directory `path` names its file in.
+    fn dir_of(path: &Path) -> &Path {
+        match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
         }
     }
 
@@ -445,14 +446,21 @@ mod tests {
         assert!(!watcher.lost());
     }
 
+    /// A config file in a directory of its own, and its watcher.
+    #[cfg(target_os = "linux")]
+    fn watched() -> (tempfile::TempDir, std::path::PathBuf, Watcher) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "a = 1\n").unwrap();
+        let watcher = Watcher::start(&path).unwrap();
+        (dir, path, watcher)
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn inotify_holds_a_file_while_its_writer_keeps_it_open() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "a = 1\n").unwrap();
-        let mut watcher = Watcher::start(&path).unwrap();
+        let (dir, path, mut watcher) = watched();
         let mut hold = Hold::new();
 
         let mut file = std::fs::File::create(&path).unwrap();
@@ -474,10 +482,7 @@ mod tests {
     #[tokio::test]
     async fn a_log_written_beside_the_config_wakes_nothing() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "a = 1\n").unwrap();
-        let mut watcher = Watcher::start(&path).unwrap();
+        let (dir, path, mut watcher) = watched();
         let mut log = std::fs::File::create(dir.path().join("service.log")).unwrap();
         let mut hold = Hold::new();
         events(&mut watcher, &mut hold).await;
@@ -509,10 +514,7 @@ mod tests {
     #[tokio::test]
     async fn a_config_deleted_then_written_anew_is_held_while_its_writer_has_it() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "a = 1\n").unwrap();
-        let mut watcher = Watcher::start(&path).unwrap();
+        let (_dir, path, mut watcher) = watched();
         let mut hold = Hold::new();
 
         std::fs::remove_file(&path).unwrap();
@@ -582,10 +584,7 @@ mod tests {
     #[tokio::test]
     async fn inotify_applies_a_file_renamed_onto_the_path_at_once() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "a = 1\n").unwrap();
-        let mut watcher = Watcher::start(&path).unwrap();
+        let (dir, path, mut watcher) = watched();
         let mut hold = Hold::new();
 
         let mut old_writer = std::fs::OpenOptions::new()
@@ -610,10 +609,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_write_is_seen_at_once_without_waiting_for_the_reactor() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "a = 1\n").unwrap();
-        let mut watcher = Watcher::start(&path).unwrap();
+        let (_dir, path, mut watcher) = watched();
         let mut hold = Hold::new();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         std::io::Write::write_all(&mut &file, b"a = 2\n").unwrap();
